@@ -1,0 +1,545 @@
+use std::any::TypeId;
+use std::collections::HashMap;
+use std::hash::{BuildHasher, BuildHasherDefault, Hasher, RandomState};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use atoll_core::{ExitReason, NodeId, Pid};
+use tokio::runtime::Handle;
+use tokio::sync::oneshot;
+
+use crate::actor::Actor;
+use crate::actor_ref::ActorRef;
+use crate::cell::{Cell, Meta, ProcessCell, SignalKind};
+use crate::error::{LookupError, RegisterError};
+use crate::info::ProcessInfo;
+use crate::monitor::{Down, MonitorRef};
+use crate::process::run_process;
+use crate::timer::{self, TimerRef};
+
+const SHARDS: usize = 64;
+
+/// How a process is spawned.
+#[derive(Debug, Clone, Default)]
+pub struct SpawnOptions {
+    /// Bound the mailbox to this many waiting messages (`None`: unbounded).
+    pub mailbox_capacity: Option<usize>,
+    /// Trap exit signals from the first instant (before `started` runs).
+    pub trap_exit: bool,
+}
+
+impl SpawnOptions {
+    /// A bounded mailbox of `capacity` messages.
+    pub fn bounded(capacity: usize) -> Self {
+        SpawnOptions {
+            mailbox_capacity: Some(capacity),
+            ..Default::default()
+        }
+    }
+}
+
+/// One node's local runtime: its processes, names and timers.
+///
+/// All state hangs off this value (cheap to clone): two runtimes in one program never see
+/// each other's processes or names. Processes run as tasks on the tokio runtime that was
+/// current when it was created.
+///
+/// ```
+/// use atoll_actor::{Actor, ActorResult, Ctx, Runtime};
+///
+/// struct Greeter;
+/// impl Actor for Greeter {
+///     type Msg = String;
+///     async fn handle(&mut self, name: String, _ctx: &mut Ctx<Self>) -> ActorResult {
+///         println!("hello, {name}");
+///         Ok(())
+///     }
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let rt = Runtime::new();
+/// let greeter = rt.spawn(Greeter);
+/// greeter.send("world".to_string()).unwrap();
+/// rt.shutdown(std::time::Duration::from_secs(1)).await;
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct Runtime {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    node: NodeId,
+    creation: u32,
+    next_serial: AtomicU64,
+    next_ref: AtomicU64,
+    seed: u64,
+    handle: Handle,
+    table: Vec<Mutex<HashMap<u64, Arc<dyn ProcessCell>, SerialHash>>>,
+    names: RwLock<HashMap<Arc<str>, Pid>>,
+}
+
+/// Serials are sequential: a multiply spreads them well enough for the hash table.
+type SerialHash = BuildHasherDefault<SerialHasher>;
+
+#[derive(Default)]
+struct SerialHasher(u64);
+
+impl Hasher for SerialHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0 << 8 | *b as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+}
+
+impl std::fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runtime")
+            .field("node", &self.inner.node)
+            .field("creation", &self.inner.creation)
+            .finish()
+    }
+}
+
+impl Default for Runtime {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Runtime {
+    /// A runtime with a random node id and a creation taken from the clock.
+    ///
+    /// # Panics
+    /// Outside a tokio runtime (processes need one to run on).
+    pub fn new() -> Self {
+        let random = RandomState::new();
+        let mut bytes = [0u8; 16];
+        bytes[..8].copy_from_slice(&random.hash_one(1u8).to_le_bytes());
+        bytes[8..].copy_from_slice(&random.hash_one(2u8).to_le_bytes());
+        let creation = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs() as u32)
+            .unwrap_or(1);
+        Self::with_identity(NodeId::from_bytes(bytes), creation)
+    }
+
+    /// A runtime for a known node identity and incarnation.
+    ///
+    /// # Panics
+    /// Outside a tokio runtime.
+    pub fn with_identity(node: NodeId, creation: u32) -> Self {
+        let seed = u64::from_le_bytes(node.as_bytes()[..8].try_into().expect("8 bytes"))
+            ^ u64::from(creation);
+        Runtime {
+            inner: Arc::new(Inner {
+                node,
+                creation,
+                // Serial 0 is the node itself.
+                next_serial: AtomicU64::new(1),
+                next_ref: AtomicU64::new(1),
+                seed,
+                handle: Handle::current(),
+                table: (0..SHARDS).map(|_| Mutex::default()).collect(),
+                names: RwLock::default(),
+            }),
+        }
+    }
+
+    /// This node's id.
+    pub fn node(&self) -> NodeId {
+        self.inner.node
+    }
+
+    /// This node's incarnation.
+    pub fn creation(&self) -> u32 {
+        self.inner.creation
+    }
+
+    /// The pid standing for the node itself: signals sent from outside any process carry it.
+    pub fn node_pid(&self) -> Pid {
+        Pid::new(self.inner.node, self.inner.creation, 0)
+    }
+
+    /// A seed for deterministic per-process randomness (backoff jitter).
+    pub(crate) fn seed_for(&self, pid: Pid) -> u64 {
+        self.inner.seed ^ pid.serial.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    /// Spawns a process running `actor` with an unbounded mailbox.
+    pub fn spawn<A: Actor>(&self, actor: A) -> ActorRef<A> {
+        self.spawn_opts(actor, SpawnOptions::default())
+    }
+
+    /// Spawns a process with options.
+    pub fn spawn_opts<A: Actor>(&self, actor: A, opts: SpawnOptions) -> ActorRef<A> {
+        self.spawn_related(actor, opts, None, false).0
+    }
+
+    /// Spawns a process linked to (or, with `monitor`, monitored by) `related`.
+    pub(crate) fn spawn_related<A: Actor>(
+        &self,
+        actor: A,
+        opts: SpawnOptions,
+        related: Option<&dyn ProcessCell>,
+        monitor: bool,
+    ) -> (ActorRef<A>, Option<MonitorRef>) {
+        let serial = self.inner.next_serial.fetch_add(1, Ordering::Relaxed);
+        let pid = Pid::new(self.inner.node, self.inner.creation, serial);
+        let (mut links, mut watchers, mut mref, mut parent) = (Vec::new(), Vec::new(), None, None);
+        if let Some(rel) = related {
+            let rel_pid = rel.meta().pid;
+            if monitor {
+                let r = self.next_monitor_ref();
+                rel.add_monitoring(r, pid);
+                watchers.push((r, rel_pid));
+                mref = Some(r);
+            } else if rel.add_link(pid) {
+                links.push(rel_pid);
+                parent = Some(rel_pid);
+            }
+        }
+        let meta = Meta {
+            pid,
+            parent,
+            actor_type: TypeId::of::<A>(),
+            actor_name: std::any::type_name::<A>(),
+            capacity: opts.mailbox_capacity.map(|c| c.max(1)),
+            started: Instant::now(),
+        };
+        let cell = Arc::new(Cell::<A::Msg>::new(meta, opts.trap_exit, links, watchers));
+        self.shard(serial)
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(serial, cell.clone());
+        self.inner
+            .handle
+            .spawn(run_process(actor, cell.clone(), self.clone()));
+        (ActorRef::from_cell(cell), mref)
+    }
+
+    fn shard(&self, serial: u64) -> &Mutex<HashMap<u64, Arc<dyn ProcessCell>, SerialHash>> {
+        &self.inner.table[serial as usize % SHARDS]
+    }
+
+    fn next_monitor_ref(&self) -> MonitorRef {
+        MonitorRef(self.inner.next_ref.fetch_add(1, Ordering::Relaxed))
+    }
+
+    fn lookup_cell(&self, pid: Pid) -> Option<Arc<dyn ProcessCell>> {
+        if pid.node != self.inner.node || pid.creation != self.inner.creation {
+            return None;
+        }
+        self.shard(pid.serial)
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&pid.serial)
+            .cloned()
+    }
+
+    /// True while `pid` names a live process of this runtime.
+    pub fn is_alive(&self, pid: Pid) -> bool {
+        self.lookup_cell(pid).is_some()
+    }
+
+    /// A typed reference to the live process `pid`.
+    pub fn actor_ref<A: Actor>(&self, pid: Pid) -> Result<ActorRef<A>, LookupError> {
+        let cell = self.lookup_cell(pid).ok_or(LookupError::NoProc(pid))?;
+        let meta = cell.meta();
+        if meta.actor_type != TypeId::of::<A>() {
+            return Err(LookupError::WrongType {
+                pid,
+                expected: std::any::type_name::<A>(),
+                actual: meta.actor_name,
+            });
+        }
+        let cell = cell
+            .into_any()
+            .downcast::<Cell<A::Msg>>()
+            .map_err(|_| LookupError::NoProc(pid))?;
+        Ok(ActorRef::from_cell(cell))
+    }
+
+    /// Sends an exit signal to `pid` from the node itself. Trapping processes get it as a
+    /// message; others exit with `reason` unless it is `Normal`.
+    pub fn exit(&self, pid: Pid, reason: ExitReason) {
+        self.exit_from(self.node_pid(), pid, reason);
+    }
+
+    pub(crate) fn exit_from(&self, from: Pid, pid: Pid, reason: ExitReason) {
+        if let Some(cell) = self.lookup_cell(pid) {
+            cell.exit_signal(from, reason, SignalKind::Exit);
+        }
+    }
+
+    /// Kills `pid` unconditionally: it exits with `Killed`, even if it traps exits or is in
+    /// the middle of a callback.
+    pub fn kill(&self, pid: Pid) {
+        if let Some(cell) = self.lookup_cell(pid) {
+            cell.exit_signal(self.node_pid(), ExitReason::Killed, SignalKind::Kill);
+        }
+    }
+
+    /// Waits until `pid` exits and returns its reason (`NoProc` if it is already gone).
+    ///
+    /// The wait is registered when this is called, not when the future is first polled, so
+    /// an exit caused right after the call is never missed.
+    pub fn wait_exit(&self, pid: Pid) -> impl std::future::Future<Output = ExitReason> + Send + 'static {
+        let rx = self.lookup_cell(pid).and_then(|cell| {
+            let (tx, rx) = oneshot::channel();
+            cell.add_exit_waiter(tx).ok().map(|()| rx)
+        });
+        async move {
+            match rx {
+                Some(rx) => rx.await.unwrap_or(ExitReason::NoProc),
+                None => ExitReason::NoProc,
+            }
+        }
+    }
+
+    pub(crate) fn link(&self, me: &dyn ProcessCell, other: Pid) {
+        let my_pid = me.meta().pid;
+        if other == my_pid {
+            return;
+        }
+        // Record our side first: if the other exits right after accepting, its exit signal
+        // finds the link and removes it.
+        if !me.add_link(other) {
+            return;
+        }
+        match self.lookup_cell(other) {
+            Some(cell) if cell.add_link(my_pid) => {}
+            _ => me.exit_signal(other, ExitReason::NoProc, SignalKind::Link),
+        }
+    }
+
+    pub(crate) fn unlink(&self, me: &dyn ProcessCell, other: Pid) {
+        me.remove_link(other);
+        if let Some(cell) = self.lookup_cell(other) {
+            cell.remove_link(me.meta().pid);
+        }
+    }
+
+    pub(crate) fn monitor(&self, me: &dyn ProcessCell, target: Pid) -> MonitorRef {
+        let mref = self.next_monitor_ref();
+        me.add_monitoring(mref, target);
+        let accepted = self
+            .lookup_cell(target)
+            .is_some_and(|cell| cell.add_watcher(mref, me.meta().pid));
+        if !accepted {
+            me.deliver_down(Down {
+                monitor: mref,
+                pid: target,
+                reason: ExitReason::NoProc,
+            });
+        }
+        mref
+    }
+
+    pub(crate) fn demonitor(&self, me: &dyn ProcessCell, mref: MonitorRef) {
+        if let Some(cell) = me
+            .remove_monitoring(mref)
+            .and_then(|target| self.lookup_cell(target))
+        {
+            cell.remove_watcher(mref);
+        }
+    }
+
+    /// Announces a process's exit: links, monitors, waiters and its name.
+    pub(crate) fn process_exited(&self, cell: &dyn ProcessCell, reason: ExitReason) {
+        let pid = cell.meta().pid;
+        let cold = cell.finish();
+        self.shard(pid.serial)
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&pid.serial);
+        let Some(cold) = cold else { return };
+        if let Some(name) = &cold.name {
+            let mut names = self.inner.names.write().unwrap_or_else(|e| e.into_inner());
+            if names.get(name) == Some(&pid) {
+                names.remove(name);
+            }
+        }
+        for other in &cold.links {
+            if let Some(c) = self.lookup_cell(*other) {
+                c.exit_signal(pid, reason.clone(), SignalKind::Link);
+            }
+        }
+        for (mref, watcher) in &cold.watchers {
+            if let Some(c) = self.lookup_cell(*watcher) {
+                c.deliver_down(Down {
+                    monitor: *mref,
+                    pid,
+                    reason: reason.clone(),
+                });
+            }
+        }
+        for (mref, target) in &cold.monitoring {
+            if let Some(c) = self.lookup_cell(*target) {
+                c.remove_watcher(*mref);
+            }
+        }
+        for waiter in cold.exit_waiters {
+            let _ = waiter.send(reason.clone());
+        }
+    }
+
+    /// Registers `pid` under `name` on this node. The name is released when the process
+    /// exits.
+    pub fn register(&self, name: &str, pid: Pid) -> Result<(), RegisterError> {
+        let mut names = self.inner.names.write().unwrap_or_else(|e| e.into_inner());
+        if let Some(owner) = names.get(name) {
+            return Err(RegisterError::NameTaken {
+                name: name.to_string(),
+                owner: *owner,
+            });
+        }
+        let cell = self.lookup_cell(pid).ok_or(RegisterError::NoProc(pid))?;
+        let name: Arc<str> = name.into();
+        cell.set_name(&name)?;
+        names.insert(name, pid);
+        Ok(())
+    }
+
+    /// Removes a name; returns the pid that held it.
+    pub fn unregister(&self, name: &str) -> Option<Pid> {
+        let pid = self
+            .inner
+            .names
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(name)?;
+        if let Some(cell) = self.lookup_cell(pid) {
+            cell.clear_name(name);
+        }
+        Some(pid)
+    }
+
+    /// The pid registered under `name`, if any.
+    pub fn whereis(&self, name: &str) -> Option<Pid> {
+        self.inner
+            .names
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(name)
+            .copied()
+    }
+
+    /// A typed reference to the process registered under `name`.
+    pub fn whereis_ref<A: Actor>(&self, name: &str) -> Result<ActorRef<A>, LookupError> {
+        let pid = self
+            .whereis(name)
+            .ok_or_else(|| LookupError::NotRegistered(name.to_string()))?;
+        self.actor_ref(pid)
+    }
+
+    /// All registered names with their pids, sorted by name.
+    pub fn registered(&self) -> Vec<(String, Pid)> {
+        let names = self.inner.names.read().unwrap_or_else(|e| e.into_inner());
+        let mut all: Vec<_> = names.iter().map(|(n, p)| (n.to_string(), *p)).collect();
+        all.sort();
+        all
+    }
+
+    /// Snapshots of all live processes, in spawn order.
+    pub fn processes(&self) -> Vec<ProcessInfo> {
+        let mut all: Vec<ProcessInfo> = self.cells().iter().map(|c| c.info()).collect();
+        all.sort_by_key(|i| i.pid.serial);
+        all
+    }
+
+    /// A snapshot of one live process.
+    pub fn process_info(&self, pid: Pid) -> Option<ProcessInfo> {
+        self.lookup_cell(pid).map(|c| c.info())
+    }
+
+    /// How many processes are alive.
+    pub fn process_count(&self) -> usize {
+        self.inner
+            .table
+            .iter()
+            .map(|s| s.lock().unwrap_or_else(|e| e.into_inner()).len())
+            .sum()
+    }
+
+    fn cells(&self) -> Vec<Arc<dyn ProcessCell>> {
+        self.inner
+            .table
+            .iter()
+            .flat_map(|s| {
+                s.lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .values()
+                    .cloned()
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    }
+
+    /// Sends `msg` to `target` after `delay`.
+    pub fn send_after<A: Actor>(
+        &self,
+        target: &ActorRef<A>,
+        delay: Duration,
+        msg: A::Msg,
+    ) -> TimerRef {
+        timer::send_after(&self.inner.handle, target.clone(), delay, msg)
+    }
+
+    /// Sends a copy of `msg` to `target` every `period` until cancelled or `target` exits.
+    pub fn send_interval<A: Actor>(
+        &self,
+        target: &ActorRef<A>,
+        period: Duration,
+        msg: A::Msg,
+    ) -> TimerRef
+    where
+        A::Msg: Clone,
+    {
+        timer::send_interval(&self.inner.handle, target.clone(), period, msg)
+    }
+
+    /// Stops every process: top-level processes (those without a live parent) in reverse
+    /// spawn order, each with a `Shutdown` exit signal and `grace` to finish (supervisors
+    /// stop their children in reverse start order), then kills whatever is left. Returns
+    /// when no process is alive.
+    pub async fn shutdown(&self, grace: Duration) {
+        let mut roots: Vec<Pid> = self
+            .cells()
+            .iter()
+            .map(|c| c.meta())
+            .filter(|m| m.parent.is_none_or(|p| !self.is_alive(p)))
+            .map(|m| m.pid)
+            .collect();
+        roots.sort_by_key(|p| std::cmp::Reverse(p.serial));
+        for pid in roots {
+            let exited = self.wait_exit(pid);
+            self.exit(pid, ExitReason::Shutdown);
+            if tokio::time::timeout(grace, exited).await.is_err() {
+                self.kill(pid);
+                self.wait_exit(pid).await;
+            }
+        }
+        loop {
+            let left = self.cells();
+            if left.is_empty() {
+                return;
+            }
+            for cell in &left {
+                self.kill(cell.meta().pid);
+            }
+            for cell in left {
+                self.wait_exit(cell.meta().pid).await;
+            }
+        }
+    }
+}
