@@ -58,6 +58,7 @@ pub(crate) struct Cold {
     pub(crate) monitoring: Vec<(MonitorRef, Pid)>,
     pub(crate) name: Option<Arc<str>>,
     pub(crate) exit_waiters: Vec<oneshot::Sender<ExitReason>>,
+    start_waiters: Vec<oneshot::Sender<()>>,
     send_waiters: VecDeque<Waker>,
 }
 
@@ -246,6 +247,21 @@ impl<M: Send + 'static> Cell<M> {
         }
     }
 
+    /// Marks the end of the `started` callback and tells whoever waits for it.
+    pub(crate) fn mark_started(&self) {
+        let mut s = self.lock();
+        self.status.store(STATUS_RUNNING, Ordering::Relaxed);
+        let waiters = s
+            .cold
+            .as_mut()
+            .map(|c| std::mem::take(&mut c.start_waiters))
+            .unwrap_or_default();
+        drop(s);
+        for w in waiters {
+            let _ = w.send(());
+        }
+    }
+
     pub(crate) fn set_trap_exit(&self, on: bool) {
         self.lock().trap_exit = on;
     }
@@ -274,6 +290,9 @@ pub(crate) trait ProcessCell: Send + Sync + 'static {
     fn remove_monitoring(&self, mref: MonitorRef) -> Option<Pid>;
     fn deliver_down(&self, down: Down);
     fn add_exit_waiter(&self, tx: oneshot::Sender<ExitReason>) -> Result<(), oneshot::Sender<ExitReason>>;
+    /// Registers interest in the end of the `started` callback; hands `tx` back if it has
+    /// already ended (or the process is gone).
+    fn add_start_waiter(&self, tx: oneshot::Sender<()>) -> Result<(), oneshot::Sender<()>>;
     fn set_name(&self, name: &Arc<str>) -> Result<(), RegisterError>;
     fn clear_name(&self, name: &str) -> bool;
     fn info(&self) -> ProcessInfo;
@@ -408,6 +427,15 @@ impl<M: Send + 'static> ProcessCell for Cell<M> {
             return Err(tx);
         }
         s.cold().exit_waiters.push(tx);
+        Ok(())
+    }
+
+    fn add_start_waiter(&self, tx: oneshot::Sender<()>) -> Result<(), oneshot::Sender<()>> {
+        let mut s = self.lock();
+        if !s.alive || self.status.load(Ordering::Relaxed) != STATUS_STARTING {
+            return Err(tx);
+        }
+        s.cold().start_waiters.push(tx);
         Ok(())
     }
 

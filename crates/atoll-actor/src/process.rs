@@ -45,6 +45,7 @@ async fn run_callbacks<A: Actor>(mut actor: A, mut ctx: Ctx<A>) -> Option<ExitRe
         return Some(e.to_reason());
     }
     let cell = ctx.cell.clone();
+    cell.mark_started();
     let mut batch = VecDeque::new();
     let mut handled = 0u64;
     let reason = 'life: loop {

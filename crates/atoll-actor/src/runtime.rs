@@ -306,6 +306,35 @@ impl Runtime {
         }
     }
 
+    /// Waits until `pid` has finished its `started` callback: `Ok` once it has, or the exit
+    /// reason if it exited first (`NoProc` if it was never alive here).
+    pub fn wait_started(
+        &self,
+        pid: Pid,
+    ) -> impl std::future::Future<Output = Result<(), ExitReason>> + Send + 'static {
+        let exit = self.wait_exit(pid);
+        let started = match self.lookup_cell(pid) {
+            None => Err(()),
+            Some(cell) => {
+                let (tx, rx) = oneshot::channel();
+                match cell.add_start_waiter(tx) {
+                    Ok(()) => Ok(Some(rx)),
+                    // Already past `started`, unless it is gone.
+                    Err(_) if self.is_alive(pid) => Ok(None),
+                    Err(_) => Err(()),
+                }
+            }
+        };
+        async move {
+            let ok = match started {
+                Ok(None) => true,
+                Ok(Some(rx)) => rx.await.is_ok(),
+                Err(()) => false,
+            };
+            if ok { Ok(()) } else { Err(exit.await) }
+        }
+    }
+
     pub(crate) fn link(&self, me: &dyn ProcessCell, other: Pid) {
         let my_pid = me.meta().pid;
         if other == my_pid {

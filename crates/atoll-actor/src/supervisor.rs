@@ -386,9 +386,12 @@ impl Supervisor {
             .await
     }
 
-    fn start_child(&mut self, i: usize, ctx: &Ctx<Self>) -> Result<(), ExitReason> {
+    /// Starts child `i` and waits for its `started` callback, so children come up one after
+    /// another in order, each after the ones it may depend on.
+    async fn start_child(&mut self, i: usize, ctx: &Ctx<Self>) -> Result<(), ExitReason> {
         let child = &mut self.children[i];
         let pid = (child.spec.start)(&ChildStarter { ctx }).map_err(|e| e.to_reason())?;
+        ctx.runtime().wait_started(pid).await?;
         child.pid = Some(pid);
         child.started_at = Instant::now();
         Ok(())
@@ -472,13 +475,14 @@ impl Supervisor {
         let delay = self.backoff.delay(child.failures, &mut self.rng);
         child.failures = child.failures.saturating_add(1);
         if delay.is_zero() {
-            self.restart(ids, ctx);
+            // Through the mailbox: the restart happens right after what is already queued.
+            let _ = ctx.myself().send(SupervisorMsg::Restart(ids));
         } else {
             ctx.send_after(delay, SupervisorMsg::Restart(ids));
         }
     }
 
-    fn restart(&mut self, ids: Vec<String>, ctx: &mut Ctx<Self>) {
+    async fn restart(&mut self, ids: Vec<String>, ctx: &mut Ctx<Self>) {
         for (n, id) in ids.iter().enumerate() {
             let Some(i) = self.children.iter().position(|c| &c.spec.id == id) else {
                 continue;
@@ -486,7 +490,7 @@ impl Supervisor {
             if self.children[i].pid.is_some() {
                 continue;
             }
-            if self.start_child(i, ctx).is_err() {
+            if self.start_child(i, ctx).await.is_err() {
                 // A failed start counts as another failure of the same child.
                 if !self.note_restart() {
                     self.give_up(ctx);
@@ -523,7 +527,7 @@ impl Actor for Supervisor {
         ctx.trap_exit(true);
         self.rng = SplitMix64::new(ctx.runtime().seed_for(ctx.pid()));
         for i in 0..self.children.len() {
-            if let Err(reason) = self.start_child(i, ctx) {
+            if let Err(reason) = self.start_child(i, ctx).await {
                 let started: Vec<usize> = (0..i).collect();
                 self.stop_children(&started, ctx).await;
                 return Err(ActorError::msg(format!(
@@ -550,7 +554,7 @@ impl Actor for Supervisor {
                         .collect(),
                 );
             }
-            SupervisorMsg::Restart(ids) => self.restart(ids, ctx),
+            SupervisorMsg::Restart(ids) => self.restart(ids, ctx).await,
         }
         Ok(())
     }

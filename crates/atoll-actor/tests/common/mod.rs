@@ -88,7 +88,11 @@ impl Actor for Probe {
         Ok(())
     }
 
-    async fn handle_exit(&mut self, from: Pid, reason: ExitReason, _ctx: &mut Ctx<Self>) -> ActorResult {
+    async fn handle_exit(&mut self, from: Pid, reason: ExitReason, ctx: &mut Ctx<Self>) -> ActorResult {
+        // Like a well-behaved server: a parent's exit signal still ends the process.
+        if Some(from) == ctx.parent() && !reason.is_normal() {
+            ctx.stop(reason.clone());
+        }
         let _ = self.events.send(Event::Exit {
             me: self.label.clone(),
             from,
