@@ -178,7 +178,9 @@ impl<A: Actor> Ctx<A> {
 
     /// [`Ctx::spawn_link`] with options (bounded mailbox, trapping exits from the start).
     pub fn spawn_link_opts<B: Actor>(&self, actor: B, opts: SpawnOptions) -> ActorRef<B> {
-        self.rt.spawn_related(actor, opts, Some(&*self.cell), false).0
+        self.rt
+            .spawn_related(actor, opts, Some(&*self.cell), false)
+            .0
     }
 
     /// Spawns a process monitored by this one.

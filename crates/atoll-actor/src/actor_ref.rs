@@ -80,10 +80,9 @@ impl<A: Actor> ActorRef<A> {
             match self.cell.send(msg) {
                 Ok(()) => {}
                 Err(SendError::NoProc(_)) => return Err(CallError::NoProc),
-                Err(SendError::Full(msg)) => self
-                    .send_wait(msg)
-                    .await
-                    .map_err(|_| CallError::NoProc)?,
+                Err(SendError::Full(msg)) => {
+                    self.send_wait(msg).await.map_err(|_| CallError::NoProc)?
+                }
             }
             rx.await.map_err(|_| CallError::NoReply)
         };

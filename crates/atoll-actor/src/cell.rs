@@ -211,7 +211,11 @@ impl<M: Send + 'static> Cell<M> {
 
     /// The owner takes its next messages: the whole queue when unbounded, one message when
     /// bounded (so capacity counts every message not yet handled).
-    pub(crate) fn poll_take(&self, batch: &mut VecDeque<Envelope<M>>, cx: &mut Context<'_>) -> Poll<()> {
+    pub(crate) fn poll_take(
+        &self,
+        batch: &mut VecDeque<Envelope<M>>,
+        cx: &mut Context<'_>,
+    ) -> Poll<()> {
         let mut s = self.lock();
         if s.items.is_empty() {
             match &s.waker {
@@ -289,7 +293,10 @@ pub(crate) trait ProcessCell: Send + Sync + 'static {
     /// Removes a held monitor; returns its target if it was there.
     fn remove_monitoring(&self, mref: MonitorRef) -> Option<Pid>;
     fn deliver_down(&self, down: Down);
-    fn add_exit_waiter(&self, tx: oneshot::Sender<ExitReason>) -> Result<(), oneshot::Sender<ExitReason>>;
+    fn add_exit_waiter(
+        &self,
+        tx: oneshot::Sender<ExitReason>,
+    ) -> Result<(), oneshot::Sender<ExitReason>>;
     /// Registers interest in the end of the `started` callback; hands `tx` back if it has
     /// already ended (or the process is gone).
     fn add_start_waiter(&self, tx: oneshot::Sender<()>) -> Result<(), oneshot::Sender<()>>;
@@ -417,11 +424,15 @@ impl<M: Send + 'static> ProcessCell for Cell<M> {
         if c.monitoring.len() == before {
             return;
         }
-        s.items.push_back(Envelope::Sys(Box::new(SysMsg::Down(down))));
+        s.items
+            .push_back(Envelope::Sys(Box::new(SysMsg::Down(down))));
         s.wake_owner();
     }
 
-    fn add_exit_waiter(&self, tx: oneshot::Sender<ExitReason>) -> Result<(), oneshot::Sender<ExitReason>> {
+    fn add_exit_waiter(
+        &self,
+        tx: oneshot::Sender<ExitReason>,
+    ) -> Result<(), oneshot::Sender<ExitReason>> {
         let mut s = self.lock();
         if !s.alive {
             return Err(tx);

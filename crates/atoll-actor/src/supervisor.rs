@@ -118,8 +118,8 @@ impl Backoff {
     /// ```
     pub fn delay(&self, attempt: u32, rng: &mut SplitMix64) -> Duration {
         let max = self.max.as_secs_f64();
-        let base = (self.initial.as_secs_f64() * self.multiplier.powi(attempt.min(64) as i32))
-            .min(max);
+        let base =
+            (self.initial.as_secs_f64() * self.multiplier.powi(attempt.min(64) as i32)).min(max);
         let spread = 1.0 + self.jitter * (2.0 * rng.next_f64() - 1.0);
         Duration::from_secs_f64((base * spread).clamp(0.0, max))
     }
@@ -511,7 +511,10 @@ async fn stop_child(ctx: &Ctx<Supervisor>, pid: Pid, shutdown: Shutdown) {
         Shutdown::Brutal => rt.kill(pid),
         Shutdown::Timeout(grace) => {
             ctx.exit(pid, ExitReason::Shutdown);
-            if tokio::time::timeout(grace, rt.wait_exit(pid)).await.is_err() {
+            if tokio::time::timeout(grace, rt.wait_exit(pid))
+                .await
+                .is_err()
+            {
                 rt.kill(pid);
             }
         }
@@ -559,7 +562,12 @@ impl Actor for Supervisor {
         Ok(())
     }
 
-    async fn handle_exit(&mut self, from: Pid, reason: ExitReason, ctx: &mut Ctx<Self>) -> ActorResult {
+    async fn handle_exit(
+        &mut self,
+        from: Pid,
+        reason: ExitReason,
+        ctx: &mut Ctx<Self>,
+    ) -> ActorResult {
         if Some(from) == ctx.parent() || from == ctx.runtime().node_pid() {
             ctx.stop(reason);
         } else if let Some(i) = self.children.iter().position(|c| c.pid == Some(from)) {

@@ -94,7 +94,11 @@ async fn run_case(ops: Vec<Op>, traps: Vec<bool>) {
     settle().await;
 
     let exits = exits.lock().unwrap().clone();
-    let alive: HashSet<Pid> = pids.iter().copied().filter(|p| !exits.contains_key(p)).collect();
+    let alive: HashSet<Pid> = pids
+        .iter()
+        .copied()
+        .filter(|p| !exits.contains_key(p))
+        .collect();
 
     // The process table holds exactly the live processes.
     let listed: HashSet<Pid> = rt.processes().iter().map(|i| i.pid).collect();
@@ -105,7 +109,11 @@ async fn run_case(ops: Vec<Op>, traps: Vec<bool>) {
         for l in &info.links {
             assert!(alive.contains(l), "{} linked to dead {l}", info.pid);
             let other = rt.process_info(*l).unwrap();
-            assert!(other.links.contains(&info.pid), "link {} - {l} is one-sided", info.pid);
+            assert!(
+                other.links.contains(&info.pid),
+                "link {} - {l} is one-sided",
+                info.pid
+            );
         }
     }
 

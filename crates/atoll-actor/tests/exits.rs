@@ -23,7 +23,11 @@ async fn error_exit_propagates_through_a_chain_of_links() {
     b.send(Cmd::Link(c.pid())).unwrap();
     ping(&a).await;
     ping(&b).await;
-    let exits = [rt.wait_exit(c.pid()), rt.wait_exit(b.pid()), rt.wait_exit(a.pid())];
+    let exits = [
+        rt.wait_exit(c.pid()),
+        rt.wait_exit(b.pid()),
+        rt.wait_exit(a.pid()),
+    ];
     c.send(Cmd::Fail("disk on fire".into())).unwrap();
     for exit in exits {
         assert_eq!(within(exit).await, ExitReason::error("disk on fire"));
@@ -44,7 +48,10 @@ async fn normal_exit_does_not_kill_linked_processes() {
     assert_eq!(within(b_exit).await, ExitReason::Normal);
     ping(&a).await;
     assert!(rt.is_alive(a.pid()));
-    assert!(rt.process_info(a.pid()).unwrap().links.is_empty(), "the link is gone with b");
+    assert!(
+        rt.process_info(a.pid()).unwrap().links.is_empty(),
+        "the link is gone with b"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -56,19 +63,33 @@ async fn trap_exit_turns_exit_signals_into_messages() {
     a.send(Cmd::Link(b.pid())).unwrap();
     ping(&a).await;
     b.send(Cmd::Fail("bad".into())).unwrap();
-    let e = until(&mut rx, "a's trapped exit", |e| matches!(e, Event::Exit { .. })).await;
+    let e = until(&mut rx, "a's trapped exit", |e| {
+        matches!(e, Event::Exit { .. })
+    })
+    .await;
     assert_eq!(
         e,
-        Event::Exit { me: "a".into(), from: b.pid(), reason: ExitReason::error("bad") }
+        Event::Exit {
+            me: "a".into(),
+            from: b.pid(),
+            reason: ExitReason::error("bad")
+        }
     );
     ping(&a).await;
     assert!(rt.is_alive(a.pid()));
     // A plain exit signal (not via a link) is trapped too, normal reason included.
     rt.exit(a.pid(), ExitReason::Normal);
-    let e = until(&mut rx, "trapped normal exit", |e| matches!(e, Event::Exit { .. })).await;
+    let e = until(&mut rx, "trapped normal exit", |e| {
+        matches!(e, Event::Exit { .. })
+    })
+    .await;
     assert_eq!(
         e,
-        Event::Exit { me: "a".into(), from: rt.node_pid(), reason: ExitReason::Normal }
+        Event::Exit {
+            me: "a".into(),
+            from: rt.node_pid(),
+            reason: ExitReason::Normal
+        }
     );
 }
 
@@ -97,8 +118,18 @@ async fn kill_cannot_be_trapped_and_reaches_a_process_stuck_in_a_callback() {
     rt.kill(a.pid());
     assert_eq!(within(a_exit).await, ExitReason::Killed);
     // The linked process gets `killed`, which it can trap.
-    let e = until(&mut rx, "w's trapped exit", |e| matches!(e, Event::Exit { .. })).await;
-    assert_eq!(e, Event::Exit { me: "w".into(), from: a.pid(), reason: ExitReason::Killed });
+    let e = until(&mut rx, "w's trapped exit", |e| {
+        matches!(e, Event::Exit { .. })
+    })
+    .await;
+    assert_eq!(
+        e,
+        Event::Exit {
+            me: "w".into(),
+            from: a.pid(),
+            reason: ExitReason::Killed
+        }
+    );
     assert!(rt.is_alive(watcher.pid()));
 }
 
@@ -129,7 +160,14 @@ async fn linking_to_a_dead_process_delivers_noproc() {
     let trapper = rt.spawn(Probe::new("t", &tx).trapping());
     trapper.send(Cmd::Link(dead.pid())).unwrap();
     let e = until(&mut rx, "noproc exit", |e| matches!(e, Event::Exit { .. })).await;
-    assert_eq!(e, Event::Exit { me: "t".into(), from: dead.pid(), reason: ExitReason::NoProc });
+    assert_eq!(
+        e,
+        Event::Exit {
+            me: "t".into(),
+            from: dead.pid(),
+            reason: ExitReason::NoProc
+        }
+    );
 
     let plain = rt.spawn(Probe::new("p", &tx));
     let plain_exit = rt.wait_exit(plain.pid());
@@ -143,8 +181,14 @@ async fn monitors_fire_once_with_the_reason_and_noproc_for_the_dead() {
     let (tx, mut rx) = mpsc::unbounded_channel();
     let watcher = rt.spawn(Probe::new("w", &tx));
     let target = rt.spawn(Probe::new("t", &tx));
-    let m1 = watcher.call(|r| Cmd::Monitor(target.pid(), r), DEADLINE).await.unwrap();
-    let m2 = watcher.call(|r| Cmd::Monitor(target.pid(), r), DEADLINE).await.unwrap();
+    let m1 = watcher
+        .call(|r| Cmd::Monitor(target.pid(), r), DEADLINE)
+        .await
+        .unwrap();
+    let m2 = watcher
+        .call(|r| Cmd::Monitor(target.pid(), r), DEADLINE)
+        .await
+        .unwrap();
     assert_ne!(m1, m2);
     target.send(Cmd::Fail("oops".into())).unwrap();
     let mut fired = Vec::new();
@@ -159,12 +203,19 @@ async fn monitors_fire_once_with_the_reason_and_noproc_for_the_dead() {
         }
     }
     fired.sort();
-    assert_eq!(fired, vec![m1.min(m2), m1.max(m2)], "each monitor fires exactly once");
+    assert_eq!(
+        fired,
+        vec![m1.min(m2), m1.max(m2)],
+        "each monitor fires exactly once"
+    );
     // The watcher is not linked: it lives on, and no third Down comes.
     ping(&watcher).await;
     assert!(rx.try_recv().is_err());
 
-    let m3 = watcher.call(|r| Cmd::Monitor(target.pid(), r), DEADLINE).await.unwrap();
+    let m3 = watcher
+        .call(|r| Cmd::Monitor(target.pid(), r), DEADLINE)
+        .await
+        .unwrap();
     match until(&mut rx, "noproc down", |e| matches!(e, Event::Down { .. })).await {
         Event::Down { down, .. } => {
             assert_eq!(down.monitor, m3);
@@ -180,17 +231,31 @@ async fn demonitor_stops_the_notification() {
     let (tx, mut rx) = mpsc::unbounded_channel();
     let watcher = rt.spawn(Probe::new("w", &tx));
     let target = rt.spawn(Probe::new("t", &tx));
-    let m = watcher.call(|r| Cmd::Monitor(target.pid(), r), DEADLINE).await.unwrap();
-    assert_eq!(rt.process_info(target.pid()).unwrap().monitored_by, vec![watcher.pid()]);
+    let m = watcher
+        .call(|r| Cmd::Monitor(target.pid(), r), DEADLINE)
+        .await
+        .unwrap();
+    assert_eq!(
+        rt.process_info(target.pid()).unwrap().monitored_by,
+        vec![watcher.pid()]
+    );
     watcher.send(Cmd::Demonitor(m)).unwrap();
     ping(&watcher).await;
-    assert!(rt.process_info(target.pid()).unwrap().monitored_by.is_empty());
+    assert!(
+        rt.process_info(target.pid())
+            .unwrap()
+            .monitored_by
+            .is_empty()
+    );
     let target_exit = rt.wait_exit(target.pid());
     target.send(Cmd::Stop(ExitReason::Normal)).unwrap();
     within(target_exit).await;
     ping(&watcher).await;
     while let Ok(e) = rx.try_recv() {
-        assert!(!matches!(e, Event::Down { .. }), "no Down after demonitor: {e:?}");
+        assert!(
+            !matches!(e, Event::Down { .. }),
+            "no Down after demonitor: {e:?}"
+        );
     }
 }
 
@@ -218,7 +283,10 @@ async fn spawn_link_and_spawn_monitor_from_a_process() {
     let info = rt.process_info(linked).unwrap();
     assert_eq!(info.parent, Some(parent.pid()));
     assert_eq!(info.links, vec![parent.pid()]);
-    assert_eq!(rt.process_info(monitored).unwrap().monitored_by, vec![parent.pid()]);
+    assert_eq!(
+        rt.process_info(monitored).unwrap().monitored_by,
+        vec![parent.pid()]
+    );
     let linked_exit = rt.wait_exit(linked);
     rt.exit(parent.pid(), ExitReason::error("parent down"));
     assert_eq!(within(linked_exit).await, ExitReason::error("parent down"));

@@ -5,8 +5,8 @@ mod common;
 use std::time::Duration;
 
 use atoll_actor::{
-    Actor, ActorResult, Ctx, ExitReason, LookupError, ProcessStatus, RegisterError,
-    Runtime, SendError, SpawnOptions,
+    Actor, ActorResult, Ctx, ExitReason, LookupError, ProcessStatus, RegisterError, Runtime,
+    SendError, SpawnOptions,
 };
 use common::*;
 use tokio::sync::mpsc;
@@ -33,9 +33,18 @@ async fn a_full_bounded_mailbox_refuses_or_holds_the_sender_and_loses_nothing() 
     let rt = Runtime::new();
     let (open_tx, open_rx) = tokio::sync::oneshot::channel();
     let (seen_tx, mut seen) = mpsc::unbounded_channel();
-    let gate = rt.spawn_opts(Gate { open: Some(open_rx), seen: seen_tx }, SpawnOptions::bounded(2));
+    let gate = rt.spawn_opts(
+        Gate {
+            open: Some(open_rx),
+            seen: seen_tx,
+        },
+        SpawnOptions::bounded(2),
+    );
     gate.send(0).unwrap();
-    eventually("message 0 in hand", || rt.process_info(gate.pid()).unwrap().messages_handled == 1).await;
+    eventually("message 0 in hand", || {
+        rt.process_info(gate.pid()).unwrap().messages_handled == 1
+    })
+    .await;
     gate.send(1).unwrap();
     gate.send(2).unwrap();
     match gate.send(3) {
@@ -52,10 +61,19 @@ async fn a_full_bounded_mailbox_refuses_or_holds_the_sender_and_loses_nothing() 
     tokio::task::yield_now().await;
     assert!(!waiting.is_finished());
     open_tx.send(()).unwrap();
-    tokio::time::timeout(DEADLINE, waiting).await.unwrap().unwrap().unwrap();
+    tokio::time::timeout(DEADLINE, waiting)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
     let mut got = Vec::new();
     while got.len() < 4 {
-        got.push(tokio::time::timeout(DEADLINE, seen.recv()).await.unwrap().unwrap());
+        got.push(
+            tokio::time::timeout(DEADLINE, seen.recv())
+                .await
+                .unwrap()
+                .unwrap(),
+        );
     }
     assert_eq!(got, [0, 1, 2, 3], "every message arrives, in order");
 }
@@ -65,9 +83,18 @@ async fn send_wait_fails_with_the_message_when_the_process_exits() {
     let rt = Runtime::new();
     let (_open_tx, open_rx) = tokio::sync::oneshot::channel();
     let (seen_tx, _seen) = mpsc::unbounded_channel();
-    let gate = rt.spawn_opts(Gate { open: Some(open_rx), seen: seen_tx }, SpawnOptions::bounded(1));
+    let gate = rt.spawn_opts(
+        Gate {
+            open: Some(open_rx),
+            seen: seen_tx,
+        },
+        SpawnOptions::bounded(1),
+    );
     gate.send(0).unwrap();
-    eventually("message 0 in hand", || rt.process_info(gate.pid()).unwrap().messages_handled == 1).await;
+    eventually("message 0 in hand", || {
+        rt.process_info(gate.pid()).unwrap().messages_handled == 1
+    })
+    .await;
     gate.send(1).unwrap();
     let waiting = tokio::spawn({
         let gate = gate.clone();
@@ -75,7 +102,11 @@ async fn send_wait_fails_with_the_message_when_the_process_exits() {
     });
     tokio::task::yield_now().await;
     rt.kill(gate.pid());
-    match tokio::time::timeout(DEADLINE, waiting).await.unwrap().unwrap() {
+    match tokio::time::timeout(DEADLINE, waiting)
+        .await
+        .unwrap()
+        .unwrap()
+    {
         Err(SendError::NoProc(2)) => {}
         other => panic!("expected NoProc(2), got {other:?}"),
     }
@@ -91,17 +122,35 @@ async fn names_are_unique_typed_and_released_on_exit() {
     assert_eq!(rt.whereis("svc"), Some(a.pid()));
     assert_eq!(
         rt.register("svc", b.pid()),
-        Err(RegisterError::NameTaken { name: "svc".into(), owner: a.pid() })
+        Err(RegisterError::NameTaken {
+            name: "svc".into(),
+            owner: a.pid()
+        })
     );
-    assert!(matches!(rt.register("other", a.pid()), Err(RegisterError::AlreadyNamed { .. })));
+    assert!(matches!(
+        rt.register("other", a.pid()),
+        Err(RegisterError::AlreadyNamed { .. })
+    ));
     let err = rt.register("svc", b.pid()).unwrap_err().to_string();
-    assert!(err.contains(&a.pid().to_string()), "the error names the owner: {err}");
+    assert!(
+        err.contains(&a.pid().to_string()),
+        "the error names the owner: {err}"
+    );
 
     let by_name = rt.whereis_ref::<Probe>("svc").unwrap();
     assert_eq!(by_name.call(Cmd::Ping, DEADLINE).await.unwrap(), a.pid());
-    assert!(matches!(rt.whereis_ref::<Gate>("svc"), Err(LookupError::WrongType { .. })));
-    assert!(matches!(rt.whereis_ref::<Probe>("nobody"), Err(LookupError::NotRegistered(_))));
-    assert_eq!(rt.process_info(a.pid()).unwrap().name.as_deref(), Some("svc"));
+    assert!(matches!(
+        rt.whereis_ref::<Gate>("svc"),
+        Err(LookupError::WrongType { .. })
+    ));
+    assert!(matches!(
+        rt.whereis_ref::<Probe>("nobody"),
+        Err(LookupError::NotRegistered(_))
+    ));
+    assert_eq!(
+        rt.process_info(a.pid()).unwrap().name.as_deref(),
+        Some("svc")
+    );
 
     let gone = rt.wait_exit(a.pid());
     a.send(Cmd::Stop(ExitReason::Normal)).unwrap();
@@ -133,7 +182,8 @@ impl Actor for Ticker {
             }
             TickMsg::Arm => {
                 ctx.send_after(Duration::from_millis(30), TickMsg::Tick("once"));
-                let cancelled = ctx.send_after(Duration::from_millis(10), TickMsg::Tick("cancelled"));
+                let cancelled =
+                    ctx.send_after(Duration::from_millis(10), TickMsg::Tick("cancelled"));
                 cancelled.cancel();
             }
         }
@@ -157,7 +207,10 @@ async fn timers_fire_repeat_and_cancel() {
     }
     interval.cancel();
     tokio::time::sleep(Duration::from_secs(1)).await;
-    assert!(ticks.try_recv().is_err(), "nothing after cancel, and the cancelled timer never fired");
+    assert!(
+        ticks.try_recv().is_err(),
+        "nothing after cancel, and the cancelled timer never fired"
+    );
     // An interval ends by itself when its target exits.
     let again = rt.send_interval(&t, Duration::from_millis(100), TickMsg::Tick("every"));
     rt.kill(t.pid());
@@ -173,7 +226,10 @@ async fn introspection_lists_live_processes_with_their_details() {
     let b = rt.spawn_opts(Probe::new("b", &tx).trapping(), SpawnOptions::bounded(8));
     rt.register("alpha", a.pid()).unwrap();
     a.send(Cmd::Link(b.pid())).unwrap();
-    let m = b.call(|r| Cmd::Monitor(a.pid(), r), DEADLINE).await.unwrap();
+    let m = b
+        .call(|r| Cmd::Monitor(a.pid(), r), DEADLINE)
+        .await
+        .unwrap();
     for n in 0..5 {
         assert_eq!(a.call(|r| Cmd::Echo(n, r), DEADLINE).await.unwrap(), n);
     }

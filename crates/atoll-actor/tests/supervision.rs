@@ -18,9 +18,15 @@ fn worker(label: &'static str, tx: &mpsc::UnboundedSender<Event>) -> ChildSpec {
     ChildSpec::worker(label, move || Probe::new(label, &tx).trapping())
 }
 
-fn spec(strategy: Strategy, labels: &[&'static str], tx: &mpsc::UnboundedSender<Event>) -> SupervisorSpec {
+fn spec(
+    strategy: Strategy,
+    labels: &[&'static str],
+    tx: &mpsc::UnboundedSender<Event>,
+) -> SupervisorSpec {
     labels.iter().fold(
-        SupervisorSpec::new(strategy).backoff(Backoff::none()).intensity(10, Duration::from_secs(60)),
+        SupervisorSpec::new(strategy)
+            .backoff(Backoff::none())
+            .intensity(10, Duration::from_secs(60)),
         |s, l| s.child(worker(l, tx)),
     )
 }
@@ -55,7 +61,12 @@ fn crash(rt: &Runtime, pid: Pid) {
 }
 
 async fn children(sup: &ActorRef<Supervisor>) -> Vec<Option<Pid>> {
-    Supervisor::which_children(sup).await.unwrap().into_iter().map(|c| c.pid).collect()
+    Supervisor::which_children(sup)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| c.pid)
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -64,7 +75,10 @@ async fn one_for_one_restarts_only_the_failed_child() {
     let (tx, mut rx) = mpsc::unbounded_channel();
     let sup = Supervisor::start(&rt, spec(Strategy::OneForOne, &["a", "b", "c"], &tx));
     let first = started(&mut rx, 3).await;
-    assert_eq!(first.iter().map(|(l, _)| l.as_str()).collect::<Vec<_>>(), ["a", "b", "c"]);
+    assert_eq!(
+        first.iter().map(|(l, _)| l.as_str()).collect::<Vec<_>>(),
+        ["a", "b", "c"]
+    );
     crash(&rt, first[1].1);
     assert_eq!(lifecycle(&mut rx, 2).await, ["-b", "+b"]);
     let now = children(&sup).await;
@@ -80,7 +94,10 @@ async fn one_for_all_stops_the_others_in_reverse_then_restarts_all_in_order() {
     let sup = Supervisor::start(&rt, spec(Strategy::OneForAll, &["a", "b", "c"], &tx));
     let first = started(&mut rx, 3).await;
     crash(&rt, first[1].1);
-    assert_eq!(lifecycle(&mut rx, 6).await, ["-b", "-c", "-a", "+a", "+b", "+c"]);
+    assert_eq!(
+        lifecycle(&mut rx, 6).await,
+        ["-b", "-c", "-a", "+a", "+b", "+c"]
+    );
     let now = children(&sup).await;
     for (old, new) in first.iter().zip(now) {
         assert_ne!(Some(old.1), new);
@@ -95,7 +112,10 @@ async fn rest_for_one_restarts_the_failed_child_and_those_after_it() {
     let sup = Supervisor::start(&rt, spec(Strategy::RestForOne, &["a", "b", "c", "d"], &tx));
     let first = started(&mut rx, 4).await;
     crash(&rt, first[1].1);
-    assert_eq!(lifecycle(&mut rx, 6).await, ["-b", "-d", "-c", "+b", "+c", "+d"]);
+    assert_eq!(
+        lifecycle(&mut rx, 6).await,
+        ["-b", "-d", "-c", "+b", "+c", "+d"]
+    );
     let now = children(&sup).await;
     assert_eq!(now[0], Some(first[0].1), "a started before b is untouched");
 }
@@ -109,8 +129,14 @@ async fn restart_policies_decide_what_comes_back() {
         &rt,
         SupervisorSpec::new(Strategy::OneForOne)
             .backoff(Backoff::none())
-            .child(ChildSpec::worker("trans", move || Probe::new("trans", &t1)).restart(Restart::Transient))
-            .child(ChildSpec::worker("temp", move || Probe::new("temp", &t2)).restart(Restart::Temporary)),
+            .child(
+                ChildSpec::worker("trans", move || Probe::new("trans", &t1))
+                    .restart(Restart::Transient),
+            )
+            .child(
+                ChildSpec::worker("temp", move || Probe::new("temp", &t2))
+                    .restart(Restart::Temporary),
+            ),
     );
     let first = started(&mut rx, 2).await;
     // Transient: an error exit restarts it...
@@ -198,7 +224,10 @@ async fn backoff_between_restarts_grows_and_is_capped() {
     let expected = [100, 200, 400, 400, 400];
     for (gap, want) in gaps.iter().zip(expected) {
         let want = Duration::from_millis(want);
-        assert!(*gap >= want && *gap < want + Duration::from_millis(20), "gaps {gaps:?}");
+        assert!(
+            *gap >= want && *gap < want + Duration::from_millis(20),
+            "gaps {gaps:?}"
+        );
     }
 }
 
@@ -209,9 +238,14 @@ async fn runtime_shutdown_stops_trees_in_reverse_order_and_leaves_nothing() {
     let inner_tx = tx.clone();
     let _sup = Supervisor::start(
         &rt,
-        spec(Strategy::OneForOne, &["a", "b"], &tx).child(ChildSpec::supervisor("inner", move || {
-            SupervisorSpec::new(Strategy::OneForOne).child(worker("c", &inner_tx)).child(worker("d", &inner_tx))
-        })),
+        spec(Strategy::OneForOne, &["a", "b"], &tx).child(ChildSpec::supervisor(
+            "inner",
+            move || {
+                SupervisorSpec::new(Strategy::OneForOne)
+                    .child(worker("c", &inner_tx))
+                    .child(worker("d", &inner_tx))
+            },
+        )),
     );
     started(&mut rx, 4).await;
     // Loose processes too, one of them stuck in a callback so it must be killed.
@@ -232,5 +266,9 @@ async fn runtime_shutdown_stops_trees_in_reverse_order_and_leaves_nothing() {
             stops.push(l);
         }
     }
-    assert_eq!(stops, ["d", "c", "b", "a"], "children stop in reverse start order");
+    assert_eq!(
+        stops,
+        ["d", "c", "b", "a"],
+        "children stop in reverse start order"
+    );
 }

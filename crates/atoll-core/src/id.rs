@@ -50,7 +50,9 @@ impl FromStr for NodeId {
     type Err = ParseNodeIdError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let err = || ParseNodeIdError { input: s.to_string() };
+        let err = || ParseNodeIdError {
+            input: s.to_string(),
+        };
         if s.len() != 32 || !s.is_ascii() {
             return Err(err());
         }

@@ -15,8 +15,15 @@ pub const DEADLINE: Duration = Duration::from_secs(20);
 pub enum Event {
     Started(String, Pid),
     Stopped(String, ExitReason),
-    Exit { me: String, from: Pid, reason: ExitReason },
-    Down { me: String, down: Down },
+    Exit {
+        me: String,
+        from: Pid,
+        reason: ExitReason,
+    },
+    Down {
+        me: String,
+        down: Down,
+    },
 }
 
 #[derive(Debug)]
@@ -61,7 +68,9 @@ impl Actor for Probe {
 
     async fn started(&mut self, ctx: &mut Ctx<Self>) -> ActorResult {
         ctx.trap_exit(self.trap);
-        let _ = self.events.send(Event::Started(self.label.clone(), ctx.pid()));
+        let _ = self
+            .events
+            .send(Event::Started(self.label.clone(), ctx.pid()));
         Ok(())
     }
 
@@ -88,7 +97,12 @@ impl Actor for Probe {
         Ok(())
     }
 
-    async fn handle_exit(&mut self, from: Pid, reason: ExitReason, ctx: &mut Ctx<Self>) -> ActorResult {
+    async fn handle_exit(
+        &mut self,
+        from: Pid,
+        reason: ExitReason,
+        ctx: &mut Ctx<Self>,
+    ) -> ActorResult {
         // Like a well-behaved server: a parent's exit signal still ends the process.
         if Some(from) == ctx.parent() && !reason.is_normal() {
             ctx.stop(reason.clone());
@@ -110,7 +124,9 @@ impl Actor for Probe {
     }
 
     async fn stopped(&mut self, reason: &ExitReason, _ctx: &mut Ctx<Self>) {
-        let _ = self.events.send(Event::Stopped(self.label.clone(), reason.clone()));
+        let _ = self
+            .events
+            .send(Event::Stopped(self.label.clone(), reason.clone()));
     }
 }
 
@@ -147,7 +163,10 @@ pub async fn within(exit: impl std::future::Future<Output = ExitReason>) -> Exit
 pub async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
     let start = tokio::time::Instant::now();
     while !cond() {
-        assert!(start.elapsed() < DEADLINE, "not within {DEADLINE:?}: {what}");
+        assert!(
+            start.elapsed() < DEADLINE,
+            "not within {DEADLINE:?}: {what}"
+        );
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
 }
