@@ -30,3 +30,8 @@
 
 pub use atoll_actor::*;
 pub use atoll_core::{Scope, SplitMix64};
+
+/// The README's code blocks, compiled and run as doc tests so they stay true.
+#[doc = include_str!("../../../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
