@@ -228,10 +228,15 @@ impl<M: Send + 'static> Cell<M> {
         }
         if self.meta.capacity.is_some() {
             batch.extend(s.items.pop_front());
-            if let Some(w) = s.cold.as_mut().and_then(|c| c.send_waiters.pop_front()) {
-                drop(s);
-                w.wake();
-            }
+            // Every waiting sender is woken: one that gave up must not swallow the only
+            // wake-up while another still waits.
+            let waiters = s
+                .cold
+                .as_mut()
+                .map(|c| std::mem::take(&mut c.send_waiters))
+                .unwrap_or_default();
+            drop(s);
+            waiters.into_iter().for_each(Waker::wake);
         } else {
             std::mem::swap(&mut s.items, batch);
             drop(s);
@@ -275,11 +280,22 @@ impl<M: Send + 'static> Cell<M> {
     }
 }
 
+/// Where a process stands with respect to its `started` callback.
+pub(crate) enum StartWait {
+    /// Still in it; the waiter will hear when it ends.
+    Waiting,
+    /// Past it.
+    Started,
+    /// Exited.
+    Gone,
+}
+
 /// The type-erased face of a cell, used by the runtime and by other processes.
 pub(crate) trait ProcessCell: Send + Sync + 'static {
     fn meta(&self) -> &Meta;
-    /// Marks the process dead and hands back what the runtime must notify.
-    fn finish(&self) -> Option<Box<Cold>>;
+    /// Marks the process dead and hands back what the runtime must notify, and the queued
+    /// messages to drop once everyone is notified (their destructors are user code).
+    fn finish(&self) -> (Option<Box<Cold>>, Box<dyn Any + Send>);
     /// Delivers an exit signal: trapped, ignored, or fatal.
     fn exit_signal(&self, from: Pid, reason: ExitReason, kind: SignalKind);
     /// Adds a link if alive; false if the process is gone.
@@ -297,9 +313,8 @@ pub(crate) trait ProcessCell: Send + Sync + 'static {
         &self,
         tx: oneshot::Sender<ExitReason>,
     ) -> Result<(), oneshot::Sender<ExitReason>>;
-    /// Registers interest in the end of the `started` callback; hands `tx` back if it has
-    /// already ended (or the process is gone).
-    fn add_start_waiter(&self, tx: oneshot::Sender<()>) -> Result<(), oneshot::Sender<()>>;
+    /// Registers interest in the end of the `started` callback.
+    fn add_start_waiter(&self, tx: oneshot::Sender<()>) -> StartWait;
     fn set_name(&self, name: &Arc<str>) -> Result<(), RegisterError>;
     fn clear_name(&self, name: &str) -> bool;
     fn info(&self) -> ProcessInfo;
@@ -313,7 +328,7 @@ impl<M: Send + 'static> ProcessCell for Cell<M> {
 
     /// Marks the process dead and hands back what the runtime must notify. Queued messages
     /// are dropped outside the lock.
-    fn finish(&self) -> Option<Box<Cold>> {
+    fn finish(&self) -> (Option<Box<Cold>>, Box<dyn Any + Send>) {
         self.status.store(STATUS_EXITING, Ordering::Relaxed);
         let mut s = self.lock();
         s.alive = false;
@@ -322,13 +337,12 @@ impl<M: Send + 'static> ProcessCell for Cell<M> {
         let items = std::mem::take(&mut s.items);
         let mut cold = s.cold.take();
         drop(s);
-        drop(items);
         if let Some(c) = cold.as_mut() {
             for w in c.send_waiters.drain(..) {
                 w.wake();
             }
         }
-        cold
+        (cold, Box::new(items))
     }
 
     fn exit_signal(&self, from: Pid, reason: ExitReason, kind: SignalKind) {
@@ -336,10 +350,14 @@ impl<M: Send + 'static> ProcessCell for Cell<M> {
         if !s.alive {
             return;
         }
-        if kind == SignalKind::Link
-            && let Some(c) = s.cold.as_mut()
-        {
-            c.links.retain(|p| *p != from);
+        if kind == SignalKind::Link {
+            // A link signal acts only through a link that still exists: after `unlink`
+            // returns, the peer's exit has no effect here.
+            let Some(c) = s.cold.as_mut() else { return };
+            let Some(at) = c.links.iter().position(|p| *p == from) else {
+                return;
+            };
+            c.links.swap_remove(at);
         }
         let fatal = match kind {
             SignalKind::Kill => Some(ExitReason::Killed),
@@ -441,13 +459,16 @@ impl<M: Send + 'static> ProcessCell for Cell<M> {
         Ok(())
     }
 
-    fn add_start_waiter(&self, tx: oneshot::Sender<()>) -> Result<(), oneshot::Sender<()>> {
+    fn add_start_waiter(&self, tx: oneshot::Sender<()>) -> StartWait {
         let mut s = self.lock();
-        if !s.alive || self.status.load(Ordering::Relaxed) != STATUS_STARTING {
-            return Err(tx);
+        if !s.alive {
+            StartWait::Gone
+        } else if self.status.load(Ordering::Relaxed) != STATUS_STARTING {
+            StartWait::Started
+        } else {
+            s.cold().start_waiters.push(tx);
+            StartWait::Waiting
         }
-        s.cold().start_waiters.push(tx);
-        Ok(())
     }
 
     fn set_name(&self, name: &Arc<str>) -> Result<(), RegisterError> {

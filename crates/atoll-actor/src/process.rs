@@ -21,6 +21,12 @@ use crate::runtime::Runtime;
 const YIELD_EVERY: u32 = 256;
 
 pub(crate) async fn run_process<A: Actor>(actor: A, cell: Arc<Cell<A::Msg>>, rt: Runtime) {
+    // If dropping the actor panics, the exit is still announced while unwinding.
+    let mut exit = ExitGuard {
+        cell: &*cell,
+        rt: &rt,
+        done: false,
+    };
     let reason = {
         let ctx = Ctx {
             cell: cell.clone(),
@@ -36,7 +42,25 @@ pub(crate) async fn run_process<A: Actor>(actor: A, cell: Arc<Cell<A::Msg>>, rt:
         .await
         // The actor's state is dropped here, before the exit is announced.
     };
+    exit.done = true;
     rt.process_exited(&*cell, reason);
+}
+
+struct ExitGuard<'a> {
+    cell: &'a dyn crate::cell::ProcessCell,
+    rt: &'a Runtime,
+    done: bool,
+}
+
+impl Drop for ExitGuard<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            self.rt.process_exited(
+                self.cell,
+                ExitReason::error("panicked while dropping the actor"),
+            );
+        }
+    }
 }
 
 /// Runs the actor's callbacks. `None` means a fatal signal interrupted it.
@@ -46,14 +70,24 @@ async fn run_callbacks<A: Actor>(mut actor: A, mut ctx: Ctx<A>) -> Option<ExitRe
     }
     let cell = ctx.cell.clone();
     cell.mark_started();
+    let parent = cell.meta.parent;
     let mut batch = VecDeque::new();
     let mut handled = 0u64;
+    let mut in_a_row = 0u32;
     let reason = 'life: loop {
         if let Some(reason) = ctx.stop.take() {
             break 'life reason;
         }
-        std::future::poll_fn(|cx| cell.poll_take(&mut batch, cx)).await;
-        let mut in_a_row = 0u32;
+        let mut parked = false;
+        std::future::poll_fn(|cx| {
+            let taken = cell.poll_take(&mut batch, cx);
+            parked |= taken.is_pending();
+            taken
+        })
+        .await;
+        if parked {
+            in_a_row = 0;
+        }
         while let Some(env) = batch.pop_front() {
             // Counted when taken, so the mailbox length excludes the message in hand.
             handled += 1;
@@ -62,7 +96,14 @@ async fn run_callbacks<A: Actor>(mut actor: A, mut ctx: Ctx<A>) -> Option<ExitRe
                 Envelope::Msg(msg) => actor.handle(msg, &mut ctx).await,
                 Envelope::Sys(sys) => match *sys {
                     SysMsg::Exit { from, reason } => {
-                        actor.handle_exit(from, reason, &mut ctx).await
+                        let from_parent = Some(from) == parent;
+                        let result = actor.handle_exit(from, reason.clone(), &mut ctx).await;
+                        // As in OTP, a process always ends when its parent's exit signal
+                        // reaches it, trapping or not; trapping only lets it clean up.
+                        if from_parent {
+                            ctx.stop(reason);
+                        }
+                        result
                     }
                     SysMsg::Down(down) => actor.handle_down(down, &mut ctx).await,
                 },
@@ -116,6 +157,10 @@ where
                     // whatever it is awaiting.
                     this.cell.register_waker(cx.waker());
                     this.registered = true;
+                }
+                // A fatal signal that came before any waker was stored woke nobody.
+                if this.cell.urgent.load(Ordering::Acquire) {
+                    return Poll::Ready(this.fatal_reason());
                 }
                 Poll::Pending
             }

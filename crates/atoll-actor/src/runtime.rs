@@ -11,7 +11,7 @@ use tokio::sync::oneshot;
 
 use crate::actor::Actor;
 use crate::actor_ref::ActorRef;
-use crate::cell::{Cell, Meta, ProcessCell, SignalKind};
+use crate::cell::{Cell, Meta, ProcessCell, SignalKind, StartWait};
 use crate::error::{LookupError, RegisterError};
 use crate::info::ProcessInfo;
 use crate::monitor::{Down, MonitorRef};
@@ -342,10 +342,9 @@ impl Runtime {
             Some(cell) => {
                 let (tx, rx) = oneshot::channel();
                 match cell.add_start_waiter(tx) {
-                    Ok(()) => Ok(Some(rx)),
-                    // Already past `started`, unless it is gone.
-                    Err(_) if self.is_alive(pid) => Ok(None),
-                    Err(_) => Err(()),
+                    StartWait::Waiting => Ok(Some(rx)),
+                    StartWait::Started => Ok(None),
+                    StartWait::Gone => Err(()),
                 }
             }
         };
@@ -410,7 +409,9 @@ impl Runtime {
     /// Announces a process's exit: links, monitors, waiters and its name.
     pub(crate) fn process_exited(&self, cell: &dyn ProcessCell, reason: ExitReason) {
         let pid = cell.meta().pid;
-        let cold = cell.finish();
+        // Queued messages are dropped when this function returns, after everyone was told:
+        // their destructors are user code and may panic.
+        let (cold, _queued) = cell.finish();
         self.shard(pid.serial)
             .lock()
             .unwrap_or_else(|e| e.into_inner())

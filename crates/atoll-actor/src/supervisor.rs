@@ -121,7 +121,8 @@ impl Backoff {
         let base =
             (self.initial.as_secs_f64() * self.multiplier.powi(attempt.min(64) as i32)).min(max);
         let spread = 1.0 + self.jitter * (2.0 * rng.next_f64() - 1.0);
-        Duration::from_secs_f64((base * spread).clamp(0.0, max))
+        // Settings that make no number (NaN jitter, an endless cap) fall back to the cap.
+        Duration::try_from_secs_f64((base * spread).clamp(0.0, max)).unwrap_or(self.max)
     }
 }
 
@@ -431,6 +432,10 @@ impl Supervisor {
     /// Handles the exit of child `i`: restart it (and its group) or forget it.
     async fn child_exited(&mut self, i: usize, reason: &ExitReason, ctx: &mut Ctx<Self>) {
         let child = &mut self.children[i];
+        // A child that ran longer than the intensity period starts its backoff afresh.
+        if child.started_at.elapsed() > self.intensity.period {
+            child.failures = 0;
+        }
         let restart = match child.spec.restart {
             Restart::Permanent => true,
             Restart::Transient => !reason.is_clean(),
@@ -469,9 +474,6 @@ impl Supervisor {
         let Some(child) = self.children.iter_mut().find(|c| &c.spec.id == first) else {
             return;
         };
-        if child.started_at.elapsed() > self.intensity.period {
-            child.failures = 0;
-        }
         let delay = self.backoff.delay(child.failures, &mut self.rng);
         child.failures = child.failures.saturating_add(1);
         if delay.is_zero() {
@@ -529,6 +531,14 @@ impl Actor for Supervisor {
     async fn started(&mut self, ctx: &mut Ctx<Self>) -> ActorResult {
         ctx.trap_exit(true);
         self.rng = SplitMix64::new(ctx.runtime().seed_for(ctx.pid()));
+        for (i, c) in self.children.iter().enumerate() {
+            if self.children[..i].iter().any(|d| d.spec.id == c.spec.id) {
+                return Err(ActorError::msg(format!(
+                    "duplicate child id {:?}",
+                    c.spec.id
+                )));
+            }
+        }
         for i in 0..self.children.len() {
             if let Err(reason) = self.start_child(i, ctx).await {
                 let started: Vec<usize> = (0..i).collect();

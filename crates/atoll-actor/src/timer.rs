@@ -1,3 +1,4 @@
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::runtime::Handle;
@@ -12,11 +13,14 @@ use crate::error::SendError;
 #[derive(Debug)]
 pub struct TimerRef {
     task: AbortHandle,
+    cancelled: Arc<Mutex<bool>>,
 }
 
 impl TimerRef {
     /// Cancels the timer: no message is sent after this returns.
     pub fn cancel(&self) {
+        // Sends happen under this lock, so none can be under way once the flag is set.
+        *self.cancelled.lock().unwrap_or_else(|e| e.into_inner()) = true;
         self.task.abort();
     }
 
@@ -32,13 +36,19 @@ pub(crate) fn send_after<A: Actor>(
     delay: Duration,
     msg: A::Msg,
 ) -> TimerRef {
+    let cancelled = Arc::new(Mutex::new(false));
+    let flag = cancelled.clone();
     let task = handle.spawn(async move {
         tokio::time::sleep(delay).await;
-        // A target that exited meanwhile simply misses the message, as in Erlang.
-        let _ = target.send(msg);
+        let cancelled = flag.lock().unwrap_or_else(|e| e.into_inner());
+        if !*cancelled {
+            // A target that exited meanwhile simply misses the message, as in Erlang.
+            let _ = target.send(msg);
+        }
     });
     TimerRef {
         task: task.abort_handle(),
+        cancelled,
     }
 }
 
@@ -51,18 +61,24 @@ pub(crate) fn send_interval<A: Actor>(
 where
     A::Msg: Clone,
 {
+    // tokio refuses a zero period; a millisecond is the finest the timer wheel resolves.
+    let period = period.max(Duration::from_millis(1));
+    let cancelled = Arc::new(Mutex::new(false));
+    let flag = cancelled.clone();
     let task = handle.spawn(async move {
         let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
         ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
         loop {
             ticks.tick().await;
+            let cancelled = flag.lock().unwrap_or_else(|e| e.into_inner());
             // A full bounded mailbox skips a tick; an exited target ends the interval.
-            if let Err(SendError::NoProc(_)) = target.send(msg.clone()) {
+            if *cancelled || matches!(target.send(msg.clone()), Err(SendError::NoProc(_))) {
                 break;
             }
         }
     });
     TimerRef {
         task: task.abort_handle(),
+        cancelled,
     }
 }

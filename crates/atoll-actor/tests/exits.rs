@@ -114,6 +114,11 @@ async fn kill_cannot_be_trapped_and_reaches_a_process_stuck_in_a_callback() {
     watcher.send(Cmd::Link(a.pid())).unwrap();
     ping(&watcher).await;
     a.send(Cmd::Hang).unwrap();
+    eventually("the hang is in hand", || {
+        rt.process_info(a.pid())
+            .is_some_and(|i| i.messages_handled == 1)
+    })
+    .await;
     let a_exit = rt.wait_exit(a.pid());
     rt.kill(a.pid());
     assert_eq!(within(a_exit).await, ExitReason::Killed);
@@ -345,4 +350,88 @@ async fn two_runtimes_never_see_each_other() {
     rt2.kill(a.pid());
     ping(&a).await;
     assert_eq!(rt2.process_count(), 0);
+}
+
+/// Starts slowly, so a signal can arrive before it ever waits for mail.
+struct SlowStart;
+
+impl atoll_actor::Actor for SlowStart {
+    type Msg = ();
+    async fn started(&mut self, _ctx: &mut atoll_actor::Ctx<Self>) -> atoll_actor::ActorResult {
+        std::thread::sleep(Duration::from_millis(20));
+        Ok(())
+    }
+    async fn handle(
+        &mut self,
+        _: (),
+        _ctx: &mut atoll_actor::Ctx<Self>,
+    ) -> atoll_actor::ActorResult {
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kill_during_the_start_callback_is_not_lost() {
+    let rt = Runtime::new();
+    for _ in 0..5 {
+        let p = rt.spawn(SlowStart);
+        let exit = rt.wait_exit(p.pid());
+        tokio::task::yield_now().await;
+        rt.kill(p.pid());
+        assert_eq!(within(exit).await, ExitReason::Killed);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_unlink_a_peer_exit_has_no_effect() {
+    let rt = Runtime::new();
+    let (tx, _rx) = mpsc::unbounded_channel();
+    let a = rt.spawn(Probe::new("a", &tx));
+    let b = rt.spawn(Probe::new("b", &tx));
+    a.send(Cmd::Link(b.pid())).unwrap();
+    ping(&a).await;
+    assert_eq!(rt.process_info(b.pid()).unwrap().links, vec![a.pid()]);
+    a.send(Cmd::Unlink(b.pid())).unwrap();
+    ping(&a).await;
+    assert!(rt.process_info(b.pid()).unwrap().links.is_empty());
+    let b_exit = rt.wait_exit(b.pid());
+    b.send(Cmd::Fail("alone".into())).unwrap();
+    within(b_exit).await;
+    ping(&a).await;
+    assert!(rt.is_alive(a.pid()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trapping_child_still_ends_when_its_parent_exits() {
+    use atoll_actor::{Actor, ActorResult, Ctx, Pid, ReplyTo};
+    struct Parent {
+        events: mpsc::UnboundedSender<Event>,
+    }
+    impl Actor for Parent {
+        type Msg = ReplyTo<Pid>;
+        async fn handle(&mut self, reply: ReplyTo<Pid>, ctx: &mut Ctx<Self>) -> ActorResult {
+            reply.reply(
+                ctx.spawn_link(Probe::new("child", &self.events).trapping())
+                    .pid(),
+            );
+            Ok(())
+        }
+    }
+    let rt = Runtime::new();
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let parent = rt.spawn(Parent { events: tx });
+    let child = parent.call(|r| r, DEADLINE).await.unwrap();
+    let child_exit = rt.wait_exit(child);
+    rt.exit(parent.pid(), ExitReason::error("parent gone"));
+    assert_eq!(within(child_exit).await, ExitReason::error("parent gone"));
+    // It saw the signal (trapping lets it clean up) and its `stopped` ran.
+    until(&mut rx, "the trapped exit", |e| {
+        matches!(e, Event::Exit { .. })
+    })
+    .await;
+    let stopped = until(&mut rx, "stopped", |e| matches!(e, Event::Stopped(..))).await;
+    assert_eq!(
+        stopped,
+        Event::Stopped("child".into(), ExitReason::error("parent gone"))
+    );
 }
