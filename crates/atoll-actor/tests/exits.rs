@@ -4,7 +4,7 @@ mod common;
 
 use std::time::Duration;
 
-use atoll_actor::{CallError, ExitReason, Runtime, SendError};
+use atoll_actor::{CallError, ExitReason, Runtime, SendError, SpawnOptions};
 use common::*;
 use tokio::sync::mpsc;
 
@@ -410,10 +410,13 @@ async fn a_trapping_child_still_ends_when_its_parent_exits() {
     impl Actor for Parent {
         type Msg = ReplyTo<Pid>;
         async fn handle(&mut self, reply: ReplyTo<Pid>, ctx: &mut Ctx<Self>) -> ActorResult {
-            reply.reply(
-                ctx.spawn_link(Probe::new("child", &self.events).trapping())
-                    .pid(),
-            );
+            // Trapping from the first instant, so the parent's signal cannot beat `started`.
+            let opts = SpawnOptions {
+                trap_exit: true,
+                ..Default::default()
+            };
+            let child = ctx.spawn_link_opts(Probe::new("child", &self.events).trapping(), opts);
+            reply.reply(child.pid());
             Ok(())
         }
     }
