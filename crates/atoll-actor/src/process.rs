@@ -82,7 +82,7 @@ async fn run_callbacks<A: Actor>(mut actor: A, mut ctx: Ctx<A>) -> Option<ExitRe
             let budget_due = {
                 let handled = cell.handled.load(Ordering::Relaxed) + 1;
                 cell.handled.store(handled, Ordering::Relaxed);
-                handled % 16 == 0
+                handled.is_multiple_of(16)
             };
             let result = match env {
                 Envelope::Msg(msg) => actor.handle(msg, &mut ctx).await,
