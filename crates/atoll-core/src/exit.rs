@@ -3,6 +3,7 @@ use std::sync::Arc;
 
 /// Why a process exited. Carried by exit signals (links) and monitor notifications.
 #[derive(Clone, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum ExitReason {
     /// The process finished its work. Linked processes do not die of it.
     Normal,

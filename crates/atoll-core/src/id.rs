@@ -4,6 +4,7 @@ use std::str::FromStr;
 /// A node's identity: 16 bytes, derived from its public key once nodes have keys
 /// (`hex(SHAKE-256(public_key)[0..16])`). Shown as 32 lowercase hex digits.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct NodeId([u8; 16]);
 
 impl NodeId {
@@ -70,6 +71,7 @@ impl FromStr for NodeId {
 /// reaches a process of a later one. Serial 0 on each node stands for the node itself
 /// (signals sent from outside any process carry it).
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct Pid {
     /// The node the process runs on.
     pub node: NodeId,
@@ -108,6 +110,7 @@ impl fmt::Display for Pid {
 
 /// The four naming scopes, strictly ordered by the strength of their guarantee.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum Scope {
     /// This node only: instant, no coordination.
     Local,
