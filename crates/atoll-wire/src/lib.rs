@@ -1,1 +1,34 @@
-//! placeholder
+//! atoll's wire format, pure and I/O-free.
+//!
+//! Every unit on the wire is a **frame**: a 4-byte big-endian length, then a version byte,
+//! then the body. The length counts the version byte and the body, and is checked against
+//! the receiver's configured maximum *before* anything is allocated for the body. Bodies
+//! are postcard-encoded envelopes: [`Control`] on a peer's control stream, [`Data`] on its
+//! message streams.
+//!
+//! ```
+//! use atoll_wire::{Data, FrameDecoder, decode, encode_frame};
+//! use atoll_core::{NodeId, Pid};
+//!
+//! let to = Pid::new(NodeId::from_bytes([1; 16]), 1, 7);
+//! let frame = encode_frame(&Data::Send { to, payload: vec![1, 2, 3] }).unwrap();
+//!
+//! let mut decoder = FrameDecoder::new(1 << 20);
+//! decoder.push(&frame);
+//! let body = decoder.next_frame().unwrap().expect("a whole frame");
+//! assert_eq!(decode::<Data>(&body).unwrap(), Data::Send { to, payload: vec![1, 2, 3] });
+//! ```
+#![deny(missing_docs)]
+
+mod envelope;
+mod frame;
+
+pub use envelope::{Control, Data};
+pub use envelope::{
+    ExitKind, Hello, ProcessInfoWire, RegistryGossip, RemoteError, Request, Response, Signal,
+    StatusWire,
+};
+pub use frame::{
+    DecodeError, EncodeError, FrameDecoder, FrameError, HEADER_LEN, WIRE_VERSION, decode,
+    encode_frame, parse_header,
+};

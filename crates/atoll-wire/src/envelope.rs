@@ -1,0 +1,252 @@
+use atoll_core::{ExitReason, NodeId, Pid};
+use serde::{Deserialize, Serialize};
+
+/// What travels on a peer's control stream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Control {
+    /// The first frame each side sends.
+    Hello(Hello),
+    /// Global registry dissemination.
+    Gossip(RegistryGossip),
+    /// A request; answered by a [`Control::Response`] with the same id.
+    Request {
+        /// Correlates the response.
+        id: u64,
+        /// What is asked.
+        body: Request,
+    },
+    /// The answer to a request.
+    Response {
+        /// The request's id.
+        id: u64,
+        /// The answer.
+        body: Response,
+    },
+}
+
+/// A node introducing itself on a new connection.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hello {
+    /// Its human name, e.g. `london`.
+    pub node_name: String,
+    /// Its id; must match the id its certificate proves.
+    pub node_id: NodeId,
+    /// Its incarnation.
+    pub creation: u32,
+    /// The address it accepts connections on, if it accepts any.
+    pub listen: Option<String>,
+}
+
+/// Global names, gossiped between peers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RegistryGossip {
+    /// Every name the sender's processes own, sent once when a connection comes up.
+    Snapshot(Vec<(String, Pid)>),
+    /// A name the sender's process just took.
+    Registered {
+        /// The name.
+        name: String,
+        /// Its owner.
+        pid: Pid,
+    },
+    /// A name the sender released.
+    Unregistered {
+        /// The name.
+        name: String,
+        /// Its former owner.
+        pid: Pid,
+    },
+}
+
+/// Control-plane requests.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Request {
+    /// Spawn a process from a registered factory.
+    Spawn {
+        /// The factory's name.
+        factory: String,
+        /// Encoded arguments for the factory.
+        args: Vec<u8>,
+    },
+    /// List the live processes.
+    Processes,
+}
+
+/// Control-plane responses.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Response {
+    /// The spawned process.
+    Spawned(Pid),
+    /// The live processes.
+    Processes(Vec<ProcessInfoWire>),
+    /// The request failed.
+    Error(RemoteError),
+}
+
+/// Why a request failed on the remote node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum RemoteError {
+    /// No factory is registered under that name.
+    #[error("no spawnable factory named {0:?}")]
+    UnknownFactory(String),
+    /// The factory refused its arguments.
+    #[error("bad arguments: {0}")]
+    BadArgs(String),
+}
+
+/// A process's introspection data as sent to a peer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcessInfoWire {
+    /// Its pid.
+    pub pid: Pid,
+    /// Its registered name.
+    pub name: Option<String>,
+    /// Its actor type.
+    pub actor_type: String,
+    /// Messages waiting.
+    pub mailbox_len: u64,
+    /// What it is doing.
+    pub status: StatusWire,
+    /// Milliseconds since it was spawned.
+    pub uptime_ms: u64,
+    /// Messages handled.
+    pub messages_handled: u64,
+    /// Whether it traps exits.
+    pub trap_exit: bool,
+    /// Linked processes.
+    pub links: Vec<Pid>,
+    /// Processes it monitors.
+    pub monitors: Vec<Pid>,
+    /// Processes monitoring it.
+    pub monitored_by: Vec<Pid>,
+}
+
+/// A process status on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum StatusWire {
+    /// In its `started` callback.
+    Starting,
+    /// Handling a message.
+    Running,
+    /// Waiting for mail.
+    Waiting,
+    /// Exiting.
+    Exiting,
+}
+
+/// What travels on message streams: user messages, replies and signals, all addressed to
+/// one process (so everything for one process can share one ordered stream).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Data {
+    /// A user message for a process.
+    Send {
+        /// The receiving process.
+        to: Pid,
+        /// The message, encoded by the sender with the receiver's message type.
+        payload: Vec<u8>,
+    },
+    /// A user message for a process registered under a global name on the receiving node.
+    SendNamed {
+        /// The name.
+        name: String,
+        /// The encoded message.
+        payload: Vec<u8>,
+    },
+    /// The answer to a call whose reply handle travelled to the sending node.
+    Reply {
+        /// The pending call on the receiving node.
+        call: u64,
+        /// The encoded answer.
+        payload: Vec<u8>,
+    },
+    /// An exit or monitor signal.
+    Signal(Signal),
+}
+
+/// How an exit signal was sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ExitKind {
+    /// A linked process exited.
+    Link,
+    /// An explicit exit signal.
+    Exit,
+    /// An untrappable kill.
+    Kill,
+}
+
+/// Signals between processes on different nodes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Signal {
+    /// `from` links to `to`.
+    Link {
+        /// The linking process.
+        from: Pid,
+        /// The process linked to.
+        to: Pid,
+    },
+    /// `from` removes its link with `to`.
+    Unlink {
+        /// The unlinking process.
+        from: Pid,
+        /// The other side.
+        to: Pid,
+    },
+    /// An exit signal.
+    Exit {
+        /// The sender (the exited process, for a link).
+        from: Pid,
+        /// The receiver.
+        to: Pid,
+        /// The reason.
+        reason: ExitReason,
+        /// How it was sent.
+        kind: ExitKind,
+    },
+    /// `from` monitors `to` under `monitor`.
+    Monitor {
+        /// The monitoring process.
+        from: Pid,
+        /// The monitored process.
+        to: Pid,
+        /// The monitor's id on the monitoring node.
+        monitor: u64,
+    },
+    /// `from` drops a monitor on `to`.
+    Demonitor {
+        /// The monitoring process.
+        from: Pid,
+        /// The monitored process.
+        to: Pid,
+        /// The monitor's id.
+        monitor: u64,
+    },
+    /// A monitored process exited.
+    Down {
+        /// The monitoring process.
+        to: Pid,
+        /// The monitor's id.
+        monitor: u64,
+        /// The process that exited.
+        pid: Pid,
+        /// Why.
+        reason: ExitReason,
+    },
+}
+
+impl Data {
+    /// The process this envelope is addressed to, if it names one; it picks the stream.
+    pub fn target(&self) -> Option<Pid> {
+        match self {
+            Data::Send { to, .. } => Some(*to),
+            Data::SendNamed { .. } | Data::Reply { .. } => None,
+            Data::Signal(s) => Some(match s {
+                Signal::Link { to, .. }
+                | Signal::Unlink { to, .. }
+                | Signal::Exit { to, .. }
+                | Signal::Monitor { to, .. }
+                | Signal::Demonitor { to, .. }
+                | Signal::Down { to, .. } => *to,
+            }),
+        }
+    }
+}

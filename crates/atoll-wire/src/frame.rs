@@ -1,0 +1,151 @@
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+/// The wire version this build speaks.
+pub const WIRE_VERSION: u8 = 1;
+
+/// Bytes before a frame's body: the 4-byte length and the version byte.
+pub const HEADER_LEN: usize = 5;
+
+/// A frame that cannot be accepted. The stream it came from should be closed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FrameError {
+    /// The announced length exceeds the configured maximum; nothing was allocated.
+    #[error("frame of {len} bytes exceeds the maximum of {max}")]
+    TooLarge {
+        /// The announced length.
+        len: usize,
+        /// The configured maximum.
+        max: usize,
+    },
+    /// The announced length cannot even hold the version byte.
+    #[error("empty frame")]
+    Empty,
+    /// The frame is of a version this build does not speak.
+    #[error("unsupported wire version {0} (this build speaks {WIRE_VERSION})")]
+    UnsupportedVersion(u8),
+}
+
+/// A body that does not decode as the expected envelope.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("malformed envelope: {0}")]
+pub struct DecodeError(pub String);
+
+/// An envelope that could not be encoded (a user payload's serializer failed).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("cannot encode: {0}")]
+pub struct EncodeError(pub String);
+
+/// Encodes `envelope` as one whole frame: header, version and body.
+pub fn encode_frame<T: Serialize>(envelope: &T) -> Result<Vec<u8>, EncodeError> {
+    let mut out = vec![0u8; HEADER_LEN];
+    out = postcard::to_extend(envelope, out).map_err(|e| EncodeError(e.to_string()))?;
+    let len = u32::try_from(out.len() - 4).map_err(|_| EncodeError("frame over 4 GiB".into()))?;
+    out[..4].copy_from_slice(&len.to_be_bytes());
+    out[4] = WIRE_VERSION;
+    Ok(out)
+}
+
+/// Reads a frame header: returns the body length once the length and version are accepted.
+pub fn parse_header(header: &[u8; HEADER_LEN], max: usize) -> Result<usize, FrameError> {
+    let len = u32::from_be_bytes([header[0], header[1], header[2], header[3]]) as usize;
+    if len == 0 {
+        return Err(FrameError::Empty);
+    }
+    if len > max {
+        return Err(FrameError::TooLarge { len, max });
+    }
+    if header[4] != WIRE_VERSION {
+        return Err(FrameError::UnsupportedVersion(header[4]));
+    }
+    Ok(len - 1)
+}
+
+/// Decodes an envelope from a frame body.
+pub fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, DecodeError> {
+    postcard::from_bytes(body).map_err(|e| DecodeError(e.to_string()))
+}
+
+/// Splits a byte stream into frame bodies.
+///
+/// Feed it bytes as they arrive; it yields whole bodies and refuses a frame as soon as its
+/// header is seen to be unacceptable, before buffering its body.
+#[derive(Debug)]
+pub struct FrameDecoder {
+    max: usize,
+    buf: Vec<u8>,
+}
+
+impl FrameDecoder {
+    /// A decoder accepting frames up to `max` bytes (version byte plus body).
+    pub fn new(max: usize) -> Self {
+        FrameDecoder {
+            max,
+            buf: Vec::new(),
+        }
+    }
+
+    /// Appends received bytes.
+    pub fn push(&mut self, bytes: &[u8]) {
+        self.buf.extend_from_slice(bytes);
+    }
+
+    /// Bytes buffered and not yet returned as frames.
+    pub fn buffered(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// The next whole frame body, `None` if more bytes are needed.
+    pub fn next_frame(&mut self) -> Result<Option<Vec<u8>>, FrameError> {
+        let Some(header) = self.buf.first_chunk::<HEADER_LEN>() else {
+            return Ok(None);
+        };
+        let body_len = parse_header(header, self.max)?;
+        if self.buf.len() < HEADER_LEN + body_len {
+            return Ok(None);
+        }
+        let body = self.buf[HEADER_LEN..HEADER_LEN + body_len].to_vec();
+        self.buf.drain(..HEADER_LEN + body_len);
+        Ok(Some(body))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn oversized_frames_are_refused_from_the_header_alone() {
+        let mut d = FrameDecoder::new(16);
+        d.push(&[0, 0, 1, 0, WIRE_VERSION]);
+        assert_eq!(
+            d.next_frame(),
+            Err(FrameError::TooLarge { len: 256, max: 16 })
+        );
+    }
+
+    #[test]
+    fn empty_and_unknown_version_frames_are_refused() {
+        assert_eq!(parse_header(&[0, 0, 0, 0, 1], 16), Err(FrameError::Empty));
+        assert_eq!(
+            parse_header(&[0, 0, 0, 2, 9], 16),
+            Err(FrameError::UnsupportedVersion(9))
+        );
+    }
+
+    #[test]
+    fn frames_split_across_pushes_are_reassembled() {
+        let frame = encode_frame(&(7u32, "hello".to_string())).unwrap();
+        let mut d = FrameDecoder::new(1024);
+        for b in &frame {
+            assert_eq!(d.next_frame(), Ok(None));
+            d.push(std::slice::from_ref(b));
+        }
+        let body = d.next_frame().unwrap().unwrap();
+        assert_eq!(
+            decode::<(u32, String)>(&body).unwrap(),
+            (7, "hello".to_string())
+        );
+        assert_eq!(d.buffered(), 0);
+    }
+}
