@@ -8,6 +8,7 @@ use crate::actor_ref::ActorRef;
 use crate::cell::Cell;
 use crate::error::{ActorError, RegisterError};
 use crate::monitor::{Down, MonitorRef};
+use crate::remote::Decoder;
 use crate::runtime::{Runtime, SpawnOptions};
 use crate::timer::TimerRef;
 
@@ -41,6 +42,13 @@ pub type ActorResult = Result<(), ActorError>;
 pub trait Actor: Send + Sized + 'static {
     /// The messages this actor accepts: usually an enum, matched exhaustively.
     type Msg: Send + 'static;
+
+    /// How messages from other nodes are decoded, if this actor accepts any. The default,
+    /// `None`, keeps the process local-only; an actor whose message type is serde-decodable
+    /// opts in with `fn remote_decoder() -> Option<Decoder<Self::Msg>> { serde_decoder() }`.
+    fn remote_decoder() -> Option<Decoder<Self::Msg>> {
+        None
+    }
 
     /// Runs once before the first message. An error ends the process with that error.
     fn started(&mut self, ctx: &mut Ctx<Self>) -> impl Future<Output = ActorResult> + Send {

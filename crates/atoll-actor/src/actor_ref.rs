@@ -4,52 +4,89 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::Duration;
 
-use atoll_core::Pid;
+use atoll_core::{NodeId, Pid};
+use serde::de::{DeserializeOwned, Error as _};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use tokio::sync::oneshot;
 
 use crate::actor::Actor;
 use crate::cell::Cell;
 use crate::error::{CallError, SendError};
+use crate::remote::{self, PendingOneshot, RemoteRef, RemoteTarget};
+use crate::runtime::Runtime;
 
-/// A typed reference to a process running actor `A`: the only way to send it messages.
+/// A typed reference to a process running actor `A`, on this node or another: the only way
+/// to send it messages.
 ///
-/// Cheap to clone. Sends never block on an unbounded mailbox; a send to a process that has
-/// exited fails and hands the message back.
+/// Cheap to clone. A local send moves the message into the mailbox and never blocks on an
+/// unbounded one; a remote send encodes it (serde + postcard) and hands it to the node's
+/// connection. A failed send hands the message back.
 pub struct ActorRef<A: Actor> {
-    cell: Arc<Cell<A::Msg>>,
+    target: Target<A::Msg>,
     _actor: PhantomData<fn() -> A>,
+}
+
+enum Target<M> {
+    Local(Arc<Cell<M>>),
+    Remote(RemoteTarget<M>),
 }
 
 impl<A: Actor> ActorRef<A> {
     pub(crate) fn from_cell(cell: Arc<Cell<A::Msg>>) -> Self {
         ActorRef {
-            cell,
+            target: Target::Local(cell),
+            _actor: PhantomData,
+        }
+    }
+
+    pub(crate) fn from_remote(remote: RemoteRef<A::Msg>) -> Self {
+        ActorRef {
+            target: Target::Remote(Arc::new(remote)),
             _actor: PhantomData,
         }
     }
 
     /// The process's pid.
     pub fn pid(&self) -> Pid {
-        self.cell.meta.pid
+        match &self.target {
+            Target::Local(cell) => cell.meta.pid,
+            Target::Remote(r) => r.pid,
+        }
+    }
+
+    /// True if the process runs on this node.
+    pub fn is_local(&self) -> bool {
+        matches!(self.target, Target::Local(_))
     }
 
     /// Queues `msg` without waiting.
     ///
-    /// Fails with [`SendError::NoProc`] if the process has exited and with
-    /// [`SendError::Full`] if its bounded mailbox is full; either way the message comes back.
+    /// Locally, fails with [`SendError::NoProc`] if the process has exited and with
+    /// [`SendError::Full`] if its bounded mailbox is full. Remotely, fails with
+    /// [`SendError::NoConnection`] if its node is not connected; as in Erlang, a remote
+    /// process that turns out not to exist is not reported. The message always comes back.
     pub fn send(&self, msg: A::Msg) -> Result<(), SendError<A::Msg>> {
-        self.cell.send(msg)
+        match &self.target {
+            Target::Local(cell) => cell.send(msg),
+            Target::Remote(r) => send_remote(r, msg),
+        }
     }
 
-    /// Queues `msg`, waiting for room if the mailbox is bounded and full (backpressure).
-    /// Fails with [`SendError::NoProc`] if the process exits first.
+    /// Queues `msg`, waiting for room if the (local) mailbox is bounded and full
+    /// (backpressure). Fails with [`SendError::NoProc`] if the process exits first.
     pub async fn send_wait(&self, msg: A::Msg) -> Result<(), SendError<A::Msg>> {
-        let mut slot = Some(msg);
-        std::future::poll_fn(|cx| self.cell.poll_send(&mut slot, cx)).await
+        match &self.target {
+            Target::Local(cell) => {
+                let mut slot = Some(msg);
+                std::future::poll_fn(|cx| cell.poll_send(&mut slot, cx)).await
+            }
+            Target::Remote(r) => send_remote(r, msg),
+        }
     }
 
     /// Sends a request built around a fresh reply handle and waits up to `timeout` for the
-    /// answer.
+    /// answer. Works the same for a remote process: the handle travels with the request and
+    /// the answer comes back to this node.
     ///
     /// ```
     /// # use atoll_actor::{Actor, ActorResult, Ctx, ReplyTo, Runtime};
@@ -75,14 +112,16 @@ impl<A: Actor> ActorRef<A> {
         timeout: Duration,
     ) -> Result<R, CallError> {
         let (tx, rx) = oneshot::channel();
-        let msg = request(ReplyTo { tx });
+        let msg = request(ReplyTo::local(tx));
         let exchange = async {
-            match self.cell.send(msg) {
+            match self.send(msg) {
                 Ok(()) => {}
-                Err(SendError::NoProc(_)) => return Err(CallError::NoProc),
                 Err(SendError::Full(msg)) => {
                     self.send_wait(msg).await.map_err(|_| CallError::NoProc)?
                 }
+                Err(SendError::NoProc(_)) => return Err(CallError::NoProc),
+                Err(SendError::NoConnection(_)) => return Err(CallError::NoConnection),
+                Err(SendError::Unencodable(_, e)) => return Err(CallError::Unencodable(e)),
             }
             rx.await.map_err(|_| CallError::NoReply)
         };
@@ -92,9 +131,24 @@ impl<A: Actor> ActorRef<A> {
     }
 }
 
+fn send_remote<M>(r: &RemoteRef<M>, msg: M) -> Result<(), SendError<M>> {
+    let payload = match remote::with_codec(&r.rt, r.pid.node, || (r.encode)(&msg)) {
+        Ok(p) => p,
+        Err(e) => return Err(SendError::Unencodable(msg, e)),
+    };
+    r.rt.remote_send(r.pid, payload)
+        .map_err(|_| SendError::NoConnection(msg))
+}
+
 impl<A: Actor> Clone for ActorRef<A> {
     fn clone(&self) -> Self {
-        ActorRef::from_cell(self.cell.clone())
+        ActorRef {
+            target: match &self.target {
+                Target::Local(c) => Target::Local(c.clone()),
+                Target::Remote(r) => Target::Remote(r.clone()),
+            },
+            _actor: PhantomData,
+        }
     }
 }
 
@@ -118,26 +172,146 @@ impl<A: Actor> fmt::Debug for ActorRef<A> {
     }
 }
 
+/// An `ActorRef` travels as its pid.
+impl<A: Actor> Serialize for ActorRef<A> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.pid().serialize(s)
+    }
+}
+
+/// On arrival, a pid of this node becomes a local reference (the process must still be
+/// alive and run `A`); any other pid becomes a remote reference.
+impl<'de, A: Actor> Deserialize<'de> for ActorRef<A>
+where
+    A::Msg: Serialize,
+{
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let pid = Pid::deserialize(d)?;
+        let (rt, _) = remote::codec_context()
+            .ok_or_else(|| D::Error::custom("an ActorRef can only be decoded by a node"))?;
+        if pid.node == rt.node() {
+            rt.actor_ref::<A>(pid).map_err(D::Error::custom)
+        } else {
+            Ok(rt.remote_ref::<A>(pid))
+        }
+    }
+}
+
 /// The handle a process answers a [`ActorRef::call`] with. It can travel inside messages
-/// to whichever process should answer.
+/// to whichever process should answer, on this node or another.
 pub struct ReplyTo<R> {
-    tx: oneshot::Sender<R>,
+    inner: Reply<R>,
+}
+
+enum Reply<R> {
+    /// The caller waits on this node. Taken out when the handle is sent to another node.
+    Local(std::sync::Mutex<Option<oneshot::Sender<R>>>),
+    /// The caller waits on `node`, under call id `call`.
+    Remote {
+        node: NodeId,
+        call: u64,
+        rt: Runtime,
+        encode: fn(&R) -> Result<Vec<u8>, String>,
+    },
 }
 
 impl<R> ReplyTo<R> {
-    /// Sends the answer. Returns false if the caller stopped waiting (timed out or exited).
-    pub fn reply(self, value: R) -> bool {
-        self.tx.send(value).is_ok()
+    pub(crate) fn local(tx: oneshot::Sender<R>) -> Self {
+        ReplyTo {
+            inner: Reply::Local(std::sync::Mutex::new(Some(tx))),
+        }
     }
 
-    /// True while the caller is still waiting.
+    /// Sends the answer. Returns false if it surely went nowhere: the caller stopped waiting
+    /// (timed out or exited), or its node is not connected.
+    pub fn reply(self, value: R) -> bool {
+        match self.inner {
+            Reply::Local(tx) => tx
+                .into_inner()
+                .unwrap_or_else(|e| e.into_inner())
+                .is_some_and(|tx| tx.send(value).is_ok()),
+            Reply::Remote {
+                node,
+                call,
+                rt,
+                encode,
+            } => match remote::with_codec(&rt, node, || encode(&value)) {
+                Ok(payload) => rt.remote_reply(node, call, payload),
+                Err(_) => false,
+            },
+        }
+    }
+
+    /// True while a local caller is still waiting (always true for a remote caller, whose
+    /// state is not known here).
     pub fn is_waiting(&self) -> bool {
-        !self.tx.is_closed()
+        match &self.inner {
+            Reply::Local(tx) => tx
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .as_ref()
+                .is_some_and(|s| !s.is_closed()),
+            Reply::Remote { .. } => true,
+        }
     }
 }
 
 impl<R> fmt::Debug for ReplyTo<R> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("ReplyTo(..)")
+        match &self.inner {
+            Reply::Local(_) => f.write_str("ReplyTo(local)"),
+            Reply::Remote { node, call, .. } => write!(f, "ReplyTo({}#{call})", node.short()),
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct WireReply {
+    node: NodeId,
+    call: u64,
+}
+
+/// A reply handle travels as (node, call id); a local one is parked in the runtime's table
+/// of pending replies first.
+impl<R: DeserializeOwned + Send + 'static> Serialize for ReplyTo<R> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::Error as _;
+        let wire = match &self.inner {
+            Reply::Local(tx) => {
+                let (rt, peer) = remote::codec_context()
+                    .ok_or_else(|| S::Error::custom("a ReplyTo can only be encoded by a node"))?;
+                let tx = tx
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .take()
+                    .ok_or_else(|| S::Error::custom("this reply handle was already sent"))?;
+                let call = rt.park_reply(Box::new(PendingOneshot { peer, tx }));
+                WireReply {
+                    node: rt.node(),
+                    call,
+                }
+            }
+            Reply::Remote { node, call, .. } => WireReply {
+                node: *node,
+                call: *call,
+            },
+        };
+        wire.serialize(s)
+    }
+}
+
+impl<'de, R: Serialize> Deserialize<'de> for ReplyTo<R> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let wire = WireReply::deserialize(d)?;
+        let (rt, _) = remote::codec_context()
+            .ok_or_else(|| D::Error::custom("a ReplyTo can only be decoded by a node"))?;
+        Ok(ReplyTo {
+            inner: Reply::Remote {
+                node: wire.node,
+                call: wire.call,
+                rt,
+                encode: remote::encoder::<R>(),
+            },
+        })
     }
 }

@@ -13,10 +13,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 use std::time::Instant;
 
-use atoll_core::{ExitReason, Pid};
+use atoll_core::{ExitReason, NodeId, Pid};
 use tokio::sync::oneshot;
 
-use crate::error::{RegisterError, SendError};
+use crate::error::{DeliverError, RegisterError, SendError};
 use crate::info::{ProcessInfo, ProcessStatus};
 use crate::monitor::{Down, MonitorRef};
 
@@ -32,17 +32,7 @@ pub(crate) enum SysMsg {
     Down(Down),
 }
 
-/// How an exit signal was sent: it decides whether it can be trapped and whether it ends
-/// a link.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub(crate) enum SignalKind {
-    /// A linked process exited.
-    Link,
-    /// `exit(pid, reason)` from a process or the runtime.
-    Exit,
-    /// `kill(pid)`: cannot be trapped.
-    Kill,
-}
+pub(crate) use crate::remote::ExitKind as SignalKind;
 
 const STATUS_STARTING: u8 = 0;
 const STATUS_RUNNING: u8 = 1;
@@ -99,9 +89,13 @@ pub(crate) struct Meta {
     pub(crate) started: Instant,
 }
 
+use crate::remote::Decoder;
+
 /// A process's cell, typed by its message type.
 pub(crate) struct Cell<M> {
     pub(crate) meta: Meta,
+    /// Set for processes that accept messages from other nodes.
+    decoder: Option<Decoder<M>>,
     /// Set when a fatal signal is pending: the owner must stop at its next poll.
     pub(crate) urgent: AtomicBool,
     status: AtomicU8,
@@ -115,6 +109,7 @@ pub(crate) struct Cell<M> {
 impl<M: Send + 'static> Cell<M> {
     pub(crate) fn new(
         meta: Meta,
+        decoder: Option<Decoder<M>>,
         trap_exit: bool,
         links: Vec<Pid>,
         watchers: Vec<(MonitorRef, Pid)>,
@@ -130,6 +125,7 @@ impl<M: Send + 'static> Cell<M> {
         };
         Cell {
             meta,
+            decoder,
             urgent: AtomicBool::new(false),
             status: AtomicU8::new(STATUS_STARTING),
             handled: AtomicU64::new(0),
@@ -302,7 +298,7 @@ pub(crate) trait ProcessCell: Send + Sync + 'static {
     fn add_link(&self, other: Pid) -> bool;
     fn remove_link(&self, other: Pid);
     fn add_watcher(&self, mref: MonitorRef, watcher: Pid) -> bool;
-    fn remove_watcher(&self, mref: MonitorRef);
+    fn remove_watcher(&self, mref: MonitorRef, watcher: Pid);
     /// Records a monitor this process holds (before the target is asked, so a `Down` racing
     /// with the setup is never dropped).
     fn add_monitoring(&self, mref: MonitorRef, target: Pid);
@@ -318,6 +314,11 @@ pub(crate) trait ProcessCell: Send + Sync + 'static {
     fn set_name(&self, name: &Arc<str>) -> Result<(), RegisterError>;
     fn clear_name(&self, name: &str) -> bool;
     fn info(&self) -> ProcessInfo;
+    /// Decodes a message that came over the network and queues it.
+    fn deliver_encoded(&self, payload: &[u8]) -> Result<(), DeliverError>;
+    /// What this process has to do with processes of `node`: its links and the monitors it
+    /// holds there. Monitors that processes of `node` held on this one are dropped.
+    fn sever(&self, node: NodeId) -> (Vec<Pid>, Vec<(MonitorRef, Pid)>);
     fn into_any(self: Arc<Self>) -> Arc<dyn Any + Send + Sync>;
 }
 
@@ -410,9 +411,9 @@ impl<M: Send + 'static> ProcessCell for Cell<M> {
         true
     }
 
-    fn remove_watcher(&self, mref: MonitorRef) {
+    fn remove_watcher(&self, mref: MonitorRef, watcher: Pid) {
         if let Some(c) = self.lock().cold.as_mut() {
-            c.watchers.retain(|(r, _)| *r != mref);
+            c.watchers.retain(|&(r, w)| (r, w) != (mref, watcher));
         }
     }
 
@@ -531,6 +532,33 @@ impl<M: Send + 'static> ProcessCell for Cell<M> {
                 .map(|c| c.watchers.iter().map(|(_, p)| *p).collect())
                 .unwrap_or_default(),
         }
+    }
+
+    fn deliver_encoded(&self, payload: &[u8]) -> Result<(), DeliverError> {
+        let decode = self
+            .decoder
+            .ok_or(DeliverError::NotRemotable(self.meta.pid))?;
+        let msg = decode(payload).map_err(DeliverError::Decode)?;
+        self.send(msg).map_err(|e| match e {
+            SendError::Full(_) => DeliverError::Full(self.meta.pid),
+            _ => DeliverError::NoProc(self.meta.pid),
+        })
+    }
+
+    fn sever(&self, node: NodeId) -> (Vec<Pid>, Vec<(MonitorRef, Pid)>) {
+        let mut s = self.lock();
+        let Some(c) = s.cold.as_mut() else {
+            return Default::default();
+        };
+        c.watchers.retain(|(_, w)| w.node != node);
+        let links = c.links.iter().copied().filter(|p| p.node == node).collect();
+        let monitoring = c
+            .monitoring
+            .iter()
+            .copied()
+            .filter(|(_, p)| p.node == node)
+            .collect();
+        (links, monitoring)
     }
 
     fn into_any(self: Arc<Self>) -> Arc<dyn Any + Send + Sync> {

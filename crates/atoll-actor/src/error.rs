@@ -11,13 +11,22 @@ pub enum SendError<M> {
     /// The process's bounded mailbox is full; nothing was queued.
     #[error("mailbox full")]
     Full(M),
+    /// The process's node is not connected; nothing was sent.
+    #[error("no connection to the process's node")]
+    NoConnection(M),
+    /// The message could not be encoded for another node; nothing was sent.
+    #[error("cannot encode the message: {1}")]
+    Unencodable(M, String),
 }
 
 impl<M> SendError<M> {
     /// The message that was not delivered.
     pub fn into_inner(self) -> M {
         match self {
-            SendError::NoProc(m) | SendError::Full(m) => m,
+            SendError::NoProc(m)
+            | SendError::Full(m)
+            | SendError::NoConnection(m)
+            | SendError::Unencodable(m, _) => m,
         }
     }
 }
@@ -27,8 +36,28 @@ impl<M> fmt::Debug for SendError<M> {
         match self {
             SendError::NoProc(_) => f.write_str("SendError::NoProc(..)"),
             SendError::Full(_) => f.write_str("SendError::Full(..)"),
+            SendError::NoConnection(_) => f.write_str("SendError::NoConnection(..)"),
+            SendError::Unencodable(_, e) => write!(f, "SendError::Unencodable(.., {e:?})"),
         }
     }
+}
+
+/// A message from another node that could not be queued; the sender is not told (as with
+/// any send to a remote process), the node logs it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DeliverError {
+    /// No such process here (it exited, or belongs to an earlier incarnation of this node).
+    #[error("no such process {0}")]
+    NoProc(Pid),
+    /// The process was not spawned to accept messages from other nodes.
+    #[error("{0} does not accept messages from other nodes")]
+    NotRemotable(Pid),
+    /// The bytes do not decode as the process's message type.
+    #[error("undecodable message: {0}")]
+    Decode(String),
+    /// The process's bounded mailbox is full.
+    #[error("mailbox of {0} is full")]
+    Full(Pid),
 }
 
 /// A request/reply call that did not produce a reply.
@@ -37,6 +66,12 @@ pub enum CallError {
     /// The process did not exist when the request was sent.
     #[error("no such process")]
     NoProc,
+    /// The process's node is not connected.
+    #[error("no connection to the process's node")]
+    NoConnection,
+    /// The request could not be encoded for another node.
+    #[error("cannot encode the request: {0}")]
+    Unencodable(String),
     /// No reply arrived within the timeout. The request may still be handled later.
     #[error("call timed out")]
     Timeout,

@@ -40,6 +40,7 @@ mod error;
 mod info;
 mod monitor;
 mod process;
+mod remote;
 mod runtime;
 mod supervisor;
 mod timer;
@@ -47,9 +48,10 @@ mod timer;
 pub use actor::{Actor, ActorResult, Ctx};
 pub use actor_ref::{ActorRef, ReplyTo};
 pub use atoll_core::{ExitReason, NodeId, Pid};
-pub use error::{ActorError, CallError, LookupError, RegisterError, SendError};
+pub use error::{ActorError, CallError, DeliverError, LookupError, RegisterError, SendError};
 pub use info::{ProcessInfo, ProcessStatus};
 pub use monitor::{Down, MonitorRef};
+pub use remote::{Decoder, ExitKind, NoConnection, Remote, RemoteSignal, serde_decoder};
 pub use runtime::{Runtime, SpawnOptions};
 pub use supervisor::{
     Backoff, ChildInfo, ChildSpec, ChildStarter, Intensity, Restart, Shutdown, Strategy,

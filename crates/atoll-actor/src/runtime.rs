@@ -6,16 +6,18 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use atoll_core::{ExitReason, NodeId, Pid};
+use serde::Serialize;
 use tokio::runtime::Handle;
 use tokio::sync::oneshot;
 
 use crate::actor::Actor;
 use crate::actor_ref::ActorRef;
 use crate::cell::{Cell, Meta, ProcessCell, SignalKind, StartWait};
-use crate::error::{LookupError, RegisterError};
+use crate::error::{DeliverError, LookupError, RegisterError};
 use crate::info::ProcessInfo;
 use crate::monitor::{Down, MonitorRef};
 use crate::process::run_process;
+use crate::remote::{self, NoConnection, PendingReply, Remote, RemoteRef, RemoteSignal};
 use crate::timer::{self, TimerRef};
 
 const SHARDS: usize = 64;
@@ -79,6 +81,9 @@ struct Inner {
     handle: Handle,
     table: Vec<Shard>,
     names: RwLock<HashMap<Arc<str>, Pid>>,
+    remote: RwLock<Option<Arc<dyn Remote>>>,
+    next_call: AtomicU64,
+    pending: Mutex<HashMap<u64, Box<dyn PendingReply>>>,
 }
 
 /// One slice of the process table, keyed by serial.
@@ -154,6 +159,9 @@ impl Runtime {
                 handle: Handle::current(),
                 table: (0..SHARDS).map(|_| Mutex::default()).collect(),
                 names: RwLock::default(),
+                remote: RwLock::default(),
+                next_call: AtomicU64::new(1),
+                pending: Mutex::default(),
             }),
         };
         rt.keep_timer_wheel_armed();
@@ -237,7 +245,13 @@ impl Runtime {
             capacity: opts.mailbox_capacity.map(|c| c.max(1)),
             started: Instant::now(),
         };
-        let cell = Arc::new(Cell::<A::Msg>::new(meta, opts.trap_exit, links, watchers));
+        let cell = Arc::new(Cell::<A::Msg>::new(
+            meta,
+            A::remote_decoder(),
+            opts.trap_exit,
+            links,
+            watchers,
+        ));
         self.shard(serial)
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -297,17 +311,23 @@ impl Runtime {
     }
 
     pub(crate) fn exit_from(&self, from: Pid, pid: Pid, reason: ExitReason) {
-        if let Some(cell) = self.lookup_cell(pid) {
-            cell.exit_signal(from, reason, SignalKind::Exit);
-        }
+        self.signal(RemoteSignal::Exit {
+            from,
+            to: pid,
+            reason,
+            kind: SignalKind::Exit,
+        });
     }
 
     /// Kills `pid` unconditionally: it exits with `Killed`, even if it traps exits or is in
     /// the middle of a callback.
     pub fn kill(&self, pid: Pid) {
-        if let Some(cell) = self.lookup_cell(pid) {
-            cell.exit_signal(self.node_pid(), ExitReason::Killed, SignalKind::Kill);
-        }
+        self.signal(RemoteSignal::Exit {
+            from: self.node_pid(),
+            to: pid,
+            reason: ExitReason::Killed,
+            kind: SignalKind::Kill,
+        });
     }
 
     /// Waits until `pid` exits and returns its reason (`NoProc` if it is already gone).
@@ -360,49 +380,138 @@ impl Runtime {
 
     pub(crate) fn link(&self, me: &dyn ProcessCell, other: Pid) {
         let my_pid = me.meta().pid;
-        if other == my_pid {
-            return;
-        }
         // Record our side first: if the other exits right after accepting, its exit signal
         // finds the link and removes it.
-        if !me.add_link(other) {
+        if other == my_pid || !me.add_link(other) {
             return;
         }
-        match self.lookup_cell(other) {
-            Some(cell) if cell.add_link(my_pid) => {}
-            _ => me.exit_signal(other, ExitReason::NoProc, SignalKind::Link),
-        }
+        self.signal(RemoteSignal::Link {
+            from: my_pid,
+            to: other,
+        });
     }
 
     pub(crate) fn unlink(&self, me: &dyn ProcessCell, other: Pid) {
         me.remove_link(other);
-        if let Some(cell) = self.lookup_cell(other) {
-            cell.remove_link(me.meta().pid);
-        }
+        self.signal(RemoteSignal::Unlink {
+            from: me.meta().pid,
+            to: other,
+        });
     }
 
     pub(crate) fn monitor(&self, me: &dyn ProcessCell, target: Pid) -> MonitorRef {
         let mref = self.next_monitor_ref();
         me.add_monitoring(mref, target);
-        let accepted = self
-            .lookup_cell(target)
-            .is_some_and(|cell| cell.add_watcher(mref, me.meta().pid));
-        if !accepted {
-            me.deliver_down(Down {
-                monitor: mref,
-                pid: target,
-                reason: ExitReason::NoProc,
-            });
-        }
+        self.signal(RemoteSignal::Monitor {
+            from: me.meta().pid,
+            to: target,
+            monitor: mref.0,
+        });
         mref
     }
 
     pub(crate) fn demonitor(&self, me: &dyn ProcessCell, mref: MonitorRef) {
-        if let Some(cell) = me
-            .remove_monitoring(mref)
-            .and_then(|target| self.lookup_cell(target))
-        {
-            cell.remove_watcher(mref);
+        if let Some(target) = me.remove_monitoring(mref) {
+            self.signal(RemoteSignal::Demonitor {
+                from: me.meta().pid,
+                to: target,
+                monitor: mref.0,
+            });
+        }
+    }
+
+    /// Delivers a signal to its target, here or through the node's connections. When the
+    /// target's node cannot be reached, the sender learns it as it would of a lost peer.
+    fn signal(&self, signal: RemoteSignal) {
+        if signal.target().node == self.inner.node {
+            return self.deliver_signal(signal);
+        }
+        let undeliverable = match self.remote() {
+            Some(remote) => remote.signal(signal.clone()).is_err(),
+            None => true,
+        };
+        if undeliverable {
+            match signal {
+                RemoteSignal::Link { from, to } => self.deliver_signal(RemoteSignal::Exit {
+                    from: to,
+                    to: from,
+                    reason: ExitReason::NoConnection,
+                    kind: SignalKind::Link,
+                }),
+                RemoteSignal::Monitor { from, to, monitor } => {
+                    self.deliver_signal(RemoteSignal::Down {
+                        to: from,
+                        monitor,
+                        pid: to,
+                        reason: ExitReason::NoConnection,
+                    })
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Applies a signal addressed to a process of this node (from this node or, through the
+    /// cluster layer, from another). Signals for processes that are gone answer as Erlang
+    /// does: a link gets a `NoProc` exit back, a monitor a `NoProc` down.
+    pub fn deliver_signal(&self, signal: RemoteSignal) {
+        let target = signal.target();
+        if target.node != self.inner.node {
+            return;
+        }
+        let cell = self.lookup_cell(target);
+        match signal {
+            RemoteSignal::Link { from, to } => {
+                if !cell.is_some_and(|c| c.add_link(from)) {
+                    self.signal(RemoteSignal::Exit {
+                        from: to,
+                        to: from,
+                        reason: ExitReason::NoProc,
+                        kind: SignalKind::Link,
+                    });
+                }
+            }
+            RemoteSignal::Unlink { from, .. } => {
+                if let Some(c) = cell {
+                    c.remove_link(from);
+                }
+            }
+            RemoteSignal::Exit {
+                from, reason, kind, ..
+            } => {
+                if let Some(c) = cell {
+                    c.exit_signal(from, reason, kind);
+                }
+            }
+            RemoteSignal::Monitor { from, to, monitor } => {
+                if !cell.is_some_and(|c| c.add_watcher(MonitorRef(monitor), from)) {
+                    self.signal(RemoteSignal::Down {
+                        to: from,
+                        monitor,
+                        pid: to,
+                        reason: ExitReason::NoProc,
+                    });
+                }
+            }
+            RemoteSignal::Demonitor { from, monitor, .. } => {
+                if let Some(c) = cell {
+                    c.remove_watcher(MonitorRef(monitor), from);
+                }
+            }
+            RemoteSignal::Down {
+                monitor,
+                pid,
+                reason,
+                ..
+            } => {
+                if let Some(c) = cell {
+                    c.deliver_down(Down {
+                        monitor: MonitorRef(monitor),
+                        pid,
+                        reason,
+                    });
+                }
+            }
         }
     }
 
@@ -423,28 +532,135 @@ impl Runtime {
                 names.remove(name);
             }
         }
-        for other in &cold.links {
-            if let Some(c) = self.lookup_cell(*other) {
-                c.exit_signal(pid, reason.clone(), SignalKind::Link);
-            }
+        for &other in &cold.links {
+            self.signal(RemoteSignal::Exit {
+                from: pid,
+                to: other,
+                reason: reason.clone(),
+                kind: SignalKind::Link,
+            });
         }
-        for (mref, watcher) in &cold.watchers {
-            if let Some(c) = self.lookup_cell(*watcher) {
-                c.deliver_down(Down {
-                    monitor: *mref,
-                    pid,
-                    reason: reason.clone(),
-                });
-            }
+        for &(mref, watcher) in &cold.watchers {
+            self.signal(RemoteSignal::Down {
+                to: watcher,
+                monitor: mref.0,
+                pid,
+                reason: reason.clone(),
+            });
         }
-        for (mref, target) in &cold.monitoring {
-            if let Some(c) = self.lookup_cell(*target) {
-                c.remove_watcher(*mref);
-            }
+        for &(mref, target) in &cold.monitoring {
+            self.signal(RemoteSignal::Demonitor {
+                from: pid,
+                to: target,
+                monitor: mref.0,
+            });
         }
         for waiter in cold.exit_waiters {
             let _ = waiter.send(reason.clone());
         }
+    }
+
+    /// Connects this runtime to a node's connections: from now on, what is addressed to
+    /// other nodes goes through `remote`.
+    pub fn set_remote(&self, remote: Arc<dyn Remote>) {
+        *self.inner.remote.write().unwrap_or_else(|e| e.into_inner()) = Some(remote);
+    }
+
+    fn remote(&self) -> Option<Arc<dyn Remote>> {
+        self.inner
+            .remote
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// A reference to a process on another node. Nothing checks here that it runs `A`:
+    /// the receiving node decodes each message with the process's own message type and drops
+    /// what does not decode.
+    pub fn remote_ref<A: Actor>(&self, pid: Pid) -> ActorRef<A>
+    where
+        A::Msg: Serialize,
+    {
+        ActorRef::from_remote(RemoteRef {
+            pid,
+            rt: self.clone(),
+            encode: remote::encoder::<A::Msg>(),
+        })
+    }
+
+    pub(crate) fn remote_send(&self, to: Pid, payload: Vec<u8>) -> Result<(), NoConnection> {
+        self.remote().ok_or(NoConnection)?.send(to, payload)
+    }
+
+    pub(crate) fn remote_reply(&self, node: NodeId, call: u64, payload: Vec<u8>) -> bool {
+        if node == self.inner.node {
+            return self.deliver_reply(call, &payload);
+        }
+        self.remote()
+            .is_some_and(|r| r.reply(node, call, payload).is_ok())
+    }
+
+    /// Queues a message that came from `from_node` for the local process `to`, decoding it
+    /// with the process's message type.
+    pub fn deliver_encoded(
+        &self,
+        from_node: NodeId,
+        to: Pid,
+        payload: &[u8],
+    ) -> Result<(), DeliverError> {
+        let cell = self.lookup_cell(to).ok_or(DeliverError::NoProc(to))?;
+        remote::with_codec(self, from_node, || cell.deliver_encoded(payload))
+    }
+
+    /// Parks a reply handle that is about to travel to another node; returns its call id.
+    pub(crate) fn park_reply(&self, pending: Box<dyn PendingReply>) -> u64 {
+        let call = self.inner.next_call.fetch_add(1, Ordering::Relaxed);
+        let mut table = self.inner.pending.lock().unwrap_or_else(|e| e.into_inner());
+        // Callers that gave up (timed out) leave entries behind; sweep them now and then.
+        if table.len() >= 1024 && table.len().is_power_of_two() {
+            table.retain(|_, p| !p.is_abandoned());
+        }
+        table.insert(call, pending);
+        call
+    }
+
+    /// Hands an answer that came from another node to the caller waiting under `call`.
+    /// Returns false if nobody waits for it any more.
+    pub fn deliver_reply(&self, call: u64, payload: &[u8]) -> bool {
+        let pending = self
+            .inner
+            .pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&call);
+        pending.is_some_and(|p| p.deliver(payload, self))
+    }
+
+    /// The connection to `node` is gone: links to its processes break with `NoConnection`,
+    /// monitors on them fire with `NoConnection`, its monitors here are dropped, and calls
+    /// whose reply handle went there fail with `NoReply`.
+    pub fn node_down(&self, node: NodeId) {
+        if node == self.inner.node {
+            return;
+        }
+        for cell in self.cells() {
+            let (links, monitoring) = cell.sever(node);
+            for other in links {
+                cell.exit_signal(other, ExitReason::NoConnection, SignalKind::Link);
+            }
+            for (monitor, pid) in monitoring {
+                cell.deliver_down(Down {
+                    monitor,
+                    pid,
+                    reason: ExitReason::NoConnection,
+                });
+            }
+        }
+        self.inner
+            .pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|_, p| p.peer() != node);
     }
 
     /// Registers `pid` under `name` on this node. The name is released when the process

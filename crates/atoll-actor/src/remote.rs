@@ -1,0 +1,201 @@
+//! The seam between the local runtime and the cluster: what a runtime hands to the node
+//! for processes elsewhere, what the node hands back, and how messages are encoded.
+//!
+//! Messages to remote processes are encoded with serde + postcard. Pids inside them are
+//! plain data; [`ActorRef`](crate::ActorRef)s and [`ReplyTo`](crate::ReplyTo)s need the
+//! runtime that encodes or decodes them, which is set for the duration of each encode or
+//! decode (a scoped, per-thread setting, never shared between runtimes).
+
+use std::cell::RefCell;
+use std::sync::Arc;
+
+use atoll_core::{ExitReason, NodeId, Pid};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tokio::sync::oneshot;
+
+use crate::runtime::Runtime;
+
+/// The peer's node is not connected; nothing was sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("no connection to node")]
+pub struct NoConnection;
+
+/// How an exit signal was sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExitKind {
+    /// A linked process exited.
+    Link,
+    /// An explicit exit signal.
+    Exit,
+    /// An untrappable kill.
+    Kill,
+}
+
+/// A signal between processes on different nodes, addressed to `to`'s node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RemoteSignal {
+    /// `from` links to `to`.
+    Link {
+        /// The linking process.
+        from: Pid,
+        /// The process linked to.
+        to: Pid,
+    },
+    /// `from` removes its link with `to`.
+    Unlink {
+        /// The unlinking process.
+        from: Pid,
+        /// The other side.
+        to: Pid,
+    },
+    /// An exit signal.
+    Exit {
+        /// The sender.
+        from: Pid,
+        /// The receiver.
+        to: Pid,
+        /// The reason.
+        reason: ExitReason,
+        /// How it was sent.
+        kind: ExitKind,
+    },
+    /// `from` monitors `to`.
+    Monitor {
+        /// The monitoring process.
+        from: Pid,
+        /// The monitored process.
+        to: Pid,
+        /// The monitor's id on `from`'s node.
+        monitor: u64,
+    },
+    /// `from` drops its monitor on `to`.
+    Demonitor {
+        /// The monitoring process.
+        from: Pid,
+        /// The monitored process.
+        to: Pid,
+        /// The monitor's id.
+        monitor: u64,
+    },
+    /// A process monitored by `to` exited.
+    Down {
+        /// The monitoring process.
+        to: Pid,
+        /// The monitor's id on `to`'s node.
+        monitor: u64,
+        /// The process that exited.
+        pid: Pid,
+        /// Why.
+        reason: ExitReason,
+    },
+}
+
+impl RemoteSignal {
+    /// The process the signal is for; its node is where it goes.
+    pub fn target(&self) -> Pid {
+        match self {
+            RemoteSignal::Link { to, .. }
+            | RemoteSignal::Unlink { to, .. }
+            | RemoteSignal::Exit { to, .. }
+            | RemoteSignal::Monitor { to, .. }
+            | RemoteSignal::Demonitor { to, .. }
+            | RemoteSignal::Down { to, .. } => *to,
+        }
+    }
+}
+
+/// What a node provides to its runtime to reach processes on other nodes.
+pub trait Remote: Send + Sync + 'static {
+    /// Sends an encoded message to `to` on its node.
+    fn send(&self, to: Pid, payload: Vec<u8>) -> Result<(), NoConnection>;
+    /// Sends the encoded answer to call `call`, pending on `node`.
+    fn reply(&self, node: NodeId, call: u64, payload: Vec<u8>) -> Result<(), NoConnection>;
+    /// Sends a signal to its target's node.
+    fn signal(&self, signal: RemoteSignal) -> Result<(), NoConnection>;
+}
+
+/// Turns a message that came over the network back into a process's message type.
+pub type Decoder<M> = fn(&[u8]) -> Result<M, String>;
+
+/// The decoder for a serde message type: what [`Actor::remote_decoder`](crate::Actor::remote_decoder)
+/// returns for an actor that accepts messages from other nodes.
+pub fn serde_decoder<M: DeserializeOwned>() -> Option<Decoder<M>> {
+    Some(decode::<M>)
+}
+
+pub(crate) fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, String> {
+    postcard::to_allocvec(value).map_err(|e| e.to_string())
+}
+
+pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
+    postcard::from_bytes(bytes).map_err(|e| e.to_string())
+}
+
+thread_local! {
+    /// The runtime encoding or decoding on this thread, and the peer node on the other end.
+    static CODEC: RefCell<Option<(Runtime, NodeId)>> = const { RefCell::new(None) };
+}
+
+/// Runs `f` with `rt` as the codec context for messages exchanged with `peer`.
+pub(crate) fn with_codec<T>(rt: &Runtime, peer: NodeId, f: impl FnOnce() -> T) -> T {
+    struct Restore(Option<(Runtime, NodeId)>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            let previous = self.0.take();
+            CODEC.with(|c| *c.borrow_mut() = previous);
+        }
+    }
+    let previous = CODEC.with(|c| c.borrow_mut().replace((rt.clone(), peer)));
+    let _restore = Restore(previous);
+    f()
+}
+
+pub(crate) fn codec_context() -> Option<(Runtime, NodeId)> {
+    CODEC.with(|c| c.borrow().clone())
+}
+
+/// A reply handle that crossed to another node: the answer is decoded here and handed to
+/// the waiting caller.
+pub(crate) trait PendingReply: Send {
+    /// The node the handle went to.
+    fn peer(&self) -> NodeId;
+    fn deliver(self: Box<Self>, payload: &[u8], rt: &Runtime) -> bool;
+    fn is_abandoned(&self) -> bool;
+}
+
+pub(crate) struct PendingOneshot<R> {
+    pub(crate) peer: NodeId,
+    pub(crate) tx: oneshot::Sender<R>,
+}
+
+impl<R: DeserializeOwned + Send + 'static> PendingReply for PendingOneshot<R> {
+    fn peer(&self) -> NodeId {
+        self.peer
+    }
+
+    fn deliver(self: Box<Self>, payload: &[u8], rt: &Runtime) -> bool {
+        match with_codec(rt, self.peer, || decode::<R>(payload)) {
+            Ok(value) => self.tx.send(value).is_ok(),
+            Err(_) => false,
+        }
+    }
+
+    fn is_abandoned(&self) -> bool {
+        self.tx.is_closed()
+    }
+}
+
+/// The remote half of an [`ActorRef`](crate::ActorRef).
+pub(crate) struct RemoteRef<M> {
+    pub(crate) pid: Pid,
+    pub(crate) rt: Runtime,
+    pub(crate) encode: fn(&M) -> Result<Vec<u8>, String>,
+}
+
+pub(crate) fn encoder<M: Serialize>() -> fn(&M) -> Result<Vec<u8>, String> {
+    encode::<M>
+}
+
+/// Shared with actor_ref.rs: a boxed remote reference.
+pub(crate) type RemoteTarget<M> = Arc<RemoteRef<M>>;
