@@ -51,7 +51,9 @@ pub use atoll_core::{ExitReason, NodeId, Pid};
 pub use error::{ActorError, CallError, DeliverError, LookupError, RegisterError, SendError};
 pub use info::{ProcessInfo, ProcessStatus};
 pub use monitor::{Down, MonitorRef};
-pub use remote::{Decoder, ExitKind, NoConnection, Remote, RemoteSignal, serde_decoder};
+pub use remote::{
+    Decoder, ExitKind, NoConnection, Remote, RemoteSignal, decode_from, encode_for, serde_decoder,
+};
 pub use runtime::{Runtime, SpawnOptions};
 pub use supervisor::{
     Backoff, ChildInfo, ChildSpec, ChildStarter, Intensity, Restart, Shutdown, Strategy,

@@ -124,6 +124,21 @@ pub fn serde_decoder<M: DeserializeOwned>() -> Option<Decoder<M>> {
     Some(decode::<M>)
 }
 
+/// Encodes `value` for `peer` with `rt` as the codec context, so reply handles and actor
+/// references inside it travel correctly.
+pub fn encode_for<T: Serialize>(rt: &Runtime, peer: NodeId, value: &T) -> Result<Vec<u8>, String> {
+    with_codec(rt, peer, || encode(value))
+}
+
+/// Decodes a value that came from `peer`, with `rt` as the codec context.
+pub fn decode_from<T: DeserializeOwned>(
+    rt: &Runtime,
+    peer: NodeId,
+    bytes: &[u8],
+) -> Result<T, String> {
+    with_codec(rt, peer, || decode(bytes))
+}
+
 pub(crate) fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, String> {
     postcard::to_allocvec(value).map_err(|e| e.to_string())
 }

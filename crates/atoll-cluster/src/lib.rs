@@ -1,1 +1,23 @@
-//! placeholder
+//! The atoll node: a local runtime whose processes reach processes on other nodes over
+//! mutually authenticated QUIC.
+//!
+//! - [`Node::connect`] joins a peer; [`RemoteNode`] is the handle to it.
+//! - `ActorRef<A>` works the same for remote processes: messages are encoded with serde and
+//!   decoded on arrival with the process's own message type (actors opt in with
+//!   `Actor::remote_decoder`). Pids and reply handles inside messages survive the trip.
+//! - Links and monitors cross nodes; a lost peer breaks them with `NoConnection`.
+//! - Global names: [`Node::register_global`], [`Node::whereis_global`], [`Node::send_global`].
+//! - Remote spawn from registered factories: [`Node::register_spawnable`],
+//!   [`Node::spawn_remote`].
+//! - Live attach: [`Node::remote_processes`].
+#![deny(missing_docs)]
+
+mod config;
+mod convert;
+mod error;
+mod node;
+mod peer;
+
+pub use config::{NodeConfig, TlsIdentity};
+pub use error::{ClusterSendError, ConnectError, GlobalError, RpcError, StartError};
+pub use node::{Node, PeerInfo, RemoteNode};

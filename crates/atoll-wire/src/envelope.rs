@@ -35,6 +35,11 @@ pub struct Hello {
     pub creation: u32,
     /// The address it accepts connections on, if it accepts any.
     pub listen: Option<String>,
+    /// Its Ed25519 public key; `node_id` must be derived from it.
+    pub public_key: Vec<u8>,
+    /// Its signature over this connection's TLS exporter secret: proves it holds the key,
+    /// on this very connection.
+    pub proof: Vec<u8>,
 }
 
 /// Global names, gossiped between peers.

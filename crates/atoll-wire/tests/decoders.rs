@@ -52,6 +52,8 @@ fn control() -> impl Strategy<Value = Control> {
             node_id: NodeId::from_bytes(id),
             creation: c,
             listen: Some("127.0.0.1:4000".into()),
+            public_key: vec![7; 32],
+            proof: vec![9; 64],
         })),
         prop::collection::vec((".{0,8}", pid()), 0..4)
             .prop_map(|names| Control::Gossip(RegistryGossip::Snapshot(names))),

@@ -1,0 +1,138 @@
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use atoll_net::{NodeCertificate, NodeIdentity, SharedIdentity, TransportSettings, TrustConfig};
+
+/// Everything a node needs to start.
+#[derive(Clone)]
+pub struct NodeConfig {
+    /// The human name peers know this node by, e.g. `london`.
+    pub name: String,
+    /// The UDP address to accept connections on (port 0 picks one).
+    pub listen: SocketAddr,
+    /// The node's own key: its node id derives from it.
+    pub identity: Arc<NodeIdentity>,
+    /// What this node presents in TLS and whom it trusts.
+    pub tls: TlsIdentity,
+    /// QUIC keep-alive, idle timeout and datagram settings.
+    pub transport: TransportSettings,
+    /// The largest frame accepted from a peer (version byte plus body); checked before any
+    /// allocation.
+    pub max_frame_len: usize,
+    /// Message streams per peer: messages for one process always share one stream (so they
+    /// stay in order) and processes spread over the streams (so one slow stream does not
+    /// hold up the others).
+    pub message_streams: usize,
+    /// Delay before the first reconnection attempt to a dropped peer; doubles up to
+    /// `reconnect_max`.
+    pub reconnect_initial: Duration,
+    /// The longest delay between reconnection attempts.
+    pub reconnect_max: Duration,
+    /// How long a connection attempt (QUIC handshake plus introduction) may take.
+    pub connect_timeout: Duration,
+    /// How long requests to other nodes (remote spawn, process listings) wait for an answer.
+    pub request_timeout: Duration,
+}
+
+/// The TLS side of a node: its certificate, the key it is over, and the trust roots.
+#[derive(Clone)]
+pub struct TlsIdentity {
+    /// The key the certificate is over (the node key in CA mode, the shared key otherwise).
+    pub key: Arc<NodeIdentity>,
+    /// The certificate presented to peers.
+    pub cert: NodeCertificate,
+    /// Whom to trust.
+    pub trust: TrustConfig,
+    /// True when the certificate proves the node id (CA mode); false in shared mode, where
+    /// only the signed introduction does.
+    pub proves_node_id: bool,
+}
+
+impl std::fmt::Debug for TlsIdentity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsIdentity")
+            .field("cert_node_id", &self.cert.node_id())
+            .field("proves_node_id", &self.proves_node_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for NodeConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeConfig")
+            .field("name", &self.name)
+            .field("listen", &self.listen)
+            .field("node_id", &self.identity.node_id())
+            .finish_non_exhaustive()
+    }
+}
+
+impl NodeConfig {
+    /// A node of a CA-managed cluster: `cert` was issued by the cluster CA over `identity`'s
+    /// key, and `trust` holds the CA and the revocation list.
+    pub fn with_ca(
+        name: impl Into<String>,
+        listen: SocketAddr,
+        identity: NodeIdentity,
+        cert: NodeCertificate,
+        trust: TrustConfig,
+    ) -> Self {
+        let identity = Arc::new(identity);
+        Self::new(
+            name.into(),
+            listen,
+            identity.clone(),
+            TlsIdentity {
+                key: identity,
+                cert,
+                trust,
+                proves_node_id: true,
+            },
+        )
+    }
+
+    /// A node of a small trusted cluster sharing one TLS identity; the node's own key still
+    /// decides its node id, proven by a signature in its introduction.
+    pub fn with_shared_identity(
+        name: impl Into<String>,
+        listen: SocketAddr,
+        identity: NodeIdentity,
+        shared: &SharedIdentity,
+    ) -> Result<Self, atoll_net::KeyError> {
+        let key =
+            NodeIdentity::from_pkcs8_der(shared.identity().to_pkcs8_der().secret_pkcs8_der())?;
+        Ok(Self::new(
+            name.into(),
+            listen,
+            Arc::new(identity),
+            TlsIdentity {
+                key: Arc::new(key),
+                cert: shared.certificate().clone(),
+                trust: shared.trust(),
+                proves_node_id: false,
+            },
+        ))
+    }
+
+    fn new(
+        name: String,
+        listen: SocketAddr,
+        identity: Arc<NodeIdentity>,
+        tls: TlsIdentity,
+    ) -> Self {
+        NodeConfig {
+            name,
+            listen,
+            identity,
+            tls,
+            transport: TransportSettings::default(),
+            max_frame_len: 8 << 20,
+            message_streams: 4,
+            reconnect_initial: Duration::from_millis(100),
+            reconnect_max: Duration::from_secs(5),
+            connect_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(10),
+        }
+    }
+}

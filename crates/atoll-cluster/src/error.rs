@@ -1,0 +1,112 @@
+use std::fmt;
+
+use atoll_actor::SendError;
+use atoll_core::Pid;
+use atoll_wire::RemoteError;
+
+/// A node that could not start; nothing is listening.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The TLS configuration was refused.
+    #[error("TLS configuration: {0}")]
+    Tls(String),
+    /// The listen address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// A connection attempt that failed; nothing was registered.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConnectError {
+    /// The QUIC/TLS connection failed (unreachable, or the handshake refused a certificate).
+    #[error("connection failed: {0}")]
+    Connection(String),
+    /// The peer's introduction was missing, malformed or did not prove its identity.
+    #[error("handshake refused: {0}")]
+    Handshake(String),
+    /// The peer did not answer within the deadline.
+    #[error("timed out")]
+    Timeout,
+}
+
+/// A send by node and name that did not go out. The message is handed back.
+#[derive(thiserror::Error)]
+pub enum ClusterSendError<M> {
+    /// No connected node has that name.
+    #[error("no connected node is named {node:?}")]
+    UnknownNode {
+        /// The node name.
+        node: String,
+        /// The message.
+        msg: M,
+    },
+    /// No process holds that global name.
+    #[error("no process is registered globally as {name:?}")]
+    NotRegistered {
+        /// The name.
+        name: String,
+        /// The message.
+        msg: M,
+    },
+    /// The send itself failed.
+    #[error(transparent)]
+    Send(#[from] SendError<M>),
+}
+
+impl<M> ClusterSendError<M> {
+    /// The message that was not sent.
+    pub fn into_inner(self) -> M {
+        match self {
+            ClusterSendError::UnknownNode { msg, .. }
+            | ClusterSendError::NotRegistered { msg, .. } => msg,
+            ClusterSendError::Send(e) => e.into_inner(),
+        }
+    }
+}
+
+impl<M> fmt::Debug for ClusterSendError<M> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+/// A request to another node that produced no answer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RpcError {
+    /// No connected node has that id or name.
+    #[error("unknown node {0}")]
+    UnknownNode(String),
+    /// The connection went away before the answer came.
+    #[error("connection lost")]
+    ConnectionLost,
+    /// No answer within the deadline.
+    #[error("timed out")]
+    Timeout,
+    /// The arguments could not be encoded.
+    #[error("cannot encode the arguments: {0}")]
+    Unencodable(String),
+    /// The remote node refused the request.
+    #[error(transparent)]
+    Remote(#[from] RemoteError),
+}
+
+/// A global registration that was refused; nothing was registered.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum GlobalError {
+    /// The name is held by another process.
+    #[error("name {name:?} is already registered by {owner}")]
+    NameTaken {
+        /// The name.
+        name: String,
+        /// Its holder.
+        owner: Pid,
+    },
+    /// Only processes of this node can be registered from it.
+    #[error("{0} is not a live process of this node")]
+    NotLocal(Pid),
+}

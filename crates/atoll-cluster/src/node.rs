@@ -1,0 +1,1015 @@
+//! The node: a local runtime plus QUIC connections to its peers.
+
+use std::collections::{HashMap, HashSet};
+use std::hash::{BuildHasher, RandomState};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::time::Duration;
+
+use atoll_actor::{
+    Actor, ActorRef, LookupError, NoConnection, Remote, RemoteSignal, Runtime, SendError,
+    decode_from, encode_for,
+};
+use atoll_core::{NodeId, Pid};
+use atoll_wire::{
+    Control, Data, Hello, ProcessInfoWire, RegistryGossip, RemoteError, Request, Response, decode,
+};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tokio::sync::oneshot;
+use tracing::{debug, info, warn};
+
+use crate::config::NodeConfig;
+use crate::convert::{from_wire, process_to_wire, to_wire};
+use crate::error::{ClusterSendError, ConnectError, GlobalError, RpcError, StartError};
+use crate::peer::{FrameReader, Peer};
+
+/// Builds a process from arguments sent by another node; returns its pid.
+type Factory = Arc<dyn Fn(&Runtime, NodeId, &[u8]) -> Result<Pid, RemoteError> + Send + Sync>;
+
+const EXPORTER_LABEL: &[u8] = b"atoll hello v1";
+
+/// A node: a local [`Runtime`] whose processes can reach processes on other nodes.
+///
+/// Cheap to clone. Everything a node knows hangs off this value, so several nodes run side
+/// by side in one process (as the tests do).
+#[derive(Clone)]
+pub struct Node {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    name: String,
+    id: NodeId,
+    rt: Runtime,
+    identity: Arc<atoll_net::NodeIdentity>,
+    certificate_proves_id: bool,
+    endpoint: quinn::Endpoint,
+    local_addr: SocketAddr,
+    max_frame_len: usize,
+    message_streams: usize,
+    reconnect: (Duration, Duration),
+    connect_timeout: Duration,
+    request_timeout: Duration,
+    peers: RwLock<HashMap<NodeId, Arc<Peer>>>,
+    /// Addresses this node keeps connections to, reconnecting when they drop.
+    wanted: Mutex<HashSet<SocketAddr>>,
+    globals: RwLock<HashMap<String, Pid>>,
+    spawnables: RwLock<HashMap<String, Factory>>,
+    next_request: AtomicU64,
+    closing: AtomicBool,
+}
+
+/// A connected peer, as seen from this node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerInfo {
+    /// Its id.
+    pub id: NodeId,
+    /// Its name.
+    pub name: String,
+    /// Its incarnation.
+    pub creation: u32,
+    /// Where it accepts connections.
+    pub listen: Option<String>,
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node")
+            .field("name", &self.inner.name)
+            .field("id", &self.inner.id)
+            .finish()
+    }
+}
+
+impl Node {
+    /// Starts a node: binds its QUIC endpoint and accepts peers.
+    ///
+    /// Must run inside a tokio runtime. The node's incarnation (`creation`) is new on every
+    /// start, so pids of an earlier run are never taken for pids of this one.
+    pub fn start(config: NodeConfig) -> Result<Node, StartError> {
+        let server = atoll_net::server_config(
+            &config.tls.key,
+            &config.tls.cert,
+            &config.tls.trust,
+            &config.transport,
+        )
+        .map_err(|e| StartError::Tls(e.to_string()))?;
+        let client = atoll_net::client_config(
+            &config.tls.key,
+            &config.tls.cert,
+            &config.tls.trust,
+            &config.transport,
+        )
+        .map_err(|e| StartError::Tls(e.to_string()))?;
+        let endpoint =
+            atoll_net::bind(config.listen, server, client).map_err(|e| StartError::Bind {
+                addr: config.listen,
+                source: std::io::Error::other(e.to_string()),
+            })?;
+        let local_addr = endpoint.local_addr().map_err(|source| StartError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+        let id = config.identity.node_id();
+        let creation = new_creation();
+        let rt = Runtime::with_identity(id, creation);
+        let inner = Arc::new(Inner {
+            name: config.name,
+            id,
+            rt: rt.clone(),
+            identity: config.identity,
+            certificate_proves_id: config.tls.proves_node_id,
+            endpoint,
+            local_addr,
+            max_frame_len: config.max_frame_len,
+            message_streams: config.message_streams.max(1),
+            reconnect: (config.reconnect_initial, config.reconnect_max),
+            connect_timeout: config.connect_timeout,
+            request_timeout: config.request_timeout,
+            peers: RwLock::default(),
+            wanted: Mutex::default(),
+            globals: RwLock::default(),
+            spawnables: RwLock::default(),
+            next_request: AtomicU64::new(1),
+            closing: AtomicBool::new(false),
+        });
+        rt.set_remote(Arc::new(Link(Arc::downgrade(&inner))));
+        tokio::spawn(accept_loop(Arc::downgrade(&inner), inner.endpoint.clone()));
+        info!(node = %inner.name, id = %id, addr = %local_addr, creation, "node started");
+        Ok(Node { inner })
+    }
+
+    /// This node's id.
+    pub fn id(&self) -> NodeId {
+        self.inner.id
+    }
+
+    /// This node's name.
+    pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    /// This node's incarnation.
+    pub fn creation(&self) -> u32 {
+        self.inner.rt.creation()
+    }
+
+    /// The address peers connect to.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.inner.local_addr
+    }
+
+    /// The local runtime: spawn, link, supervise as on a single node.
+    pub fn runtime(&self) -> &Runtime {
+        &self.inner.rt
+    }
+
+    /// Connects to the node at `addr` (or returns the existing connection to it) and keeps
+    /// the connection up: if it drops, it is re-established with backoff.
+    pub async fn connect(&self, addr: SocketAddr) -> Result<RemoteNode, ConnectError> {
+        let peer = dial(&self.inner, addr).await?;
+        self.inner
+            .wanted
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(addr);
+        Ok(self.remote_node(&peer))
+    }
+
+    fn remote_node(&self, peer: &Peer) -> RemoteNode {
+        RemoteNode {
+            node: self.clone(),
+            id: peer.id,
+            name: peer.name.clone(),
+            creation: peer.creation,
+        }
+    }
+
+    /// The connected peers.
+    pub fn peers(&self) -> Vec<PeerInfo> {
+        let mut all: Vec<PeerInfo> = self
+            .inner
+            .peers
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .map(|p| PeerInfo {
+                id: p.id,
+                name: p.name.clone(),
+                creation: p.creation,
+                listen: p.listen.clone(),
+            })
+            .collect();
+        all.sort_by(|a, b| a.name.cmp(&b.name));
+        all
+    }
+
+    /// The connected peer with this name.
+    pub fn remote(&self, name: &str) -> Option<RemoteNode> {
+        let peer = self.inner.peer_named(name)?;
+        Some(self.remote_node(&peer))
+    }
+
+    /// A reference to any process: typed and checked for a local pid, a remote reference
+    /// for a pid of another node.
+    pub fn actor_ref<A: Actor>(&self, pid: Pid) -> Result<ActorRef<A>, LookupError>
+    where
+        A::Msg: Serialize,
+    {
+        if pid.node == self.inner.id {
+            self.inner.rt.actor_ref(pid)
+        } else {
+            Ok(self.inner.rt.remote_ref(pid))
+        }
+    }
+
+    /// Sends `msg` to the process registered as `name` on the node named `node`.
+    pub fn send<A: Actor>(
+        &self,
+        node: &str,
+        name: &str,
+        msg: A::Msg,
+    ) -> Result<(), ClusterSendError<A::Msg>>
+    where
+        A::Msg: Serialize,
+    {
+        if node == self.inner.name {
+            return match self.inner.rt.whereis_ref::<A>(name) {
+                Ok(r) => Ok(r.send(msg)?),
+                Err(_) => Err(ClusterSendError::NotRegistered {
+                    name: name.to_string(),
+                    msg,
+                }),
+            };
+        }
+        let Some(peer) = self.inner.peer_named(node) else {
+            return Err(ClusterSendError::UnknownNode {
+                node: node.to_string(),
+                msg,
+            });
+        };
+        send_named(&self.inner, &peer, name, msg)
+    }
+
+    /// Registers the local process `pid` under a cluster-wide `name`: every peer learns it
+    /// now, peers that connect later learn it on connect, and it is released when the
+    /// process exits.
+    pub fn register_global(&self, name: &str, pid: Pid) -> Result<(), GlobalError> {
+        let inner = &self.inner;
+        if pid.node != inner.id || !inner.rt.is_alive(pid) {
+            return Err(GlobalError::NotLocal(pid));
+        }
+        {
+            let mut globals = inner.globals.write().unwrap_or_else(|e| e.into_inner());
+            if let Some(owner) = globals.get(name) {
+                return Err(GlobalError::NameTaken {
+                    name: name.to_string(),
+                    owner: *owner,
+                });
+            }
+            globals.insert(name.to_string(), pid);
+        }
+        inner.broadcast(&Control::Gossip(RegistryGossip::Registered {
+            name: name.to_string(),
+            pid,
+        }));
+        let exited = inner.rt.wait_exit(pid);
+        let weak = Arc::downgrade(inner);
+        let name = name.to_string();
+        tokio::spawn(async move {
+            exited.await;
+            if let Some(inner) = weak.upgrade() {
+                inner.release_global(&name, pid);
+            }
+        });
+        Ok(())
+    }
+
+    /// Releases a global name held by a local process.
+    pub fn unregister_global(&self, name: &str) -> Option<Pid> {
+        let pid = self.whereis_global(name)?;
+        if pid.node != self.inner.id {
+            return None;
+        }
+        self.inner.release_global(name, pid);
+        Some(pid)
+    }
+
+    /// The process holding a global name, on whichever node.
+    pub fn whereis_global(&self, name: &str) -> Option<Pid> {
+        self.inner
+            .globals
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(name)
+            .copied()
+    }
+
+    /// Every global name this node knows, sorted.
+    pub fn globals(&self) -> Vec<(String, Pid)> {
+        let mut all: Vec<_> = self
+            .inner
+            .globals
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|(n, p)| (n.clone(), *p))
+            .collect();
+        all.sort();
+        all
+    }
+
+    /// Sends `msg` to the process holding the global `name`, wherever it runs.
+    pub fn send_global<A: Actor>(
+        &self,
+        name: &str,
+        msg: A::Msg,
+    ) -> Result<(), ClusterSendError<A::Msg>>
+    where
+        A::Msg: Serialize,
+    {
+        let Some(pid) = self.whereis_global(name) else {
+            return Err(ClusterSendError::NotRegistered {
+                name: name.to_string(),
+                msg,
+            });
+        };
+        match self.actor_ref::<A>(pid) {
+            Ok(r) => Ok(r.send(msg)?),
+            Err(_) => Err(ClusterSendError::Send(SendError::NoProc(msg))),
+        }
+    }
+
+    /// Teaches this node to spawn `A` from arguments sent by other nodes: `make` builds
+    /// the actor from the decoded arguments. Only registered factories can be spawned
+    /// remotely.
+    pub fn register_spawnable<Args, A>(
+        &self,
+        name: &str,
+        make: impl Fn(Args) -> A + Send + Sync + 'static,
+    ) where
+        Args: DeserializeOwned,
+        A: Actor,
+    {
+        let factory: Factory = Arc::new(move |rt, from, bytes| {
+            let args = decode_from::<Args>(rt, from, bytes).map_err(RemoteError::BadArgs)?;
+            Ok(rt.spawn(make(args)).pid())
+        });
+        self.inner
+            .spawnables
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(name.to_string(), factory);
+    }
+
+    /// Spawns a process on `node` (an id) from its factory `factory`, with `args`.
+    pub async fn spawn_remote<Args: Serialize>(
+        &self,
+        node: NodeId,
+        factory: &str,
+        args: &Args,
+    ) -> Result<Pid, RpcError> {
+        let args = encode_for(&self.inner.rt, node, args).map_err(RpcError::Unencodable)?;
+        let body = Request::Spawn {
+            factory: factory.to_string(),
+            args,
+        };
+        match self.inner.request(node, body).await? {
+            Response::Spawned(pid) => Ok(pid),
+            Response::Error(e) => Err(RpcError::Remote(e)),
+            Response::Processes(_) => Err(RpcError::ConnectionLost),
+        }
+    }
+
+    /// The live processes of `node`, with their introspection data (live attach).
+    pub async fn remote_processes(&self, node: NodeId) -> Result<Vec<ProcessInfoWire>, RpcError> {
+        if node == self.inner.id {
+            return Ok(self
+                .inner
+                .rt
+                .processes()
+                .into_iter()
+                .map(process_to_wire)
+                .collect());
+        }
+        match self.inner.request(node, Request::Processes).await? {
+            Response::Processes(list) => Ok(list),
+            Response::Error(e) => Err(RpcError::Remote(e)),
+            Response::Spawned(_) => Err(RpcError::ConnectionLost),
+        }
+    }
+
+    /// Stops the node: closes every connection (peers see this node go) and shuts the
+    /// runtime down, giving processes `grace` to stop.
+    pub async fn shutdown(&self, grace: Duration) {
+        self.inner.closing.store(true, Ordering::SeqCst);
+        self.inner
+            .endpoint
+            .close(quinn::VarInt::from_u32(0), b"shutdown");
+        self.inner.rt.shutdown(grace).await;
+        self.inner.endpoint.wait_idle().await;
+    }
+}
+
+/// A connected peer node.
+#[derive(Clone)]
+pub struct RemoteNode {
+    node: Node,
+    id: NodeId,
+    name: String,
+    creation: u32,
+}
+
+impl std::fmt::Debug for RemoteNode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RemoteNode")
+            .field("name", &self.name)
+            .field("id", &self.id)
+            .field("creation", &self.creation)
+            .finish()
+    }
+}
+
+impl RemoteNode {
+    /// Its id.
+    pub fn id(&self) -> NodeId {
+        self.id
+    }
+
+    /// Its name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Its incarnation when the connection was made.
+    pub fn creation(&self) -> u32 {
+        self.creation
+    }
+
+    /// True while a connection to it is up.
+    pub fn is_connected(&self) -> bool {
+        self.node.inner.peer(self.id).is_some()
+    }
+
+    /// Sends `msg` to the process registered as `name` on this node.
+    pub fn send<A: Actor>(&self, name: &str, msg: A::Msg) -> Result<(), ClusterSendError<A::Msg>>
+    where
+        A::Msg: Serialize,
+    {
+        let Some(peer) = self.node.inner.peer(self.id) else {
+            return Err(ClusterSendError::Send(SendError::NoConnection(msg)));
+        };
+        send_named(&self.node.inner, &peer, name, msg)
+    }
+
+    /// Spawns a process here from a registered factory.
+    pub async fn spawn<Args: Serialize>(
+        &self,
+        factory: &str,
+        args: &Args,
+    ) -> Result<Pid, RpcError> {
+        self.node.spawn_remote(self.id, factory, args).await
+    }
+
+    /// Its live processes.
+    pub async fn processes(&self) -> Result<Vec<ProcessInfoWire>, RpcError> {
+        self.node.remote_processes(self.id).await
+    }
+}
+
+fn send_named<M: Serialize>(
+    inner: &Inner,
+    peer: &Peer,
+    name: &str,
+    msg: M,
+) -> Result<(), ClusterSendError<M>> {
+    let payload = match encode_for(&inner.rt, peer.id, &msg) {
+        Ok(p) => p,
+        Err(e) => return Err(SendError::Unencodable(msg, e).into()),
+    };
+    let data = Data::SendNamed {
+        name: name.to_string(),
+        payload,
+    };
+    peer.send_data(name_key(name), &data)
+        .map_err(|_| ClusterSendError::Send(SendError::NoConnection(msg)))
+}
+
+/// Picks the stream for sends by name: the same on every call, so sends to one name stay in
+/// order (FNV-1a; it only has to spread names over a handful of streams).
+fn name_key(name: &str) -> u64 {
+    name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+fn new_creation() -> u32 {
+    // Random, never zero: a restart on the same key must not reuse the previous value.
+    let r = RandomState::new().hash_one(std::time::SystemTime::now()) as u32;
+    r.max(1)
+}
+
+impl Inner {
+    fn peer(&self, id: NodeId) -> Option<Arc<Peer>> {
+        self.peers
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&id)
+            .cloned()
+    }
+
+    fn peer_named(&self, name: &str) -> Option<Arc<Peer>> {
+        self.peers
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .find(|p| p.name == name)
+            .cloned()
+    }
+
+    fn broadcast(&self, msg: &Control) {
+        let peers: Vec<Arc<Peer>> = self
+            .peers
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        for p in peers {
+            let _ = p.send_control(msg);
+        }
+    }
+
+    fn release_global(&self, name: &str, pid: Pid) {
+        let removed = {
+            let mut globals = self.globals.write().unwrap_or_else(|e| e.into_inner());
+            if globals.get(name) == Some(&pid) {
+                globals.remove(name);
+                true
+            } else {
+                false
+            }
+        };
+        if removed {
+            self.broadcast(&Control::Gossip(RegistryGossip::Unregistered {
+                name: name.to_string(),
+                pid,
+            }));
+        }
+    }
+
+    fn local_globals(&self) -> Vec<(String, Pid)> {
+        self.globals
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .filter(|(_, p)| p.node == self.id)
+            .map(|(n, p)| (n.clone(), *p))
+            .collect()
+    }
+
+    /// Applies a peer's claim to a global name. A node may only claim names for its own
+    /// processes; when two processes claim one name, the smaller pid wins on every node.
+    fn learn_global(&self, from: NodeId, name: String, pid: Pid) {
+        if pid.node != from {
+            warn!(peer = %from, %name, %pid, "ignored a global name claimed for another node's process");
+            return;
+        }
+        let mut globals = self.globals.write().unwrap_or_else(|e| e.into_inner());
+        match globals.get(&name) {
+            Some(owner) if *owner <= pid => {}
+            _ => {
+                globals.insert(name, pid);
+            }
+        }
+    }
+
+    async fn request(&self, node: NodeId, body: Request) -> Result<Response, RpcError> {
+        let peer = self
+            .peer(node)
+            .ok_or_else(|| RpcError::UnknownNode(node.to_string()))?;
+        let id = self.next_request.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        peer.requests
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id, tx);
+        if peer.send_control(&Control::Request { id, body }).is_err() {
+            return Err(RpcError::ConnectionLost);
+        }
+        let answer = tokio::time::timeout(self.request_timeout, rx).await;
+        peer.requests
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&id);
+        match answer {
+            Ok(Ok(response)) => Ok(response),
+            Ok(Err(_)) => Err(RpcError::ConnectionLost),
+            Err(_) => Err(RpcError::Timeout),
+        }
+    }
+
+    fn serve(&self, from: NodeId, body: Request) -> Response {
+        match body {
+            Request::Spawn { factory, args } => {
+                let f = self
+                    .spawnables
+                    .read()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .get(&factory)
+                    .cloned();
+                match f {
+                    None => Response::Error(RemoteError::UnknownFactory(factory)),
+                    Some(f) => match f(&self.rt, from, &args) {
+                        Ok(pid) => Response::Spawned(pid),
+                        Err(e) => Response::Error(e),
+                    },
+                }
+            }
+            Request::Processes => Response::Processes(
+                self.rt
+                    .processes()
+                    .into_iter()
+                    .map(process_to_wire)
+                    .collect(),
+            ),
+        }
+    }
+
+    fn hello(&self, conn: &quinn::Connection) -> Result<Hello, ConnectError> {
+        let secret = exporter_secret(conn)?;
+        Ok(Hello {
+            node_name: self.name.clone(),
+            node_id: self.id,
+            creation: self.rt.creation(),
+            listen: Some(self.local_addr.to_string()),
+            public_key: self.identity.public_key().to_vec(),
+            proof: self.identity.sign(&secret).to_vec(),
+        })
+    }
+
+    /// Checks a peer's introduction: its key derives to the id it claims, it signed this
+    /// connection's secret with that key, and (in CA mode) its certificate is for that id.
+    fn check_hello(&self, hello: &Hello, conn: &quinn::Connection) -> Result<(), ConnectError> {
+        let refuse = |why: &str| Err(ConnectError::Handshake(why.to_string()));
+        let Ok(public_key) = <[u8; 32]>::try_from(hello.public_key.as_slice()) else {
+            return refuse("public key is not 32 bytes");
+        };
+        let Ok(proof) = <[u8; 64]>::try_from(hello.proof.as_slice()) else {
+            return refuse("proof is not 64 bytes");
+        };
+        if atoll_net::node_id_of(&public_key) != hello.node_id {
+            return refuse("claimed node id does not derive from the public key");
+        }
+        if !atoll_net::verify(&public_key, &exporter_secret(conn)?, &proof) {
+            return refuse("proof of key possession does not verify");
+        }
+        if self.certificate_proves_id && atoll_net::peer_node_id(conn) != Some(hello.node_id) {
+            return refuse("certificate is for another node id");
+        }
+        if hello.node_id == self.id {
+            return refuse("connected to itself");
+        }
+        Ok(())
+    }
+}
+
+fn exporter_secret(conn: &quinn::Connection) -> Result<[u8; 32], ConnectError> {
+    let mut secret = [0u8; 32];
+    conn.export_keying_material(&mut secret, EXPORTER_LABEL, b"")
+        .map_err(|_| ConnectError::Handshake("no TLS exporter secret".into()))?;
+    Ok(secret)
+}
+
+async fn accept_loop(weak: Weak<Inner>, endpoint: quinn::Endpoint) {
+    while let Some(incoming) = endpoint.accept().await {
+        let weak = weak.clone();
+        tokio::spawn(async move {
+            let Some(inner) = weak.upgrade() else { return };
+            let attempt = async {
+                let conn = incoming
+                    .await
+                    .map_err(|e| ConnectError::Connection(e.to_string()))?;
+                establish(&inner, conn, false).await
+            };
+            match tokio::time::timeout(inner.connect_timeout, attempt).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => warn!(node = %inner.name, "refused an incoming connection: {e}"),
+                Err(_) => warn!(node = %inner.name, "an incoming connection timed out"),
+            }
+        });
+    }
+}
+
+async fn dial(inner: &Arc<Inner>, addr: SocketAddr) -> Result<Arc<Peer>, ConnectError> {
+    let attempt = async {
+        let connecting = atoll_net::connect(&inner.endpoint, addr, None)
+            .map_err(|e| ConnectError::Connection(e.to_string()))?;
+        let conn = connecting
+            .await
+            .map_err(|e| ConnectError::Connection(e.to_string()))?;
+        establish(inner, conn, true).await
+    };
+    tokio::time::timeout(inner.connect_timeout, attempt)
+        .await
+        .map_err(|_| ConnectError::Timeout)?
+}
+
+/// Exchanges introductions on a new connection and makes it a peer.
+async fn establish(
+    inner: &Arc<Inner>,
+    conn: quinn::Connection,
+    dialed: bool,
+) -> Result<Arc<Peer>, ConnectError> {
+    let io = |e: &dyn std::fmt::Display| ConnectError::Handshake(e.to_string());
+    let (mut send, recv) = if dialed {
+        conn.open_bi().await.map_err(|e| io(&e))?
+    } else {
+        conn.accept_bi().await.map_err(|e| io(&e))?
+    };
+    let mut reader = FrameReader::new(recv, inner.max_frame_len);
+    let mine =
+        atoll_wire::encode_frame(&Control::Hello(inner.hello(&conn)?)).map_err(|e| io(&e))?;
+    // The dialer speaks first: a QUIC stream reaches the other side with its first bytes.
+    if dialed {
+        send.write_all(&mine).await.map_err(|e| io(&e))?;
+    }
+    let hello = match reader.next().await.map_err(|e| io(&e))? {
+        Some(body) => match decode::<Control>(&body).map_err(|e| io(&e))? {
+            Control::Hello(h) => h,
+            _ => return Err(ConnectError::Handshake("expected an introduction".into())),
+        },
+        None => return Err(ConnectError::Handshake("stream closed".into())),
+    };
+    inner.check_hello(&hello, &conn)?;
+    if !dialed {
+        send.write_all(&mine).await.map_err(|e| io(&e))?;
+    }
+    let mut streams = Vec::with_capacity(inner.message_streams);
+    for _ in 0..inner.message_streams {
+        streams.push(conn.open_uni().await.map_err(|e| io(&e))?);
+    }
+    let dialer = if dialed { inner.id } else { hello.node_id };
+    let peer = Arc::new(Peer::new(&hello, conn.clone(), dialer, send, streams));
+    let peer = adopt(inner, peer);
+    if peer.conn.stable_id() == conn.stable_id() {
+        start_peer_tasks(inner, &peer, reader);
+        let snapshot = inner.local_globals();
+        let _ = peer.send_control(&Control::Gossip(RegistryGossip::Snapshot(snapshot)));
+        info!(node = %inner.name, peer = %peer.name, id = %peer.id, creation = peer.creation, "peer connected");
+    }
+    Ok(peer)
+}
+
+/// Registers a freshly introduced peer, resolving a duplicate: of two live connections
+/// between the same pair, the one dialed by the smaller node id survives; a connection from
+/// a new incarnation replaces the old one.
+fn adopt(inner: &Arc<Inner>, peer: Arc<Peer>) -> Arc<Peer> {
+    let mut peers = inner.peers.write().unwrap_or_else(|e| e.into_inner());
+    if let Some(existing) = peers.get(&peer.id).cloned() {
+        let alive = existing.conn.close_reason().is_none();
+        let same_incarnation = existing.creation == peer.creation;
+        if alive && same_incarnation {
+            let keep_new = peer.dialer == peer.id.min(inner.id) && existing.dialer != peer.dialer;
+            if !keep_new {
+                peer.conn
+                    .close(quinn::VarInt::from_u32(2), b"duplicate connection");
+                return existing;
+            }
+        }
+        peers.insert(peer.id, peer.clone());
+        drop(peers);
+        existing.conn.close(quinn::VarInt::from_u32(2), b"replaced");
+        forget_peer(inner, &existing);
+        return peer;
+    }
+    peers.insert(peer.id, peer.clone());
+    peer
+}
+
+/// Cleans up after a peer connection: its processes' links and monitors see
+/// `NoConnection`, its global names go, its pending requests fail.
+fn forget_peer(inner: &Arc<Inner>, peer: &Arc<Peer>) {
+    peer.fail_requests();
+    inner.rt.node_down(peer.id);
+    inner
+        .globals
+        .write()
+        .unwrap_or_else(|e| e.into_inner())
+        .retain(|_, p| p.node != peer.id);
+}
+
+fn start_peer_tasks(inner: &Arc<Inner>, peer: &Arc<Peer>, control: FrameReader) {
+    tokio::spawn(control_loop(Arc::downgrade(inner), peer.clone(), control));
+    tokio::spawn(accept_message_streams(Arc::downgrade(inner), peer.clone()));
+    tokio::spawn(watch_connection(Arc::downgrade(inner), peer.clone()));
+}
+
+async fn control_loop(weak: Weak<Inner>, peer: Arc<Peer>, mut reader: FrameReader) {
+    loop {
+        let body = match reader.next().await {
+            Ok(Some(body)) => body,
+            Ok(None) => return,
+            Err(e) => {
+                warn!(peer = %peer.name, "control stream failed: {e}");
+                peer.conn
+                    .close(quinn::VarInt::from_u32(3), b"bad control frame");
+                return;
+            }
+        };
+        let Some(inner) = weak.upgrade() else { return };
+        let msg = match decode::<Control>(&body) {
+            Ok(m) => m,
+            Err(e) => {
+                warn!(peer = %peer.name, "malformed control frame: {e}");
+                peer.conn
+                    .close(quinn::VarInt::from_u32(3), b"bad control frame");
+                return;
+            }
+        };
+        match msg {
+            Control::Hello(_) => warn!(peer = %peer.name, "ignored a second introduction"),
+            Control::Gossip(RegistryGossip::Snapshot(names)) => {
+                for (name, pid) in names {
+                    inner.learn_global(peer.id, name, pid);
+                }
+            }
+            Control::Gossip(RegistryGossip::Registered { name, pid }) => {
+                inner.learn_global(peer.id, name, pid);
+            }
+            Control::Gossip(RegistryGossip::Unregistered { name, pid }) => {
+                let mut globals = inner.globals.write().unwrap_or_else(|e| e.into_inner());
+                if pid.node == peer.id && globals.get(&name) == Some(&pid) {
+                    globals.remove(&name);
+                }
+            }
+            Control::Request { id, body } => {
+                // Served off this loop, so a slow request never holds up gossip.
+                let peer = peer.clone();
+                tokio::spawn(async move {
+                    let body = inner.serve(peer.id, body);
+                    let _ = peer.send_control(&Control::Response { id, body });
+                });
+            }
+            Control::Response { id, body } => {
+                let waiter = peer
+                    .requests
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&id);
+                if let Some(w) = waiter {
+                    let _ = w.send(body);
+                }
+            }
+        }
+    }
+}
+
+async fn accept_message_streams(weak: Weak<Inner>, peer: Arc<Peer>) {
+    while let Ok(recv) = peer.conn.accept_uni().await {
+        let Some(inner) = weak.upgrade() else { return };
+        let reader = FrameReader::new(recv, inner.max_frame_len);
+        tokio::spawn(message_loop(weak.clone(), peer.clone(), reader));
+    }
+}
+
+async fn message_loop(weak: Weak<Inner>, peer: Arc<Peer>, mut reader: FrameReader) {
+    loop {
+        let body = match reader.next().await {
+            Ok(Some(body)) => body,
+            Ok(None) => return,
+            Err(e) => {
+                warn!(peer = %peer.name, "message stream refused: {e}");
+                reader.refuse();
+                return;
+            }
+        };
+        let Some(inner) = weak.upgrade() else { return };
+        let data = match decode::<Data>(&body) {
+            Ok(d) => d,
+            Err(e) => {
+                warn!(peer = %peer.name, "message stream refused: {e}");
+                reader.refuse();
+                return;
+            }
+        };
+        dispatch(&inner, &peer, data);
+    }
+}
+
+fn dispatch(inner: &Inner, peer: &Peer, data: Data) {
+    match data {
+        Data::Send { to, payload } => {
+            if let Err(e) = inner.rt.deliver_encoded(peer.id, to, &payload) {
+                debug!(peer = %peer.name, "dropped a message: {e}");
+            }
+        }
+        Data::SendNamed { name, payload } => match inner.rt.whereis(&name) {
+            Some(to) => {
+                if let Err(e) = inner.rt.deliver_encoded(peer.id, to, &payload) {
+                    debug!(peer = %peer.name, %name, "dropped a message: {e}");
+                }
+            }
+            None => debug!(peer = %peer.name, %name, "dropped a message for an unknown name"),
+        },
+        Data::Reply { call, payload } => {
+            inner.rt.deliver_reply(call, &payload);
+        }
+        Data::Signal(signal) => {
+            let (signal, sender) = from_wire(signal);
+            if sender.node != peer.id {
+                warn!(peer = %peer.name, %sender, "ignored a signal sent on behalf of another node");
+                return;
+            }
+            inner.rt.deliver_signal(signal);
+        }
+    }
+}
+
+async fn watch_connection(weak: Weak<Inner>, peer: Arc<Peer>) {
+    let reason = peer.conn.closed().await;
+    let Some(inner) = weak.upgrade() else { return };
+    let current = {
+        let mut peers = inner.peers.write().unwrap_or_else(|e| e.into_inner());
+        let current = peers.get(&peer.id).is_some_and(|p| Arc::ptr_eq(p, &peer));
+        if current {
+            peers.remove(&peer.id);
+        }
+        current
+    };
+    if !current {
+        return;
+    }
+    info!(node = %inner.name, peer = %peer.name, "peer disconnected: {reason}");
+    forget_peer(&inner, &peer);
+    if inner.closing.load(Ordering::SeqCst) {
+        return;
+    }
+    let addr = peer
+        .listen
+        .as_deref()
+        .and_then(|a| a.parse::<SocketAddr>().ok());
+    let wanted = addr.filter(|a| {
+        inner
+            .wanted
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(a)
+    });
+    if let Some(addr) = wanted {
+        tokio::spawn(reconnect(weak, addr));
+    }
+}
+
+async fn reconnect(weak: Weak<Inner>, addr: SocketAddr) {
+    let Some((mut delay, max)) = weak.upgrade().map(|i| i.reconnect) else {
+        return;
+    };
+    loop {
+        tokio::time::sleep(delay).await;
+        let Some(inner) = weak.upgrade() else { return };
+        if inner.closing.load(Ordering::SeqCst) {
+            return;
+        }
+        match dial(&inner, addr).await {
+            Ok(_) => return,
+            Err(e) => debug!(node = %inner.name, %addr, "reconnect failed: {e}"),
+        }
+        delay = (delay * 2).min(max);
+    }
+}
+
+/// The runtime's way out to other nodes.
+struct Link(Weak<Inner>);
+
+impl Link {
+    fn peer(&self, node: NodeId) -> Result<Arc<Peer>, NoConnection> {
+        self.0
+            .upgrade()
+            .and_then(|i| i.peer(node))
+            .ok_or(NoConnection)
+    }
+}
+
+impl Remote for Link {
+    fn send(&self, to: Pid, payload: Vec<u8>) -> Result<(), NoConnection> {
+        self.peer(to.node)?
+            .send_data(Peer::stream_key(to), &Data::Send { to, payload })
+            .map_err(|_| NoConnection)
+    }
+
+    fn reply(&self, node: NodeId, call: u64, payload: Vec<u8>) -> Result<(), NoConnection> {
+        self.peer(node)?
+            .send_data(call, &Data::Reply { call, payload })
+            .map_err(|_| NoConnection)
+    }
+
+    fn signal(&self, signal: RemoteSignal) -> Result<(), NoConnection> {
+        let to = signal.target();
+        self.peer(to.node)?
+            .send_data(Peer::stream_key(to), &Data::Signal(to_wire(signal)))
+            .map_err(|_| NoConnection)
+    }
+}

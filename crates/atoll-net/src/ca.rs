@@ -1,0 +1,1242 @@
+//! The cluster certificate authority, node certificates, the revocation list and the
+//! shared-identity alternative.
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::path::Path;
+use std::sync::{Arc, PoisonError, RwLock};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use atoll_core::{NodeId, ParseNodeIdError};
+use ring::rand::{SecureRandom, SystemRandom};
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
+use x509_parser::certificate::X509Certificate;
+use x509_parser::extensions::GeneralName;
+use x509_parser::oid_registry::OID_SIG_ED25519;
+
+use crate::files::{self, LoadError, Replace, SaveError};
+use crate::identity::{GenerateError, NodeIdentity, PUBLIC_KEY_LEN, node_id_of};
+use crate::tls::TrustConfig;
+
+/// Every node certificate names its node as the DNS name `<hex node id>` + this suffix.
+pub const NODE_NAME_SUFFIX: &str = ".node.atoll";
+
+/// Longest node or cluster name accepted as a certificate common name (X.520 upper bound).
+pub const MAX_NAME_LEN: usize = 64;
+
+const CA_VALIDITY_YEARS: i32 = 30;
+const NODE_VALIDITY_YEARS: i32 = 10;
+
+/// The DNS name that carries `id` in a node certificate and in the TLS server name:
+/// `<32 hex digits>.node.atoll`.
+pub fn node_dns_name(id: &NodeId) -> String {
+    format!("{id}{NODE_NAME_SUFFIX}")
+}
+
+/// The node id in a `<hex id>.node.atoll` name, `None` for a name outside `.node.atoll`,
+/// and an error for a name inside it whose first part is not a node id.
+pub(crate) fn node_id_in_dns_name(name: &str) -> Option<Result<NodeId, ParseNodeIdError>> {
+    let lower = name.to_ascii_lowercase();
+    let lower = lower.strip_suffix('.').unwrap_or(&lower);
+    lower
+        .strip_suffix(NODE_NAME_SUFFIX)
+        .map(|prefix| prefix.parse::<NodeId>())
+}
+
+/// Why a certificate is not usable as an atoll node (or CA) certificate.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CertificateError {
+    /// No well-formed PEM `CERTIFICATE` block was found.
+    #[error("no well-formed PEM \"CERTIFICATE\" block found ({reason})")]
+    Pem {
+        /// What the PEM reader reported.
+        reason: String,
+    },
+    /// The DER is not an X.509 certificate.
+    #[error("not a well-formed X.509 certificate ({reason})")]
+    Malformed {
+        /// What the parser reported.
+        reason: String,
+    },
+    /// The certified key is not an Ed25519 key.
+    #[error("the certified key is not Ed25519 (algorithm {algorithm})")]
+    NotEd25519 {
+        /// The key algorithm's OID.
+        algorithm: String,
+    },
+    /// No DNS name `<hex id>.node.atoll` in the subject alternative names.
+    #[error("the certificate names no node (no DNS name ending in {NODE_NAME_SUFFIX})")]
+    NoNodeName,
+    /// More than one `*.node.atoll` DNS name: a certificate names exactly one node.
+    #[error("the certificate names {count} nodes; exactly one is allowed")]
+    SeveralNodeNames {
+        /// How many `*.node.atoll` names it carries.
+        count: usize,
+    },
+    /// The `.node.atoll` name does not start with a node id.
+    #[error("the node name {name:?} does not start with a node id")]
+    BadNodeName {
+        /// The offending name.
+        name: String,
+    },
+    /// The node id in the certificate's name is not the one its key derives to.
+    #[error(
+        "the certificate claims node {claimed} but its key belongs to node {derived}; \
+         it is rejected"
+    )]
+    NodeIdMismatch {
+        /// The node id the subject alternative name claims.
+        claimed: NodeId,
+        /// The node id derived from the certified key.
+        derived: NodeId,
+    },
+    /// The certificate has no subject common name (a CA names its cluster there).
+    #[error("the certificate has no subject common name")]
+    NoCommonName,
+    /// The certificate cannot issue node certificates.
+    #[error("the certificate cannot act as a CA ({reason})")]
+    NotUsableAsCa {
+        /// What rcgen reported.
+        reason: String,
+    },
+}
+
+/// What a certificate says about its subject, after the checks in [`inspect`].
+#[derive(Debug, Clone)]
+pub(crate) struct CertInfo {
+    pub(crate) public_key: [u8; PUBLIC_KEY_LEN],
+    pub(crate) node_id: NodeId,
+    pub(crate) common_name: Option<String>,
+}
+
+fn parse_x509(der: &[u8]) -> Result<X509Certificate<'_>, CertificateError> {
+    let (rest, cert) =
+        x509_parser::parse_x509_certificate(der).map_err(|e| CertificateError::Malformed {
+            reason: e.to_string(),
+        })?;
+    if !rest.is_empty() {
+        return Err(CertificateError::Malformed {
+            reason: format!("{} trailing bytes after the certificate", rest.len()),
+        });
+    }
+    Ok(cert)
+}
+
+/// Reads the Ed25519 key and common name of any certificate (a CA's too).
+fn key_and_name(cert: &X509Certificate<'_>) -> Result<CertInfo, CertificateError> {
+    let spki = cert.public_key();
+    if spki.algorithm.algorithm != OID_SIG_ED25519 {
+        return Err(CertificateError::NotEd25519 {
+            algorithm: spki.algorithm.algorithm.to_id_string(),
+        });
+    }
+    let public_key: [u8; PUBLIC_KEY_LEN] = spki
+        .subject_public_key
+        .data
+        .as_ref()
+        .try_into()
+        .map_err(|_| CertificateError::NotEd25519 {
+            algorithm: format!(
+                "Ed25519 OID with a {}-byte key",
+                spki.subject_public_key.data.len()
+            ),
+        })?;
+    let common_name = cert
+        .subject()
+        .iter_common_name()
+        .next()
+        .and_then(|cn| cn.as_str().ok())
+        .map(str::to_owned);
+    Ok(CertInfo {
+        public_key,
+        node_id: node_id_of(&public_key),
+        common_name,
+    })
+}
+
+/// Parses a node certificate and checks it is self-consistent: an Ed25519 key, and exactly
+/// one `<id>.node.atoll` name whose id is the one the key derives to.
+///
+/// This says nothing about who issued it; the TLS verifiers check that separately.
+pub(crate) fn inspect(der: &[u8]) -> Result<CertInfo, CertificateError> {
+    let cert = parse_x509(der)?;
+    let info = key_and_name(&cert)?;
+    let san = cert
+        .subject_alternative_name()
+        .map_err(|e| CertificateError::Malformed {
+            reason: format!("subject alternative names: {e}"),
+        })?;
+    let mut claimed = Vec::new();
+    if let Some(san) = san {
+        for name in &san.value.general_names {
+            if let GeneralName::DNSName(dns) = name
+                && let Some(id) = node_id_in_dns_name(dns)
+            {
+                claimed.push(id.map_err(|_| CertificateError::BadNodeName {
+                    name: (*dns).to_owned(),
+                })?);
+            }
+        }
+    }
+    match claimed.as_slice() {
+        [] => Err(CertificateError::NoNodeName),
+        [id] if *id == info.node_id => Ok(info),
+        [id] => Err(CertificateError::NodeIdMismatch {
+            claimed: *id,
+            derived: info.node_id,
+        }),
+        more => Err(CertificateError::SeveralNodeNames { count: more.len() }),
+    }
+}
+
+/// Why a CA or shared identity could not be created.
+#[derive(Debug, thiserror::Error)]
+pub enum CreateError {
+    /// The cluster name cannot be a certificate common name; nothing was created.
+    #[error("cluster name {name:?} is unusable: {reason}")]
+    BadClusterName {
+        /// The rejected name.
+        name: String,
+        /// Why.
+        reason: &'static str,
+    },
+    /// No key or serial number could be drawn; nothing was created.
+    #[error("could not generate the key or serial number: {0}")]
+    Key(#[from] GenerateError),
+    /// The certificate could not be built; nothing was created.
+    #[error("could not build the certificate: {0}")]
+    Certificate(#[source] rcgen::Error),
+}
+
+/// Why a node certificate could not be issued. Nothing was issued.
+#[derive(Debug, thiserror::Error)]
+pub enum IssueError {
+    /// The node name cannot be a certificate common name.
+    #[error("node name {name:?} is unusable: {reason}")]
+    BadNodeName {
+        /// The rejected name.
+        name: String,
+        /// Why.
+        reason: &'static str,
+    },
+    /// No random serial number could be drawn.
+    #[error("could not draw a serial number: {0}")]
+    Random(#[from] GenerateError),
+    /// rcgen could not build or sign the certificate.
+    #[error("could not build the certificate for node {node_name:?}: {source}")]
+    Certificate {
+        /// The node the certificate was for.
+        node_name: String,
+        /// What rcgen reported.
+        #[source]
+        source: rcgen::Error,
+    },
+}
+
+fn check_name(name: &str) -> Result<(), &'static str> {
+    if name.is_empty() {
+        Err("it is empty")
+    } else if name.len() > MAX_NAME_LEN {
+        Err("it is longer than 64 bytes")
+    } else if name.chars().any(char::is_control) {
+        Err("it contains control characters")
+    } else {
+        Ok(())
+    }
+}
+
+/// Days since 1970-01-01 → (year, month, day), proleptic Gregorian (H. Hinnant's algorithm).
+fn civil_from_days(days: i64) -> (i32, u8, u8) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year as i32, month as u8, day as u8)
+}
+
+/// Valid from yesterday (tolerating clock skew between nodes) for `years` years.
+fn set_validity(params: &mut rcgen::CertificateParams, years: i32) {
+    let today = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| (d.as_secs() / 86_400) as i64)
+        .unwrap_or(0);
+    let (y, m, d) = civil_from_days(today - 1);
+    params.not_before = rcgen::date_time_ymd(y, m, d);
+    let (y, m, d) = civil_from_days(today);
+    // Day 28 at most, so the date exists in every month of every year.
+    params.not_after = rcgen::date_time_ymd(y + years, m, d.min(28));
+}
+
+fn random_serial() -> Result<rcgen::SerialNumber, GenerateError> {
+    let mut bytes = [0u8; 16];
+    SystemRandom::new()
+        .fill(&mut bytes)
+        .map_err(|_| GenerateError)?;
+    // Positive, and exactly 16 bytes long in DER.
+    bytes[0] = (bytes[0] & 0x7f) | 0x40;
+    Ok(rcgen::SerialNumber::from_slice(&bytes))
+}
+
+/// A raw Ed25519 public key in the form rcgen certifies.
+struct Ed25519Public<'a>(&'a [u8; PUBLIC_KEY_LEN]);
+
+impl rcgen::PublicKeyData for Ed25519Public<'_> {
+    fn der_bytes(&self) -> &[u8] {
+        self.0
+    }
+
+    fn algorithm(&self) -> &'static rcgen::SignatureAlgorithm {
+        &rcgen::PKCS_ED25519
+    }
+}
+
+/// Parameters of a node (leaf) certificate claiming `claimed`.
+fn node_params(
+    node_name: &str,
+    claimed: &NodeId,
+    serial: rcgen::SerialNumber,
+) -> Result<rcgen::CertificateParams, rcgen::Error> {
+    let mut params = rcgen::CertificateParams::new(vec![node_dns_name(claimed)])?;
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, node_name);
+    params.is_ca = rcgen::IsCa::ExplicitNoCa;
+    params.key_usages = vec![rcgen::KeyUsagePurpose::DigitalSignature];
+    params.extended_key_usages = vec![
+        rcgen::ExtendedKeyUsagePurpose::ServerAuth,
+        rcgen::ExtendedKeyUsagePurpose::ClientAuth,
+    ];
+    params.serial_number = Some(serial);
+    set_validity(&mut params, NODE_VALIDITY_YEARS);
+    Ok(params)
+}
+
+/// A node's certificate: its own Ed25519 key, certified by the cluster CA (or the shared
+/// self-signed certificate), naming the node as `<hex node id>.node.atoll` and carrying
+/// the node's human-readable name as the subject common name.
+///
+/// A value of this type has been parsed and checked for self-consistency (the node id in
+/// its name is the one its key derives to); whether it is trusted is decided at handshake
+/// time against a [`TrustConfig`].
+#[derive(Clone)]
+pub struct NodeCertificate {
+    der: CertificateDer<'static>,
+    pem: String,
+    node_id: NodeId,
+    node_name: Option<String>,
+}
+
+impl NodeCertificate {
+    /// Parses and checks a DER certificate.
+    pub fn from_der(der: impl Into<Vec<u8>>) -> Result<Self, CertificateError> {
+        let der = der.into();
+        let info = inspect(&der)?;
+        Ok(NodeCertificate {
+            pem: crate::pem::encode("CERTIFICATE", &der),
+            der: CertificateDer::from(der),
+            node_id: info.node_id,
+            node_name: info.common_name,
+        })
+    }
+
+    /// Parses and checks the first PEM `CERTIFICATE` block in `pem`.
+    pub fn from_pem(pem: &str) -> Result<Self, CertificateError> {
+        let der =
+            CertificateDer::from_pem_slice(pem.as_bytes()).map_err(|e| CertificateError::Pem {
+                reason: e.to_string(),
+            })?;
+        Self::from_der(der.to_vec())
+    }
+
+    /// The certificate as a PEM `CERTIFICATE` block.
+    pub fn cert_pem(&self) -> &str {
+        &self.pem
+    }
+
+    /// The certificate as DER.
+    pub fn cert_der(&self) -> &CertificateDer<'static> {
+        &self.der
+    }
+
+    /// The node id derived from the certified key.
+    pub fn node_id(&self) -> NodeId {
+        self.node_id
+    }
+
+    /// The node's human-readable name (the subject common name), if any.
+    pub fn node_name(&self) -> Option<&str> {
+        self.node_name.as_deref()
+    }
+
+    /// Writes the PEM to a new file (mode 0644); refuses if `path` exists.
+    pub fn save(&self, path: impl AsRef<Path>) -> Result<(), SaveError> {
+        files::write(path.as_ref(), self.pem.as_bytes(), 0o644, Replace::No)
+    }
+
+    /// Writes the PEM (mode 0644), atomically replacing any existing file (renewal).
+    pub fn save_replacing(&self, path: impl AsRef<Path>) -> Result<(), SaveError> {
+        files::write(path.as_ref(), self.pem.as_bytes(), 0o644, Replace::Yes)
+    }
+
+    /// Reads and checks a certificate saved by [`NodeCertificate::save`].
+    pub fn load(path: impl AsRef<Path>) -> Result<Self, LoadError> {
+        let path = path.as_ref();
+        let text = files::read_text(path)?;
+        Self::from_pem(&text).map_err(|source| LoadError::Certificate {
+            path: path.to_path_buf(),
+            source,
+        })
+    }
+}
+
+impl fmt::Debug for NodeCertificate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NodeCertificate")
+            .field("node_id", &self.node_id)
+            .field("node_name", &self.node_name)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The cluster's certificate authority: a self-signed Ed25519 CA certificate and its key.
+///
+/// Every node gets a certificate over its own key from [`ClusterCa::issue`]; nodes trust
+/// exactly this CA ([`ClusterCa::trust`]). The CA key only needs to exist where
+/// certificates are issued; nodes need only the CA certificate.
+///
+/// # Example
+///
+/// ```
+/// use atoll_net::{ClusterCa, NodeIdentity, RevocationList};
+///
+/// let ca = ClusterCa::create("prod")?;
+/// let node = NodeIdentity::generate()?;
+/// let cert = ca.issue("node-a", &node.public_key())?;
+/// assert_eq!(cert.node_id(), node.node_id());
+/// assert_eq!(cert.node_name(), Some("node-a"));
+///
+/// // What every node of the cluster trusts; revoking takes effect on the next handshake.
+/// let revoked = RevocationList::new();
+/// let trust = ca.trust(revoked.clone());
+/// revoked.revoke(node.node_id());
+/// # let _ = trust;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct ClusterCa {
+    cluster_name: String,
+    key: NodeIdentity,
+    der: CertificateDer<'static>,
+    pem: String,
+}
+
+/// File name of the CA certificate inside a CA directory.
+pub const CA_CERT_FILE: &str = "ca.pem";
+/// File name of the CA private key inside a CA directory (mode 0600).
+pub const CA_KEY_FILE: &str = "ca.key";
+
+impl ClusterCa {
+    /// Creates a CA for `cluster_name` with a fresh Ed25519 key. The name becomes the CA
+    /// certificate's common name.
+    pub fn create(cluster_name: &str) -> Result<Self, CreateError> {
+        check_name(cluster_name).map_err(|reason| CreateError::BadClusterName {
+            name: cluster_name.to_owned(),
+            reason,
+        })?;
+        let key = NodeIdentity::generate()?;
+        let mut params = rcgen::CertificateParams::default();
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::OrganizationName, "atoll");
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, cluster_name);
+        // Node certificates are issued directly by the CA: no intermediates.
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Constrained(0));
+        params.key_usages = vec![
+            rcgen::KeyUsagePurpose::KeyCertSign,
+            rcgen::KeyUsagePurpose::CrlSign,
+            rcgen::KeyUsagePurpose::DigitalSignature,
+        ];
+        params.serial_number = Some(random_serial()?);
+        set_validity(&mut params, CA_VALIDITY_YEARS);
+        let cert = params
+            .self_signed(key.cert_key())
+            .map_err(CreateError::Certificate)?;
+        Ok(ClusterCa {
+            cluster_name: cluster_name.to_owned(),
+            key,
+            pem: crate::pem::encode("CERTIFICATE", cert.der()),
+            der: cert.der().clone(),
+        })
+    }
+
+    /// The cluster name (the CA certificate's common name).
+    pub fn cluster_name(&self) -> &str {
+        &self.cluster_name
+    }
+
+    /// The CA certificate as DER: the trust root nodes need.
+    pub fn cert_der(&self) -> &CertificateDer<'static> {
+        &self.der
+    }
+
+    /// The CA certificate as PEM.
+    pub fn cert_pem(&self) -> &str {
+        &self.pem
+    }
+
+    /// Trust in this CA, with `revoked` consulted on every handshake.
+    pub fn trust(&self, revoked: RevocationList) -> TrustConfig {
+        TrustConfig::Ca {
+            ca_cert_der: self.der.clone(),
+            revoked,
+        }
+    }
+
+    /// Issues a certificate over `node_public_key` (the node's raw Ed25519 key) naming the
+    /// node `<node id>.node.atoll` and `node_name` (common name).
+    pub fn issue(
+        &self,
+        node_name: &str,
+        node_public_key: &[u8; PUBLIC_KEY_LEN],
+    ) -> Result<NodeCertificate, IssueError> {
+        self.issue_claiming(node_name, node_public_key, &node_id_of(node_public_key))
+    }
+
+    /// Issues a certificate whose name claims `claimed` while certifying
+    /// `node_public_key`: the forgery a compromised or careless CA could produce. For tests
+    /// of the handshake's self-consistency check only.
+    #[doc(hidden)]
+    pub fn issue_with_claimed_node_id(
+        &self,
+        node_name: &str,
+        node_public_key: &[u8; PUBLIC_KEY_LEN],
+        claimed: NodeId,
+    ) -> Result<NodeCertificate, IssueError> {
+        self.issue_claiming(node_name, node_public_key, &claimed)
+    }
+
+    fn issue_claiming(
+        &self,
+        node_name: &str,
+        node_public_key: &[u8; PUBLIC_KEY_LEN],
+        claimed: &NodeId,
+    ) -> Result<NodeCertificate, IssueError> {
+        check_name(node_name).map_err(|reason| IssueError::BadNodeName {
+            name: node_name.to_owned(),
+            reason,
+        })?;
+        let build_err = |source| IssueError::Certificate {
+            node_name: node_name.to_owned(),
+            source,
+        };
+        let params = node_params(node_name, claimed, random_serial()?).map_err(build_err)?;
+        let issuer =
+            rcgen::Issuer::from_ca_cert_der(&self.der, self.key.cert_key()).map_err(build_err)?;
+        let cert = params
+            .signed_by(&Ed25519Public(node_public_key), &issuer)
+            .map_err(build_err)?;
+        Ok(NodeCertificate {
+            pem: crate::pem::encode("CERTIFICATE", cert.der()),
+            der: cert.der().clone(),
+            node_id: node_id_of(node_public_key),
+            node_name: Some(node_name.to_owned()),
+        })
+    }
+
+    /// Writes `ca.pem` (0644) and `ca.key` (0600) into `dir`, creating it if needed.
+    /// Refuses, writing nothing, if either file exists.
+    pub fn save(&self, dir: impl AsRef<Path>) -> Result<(), SaveError> {
+        self.save_files(dir.as_ref(), Replace::No)
+    }
+
+    /// Like [`ClusterCa::save`], but atomically replaces existing files.
+    pub fn save_replacing(&self, dir: impl AsRef<Path>) -> Result<(), SaveError> {
+        self.save_files(dir.as_ref(), Replace::Yes)
+    }
+
+    fn save_files(&self, dir: &Path, replace: Replace) -> Result<(), SaveError> {
+        save_pair(
+            dir,
+            (CA_CERT_FILE, self.pem.as_bytes()),
+            (CA_KEY_FILE, &self.key),
+            replace,
+        )
+    }
+
+    /// Reads a CA saved by [`ClusterCa::save`] and checks the key belongs to the certificate.
+    pub fn load(dir: impl AsRef<Path>) -> Result<Self, LoadError> {
+        let dir = dir.as_ref();
+        let cert_path = dir.join(CA_CERT_FILE);
+        let key_path = dir.join(CA_KEY_FILE);
+        let cert_err = |source| LoadError::Certificate {
+            path: cert_path.clone(),
+            source,
+        };
+        let text = files::read_text(&cert_path)?;
+        let der = CertificateDer::from_pem_slice(text.as_bytes())
+            .map_err(|e| {
+                cert_err(CertificateError::Pem {
+                    reason: e.to_string(),
+                })
+            })?
+            .into_owned();
+        let info = key_and_name(&parse_x509(&der).map_err(cert_err)?).map_err(cert_err)?;
+        let cluster_name = info
+            .common_name
+            .ok_or_else(|| cert_err(CertificateError::NoCommonName))?;
+        let key = NodeIdentity::load(&key_path)?;
+        if key.public_key() != info.public_key {
+            return Err(LoadError::KeyMismatch {
+                cert_path,
+                key_path,
+            });
+        }
+        // Fail now, not at the first issue, if rcgen cannot issue under this certificate.
+        rcgen::Issuer::from_ca_cert_der(&der, key.cert_key()).map_err(|e| {
+            cert_err(CertificateError::NotUsableAsCa {
+                reason: e.to_string(),
+            })
+        })?;
+        Ok(ClusterCa {
+            cluster_name,
+            key,
+            pem: crate::pem::encode("CERTIFICATE", &der),
+            der,
+        })
+    }
+}
+
+impl fmt::Debug for ClusterCa {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClusterCa")
+            .field("cluster_name", &self.cluster_name)
+            .field("key", &self.key)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Writes a certificate and its key side by side, checking both targets first.
+fn save_pair(
+    dir: &Path,
+    (cert_file, cert_pem): (&str, &[u8]),
+    (key_file, key): (&str, &NodeIdentity),
+    replace: Replace,
+) -> Result<(), SaveError> {
+    files::create_dir(dir)?;
+    let cert_path = dir.join(cert_file);
+    let key_path = dir.join(key_file);
+    if replace == Replace::No {
+        files::ensure_absent(&cert_path)?;
+        files::ensure_absent(&key_path)?;
+    }
+    // Key first: a certificate without its key is useless, a key alone is merely unused.
+    files::write(&key_path, key.to_pem().as_bytes(), 0o600, replace)?;
+    files::write(&cert_path, cert_pem, 0o644, replace)
+}
+
+/// The set of revoked node ids, shared by every clone of the handle.
+///
+/// Give a clone to [`TrustConfig::Ca`]; revoking through any clone (or reloading from a
+/// file) affects every handshake that starts afterwards, on every endpoint built with it.
+/// Connections already established are not closed: close them with the revoked peer.
+///
+/// The file format is text, one node id (32 hex digits) a line; blank lines and lines
+/// starting with `#` are ignored.
+///
+/// # Example
+///
+/// ```
+/// use atoll_net::RevocationList;
+/// use atoll_core::NodeId;
+///
+/// let list = RevocationList::new();
+/// let shared = list.clone();
+/// let id = NodeId::from_bytes([7; 16]);
+/// assert!(list.revoke(id));
+/// assert!(shared.is_revoked(&id));
+/// let parsed = RevocationList::parse(&list.to_text())?;
+/// assert_eq!(parsed.ids(), vec![id]);
+/// # Ok::<(), atoll_net::ParseRevocationError>(())
+/// ```
+#[derive(Clone, Default)]
+pub struct RevocationList {
+    ids: Arc<RwLock<BTreeSet<NodeId>>>,
+}
+
+/// A line of a revocation list that is not a node id.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("line {line}: {source}")]
+pub struct ParseRevocationError {
+    /// The 1-based line number.
+    pub line: usize,
+    /// Why it is not a node id.
+    #[source]
+    pub source: ParseNodeIdError,
+}
+
+impl RevocationList {
+    /// An empty list.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A new list holding `ids` (not shared with any other list).
+    pub fn from_ids(ids: impl IntoIterator<Item = NodeId>) -> Self {
+        RevocationList {
+            ids: Arc::new(RwLock::new(ids.into_iter().collect())),
+        }
+    }
+
+    /// Revokes `id`; true if it was not revoked before.
+    pub fn revoke(&self, id: NodeId) -> bool {
+        self.ids
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(id)
+    }
+
+    /// Lifts the revocation of `id`; true if it was revoked.
+    pub fn reinstate(&self, id: &NodeId) -> bool {
+        self.ids
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(id)
+    }
+
+    /// Whether `id` is revoked.
+    pub fn is_revoked(&self, id: &NodeId) -> bool {
+        self.ids
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains(id)
+    }
+
+    /// The revoked ids, in order.
+    pub fn ids(&self) -> Vec<NodeId> {
+        self.ids
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .copied()
+            .collect()
+    }
+
+    /// How many ids are revoked.
+    pub fn len(&self) -> usize {
+        self.ids
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
+    }
+
+    /// Whether no id is revoked.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Replaces the contents of this list (and so of every clone) with `other`'s.
+    pub fn replace_with(&self, other: &RevocationList) {
+        if Arc::ptr_eq(&self.ids, &other.ids) {
+            return;
+        }
+        let new = other
+            .ids
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        *self.ids.write().unwrap_or_else(PoisonError::into_inner) = new;
+    }
+
+    /// The list as text, one id a line.
+    pub fn to_text(&self) -> String {
+        let mut out = String::new();
+        for id in self.ids() {
+            out.push_str(&id.to_string());
+            out.push('\n');
+        }
+        out
+    }
+
+    /// Parses the text format (see the type docs) into a new list.
+    pub fn parse(text: &str) -> Result<Self, ParseRevocationError> {
+        let mut ids = BTreeSet::new();
+        for (i, line) in text.lines().enumerate() {
+            let line_text = line.trim();
+            if line_text.is_empty() || line_text.starts_with('#') {
+                continue;
+            }
+            let id = line_text
+                .parse::<NodeId>()
+                .map_err(|source| ParseRevocationError {
+                    line: i + 1,
+                    source,
+                })?;
+            ids.insert(id);
+        }
+        Ok(RevocationList {
+            ids: Arc::new(RwLock::new(ids)),
+        })
+    }
+
+    /// Reads a list saved by [`RevocationList::save`] into a new, unshared list.
+    pub fn load(path: impl AsRef<Path>) -> Result<Self, LoadError> {
+        let path = path.as_ref();
+        let text = files::read_text(path)?;
+        Self::parse(&text).map_err(|e| LoadError::RevocationEntry {
+            path: path.to_path_buf(),
+            line: e.line,
+            source: e.source,
+        })
+    }
+
+    /// Reloads this list (and every clone) from `path`. On error the list is unchanged.
+    pub fn reload(&self, path: impl AsRef<Path>) -> Result<(), LoadError> {
+        self.replace_with(&Self::load(path)?);
+        Ok(())
+    }
+
+    /// Writes the list to `path` (mode 0644), atomically replacing any existing file:
+    /// a revocation list is meant to be updated in place.
+    pub fn save(&self, path: impl AsRef<Path>) -> Result<(), SaveError> {
+        files::write(
+            path.as_ref(),
+            self.to_text().as_bytes(),
+            0o644,
+            Replace::Yes,
+        )
+    }
+}
+
+impl fmt::Debug for RevocationList {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_set().entries(self.ids()).finish()
+    }
+}
+
+/// Shared-identity mode: one self-signed certificate and key that every node of the
+/// cluster uses, pinned as the only trust root.
+///
+/// Simpler to deploy than a CA (copy two files to every node) but weaker: every node has
+/// the same TLS identity, so [`peer_node_id`](crate::peer_node_id) returns the same id for
+/// every peer (this identity's), nodes cannot be told apart or revoked individually at
+/// the TLS layer, and any node's key compromise compromises the whole cluster. A node's
+/// own id must then be established above TLS.
+///
+/// # Example
+///
+/// ```
+/// use atoll_net::SharedIdentity;
+///
+/// let shared = SharedIdentity::generate("lab")?;
+/// assert_eq!(shared.certificate().node_id(), shared.node_id());
+/// let trust = shared.trust();
+/// # let _ = trust;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct SharedIdentity {
+    identity: NodeIdentity,
+    certificate: NodeCertificate,
+}
+
+/// File name of the shared certificate inside a shared-identity directory.
+pub const SHARED_CERT_FILE: &str = "shared.pem";
+/// File name of the shared private key inside a shared-identity directory (mode 0600).
+pub const SHARED_KEY_FILE: &str = "shared.key";
+
+impl SharedIdentity {
+    /// Generates a key and a self-signed certificate named `<id>.node.atoll`, with
+    /// `cluster_name` as its common name.
+    pub fn generate(cluster_name: &str) -> Result<Self, CreateError> {
+        check_name(cluster_name).map_err(|reason| CreateError::BadClusterName {
+            name: cluster_name.to_owned(),
+            reason,
+        })?;
+        let identity = NodeIdentity::generate()?;
+        let mut params = node_params(cluster_name, &identity.node_id(), random_serial()?)
+            .map_err(CreateError::Certificate)?;
+        // Self-signed end-entity certificate: it is pinned, never used to issue.
+        params.is_ca = rcgen::IsCa::NoCa;
+        let cert = params
+            .self_signed(identity.cert_key())
+            .map_err(CreateError::Certificate)?;
+        let certificate = NodeCertificate {
+            pem: crate::pem::encode("CERTIFICATE", cert.der()),
+            der: cert.der().clone(),
+            node_id: identity.node_id(),
+            node_name: Some(cluster_name.to_owned()),
+        };
+        Ok(SharedIdentity {
+            identity,
+            certificate,
+        })
+    }
+
+    /// The shared key.
+    pub fn identity(&self) -> &NodeIdentity {
+        &self.identity
+    }
+
+    /// The shared certificate.
+    pub fn certificate(&self) -> &NodeCertificate {
+        &self.certificate
+    }
+
+    /// The node id of the shared key: what every peer presents.
+    pub fn node_id(&self) -> NodeId {
+        self.identity.node_id()
+    }
+
+    /// Trust pinned to exactly this certificate.
+    pub fn trust(&self) -> TrustConfig {
+        TrustConfig::Shared {
+            cert_der: self.certificate.der.clone(),
+        }
+    }
+
+    /// Writes `shared.pem` (0644) and `shared.key` (0600) into `dir`, creating it if
+    /// needed. Refuses, writing nothing, if either file exists.
+    pub fn save(&self, dir: impl AsRef<Path>) -> Result<(), SaveError> {
+        self.save_files(dir.as_ref(), Replace::No)
+    }
+
+    /// Like [`SharedIdentity::save`], but atomically replaces existing files.
+    pub fn save_replacing(&self, dir: impl AsRef<Path>) -> Result<(), SaveError> {
+        self.save_files(dir.as_ref(), Replace::Yes)
+    }
+
+    fn save_files(&self, dir: &Path, replace: Replace) -> Result<(), SaveError> {
+        save_pair(
+            dir,
+            (SHARED_CERT_FILE, self.certificate.pem.as_bytes()),
+            (SHARED_KEY_FILE, &self.identity),
+            replace,
+        )
+    }
+
+    /// Reads an identity saved by [`SharedIdentity::save`] and checks the key belongs to
+    /// the certificate.
+    pub fn load(dir: impl AsRef<Path>) -> Result<Self, LoadError> {
+        let dir = dir.as_ref();
+        let cert_path = dir.join(SHARED_CERT_FILE);
+        let key_path = dir.join(SHARED_KEY_FILE);
+        let certificate = NodeCertificate::load(&cert_path)?;
+        let identity = NodeIdentity::load(&key_path)?;
+        if identity.node_id() != certificate.node_id() {
+            return Err(LoadError::KeyMismatch {
+                cert_path,
+                key_path,
+            });
+        }
+        Ok(SharedIdentity {
+            identity,
+            certificate,
+        })
+    }
+}
+
+impl fmt::Debug for SharedIdentity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SharedIdentity")
+            .field("node_id", &self.identity.node_id())
+            .field("certificate", &self.certificate)
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn temp_dir(tag: &str) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!(
+            "atoll-net-ca-{tag}-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        dir
+    }
+
+    #[test]
+    fn civil_dates() {
+        assert_eq!(civil_from_days(0), (1970, 1, 1));
+        assert_eq!(civil_from_days(-1), (1969, 12, 31));
+        assert_eq!(civil_from_days(11_016), (2000, 2, 29));
+        assert_eq!(civil_from_days(19_723), (2024, 1, 1));
+        assert_eq!(civil_from_days(20_000), (2024, 10, 4));
+        assert_eq!(civil_from_days(2_932_896), (9999, 12, 31));
+    }
+
+    #[test]
+    fn node_dns_names() {
+        let id = NodeId::from_bytes([0xab; 16]);
+        let name = node_dns_name(&id);
+        assert_eq!(name, format!("{}.node.atoll", "ab".repeat(16)));
+        assert_eq!(node_id_in_dns_name(&name), Some(Ok(id)));
+        assert_eq!(node_id_in_dns_name(&name.to_uppercase()), Some(Ok(id)));
+        assert_eq!(node_id_in_dns_name(&format!("{name}.")), Some(Ok(id)));
+        assert_eq!(node_id_in_dns_name("peer.atoll"), None);
+        assert_eq!(node_id_in_dns_name("node.atoll"), None);
+        assert!(matches!(node_id_in_dns_name("x.node.atoll"), Some(Err(_))));
+        assert!(matches!(node_id_in_dns_name(".node.atoll"), Some(Err(_))));
+    }
+
+    #[test]
+    fn issued_certificate_names_the_node() {
+        let ca = ClusterCa::create("test").unwrap();
+        let node = NodeIdentity::generate().unwrap();
+        let cert = ca.issue("node-a", &node.public_key()).unwrap();
+        assert_eq!(cert.node_id(), node.node_id());
+        assert_eq!(cert.node_name(), Some("node-a"));
+        let info = inspect(cert.cert_der()).unwrap();
+        assert_eq!(info.public_key, node.public_key());
+        // PEM and DER agree and re-parse to the same thing.
+        let again = NodeCertificate::from_pem(cert.cert_pem()).unwrap();
+        assert_eq!(again.cert_der(), cert.cert_der());
+        assert_eq!(again.node_id(), cert.node_id());
+        assert_eq!(again.node_name(), Some("node-a"));
+    }
+
+    #[test]
+    fn mismatched_claim_is_detected_by_inspection() {
+        let ca = ClusterCa::create("test").unwrap();
+        let node = NodeIdentity::generate().unwrap();
+        let victim = NodeIdentity::generate().unwrap();
+        let forged = ca
+            .issue_with_claimed_node_id("evil", &node.public_key(), victim.node_id())
+            .unwrap();
+        assert_eq!(forged.node_id(), node.node_id());
+        assert_eq!(
+            inspect(forged.cert_der()).unwrap_err(),
+            CertificateError::NodeIdMismatch {
+                claimed: victim.node_id(),
+                derived: node.node_id(),
+            }
+        );
+        assert!(NodeCertificate::from_pem(forged.cert_pem()).is_err());
+    }
+
+    #[test]
+    fn bad_names_are_refused() {
+        assert!(matches!(
+            ClusterCa::create(""),
+            Err(CreateError::BadClusterName { .. })
+        ));
+        let ca = ClusterCa::create("test").unwrap();
+        let key = [9u8; 32];
+        assert!(matches!(
+            ca.issue(&"x".repeat(65), &key),
+            Err(IssueError::BadNodeName { .. })
+        ));
+        assert!(matches!(
+            ca.issue("a\nb", &key),
+            Err(IssueError::BadNodeName { .. })
+        ));
+    }
+
+    #[test]
+    fn ca_certificate_is_not_a_node_certificate() {
+        let ca = ClusterCa::create("test").unwrap();
+        assert_eq!(
+            NodeCertificate::from_der(ca.cert_der().to_vec()).unwrap_err(),
+            CertificateError::NoNodeName
+        );
+    }
+
+    #[test]
+    fn garbage_certificates_are_typed_errors() {
+        assert!(matches!(
+            NodeCertificate::from_pem("hello"),
+            Err(CertificateError::Pem { .. })
+        ));
+        assert!(matches!(
+            NodeCertificate::from_pem(&crate::pem::encode("CERTIFICATE", b"junk")),
+            Err(CertificateError::Malformed { .. })
+        ));
+        assert!(matches!(
+            NodeCertificate::from_der(Vec::new()),
+            Err(CertificateError::Malformed { .. })
+        ));
+        // Trailing bytes after a valid certificate.
+        let ca = ClusterCa::create("t").unwrap();
+        let node = NodeIdentity::generate().unwrap();
+        let mut der = ca
+            .issue("n", &node.public_key())
+            .unwrap()
+            .cert_der()
+            .to_vec();
+        der.push(0);
+        assert!(matches!(
+            NodeCertificate::from_der(der),
+            Err(CertificateError::Malformed { .. })
+        ));
+        // Truncation anywhere is an error, never a panic.
+        let der = ca
+            .issue("n", &node.public_key())
+            .unwrap()
+            .cert_der()
+            .to_vec();
+        for len in 0..der.len() {
+            assert!(NodeCertificate::from_der(der[..len].to_vec()).is_err());
+        }
+    }
+
+    #[test]
+    fn non_ed25519_certificates_are_refused() {
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let params =
+            rcgen::CertificateParams::new(vec![node_dns_name(&NodeId::from_bytes([1; 16]))])
+                .unwrap();
+        let cert = params.self_signed(&key).unwrap();
+        assert!(matches!(
+            NodeCertificate::from_der(cert.der().to_vec()),
+            Err(CertificateError::NotEd25519 { .. })
+        ));
+    }
+
+    #[test]
+    fn ca_save_load_round_trip() {
+        let dir = temp_dir("roundtrip");
+        let ca = ClusterCa::create("prod").unwrap();
+        ca.save(&dir).unwrap();
+        let key_mode = std::fs::metadata(dir.join(CA_KEY_FILE))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(key_mode & 0o777, 0o600, "mode {key_mode:o}");
+
+        let loaded = ClusterCa::load(&dir).unwrap();
+        assert_eq!(loaded.cluster_name(), "prod");
+        assert_eq!(loaded.cert_der(), ca.cert_der());
+        assert_eq!(loaded.cert_pem(), ca.cert_pem());
+
+        // The loaded CA issues certificates under the same issuer name and key.
+        let node = NodeIdentity::generate().unwrap();
+        let cert = loaded.issue("n", &node.public_key()).unwrap();
+        let (_, leaf) = x509_parser::parse_x509_certificate(cert.cert_der()).unwrap();
+        let (_, root) = x509_parser::parse_x509_certificate(ca.cert_der()).unwrap();
+        assert_eq!(leaf.issuer().as_raw(), root.subject().as_raw());
+        ring::signature::UnparsedPublicKey::new(
+            &ring::signature::ED25519,
+            &root.public_key().subject_public_key.data,
+        )
+        .verify(leaf.tbs_certificate.as_ref(), &leaf.signature_value.data)
+        .unwrap();
+
+        // Saving again refuses and leaves the files alone.
+        let other = ClusterCa::create("other").unwrap();
+        assert!(matches!(other.save(&dir), Err(SaveError::Exists { .. })));
+        assert_eq!(ClusterCa::load(&dir).unwrap().cert_der(), ca.cert_der());
+        other.save_replacing(&dir).unwrap();
+        assert_eq!(ClusterCa::load(&dir).unwrap().cluster_name(), "other");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn ca_load_detects_a_foreign_key() {
+        let dir = temp_dir("foreign");
+        let ca = ClusterCa::create("prod").unwrap();
+        ca.save(&dir).unwrap();
+        NodeIdentity::generate()
+            .unwrap()
+            .save_replacing(dir.join(CA_KEY_FILE))
+            .unwrap();
+        assert!(matches!(
+            ClusterCa::load(&dir),
+            Err(LoadError::KeyMismatch { .. })
+        ));
+        std::fs::write(dir.join(CA_CERT_FILE), "garbage").unwrap();
+        assert!(matches!(
+            ClusterCa::load(&dir),
+            Err(LoadError::Certificate { .. })
+        ));
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(matches!(ClusterCa::load(&dir), Err(LoadError::Read { .. })));
+    }
+
+    #[test]
+    fn node_certificate_save_load() {
+        let dir = temp_dir("nodecert");
+        std::fs::create_dir_all(&dir).unwrap();
+        let ca = ClusterCa::create("prod").unwrap();
+        let node = NodeIdentity::generate().unwrap();
+        let cert = ca.issue("n1", &node.public_key()).unwrap();
+        let path = dir.join("node.pem");
+        cert.save(&path).unwrap();
+        assert!(matches!(cert.save(&path), Err(SaveError::Exists { .. })));
+        let loaded = NodeCertificate::load(&path).unwrap();
+        assert_eq!(loaded.cert_der(), cert.cert_der());
+        assert_eq!(loaded.node_id(), node.node_id());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn shared_identity_round_trip() {
+        let dir = temp_dir("shared");
+        let shared = SharedIdentity::generate("lab").unwrap();
+        assert_eq!(shared.certificate().node_id(), shared.node_id());
+        inspect(shared.certificate().cert_der()).unwrap();
+        shared.save(&dir).unwrap();
+        let loaded = SharedIdentity::load(&dir).unwrap();
+        assert_eq!(loaded.node_id(), shared.node_id());
+        assert_eq!(
+            loaded.certificate().cert_der(),
+            shared.certificate().cert_der()
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn revocation_list_round_trip() {
+        let dir = temp_dir("revoked");
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("revoked.txt");
+        let list = RevocationList::new();
+        let shared = list.clone();
+        let a = NodeId::from_bytes([1; 16]);
+        let b = NodeId::from_bytes([2; 16]);
+        assert!(list.revoke(b));
+        assert!(list.revoke(a));
+        assert!(!list.revoke(a));
+        assert!(shared.is_revoked(&a) && shared.is_revoked(&b));
+        assert_eq!(shared.len(), 2);
+        list.save(&path).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            format!("{a}\n{b}\n")
+        );
+        let loaded = RevocationList::load(&path).unwrap();
+        assert_eq!(loaded.ids(), vec![a, b]);
+
+        // Reloading updates every clone in place.
+        assert!(list.reinstate(&a));
+        assert!(!shared.is_revoked(&a));
+        shared.reload(&path).unwrap();
+        assert!(list.is_revoked(&a));
+
+        // Comments and blank lines are ignored; a bad line is reported with its number.
+        let parsed = RevocationList::parse(&format!("# revoked\n\n  {a}  \n")).unwrap();
+        assert_eq!(parsed.ids(), vec![a]);
+        let err = RevocationList::parse(&format!("{a}\nnot-an-id\n")).unwrap_err();
+        assert_eq!(err.line, 2);
+        std::fs::write(&path, format!("{a}\nzz\n")).unwrap();
+        assert!(matches!(
+            RevocationList::load(&path),
+            Err(LoadError::RevocationEntry { line: 2, .. })
+        ));
+        // A failed reload leaves the list as it was.
+        assert!(shared.reload(&path).is_err());
+        assert_eq!(shared.ids(), vec![a, b]);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
