@@ -408,6 +408,18 @@ impl Node {
         self.inner
             .endpoint
             .close(quinn::VarInt::from_u32(0), b"shutdown");
+        let peers: Vec<Arc<Peer>> = self
+            .inner
+            .peers
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain()
+            .map(|(_, p)| p)
+            .collect();
+        for peer in &peers {
+            forget_peer(&self.inner, peer);
+        }
+        drop(peers);
         self.inner.rt.shutdown(grace).await;
         self.inner.endpoint.wait_idle().await;
     }
