@@ -12,6 +12,7 @@
 //! - Live attach: [`Node::remote_processes`].
 #![deny(missing_docs)]
 
+pub mod builtin;
 mod config;
 mod convert;
 mod error;
