@@ -2,16 +2,17 @@
 //! requests.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
 
 use atoll_core::{NodeId, Pid};
 use atoll_wire::{Control, Data, FrameDecoder, FrameError, Response, encode_frame};
 use quinn::{RecvStream, SendStream};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
-/// Frames waiting to go out are written in batches of at most this many bytes, so many
-/// small messages share one stream write.
-const COALESCE_BYTES: usize = 64 * 1024;
+/// The most bytes read from a stream at once.
+const READ_CHUNK: usize = 64 * 1024;
 
 pub(crate) struct Peer {
     pub(crate) id: NodeId,
@@ -22,8 +23,8 @@ pub(crate) struct Peer {
     /// The node that opened the connection: decides which of two simultaneous connections
     /// survives.
     pub(crate) dialer: NodeId,
-    control: mpsc::UnboundedSender<Vec<u8>>,
-    streams: Vec<mpsc::UnboundedSender<Vec<u8>>>,
+    control: Arc<Outbox>,
+    streams: Vec<Arc<Outbox>>,
     pub(crate) requests: Mutex<HashMap<u64, oneshot::Sender<Response>>>,
 }
 
@@ -46,22 +47,22 @@ impl Peer {
             listen: hello.listen.clone(),
             conn,
             dialer,
-            control: spawn_writer(control),
-            streams: streams.into_iter().map(spawn_writer).collect(),
+            control: Outbox::new(control),
+            streams: streams.into_iter().map(Outbox::new).collect(),
             requests: Mutex::default(),
         }
     }
 
     pub(crate) fn send_control(&self, msg: &Control) -> Result<(), Gone> {
         let frame = encode_frame(msg).map_err(|_| Gone)?;
-        self.control.send(frame).map_err(|_| Gone)
+        self.control.send(&frame)
     }
 
     /// Queues a data envelope on the stream `key` picks (a pid's serial or a call id).
     pub(crate) fn send_data(&self, key: u64, data: &Data) -> Result<(), Gone> {
         let frame = encode_frame(data).map_err(|_| Gone)?;
         let i = (key.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 32) as usize % self.streams.len();
-        self.streams[i].send(frame).map_err(|_| Gone)
+        self.streams[i].send(&frame)
     }
 
     pub(crate) fn stream_key(pid: Pid) -> u64 {
@@ -78,25 +79,105 @@ impl Peer {
     }
 }
 
-/// A task that writes queued frames to `stream`, coalescing whatever is queued into one
-/// write.
-fn spawn_writer(mut stream: SendStream) -> mpsc::UnboundedSender<Vec<u8>> {
-    let (tx, mut rx) = mpsc::unbounded_channel::<Vec<u8>>();
-    tokio::spawn(async move {
-        while let Some(mut batch) = rx.recv().await {
-            while batch.len() < COALESCE_BYTES {
-                match rx.try_recv() {
-                    Ok(frame) => batch.extend_from_slice(&frame),
-                    Err(_) => break,
-                }
-            }
-            if stream.write_all(&batch).await.is_err() {
-                break;
-            }
+/// The sending side of one stream.
+///
+/// A frame is written straight into the stream from the sender's own task when nothing is
+/// queued ahead of it and the stream takes it at once (the usual case): no hand-off to
+/// another task. Otherwise it is appended to a buffer that a flusher task writes out, so
+/// frames queued while the stream is busy go out together in one write.
+pub(crate) struct Outbox {
+    state: Mutex<OutboxState>,
+    flush: Arc<tokio::sync::Notify>,
+}
+
+struct OutboxState {
+    stream: SendStream,
+    /// Bytes waiting for the flusher, in order.
+    pending: Vec<u8>,
+    closed: bool,
+}
+
+impl Outbox {
+    pub(crate) fn new(stream: SendStream) -> Arc<Self> {
+        let outbox = Arc::new(Outbox {
+            state: Mutex::new(OutboxState {
+                stream,
+                pending: Vec::new(),
+                closed: false,
+            }),
+            flush: Arc::new(tokio::sync::Notify::new()),
+        });
+        tokio::spawn(flusher(Arc::downgrade(&outbox), outbox.flush.clone()));
+        outbox
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, OutboxState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn send(&self, frame: &[u8]) -> Result<(), Gone> {
+        let mut state = self.lock();
+        if state.closed {
+            return Err(Gone);
         }
-        let _ = stream.finish();
-    });
-    tx
+        if state.pending.is_empty() {
+            let mut cx = Context::from_waker(Waker::noop());
+            match Pin::new(&mut state.stream).poll_write(&mut cx, frame) {
+                Poll::Ready(Ok(n)) if n == frame.len() => return Ok(()),
+                Poll::Ready(Ok(n)) => state.pending.extend_from_slice(&frame[n..]),
+                Poll::Ready(Err(_)) => {
+                    state.closed = true;
+                    return Err(Gone);
+                }
+                Poll::Pending => state.pending.extend_from_slice(frame),
+            }
+            drop(state);
+            self.flush.notify_one();
+        } else {
+            state.pending.extend_from_slice(frame);
+        }
+        Ok(())
+    }
+
+    /// Writes out what is pending, registering `cx` when the stream is full.
+    fn poll_flush(&self, cx: &mut Context<'_>) -> Poll<Result<(), Gone>> {
+        let mut state = self.lock();
+        let state = &mut *state;
+        let mut written = 0;
+        let result = loop {
+            if written == state.pending.len() {
+                break Poll::Ready(Ok(()));
+            }
+            match Pin::new(&mut state.stream).poll_write(cx, &state.pending[written..]) {
+                Poll::Ready(Ok(n)) => written += n,
+                Poll::Ready(Err(_)) => {
+                    state.closed = true;
+                    break Poll::Ready(Err(Gone));
+                }
+                Poll::Pending => break Poll::Pending,
+            }
+        };
+        state.pending.drain(..written);
+        result
+    }
+}
+
+/// Writes out an outbox's pending bytes whenever told to; ends with the outbox.
+async fn flusher(outbox: std::sync::Weak<Outbox>, flush: Arc<tokio::sync::Notify>) {
+    loop {
+        flush.notified().await;
+        let Some(o) = outbox.upgrade() else { return };
+        if std::future::poll_fn(|cx| o.poll_flush(cx)).await.is_err() {
+            return;
+        }
+    }
+}
+
+impl Drop for Outbox {
+    fn drop(&mut self) {
+        let _ = self.lock().stream.finish();
+        self.flush.notify_one();
+    }
 }
 
 /// Why a stream stopped yielding frames.
@@ -128,7 +209,7 @@ impl FrameReader {
             if let Some(body) = self.decoder.next_frame()? {
                 return Ok(Some(body));
             }
-            match self.recv.read_chunk(COALESCE_BYTES, true).await? {
+            match self.recv.read_chunk(READ_CHUNK, true).await? {
                 Some(chunk) => self.decoder.push(&chunk.bytes),
                 None => return Ok(None),
             }

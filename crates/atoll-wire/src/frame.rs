@@ -74,6 +74,9 @@ pub fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, DecodeError> {
 pub struct FrameDecoder {
     max: usize,
     buf: Vec<u8>,
+    /// Bytes of `buf` already returned; dropped from the front only when pushing, so taking
+    /// many small frames out of one large read does not move the rest each time.
+    start: usize,
 }
 
 impl FrameDecoder {
@@ -82,30 +85,40 @@ impl FrameDecoder {
         FrameDecoder {
             max,
             buf: Vec::new(),
+            start: 0,
         }
     }
 
     /// Appends received bytes.
     pub fn push(&mut self, bytes: &[u8]) {
+        if self.start > 0 {
+            self.buf.drain(..self.start);
+            self.start = 0;
+        }
         self.buf.extend_from_slice(bytes);
     }
 
     /// Bytes buffered and not yet returned as frames.
     pub fn buffered(&self) -> usize {
-        self.buf.len()
+        self.buf.len() - self.start
     }
 
     /// The next whole frame body, `None` if more bytes are needed.
     pub fn next_frame(&mut self) -> Result<Option<Vec<u8>>, FrameError> {
-        let Some(header) = self.buf.first_chunk::<HEADER_LEN>() else {
+        let pending = &self.buf[self.start..];
+        let Some(header) = pending.first_chunk::<HEADER_LEN>() else {
             return Ok(None);
         };
         let body_len = parse_header(header, self.max)?;
-        if self.buf.len() < HEADER_LEN + body_len {
+        if pending.len() < HEADER_LEN + body_len {
             return Ok(None);
         }
-        let body = self.buf[HEADER_LEN..HEADER_LEN + body_len].to_vec();
-        self.buf.drain(..HEADER_LEN + body_len);
+        let body = pending[HEADER_LEN..HEADER_LEN + body_len].to_vec();
+        self.start += HEADER_LEN + body_len;
+        if self.start == self.buf.len() {
+            self.buf.clear();
+            self.start = 0;
+        }
         Ok(Some(body))
     }
 }
