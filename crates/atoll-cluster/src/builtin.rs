@@ -11,13 +11,17 @@ use crate::node::Node;
 #[derive(Debug, Default)]
 pub struct Echo;
 
+/// Bytes that travel as one block rather than number by number.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Bytes(#[serde(with = "serde_bytes")] pub Vec<u8>);
+
 /// What [`Echo`] understands.
 #[derive(Debug, Serialize, Deserialize)]
 pub enum EchoMsg {
     /// Answers with the same number.
     Ping(u64, ReplyTo<u64>),
     /// Answers with the same bytes.
-    Bytes(Vec<u8>, ReplyTo<Vec<u8>>),
+    Bytes(#[serde(with = "serde_bytes")] Vec<u8>, ReplyTo<Bytes>),
 }
 
 impl Actor for Echo {
@@ -30,7 +34,7 @@ impl Actor for Echo {
     async fn handle(&mut self, msg: EchoMsg, _ctx: &mut Ctx<Self>) -> ActorResult {
         match msg {
             EchoMsg::Ping(n, reply) => drop(reply.reply(n)),
-            EchoMsg::Bytes(b, reply) => drop(reply.reply(b)),
+            EchoMsg::Bytes(b, reply) => drop(reply.reply(Bytes(b))),
         }
         Ok(())
     }

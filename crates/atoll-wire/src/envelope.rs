@@ -36,9 +36,11 @@ pub struct Hello {
     /// The address it accepts connections on, if it accepts any.
     pub listen: Option<String>,
     /// Its Ed25519 public key; `node_id` must be derived from it.
+    #[serde(with = "serde_bytes")]
     pub public_key: Vec<u8>,
     /// Its signature over this connection's TLS exporter secret: proves it holds the key,
     /// on this very connection.
+    #[serde(with = "serde_bytes")]
     pub proof: Vec<u8>,
 }
 
@@ -71,6 +73,7 @@ pub enum Request {
         /// The factory's name.
         factory: String,
         /// Encoded arguments for the factory.
+        #[serde(with = "serde_bytes")]
         args: Vec<u8>,
     },
     /// List the live processes.
@@ -148,6 +151,7 @@ pub enum Data {
         /// The receiving process.
         to: Pid,
         /// The message, encoded by the sender with the receiver's message type.
+        #[serde(with = "serde_bytes")]
         payload: Vec<u8>,
     },
     /// A user message for a process registered under a global name on the receiving node.
@@ -155,6 +159,7 @@ pub enum Data {
         /// The name.
         name: String,
         /// The encoded message.
+        #[serde(with = "serde_bytes")]
         payload: Vec<u8>,
     },
     /// The answer to a call whose reply handle travelled to the sending node.
@@ -162,6 +167,7 @@ pub enum Data {
         /// The pending call on the receiving node.
         call: u64,
         /// The encoded answer.
+        #[serde(with = "serde_bytes")]
         payload: Vec<u8>,
     },
     /// An exit or monitor signal.

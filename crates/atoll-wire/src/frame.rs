@@ -38,7 +38,9 @@ pub struct EncodeError(pub String);
 
 /// Encodes `envelope` as one whole frame: header, version and body.
 pub fn encode_frame<T: Serialize>(envelope: &T) -> Result<Vec<u8>, EncodeError> {
-    let mut out = vec![0u8; HEADER_LEN];
+    // Room for a typical small envelope up front, so encoding rarely reallocates.
+    let mut out = Vec::with_capacity(128);
+    out.extend_from_slice(&[0u8; HEADER_LEN]);
     out = postcard::to_extend(envelope, out).map_err(|e| EncodeError(e.to_string()))?;
     let len = u32::try_from(out.len() - 4).map_err(|_| EncodeError("frame over 4 GiB".into()))?;
     out[..4].copy_from_slice(&len.to_be_bytes());

@@ -41,6 +41,8 @@ struct Args {
     threads: usize,
     /// Worker mode: `atoll` or `raw`, with the key directory and index.
     worker: Option<(String, PathBuf, usize)>,
+    /// Run only this system (for profiling one side).
+    only: Option<String>,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -51,6 +53,7 @@ fn parse_args() -> Result<Args, String> {
         quick: false,
         threads: 1,
         worker: None,
+        only: None,
     };
     let mut argv = std::env::args().skip(1);
     while let Some(arg) = argv.next() {
@@ -63,6 +66,7 @@ fn parse_args() -> Result<Args, String> {
                     .filter(|n| *n > 0)
                     .ok_or("--threads needs a positive number")?;
             }
+            "--only" => args.only = Some(argv.next().ok_or("--only needs atoll or raw_quinn")?),
             "--worker" => {
                 let system = argv.next().ok_or("--worker needs a system")?;
                 let dir = argv.next().ok_or("--worker needs a directory")?;
@@ -274,23 +278,29 @@ async fn hub(args: &Args) -> ExitCode {
         if args.quick { "quick" } else { "full" }
     );
 
-    let raw = {
+    let runs = |system: &str| args.only.as_deref().is_none_or(|o| o == system);
+    let mut results = Vec::new();
+    if runs("raw_quinn") {
         let workers = start_workers("raw", &dir, args.workers, args.threads);
-        raw_quinn(&dir, &workers.addrs, args.senders, samples, saturate).await
-    };
-    report("raw_quinn", raw, args.threads);
-    let atoll = {
+        let r = raw_quinn(&dir, &workers.addrs, args.senders, samples, saturate).await;
+        report("raw_quinn", r, args.threads);
+        results.push(("raw_quinn", r));
+    }
+    if runs("atoll") {
         let workers = start_workers("atoll", &dir, args.workers, args.threads);
-        atoll_system(&dir, &workers.addrs, args.senders, samples, saturate).await
-    };
-    report("atoll", atoll, args.threads);
-    println!(
-        "atoll / raw quinn: rtt p50 {:.2}x, rtt p99 {:.2}x, msgs/s {:.2}x",
-        atoll.p50_us / raw.p50_us,
-        atoll.p99_us / raw.p99_us,
-        atoll.msgs_per_s / raw.msgs_per_s
-    );
-    for (system, r) in [("atoll", atoll), ("raw_quinn", raw)] {
+        let r = atoll_system(&dir, &workers.addrs, args.senders, samples, saturate).await;
+        report("atoll", r, args.threads);
+        results.insert(0, ("atoll", r));
+    }
+    if let [("atoll", atoll), ("raw_quinn", raw)] = results.as_slice() {
+        println!(
+            "atoll / raw quinn: rtt p50 {:.2}x, rtt p99 {:.2}x, msgs/s {:.2}x",
+            atoll.p50_us / raw.p50_us,
+            atoll.p99_us / raw.p99_us,
+            atoll.msgs_per_s / raw.msgs_per_s
+        );
+    }
+    for (system, r) in results {
         println!(
             "BENCH {{\"bench\":\"cluster_fanout\",\"system\":\"{system}\",\"rtt_p50_us\":{:.1},\"rtt_p99_us\":{:.1},\"msgs_per_s\":{:.0},\"runtime_threads\":{}}}",
             r.p50_us, r.p99_us, r.msgs_per_s, args.threads
@@ -394,7 +404,7 @@ async fn atoll_system(
                         .call(|r| EchoMsg::Bytes(payload, r), CALL_TIMEOUT)
                         .await
                         .expect("echo answers");
-                    debug_assert_eq!(back.len(), PAYLOAD);
+                    debug_assert_eq!(back.0.len(), PAYLOAD);
                 }) as RoundTrip
             }) as Box<dyn FnMut() -> RoundTrip + Send>
         }

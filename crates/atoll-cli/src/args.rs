@@ -1,0 +1,162 @@
+//! The command line: what `atoll --help` shows.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// The default CA directory of the `ca` commands.
+pub const DEFAULT_CA_DIR: &str = "atoll-ca";
+/// The default directory of the `shared` commands.
+pub const DEFAULT_SHARED_DIR: &str = "atoll-shared";
+
+const MAIN_AFTER_HELP: &str = "\
+Getting started (two nodes on one machine):
+  atoll ca init --name demo            # ./atoll-ca/ca.pem, ca.key, revoked.txt
+  atoll ca issue london                # ./atoll-ca/london.key, london.pem
+  atoll ca issue paris
+  atoll node --config london.toml      # see `atoll node --help` for the file format
+
+Exit codes: 0 success, 1 failure, 2 bad arguments, configuration or input files.";
+
+/// atoll: a distributed actor runtime. This program manages a cluster's certificates and
+/// runs nodes.
+#[derive(Debug, Parser)]
+#[command(name = "atoll", version, after_help = MAIN_AFTER_HELP)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The top-level commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Manage the cluster certificate authority: create it, issue and revoke node
+    /// certificates.
+    #[command(subcommand)]
+    Ca(CaCommand),
+    /// Manage a shared TLS identity: the CA-less mode for small trusted clusters.
+    #[command(subcommand)]
+    Shared(SharedCommand),
+    /// Run a node until SIGINT or SIGTERM.
+    #[command(
+        long_about = "Run a node until SIGINT or SIGTERM.\n\n\
+            Reads the TOML configuration, starts the node with its built-in services (a \
+            process registered as `echo` and the spawnable factory `echo`), dials every \
+            configured peer (retrying with backoff, never giving up) and prints one line \
+            to stdout once it is listening:\n\n    \
+            atoll node NAME id=NODEID listening on ADDR\n\n\
+            ADDR is the bound address, so `listen = \"127.0.0.1:0\"` works. Logs go to \
+            stderr; filter them with RUST_LOG (default: info). On SIGINT or SIGTERM the \
+            node closes its connections, gives its processes 5 s to stop and exits 0.",
+        after_help = NODE_AFTER_HELP
+    )]
+    Node(NodeArgs),
+}
+
+const NODE_AFTER_HELP: &str = "\
+Configuration (relative paths are relative to the configuration file's directory):
+
+  name = \"london\"               # required: the name peers know this node by
+  listen = \"127.0.0.1:7000\"     # required: UDP address to listen on (port 0: any)
+  peers = [\"127.0.0.1:7001\"]    # optional: nodes to dial and keep connected (host:port)
+  threads = 2                   # optional: async worker threads (default 2)
+
+  [tls]
+  mode = \"ca\"                   # \"ca\" (default) or \"shared\"
+  key = \"london.key\"            # the node's own key (both modes)
+  cert = \"london.pem\"           # ca mode: its certificate  (atoll ca issue)
+  ca = \"ca.pem\"                 # ca mode: the cluster CA   (atoll ca init)
+  revoked = \"revoked.txt\"       # ca mode, optional: revoked node ids, re-read when it changes
+  shared_dir = \"atoll-shared\"   # shared mode: holds shared.pem and shared.key (atoll shared init)
+
+  [limits]
+  max_frame_len = 8388608       # optional: largest frame accepted from a peer, in bytes
+  message_streams = 4           # optional: QUIC streams per peer for messages
+
+Unknown fields are errors. Exit code 2 means the configuration or a file it names is
+wrong or missing; the message names the file, the field and, for a missing file, the
+command that creates it.";
+
+/// `atoll node` arguments.
+#[derive(Debug, Args)]
+pub struct NodeArgs {
+    /// The node's TOML configuration file.
+    #[arg(long, short = 'c', value_name = "FILE")]
+    pub config: PathBuf,
+}
+
+/// `atoll ca ...`
+#[derive(Debug, Subcommand)]
+pub enum CaCommand {
+    /// Create a cluster CA: DIR/ca.pem (the certificate every node trusts), DIR/ca.key
+    /// (the CA's private key, mode 0600: keep it off the nodes) and an empty
+    /// DIR/revoked.txt. Refuses to overwrite an existing CA.
+    Init {
+        /// The CA directory (created if needed).
+        #[arg(long, value_name = "DIR", default_value = DEFAULT_CA_DIR)]
+        dir: PathBuf,
+        /// The cluster name, written into the CA certificate.
+        #[arg(long, value_name = "CLUSTER", default_value = "atoll")]
+        name: String,
+    },
+    /// Issue a node: generate its key and a certificate from the CA in DIR, written to
+    /// OUT/NODE.key (mode 0600) and OUT/NODE.pem. Prints the node id (derived from the
+    /// key) to stdout. When OUT is not DIR, a copy of the certificate is kept as
+    /// DIR/NODE.pem, so `ca list` and `ca revoke NODE` know the node. Refuses to
+    /// overwrite any of these files.
+    Issue {
+        /// The node name (letters, digits, `.`, `_`, `-`; it names the files too).
+        #[arg(value_name = "NODE")]
+        node: String,
+        /// The CA directory.
+        #[arg(long, value_name = "DIR", default_value = DEFAULT_CA_DIR)]
+        dir: PathBuf,
+        /// Where to write the key and certificate [default: DIR].
+        #[arg(long, value_name = "OUT")]
+        out: Option<PathBuf>,
+    },
+    /// Revoke a node: append its id to DIR/revoked.txt. Nodes refuse revoked peers on
+    /// every new handshake; running nodes re-read the file within a few seconds.
+    Revoke {
+        /// A node name with a certificate DIR/NODE.pem, or a node id (32 hex digits).
+        #[arg(value_name = "NODE")]
+        node: String,
+        /// The CA directory.
+        #[arg(long, value_name = "DIR", default_value = DEFAULT_CA_DIR)]
+        dir: PathBuf,
+    },
+    /// List the node certificates in DIR (name, node id, revoked or not), and revoked
+    /// ids without a certificate there.
+    List {
+        /// The CA directory.
+        #[arg(long, value_name = "DIR", default_value = DEFAULT_CA_DIR)]
+        dir: PathBuf,
+    },
+}
+
+/// `atoll shared ...`
+#[derive(Debug, Subcommand)]
+pub enum SharedCommand {
+    /// Create a shared TLS identity: DIR/shared.pem and DIR/shared.key (mode 0600), to be
+    /// copied to every node. Simpler than a CA, but nodes cannot be revoked one by one.
+    /// Refuses to overwrite.
+    Init {
+        /// The directory (created if needed).
+        #[arg(long, value_name = "DIR", default_value = DEFAULT_SHARED_DIR)]
+        dir: PathBuf,
+        /// The cluster name, written into the certificate.
+        #[arg(long, value_name = "CLUSTER", default_value = "atoll")]
+        name: String,
+    },
+    /// Generate a node's own key, DIR/NODE.key (mode 0600): in shared mode it still
+    /// decides the node id. Prints the node id to stdout. Refuses to overwrite.
+    Key {
+        /// The node name (letters, digits, `.`, `_`, `-`; it names the file too).
+        #[arg(value_name = "NODE")]
+        node: String,
+        /// Where to write the key.
+        #[arg(long, value_name = "DIR", default_value = DEFAULT_SHARED_DIR)]
+        dir: PathBuf,
+    },
+}

@@ -1,0 +1,170 @@
+//! `atoll node`: run a node until told to stop.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use atoll_cluster::Node;
+use atoll_net::RevocationList;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::task::JoinSet;
+use tracing::{info, warn};
+
+use crate::config::NodeFile;
+use crate::error::Error;
+
+/// How long processes get to stop on shutdown.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+/// First delay before re-dialing a configured peer; doubles up to [`DIAL_BACKOFF_MAX`].
+pub const DIAL_BACKOFF_INITIAL: Duration = Duration::from_millis(200);
+/// Longest delay between attempts to dial a configured peer.
+pub const DIAL_BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// How often a connected configured peer is checked for having gone away.
+const PEER_CHECK_INTERVAL: Duration = Duration::from_millis(500);
+/// How often the revocation list file is checked for changes.
+const REVOKED_CHECK_INTERVAL: Duration = Duration::from_secs(2);
+
+/// `atoll node --config FILE`: loads the configuration, runs the node on a runtime of
+/// `threads` workers and returns after SIGINT or SIGTERM and an orderly shutdown.
+pub fn run(config_path: &Path) -> Result<(), Error> {
+    let file = NodeFile::load(config_path)?;
+    let loaded = file.node_config()?;
+    init_logging();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(file.threads)
+        .thread_name("atoll-worker")
+        .enable_all()
+        .build()
+        .map_err(|source| Error::Runtime {
+            what: "async runtime",
+            source,
+        })?;
+    let result = runtime.block_on(serve(file, loaded));
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    result
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+async fn serve(file: NodeFile, loaded: crate::config::Loaded) -> Result<(), Error> {
+    // Handlers first: a signal that arrives once the ready line is out must be caught.
+    let signals = |what| move |source| Error::Runtime { what, source };
+    let mut sigterm = signal(SignalKind::terminate()).map_err(signals("SIGTERM handler"))?;
+    let mut sigint = signal(SignalKind::interrupt()).map_err(signals("SIGINT handler"))?;
+
+    let node = Node::start(loaded.config)?;
+    atoll_cluster::builtin::install(&node);
+
+    let mut tasks = JoinSet::new();
+    if let Some((list, path)) = loaded.revoked {
+        tasks.spawn(watch_revocations(list, path));
+    }
+    for peer in &file.peers {
+        tasks.spawn(keep_connected(node.clone(), peer.clone()));
+    }
+
+    {
+        let mut out = std::io::stdout().lock();
+        let line = format!(
+            "atoll node {} id={} listening on {}",
+            node.name(),
+            node.id(),
+            node.local_addr()
+        );
+        if let Err(e) = writeln!(out, "{line}").and_then(|()| out.flush()) {
+            warn!("cannot write to stdout: {e}");
+        }
+    }
+
+    let which = tokio::select! {
+        _ = sigterm.recv() => "SIGTERM",
+        _ = sigint.recv() => "SIGINT",
+    };
+    info!(signal = which, "shutting down");
+    tasks.shutdown().await;
+    // The grace is for processes; the extra time is for closing connections.
+    let stop = node.shutdown(SHUTDOWN_GRACE);
+    if tokio::time::timeout(SHUTDOWN_GRACE + Duration::from_secs(5), stop)
+        .await
+        .is_err()
+    {
+        warn!("shutdown did not finish in time; exiting anyway");
+    }
+    info!("stopped");
+    Ok(())
+}
+
+/// Dials `peer` until it answers, then watches the connection and dials again whenever
+/// it is lost. Failures are logged, never fatal.
+async fn keep_connected(node: Node, peer: String) {
+    let mut delay = DIAL_BACKOFF_INITIAL;
+    loop {
+        match dial(&node, &peer).await {
+            Ok(remote) => {
+                info!(
+                    %peer,
+                    name = remote.name(),
+                    id = %remote.id(),
+                    "connected to configured peer"
+                );
+                delay = DIAL_BACKOFF_INITIAL;
+                while remote.is_connected() {
+                    tokio::time::sleep(PEER_CHECK_INTERVAL).await;
+                }
+                info!(%peer, name = remote.name(), "configured peer lost; dialing again");
+            }
+            Err(e) => {
+                warn!(%peer, "cannot connect: {e}; retrying in {delay:?}");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(DIAL_BACKOFF_MAX);
+            }
+        }
+    }
+}
+
+async fn dial(node: &Node, peer: &str) -> Result<atoll_cluster::RemoteNode, String> {
+    let addrs: Vec<SocketAddr> = match peer.parse() {
+        Ok(addr) => vec![addr],
+        Err(_) => tokio::net::lookup_host(peer)
+            .await
+            .map_err(|e| format!("cannot resolve: {e}"))?
+            .collect(),
+    };
+    let mut last = format!("{peer} resolves to no address");
+    for addr in addrs {
+        match node.connect(addr).await {
+            Ok(remote) => return Ok(remote),
+            Err(e) => last = format!("{addr}: {e}"),
+        }
+    }
+    Err(last)
+}
+
+/// Re-reads the revocation list when its file changes, so `atoll ca revoke` reaches a
+/// running node. New handshakes consult it; connections already up stay up.
+async fn watch_revocations(list: RevocationList, path: PathBuf) {
+    let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    let mut last: Option<SystemTime> = modified(&path);
+    loop {
+        tokio::time::sleep(REVOKED_CHECK_INTERVAL).await;
+        let now = modified(&path);
+        if now == last {
+            continue;
+        }
+        last = now;
+        match list.reload(&path) {
+            Ok(()) => {
+                info!(file = %path.display(), revoked = list.len(), "revocation list reloaded")
+            }
+            Err(e) => warn!("keeping the previous revocation list: {e}"),
+        }
+    }
+}

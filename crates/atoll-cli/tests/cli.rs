@@ -1,0 +1,546 @@
+//! The `atoll` binary, run for real: CA commands, configuration errors, nodes that connect,
+//! crash and stop.
+
+use std::io::{BufRead, BufReader, Read};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use atoll_actor::{
+    Actor, ActorRef, ActorResult, CallError, Ctx, Down, ExitReason, Pid, ReplyTo, SendError,
+};
+use atoll_cluster::builtin::{Echo, EchoMsg};
+use atoll_cluster::{Node, NodeConfig};
+use atoll_core::NodeId;
+use atoll_net::{ClusterCa, NodeCertificate, NodeIdentity, RevocationList};
+use tokio::sync::mpsc as tmpsc;
+
+const BIN: &str = env!("CARGO_BIN_EXE_atoll");
+const DEADLINE: Duration = Duration::from_secs(30);
+
+/// A fresh directory, removed when the test passes.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(tag: &str) -> Self {
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_nanos();
+        let dir =
+            std::env::temp_dir().join(format!("atoll-cli-{tag}-{}-{nanos}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+
+    fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+/// Runs `atoll ARGS` in `dir` to completion.
+fn atoll(dir: &Path, args: &[&str]) -> Output {
+    let out = Command::new(BIN)
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    out
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Runs `atoll ARGS` and insists it succeeds; returns its stdout.
+fn ok(dir: &Path, args: &[&str]) -> String {
+    let o = atoll(dir, args);
+    assert!(
+        o.status.success(),
+        "atoll {args:?} failed: {}\n{}",
+        o.status,
+        stderr(&o)
+    );
+    stdout(&o)
+}
+
+fn mode(path: &Path) -> u32 {
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+/// A running `atoll node`; killed if the test ends without stopping it.
+struct NodeProcess {
+    child: Child,
+    name: String,
+    id: NodeId,
+    addr: std::net::SocketAddr,
+    stderr: mpsc::Receiver<String>,
+}
+
+impl NodeProcess {
+    /// Starts `atoll node --config CONFIG` and waits for its ready line.
+    fn start(dir: &Path, config: &str) -> NodeProcess {
+        let mut child = Command::new(BIN)
+            .args(["node", "--config", config])
+            .current_dir(dir)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdout = lines(child.stdout.take().unwrap());
+        let stderr = lines(child.stderr.take().unwrap());
+        let line = match stdout.recv_timeout(DEADLINE) {
+            Ok(line) => line,
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                let logs: Vec<String> = stderr.try_iter().collect();
+                panic!(
+                    "no ready line within {DEADLINE:?}; stderr:\n{}",
+                    logs.join("\n")
+                );
+            }
+        };
+        // atoll node NAME id=NODEID listening on ADDR
+        let words: Vec<&str> = line.split_whitespace().collect();
+        assert!(
+            words.len() == 7
+                && words[..2] == ["atoll", "node"]
+                && words[4..6] == ["listening", "on"],
+            "unexpected ready line {line:?}"
+        );
+        NodeProcess {
+            name: words[2].to_string(),
+            id: words[3].strip_prefix("id=").unwrap().parse().unwrap(),
+            addr: words[6].parse().unwrap(),
+            child,
+            stderr,
+        }
+    }
+
+    /// Waits for a log line containing every one of `needles`.
+    fn wait_for_log(&self, needles: &[&str]) -> String {
+        let until = Instant::now() + DEADLINE;
+        loop {
+            let left = until.saturating_duration_since(Instant::now());
+            match self.stderr.recv_timeout(left) {
+                Ok(line) if needles.iter().all(|n| line.contains(n)) => return line,
+                Ok(_) => {}
+                Err(_) => panic!("node {}: no log line with {needles:?}", self.name),
+            }
+        }
+    }
+
+    fn signal(&self, sig: &str) {
+        let status = Command::new("kill")
+            .args([sig, &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill {sig} failed");
+    }
+
+    /// Waits for the process to exit.
+    fn wait(&mut self) -> ExitStatus {
+        let until = Instant::now() + DEADLINE;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                Instant::now() < until,
+                "node {} did not exit within {DEADLINE:?}",
+                self.name
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for NodeProcess {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Lines of `from`, on a channel, read by a thread of their own.
+fn lines(from: impl Read + Send + 'static) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(from).lines() {
+            let Ok(line) = line else { return };
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    rx
+}
+
+/// A CA in `dir/ca` with the given nodes issued into it.
+fn ca_with(dir: &Path, nodes: &[&str]) {
+    ok(dir, &["ca", "init", "--dir", "ca", "--name", "test"]);
+    for n in nodes {
+        ok(dir, &["ca", "issue", n, "--dir", "ca"]);
+    }
+}
+
+/// A CA-mode configuration for node `name` whose files are in `dir/ca`.
+fn write_config(dir: &Path, name: &str, peers: &[std::net::SocketAddr]) -> String {
+    let peers: Vec<String> = peers.iter().map(|p| format!("\"{p}\"")).collect();
+    let text = format!(
+        "name = \"{name}\"\nlisten = \"127.0.0.1:0\"\npeers = [{}]\nthreads = 1\n\n\
+         [tls]\nkey = \"ca/{name}.key\"\ncert = \"ca/{name}.pem\"\nca = \"ca/ca.pem\"\n\
+         revoked = \"ca/revoked.txt\"\n",
+        peers.join(", ")
+    );
+    let file = format!("{name}.toml");
+    std::fs::write(dir.join(&file), text).unwrap();
+    file
+}
+
+#[test]
+fn ca_init_issue_list_revoke() {
+    let tmp = TempDir::new("ca");
+    let dir = tmp.path();
+    ok(dir, &["ca", "init", "--name", "demo"]);
+    let ca = dir.join("atoll-ca");
+    assert!(ca.join("ca.pem").is_file());
+    assert_eq!(mode(&ca.join("ca.key")), 0o600);
+    assert_eq!(
+        RevocationList::load(ca.join("revoked.txt")).unwrap().len(),
+        0
+    );
+
+    let a_id = ok(dir, &["ca", "issue", "a"]).trim().to_string();
+    let b_id = ok(dir, &["ca", "issue", "b"]).trim().to_string();
+    for (n, id) in [("a", &a_id), ("b", &b_id)] {
+        assert_eq!(mode(&ca.join(format!("{n}.key"))), 0o600);
+        let cert = NodeCertificate::load(ca.join(format!("{n}.pem"))).unwrap();
+        assert_eq!(&cert.node_id().to_string(), id);
+        let key = NodeIdentity::load(ca.join(format!("{n}.key"))).unwrap();
+        assert_eq!(key.node_id(), cert.node_id());
+    }
+    assert_ne!(a_id, b_id);
+
+    let list = ok(dir, &["ca", "list"]);
+    let row = |list: &str, name: &str| {
+        list.lines()
+            .find(|l| l.split_whitespace().next() == Some(name))
+            .unwrap_or_else(|| panic!("no row for {name} in\n{list}"))
+            .split_whitespace()
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(row(&list, "a"), ["a", a_id.as_str(), "valid"]);
+    assert_eq!(row(&list, "b"), ["b", b_id.as_str(), "valid"]);
+
+    let revoked = ok(dir, &["ca", "revoke", "b"]);
+    assert!(
+        revoked.contains("revoked b") && revoked.contains(&b_id),
+        "{revoked}"
+    );
+    let list = ok(dir, &["ca", "list"]);
+    assert_eq!(row(&list, "a"), ["a", a_id.as_str(), "valid"]);
+    assert_eq!(row(&list, "b"), ["b", b_id.as_str(), "revoked"]);
+    let on_file = RevocationList::load(ca.join("revoked.txt")).unwrap();
+    assert_eq!(on_file.ids(), vec![b_id.parse().unwrap()]);
+
+    // By id, too; revoking twice appends nothing.
+    let other = "0123456789abcdef0123456789abcdef";
+    assert!(ok(dir, &["ca", "revoke", other]).contains(other));
+    ok(dir, &["ca", "revoke", other]);
+    assert_eq!(
+        RevocationList::load(ca.join("revoked.txt")).unwrap().len(),
+        2
+    );
+    let text = std::fs::read_to_string(ca.join("revoked.txt")).unwrap();
+    assert_eq!(text.matches(other).count(), 1, "{text}");
+
+    let o = atoll(dir, &["ca", "revoke", "nobody"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+
+    // Nothing is overwritten.
+    let before = std::fs::read(ca.join("ca.key")).unwrap();
+    let o = atoll(dir, &["ca", "init"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("ca.pem already exists"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(std::fs::read(ca.join("ca.key")).unwrap(), before);
+    let o = atoll(dir, &["ca", "issue", "a"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("a.key already exists"),
+        "{}",
+        stderr(&o)
+    );
+
+    // Issued elsewhere: the CA keeps a copy of the certificate.
+    let c_id = ok(dir, &["ca", "issue", "c", "--out", "nodes"]);
+    assert_eq!(mode(&dir.join("nodes/c.key")), 0o600);
+    assert!(dir.join("nodes/c.pem").is_file() && ca.join("c.pem").is_file());
+    assert_eq!(row(&ok(dir, &["ca", "list"]), "c")[1], c_id.trim());
+
+    // No CA: the error says how to make one.
+    let o = atoll(dir, &["ca", "issue", "d", "--dir", "elsewhere"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("atoll ca init --dir elsewhere"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn config_errors_exit_2_naming_file_and_field() {
+    let tmp = TempDir::new("config");
+    let dir = tmp.path();
+    ca_with(dir, &["a"]);
+    let good = std::fs::read_to_string(dir.join(write_config(dir, "a", &[]))).unwrap();
+    let cases: [(&str, String, &[&str]); 5] = [
+        (
+            "missing field",
+            good.replace("listen = \"127.0.0.1:0\"\n", ""),
+            &["bad.toml: field \"listen\": missing"],
+        ),
+        (
+            "bad address",
+            good.replace("127.0.0.1:0", "x"),
+            &["bad.toml: field \"listen\": invalid socket address \"x\""],
+        ),
+        (
+            "unknown field",
+            good.replace("threads = 1", "threads = 1\ncolour = \"blue\""),
+            &["bad.toml: field \"colour\": unknown field"],
+        ),
+        (
+            "unknown nested field",
+            good.replace("[tls]", "[tls]\npassword = \"x\""),
+            &["bad.toml: field \"tls.password\": unknown field"],
+        ),
+        (
+            "missing certificate",
+            good.replace("ca/a.pem", "certs/a.pem"),
+            &[
+                "bad.toml: field \"tls.cert\"",
+                "certs/a.pem does not exist",
+                "atoll ca issue a",
+            ],
+        ),
+    ];
+    for (what, text, expected) in cases {
+        std::fs::write(dir.join("bad.toml"), text).unwrap();
+        let o = atoll(dir, &["node", "--config", "bad.toml"]);
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(2), "{what}: {err}");
+        for e in expected {
+            assert!(err.contains(e), "{what}: expected {e:?} in {err:?}");
+        }
+        assert!(stdout(&o).is_empty(), "{what}: {}", stdout(&o));
+    }
+    // A missing key names `atoll ca issue` with the directories to use.
+    std::fs::rename(dir.join("ca/a.key"), dir.join("a.key.bak")).unwrap();
+    let o = atoll(dir, &["node", "--config", "a.toml"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("run `atoll ca issue a --dir ./ca --out ./ca`"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn sigterm_stops_a_node_with_exit_0() {
+    let tmp = TempDir::new("sigterm");
+    let dir = tmp.path();
+    ca_with(dir, &["solo"]);
+    let config = write_config(dir, "solo", &[]);
+    let mut node = NodeProcess::start(dir, &config);
+    assert_eq!(node.name, "solo");
+    assert_ne!(node.addr.port(), 0);
+    let cert = NodeCertificate::load(dir.join("ca/solo.pem")).unwrap();
+    assert_eq!(node.id, cert.node_id());
+    node.signal("-TERM");
+    let status = node.wait();
+    assert_eq!(status.code(), Some(0), "{status}");
+}
+
+/// Holds a monitor and reports what it sees; forwards calls to an echo and reports how
+/// the send went.
+struct Watcher {
+    downs: tmpsc::UnboundedSender<Down>,
+    sends: tmpsc::UnboundedSender<&'static str>,
+}
+
+#[derive(Debug)]
+enum WatcherMsg {
+    Monitor(Pid),
+    /// Asks `to` to answer `reply` with `n`: the reply handle travels on.
+    Forward(ActorRef<Echo>, u64, ReplyTo<u64>),
+}
+
+impl Actor for Watcher {
+    type Msg = WatcherMsg;
+
+    async fn handle(&mut self, msg: WatcherMsg, ctx: &mut Ctx<Self>) -> ActorResult {
+        match msg {
+            WatcherMsg::Monitor(pid) => drop(ctx.monitor(pid)),
+            WatcherMsg::Forward(to, n, reply) => {
+                let outcome = match to.send(EchoMsg::Ping(n, reply)) {
+                    Ok(()) => "sent",
+                    Err(SendError::NoConnection(_)) => "no connection",
+                    Err(SendError::NoProc(_)) => "no proc",
+                    Err(SendError::Full(_)) => "full",
+                    Err(SendError::Unencodable(..)) => "unencodable",
+                };
+                let _ = self.sends.send(outcome);
+            }
+        }
+        Ok(())
+    }
+
+    async fn handle_down(&mut self, down: Down, _ctx: &mut Ctx<Self>) -> ActorResult {
+        let _ = self.downs.send(down);
+        Ok(())
+    }
+}
+
+async fn eventually(what: &str, mut cond: impl AsyncFnMut() -> bool) {
+    let until = tokio::time::Instant::now() + DEADLINE;
+    while !cond().await {
+        assert!(
+            tokio::time::Instant::now() < until,
+            "not within {DEADLINE:?}: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_connect_serve_echo_and_a_killed_node_breaks_monitors() {
+    let tmp = TempDir::new("cluster");
+    let dir = tmp.path().to_path_buf();
+    let blocking = |f: &mut dyn FnMut()| tokio::task::block_in_place(f);
+
+    // Two `atoll node` processes; the second dials the first.
+    let mut n1 = None;
+    let mut n2 = None;
+    blocking(&mut || {
+        ca_with(&dir, &["n1", "n2", "probe"]);
+        let first = NodeProcess::start(&dir, &write_config(&dir, "n1", &[]));
+        let second = NodeProcess::start(&dir, &write_config(&dir, "n2", &[first.addr]));
+        second.wait_for_log(&["connected to configured peer", &first.id.to_string()]);
+        first.wait_for_log(&["peer connected", &second.id.to_string()]);
+        n1 = Some(first);
+        n2 = Some(second);
+    });
+    let (mut n1, mut n2) = (n1.unwrap(), n2.unwrap());
+
+    // An in-process node of the same cluster, with its own issued certificate.
+    let ca = ClusterCa::load(dir.join("ca")).unwrap();
+    let mut config = NodeConfig::with_ca(
+        "probe",
+        "127.0.0.1:0".parse().unwrap(),
+        NodeIdentity::load(dir.join("ca/probe.key")).unwrap(),
+        NodeCertificate::load(dir.join("ca/probe.pem")).unwrap(),
+        ca.trust(RevocationList::new()),
+    );
+    // The idle timeout is the smaller of both sides': a killed peer is noticed quickly.
+    config.transport.keep_alive_interval = Some(Duration::from_millis(200));
+    config.transport.max_idle_timeout = Duration::from_secs(2);
+    let probe = Node::start(config).unwrap();
+    let remote = probe.connect(n1.addr).await.unwrap();
+    assert_eq!(remote.id(), n1.id);
+    assert_eq!(remote.name(), "n1");
+
+    // Live attach: the built-in echo is registered.
+    let processes = probe.remote_processes(n1.id).await.unwrap();
+    assert!(
+        processes.iter().any(|p| p.name.as_deref() == Some("echo")),
+        "{processes:?}"
+    );
+
+    // Remote spawn from the `echo` factory, and a call to it.
+    let pid = probe.spawn_remote(n1.id, "echo", &()).await.unwrap();
+    assert_eq!(pid.node, n1.id);
+    let echo = probe.actor_ref::<Echo>(pid).unwrap();
+    let n = echo.call(|r| EchoMsg::Ping(42, r), DEADLINE).await.unwrap();
+    assert_eq!(n, 42);
+
+    // A local process monitors it, and sends to it (answering our call from there).
+    let (downs_tx, mut downs) = tmpsc::unbounded_channel();
+    let (sends_tx, mut sends) = tmpsc::unbounded_channel();
+    let watcher = probe.runtime().spawn(Watcher {
+        downs: downs_tx,
+        sends: sends_tx,
+    });
+    let forwarded = watcher
+        .call(|r| WatcherMsg::Forward(echo.clone(), 7, r), DEADLINE)
+        .await;
+    assert_eq!(forwarded, Ok(7));
+    assert_eq!(sends.recv().await, Some("sent"));
+    watcher.send(WatcherMsg::Monitor(pid)).unwrap();
+    eventually("n1 records the monitor", async || {
+        probe.remote_processes(n1.id).await.is_ok_and(|ps| {
+            ps.iter()
+                .any(|p| p.pid == pid && p.monitored_by == [watcher.pid()])
+        })
+    })
+    .await;
+
+    // SIGKILL n1: no goodbye.
+    n1.child.kill().unwrap();
+    blocking(&mut || {
+        n1.wait();
+    });
+    let down = tokio::time::timeout(DEADLINE, downs.recv())
+        .await
+        .expect("no Down within the deadline")
+        .unwrap();
+    assert_eq!(down.pid, pid);
+    assert_eq!(down.reason, ExitReason::NoConnection);
+    eventually("the probe forgets n1", async || {
+        probe.peers().iter().all(|p| p.id != n1.id)
+    })
+    .await;
+    assert!(!remote.is_connected());
+    // The send fails at once; the reply handle goes with the message, so the call ends.
+    let forwarded = watcher
+        .call(|r| WatcherMsg::Forward(echo.clone(), 8, r), DEADLINE)
+        .await;
+    assert_eq!(forwarded, Err(CallError::NoReply));
+    assert_eq!(sends.recv().await, Some("no connection"));
+    assert_eq!(
+        echo.call(|r| EchoMsg::Ping(9, r), DEADLINE).await,
+        Err(CallError::NoConnection)
+    );
+    assert!(probe.globals().iter().all(|(_, p)| p.node != n1.id));
+
+    // n2 is still up and stops cleanly.
+    blocking(&mut || {
+        n2.signal("-TERM");
+        assert_eq!(n2.wait().code(), Some(0));
+    });
+    probe.shutdown(Duration::from_secs(1)).await;
+}
