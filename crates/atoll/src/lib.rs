@@ -1,9 +1,10 @@
 //! atoll: a distributed actor runtime for Rust, with Erlang/OTP processes, links and
 //! supervision.
 //!
-//! This facade re-exports the pieces an application uses. Today that is the local runtime
-//! ([`Runtime`], [`Actor`], [`ActorRef`], supervisors); the cluster layers build on the same
-//! types, so code written against them does not change when it goes distributed.
+//! This facade re-exports the pieces an application uses: the local runtime ([`Runtime`],
+//! [`Actor`], [`ActorRef`], supervisors) and the node ([`Node`]) that connects runtimes over
+//! authenticated QUIC. An `ActorRef` is the same type for a local or a remote process, so
+//! code written against the local runtime does not change when it goes distributed.
 //!
 //! ```
 //! use atoll::{Actor, ActorResult, ChildSpec, Ctx, Runtime, Strategy, Supervisor, SupervisorSpec};
@@ -29,7 +30,19 @@
 #![deny(missing_docs)]
 
 pub use atoll_actor::*;
+pub use atoll_cluster::{
+    ClusterSendError, ConnectError, GlobalError, Node, NodeConfig, PeerInfo, RemoteNode, RpcError,
+    StartError, builtin,
+};
 pub use atoll_core::{Scope, SplitMix64};
+
+/// Identity, certificates and trust: what a node needs to join a cluster.
+pub mod net {
+    pub use atoll_net::*;
+}
+
+/// Serde, re-exported so message types can derive it without another dependency line.
+pub use serde;
 
 /// The README's code blocks, compiled and run as doc tests so they stay true.
 #[doc = include_str!("../../../README.md")]
