@@ -13,7 +13,8 @@ use atoll_actor::{
 };
 use atoll_core::{NodeId, Pid};
 use atoll_wire::{
-    Control, Data, Hello, ProcessInfoWire, RegistryGossip, RemoteError, Request, Response, decode,
+    Control, Data, DataRef, Hello, ProcessInfoWire, RegistryGossip, RemoteError, Request, Response,
+    decode, decode_ref,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -889,47 +890,53 @@ async fn accept_message_streams(weak: Weak<Inner>, peer: Arc<Peer>) {
 
 async fn message_loop(weak: Weak<Inner>, peer: Arc<Peer>, mut reader: FrameReader) {
     loop {
-        let body = match reader.next().await {
-            Ok(Some(body)) => body,
-            Ok(None) => return,
-            Err(e) => {
-                warn!(peer = %peer.name, "message stream refused: {e}");
-                reader.refuse();
-                return;
-            }
-        };
         let Some(inner) = weak.upgrade() else { return };
-        let data = match decode::<Data>(&body) {
-            Ok(d) => d,
+        let handled = reader
+            .next_with(|body| match decode_ref::<DataRef<'_>>(body) {
+                Ok(data) => {
+                    dispatch(&inner, &peer, data);
+                    Ok(())
+                }
+                Err(e) => Err(e),
+            })
+            .await;
+        drop(inner);
+        match handled {
+            Ok(Some(Ok(()))) => {}
+            Ok(None) => return,
+            Ok(Some(Err(e))) => {
+                warn!(peer = %peer.name, "message stream refused: {e}");
+                reader.refuse();
+                return;
+            }
             Err(e) => {
                 warn!(peer = %peer.name, "message stream refused: {e}");
                 reader.refuse();
                 return;
             }
-        };
-        dispatch(&inner, &peer, data);
+        }
     }
 }
 
-fn dispatch(inner: &Inner, peer: &Peer, data: Data) {
+fn dispatch(inner: &Inner, peer: &Peer, data: DataRef<'_>) {
     match data {
-        Data::Send { to, payload } => {
-            if let Err(e) = inner.rt.deliver_encoded(peer.id, to, &payload) {
+        DataRef::Send { to, payload } => {
+            if let Err(e) = inner.rt.deliver_encoded(peer.id, to, payload) {
                 debug!(peer = %peer.name, "dropped a message: {e}");
             }
         }
-        Data::SendNamed { name, payload } => match inner.rt.whereis(&name) {
+        DataRef::SendNamed { name, payload } => match inner.rt.whereis(name) {
             Some(to) => {
-                if let Err(e) = inner.rt.deliver_encoded(peer.id, to, &payload) {
+                if let Err(e) = inner.rt.deliver_encoded(peer.id, to, payload) {
                     debug!(peer = %peer.name, %name, "dropped a message: {e}");
                 }
             }
             None => debug!(peer = %peer.name, %name, "dropped a message for an unknown name"),
         },
-        Data::Reply { call, payload } => {
-            inner.rt.deliver_reply(call, &payload);
+        DataRef::Reply { call, payload } => {
+            inner.rt.deliver_reply(call, payload);
         }
-        Data::Signal(signal) => {
+        DataRef::Signal(signal) => {
             let (signal, sender) = from_wire(signal);
             if sender.node != peer.id {
                 warn!(peer = %peer.name, %sender, "ignored a signal sent on behalf of another node");

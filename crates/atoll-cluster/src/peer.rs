@@ -205,9 +205,17 @@ impl FrameReader {
 
     /// The next frame body; `None` once the peer finished the stream.
     pub(crate) async fn next(&mut self) -> Result<Option<Vec<u8>>, ReadError> {
+        self.next_with(<[u8]>::to_vec).await
+    }
+
+    /// Hands the next frame body to `f` in place; `None` once the peer finished the stream.
+    pub(crate) async fn next_with<T>(
+        &mut self,
+        mut f: impl FnMut(&[u8]) -> T,
+    ) -> Result<Option<T>, ReadError> {
         loop {
-            if let Some(body) = self.decoder.next_frame()? {
-                return Ok(Some(body));
+            if let Some(out) = self.decoder.next_frame_with(&mut f)? {
+                return Ok(Some(out));
             }
             match self.recv.read_chunk(READ_CHUNK, true).await? {
                 Some(chunk) => self.decoder.push(&chunk.bytes),

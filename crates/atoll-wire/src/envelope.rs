@@ -174,6 +174,40 @@ pub enum Data {
     Signal(Signal),
 }
 
+/// A [`Data`] envelope decoded in place: payloads and names borrow from the frame, so the
+/// receive path copies a message's bytes only once, into the receiving process's type.
+/// Encodes exactly like [`Data`].
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub enum DataRef<'a> {
+    /// See [`Data::Send`].
+    Send {
+        /// The receiving process.
+        to: Pid,
+        /// The encoded message.
+        #[serde(borrow)]
+        payload: &'a [u8],
+    },
+    /// See [`Data::SendNamed`].
+    SendNamed {
+        /// The name.
+        #[serde(borrow)]
+        name: &'a str,
+        /// The encoded message.
+        #[serde(borrow)]
+        payload: &'a [u8],
+    },
+    /// See [`Data::Reply`].
+    Reply {
+        /// The pending call.
+        call: u64,
+        /// The encoded answer.
+        #[serde(borrow)]
+        payload: &'a [u8],
+    },
+    /// See [`Data::Signal`].
+    Signal(Signal),
+}
+
 /// How an exit signal was sent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ExitKind {

@@ -68,6 +68,11 @@ pub fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, DecodeError> {
     postcard::from_bytes(body).map_err(|e| DecodeError(e.to_string()))
 }
 
+/// Decodes an envelope that borrows from the frame body.
+pub fn decode_ref<'a, T: serde::Deserialize<'a>>(body: &'a [u8]) -> Result<T, DecodeError> {
+    postcard::from_bytes(body).map_err(|e| DecodeError(e.to_string()))
+}
+
 /// Splits a byte stream into frame bodies.
 ///
 /// Feed it bytes as they arrive; it yields whole bodies and refuses a frame as soon as its
@@ -105,8 +110,12 @@ impl FrameDecoder {
         self.buf.len() - self.start
     }
 
-    /// The next whole frame body, `None` if more bytes are needed.
-    pub fn next_frame(&mut self) -> Result<Option<Vec<u8>>, FrameError> {
+    /// Hands the next whole frame body to `f` without copying it; `None` if more bytes are
+    /// needed.
+    pub fn next_frame_with<T>(
+        &mut self,
+        f: impl FnOnce(&[u8]) -> T,
+    ) -> Result<Option<T>, FrameError> {
         let pending = &self.buf[self.start..];
         let Some(header) = pending.first_chunk::<HEADER_LEN>() else {
             return Ok(None);
@@ -115,13 +124,18 @@ impl FrameDecoder {
         if pending.len() < HEADER_LEN + body_len {
             return Ok(None);
         }
-        let body = pending[HEADER_LEN..HEADER_LEN + body_len].to_vec();
+        let out = f(&pending[HEADER_LEN..HEADER_LEN + body_len]);
         self.start += HEADER_LEN + body_len;
         if self.start == self.buf.len() {
             self.buf.clear();
             self.start = 0;
         }
-        Ok(Some(body))
+        Ok(Some(out))
+    }
+
+    /// The next whole frame body, `None` if more bytes are needed.
+    pub fn next_frame(&mut self) -> Result<Option<Vec<u8>>, FrameError> {
+        self.next_frame_with(<[u8]>::to_vec)
     }
 }
 

@@ -23,12 +23,12 @@
 mod envelope;
 mod frame;
 
-pub use envelope::{Control, Data};
+pub use envelope::{Control, Data, DataRef};
 pub use envelope::{
     ExitKind, Hello, ProcessInfoWire, RegistryGossip, RemoteError, Request, Response, Signal,
     StatusWire,
 };
 pub use frame::{
     DecodeError, EncodeError, FrameDecoder, FrameError, HEADER_LEN, WIRE_VERSION, decode,
-    encode_frame, parse_header,
+    decode_ref, encode_frame, parse_header,
 };

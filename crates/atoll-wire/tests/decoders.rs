@@ -82,6 +82,20 @@ proptest! {
     }
 
     #[test]
+    fn data_decodes_in_place_as_the_same_envelope(d in data()) {
+        let frame = encode_frame(&d).unwrap();
+        let borrowed: DataRef<'_> = decode_ref(&frame[HEADER_LEN..]).unwrap();
+        let same = match (&d, borrowed) {
+            (Data::Send { to, payload }, DataRef::Send { to: t, payload: p }) => *to == t && payload == p,
+            (Data::SendNamed { name, payload }, DataRef::SendNamed { name: n, payload: p }) => name == n && payload == p,
+            (Data::Reply { call, payload }, DataRef::Reply { call: c, payload: p }) => *call == c && payload == p,
+            (Data::Signal(s), DataRef::Signal(t)) => *s == t,
+            _ => false,
+        };
+        prop_assert!(same);
+    }
+
+    #[test]
     fn control_round_trips_through_frames(c in control()) {
         let frame = encode_frame(&c).unwrap();
         let body = &frame[HEADER_LEN..];
@@ -91,6 +105,7 @@ proptest! {
     #[test]
     fn random_bytes_never_panic_the_decoders(bytes in prop::collection::vec(any::<u8>(), 0..256)) {
         let _ = decode::<Data>(&bytes);
+        let _ = decode_ref::<DataRef<'_>>(&bytes);
         let _ = decode::<Control>(&bytes);
         let mut dec = FrameDecoder::new(128);
         dec.push(&bytes);
