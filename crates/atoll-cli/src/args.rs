@@ -89,9 +89,11 @@ pub struct NodeArgs {
 /// `atoll ca ...`
 #[derive(Debug, Subcommand)]
 pub enum CaCommand {
-    /// Create a cluster CA: DIR/ca.pem (the certificate every node trusts), DIR/ca.key
-    /// (the CA's private key, mode 0600: keep it off the nodes) and an empty
-    /// DIR/revoked.txt. Refuses to overwrite an existing CA.
+    /// Create the cluster CA.
+    ///
+    /// Writes DIR/ca.pem (the certificate every node trusts), DIR/ca.key (the CA's
+    /// private key, mode 0600: keep it off the nodes) and an empty DIR/revoked.txt.
+    /// Refuses to overwrite an existing CA.
     Init {
         /// The CA directory (created if needed).
         #[arg(long, value_name = "DIR", default_value = DEFAULT_CA_DIR)]
@@ -100,9 +102,11 @@ pub enum CaCommand {
         #[arg(long, value_name = "CLUSTER", default_value = "atoll")]
         name: String,
     },
-    /// Issue a node: generate its key and a certificate from the CA in DIR, written to
-    /// OUT/NODE.key (mode 0600) and OUT/NODE.pem. Prints the node id (derived from the
-    /// key) to stdout. When OUT is not DIR, a copy of the certificate is kept as
+    /// Issue a node: generate its key and certificate.
+    ///
+    /// Generates the node's key and a certificate from the CA in DIR, written to
+    /// OUT/NODE.key (mode 0600) and OUT/NODE.pem, and prints the node id (derived from
+    /// the key) to stdout. When OUT is not DIR, a copy of the certificate is kept as
     /// DIR/NODE.pem, so `ca list` and `ca revoke NODE` know the node. Refuses to
     /// overwrite any of these files.
     Issue {
@@ -116,8 +120,11 @@ pub enum CaCommand {
         #[arg(long, value_name = "OUT")]
         out: Option<PathBuf>,
     },
-    /// Revoke a node: append its id to DIR/revoked.txt. Nodes refuse revoked peers on
-    /// every new handshake; running nodes re-read the file within a few seconds.
+    /// Revoke a node.
+    ///
+    /// Appends the node's id to DIR/revoked.txt and prints what it revoked. Nodes
+    /// configured with `tls.revoked` re-read the file within a few seconds and refuse
+    /// the node on every new handshake; connections already up are not closed.
     Revoke {
         /// A node name with a certificate DIR/NODE.pem, or a node id (32 hex digits).
         #[arg(value_name = "NODE")]
@@ -126,8 +133,10 @@ pub enum CaCommand {
         #[arg(long, value_name = "DIR", default_value = DEFAULT_CA_DIR)]
         dir: PathBuf,
     },
-    /// List the node certificates in DIR (name, node id, revoked or not), and revoked
-    /// ids without a certificate there.
+    /// List the issued nodes and whether they are revoked.
+    ///
+    /// Shows every node certificate in DIR (name, node id, `valid` or `revoked`), then
+    /// revoked ids with no certificate there.
     List {
         /// The CA directory.
         #[arg(long, value_name = "DIR", default_value = DEFAULT_CA_DIR)]
@@ -138,9 +147,11 @@ pub enum CaCommand {
 /// `atoll shared ...`
 #[derive(Debug, Subcommand)]
 pub enum SharedCommand {
-    /// Create a shared TLS identity: DIR/shared.pem and DIR/shared.key (mode 0600), to be
-    /// copied to every node. Simpler than a CA, but nodes cannot be revoked one by one.
-    /// Refuses to overwrite.
+    /// Create the shared TLS identity.
+    ///
+    /// Writes DIR/shared.pem and DIR/shared.key (mode 0600), to be copied to every node.
+    /// Simpler than a CA, but the files are the cluster's only credential and nodes
+    /// cannot be revoked one by one. Refuses to overwrite.
     Init {
         /// The directory (created if needed).
         #[arg(long, value_name = "DIR", default_value = DEFAULT_SHARED_DIR)]
@@ -149,8 +160,10 @@ pub enum SharedCommand {
         #[arg(long, value_name = "CLUSTER", default_value = "atoll")]
         name: String,
     },
-    /// Generate a node's own key, DIR/NODE.key (mode 0600): in shared mode it still
-    /// decides the node id. Prints the node id to stdout. Refuses to overwrite.
+    /// Generate a node's own key.
+    ///
+    /// Writes DIR/NODE.key (mode 0600) and prints the node id to stdout: in shared mode
+    /// the node's own key still decides its id. Refuses to overwrite.
     Key {
         /// The node name (letters, digits, `.`, `_`, `-`; it names the file too).
         #[arg(value_name = "NODE")]

@@ -91,14 +91,18 @@ async fn serve(file: NodeFile, loaded: crate::config::Loaded) -> Result<(), Erro
     info!(signal = which, "shutting down");
     tasks.shutdown().await;
     // The grace is for processes; the extra time is for closing connections.
-    let stop = node.shutdown(SHUTDOWN_GRACE);
-    if tokio::time::timeout(SHUTDOWN_GRACE + Duration::from_secs(5), stop)
-        .await
-        .is_err()
-    {
-        warn!("shutdown did not finish in time; exiting anyway");
+    let stop = tokio::time::timeout(
+        SHUTDOWN_GRACE + Duration::from_secs(5),
+        node.shutdown(SHUTDOWN_GRACE),
+    );
+    tokio::select! {
+        done = stop => match done {
+            Ok(()) => info!("stopped"),
+            Err(_) => warn!("shutdown did not finish in time; exiting anyway"),
+        },
+        _ = sigterm.recv() => warn!("second signal: exiting without waiting"),
+        _ = sigint.recv() => warn!("second signal: exiting without waiting"),
     }
-    info!("stopped");
     Ok(())
 }
 
@@ -151,8 +155,12 @@ async fn dial(node: &Node, peer: &str) -> Result<atoll_cluster::RemoteNode, Stri
 /// Re-reads the revocation list when its file changes, so `atoll ca revoke` reaches a
 /// running node. New handshakes consult it; connections already up stay up.
 async fn watch_revocations(list: RevocationList, path: PathBuf) {
-    let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
-    let mut last: Option<SystemTime> = modified(&path);
+    let modified = |p: &Path| {
+        std::fs::metadata(p)
+            .and_then(|m| Ok((m.modified()?, m.len())))
+            .ok()
+    };
+    let mut last: Option<(SystemTime, u64)> = modified(&path);
     loop {
         tokio::time::sleep(REVOKED_CHECK_INTERVAL).await;
         let now = modified(&path);
