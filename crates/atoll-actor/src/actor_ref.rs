@@ -132,6 +132,11 @@ impl<A: Actor> ActorRef<A> {
 }
 
 fn send_remote<M>(r: &RemoteRef<M>, msg: M) -> Result<(), SendError<M>> {
+    // Checked before encoding: encoding parks any reply handle inside the message, which
+    // must stay usable when the message is handed back.
+    if !r.rt.remote_connected(r.pid.node) {
+        return Err(SendError::NoConnection(msg));
+    }
     let payload = match remote::with_codec(&r.rt, r.pid.node, || (r.encode)(&msg)) {
         Ok(p) => p,
         Err(e) => return Err(SendError::Unencodable(msg, e)),

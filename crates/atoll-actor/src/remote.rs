@@ -113,6 +113,8 @@ pub trait Remote: Send + Sync + 'static {
     fn reply(&self, node: NodeId, call: u64, payload: Vec<u8>) -> Result<(), NoConnection>;
     /// Sends a signal to its target's node.
     fn signal(&self, signal: RemoteSignal) -> Result<(), NoConnection>;
+    /// True while `node` is connected.
+    fn is_connected(&self, node: NodeId) -> bool;
 }
 
 /// Turns a message that came over the network back into a process's message type.

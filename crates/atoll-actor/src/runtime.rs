@@ -588,6 +588,10 @@ impl Runtime {
         })
     }
 
+    pub(crate) fn remote_connected(&self, node: NodeId) -> bool {
+        self.remote().is_some_and(|r| r.is_connected(node))
+    }
+
     pub(crate) fn remote_send(&self, to: Pid, payload: Vec<u8>) -> Result<(), NoConnection> {
         self.remote().ok_or(NoConnection)?.send(to, payload)
     }

@@ -580,16 +580,12 @@ async fn nodes_connect_serve_echo_and_a_killed_node_breaks_monitors() {
     })
     .await;
     assert!(!remote.is_connected());
-    // The send fails at once with NoConnection. (The forwarded call itself then ends in
-    // a timeout rather than NoReply: encoding the message parks its reply handle before
-    // the send finds no connection, and nothing unparks it. Not this crate's to fix.)
+    // The send fails at once with NoConnection; the message comes back with the reply
+    // handle still usable, and dropping it ends the forwarded call with NoReply.
     let forwarded = watcher
-        .call(
-            |r| WatcherMsg::Forward(echo.clone(), 8, r),
-            Duration::from_millis(500),
-        )
+        .call(|r| WatcherMsg::Forward(echo.clone(), 8, r), DEADLINE)
         .await;
-    assert!(forwarded.is_err(), "{forwarded:?}");
+    assert_eq!(forwarded, Err(CallError::NoReply));
     assert_eq!(sends.recv().await, Some("no connection"));
     assert_eq!(
         echo.call(|r| EchoMsg::Ping(9, r), DEADLINE).await,

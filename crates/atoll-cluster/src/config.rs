@@ -126,7 +126,13 @@ impl NodeConfig {
             listen,
             identity,
             tls,
-            transport: TransportSettings::default(),
+            // A dead peer is noticed within the idle timeout; keep-alives keep quiet
+            // connections from reaching it.
+            transport: TransportSettings {
+                keep_alive_interval: Some(Duration::from_secs(2)),
+                max_idle_timeout: Duration::from_secs(10),
+                ..TransportSettings::default()
+            },
             max_frame_len: 8 << 20,
             message_streams: 4,
             reconnect_initial: Duration::from_millis(100),

@@ -705,7 +705,7 @@ async fn accept_loop(weak: Weak<Inner>, endpoint: quinn::Endpoint) {
                 let conn = incoming
                     .await
                     .map_err(|e| ConnectError::Connection(e.to_string()))?;
-                establish(&inner, conn, false).await
+                establish(&inner, conn, None).await
             };
             match tokio::time::timeout(inner.connect_timeout, attempt).await {
                 Ok(Ok(_)) => {}
@@ -723,19 +723,21 @@ async fn dial(inner: &Arc<Inner>, addr: SocketAddr) -> Result<Arc<Peer>, Connect
         let conn = connecting
             .await
             .map_err(|e| ConnectError::Connection(e.to_string()))?;
-        establish(inner, conn, true).await
+        establish(inner, conn, Some(addr)).await
     };
     tokio::time::timeout(inner.connect_timeout, attempt)
         .await
         .map_err(|_| ConnectError::Timeout)?
 }
 
-/// Exchanges introductions on a new connection and makes it a peer.
+/// Exchanges introductions on a new connection (`dialed_addr` is the address this node
+/// dialed, if it opened the connection) and makes it a peer.
 async fn establish(
     inner: &Arc<Inner>,
     conn: quinn::Connection,
-    dialed: bool,
+    dialed_addr: Option<SocketAddr>,
 ) -> Result<Arc<Peer>, ConnectError> {
+    let dialed = dialed_addr.is_some();
     let io = |e: &dyn std::fmt::Display| ConnectError::Handshake(e.to_string());
     let (mut send, recv) = if dialed {
         conn.open_bi().await.map_err(|e| io(&e))?
@@ -765,7 +767,14 @@ async fn establish(
         streams.push(conn.open_uni().await.map_err(|e| io(&e))?);
     }
     let dialer = if dialed { inner.id } else { hello.node_id };
-    let peer = Arc::new(Peer::new(&hello, conn.clone(), dialer, send, streams));
+    let peer = Arc::new(Peer::new(
+        &hello,
+        conn.clone(),
+        dialer,
+        dialed_addr,
+        send,
+        streams,
+    ));
     let peer = adopt(inner, peer);
     if peer.conn.stable_id() == conn.stable_id() {
         start_peer_tasks(inner, &peer, reader);
@@ -966,17 +975,22 @@ async fn watch_connection(weak: Weak<Inner>, peer: Arc<Peer>) {
     if inner.closing.load(Ordering::SeqCst) {
         return;
     }
-    let addr = peer
+    // Reconnect to the address this node dialed, or to the one the peer advertised, if this
+    // node asked to stay connected to it.
+    let advertised = peer
         .listen
         .as_deref()
         .and_then(|a| a.parse::<SocketAddr>().ok());
-    let wanted = addr.filter(|a| {
-        inner
-            .wanted
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .contains(a)
-    });
+    let wanted = [peer.dialed_addr, advertised]
+        .into_iter()
+        .flatten()
+        .find(|a| {
+            inner
+                .wanted
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .contains(a)
+        });
     if let Some(addr) = wanted {
         tokio::spawn(reconnect(weak, addr));
     }
@@ -1023,6 +1037,10 @@ impl Remote for Link {
         self.peer(node)?
             .send_data(call, &Data::Reply { call, payload })
             .map_err(|_| NoConnection)
+    }
+
+    fn is_connected(&self, node: NodeId) -> bool {
+        self.peer(node).is_ok()
     }
 
     fn signal(&self, signal: RemoteSignal) -> Result<(), NoConnection> {

@@ -23,6 +23,8 @@ pub(crate) struct Peer {
     /// The node that opened the connection: decides which of two simultaneous connections
     /// survives.
     pub(crate) dialer: NodeId,
+    /// The address this node dialed, if it opened the connection.
+    pub(crate) dialed_addr: Option<std::net::SocketAddr>,
     control: Arc<Outbox>,
     streams: Vec<Arc<Outbox>>,
     pub(crate) requests: Mutex<HashMap<u64, oneshot::Sender<Response>>>,
@@ -37,6 +39,7 @@ impl Peer {
         hello: &atoll_wire::Hello,
         conn: quinn::Connection,
         dialer: NodeId,
+        dialed_addr: Option<std::net::SocketAddr>,
         control: SendStream,
         streams: Vec<SendStream>,
     ) -> Self {
@@ -47,6 +50,7 @@ impl Peer {
             listen: hello.listen.clone(),
             conn,
             dialer,
+            dialed_addr,
             control: Outbox::new(control),
             streams: streams.into_iter().map(Outbox::new).collect(),
             requests: Mutex::default(),
