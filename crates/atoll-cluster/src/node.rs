@@ -26,6 +26,33 @@ use crate::convert::{from_wire, process_to_wire, to_wire};
 use crate::error::{ClusterSendError, ConnectError, GlobalError, RpcError, StartError};
 use crate::peer::{FrameReader, Peer};
 
+/// Node ids are already uniformly random (a hash of a public key): their first eight bytes
+/// serve as the hash, which keeps the peer lookup on every remote send cheap.
+#[derive(Default, Clone, Copy)]
+struct NodeIdHash;
+
+impl std::hash::BuildHasher for NodeIdHash {
+    type Hasher = NodeIdHasher;
+    fn build_hasher(&self) -> NodeIdHasher {
+        NodeIdHasher(0)
+    }
+}
+
+struct NodeIdHasher(u64);
+
+impl std::hash::Hasher for NodeIdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.0 = self.0.rotate_left(5) ^ u64::from_le_bytes(word);
+        }
+    }
+}
+
 /// Builds a process from arguments sent by another node; returns its pid.
 type Factory = Arc<dyn Fn(&Runtime, NodeId, &[u8]) -> Result<Pid, RemoteError> + Send + Sync>;
 
@@ -53,7 +80,7 @@ struct Inner {
     reconnect: (Duration, Duration),
     connect_timeout: Duration,
     request_timeout: Duration,
-    peers: RwLock<HashMap<NodeId, Arc<Peer>>>,
+    peers: RwLock<HashMap<NodeId, Arc<Peer>, NodeIdHash>>,
     /// Addresses this node keeps connections to, reconnecting when they drop.
     wanted: Mutex<HashSet<SocketAddr>>,
     globals: RwLock<HashMap<String, Pid>>,
