@@ -95,6 +95,20 @@ pub enum RpcError {
     Remote(#[from] RemoteError),
 }
 
+/// A datagram that was not sent.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DatagramError {
+    /// No connected node has that id.
+    #[error("unknown node {0}")]
+    UnknownNode(String),
+    /// Larger than the connection's current datagram size.
+    #[error("datagram larger than the connection carries")]
+    TooLarge,
+    /// The connection does not carry datagrams now.
+    #[error("datagrams unavailable: {0}")]
+    Unavailable(String),
+}
+
 /// A global registration that was refused; nothing was registered.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum GlobalError {

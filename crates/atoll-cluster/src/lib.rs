@@ -20,5 +20,5 @@ mod node;
 mod peer;
 
 pub use config::{NodeConfig, TlsIdentity};
-pub use error::{ClusterSendError, ConnectError, GlobalError, RpcError, StartError};
+pub use error::{ClusterSendError, ConnectError, DatagramError, GlobalError, RpcError, StartError};
 pub use node::{Node, PeerInfo, RemoteNode};

@@ -23,7 +23,9 @@ use tracing::{debug, info, warn};
 
 use crate::config::NodeConfig;
 use crate::convert::{from_wire, process_to_wire, to_wire};
-use crate::error::{ClusterSendError, ConnectError, GlobalError, RpcError, StartError};
+use crate::error::{
+    ClusterSendError, ConnectError, DatagramError, GlobalError, RpcError, StartError,
+};
 use crate::peer::{FrameReader, Peer};
 
 /// Node ids are already uniformly random (a hash of a public key): their first eight bytes
@@ -87,6 +89,8 @@ struct Inner {
     spawnables: RwLock<HashMap<String, Factory>>,
     next_request: AtomicU64,
     closing: AtomicBool,
+    /// Where datagrams from peers go, once someone asked for them.
+    datagrams: Mutex<Option<tokio::sync::mpsc::Sender<(NodeId, bytes::Bytes)>>>,
 }
 
 /// A connected peer, as seen from this node.
@@ -162,6 +166,7 @@ impl Node {
             spawnables: RwLock::default(),
             next_request: AtomicU64::new(1),
             closing: AtomicBool::new(false),
+            datagrams: Mutex::default(),
         });
         rt.set_remote(Arc::new(Link(Arc::downgrade(&inner))));
         tokio::spawn(accept_loop(Arc::downgrade(&inner), inner.endpoint.clone()));
@@ -427,6 +432,40 @@ impl Node {
             Response::Error(e) => Err(RpcError::Remote(e)),
             Response::Spawned(_) => Err(RpcError::ConnectionLost),
         }
+    }
+
+    /// Sends an unreliable, unordered QUIC datagram to a connected peer (for protocols such
+    /// as membership gossip that must not wait behind streams). It must fit
+    /// [`Node::max_datagram_size`].
+    pub fn send_datagram(&self, node: NodeId, payload: bytes::Bytes) -> Result<(), DatagramError> {
+        let peer = self
+            .inner
+            .peer(node)
+            .ok_or_else(|| DatagramError::UnknownNode(node.to_string()))?;
+        peer.conn.send_datagram(payload).map_err(|e| match e {
+            quinn::SendDatagramError::TooLarge => DatagramError::TooLarge,
+            other => DatagramError::Unavailable(other.to_string()),
+        })
+    }
+
+    /// The largest datagram the connection to `node` carries now (it varies with the path).
+    pub fn max_datagram_size(&self, node: NodeId) -> Option<usize> {
+        self.inner.peer(node)?.conn.max_datagram_size()
+    }
+
+    /// Datagrams from peers, as (sender, payload), from now on; replaces an earlier receiver.
+    /// Up to `capacity` wait unread; more are dropped.
+    pub fn datagrams(
+        &self,
+        capacity: usize,
+    ) -> tokio::sync::mpsc::Receiver<(NodeId, bytes::Bytes)> {
+        let (tx, rx) = tokio::sync::mpsc::channel(capacity.max(1));
+        *self
+            .inner
+            .datagrams
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(tx);
+        rx
     }
 
     /// Stops the node: closes every connection (peers see this node go) and shuts the
@@ -854,6 +893,22 @@ fn start_peer_tasks(inner: &Arc<Inner>, peer: &Arc<Peer>, control: FrameReader) 
     tokio::spawn(control_loop(Arc::downgrade(inner), peer.clone(), control));
     tokio::spawn(accept_message_streams(Arc::downgrade(inner), peer.clone()));
     tokio::spawn(watch_connection(Arc::downgrade(inner), peer.clone()));
+    tokio::spawn(datagram_loop(Arc::downgrade(inner), peer.clone()));
+}
+
+async fn datagram_loop(weak: Weak<Inner>, peer: Arc<Peer>) {
+    while let Ok(datagram) = peer.conn.read_datagram().await {
+        let Some(inner) = weak.upgrade() else { return };
+        let sink = inner
+            .datagrams
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        // Datagrams are unreliable by nature: with no reader, or a full queue, drop them.
+        if let Some(sink) = sink {
+            let _ = sink.try_send((peer.id, datagram));
+        }
+    }
 }
 
 async fn control_loop(weak: Weak<Inner>, peer: Arc<Peer>, mut reader: FrameReader) {

@@ -269,3 +269,33 @@ async fn links_and_monitors_cross_nodes_and_break_with_noconnection() {
         Err(CallError::NoConnection)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn datagrams_reach_the_peer_and_oversized_ones_are_refused() {
+    init_logs();
+    let cluster = Cluster::new();
+    let (a, b) = (cluster.node("a"), cluster.node("b"));
+    let mut inbox = b.datagrams(16);
+    a.connect(b.local_addr()).await.unwrap();
+    let max = a.max_datagram_size(b.id()).expect("datagrams on");
+    assert!(max > 1000, "{max}");
+    // Datagrams may be lost: send until one arrives.
+    let got = tokio::time::timeout(DEADLINE, async {
+        loop {
+            a.send_datagram(b.id(), bytes::Bytes::from_static(b"ping"))
+                .unwrap();
+            if let Ok(Some(d)) =
+                tokio::time::timeout(std::time::Duration::from_millis(50), inbox.recv()).await
+            {
+                return d;
+            }
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(got, (a.id(), bytes::Bytes::from_static(b"ping")));
+    assert_eq!(
+        a.send_datagram(b.id(), bytes::Bytes::from(vec![0u8; 64 * 1024])),
+        Err(atoll_cluster::DatagramError::TooLarge)
+    );
+}
