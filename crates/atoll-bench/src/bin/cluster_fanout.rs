@@ -264,10 +264,10 @@ async fn hub(args: &Args) -> ExitCode {
     let mut names: Vec<String> = (0..args.workers).map(|i| format!("worker{i}")).collect();
     names.push("hub".into());
     make_material(&dir, &names);
-    let (samples, saturate) = if args.quick {
-        (2_000, Duration::from_secs(2))
+    let (samples, saturate, rounds) = if args.quick {
+        (2_000, Duration::from_secs(2), 3)
     } else {
-        (20_000, Duration::from_secs(5))
+        (20_000, Duration::from_secs(4), 5)
     };
     println!(
         "cluster_fanout: {} workers, {} senders, {} runtime thread(s) per process, {}-byte payload, {}",
@@ -279,18 +279,34 @@ async fn hub(args: &Args) -> ExitCode {
     );
 
     let runs = |system: &str| args.only.as_deref().is_none_or(|o| o == system);
-    let mut results = Vec::new();
-    if runs("raw_quinn") {
-        let workers = start_workers("raw", &dir, args.workers, args.threads);
-        let r = raw_quinn(&dir, &workers.addrs, args.senders, samples, saturate).await;
-        report("raw_quinn", r, args.threads);
-        results.push(("raw_quinn", r));
+    // The systems take turns, round after round, and each figure is the median over the
+    // rounds: a shared machine's noise then hits both alike.
+    let mut raw_rounds = Vec::new();
+    let mut atoll_rounds = Vec::new();
+    for round in 1..=rounds {
+        if runs("raw_quinn") {
+            let workers = start_workers("raw", &dir, args.workers, args.threads);
+            let r = raw_quinn(&dir, &workers.addrs, args.senders, samples, saturate).await;
+            report(&format!("raw_quinn #{round}"), r, args.threads);
+            raw_rounds.push(r);
+        }
+        if runs("atoll") {
+            let workers = start_workers("atoll", &dir, args.workers, args.threads);
+            let r = atoll_system(&dir, &workers.addrs, args.senders, samples, saturate).await;
+            report(&format!("atoll #{round}"), r, args.threads);
+            atoll_rounds.push(r);
+        }
     }
-    if runs("atoll") {
-        let workers = start_workers("atoll", &dir, args.workers, args.threads);
-        let r = atoll_system(&dir, &workers.addrs, args.senders, samples, saturate).await;
-        report("atoll", r, args.threads);
-        results.insert(0, ("atoll", r));
+    let mut results = Vec::new();
+    if !atoll_rounds.is_empty() {
+        results.push(("atoll", median(&atoll_rounds)));
+    }
+    if !raw_rounds.is_empty() {
+        results.push(("raw_quinn", median(&raw_rounds)));
+    }
+    println!("medians over {rounds} round(s):");
+    for (system, r) in &results {
+        report(system, *r, args.threads);
     }
     if let [("atoll", atoll), ("raw_quinn", raw)] = results.as_slice() {
         println!(
@@ -310,9 +326,23 @@ async fn hub(args: &Args) -> ExitCode {
     ExitCode::SUCCESS
 }
 
+/// Each figure's median over the rounds.
+fn median(rounds: &[Result3]) -> Result3 {
+    let pick = |f: fn(&Result3) -> f64| {
+        let mut v: Vec<f64> = rounds.iter().map(f).collect();
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    Result3 {
+        p50_us: pick(|r| r.p50_us),
+        p99_us: pick(|r| r.p99_us),
+        msgs_per_s: pick(|r| r.msgs_per_s),
+    }
+}
+
 fn report(system: &str, r: Result3, threads: usize) {
     println!(
-        "{system:<10} unloaded rtt p50 {:>7.1} us  p99 {:>7.1} us   saturated {:>10.0} msgs/s   ({threads} thread(s))",
+        "{system:<13} unloaded rtt p50 {:>7.1} us  p99 {:>7.1} us   saturated {:>10.0} msgs/s   ({threads} thread(s))",
         r.p50_us, r.p99_us, r.msgs_per_s
     );
     let _ = std::io::stdout().flush();
