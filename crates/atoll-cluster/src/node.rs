@@ -488,7 +488,10 @@ impl Node {
         }
         drop(peers);
         self.inner.rt.shutdown(grace).await;
-        self.inner.endpoint.wait_idle().await;
+        // Give the close frames a moment to leave; a peer that is already gone would
+        // otherwise hold this up for the whole draining period.
+        let _ =
+            tokio::time::timeout(Duration::from_millis(200), self.inner.endpoint.wait_idle()).await;
     }
 }
 
@@ -596,6 +599,17 @@ impl Inner {
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .get(&id)
+            .cloned()
+    }
+
+    /// The peer this node dialed at `addr`, or that listens there.
+    fn peer_at(&self, addr: SocketAddr) -> Option<Arc<Peer>> {
+        let listen = addr.to_string();
+        self.peers
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .find(|p| p.dialed_addr == Some(addr) || p.listen.as_deref() == Some(&listen))
             .cloned()
     }
 
@@ -771,7 +785,12 @@ async fn accept_loop(weak: Weak<Inner>, endpoint: quinn::Endpoint) {
                 let conn = incoming
                     .await
                     .map_err(|e| ConnectError::Connection(e.to_string()))?;
-                establish(&inner, conn, None).await
+                establish(&inner, conn, None).await.map_err(|e| match e {
+                    EstablishError::Refused(e) => e,
+                    EstablishError::Superseded(_) => {
+                        ConnectError::Handshake("superseded by a simultaneous connection".into())
+                    }
+                })
             };
             match tokio::time::timeout(inner.connect_timeout, attempt).await {
                 Ok(Ok(_)) => {}
@@ -789,12 +808,39 @@ async fn dial(inner: &Arc<Inner>, addr: SocketAddr) -> Result<Arc<Peer>, Connect
         let conn = connecting
             .await
             .map_err(|e| ConnectError::Connection(e.to_string()))?;
-        establish(inner, conn, Some(addr)).await
+        match establish(inner, conn, Some(addr)).await {
+            Ok(peer) => Ok(peer),
+            // Both sides dialed at once and the peer kept the other connection: it is being
+            // set up on this side too; wait for it.
+            Err(EstablishError::Superseded(id)) => loop {
+                let found = match id {
+                    Some(id) => inner.peer(id),
+                    None => inner.peer_at(addr),
+                };
+                if let Some(peer) = found {
+                    break Ok(peer);
+                }
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            },
+            Err(EstablishError::Refused(e)) => Err(e),
+        }
     };
     tokio::time::timeout(inner.connect_timeout, attempt)
         .await
         .map_err(|_| ConnectError::Timeout)?
 }
+
+/// Why a connection did not become a peer.
+enum EstablishError {
+    /// Refused or failed.
+    Refused(ConnectError),
+    /// The peer dropped it in favour of a simultaneous connection the other way (whose
+    /// peer id is given if the introductions got that far).
+    Superseded(Option<NodeId>),
+}
+
+/// Closed by the other side as a duplicate of a simultaneous connection.
+const DUPLICATE: u32 = 2;
 
 /// Exchanges introductions on a new connection (`dialed_addr` is the address this node
 /// dialed, if it opened the connection) and makes it a peer.
@@ -802,37 +848,31 @@ async fn establish(
     inner: &Arc<Inner>,
     conn: quinn::Connection,
     dialed_addr: Option<SocketAddr>,
-) -> Result<Arc<Peer>, ConnectError> {
-    let dialed = dialed_addr.is_some();
-    let io = |e: &dyn std::fmt::Display| ConnectError::Handshake(e.to_string());
-    let (mut send, recv) = if dialed {
-        conn.open_bi().await.map_err(|e| io(&e))?
-    } else {
-        conn.accept_bi().await.map_err(|e| io(&e))?
+) -> Result<Arc<Peer>, EstablishError> {
+    let fail = |e: ConnectError, id: Option<NodeId>| match conn.close_reason() {
+        Some(quinn::ConnectionError::ApplicationClosed(c))
+            if c.error_code == quinn::VarInt::from_u32(DUPLICATE) =>
+        {
+            EstablishError::Superseded(id)
+        }
+        _ => EstablishError::Refused(e),
     };
-    let mut reader = FrameReader::new(recv, inner.max_frame_len);
-    let mine =
-        atoll_wire::encode_frame(&Control::Hello(inner.hello(&conn)?)).map_err(|e| io(&e))?;
-    // The dialer speaks first: a QUIC stream reaches the other side with its first bytes.
-    if dialed {
-        send.write_all(&mine).await.map_err(|e| io(&e))?;
-    }
-    let hello = match reader.next().await.map_err(|e| io(&e))? {
-        Some(body) => match decode::<Control>(&body).map_err(|e| io(&e))? {
-            Control::Hello(h) => h,
-            _ => return Err(ConnectError::Handshake("expected an introduction".into())),
-        },
-        None => return Err(ConnectError::Handshake("stream closed".into())),
-    };
-    inner.check_hello(&hello, &conn)?;
-    if !dialed {
-        send.write_all(&mine).await.map_err(|e| io(&e))?;
-    }
+    let (hello, send, reader) = introduce(inner, &conn, dialed_addr.is_some())
+        .await
+        .map_err(|e| fail(e, None))?;
     let mut streams = Vec::with_capacity(inner.message_streams);
     for _ in 0..inner.message_streams {
-        streams.push(conn.open_uni().await.map_err(|e| io(&e))?);
+        let stream = conn
+            .open_uni()
+            .await
+            .map_err(|e| fail(ConnectError::Handshake(e.to_string()), Some(hello.node_id)))?;
+        streams.push(stream);
     }
-    let dialer = if dialed { inner.id } else { hello.node_id };
+    let dialer = if dialed_addr.is_some() {
+        inner.id
+    } else {
+        hello.node_id
+    };
     let peer = Arc::new(Peer::new(
         &hello,
         conn.clone(),
@@ -851,6 +891,38 @@ async fn establish(
     Ok(peer)
 }
 
+/// The introductions: the dialer speaks first, each side checks the other's proof.
+async fn introduce(
+    inner: &Inner,
+    conn: &quinn::Connection,
+    dialed: bool,
+) -> Result<(Hello, quinn::SendStream, FrameReader), ConnectError> {
+    let io = |e: &dyn std::fmt::Display| ConnectError::Handshake(e.to_string());
+    let (mut send, recv) = if dialed {
+        conn.open_bi().await.map_err(|e| io(&e))?
+    } else {
+        conn.accept_bi().await.map_err(|e| io(&e))?
+    };
+    let mut reader = FrameReader::new(recv, inner.max_frame_len);
+    let mine = atoll_wire::encode_frame(&Control::Hello(inner.hello(conn)?)).map_err(|e| io(&e))?;
+    // The dialer speaks first: a QUIC stream reaches the other side with its first bytes.
+    if dialed {
+        send.write_all(&mine).await.map_err(|e| io(&e))?;
+    }
+    let hello = match reader.next().await.map_err(|e| io(&e))? {
+        Some(body) => match decode::<Control>(&body).map_err(|e| io(&e))? {
+            Control::Hello(h) => h,
+            _ => return Err(ConnectError::Handshake("expected an introduction".into())),
+        },
+        None => return Err(ConnectError::Handshake("stream closed".into())),
+    };
+    inner.check_hello(&hello, conn)?;
+    if !dialed {
+        send.write_all(&mine).await.map_err(|e| io(&e))?;
+    }
+    Ok((hello, send, reader))
+}
+
 /// Registers a freshly introduced peer, resolving a duplicate: of two live connections
 /// between the same pair, the one dialed by the smaller node id survives; a connection from
 /// a new incarnation replaces the old one.
@@ -863,14 +935,22 @@ fn adopt(inner: &Arc<Inner>, peer: Arc<Peer>) -> Arc<Peer> {
             let keep_new = peer.dialer == peer.id.min(inner.id) && existing.dialer != peer.dialer;
             if !keep_new {
                 peer.conn
-                    .close(quinn::VarInt::from_u32(2), b"duplicate connection");
+                    .close(quinn::VarInt::from_u32(DUPLICATE), b"duplicate connection");
                 return existing;
             }
         }
         peers.insert(peer.id, peer.clone());
         drop(peers);
-        existing.conn.close(quinn::VarInt::from_u32(2), b"replaced");
-        forget_peer(inner, &existing);
+        existing
+            .conn
+            .close(quinn::VarInt::from_u32(DUPLICATE), b"replaced");
+        if alive && same_incarnation {
+            // The same peer over the other of two simultaneous connections: its processes
+            // are as alive as before, so links and monitors stand.
+            existing.fail_requests();
+        } else {
+            forget_peer(inner, &existing);
+        }
         return peer;
     }
     peers.insert(peer.id, peer.clone());

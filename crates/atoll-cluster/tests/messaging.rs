@@ -299,3 +299,39 @@ async fn datagrams_reach_the_peer_and_oversized_ones_are_refused() {
         Err(atoll_cluster::DatagramError::TooLarge)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn simultaneous_connects_leave_one_connection_that_carries_both_ways() {
+    init_logs();
+    let cluster = Cluster::new();
+    for _ in 0..5 {
+        let (a, b) = (cluster.node("a"), cluster.node("b"));
+        let (ab, ba) = tokio::join!(a.connect(b.local_addr()), b.connect(a.local_addr()));
+        let (ab, ba) = (ab.unwrap(), ba.unwrap());
+        assert_eq!((ab.id(), ba.id()), (b.id(), a.id()));
+        eventually("one peer each", || {
+            a.peers().len() == 1 && b.peers().len() == 1
+        })
+        .await;
+        let (pa, mut seen_a) = probe(&a);
+        let (pb, mut seen_b) = probe(&b);
+        b.actor_ref::<Probe>(pa.pid())
+            .unwrap()
+            .send(ProbeMsg::Text("to a".into()))
+            .unwrap();
+        a.actor_ref::<Probe>(pb.pid())
+            .unwrap()
+            .send(ProbeMsg::Text("to b".into()))
+            .unwrap();
+        assert_eq!(
+            next(&mut seen_a, "a's message").await,
+            Seen::Text("to a".into())
+        );
+        assert_eq!(
+            next(&mut seen_b, "b's message").await,
+            Seen::Text("to b".into())
+        );
+        a.shutdown(std::time::Duration::from_secs(1)).await;
+        b.shutdown(std::time::Duration::from_secs(1)).await;
+    }
+}
