@@ -89,6 +89,14 @@ struct Inner {
     spawnables: RwLock<HashMap<String, Factory>>,
     next_request: AtomicU64,
     closing: AtomicBool,
+    /// Where each node that was connected can be reached again, and whether its last
+    /// connection was lost (then sends fail fast until a reconnection succeeds); a send to a
+    /// known node that is not down opens a connection on demand.
+    known: Mutex<HashMap<NodeId, (SocketAddr, bool)>>,
+    /// Envelopes waiting for a connection being opened on demand.
+    backlogs: Mutex<HashMap<NodeId, Backlog>>,
+    /// How many backlogs exist (read without the lock on every send).
+    backlog_count: std::sync::atomic::AtomicUsize,
     /// Where datagrams from peers go, once someone asked for them.
     datagrams: Mutex<Option<tokio::sync::mpsc::Sender<(NodeId, bytes::Bytes)>>>,
 }
@@ -167,6 +175,9 @@ impl Node {
             next_request: AtomicU64::new(1),
             closing: AtomicBool::new(false),
             datagrams: Mutex::default(),
+            known: Mutex::default(),
+            backlogs: Mutex::default(),
+            backlog_count: std::sync::atomic::AtomicUsize::new(0),
         });
         rt.set_remote(Arc::new(Link(Arc::downgrade(&inner))));
         tokio::spawn(accept_loop(Arc::downgrade(&inner), inner.endpoint.clone()));
@@ -218,6 +229,28 @@ impl Node {
             name: peer.name.clone(),
             creation: peer.creation,
         }
+    }
+
+    /// Closes the connection to `node` and stops keeping it up. Links and monitors across
+    /// it break with `NoConnection`; a later send to the node opens a new connection on
+    /// demand.
+    pub fn disconnect(&self, node: NodeId) -> bool {
+        let Some(peer) = self.inner.peer(node) else {
+            return false;
+        };
+        let mut wanted = self.inner.wanted.lock().unwrap_or_else(|e| e.into_inner());
+        for addr in [
+            peer.dialed_addr,
+            peer.listen.as_deref().and_then(|a| a.parse().ok()),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            wanted.remove(&addr);
+        }
+        drop(wanted);
+        peer.conn.close(quinn::VarInt::from_u32(0), b"disconnect");
+        true
     }
 
     /// The connected peers.
@@ -602,6 +635,30 @@ impl Inner {
             .cloned()
     }
 
+    /// The address to open a connection to `node` on demand, unless it is known to be down.
+    fn known_address(&self, node: NodeId) -> Option<SocketAddr> {
+        match self
+            .known
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&node)
+        {
+            Some(&(addr, false)) => Some(addr),
+            _ => None,
+        }
+    }
+
+    fn mark_down(&self, node: NodeId, down: bool) {
+        if let Some(entry) = self
+            .known
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_mut(&node)
+        {
+            entry.1 = down;
+        }
+    }
+
     /// The peer this node dialed at `addr`, or that listens there.
     fn peer_at(&self, addr: SocketAddr) -> Option<Arc<Peer>> {
         let listen = addr.to_string();
@@ -927,6 +984,16 @@ async fn introduce(
 /// between the same pair, the one dialed by the smaller node id survives; a connection from
 /// a new incarnation replaces the old one.
 fn adopt(inner: &Arc<Inner>, peer: Arc<Peer>) -> Arc<Peer> {
+    let address = peer
+        .dialed_addr
+        .or_else(|| peer.listen.as_deref().and_then(|a| a.parse().ok()));
+    if let Some(addr) = address {
+        inner
+            .known
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(peer.id, (addr, false));
+    }
     let mut peers = inner.peers.write().unwrap_or_else(|e| e.into_inner());
     if let Some(existing) = peers.get(&peer.id).cloned() {
         let alive = existing.conn.close_reason().is_none();
@@ -1133,6 +1200,12 @@ async fn watch_connection(weak: Weak<Inner>, peer: Arc<Peer>) {
         return;
     }
     info!(node = %inner.name, peer = %peer.name, "peer disconnected: {reason}");
+    // A connection this node closed on purpose can be reopened on demand; a lost one
+    // makes sends fail fast until a reconnection succeeds.
+    inner.mark_down(
+        peer.id,
+        !matches!(reason, quinn::ConnectionError::LocallyClosed),
+    );
     forget_peer(&inner, &peer);
     if inner.closing.load(Ordering::SeqCst) {
         return;
@@ -1180,35 +1253,141 @@ async fn reconnect(weak: Weak<Inner>, addr: SocketAddr) {
 struct Link(Weak<Inner>);
 
 impl Link {
-    fn peer(&self, node: NodeId) -> Result<Arc<Peer>, NoConnection> {
-        self.0
-            .upgrade()
-            .and_then(|i| i.peer(node))
-            .ok_or(NoConnection)
+    /// Sends a data envelope to `node`: over its connection, or, if the node was connected
+    /// before and its address is known, into a backlog that a fresh connection (opened now,
+    /// lazily) drains in order.
+    fn route(
+        &self,
+        node: NodeId,
+        key: u64,
+        data: &Data,
+        signal: Option<RemoteSignal>,
+    ) -> Result<(), NoConnection> {
+        let inner = self.0.upgrade().ok_or(NoConnection)?;
+        // The common case, a connected node and no backlog anywhere, takes no lock here.
+        if inner.backlog_count.load(Ordering::Acquire) == 0
+            && let Some(peer) = inner.peer(node)
+        {
+            return peer.send_data(key, data).map_err(|_| NoConnection);
+        }
+        let mut backlogs = inner.backlogs.lock().unwrap_or_else(|e| e.into_inner());
+        // While a backlog drains, later envelopes join it, so none overtakes another.
+        if let Some(backlog) = backlogs.get_mut(&node) {
+            return backlog.push(key, data, signal);
+        }
+        if let Some(peer) = inner.peer(node) {
+            drop(backlogs);
+            return peer.send_data(key, data).map_err(|_| NoConnection);
+        }
+        let addr = inner.known_address(node).ok_or(NoConnection)?;
+        let mut backlog = Backlog::default();
+        backlog.push(key, data, signal)?;
+        backlogs.insert(node, backlog);
+        inner.backlog_count.fetch_add(1, Ordering::AcqRel);
+        drop(backlogs);
+        tokio::spawn(connect_lazily(Arc::downgrade(&inner), node, addr));
+        Ok(())
     }
+}
+
+/// Envelopes waiting for a lazily opened connection.
+#[derive(Default)]
+struct Backlog {
+    frames: Vec<(u64, Vec<u8>)>,
+    /// Links and monitors among them, answered locally with `NoConnection` if the
+    /// connection cannot be opened.
+    signals: Vec<RemoteSignal>,
+}
+
+/// The most envelopes held for a node while its connection opens.
+const BACKLOG_LIMIT: usize = 4096;
+
+impl Backlog {
+    fn push(
+        &mut self,
+        key: u64,
+        data: &Data,
+        signal: Option<RemoteSignal>,
+    ) -> Result<(), NoConnection> {
+        if self.frames.len() >= BACKLOG_LIMIT {
+            return Err(NoConnection);
+        }
+        let frame = atoll_wire::encode_frame(data).map_err(|_| NoConnection)?;
+        self.frames.push((key, frame));
+        self.signals.extend(signal);
+        Ok(())
+    }
+}
+
+async fn connect_lazily(weak: Weak<Inner>, node: NodeId, addr: SocketAddr) {
+    let Some(inner) = weak.upgrade() else { return };
+    let connected = match dial(&inner, addr).await {
+        Ok(peer) if peer.id == node => Some(peer),
+        Ok(_) | Err(_) => None,
+    };
+    let backlog = {
+        let mut backlogs = inner.backlogs.lock().unwrap_or_else(|e| e.into_inner());
+        let backlog = backlogs.remove(&node);
+        if backlog.is_some() {
+            inner.backlog_count.fetch_sub(1, Ordering::AcqRel);
+        }
+        let backlog = backlog.unwrap_or_default();
+        if let Some(peer) = &connected {
+            // Drained under the lock: nothing sent meanwhile can overtake it.
+            for (key, frame) in &backlog.frames {
+                let _ = peer.send_frame(*key, frame);
+            }
+            return;
+        }
+        backlog
+    };
+    debug!(node = %inner.name, peer = %node, %addr, "lazy connection failed");
+    for signal in backlog.signals {
+        match signal {
+            RemoteSignal::Link { from, to } => inner.rt.deliver_signal(RemoteSignal::Exit {
+                from: to,
+                to: from,
+                reason: atoll_core::ExitReason::NoConnection,
+                kind: atoll_actor::ExitKind::Link,
+            }),
+            RemoteSignal::Monitor { from, to, monitor } => {
+                inner.rt.deliver_signal(RemoteSignal::Down {
+                    to: from,
+                    monitor,
+                    pid: to,
+                    reason: atoll_core::ExitReason::NoConnection,
+                })
+            }
+            _ => {}
+        }
+    }
+    // Reply handles that went into the backlog will not be answered.
+    inner.rt.node_down(node);
 }
 
 impl Remote for Link {
     fn send(&self, to: Pid, payload: Vec<u8>) -> Result<(), NoConnection> {
-        self.peer(to.node)?
-            .send_data(Peer::stream_key(to), &Data::Send { to, payload })
-            .map_err(|_| NoConnection)
+        self.route(
+            to.node,
+            Peer::stream_key(to),
+            &Data::Send { to, payload },
+            None,
+        )
     }
 
     fn reply(&self, node: NodeId, call: u64, payload: Vec<u8>) -> Result<(), NoConnection> {
-        self.peer(node)?
-            .send_data(call, &Data::Reply { call, payload })
-            .map_err(|_| NoConnection)
+        self.route(node, call, &Data::Reply { call, payload }, None)
     }
 
     fn is_connected(&self, node: NodeId) -> bool {
-        self.peer(node).is_ok()
+        self.0
+            .upgrade()
+            .is_some_and(|i| i.peer(node).is_some() || i.known_address(node).is_some())
     }
 
     fn signal(&self, signal: RemoteSignal) -> Result<(), NoConnection> {
         let to = signal.target();
-        self.peer(to.node)?
-            .send_data(Peer::stream_key(to), &Data::Signal(to_wire(signal)))
-            .map_err(|_| NoConnection)
+        let data = Data::Signal(to_wire(signal.clone()));
+        self.route(to.node, Peer::stream_key(to), &data, Some(signal))
     }
 }

@@ -65,8 +65,13 @@ impl Peer {
     /// Queues a data envelope on the stream `key` picks (a pid's serial or a call id).
     pub(crate) fn send_data(&self, key: u64, data: &Data) -> Result<(), Gone> {
         let frame = encode_frame(data).map_err(|_| Gone)?;
+        self.send_frame(key, &frame)
+    }
+
+    /// Queues an encoded data frame on the stream `key` picks.
+    pub(crate) fn send_frame(&self, key: u64, frame: &[u8]) -> Result<(), Gone> {
         let i = (key.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 32) as usize % self.streams.len();
-        self.streams[i].send(&frame)
+        self.streams[i].send(frame)
     }
 
     pub(crate) fn stream_key(pid: Pid) -> u64 {

@@ -335,3 +335,30 @@ async fn simultaneous_connects_leave_one_connection_that_carries_both_ways() {
         b.shutdown(std::time::Duration::from_secs(1)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_send_to_a_known_node_reopens_its_connection_on_demand() {
+    init_logs();
+    let cluster = Cluster::new();
+    let (a, b) = (cluster.node("a"), cluster.node("b"));
+    a.connect(b.local_addr()).await.unwrap();
+    let (pb, mut seen) = probe(&b);
+    let to_b = a.actor_ref::<Probe>(pb.pid()).unwrap();
+    assert!(a.disconnect(b.id()));
+    eventually("both sides forget the connection", || {
+        a.peers().is_empty() && b.peers().is_empty()
+    })
+    .await;
+    // Messages sent while the connection reopens wait for it, in order.
+    for i in 0..50 {
+        to_b.send(ProbeMsg::Text(i.to_string())).unwrap();
+    }
+    for i in 0..50 {
+        assert_eq!(
+            next(&mut seen, "after reconnect").await,
+            Seen::Text(i.to_string())
+        );
+    }
+    assert_eq!(to_b.call(|r| ProbeMsg::Add(2, 3, r), DEADLINE).await, Ok(5));
+    assert_eq!(a.peers().len(), 1);
+}
