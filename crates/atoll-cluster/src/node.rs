@@ -1192,6 +1192,14 @@ async fn watch_connection(weak: Weak<Inner>, peer: Arc<Peer>) {
         let mut peers = inner.peers.write().unwrap_or_else(|e| e.into_inner());
         let current = peers.get(&peer.id).is_some_and(|p| Arc::ptr_eq(p, &peer));
         if current {
+            // Marked before the peer leaves the table, so no send slips in between and
+            // opens a connection on demand: a connection this node closed on purpose can
+            // be reopened that way; a lost one makes sends fail fast until a reconnection
+            // succeeds.
+            inner.mark_down(
+                peer.id,
+                !matches!(reason, quinn::ConnectionError::LocallyClosed),
+            );
             peers.remove(&peer.id);
         }
         current
@@ -1200,12 +1208,6 @@ async fn watch_connection(weak: Weak<Inner>, peer: Arc<Peer>) {
         return;
     }
     info!(node = %inner.name, peer = %peer.name, "peer disconnected: {reason}");
-    // A connection this node closed on purpose can be reopened on demand; a lost one
-    // makes sends fail fast until a reconnection succeeds.
-    inner.mark_down(
-        peer.id,
-        !matches!(reason, quinn::ConnectionError::LocallyClosed),
-    );
     forget_peer(&inner, &peer);
     if inner.closing.load(Ordering::SeqCst) {
         return;
