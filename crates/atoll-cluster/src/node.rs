@@ -26,7 +26,7 @@ use crate::convert::{from_wire, process_to_wire, to_wire};
 use crate::error::{
     ClusterSendError, ConnectError, DatagramError, GlobalError, RpcError, StartError,
 };
-use crate::peer::{FrameReader, Peer};
+use crate::peer::{FrameReader, Peer, ReadError};
 
 /// Node ids are already uniformly random (a hash of a public key): their first eight bytes
 /// serve as the hash, which keeps the peer lookup on every remote send cheap.
@@ -249,6 +249,7 @@ impl Node {
             wanted.remove(&addr);
         }
         drop(wanted);
+        peer.closed_on_purpose.store(true, Ordering::Release);
         peer.conn.close(quinn::VarInt::from_u32(0), b"disconnect");
         true
     }
@@ -1063,6 +1064,8 @@ async fn control_loop(weak: Weak<Inner>, peer: Arc<Peer>, mut reader: FrameReade
         let body = match reader.next().await {
             Ok(Some(body)) => body,
             Ok(None) => return,
+            // The connection went away: the connection watcher takes it from here.
+            Err(ReadError::Stream(_)) => return,
             Err(e) => {
                 warn!(peer = %peer.name, "control stream failed: {e}");
                 peer.conn
@@ -1147,6 +1150,7 @@ async fn message_loop(weak: Weak<Inner>, peer: Arc<Peer>, mut reader: FrameReade
                 reader.refuse();
                 return;
             }
+            Err(ReadError::Stream(_)) => return,
             Err(e) => {
                 warn!(peer = %peer.name, "message stream refused: {e}");
                 reader.refuse();
@@ -1196,10 +1200,7 @@ async fn watch_connection(weak: Weak<Inner>, peer: Arc<Peer>) {
             // opens a connection on demand: a connection this node closed on purpose can
             // be reopened that way; a lost one makes sends fail fast until a reconnection
             // succeeds.
-            inner.mark_down(
-                peer.id,
-                !matches!(reason, quinn::ConnectionError::LocallyClosed),
-            );
+            inner.mark_down(peer.id, !peer.closed_on_purpose.load(Ordering::Acquire));
             peers.remove(&peer.id);
         }
         current

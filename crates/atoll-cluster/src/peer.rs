@@ -28,6 +28,9 @@ pub(crate) struct Peer {
     control: Arc<Outbox>,
     streams: Vec<Arc<Outbox>>,
     pub(crate) requests: Mutex<HashMap<u64, oneshot::Sender<Response>>>,
+    /// Set when this node closes the connection on purpose (`disconnect`): the peer may be
+    /// reached again on demand, unlike one whose connection was lost.
+    pub(crate) closed_on_purpose: std::sync::atomic::AtomicBool,
 }
 
 /// The peer's connection is gone; nothing was sent.
@@ -54,6 +57,7 @@ impl Peer {
             control: Outbox::new(control),
             streams: streams.into_iter().map(Outbox::new).collect(),
             requests: Mutex::default(),
+            closed_on_purpose: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
