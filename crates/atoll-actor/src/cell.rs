@@ -32,7 +32,7 @@ pub(crate) enum SysMsg {
     Down(Down),
 }
 
-pub(crate) use crate::remote::ExitKind as SignalKind;
+pub(crate) use atoll_core::ExitKind as SignalKind;
 
 const STATUS_STARTING: u8 = 0;
 const STATUS_RUNNING: u8 = 1;

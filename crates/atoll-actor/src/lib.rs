@@ -47,13 +47,11 @@ mod timer;
 
 pub use actor::{Actor, ActorResult, Ctx};
 pub use actor_ref::{ActorRef, ReplyTo};
-pub use atoll_core::{ExitReason, NodeId, Pid};
+pub use atoll_core::{ExitKind, ExitReason, NodeId, Pid, Signal};
 pub use error::{ActorError, CallError, DeliverError, LookupError, RegisterError, SendError};
 pub use info::{ProcessInfo, ProcessStatus};
 pub use monitor::{Down, MonitorRef};
-pub use remote::{
-    Decoder, ExitKind, NoConnection, Remote, RemoteSignal, decode_from, encode_for, serde_decoder,
-};
+pub use remote::{Decoder, NoConnection, Remote, decode_from, encode_for, serde_decoder};
 pub use runtime::{Runtime, SpawnOptions};
 pub use supervisor::{
     Backoff, ChildInfo, ChildSpec, ChildStarter, Intensity, Restart, Shutdown, Strategy,

@@ -9,7 +9,7 @@
 use std::cell::RefCell;
 use std::sync::Arc;
 
-use atoll_core::{ExitReason, NodeId, Pid};
+use atoll_core::{NodeId, Pid, Signal};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::sync::oneshot;
@@ -21,90 +21,6 @@ use crate::runtime::Runtime;
 #[error("no connection to node")]
 pub struct NoConnection;
 
-/// How an exit signal was sent.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ExitKind {
-    /// A linked process exited.
-    Link,
-    /// An explicit exit signal.
-    Exit,
-    /// An untrappable kill.
-    Kill,
-}
-
-/// A signal between processes on different nodes, addressed to `to`'s node.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RemoteSignal {
-    /// `from` links to `to`.
-    Link {
-        /// The linking process.
-        from: Pid,
-        /// The process linked to.
-        to: Pid,
-    },
-    /// `from` removes its link with `to`.
-    Unlink {
-        /// The unlinking process.
-        from: Pid,
-        /// The other side.
-        to: Pid,
-    },
-    /// An exit signal.
-    Exit {
-        /// The sender.
-        from: Pid,
-        /// The receiver.
-        to: Pid,
-        /// The reason.
-        reason: ExitReason,
-        /// How it was sent.
-        kind: ExitKind,
-    },
-    /// `from` monitors `to`.
-    Monitor {
-        /// The monitoring process.
-        from: Pid,
-        /// The monitored process.
-        to: Pid,
-        /// The monitor's id on `from`'s node.
-        monitor: u64,
-    },
-    /// `from` drops its monitor on `to`.
-    Demonitor {
-        /// The monitoring process.
-        from: Pid,
-        /// The monitored process.
-        to: Pid,
-        /// The monitor's id.
-        monitor: u64,
-    },
-    /// A process monitored by `to` exited.
-    Down {
-        /// The monitoring process.
-        to: Pid,
-        /// The monitor's id on `to`'s node.
-        monitor: u64,
-        /// The process that exited.
-        pid: Pid,
-        /// Why.
-        reason: ExitReason,
-    },
-}
-
-impl RemoteSignal {
-    /// The process the signal is for; its node is where it goes.
-    pub fn target(&self) -> Pid {
-        match self {
-            RemoteSignal::Link { to, .. }
-            | RemoteSignal::Unlink { to, .. }
-            | RemoteSignal::Exit { to, .. }
-            | RemoteSignal::Monitor { to, .. }
-            | RemoteSignal::Demonitor { to, .. }
-            | RemoteSignal::Down { to, .. } => *to,
-        }
-    }
-}
-
 /// What a node provides to its runtime to reach processes on other nodes.
 pub trait Remote: Send + Sync + 'static {
     /// Sends an encoded message to `to` on its node.
@@ -112,7 +28,7 @@ pub trait Remote: Send + Sync + 'static {
     /// Sends the encoded answer to call `call`, pending on `node`.
     fn reply(&self, node: NodeId, call: u64, payload: Vec<u8>) -> Result<(), NoConnection>;
     /// Sends a signal to its target's node.
-    fn signal(&self, signal: RemoteSignal) -> Result<(), NoConnection>;
+    fn signal(&self, signal: Signal) -> Result<(), NoConnection>;
     /// True while `node` is connected.
     fn is_connected(&self, node: NodeId) -> bool;
 }

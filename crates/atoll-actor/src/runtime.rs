@@ -17,8 +17,9 @@ use crate::error::{DeliverError, LookupError, RegisterError};
 use crate::info::ProcessInfo;
 use crate::monitor::{Down, MonitorRef};
 use crate::process::run_process;
-use crate::remote::{self, NoConnection, PendingReply, Remote, RemoteRef, RemoteSignal};
+use crate::remote::{self, NoConnection, PendingReply, Remote, RemoteRef};
 use crate::timer::{self, TimerRef};
+use atoll_core::Signal;
 
 const SHARDS: usize = 64;
 
@@ -311,7 +312,7 @@ impl Runtime {
     }
 
     pub(crate) fn exit_from(&self, from: Pid, pid: Pid, reason: ExitReason) {
-        self.signal(RemoteSignal::Exit {
+        self.signal(Signal::Exit {
             from,
             to: pid,
             reason,
@@ -322,7 +323,7 @@ impl Runtime {
     /// Kills `pid` unconditionally: it exits with `Killed`, even if it traps exits or is in
     /// the middle of a callback.
     pub fn kill(&self, pid: Pid) {
-        self.signal(RemoteSignal::Exit {
+        self.signal(Signal::Exit {
             from: self.node_pid(),
             to: pid,
             reason: ExitReason::Killed,
@@ -385,7 +386,7 @@ impl Runtime {
         if other == my_pid || !me.add_link(other) {
             return;
         }
-        self.signal(RemoteSignal::Link {
+        self.signal(Signal::Link {
             from: my_pid,
             to: other,
         });
@@ -393,7 +394,7 @@ impl Runtime {
 
     pub(crate) fn unlink(&self, me: &dyn ProcessCell, other: Pid) {
         me.remove_link(other);
-        self.signal(RemoteSignal::Unlink {
+        self.signal(Signal::Unlink {
             from: me.meta().pid,
             to: other,
         });
@@ -402,7 +403,7 @@ impl Runtime {
     pub(crate) fn monitor(&self, me: &dyn ProcessCell, target: Pid) -> MonitorRef {
         let mref = self.next_monitor_ref();
         me.add_monitoring(mref, target);
-        self.signal(RemoteSignal::Monitor {
+        self.signal(Signal::Monitor {
             from: me.meta().pid,
             to: target,
             monitor: mref.0,
@@ -412,7 +413,7 @@ impl Runtime {
 
     pub(crate) fn demonitor(&self, me: &dyn ProcessCell, mref: MonitorRef) {
         if let Some(target) = me.remove_monitoring(mref) {
-            self.signal(RemoteSignal::Demonitor {
+            self.signal(Signal::Demonitor {
                 from: me.meta().pid,
                 to: target,
                 monitor: mref.0,
@@ -422,7 +423,7 @@ impl Runtime {
 
     /// Delivers a signal to its target, here or through the node's connections. When the
     /// target's node cannot be reached, the sender learns it as it would of a lost peer.
-    fn signal(&self, signal: RemoteSignal) {
+    fn signal(&self, signal: Signal) {
         if signal.target().node == self.inner.node {
             return self.deliver_signal(signal);
         }
@@ -432,20 +433,18 @@ impl Runtime {
         };
         if undeliverable {
             match signal {
-                RemoteSignal::Link { from, to } => self.deliver_signal(RemoteSignal::Exit {
+                Signal::Link { from, to } => self.deliver_signal(Signal::Exit {
                     from: to,
                     to: from,
                     reason: ExitReason::NoConnection,
                     kind: SignalKind::Link,
                 }),
-                RemoteSignal::Monitor { from, to, monitor } => {
-                    self.deliver_signal(RemoteSignal::Down {
-                        to: from,
-                        monitor,
-                        pid: to,
-                        reason: ExitReason::NoConnection,
-                    })
-                }
+                Signal::Monitor { from, to, monitor } => self.deliver_signal(Signal::Down {
+                    to: from,
+                    monitor,
+                    pid: to,
+                    reason: ExitReason::NoConnection,
+                }),
                 _ => {}
             }
         }
@@ -454,16 +453,16 @@ impl Runtime {
     /// Applies a signal addressed to a process of this node (from this node or, through the
     /// cluster layer, from another). Signals for processes that are gone answer as Erlang
     /// does: a link gets a `NoProc` exit back, a monitor a `NoProc` down.
-    pub fn deliver_signal(&self, signal: RemoteSignal) {
+    pub fn deliver_signal(&self, signal: Signal) {
         let target = signal.target();
         if target.node != self.inner.node {
             return;
         }
         let cell = self.lookup_cell(target);
         match signal {
-            RemoteSignal::Link { from, to } => {
+            Signal::Link { from, to } => {
                 if !cell.is_some_and(|c| c.add_link(from)) {
-                    self.signal(RemoteSignal::Exit {
+                    self.signal(Signal::Exit {
                         from: to,
                         to: from,
                         reason: ExitReason::NoProc,
@@ -471,21 +470,21 @@ impl Runtime {
                     });
                 }
             }
-            RemoteSignal::Unlink { from, .. } => {
+            Signal::Unlink { from, .. } => {
                 if let Some(c) = cell {
                     c.remove_link(from);
                 }
             }
-            RemoteSignal::Exit {
+            Signal::Exit {
                 from, reason, kind, ..
             } => {
                 if let Some(c) = cell {
                     c.exit_signal(from, reason, kind);
                 }
             }
-            RemoteSignal::Monitor { from, to, monitor } => {
+            Signal::Monitor { from, to, monitor } => {
                 if !cell.is_some_and(|c| c.add_watcher(MonitorRef(monitor), from)) {
-                    self.signal(RemoteSignal::Down {
+                    self.signal(Signal::Down {
                         to: from,
                         monitor,
                         pid: to,
@@ -493,12 +492,12 @@ impl Runtime {
                     });
                 }
             }
-            RemoteSignal::Demonitor { from, monitor, .. } => {
+            Signal::Demonitor { from, monitor, .. } => {
                 if let Some(c) = cell {
                     c.remove_watcher(MonitorRef(monitor), from);
                 }
             }
-            RemoteSignal::Down {
+            Signal::Down {
                 monitor,
                 pid,
                 reason,
@@ -533,7 +532,7 @@ impl Runtime {
             }
         }
         for &other in &cold.links {
-            self.signal(RemoteSignal::Exit {
+            self.signal(Signal::Exit {
                 from: pid,
                 to: other,
                 reason: reason.clone(),
@@ -541,7 +540,7 @@ impl Runtime {
             });
         }
         for &(mref, watcher) in &cold.watchers {
-            self.signal(RemoteSignal::Down {
+            self.signal(Signal::Down {
                 to: watcher,
                 monitor: mref.0,
                 pid,
@@ -549,7 +548,7 @@ impl Runtime {
             });
         }
         for &(mref, target) in &cold.monitoring {
-            self.signal(RemoteSignal::Demonitor {
+            self.signal(Signal::Demonitor {
                 from: pid,
                 to: target,
                 monitor: mref.0,

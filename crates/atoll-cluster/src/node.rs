@@ -8,8 +8,8 @@ use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::Duration;
 
 use atoll_actor::{
-    Actor, ActorRef, LookupError, NoConnection, Remote, RemoteSignal, Runtime, SendError,
-    decode_from, encode_for,
+    Actor, ActorRef, LookupError, NoConnection, Remote, Runtime, SendError, Signal, decode_from,
+    encode_for,
 };
 use atoll_core::{NodeId, Pid};
 use atoll_wire::{
@@ -22,7 +22,7 @@ use tokio::sync::oneshot;
 use tracing::{debug, info, warn};
 
 use crate::config::NodeConfig;
-use crate::convert::{from_wire, process_to_wire, to_wire};
+use crate::convert::process_to_wire;
 use crate::error::{
     ClusterSendError, ConnectError, DatagramError, GlobalError, RpcError, StartError,
 };
@@ -1179,7 +1179,7 @@ fn dispatch(inner: &Inner, peer: &Peer, data: DataRef<'_>) {
             inner.rt.deliver_reply(call, payload);
         }
         DataRef::Signal(signal) => {
-            let (signal, sender) = from_wire(signal);
+            let sender = signal.sender();
             if sender.node != peer.id {
                 warn!(peer = %peer.name, %sender, "ignored a signal sent on behalf of another node");
                 return;
@@ -1264,7 +1264,7 @@ impl Link {
         node: NodeId,
         key: u64,
         data: &Data,
-        signal: Option<RemoteSignal>,
+        signal: Option<Signal>,
     ) -> Result<(), NoConnection> {
         let inner = self.0.upgrade().ok_or(NoConnection)?;
         // The common case, a connected node and no backlog anywhere, takes no lock here.
@@ -1299,19 +1299,14 @@ struct Backlog {
     frames: Vec<(u64, Vec<u8>)>,
     /// Links and monitors among them, answered locally with `NoConnection` if the
     /// connection cannot be opened.
-    signals: Vec<RemoteSignal>,
+    signals: Vec<Signal>,
 }
 
 /// The most envelopes held for a node while its connection opens.
 const BACKLOG_LIMIT: usize = 4096;
 
 impl Backlog {
-    fn push(
-        &mut self,
-        key: u64,
-        data: &Data,
-        signal: Option<RemoteSignal>,
-    ) -> Result<(), NoConnection> {
+    fn push(&mut self, key: u64, data: &Data, signal: Option<Signal>) -> Result<(), NoConnection> {
         if self.frames.len() >= BACKLOG_LIMIT {
             return Err(NoConnection);
         }
@@ -1347,20 +1342,18 @@ async fn connect_lazily(weak: Weak<Inner>, node: NodeId, addr: SocketAddr) {
     debug!(node = %inner.name, peer = %node, %addr, "lazy connection failed");
     for signal in backlog.signals {
         match signal {
-            RemoteSignal::Link { from, to } => inner.rt.deliver_signal(RemoteSignal::Exit {
+            Signal::Link { from, to } => inner.rt.deliver_signal(Signal::Exit {
                 from: to,
                 to: from,
                 reason: atoll_core::ExitReason::NoConnection,
                 kind: atoll_actor::ExitKind::Link,
             }),
-            RemoteSignal::Monitor { from, to, monitor } => {
-                inner.rt.deliver_signal(RemoteSignal::Down {
-                    to: from,
-                    monitor,
-                    pid: to,
-                    reason: atoll_core::ExitReason::NoConnection,
-                })
-            }
+            Signal::Monitor { from, to, monitor } => inner.rt.deliver_signal(Signal::Down {
+                to: from,
+                monitor,
+                pid: to,
+                reason: atoll_core::ExitReason::NoConnection,
+            }),
             _ => {}
         }
     }
@@ -1388,9 +1381,9 @@ impl Remote for Link {
             .is_some_and(|i| i.peer(node).is_some() || i.known_address(node).is_some())
     }
 
-    fn signal(&self, signal: RemoteSignal) -> Result<(), NoConnection> {
+    fn signal(&self, signal: Signal) -> Result<(), NoConnection> {
         let to = signal.target();
-        let data = Data::Signal(to_wire(signal.clone()));
+        let data = Data::Signal(signal.clone());
         self.route(to.node, Peer::stream_key(to), &data, Some(signal))
     }
 }

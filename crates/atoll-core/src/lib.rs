@@ -17,7 +17,9 @@
 mod exit;
 mod id;
 mod rng;
+mod signal;
 
 pub use exit::ExitReason;
 pub use id::{NodeId, ParseNodeIdError, Pid, Scope};
 pub use rng::SplitMix64;
+pub use signal::{ExitKind, Signal};

@@ -1,4 +1,4 @@
-use atoll_core::{ExitReason, NodeId, Pid};
+use atoll_core::{NodeId, Pid, Signal};
 use serde::{Deserialize, Serialize};
 
 /// What travels on a peer's control stream.
@@ -206,76 +206,6 @@ pub enum DataRef<'a> {
     },
     /// See [`Data::Signal`].
     Signal(Signal),
-}
-
-/// How an exit signal was sent.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum ExitKind {
-    /// A linked process exited.
-    Link,
-    /// An explicit exit signal.
-    Exit,
-    /// An untrappable kill.
-    Kill,
-}
-
-/// Signals between processes on different nodes.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Signal {
-    /// `from` links to `to`.
-    Link {
-        /// The linking process.
-        from: Pid,
-        /// The process linked to.
-        to: Pid,
-    },
-    /// `from` removes its link with `to`.
-    Unlink {
-        /// The unlinking process.
-        from: Pid,
-        /// The other side.
-        to: Pid,
-    },
-    /// An exit signal.
-    Exit {
-        /// The sender (the exited process, for a link).
-        from: Pid,
-        /// The receiver.
-        to: Pid,
-        /// The reason.
-        reason: ExitReason,
-        /// How it was sent.
-        kind: ExitKind,
-    },
-    /// `from` monitors `to` under `monitor`.
-    Monitor {
-        /// The monitoring process.
-        from: Pid,
-        /// The monitored process.
-        to: Pid,
-        /// The monitor's id on the monitoring node.
-        monitor: u64,
-    },
-    /// `from` drops a monitor on `to`.
-    Demonitor {
-        /// The monitoring process.
-        from: Pid,
-        /// The monitored process.
-        to: Pid,
-        /// The monitor's id.
-        monitor: u64,
-    },
-    /// A monitored process exited.
-    Down {
-        /// The monitoring process.
-        to: Pid,
-        /// The monitor's id.
-        monitor: u64,
-        /// The process that exited.
-        pid: Pid,
-        /// Why.
-        reason: ExitReason,
-    },
 }
 
 impl Data {

@@ -23,10 +23,10 @@
 mod envelope;
 mod frame;
 
+pub use atoll_core::{ExitKind, Signal};
 pub use envelope::{Control, Data, DataRef};
 pub use envelope::{
-    ExitKind, Hello, ProcessInfoWire, RegistryGossip, RemoteError, Request, Response, Signal,
-    StatusWire,
+    Hello, ProcessInfoWire, RegistryGossip, RemoteError, Request, Response, StatusWire,
 };
 pub use frame::{
     DecodeError, EncodeError, FrameDecoder, FrameError, HEADER_LEN, WIRE_VERSION, decode,
