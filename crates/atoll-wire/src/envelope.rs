@@ -207,21 +207,3 @@ pub enum DataRef<'a> {
     /// See [`Data::Signal`].
     Signal(Signal),
 }
-
-impl Data {
-    /// The process this envelope is addressed to, if it names one; it picks the stream.
-    pub fn target(&self) -> Option<Pid> {
-        match self {
-            Data::Send { to, .. } => Some(*to),
-            Data::SendNamed { .. } | Data::Reply { .. } => None,
-            Data::Signal(s) => Some(match s {
-                Signal::Link { to, .. }
-                | Signal::Unlink { to, .. }
-                | Signal::Exit { to, .. }
-                | Signal::Monitor { to, .. }
-                | Signal::Demonitor { to, .. }
-                | Signal::Down { to, .. } => *to,
-            }),
-        }
-    }
-}
