@@ -128,6 +128,21 @@ fn material(dir: &Path, name: &str) -> (NodeIdentity, NodeCertificate, atoll_net
     (key, cert, ca.trust(RevocationList::new()))
 }
 
+/// A bare quinn endpoint on loopback with the same TLS configuration nodes use.
+fn raw_endpoint(
+    key: &NodeIdentity,
+    cert: &NodeCertificate,
+    trust: &atoll_net::TrustConfig,
+) -> quinn::Endpoint {
+    let settings = TransportSettings::default();
+    atoll_net::bind(
+        "127.0.0.1:0".parse().unwrap(),
+        atoll_net::server_config(key, cert, trust, &settings).expect("server config"),
+        atoll_net::client_config(key, cert, trust, &settings).expect("client config"),
+    )
+    .expect("endpoint")
+}
+
 fn make_material(dir: &Path, names: &[String]) {
     let ca = ClusterCa::create("bench").expect("CA");
     ca.save(dir.join("ca")).expect("save CA");
@@ -156,13 +171,7 @@ async fn worker(system: &str, dir: &Path, index: usize) -> ExitCode {
             node.shutdown(Duration::from_secs(1)).await;
         }
         _ => {
-            let settings = TransportSettings::default();
-            let endpoint = atoll_net::bind(
-                "127.0.0.1:0".parse().unwrap(),
-                atoll_net::server_config(&key, &cert, &trust, &settings).expect("server config"),
-                atoll_net::client_config(&key, &cert, &trust, &settings).expect("client config"),
-            )
-            .expect("endpoint");
+            let endpoint = raw_endpoint(&key, &cert, &trust);
             println!("READY {}", endpoint.local_addr().expect("addr"));
             let serve = async {
                 while let Some(incoming) = endpoint.accept().await {
@@ -452,13 +461,7 @@ async fn raw_quinn(
     saturate: Duration,
 ) -> Result3 {
     let (key, cert, trust) = material(dir, "hub");
-    let settings = TransportSettings::default();
-    let endpoint = atoll_net::bind(
-        "127.0.0.1:0".parse().unwrap(),
-        atoll_net::server_config(&key, &cert, &trust, &settings).expect("server config"),
-        atoll_net::client_config(&key, &cert, &trust, &settings).expect("client config"),
-    )
-    .expect("endpoint");
+    let endpoint = raw_endpoint(&key, &cert, &trust);
     let mut conns = Vec::new();
     for addr in addrs {
         let conn = atoll_net::connect(&endpoint, *addr, None)
