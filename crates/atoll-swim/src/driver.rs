@@ -1,0 +1,232 @@
+//! The thin tokio shell around [`Membership`]: it feeds datagrams and timers in, hands
+//! datagrams to a [`Transport`], and publishes events. The transport is the only thing a
+//! simulation swaps.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use atoll_core::NodeId;
+use bytes::Bytes;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+
+use crate::identity::Identity;
+use crate::membership::{Member, MemberEvent, MemberState, Membership, SwimStats};
+use crate::packet::Load;
+
+/// How membership reaches other nodes. Every datagram a transport delivers inbound must come
+/// with the node id its connection proved.
+pub trait Transport: Send + Sync + 'static {
+    /// Sends one datagram to a member, best effort and without waiting (connecting first if
+    /// needed; dropping it is allowed).
+    fn send(&self, to: &Identity, payload: Vec<u8>);
+
+    /// Reaches `addr` and reports the node id that answered, or `None`.
+    fn dial(&self, addr: SocketAddr) -> impl Future<Output = Option<NodeId>> + Send + 'static;
+}
+
+enum Command {
+    Leave(oneshot::Sender<()>),
+}
+
+struct Shared {
+    membership: Mutex<Membership>,
+    subscribers: Mutex<Vec<mpsc::UnboundedSender<MemberEvent>>>,
+}
+
+/// A running membership: cheap to clone, queried without waiting.
+#[derive(Clone)]
+pub struct Swim {
+    shared: Arc<Shared>,
+    commands: mpsc::UnboundedSender<Command>,
+}
+
+impl std::fmt::Debug for Swim {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Swim")
+            .field("identity", &self.identity())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Swim {
+    /// Starts driving `membership`: joins through `seeds`, reads `inbound` (datagrams with
+    /// their authenticated sender) and sends through `transport`. Stops when every handle is
+    /// dropped, when `inbound` closes, or after [`leave`](Self::leave).
+    pub fn start<T: Transport>(
+        membership: Membership,
+        seeds: Vec<SocketAddr>,
+        transport: Arc<T>,
+        inbound: mpsc::Receiver<(NodeId, Bytes)>,
+    ) -> Swim {
+        let shared = Arc::new(Shared {
+            membership: Mutex::new(membership),
+            subscribers: Mutex::new(Vec::new()),
+        });
+        let (commands, rx) = mpsc::unbounded_channel();
+        let driver = Driver {
+            shared: shared.clone(),
+            transport,
+            inbound,
+            commands: rx,
+            dialed: mpsc::unbounded_channel(),
+        };
+        tokio::spawn(driver.run(seeds));
+        Swim { shared, commands }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Membership> {
+        self.shared.membership.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// This node's identity (the generation changes after a rejoin).
+    pub fn identity(&self) -> Identity {
+        self.lock().identity().clone()
+    }
+
+    /// This node's lifecycle state.
+    pub fn state(&self) -> MemberState {
+        self.lock().state()
+    }
+
+    /// The other members, live or recently down, ordered by node id.
+    pub fn members(&self) -> Vec<Member> {
+        self.lock().members().cloned().collect()
+    }
+
+    /// One member by node id.
+    pub fn member(&self, node: NodeId) -> Option<Member> {
+        self.lock().member(node).cloned()
+    }
+
+    /// The live member with this name, if any.
+    pub fn member_named(&self, name: &str) -> Option<Member> {
+        self.lock()
+            .members()
+            .filter(|m| m.identity.name() == name)
+            .max_by_key(|m| (m.state.is_live(), m.identity.generation))
+            .cloned()
+    }
+
+    /// Counters since start.
+    pub fn stats(&self) -> SwimStats {
+        self.lock().stats()
+    }
+
+    /// Sets the load summary sent with every membership packet.
+    pub fn set_load(&self, load: Load) {
+        self.lock().set_load(load);
+    }
+
+    /// Membership events from now on. Nothing is dropped: a subscriber that does not read
+    /// keeps its events queued.
+    pub fn subscribe(&self) -> mpsc::UnboundedReceiver<MemberEvent> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.shared
+            .subscribers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(tx);
+        rx
+    }
+
+    /// Leaves gracefully (every live member is told directly) and stops the driver.
+    pub async fn leave(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.commands.send(Command::Leave(tx)).is_ok() {
+            let _ = rx.await;
+        }
+    }
+}
+
+struct Driver<T> {
+    shared: Arc<Shared>,
+    transport: Arc<T>,
+    inbound: mpsc::Receiver<(NodeId, Bytes)>,
+    commands: mpsc::UnboundedReceiver<Command>,
+    dialed: (
+        mpsc::UnboundedSender<(SocketAddr, Option<NodeId>)>,
+        mpsc::UnboundedReceiver<(SocketAddr, Option<NodeId>)>,
+    ),
+}
+
+fn now() -> std::time::Instant {
+    Instant::now().into_std()
+}
+
+impl<T: Transport> Driver<T> {
+    async fn run(mut self, seeds: Vec<SocketAddr>) {
+        self.step(|m| m.join(now(), &seeds));
+        loop {
+            let deadline = self.lock().poll_timeout();
+            let sleep = async {
+                match deadline {
+                    Some(at) => tokio::time::sleep_until(Instant::from_std(at)).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                biased;
+                cmd = self.commands.recv() => match cmd {
+                    Some(Command::Leave(done)) => {
+                        self.step(|m| m.leave(now()));
+                        let _ = done.send(());
+                        return;
+                    }
+                    None => return,
+                },
+                datagram = self.inbound.recv() => match datagram {
+                    Some((from, bytes)) => self.step(|m| {
+                        if let Err(e) = m.handle_datagram(now(), from, &bytes) {
+                            tracing::debug!(peer = %from, error = %e, "membership datagram refused");
+                        }
+                    }),
+                    None => return,
+                },
+                Some((addr, node)) = self.dialed.1.recv() => {
+                    self.step(|m| m.dial_result(now(), addr, node));
+                }
+                () = sleep => self.step(|m| m.handle_timeout(now())),
+            }
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Membership> {
+        self.shared.membership.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Runs one input through the state machine and carries out what it asks for.
+    fn step(&self, input: impl FnOnce(&mut Membership)) {
+        let mut events = Vec::new();
+        let mut dials = Vec::new();
+        {
+            let mut m = self.lock();
+            input(&mut m);
+            while let Some(t) = m.poll_transmit() {
+                self.transport.send(&t.to, t.payload);
+            }
+            while let Some(e) = m.poll_event() {
+                events.push(e);
+            }
+            while let Some(addr) = m.poll_dial() {
+                dials.push(addr);
+            }
+        }
+        for addr in dials {
+            let done = self.dialed.0.clone();
+            let dial = self.transport.dial(addr);
+            tokio::spawn(async move {
+                let _ = done.send((addr, dial.await));
+            });
+        }
+        if !events.is_empty() {
+            let mut subs = self
+                .shared
+                .subscribers
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            subs.retain(|s| events.iter().all(|e| s.send(e.clone()).is_ok()));
+        }
+    }
+}

@@ -1,0 +1,759 @@
+//! The membership state machine: foca plus the rules that make gossip trustworthy, the
+//! lifecycle mapping and the event stream. No I/O, no clock: time comes in as `now`,
+//! datagrams go out through [`Membership::poll_transmit`].
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, HashSet, VecDeque};
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use atoll_core::{NodeId, SplitMix64};
+use foca::{Foca, Header, Message, NoCustomBroadcast, Notification, PostcardCodec, State, Timer};
+
+use crate::config::SwimConfig;
+use crate::error::PacketError;
+use crate::identity::Identity;
+use crate::packet::{self, FocaPacket, Load, Status};
+
+/// Where a member is in its lifecycle.
+///
+/// Mapping from foca: a member foca holds `Alive` is `Active`, `Suspect` is `Suspect`, and
+/// `Down` is `Left` when the member announced its own departure on its own connection,
+/// `Unreachable` otherwise. `Joining` is this node's own state until some member has
+/// acknowledged it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum MemberState {
+    /// Not yet acknowledged by any member.
+    Joining,
+    /// Answering probes.
+    Active,
+    /// Missed a probe (directly and through witnesses); declared unreachable unless it
+    /// refutes within the suspect timeout.
+    Suspect,
+    /// Declared down after the suspect timeout. Its generation never comes back.
+    Unreachable,
+    /// Left gracefully.
+    Left,
+}
+
+impl MemberState {
+    /// True for `Active` and `Suspect`: members still taking part.
+    pub fn is_live(self) -> bool {
+        matches!(self, MemberState::Active | MemberState::Suspect)
+    }
+}
+
+/// One member as this node sees it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Member {
+    /// Who it is.
+    pub identity: Identity,
+    /// Its lifecycle state.
+    pub state: MemberState,
+    /// Its SWIM incarnation (grows each time it refutes a suspicion).
+    pub incarnation: u16,
+    /// The last load summary it sent us directly, if any.
+    pub load: Option<Load>,
+    /// When it entered `state`.
+    pub since: Instant,
+}
+
+/// A change in membership.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MemberEvent {
+    /// A member (or a new generation of one) became active.
+    Joined(Identity),
+    /// A member missed its probes.
+    Suspect(Identity),
+    /// A suspect answered in time.
+    Recovered(Identity),
+    /// A member was declared down.
+    Unreachable(Identity),
+    /// A member left gracefully.
+    Left(Identity),
+    /// This node was acknowledged by the cluster (first join, or after a rejoin).
+    Active(Identity),
+    /// This node learned it had been declared down: it stopped acting for the old generation
+    /// and rejoins as `new`.
+    Fenced {
+        /// The generation that was declared down.
+        old: Identity,
+        /// The generation this node continues as.
+        new: Identity,
+    },
+}
+
+/// A datagram to send.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Transmit {
+    /// The member to send to (its node id and address).
+    pub to: Identity,
+    /// The datagram.
+    pub payload: Vec<u8>,
+}
+
+/// Counters for the benchmark and the status page.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SwimStats {
+    /// Datagrams handed to the transport.
+    pub sent: u64,
+    /// Datagrams received.
+    pub received: u64,
+    /// Datagrams refused (malformed, forged, fenced, ...).
+    pub rejected: u64,
+    /// Claims about third parties that were narrowed (a relayed `down` kept as suspicion, a
+    /// relayed `alive` checked directly).
+    pub narrowed: u64,
+}
+
+type FocaCore = Foca<Identity, PostcardCodec, FocaRng, NoCustomBroadcast>;
+
+/// A seeded random source for foca.
+struct FocaRng(SplitMix64);
+
+impl rand_core::TryRng for FocaRng {
+    type Error = Infallible;
+    fn try_next_u32(&mut self) -> Result<u32, Infallible> {
+        Ok((self.0.next_u64() >> 32) as u32)
+    }
+    fn try_next_u64(&mut self) -> Result<u64, Infallible> {
+        Ok(self.0.next_u64())
+    }
+    fn try_fill_bytes(&mut self, dst: &mut [u8]) -> Result<(), Infallible> {
+        for chunk in dst.chunks_mut(8) {
+            let v = self.0.next_u64().to_le_bytes();
+            chunk.copy_from_slice(&v[..chunk.len()]);
+        }
+        Ok(())
+    }
+}
+
+/// What foca asked for during one call.
+#[derive(Default)]
+struct FocaIo {
+    sends: Vec<(Identity, Vec<u8>)>,
+    timers: Vec<(Duration, Timer<Identity>)>,
+    notes: Vec<Note>,
+    incarnation: Option<u16>,
+}
+
+enum Note {
+    Active,
+    Idle,
+    Defunct,
+}
+
+impl foca::Runtime<Identity> for FocaIo {
+    fn notify(&mut self, notification: Notification<'_, Identity>) {
+        match notification {
+            Notification::Active => self.notes.push(Note::Active),
+            Notification::Idle => self.notes.push(Note::Idle),
+            Notification::Defunct => self.notes.push(Note::Defunct),
+            Notification::DataSent(h) => self.incarnation = Some(h.src_incarnation),
+            // Member changes are read from foca's table after each call.
+            _ => {}
+        }
+    }
+    fn send_to(&mut self, to: Identity, data: &[u8]) {
+        self.sends.push((to, data.to_vec()));
+    }
+    fn submit_after(&mut self, event: Timer<Identity>, after: Duration) {
+        self.timers.push((after, event));
+    }
+}
+
+#[derive(Debug)]
+enum Tick {
+    Foca(u64, Timer<Identity>),
+    Rejoin,
+}
+
+struct Scheduled {
+    at: Instant,
+    seq: u64,
+    tick: Tick,
+}
+
+impl PartialEq for Scheduled {
+    fn eq(&self, o: &Self) -> bool {
+        (self.at, self.seq) == (o.at, o.seq)
+    }
+}
+impl Eq for Scheduled {}
+impl PartialOrd for Scheduled {
+    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(o))
+    }
+}
+impl Ord for Scheduled {
+    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
+        (self.at, self.seq).cmp(&(o.at, o.seq))
+    }
+}
+
+/// SWIM membership for one node, sans I/O.
+///
+/// Drive it with [`handle_datagram`](Self::handle_datagram) for every datagram from an
+/// authenticated peer, [`handle_timeout`](Self::handle_timeout) at
+/// [`poll_timeout`](Self::poll_timeout), and [`dial_result`](Self::dial_result) for every
+/// address from [`poll_dial`](Self::poll_dial); after each call drain
+/// [`poll_transmit`](Self::poll_transmit) and [`poll_event`](Self::poll_event).
+///
+/// Trust rules on top of SWIM (the transport has already proven the sender's node id):
+/// - a packet whose header names another sender than its connection is refused;
+/// - claims a member makes about itself (alive, a new incarnation, leaving) count only when
+///   they arrive on that member's own connection: a relayed `alive` about someone else is a
+///   hint that makes this node ask that member directly, and a relayed `down` about someone
+///   else counts only as suspicion (our own timer decides);
+/// - a generation that was superseded is refused and told it is down, so it rejoins fresh.
+pub struct Membership {
+    config: SwimConfig,
+    foca: FocaCore,
+    /// Bumped on every reset so that timers of the old foca are ignored.
+    epoch: u64,
+    rng: SplitMix64,
+    incarnation: u16,
+    state: MemberState,
+    left_cluster: bool,
+    view: BTreeMap<NodeId, Member>,
+    /// Highest generation per node that was superseded by a newer one.
+    retired: BTreeMap<NodeId, u64>,
+    /// Generations that announced their own departure.
+    departed: HashSet<(NodeId, u64)>,
+    /// When each node was last asked directly (hint or fencing notice), to rate-limit.
+    contacted: BTreeMap<NodeId, Instant>,
+    seeds: Vec<SocketAddr>,
+    load: Load,
+    timers: BinaryHeap<Reverse<Scheduled>>,
+    seq: u64,
+    transmits: VecDeque<Transmit>,
+    events: VecDeque<MemberEvent>,
+    dials: VecDeque<SocketAddr>,
+    stats: SwimStats,
+}
+
+impl std::fmt::Debug for Membership {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Membership")
+            .field("identity", self.foca.identity())
+            .field("state", &self.state)
+            .field("members", &self.view.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Membership {
+    /// Membership for `me`, with randomness from `seed` (the same seed and the same inputs
+    /// give the same outputs).
+    pub fn new(me: Identity, config: SwimConfig, seed: u64) -> Membership {
+        let mut rng = SplitMix64::new(seed);
+        let foca = Foca::new(
+            me,
+            config.foca(),
+            FocaRng(SplitMix64::new(rng.next_u64())),
+            PostcardCodec,
+        );
+        Membership {
+            config,
+            foca,
+            epoch: 0,
+            rng,
+            incarnation: 0,
+            state: MemberState::Joining,
+            left_cluster: false,
+            view: BTreeMap::new(),
+            retired: BTreeMap::new(),
+            departed: HashSet::new(),
+            contacted: BTreeMap::new(),
+            seeds: Vec::new(),
+            load: Load::default(),
+            timers: BinaryHeap::new(),
+            seq: 0,
+            transmits: VecDeque::new(),
+            events: VecDeque::new(),
+            dials: VecDeque::new(),
+            stats: SwimStats::default(),
+        }
+    }
+
+    /// This node's current identity (its generation changes when it rejoins).
+    pub fn identity(&self) -> &Identity {
+        self.foca.identity()
+    }
+
+    /// This node's lifecycle state.
+    pub fn state(&self) -> MemberState {
+        self.state
+    }
+
+    /// The other members this node knows, live or recently down, ordered by node id.
+    pub fn members(&self) -> impl Iterator<Item = &Member> {
+        self.view.values()
+    }
+
+    /// One member by node id.
+    pub fn member(&self, node: NodeId) -> Option<&Member> {
+        self.view.get(&node)
+    }
+
+    /// Live members plus this node.
+    pub fn live_count(&self) -> usize {
+        1 + self.view.values().filter(|m| m.state.is_live()).count()
+    }
+
+    /// Counters since start.
+    pub fn stats(&self) -> SwimStats {
+        self.stats
+    }
+
+    /// Sets the load summary sent with every packet from now on.
+    pub fn set_load(&mut self, load: Load) {
+        self.load = load;
+    }
+
+    /// Starts joining through `seeds` (addresses; the transport tells us who answered). With
+    /// no seed other than this node, this node founds the cluster and is `Active` at once.
+    pub fn join(&mut self, now: Instant, seeds: &[SocketAddr]) {
+        let own = self.identity().addr;
+        self.seeds = seeds.iter().copied().filter(|a| *a != own).collect();
+        if self.seeds.is_empty() {
+            self.become_active();
+        }
+        self.dials.extend(self.seeds.iter().copied());
+        self.schedule(now + self.config.rejoin_interval, Tick::Rejoin);
+    }
+
+    /// The transport reached `addr` (or failed to). A seed that turns out to be this node
+    /// makes it the founder.
+    pub fn dial_result(&mut self, now: Instant, addr: SocketAddr, node: Option<NodeId>) {
+        let Some(node) = node else { return };
+        if node == self.identity().node {
+            self.become_active();
+            return;
+        }
+        if self.left_cluster {
+            return;
+        }
+        let mut io = FocaIo::default();
+        let _ = self.foca.announce(Identity::probe_target(node, addr), &mut io);
+        self.absorb(now, io);
+    }
+
+    /// Leaves gracefully: every live member is told directly, and foca stops.
+    pub fn leave(&mut self, now: Instant) {
+        if self.left_cluster {
+            return;
+        }
+        let me = self.identity().clone();
+        let bye = foca::Member::new(me.clone(), self.incarnation, State::Down);
+        let live: Vec<Identity> = self
+            .view
+            .values()
+            .filter(|m| m.state.is_live())
+            .map(|m| m.identity.clone())
+            .collect();
+        for to in live {
+            self.send_crafted(to, Message::Gossip, vec![bye.clone()]);
+        }
+        let mut io = FocaIo::default();
+        let _ = self.foca.leave_cluster(&mut io);
+        self.left_cluster = true;
+        self.absorb(now, io);
+        self.state = MemberState::Left;
+        self.timers.clear();
+    }
+
+    /// Handles one datagram from the authenticated peer `from`.
+    pub fn handle_datagram(
+        &mut self,
+        now: Instant,
+        from: NodeId,
+        datagram: &[u8],
+    ) -> Result<(), PacketError> {
+        self.stats.received += 1;
+        let result = self.accept(now, from, datagram);
+        if result.is_err() {
+            self.stats.rejected += 1;
+        }
+        result
+    }
+
+    fn accept(&mut self, now: Instant, from: NodeId, datagram: &[u8]) -> Result<(), PacketError> {
+        if self.left_cluster {
+            return Ok(());
+        }
+        let (status, body) = packet::open(datagram, self.config.max_datagram)?;
+        let mut pkt = FocaPacket::decode(body)?;
+        let src = pkt.header.src.clone();
+        if src.node != from {
+            return Err(PacketError::ForgedSender);
+        }
+        if pkt.header.dst.node != self.identity().node {
+            return Err(PacketError::NotForUs);
+        }
+        let newer_known = self
+            .view
+            .get(&src.node)
+            .is_some_and(|m| m.identity.generation > src.generation);
+        if newer_known || self.retired.get(&src.node).is_some_and(|g| *g >= src.generation) {
+            self.tell_down(now, src);
+            return Err(PacketError::Fenced);
+        }
+        let src_down = self
+            .view
+            .get(&src.node)
+            .is_some_and(|m| m.identity == src && !m.state.is_live());
+        if pkt.header.message == Message::TurnUndead && src_down && !self.yields_to(&status, &src)
+        {
+            // Both sides of a healed partition call each other down; the side with fewer
+            // live members (ties: the larger node id) yields and rejoins.
+            return Ok(());
+        }
+        pkt.updates = self.narrow(now, &src, std::mem::take(&mut pkt.updates));
+        let mut io = FocaIo::default();
+        if let Err(e) = self.foca.handle_data(&pkt.encode(), &mut io) {
+            tracing::trace!(error = %e, "membership packet not handled");
+        }
+        self.absorb(now, io);
+        if let Some(m) = self.view.get_mut(&src.node)
+            && m.identity == src
+        {
+            m.load = Some(status.load);
+        }
+        Ok(())
+    }
+
+    /// Whether this node accepts being declared down by `other` (a node it holds down too).
+    fn yields_to(&self, status: &Status, other: &Identity) -> bool {
+        let mine = self.live_count() as u32;
+        status.live > mine || (status.live == mine && other.node < self.identity().node)
+    }
+
+    /// Applies the trust rules to the updates of a packet from `src`.
+    fn narrow(
+        &mut self,
+        now: Instant,
+        src: &Identity,
+        updates: Vec<foca::Member<Identity>>,
+    ) -> Vec<foca::Member<Identity>> {
+        let me = self.identity().node;
+        let mut kept = Vec::with_capacity(updates.len());
+        for u in updates {
+            let id = u.id();
+            if id.node == src.node {
+                // A claim about itself, on its own connection.
+                if u.state() == State::Down && id == src {
+                    self.departed.insert((id.node, id.generation));
+                }
+                kept.push(u);
+                continue;
+            }
+            if id.node == me {
+                if u.state() == State::Down {
+                    // Others deciding we are down must tell us directly; relayed, it is a
+                    // suspicion we refute.
+                    self.stats.narrowed += 1;
+                    kept.push(foca::Member::new(id.clone(), u.incarnation(), State::Suspect));
+                } else {
+                    kept.push(u);
+                }
+                continue;
+            }
+            if self.retired.get(&id.node).is_some_and(|g| *g >= id.generation) {
+                continue;
+            }
+            let known = self.view.get(&id.node).filter(|m| m.identity == *id);
+            let known_live = known.is_some_and(|m| m.state.is_live());
+            match u.state() {
+                State::Suspect if known_live => kept.push(u),
+                State::Down if known_live => {
+                    self.stats.narrowed += 1;
+                    kept.push(foca::Member::new(id.clone(), u.incarnation(), State::Suspect));
+                }
+                State::Alive if known_live && known.is_some_and(|m| m.incarnation >= u.incarnation()) => {
+                    kept.push(u)
+                }
+                State::Alive | State::Suspect => {
+                    // New to us, newer than we know, or one we hold down: ask it directly.
+                    self.stats.narrowed += 1;
+                    let target = id.clone();
+                    self.hint(now, target);
+                }
+                State::Down => {}
+            }
+        }
+        kept
+    }
+
+    /// Pings a member we heard of second hand; its own answer is what counts.
+    fn hint(&mut self, now: Instant, target: Identity) {
+        if self.recently_contacted(now, target.node) {
+            return;
+        }
+        self.send_crafted(target, Message::Ping(0), Vec::new());
+    }
+
+    /// Tells a superseded or down generation that it is down, so that it rejoins fresh.
+    fn tell_down(&mut self, now: Instant, target: Identity) {
+        if self.recently_contacted(now, target.node) {
+            return;
+        }
+        self.send_crafted(target, Message::TurnUndead, Vec::new());
+    }
+
+    fn recently_contacted(&mut self, now: Instant, node: NodeId) -> bool {
+        if let Some(at) = self.contacted.get(&node)
+            && now.saturating_duration_since(*at) < self.config.probe_interval
+        {
+            return true;
+        }
+        self.contacted.insert(node, now);
+        false
+    }
+
+    fn send_crafted(
+        &mut self,
+        to: Identity,
+        message: Message<Identity>,
+        updates: Vec<foca::Member<Identity>>,
+    ) {
+        let pkt = FocaPacket {
+            header: Header {
+                src: self.identity().clone(),
+                src_incarnation: self.incarnation,
+                dst: to.clone(),
+                message,
+            },
+            updates,
+        };
+        let payload = packet::seal(&self.status(), &pkt.encode());
+        self.stats.sent += 1;
+        self.transmits.push_back(Transmit { to, payload });
+    }
+
+    fn status(&self) -> Status {
+        Status {
+            load: self.load,
+            live: self.live_count() as u32,
+        }
+    }
+
+    /// The next time [`handle_timeout`](Self::handle_timeout) must run.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.timers.peek().map(|Reverse(s)| s.at)
+    }
+
+    /// Runs every timer due at `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        while let Some(Reverse(s)) = self.timers.peek() {
+            if s.at > now {
+                break;
+            }
+            let Some(Reverse(s)) = self.timers.pop() else { break };
+            match s.tick {
+                Tick::Foca(epoch, timer) if epoch == self.epoch => {
+                    let mut io = FocaIo::default();
+                    if let Err(e) = self.foca.handle_timer(timer, &mut io) {
+                        tracing::trace!(error = %e, "membership timer not handled");
+                    }
+                    self.absorb(now, io);
+                }
+                Tick::Foca(..) => {}
+                Tick::Rejoin => self.rejoin_tick(now),
+            }
+        }
+    }
+
+    fn rejoin_tick(&mut self, now: Instant) {
+        if self.left_cluster {
+            return;
+        }
+        self.forget_old(now);
+        let alone = self.foca.num_members() == 0;
+        if self.state == MemberState::Joining || alone {
+            self.dials.extend(self.seeds.iter().copied());
+            if alone {
+                // Seeds may be gone: try whoever we knew.
+                let known: Vec<SocketAddr> =
+                    self.view.values().map(|m| m.identity.addr).take(8).collect();
+                self.dials.extend(known);
+            }
+        }
+        self.schedule(now + self.config.rejoin_interval, Tick::Rejoin);
+    }
+
+    fn forget_old(&mut self, now: Instant) {
+        let keep = self.config.forget_down_after;
+        self.view
+            .retain(|_, m| m.state.is_live() || now.saturating_duration_since(m.since) < keep);
+    }
+
+    /// The next datagram to send.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
+    }
+
+    /// The next membership event.
+    pub fn poll_event(&mut self) -> Option<MemberEvent> {
+        self.events.pop_front()
+    }
+
+    /// The next seed address to reach; report with [`dial_result`](Self::dial_result).
+    pub fn poll_dial(&mut self) -> Option<SocketAddr> {
+        self.dials.pop_front()
+    }
+
+    fn schedule(&mut self, at: Instant, tick: Tick) {
+        self.seq += 1;
+        self.timers.push(Reverse(Scheduled {
+            at,
+            seq: self.seq,
+            tick,
+        }));
+    }
+
+    fn become_active(&mut self) {
+        if self.state != MemberState::Active && !self.left_cluster {
+            self.state = MemberState::Active;
+            self.events
+                .push_back(MemberEvent::Active(self.identity().clone()));
+        }
+    }
+
+    /// Takes in what foca asked for, then brings the member view up to date.
+    fn absorb(&mut self, now: Instant, io: FocaIo) {
+        if let Some(inc) = io.incarnation {
+            self.incarnation = inc;
+        }
+        let status = self.status();
+        for (to, data) in io.sends {
+            self.stats.sent += 1;
+            let payload = packet::seal(&status, &data);
+            self.transmits.push_back(Transmit { to, payload });
+        }
+        for (after, timer) in io.timers {
+            self.schedule(now + after, Tick::Foca(self.epoch, timer));
+        }
+        self.sync_view(now);
+        for note in io.notes {
+            match note {
+                Note::Active => self.become_active(),
+                Note::Idle => {}
+                Note::Defunct if !self.left_cluster => self.rejoin_as_new_generation(now),
+                Note::Defunct => {}
+            }
+        }
+    }
+
+    /// Called when the cluster declared this node down: a fresh foca under the next
+    /// generation, knowing the members that were live, announcing itself to them and to the
+    /// seeds.
+    fn rejoin_as_new_generation(&mut self, now: Instant) {
+        let old = self.identity().clone();
+        let new = Identity {
+            generation: old.generation + 1,
+            ..old.clone()
+        };
+        self.epoch += 1;
+        self.incarnation = 0;
+        self.foca = Foca::new(
+            new.clone(),
+            self.config.foca(),
+            FocaRng(SplitMix64::new(self.rng.next_u64())),
+            PostcardCodec,
+        );
+        let live: Vec<foca::Member<Identity>> = self
+            .view
+            .values()
+            .filter(|m| m.state.is_live())
+            .map(|m| foca::Member::new(m.identity.clone(), m.incarnation, State::Alive))
+            .collect();
+        let mut io = FocaIo::default();
+        let _ = self.foca.apply_many(live.iter().cloned(), false, &mut io);
+        for m in live.iter().take(3) {
+            let _ = self.foca.announce(m.id().clone(), &mut io);
+        }
+        self.state = MemberState::Joining;
+        self.events.push_back(MemberEvent::Fenced {
+            old,
+            new: new.clone(),
+        });
+        self.dials.extend(self.seeds.iter().copied());
+        // `absorb` must not see the Active note of this apply before the Fenced event.
+        self.absorb(now, io);
+    }
+
+    /// Compares foca's table with the view and emits the differences as events.
+    fn sync_view(&mut self, now: Instant) {
+        let events = &mut self.events;
+        for fm in self.foca.iter_membership_state() {
+            let id = fm.id();
+            let state = match fm.state() {
+                State::Alive => MemberState::Active,
+                State::Suspect => MemberState::Suspect,
+                State::Down if self.departed.contains(&(id.node, id.generation)) => {
+                    MemberState::Left
+                }
+                State::Down => MemberState::Unreachable,
+            };
+            let event = match self.view.get_mut(&id.node) {
+                None => {
+                    self.view.insert(
+                        id.node,
+                        Member {
+                            identity: id.clone(),
+                            state,
+                            incarnation: fm.incarnation(),
+                            load: None,
+                            since: now,
+                        },
+                    );
+                    state.is_live().then(|| MemberEvent::Joined(id.clone()))
+                }
+                Some(m) if m.identity.generation > id.generation => None,
+                Some(m) if m.identity.generation < id.generation => {
+                    if m.state.is_live() {
+                        // A restart noticed before the old generation was declared down.
+                        events.push_back(MemberEvent::Unreachable(m.identity.clone()));
+                    }
+                    let old = m.identity.generation;
+                    self.retired
+                        .entry(id.node)
+                        .and_modify(|g| *g = (*g).max(old))
+                        .or_insert(old);
+                    *m = Member {
+                        identity: id.clone(),
+                        state,
+                        incarnation: fm.incarnation(),
+                        load: None,
+                        since: now,
+                    };
+                    state.is_live().then(|| MemberEvent::Joined(id.clone()))
+                }
+                Some(m) => {
+                    m.incarnation = fm.incarnation();
+                    if m.state == state {
+                        None
+                    } else {
+                        let before = m.state;
+                        m.state = state;
+                        m.since = now;
+                        Some(match (before, state) {
+                            (MemberState::Suspect, MemberState::Active) => {
+                                MemberEvent::Recovered(id.clone())
+                            }
+                            (_, MemberState::Active) => MemberEvent::Joined(id.clone()),
+                            (_, MemberState::Suspect) => MemberEvent::Suspect(id.clone()),
+                            (_, MemberState::Left) => MemberEvent::Left(id.clone()),
+                            _ => MemberEvent::Unreachable(id.clone()),
+                        })
+                    }
+                }
+            };
+            if let Some(e) = event {
+                events.push_back(e);
+            }
+        }
+    }
+}
