@@ -46,9 +46,20 @@ pub enum Command {
             configured peer (retrying with backoff, never giving up) and prints one line \
             to stdout once it is listening:\n\n    \
             atoll node NAME id=NODEID listening on ADDR\n\n\
-            ADDR is the bound address, so `listen = \"127.0.0.1:0\"` works. Logs go to \
-            stderr; filter them with RUST_LOG (default: info). On SIGINT or SIGTERM the \
-            node closes its connections, gives its processes 5 s to stop and exits 0.",
+            ADDR is the bound address, so `listen = \"127.0.0.1:0\"` works.\n\n\
+            With `[cluster] enabled = true` the node joins the SWIM membership through the \
+            seeds and prints one line per membership event (ID is the 32-hex node id, GEN \
+            the member's generation, which grows on every start):\n\n    \
+            member active NAME id=ID gen=GEN            (this node)\n    \
+            member joined NAME id=ID gen=GEN addr=ADDR\n    \
+            member suspect NAME id=ID gen=GEN\n    \
+            member recovered NAME id=ID gen=GEN\n    \
+            member unreachable NAME id=ID gen=GEN\n    \
+            member left NAME id=ID gen=GEN\n    \
+            member fenced NAME old_gen=OLD new_gen=NEW  (this node rejoined)\n\n\
+            Logs go to stderr; filter them with RUST_LOG (default: info). On SIGINT or \
+            SIGTERM the node leaves the membership, closes its connections, gives its \
+            processes 5 s to stop and exits 0.",
         after_help = NODE_AFTER_HELP
     )]
     Node(NodeArgs),
@@ -73,6 +84,20 @@ Configuration (relative paths are relative to the configuration file's directory
   [limits]
   max_frame_len = 8388608       # optional: largest frame accepted from a peer, in bytes
   message_streams = 4           # optional: QUIC streams per peer for messages
+
+  [cluster]                     # optional: SWIM membership
+  enabled = true                # default false
+  seeds = [\"127.0.0.1:7000\"]    # nodes to join through (host:port); none: found the cluster
+  roles = [\"voter\"]             # announced to the other members
+  capabilities = [\"gpu\"]        # announced to the other members
+  advertise = \"10.0.0.1:7000\"   # optional: the address members reach this node on
+                                #   (default: the bound address; set it with 0.0.0.0)
+
+  [cluster.swim]                # optional: protocol timings
+  probe_interval_ms = 1000      # a random member is probed this often
+  ping_timeout_ms = 500         # wait for a direct answer (less than probe_interval_ms)
+  suspect_timeout_ms = 5000     # a suspect not refuting this long is unreachable
+  indirect_probes = 3           # witnesses asked to probe a member that did not answer
 
 Unknown fields are errors. Exit code 2 means the configuration or a file it names is
 wrong or missing; the message names the file, the field and, for a missing file, the

@@ -1,11 +1,12 @@
 //! The node configuration file: parsing, checking, and turning it into a
 //! [`atoll_cluster::NodeConfig`].
 
-use std::net::SocketAddr;
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
-use atoll_cluster::NodeConfig;
+use atoll_cluster::{MAX_LABEL_LEN, MAX_LABELS, MembershipConfig, NodeConfig, SwimConfig};
 use atoll_net::{
     NodeCertificate, NodeIdentity, RevocationList, SHARED_CERT_FILE, SHARED_KEY_FILE,
     SharedIdentity, TransportSettings, TrustConfig,
@@ -24,6 +25,10 @@ pub const DEFAULT_THREADS: usize = 2;
 pub const MIN_FRAME_LEN: usize = 4096;
 /// The most `limits.message_streams` accepted (QUIC allows 100 streams open at once).
 pub const MAX_MESSAGE_STREAMS: usize = 64;
+/// The longest membership timing accepted, in milliseconds (one hour).
+pub const MAX_SWIM_MS: i64 = 3_600_000;
+/// The most `cluster.swim.indirect_probes` accepted.
+pub const MAX_INDIRECT_PROBES: i64 = 64;
 
 /// The file as written, before checking. Leaves are checked by hand so errors can say
 /// which field is wrong and why.
@@ -38,6 +43,32 @@ struct RawConfig {
     tls: Option<RawTls>,
     #[serde(default)]
     limits: RawLimits,
+    cluster: Option<RawCluster>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCluster {
+    #[serde(default)]
+    enabled: bool,
+    #[serde(default)]
+    seeds: Vec<String>,
+    #[serde(default)]
+    roles: Vec<String>,
+    #[serde(default)]
+    capabilities: Vec<String>,
+    advertise: Option<String>,
+    #[serde(default)]
+    swim: RawSwim,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSwim {
+    probe_interval_ms: Option<i64>,
+    ping_timeout_ms: Option<i64>,
+    suspect_timeout_ms: Option<i64>,
+    indirect_probes: Option<i64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -90,6 +121,49 @@ pub struct NodeFile {
     pub max_frame_len: Option<usize>,
     /// `limits.message_streams`, if set.
     pub message_streams: Option<usize>,
+    /// Membership, when `cluster.enabled` is true.
+    pub cluster: Option<ClusterFile>,
+}
+
+/// The checked `[cluster]` table of an enabled cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterFile {
+    /// `cluster.seeds`, resolved.
+    pub seeds: Vec<SocketAddr>,
+    /// `cluster.roles`.
+    pub roles: Vec<String>,
+    /// `cluster.capabilities`.
+    pub capabilities: Vec<String>,
+    /// `cluster.advertise`, resolved, if set.
+    pub advertise: Option<SocketAddr>,
+    /// `cluster.swim.probe_interval_ms`.
+    pub probe_interval: Duration,
+    /// `cluster.swim.ping_timeout_ms`.
+    pub ping_timeout: Duration,
+    /// `cluster.swim.suspect_timeout_ms`.
+    pub suspect_timeout: Duration,
+    /// `cluster.swim.indirect_probes`.
+    pub indirect_probes: usize,
+}
+
+impl ClusterFile {
+    /// The membership settings for [`NodeConfig::membership`].
+    pub fn membership(&self) -> MembershipConfig {
+        MembershipConfig {
+            seeds: self.seeds.clone(),
+            roles: self.roles.clone(),
+            capabilities: self.capabilities.clone(),
+            advertise: self.advertise,
+            swim: SwimConfig {
+                probe_interval: self.probe_interval,
+                ping_timeout: self.ping_timeout,
+                suspect_timeout: self.suspect_timeout,
+                indirect_probes: self.indirect_probes,
+                ..SwimConfig::default()
+            },
+            ..MembershipConfig::default()
+        }
+    }
 }
 
 /// The TLS files a node uses.
@@ -210,6 +284,11 @@ impl NodeFile {
             }
         };
 
+        let cluster = match raw.cluster {
+            Some(c) => parse_cluster(c, name, &field)?,
+            None => None,
+        };
+
         let Some(tls) = raw.tls else {
             return Err(field(
                 "tls",
@@ -269,6 +348,7 @@ impl NodeFile {
             tls,
             max_frame_len,
             message_streams,
+            cluster,
         })
     }
 
@@ -412,6 +492,7 @@ impl NodeFile {
         if let Some(n) = self.message_streams {
             config.message_streams = n;
         }
+        config.membership = self.cluster.as_ref().map(ClusterFile::membership);
         Ok(Loaded { config, revoked })
     }
 
@@ -446,6 +527,131 @@ impl NodeFile {
             hint: hint(),
         })
     }
+}
+
+/// Checks the `[cluster]` table; `None` unless `enabled`. Every field is checked either way.
+fn parse_cluster(
+    raw: RawCluster,
+    name: &str,
+    field: &impl Fn(&str, String) -> Error,
+) -> Result<Option<ClusterFile>, Error> {
+    let mut seeds = Vec::new();
+    for (i, seed) in raw.seeds.iter().enumerate() {
+        seeds.extend(resolve_addr(seed).map_err(|why| field(&format!("cluster.seeds[{i}]"), why))?);
+    }
+    let advertise = match &raw.advertise {
+        None => None,
+        Some(a) => Some(
+            resolve_addr(a)
+                .map_err(|why| field("cluster.advertise", why))?
+                .next()
+                .ok_or_else(|| {
+                    field("cluster.advertise", format!("{a:?} resolves to no address"))
+                })?,
+        ),
+    };
+    if raw.enabled && name.len() > MAX_LABEL_LEN {
+        return Err(field(
+            "name",
+            format!("at most {MAX_LABEL_LEN} bytes in a cluster"),
+        ));
+    }
+    for (key, labels) in [("roles", &raw.roles), ("capabilities", &raw.capabilities)] {
+        for (i, label) in labels.iter().enumerate() {
+            if label.is_empty()
+                || label.len() > MAX_LABEL_LEN
+                || label.chars().any(char::is_whitespace)
+            {
+                return Err(field(
+                    &format!("cluster.{key}[{i}]"),
+                    format!("{label:?} is unusable (1 to {MAX_LABEL_LEN} bytes, no spaces)"),
+                ));
+            }
+        }
+    }
+    if raw.roles.len() + raw.capabilities.len() > MAX_LABELS {
+        return Err(field(
+            "cluster.roles",
+            format!("more than {MAX_LABELS} roles and capabilities together"),
+        ));
+    }
+    let defaults = SwimConfig::default();
+    let ms = |value: Option<i64>, key: &str, default: Duration| match value {
+        None => Ok(default),
+        Some(n @ 1..=MAX_SWIM_MS) => Ok(Duration::from_millis(n as u64)),
+        Some(n) => Err(field(
+            &format!("cluster.swim.{key}"),
+            format!("{n} is not between 1 and {MAX_SWIM_MS}"),
+        )),
+    };
+    let probe_interval = ms(
+        raw.swim.probe_interval_ms,
+        "probe_interval_ms",
+        defaults.probe_interval,
+    )?;
+    let ping_timeout = ms(
+        raw.swim.ping_timeout_ms,
+        "ping_timeout_ms",
+        defaults.ping_timeout,
+    )?;
+    let suspect_timeout = ms(
+        raw.swim.suspect_timeout_ms,
+        "suspect_timeout_ms",
+        defaults.suspect_timeout,
+    )?;
+    if ping_timeout >= probe_interval {
+        return Err(field(
+            "cluster.swim.ping_timeout_ms",
+            format!(
+                "{} must be less than probe_interval_ms ({})",
+                ping_timeout.as_millis(),
+                probe_interval.as_millis()
+            ),
+        ));
+    }
+    let indirect_probes = match raw.swim.indirect_probes {
+        None => defaults.indirect_probes,
+        Some(n @ 1..=MAX_INDIRECT_PROBES) => n as usize,
+        Some(n) => {
+            return Err(field(
+                "cluster.swim.indirect_probes",
+                format!("{n} is not between 1 and {MAX_INDIRECT_PROBES}"),
+            ));
+        }
+    };
+    if !raw.enabled {
+        return Ok(None);
+    }
+    Ok(Some(ClusterFile {
+        seeds,
+        roles: raw.roles,
+        capabilities: raw.capabilities,
+        advertise,
+        probe_interval,
+        ping_timeout,
+        suspect_timeout,
+        indirect_probes,
+    }))
+}
+
+/// `IP:PORT`, or `HOST:PORT` resolved now.
+fn resolve_addr(s: &str) -> Result<std::vec::IntoIter<SocketAddr>, String> {
+    if let Ok(addr) = s.parse::<SocketAddr>() {
+        return Ok(vec![addr].into_iter());
+    }
+    if !is_host_port(s) {
+        return Err(format!(
+            "invalid address {s:?} (expected HOST:PORT, e.g. \"127.0.0.1:7000\")"
+        ));
+    }
+    let addrs: Vec<SocketAddr> = s
+        .to_socket_addrs()
+        .map_err(|e| format!("cannot resolve {s:?}: {e}"))?
+        .collect();
+    if addrs.is_empty() {
+        return Err(format!("{s:?} resolves to no address"));
+    }
+    Ok(addrs.into_iter())
 }
 
 /// Reads the first PEM certificate of `path`.
@@ -733,6 +939,118 @@ message_streams = 2
         assert!(e.starts_with("/etc/atoll/node.toml: line 5"), "{e}");
         let e = err("name = \n");
         assert!(e.starts_with("/etc/atoll/node.toml: line 1"), "{e}");
+    }
+
+    const CLUSTER: &str = r#"
+[cluster]
+enabled = true
+seeds = ["127.0.0.1:7001", "[::1]:7002"]
+roles = ["voter"]
+capabilities = ["gpu", "storage_nvme"]
+
+[cluster.swim]
+probe_interval_ms = 300
+ping_timeout_ms = 100
+"#;
+
+    #[test]
+    fn the_cluster_table_parses_with_defaults() {
+        let c = parse(&format!("{GOOD}{CLUSTER}")).unwrap();
+        let cluster = c.cluster.unwrap();
+        assert_eq!(
+            cluster.seeds,
+            [
+                "127.0.0.1:7001".parse::<SocketAddr>().unwrap(),
+                "[::1]:7002".parse().unwrap()
+            ]
+        );
+        assert_eq!(cluster.roles, ["voter"]);
+        assert_eq!(cluster.capabilities, ["gpu", "storage_nvme"]);
+        assert_eq!(cluster.advertise, None);
+        let m = cluster.membership();
+        assert_eq!(m.swim.probe_interval, Duration::from_millis(300));
+        assert_eq!(m.swim.ping_timeout, Duration::from_millis(100));
+        assert_eq!(m.swim.suspect_timeout, Duration::from_millis(5000));
+        assert_eq!(m.swim.indirect_probes, 3);
+        assert_eq!(m.seeds, cluster.seeds);
+
+        // Absent or disabled: no membership (the table is still checked).
+        assert_eq!(parse(GOOD).unwrap().cluster, None);
+        let disabled = CLUSTER.replace("enabled = true", "enabled = false");
+        assert_eq!(parse(&format!("{GOOD}{disabled}")).unwrap().cluster, None);
+        let e = err(&format!("{GOOD}{}", disabled.replace("7002", "x")));
+        assert!(e.contains("field \"cluster.seeds[1]\""), "{e}");
+        let bare = parse(&format!("{GOOD}[cluster]\nenabled = true\n")).unwrap();
+        let bare = bare.cluster.unwrap();
+        assert!(bare.seeds.is_empty());
+        assert_eq!(bare.probe_interval, Duration::from_millis(1000));
+        assert_eq!(bare.ping_timeout, Duration::from_millis(500));
+    }
+
+    #[test]
+    fn cluster_errors_name_the_field() {
+        let with = |from: &str, to: &str| err(&format!("{GOOD}{}", CLUSTER.replace(from, to)));
+        let e = with("\"[::1]:7002\"", "\"nowhere\"");
+        assert!(
+            e.starts_with(
+                "/etc/atoll/node.toml: field \"cluster.seeds[1]\": invalid address \"nowhere\""
+            ),
+            "{e}"
+        );
+        let e = with("\"[::1]:7002\"", "7002");
+        assert!(e.contains("field \"cluster.seeds[1]\""), "{e}");
+        let e = with("probe_interval_ms = 300", "probe_interval_ms = 0");
+        assert!(
+            e.contains("field \"cluster.swim.probe_interval_ms\": 0 is not between"),
+            "{e}"
+        );
+        let e = with("ping_timeout_ms = 100", "ping_timeout_ms = 300");
+        assert!(
+            e.contains(
+                "field \"cluster.swim.ping_timeout_ms\": 300 must be less than probe_interval_ms (300)"
+            ),
+            "{e}"
+        );
+        let e = with("ping_timeout_ms = 100", "ping_timeout_ms = -5");
+        assert!(e.contains("field \"cluster.swim.ping_timeout_ms\""), "{e}");
+        let e = with(
+            "ping_timeout_ms = 100",
+            "ping_timeout_ms = 100\nsuspect_timeout_ms = 0",
+        );
+        assert!(
+            e.contains("field \"cluster.swim.suspect_timeout_ms\""),
+            "{e}"
+        );
+        let e = with(
+            "ping_timeout_ms = 100",
+            "ping_timeout_ms = 100\nindirect_probes = 0",
+        );
+        assert!(e.contains("field \"cluster.swim.indirect_probes\""), "{e}");
+        let e = with("ping_timeout_ms = 100", "ping_timeout_ms = \"fast\"");
+        assert!(
+            e.contains("field \"cluster.swim.ping_timeout_ms\": invalid type"),
+            "{e}"
+        );
+        let e = with("ping_timeout_ms = 100", "ping_timeout_ms = 100\nbogus = 1");
+        assert!(
+            e.contains("field \"cluster.swim.bogus\": unknown field"),
+            "{e}"
+        );
+        let e = with("enabled = true", "enabled = \"yes\"");
+        assert!(e.contains("field \"cluster.enabled\""), "{e}");
+        let e = with("roles = [\"voter\"]", "roles = [\"\"]");
+        assert!(e.contains("field \"cluster.roles[0]\""), "{e}");
+        let e = with(
+            "enabled = true",
+            "enabled = true\nadvertise = \"somewhere\"",
+        );
+        assert!(e.contains("field \"cluster.advertise\""), "{e}");
+        let many: Vec<String> = (0..20).map(|i| format!("\"r{i}\"")).collect();
+        let e = with(
+            "roles = [\"voter\"]",
+            &format!("roles = [{}]", many.join(", ")),
+        );
+        assert!(e.contains("field \"cluster.roles\": more than"), "{e}");
     }
 
     #[test]

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-use atoll_cluster::Node;
+use atoll_cluster::{MemberEvent, Node};
 use atoll_net::RevocationList;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::task::JoinSet;
@@ -62,6 +62,8 @@ async fn serve(file: NodeFile, loaded: crate::config::Loaded) -> Result<(), Erro
 
     let node = Node::start(loaded.config)?;
     atoll_cluster::builtin::install(&node);
+    // Taken before the ready line so no event is missed; printed after it.
+    let member_events = node.member_events();
 
     let mut tasks = JoinSet::new();
     if let Some((list, path)) = loaded.revoked {
@@ -82,6 +84,9 @@ async fn serve(file: NodeFile, loaded: crate::config::Loaded) -> Result<(), Erro
         if let Err(e) = writeln!(out, "{line}").and_then(|()| out.flush()) {
             warn!("cannot write to stdout: {e}");
         }
+    }
+    if let Some(events) = member_events {
+        tasks.spawn(print_member_events(events));
     }
 
     let which = tokio::select! {
@@ -104,6 +109,53 @@ async fn serve(file: NodeFile, loaded: crate::config::Loaded) -> Result<(), Erro
         _ = sigint.recv() => warn!("second signal: exiting without waiting"),
     }
     Ok(())
+}
+
+/// Prints one line per membership event on stdout, flushed at once.
+async fn print_member_events(mut events: tokio::sync::mpsc::UnboundedReceiver<MemberEvent>) {
+    while let Some(event) = events.recv().await {
+        let line = member_line(&event);
+        let mut out = std::io::stdout().lock();
+        if let Err(e) = writeln!(out, "{line}").and_then(|()| out.flush()) {
+            warn!("cannot write to stdout: {e}");
+        }
+    }
+}
+
+/// The stdout line for a membership event:
+///
+/// ```text
+/// member active NAME id=ID gen=GEN             (this node)
+/// member joined NAME id=ID gen=GEN addr=ADDR
+/// member suspect NAME id=ID gen=GEN
+/// member recovered NAME id=ID gen=GEN
+/// member unreachable NAME id=ID gen=GEN
+/// member left NAME id=ID gen=GEN
+/// member fenced NAME old_gen=OLD new_gen=NEW   (this node rejoined as a new generation)
+/// ```
+pub fn member_line(event: &MemberEvent) -> String {
+    let plain = |what: &str, m: &atoll_cluster::MemberIdentity| {
+        format!(
+            "member {what} {} id={} gen={}",
+            m.name(),
+            m.node,
+            m.generation
+        )
+    };
+    match event {
+        MemberEvent::Active(m) => plain("active", m),
+        MemberEvent::Joined(m) => format!("{} addr={}", plain("joined", m), m.addr),
+        MemberEvent::Suspect(m) => plain("suspect", m),
+        MemberEvent::Recovered(m) => plain("recovered", m),
+        MemberEvent::Unreachable(m) => plain("unreachable", m),
+        MemberEvent::Left(m) => plain("left", m),
+        MemberEvent::Fenced { old, new } => format!(
+            "member fenced {} old_gen={} new_gen={}",
+            new.name(),
+            old.generation,
+            new.generation
+        ),
+    }
 }
 
 /// Dials `peer` until it answers, then watches the connection and dials again whenever

@@ -87,6 +87,9 @@ struct NodeProcess {
     name: String,
     id: NodeId,
     addr: std::net::SocketAddr,
+    stdout: mpsc::Receiver<String>,
+    /// Stdout lines after the ready line, as read so far.
+    printed: std::cell::RefCell<Vec<String>>,
     stderr: mpsc::Receiver<String>,
 }
 
@@ -132,8 +135,43 @@ impl NodeProcess {
             id: words[3].strip_prefix("id=").unwrap().parse().unwrap(),
             addr: words[6].parse().unwrap(),
             child,
+            stdout,
+            printed: Default::default(),
             stderr,
         }
+    }
+
+    /// The first stdout line (after the ready line) that `pick` accepts, waiting for it if
+    /// it has not been printed yet.
+    fn wait_for_line<T>(&self, what: &str, mut pick: impl FnMut(&str) -> Option<T>) -> T {
+        if let Some(found) = self.printed.borrow().iter().find_map(|l| pick(l)) {
+            return found;
+        }
+        let until = Instant::now() + DEADLINE;
+        loop {
+            let left = until.saturating_duration_since(Instant::now());
+            match self.stdout.recv_timeout(left) {
+                Ok(line) => {
+                    let found = pick(&line);
+                    self.printed.borrow_mut().push(line);
+                    if let Some(found) = found {
+                        return found;
+                    }
+                }
+                Err(_) => panic!(
+                    "node {}: no stdout line for {what}; printed:\n{}",
+                    self.name,
+                    self.printed.borrow().join("\n")
+                ),
+            }
+        }
+    }
+
+    /// Waits for `member KIND NAME id=ID gen=GEN ...` about `about`; returns its fields.
+    fn wait_for_member(&self, kind: &str, about: &NodeProcess) -> MemberLine {
+        self.wait_for_line(&format!("member {kind} {}", about.name), |line| {
+            MemberLine::parse(line).filter(|m| m.kind == kind && m.id == about.id)
+        })
     }
 
     /// Waits for a log line containing every one of `needles`.
@@ -183,6 +221,42 @@ impl Drop for NodeProcess {
     }
 }
 
+/// A `member ...` line of `atoll node`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct MemberLine {
+    kind: String,
+    name: String,
+    id: NodeId,
+    generation: u64,
+    addr: Option<std::net::SocketAddr>,
+}
+
+impl MemberLine {
+    /// `member KIND NAME id=ID gen=GEN [addr=ADDR]`, checked strictly: `addr` on `joined`
+    /// lines and only there.
+    fn parse(line: &str) -> Option<MemberLine> {
+        let words: Vec<&str> = line.split(' ').collect();
+        if words.first() != Some(&"member") || words.len() < 5 {
+            return None;
+        }
+        let kind = words[1].to_string();
+        let id = words[3].strip_prefix("id=")?.parse().ok()?;
+        let generation = words[4].strip_prefix("gen=")?.parse().ok()?;
+        let addr = match (kind.as_str(), &words[5..]) {
+            ("joined", [addr]) => Some(addr.strip_prefix("addr=")?.parse().ok()?),
+            ("active" | "suspect" | "recovered" | "unreachable" | "left", []) => None,
+            _ => panic!("malformed member line {line:?}"),
+        };
+        Some(MemberLine {
+            kind,
+            name: words[2].to_string(),
+            id,
+            generation,
+            addr,
+        })
+    }
+}
+
 /// Lines of `from`, on a channel, read by a thread of their own.
 fn lines(from: impl Read + Send + 'static) -> mpsc::Receiver<String> {
     let (tx, rx) = mpsc::channel();
@@ -216,6 +290,23 @@ fn write_config(dir: &Path, name: &str, peers: &[std::net::SocketAddr]) -> Strin
     );
     let file = format!("{name}.toml");
     std::fs::write(dir.join(&file), text).unwrap();
+    file
+}
+
+/// A CA-mode configuration with membership: short timings, joining through `seeds`.
+fn write_cluster_config(dir: &Path, name: &str, seeds: &[std::net::SocketAddr]) -> String {
+    let file = write_config(dir, name, &[]);
+    let seeds: Vec<String> = seeds.iter().map(|p| format!("\"{p}\"")).collect();
+    let cluster = format!(
+        "\n[cluster]\nenabled = true\nseeds = [{}]\nroles = [\"worker\"]\n\n\
+         [cluster.swim]\nprobe_interval_ms = 300\nping_timeout_ms = 150\n\
+         suspect_timeout_ms = 1500\nindirect_probes = 2\n",
+        seeds.join(", ")
+    );
+    let path = dir.join(&file);
+    let mut text = std::fs::read_to_string(&path).unwrap();
+    text.push_str(&cluster);
+    std::fs::write(path, text).unwrap();
     file
 }
 
@@ -362,6 +453,38 @@ fn config_errors_exit_2_naming_file_and_field() {
         }
         assert!(stdout(&o).is_empty(), "{what}: {}", stdout(&o));
     }
+    // The cluster table: a bad seed and a bad protocol setting.
+    let clustered = std::fs::read_to_string(dir.join(write_cluster_config(dir, "a", &[]))).unwrap();
+    let cases: [(&str, String, &str); 3] = [
+        (
+            "bad seed",
+            clustered.replace("seeds = []", "seeds = [\"127.0.0.1:7000\", \"seven\"]"),
+            "bad.toml: field \"cluster.seeds[1]\": invalid address \"seven\"",
+        ),
+        (
+            "ping timeout not below the probe interval",
+            clustered.replace("ping_timeout_ms = 150", "ping_timeout_ms = 300"),
+            "bad.toml: field \"cluster.swim.ping_timeout_ms\": 300 must be less than \
+             probe_interval_ms (300)",
+        ),
+        (
+            "zero suspect timeout",
+            clustered.replace("suspect_timeout_ms = 1500", "suspect_timeout_ms = 0"),
+            "bad.toml: field \"cluster.swim.suspect_timeout_ms\": 0 is not between",
+        ),
+    ];
+    for (what, text, expected) in cases {
+        std::fs::write(dir.join("bad.toml"), text).unwrap();
+        let o = atoll(dir, &["node", "--config", "bad.toml"]);
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(2), "{what}: {err}");
+        assert!(
+            err.contains(expected),
+            "{what}: expected {expected:?} in {err:?}"
+        );
+        assert!(stdout(&o).is_empty(), "{what}: {}", stdout(&o));
+    }
+    write_config(dir, "a", &[]);
     // A missing certificate the CA has no copy of: issue again.
     std::fs::remove_file(dir.join("ca/a.pem")).unwrap();
     let o = atoll(dir, &["node", "--config", "a.toml"]);
@@ -599,4 +722,53 @@ async fn nodes_connect_serve_echo_and_a_killed_node_breaks_monitors() {
         assert_eq!(n2.wait().code(), Some(0));
     });
     probe.shutdown(Duration::from_secs(1)).await;
+}
+
+#[test]
+fn cluster_nodes_report_each_other_and_a_killed_one_unreachable() {
+    let tmp = TempDir::new("membership");
+    let dir = tmp.path();
+    ca_with(dir, &["m1", "m2", "m3"]);
+
+    // m1 founds the cluster; m2 and m3 join through it.
+    let mut m1 = NodeProcess::start(dir, &write_cluster_config(dir, "m1", &[]));
+    let active = m1.wait_for_member("active", &m1);
+    assert_eq!(active.name, "m1");
+    let seeds = [m1.addr];
+    let mut m2 = NodeProcess::start(dir, &write_cluster_config(dir, "m2", &seeds));
+    let mut m3 = NodeProcess::start(dir, &write_cluster_config(dir, "m3", &seeds));
+    assert_eq!(m2.wait_for_member("active", &m2).name, "m2");
+    assert_eq!(m3.wait_for_member("active", &m3).name, "m3");
+
+    // Everyone reports every other one joined, with the address it listens on.
+    let mut generations = std::collections::HashMap::new();
+    for observer in [&m1, &m2, &m3] {
+        for other in [&m1, &m2, &m3] {
+            if observer.id == other.id {
+                continue;
+            }
+            let joined = observer.wait_for_member("joined", other);
+            assert_eq!(joined.name, other.name);
+            assert_eq!(joined.addr, Some(other.addr));
+            let generation = *generations.entry(other.id).or_insert(joined.generation);
+            assert_eq!(joined.generation, generation);
+        }
+    }
+
+    // SIGKILL m3: no goodbye. The others declare it unreachable.
+    m3.child.kill().unwrap();
+    m3.wait();
+    for observer in [&m1, &m2] {
+        let gone = observer.wait_for_member("unreachable", &m3);
+        assert_eq!(gone.name, "m3");
+        assert_eq!(gone.generation, generations[&m3.id]);
+    }
+
+    // SIGTERM m2: it leaves, and m1 sees it left.
+    m2.signal("-TERM");
+    let left = m1.wait_for_member("left", &m2);
+    assert_eq!(left.generation, generations[&m2.id]);
+    assert_eq!(m2.wait().code(), Some(0));
+    m1.signal("-TERM");
+    assert_eq!(m1.wait().code(), Some(0));
 }

@@ -3,6 +3,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use atoll_net::{NodeCertificate, NodeIdentity, SharedIdentity, TransportSettings, TrustConfig};
+use atoll_swim::SwimConfig;
 
 /// Everything a node needs to start.
 #[derive(Clone)]
@@ -33,6 +34,75 @@ pub struct NodeConfig {
     pub connect_timeout: Duration,
     /// How long requests to other nodes (remote spawn, process listings) wait for an answer.
     pub request_timeout: Duration,
+    /// SWIM membership: `None` (the default) runs the node without it, connecting only
+    /// where told to.
+    pub membership: Option<MembershipConfig>,
+}
+
+/// How a node takes part in SWIM membership (see [`crate::Node::membership`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct MembershipConfig {
+    /// Addresses of nodes to join through. Empty, or only this node's own address: this node
+    /// founds the cluster. Seeds that do not answer are retried every
+    /// `swim.rejoin_interval`.
+    pub seeds: Vec<SocketAddr>,
+    /// Protocol timings and limits.
+    pub swim: SwimConfig,
+    /// Roles this node announces, such as `voter`.
+    pub roles: Vec<String>,
+    /// Capabilities this node announces, such as `storage_nvme`.
+    pub capabilities: Vec<String>,
+    /// The address other members reach this node on; `None` announces the bound address
+    /// (set it when listening on an unspecified address such as `0.0.0.0`).
+    pub advertise: Option<SocketAddr>,
+    /// How long a connection opened for membership traffic may take (QUIC handshake plus
+    /// introduction). Short, so an unreachable member does not hold attempts up.
+    pub connect_timeout: Duration,
+}
+
+impl Default for MembershipConfig {
+    fn default() -> Self {
+        MembershipConfig {
+            seeds: Vec::new(),
+            swim: SwimConfig::default(),
+            roles: Vec::new(),
+            capabilities: Vec::new(),
+            advertise: None,
+            connect_timeout: Duration::from_secs(2),
+        }
+    }
+}
+
+impl MembershipConfig {
+    /// Membership joining through `seeds`, with default timings and no roles or
+    /// capabilities.
+    pub fn new(seeds: impl IntoIterator<Item = SocketAddr>) -> Self {
+        MembershipConfig {
+            seeds: seeds.into_iter().collect(),
+            ..MembershipConfig::default()
+        }
+    }
+
+    /// With these protocol settings.
+    pub fn with_swim(mut self, swim: SwimConfig) -> Self {
+        self.swim = swim;
+        self
+    }
+
+    /// With these roles.
+    pub fn with_roles<S: Into<String>>(mut self, roles: impl IntoIterator<Item = S>) -> Self {
+        self.roles = roles.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// With these capabilities.
+    pub fn with_capabilities<S: Into<String>>(
+        mut self,
+        capabilities: impl IntoIterator<Item = S>,
+    ) -> Self {
+        self.capabilities = capabilities.into_iter().map(Into::into).collect();
+        self
+    }
 }
 
 /// The TLS side of a node: its certificate, the key it is over, and the trust roots.
@@ -64,11 +134,18 @@ impl std::fmt::Debug for NodeConfig {
             .field("name", &self.name)
             .field("listen", &self.listen)
             .field("node_id", &self.identity.node_id())
+            .field("membership", &self.membership)
             .finish_non_exhaustive()
     }
 }
 
 impl NodeConfig {
+    /// With SWIM membership: the node joins through `membership.seeds` when it starts.
+    pub fn with_membership(mut self, membership: MembershipConfig) -> Self {
+        self.membership = Some(membership);
+        self
+    }
+
     /// A node of a CA-managed cluster: `cert` was issued by the cluster CA over `identity`'s
     /// key, and `trust` holds the CA and the revocation list.
     pub fn with_ca(
@@ -139,6 +216,7 @@ impl NodeConfig {
             reconnect_max: Duration::from_secs(5),
             connect_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(10),
+            membership: None,
         }
     }
 }

@@ -18,6 +18,10 @@ pub enum StartError {
         /// Why.
         source: std::io::Error,
     },
+    /// The membership identity (name, roles, capabilities) is too large for membership
+    /// packets.
+    #[error("membership identity: {0}")]
+    Membership(#[from] atoll_swim::IdentityError),
 }
 
 /// A connection attempt that failed; nothing was registered.
@@ -32,13 +36,16 @@ pub enum ConnectError {
     /// The peer did not answer within the deadline.
     #[error("timed out")]
     Timeout,
+    /// The address is this node's own.
+    #[error("the address is this node's own")]
+    ToItself,
 }
 
 /// A send by node and name that did not go out. The message is handed back.
 #[derive(thiserror::Error)]
 pub enum ClusterSendError<M> {
-    /// No connected node has that name.
-    #[error("no connected node is named {node:?}")]
+    /// No connected node, and no live member of the membership, has that name.
+    #[error("no connected node or live member is named {node:?}")]
     UnknownNode {
         /// The node name.
         node: String,
@@ -78,9 +85,12 @@ impl<M> fmt::Debug for ClusterSendError<M> {
 /// A request to another node that produced no answer.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RpcError {
-    /// No connected node has that id or name.
+    /// No connected node has that id or name, and none is known to connect to.
     #[error("unknown node {0}")]
     UnknownNode(String),
+    /// The node is not connected and connecting to it failed.
+    #[error("cannot connect: {0}")]
+    Connect(ConnectError),
     /// The connection went away before the answer came.
     #[error("connection lost")]
     ConnectionLost,

@@ -10,6 +10,9 @@
 //! - Remote spawn from registered factories: [`Node::register_spawnable`],
 //!   [`Node::spawn_remote`].
 //! - Live attach: [`Node::remote_processes`].
+//! - SWIM membership ([`MembershipConfig`], [`Node::membership`], [`Node::member_events`]):
+//!   nodes find each other through seeds and gossip, members found that way are reachable
+//!   by name, and members declared unreachable or gone are disconnected.
 #![deny(missing_docs)]
 
 pub mod builtin;
@@ -19,6 +22,10 @@ mod error;
 mod node;
 mod peer;
 
-pub use config::{NodeConfig, TlsIdentity};
+pub use atoll_swim::{
+    Identity as MemberIdentity, IdentityError, Load, MAX_LABEL_LEN, MAX_LABELS, Member,
+    MemberEvent, MemberMeta, MemberState, Swim, SwimConfig, SwimStats,
+};
+pub use config::{MembershipConfig, NodeConfig, TlsIdentity};
 pub use error::{ClusterSendError, ConnectError, DatagramError, GlobalError, RpcError, StartError};
 pub use node::{Node, PeerInfo, RemoteNode};

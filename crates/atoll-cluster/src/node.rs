@@ -1,10 +1,12 @@
 //! The node: a local runtime plus QUIC connections to its peers.
 
+mod membership;
+
 use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasher, RandomState};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::sync::{Arc, Mutex, OnceLock, RwLock, Weak};
 use std::time::Duration;
 
 use atoll_actor::{
@@ -12,13 +14,14 @@ use atoll_actor::{
     encode_for,
 };
 use atoll_core::{NodeId, Pid};
+use atoll_swim::{Member, MemberEvent, MemberMeta, Swim};
 use atoll_wire::{
     Control, Data, DataRef, Hello, ProcessInfoWire, RegistryGossip, RemoteError, Request, Response,
     decode, decode_ref,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
 
 use crate::config::NodeConfig;
@@ -98,7 +101,13 @@ struct Inner {
     /// How many backlogs exist (read without the lock on every send).
     backlog_count: std::sync::atomic::AtomicUsize,
     /// Where datagrams from peers go, once someone asked for them.
-    datagrams: Mutex<Option<tokio::sync::mpsc::Sender<(NodeId, bytes::Bytes)>>>,
+    datagrams: Mutex<Option<mpsc::Sender<(NodeId, bytes::Bytes)>>>,
+    /// The size of each connection's buffer of datagrams waiting to be sent.
+    datagram_send_buffer: usize,
+    /// SWIM membership, when configured.
+    swim: OnceLock<Swim>,
+    /// Who hears about membership events through the node.
+    member_events: Mutex<membership::EventHub>,
 }
 
 /// A connected peer, as seen from this node.
@@ -128,7 +137,23 @@ impl Node {
     ///
     /// Must run inside a tokio runtime. The node's incarnation (`creation`) is new on every
     /// start, so pids of an earlier run are never taken for pids of this one.
+    ///
+    /// With [`NodeConfig::membership`] set, the node also joins the cluster through the
+    /// configured seeds (see [`Node::membership`]).
     pub fn start(config: NodeConfig) -> Result<Node, StartError> {
+        // Checked before anything is bound.
+        let member_meta = match &config.membership {
+            Some(m) => {
+                let meta = MemberMeta {
+                    name: config.name.clone(),
+                    roles: m.roles.clone(),
+                    capabilities: m.capabilities.clone(),
+                };
+                meta.validate()?;
+                Some(meta)
+            }
+            None => None,
+        };
         let server = atoll_net::server_config(
             &config.tls.key,
             &config.tls.cert,
@@ -175,6 +200,9 @@ impl Node {
             next_request: AtomicU64::new(1),
             closing: AtomicBool::new(false),
             datagrams: Mutex::default(),
+            datagram_send_buffer: config.transport.datagram_send_buffer,
+            swim: OnceLock::new(),
+            member_events: Mutex::default(),
             known: Mutex::default(),
             backlogs: Mutex::default(),
             backlog_count: std::sync::atomic::AtomicUsize::new(0),
@@ -182,6 +210,9 @@ impl Node {
         rt.set_remote(Arc::new(Link(Arc::downgrade(&inner))));
         tokio::spawn(accept_loop(Arc::downgrade(&inner), inner.endpoint.clone()));
         info!(node = %inner.name, id = %id, addr = %local_addr, creation, "node started");
+        if let (Some(settings), Some(meta)) = (config.membership, member_meta) {
+            membership::start(&inner, settings, meta)?;
+        }
         Ok(Node { inner })
     }
 
@@ -273,10 +304,19 @@ impl Node {
         all
     }
 
-    /// The connected peer with this name.
+    /// The connected peer with this name or, failing that, the live member of the
+    /// membership with this name (its connection opens on the first send).
     pub fn remote(&self, name: &str) -> Option<RemoteNode> {
-        let peer = self.inner.peer_named(name)?;
-        Some(self.remote_node(&peer))
+        if let Some(peer) = self.inner.peer_named(name) {
+            return Some(self.remote_node(&peer));
+        }
+        let member = self.inner.live_member_named(name)?;
+        Some(RemoteNode {
+            node: self.clone(),
+            id: member.identity.node,
+            name: member.identity.name().to_string(),
+            creation: 0,
+        })
     }
 
     /// A reference to any process: typed and checked for a local pid, a remote reference
@@ -292,7 +332,9 @@ impl Node {
         }
     }
 
-    /// Sends `msg` to the process registered as `name` on the node named `node`.
+    /// Sends `msg` to the process registered as `name` on the node named `node`: a connected
+    /// peer or, failing that, a live member of the membership (the connection to it opens
+    /// on demand, and the message waits for it).
     pub fn send<A: Actor>(
         &self,
         node: &str,
@@ -311,13 +353,16 @@ impl Node {
                 }),
             };
         }
-        let Some(peer) = self.inner.peer_named(node) else {
-            return Err(ClusterSendError::UnknownNode {
+        if let Some(peer) = self.inner.peer_named(node) {
+            return send_named(&self.inner, &peer, name, msg);
+        }
+        match self.inner.live_member_named(node) {
+            Some(member) => send_named_routed(&self.inner, member.identity.node, name, msg),
+            None => Err(ClusterSendError::UnknownNode {
                 node: node.to_string(),
                 msg,
-            });
-        };
-        send_named(&self.inner, &peer, name, msg)
+            }),
+        }
     }
 
     /// Registers the local process `pid` under a cluster-wide `name`: every peer learns it
@@ -489,22 +534,40 @@ impl Node {
 
     /// Datagrams from peers, as (sender, payload), from now on; replaces an earlier receiver.
     /// Up to `capacity` wait unread; more are dropped.
-    pub fn datagrams(
-        &self,
-        capacity: usize,
-    ) -> tokio::sync::mpsc::Receiver<(NodeId, bytes::Bytes)> {
-        let (tx, rx) = tokio::sync::mpsc::channel(capacity.max(1));
-        *self
-            .inner
-            .datagrams
-            .lock()
-            .unwrap_or_else(|e| e.into_inner()) = Some(tx);
-        rx
+    ///
+    /// A node with membership reads its datagrams itself: taking them away here cuts it off
+    /// from the cluster.
+    pub fn datagrams(&self, capacity: usize) -> mpsc::Receiver<(NodeId, bytes::Bytes)> {
+        self.inner.datagram_receiver(capacity)
     }
 
-    /// Stops the node: closes every connection (peers see this node go) and shuts the
-    /// runtime down, giving processes `grace` to stop.
+    /// The running membership, if the node was started with one: this node's identity and
+    /// state, the members, their load summaries, and counters.
+    pub fn membership(&self) -> Option<&Swim> {
+        self.inner.swim.get()
+    }
+
+    /// Membership events from now on, after the node has acted on them (a `Joined` member
+    /// is reachable by name, an `Unreachable` or `Left` one is disconnected). If this node
+    /// is already active, the first event is its `Active`. `None` without membership.
+    pub fn member_events(&self) -> Option<mpsc::UnboundedReceiver<MemberEvent>> {
+        let swim = self.inner.swim.get()?;
+        Some(
+            self.inner
+                .member_events
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .subscribe(swim),
+        )
+    }
+
+    /// Stops the node: leaves the membership (peers see it `Left`), closes every connection
+    /// (peers see this node go) and shuts the runtime down, giving processes `grace` to
+    /// stop.
     pub async fn shutdown(&self, grace: Duration) {
+        if !self.inner.closing.load(Ordering::SeqCst) {
+            membership::leave(&self.inner).await;
+        }
         self.inner.closing.store(true, Ordering::SeqCst);
         self.inner
             .endpoint
@@ -559,7 +622,8 @@ impl RemoteNode {
         &self.name
     }
 
-    /// Its incarnation when the connection was made.
+    /// Its incarnation when the connection was made (0 for a member found through the
+    /// membership before any connection to it).
     pub fn creation(&self) -> u32 {
         self.creation
     }
@@ -569,15 +633,17 @@ impl RemoteNode {
         self.node.inner.peer(self.id).is_some()
     }
 
-    /// Sends `msg` to the process registered as `name` on this node.
+    /// Sends `msg` to the process registered as `name` on this node. Without a connection,
+    /// one is opened on demand if the node's address is known and it is not down;
+    /// otherwise the send fails with `NoConnection`.
     pub fn send<A: Actor>(&self, name: &str, msg: A::Msg) -> Result<(), ClusterSendError<A::Msg>>
     where
         A::Msg: Serialize,
     {
-        let Some(peer) = self.node.inner.peer(self.id) else {
-            return Err(ClusterSendError::Send(SendError::NoConnection(msg)));
-        };
-        send_named(&self.node.inner, &peer, name, msg)
+        match self.node.inner.peer(self.id) {
+            Some(peer) => send_named(&self.node.inner, &peer, name, msg),
+            None => send_named_routed(&self.node.inner, self.id, name, msg),
+        }
     }
 
     /// Spawns a process here from a registered factory.
@@ -610,6 +676,26 @@ fn send_named<M: Serialize>(
         payload,
     };
     peer.send_data(name_key(name), &data)
+        .map_err(|_| ClusterSendError::Send(SendError::NoConnection(msg)))
+}
+
+/// Sends by name to a node that may not be connected: through its backlog and a
+/// connection opened on demand, as any envelope for it.
+fn send_named_routed<M: Serialize>(
+    inner: &Arc<Inner>,
+    node: NodeId,
+    name: &str,
+    msg: M,
+) -> Result<(), ClusterSendError<M>> {
+    let payload = match encode_for(&inner.rt, node, &msg) {
+        Ok(p) => p,
+        Err(e) => return Err(SendError::Unencodable(msg, e).into()),
+    };
+    let data = Data::SendNamed {
+        name: name.to_string(),
+        payload,
+    };
+    route(inner, node, name_key(name), &data, None)
         .map_err(|_| ClusterSendError::Send(SendError::NoConnection(msg)))
 }
 
@@ -647,6 +733,32 @@ impl Inner {
             Some(&(addr, false)) => Some(addr),
             _ => None,
         }
+    }
+
+    /// Records where `node` can be reached, unless an address is known already.
+    fn learn_address(&self, node: NodeId, addr: SocketAddr) {
+        self.known
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(node)
+            .or_insert((addr, false));
+    }
+
+    /// The live member named `name`, with its address recorded for connections on demand.
+    fn live_member_named(&self, name: &str) -> Option<Member> {
+        let member = self
+            .swim
+            .get()?
+            .member_named(name)
+            .filter(|m| m.state.is_live())?;
+        self.learn_address(member.identity.node, member.identity.addr);
+        Some(member)
+    }
+
+    fn datagram_receiver(&self, capacity: usize) -> mpsc::Receiver<(NodeId, bytes::Bytes)> {
+        let (tx, rx) = mpsc::channel(capacity.max(1));
+        *self.datagrams.lock().unwrap_or_else(|e| e.into_inner()) = Some(tx);
+        rx
     }
 
     fn mark_down(&self, node: NodeId, down: bool) {
@@ -737,10 +849,22 @@ impl Inner {
         }
     }
 
-    async fn request(&self, node: NodeId, body: Request) -> Result<Response, RpcError> {
-        let peer = self
-            .peer(node)
-            .ok_or_else(|| RpcError::UnknownNode(node.to_string()))?;
+    /// Sends a request to `node` and waits for the answer. A node that is not connected
+    /// but whose address is known (and that is not down) is connected first.
+    async fn request(self: &Arc<Self>, node: NodeId, body: Request) -> Result<Response, RpcError> {
+        let peer = match self.peer(node) {
+            Some(peer) => peer,
+            None => {
+                let addr = self
+                    .known_address(node)
+                    .ok_or_else(|| RpcError::UnknownNode(node.to_string()))?;
+                let peer = dial(self, addr).await.map_err(RpcError::Connect)?;
+                if peer.id != node {
+                    return Err(RpcError::UnknownNode(node.to_string()));
+                }
+                peer
+            }
+        };
         let id = self.next_request.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
         peer.requests
@@ -821,7 +945,7 @@ impl Inner {
             return refuse("certificate is for another node id");
         }
         if hello.node_id == self.id {
-            return refuse("connected to itself");
+            return Err(ConnectError::ToItself);
         }
         Ok(())
     }
@@ -852,6 +976,9 @@ async fn accept_loop(weak: Weak<Inner>, endpoint: quinn::Endpoint) {
             };
             match tokio::time::timeout(inner.connect_timeout, attempt).await {
                 Ok(Ok(_)) => {}
+                Ok(Err(ConnectError::ToItself)) => {
+                    debug!(node = %inner.name, "a connection from this node to itself was closed")
+                }
                 Ok(Err(e)) => warn!(node = %inner.name, "refused an incoming connection: {e}"),
                 Err(_) => warn!(node = %inner.name, "an incoming connection timed out"),
             }
@@ -860,6 +987,15 @@ async fn accept_loop(weak: Weak<Inner>, endpoint: quinn::Endpoint) {
 }
 
 async fn dial(inner: &Arc<Inner>, addr: SocketAddr) -> Result<Arc<Peer>, ConnectError> {
+    dial_within(inner, addr, inner.connect_timeout).await
+}
+
+/// Connects to `addr` (or finds the connection to the node there) within `timeout`.
+async fn dial_within(
+    inner: &Arc<Inner>,
+    addr: SocketAddr,
+    timeout: Duration,
+) -> Result<Arc<Peer>, ConnectError> {
     let attempt = async {
         let connecting = atoll_net::connect(&inner.endpoint, addr, None)
             .map_err(|e| ConnectError::Connection(e.to_string()))?;
@@ -883,7 +1019,7 @@ async fn dial(inner: &Arc<Inner>, addr: SocketAddr) -> Result<Arc<Peer>, Connect
             Err(EstablishError::Refused(e)) => Err(e),
         }
     };
-    tokio::time::timeout(inner.connect_timeout, attempt)
+    tokio::time::timeout(timeout, attempt)
         .await
         .map_err(|_| ConnectError::Timeout)?
 }
@@ -974,7 +1110,16 @@ async fn introduce(
         },
         None => return Err(ConnectError::Handshake("stream closed".into())),
     };
-    inner.check_hello(&hello, conn)?;
+    if let Err(e) = inner.check_hello(&hello, conn) {
+        if !dialed && e == ConnectError::ToItself {
+            // Answer, so the dialing side learns it reached this very node; it closes the
+            // connection then.
+            if send.write_all(&mine).await.is_ok() {
+                let _ = tokio::time::timeout(inner.connect_timeout, conn.closed()).await;
+            }
+        }
+        return Err(e);
+    }
     if !dialed {
         send.write_all(&mine).await.map_err(|e| io(&e))?;
     }
@@ -1267,30 +1412,43 @@ impl Link {
         signal: Option<Signal>,
     ) -> Result<(), NoConnection> {
         let inner = self.0.upgrade().ok_or(NoConnection)?;
-        // The common case, a connected node and no backlog anywhere, takes no lock here.
-        if inner.backlog_count.load(Ordering::Acquire) == 0
-            && let Some(peer) = inner.peer(node)
-        {
-            return peer.send_data(key, data).map_err(|_| NoConnection);
-        }
-        let mut backlogs = inner.backlogs.lock().unwrap_or_else(|e| e.into_inner());
-        // While a backlog drains, later envelopes join it, so none overtakes another.
-        if let Some(backlog) = backlogs.get_mut(&node) {
-            return backlog.push(key, data, signal);
-        }
-        if let Some(peer) = inner.peer(node) {
-            drop(backlogs);
-            return peer.send_data(key, data).map_err(|_| NoConnection);
-        }
-        let addr = inner.known_address(node).ok_or(NoConnection)?;
-        let mut backlog = Backlog::default();
-        backlog.push(key, data, signal)?;
-        backlogs.insert(node, backlog);
-        inner.backlog_count.fetch_add(1, Ordering::AcqRel);
-        drop(backlogs);
-        tokio::spawn(connect_lazily(Arc::downgrade(&inner), node, addr));
-        Ok(())
+        route(&inner, node, key, data, signal)
     }
+}
+
+/// Sends a data envelope to `node`: over its connection, or, if its address is known and
+/// it is not down, into a backlog that a fresh connection (opened now, lazily) drains in
+/// order.
+fn route(
+    inner: &Arc<Inner>,
+    node: NodeId,
+    key: u64,
+    data: &Data,
+    signal: Option<Signal>,
+) -> Result<(), NoConnection> {
+    // The common case, a connected node and no backlog anywhere, takes no lock here.
+    if inner.backlog_count.load(Ordering::Acquire) == 0
+        && let Some(peer) = inner.peer(node)
+    {
+        return peer.send_data(key, data).map_err(|_| NoConnection);
+    }
+    let mut backlogs = inner.backlogs.lock().unwrap_or_else(|e| e.into_inner());
+    // While a backlog drains, later envelopes join it, so none overtakes another.
+    if let Some(backlog) = backlogs.get_mut(&node) {
+        return backlog.push(key, data, signal);
+    }
+    if let Some(peer) = inner.peer(node) {
+        drop(backlogs);
+        return peer.send_data(key, data).map_err(|_| NoConnection);
+    }
+    let addr = inner.known_address(node).ok_or(NoConnection)?;
+    let mut backlog = Backlog::default();
+    backlog.push(key, data, signal)?;
+    backlogs.insert(node, backlog);
+    inner.backlog_count.fetch_add(1, Ordering::AcqRel);
+    drop(backlogs);
+    tokio::spawn(connect_lazily(Arc::downgrade(inner), node, addr));
+    Ok(())
 }
 
 /// Envelopes waiting for a lazily opened connection.

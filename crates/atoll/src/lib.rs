@@ -31,8 +31,9 @@
 
 pub use atoll_actor::*;
 pub use atoll_cluster::{
-    ClusterSendError, ConnectError, GlobalError, Node, NodeConfig, PeerInfo, RemoteNode, RpcError,
-    StartError, builtin,
+    ClusterSendError, ConnectError, GlobalError, IdentityError, Load, Member, MemberEvent,
+    MemberIdentity, MemberMeta, MemberState, MembershipConfig, Node, NodeConfig, PeerInfo,
+    RemoteNode, RpcError, StartError, Swim, SwimConfig, SwimStats, builtin,
 };
 pub use atoll_core::{Scope, SplitMix64};
 
