@@ -46,7 +46,9 @@ impl SwimConfig {
     /// Settings for a cluster of about `nodes` members: updates are piggybacked
     /// `4·log10(nodes+1)` times (at least 6), enough for gossip to reach everyone.
     pub fn for_cluster_size(nodes: usize) -> Self {
-        let tx = (4.0 * ((nodes as f64) + 1.0).log10()).ceil().clamp(6.0, 255.0) as u8;
+        let tx = (4.0 * ((nodes as f64) + 1.0).log10())
+            .ceil()
+            .clamp(6.0, 255.0) as u8;
         SwimConfig {
             max_transmissions: tx,
             ..SwimConfig::default()
@@ -62,8 +64,9 @@ impl SwimConfig {
         c.max_transmissions = NonZeroU8::new(self.max_transmissions.max(1)).expect("max(1)");
         c.suspect_to_down_after = self.suspect_timeout;
         c.remove_down_after = Some(self.forget_down_after);
-        c.max_packet_size = NonZeroUsize::new(self.max_datagram.saturating_sub(ENVELOPE_OVERHEAD).max(256))
-            .expect("max(256)");
+        c.max_packet_size =
+            NonZeroUsize::new(self.max_datagram.saturating_sub(ENVELOPE_OVERHEAD).max(256))
+                .expect("max(256)");
         // Tell a member that talks to us after it was declared down, so it rejoins as a new
         // generation instead of lingering.
         c.notify_down_members = true;

@@ -77,7 +77,10 @@ impl Swim {
     }
 
     fn lock(&self) -> MutexGuard<'_, Membership> {
-        self.shared.membership.lock().unwrap_or_else(|e| e.into_inner())
+        self.shared
+            .membership
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
     }
 
     /// This node's identity (the generation changes after a rejoin).
@@ -104,8 +107,8 @@ impl Swim {
     pub fn member_named(&self, name: &str) -> Option<Member> {
         self.lock()
             .members()
-            .filter(|m| m.identity.name() == name)
-            .max_by_key(|m| (m.state.is_live(), m.identity.generation))
+            .filter(|m| m.state.is_live() && m.identity.name() == name)
+            .max_by_key(|m| m.identity.generation)
             .cloned()
     }
 
@@ -146,10 +149,13 @@ struct Driver<T> {
     inbound: mpsc::Receiver<(NodeId, Bytes)>,
     commands: mpsc::UnboundedReceiver<Command>,
     dialed: (
-        mpsc::UnboundedSender<(SocketAddr, Option<NodeId>)>,
-        mpsc::UnboundedReceiver<(SocketAddr, Option<NodeId>)>,
+        mpsc::UnboundedSender<Dialed>,
+        mpsc::UnboundedReceiver<Dialed>,
     ),
 }
+
+/// A seed address and who answered there.
+type Dialed = (SocketAddr, Option<NodeId>);
 
 fn now() -> std::time::Instant {
     Instant::now().into_std()
@@ -193,7 +199,10 @@ impl<T: Transport> Driver<T> {
     }
 
     fn lock(&self) -> MutexGuard<'_, Membership> {
-        self.shared.membership.lock().unwrap_or_else(|e| e.into_inner())
+        self.shared
+            .membership
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
     }
 
     /// Runs one input through the state machine and carries out what it asks for.

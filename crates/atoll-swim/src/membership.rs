@@ -166,6 +166,8 @@ impl foca::Runtime<Identity> for FocaIo {
 #[derive(Debug)]
 enum Tick {
     Foca(u64, Timer<Identity>),
+    /// A suspicion this node holds runs out unless the member refuted it.
+    SuspectTimeout(u64, Identity, u16),
     Rejoin,
 }
 
@@ -336,7 +338,9 @@ impl Membership {
             return;
         }
         let mut io = FocaIo::default();
-        let _ = self.foca.announce(Identity::probe_target(node, addr), &mut io);
+        let _ = self
+            .foca
+            .announce(Identity::probe_target(node, addr), &mut io);
         self.absorb(now, io);
     }
 
@@ -396,7 +400,12 @@ impl Membership {
             .view
             .get(&src.node)
             .is_some_and(|m| m.identity.generation > src.generation);
-        if newer_known || self.retired.get(&src.node).is_some_and(|g| *g >= src.generation) {
+        if newer_known
+            || self
+                .retired
+                .get(&src.node)
+                .is_some_and(|g| *g >= src.generation)
+        {
             self.tell_down(now, src);
             return Err(PacketError::Fenced);
         }
@@ -404,8 +413,7 @@ impl Membership {
             .view
             .get(&src.node)
             .is_some_and(|m| m.identity == src && !m.state.is_live());
-        if pkt.header.message == Message::TurnUndead && src_down && !self.yields_to(&status, &src)
-        {
+        if pkt.header.message == Message::TurnUndead && src_down && !self.yields_to(&status, &src) {
             // Both sides of a healed partition call each other down; the side with fewer
             // live members (ties: the larger node id) yields and rejoins.
             return Ok(());
@@ -454,24 +462,44 @@ impl Membership {
                     // Others deciding we are down must tell us directly; relayed, it is a
                     // suspicion we refute.
                     self.stats.narrowed += 1;
-                    kept.push(foca::Member::new(id.clone(), u.incarnation(), State::Suspect));
+                    kept.push(foca::Member::new(
+                        id.clone(),
+                        u.incarnation(),
+                        State::Suspect,
+                    ));
                 } else {
                     kept.push(u);
                 }
                 continue;
             }
-            if self.retired.get(&id.node).is_some_and(|g| *g >= id.generation) {
+            if self
+                .retired
+                .get(&id.node)
+                .is_some_and(|g| *g >= id.generation)
+            {
                 continue;
             }
             let known = self.view.get(&id.node).filter(|m| m.identity == *id);
             let known_live = known.is_some_and(|m| m.state.is_live());
             match u.state() {
-                State::Suspect if known_live => kept.push(u),
+                State::Suspect if known_live => {
+                    // Suspicion counts, and we ask the member directly: if it is alive its
+                    // answer (with its refuting incarnation) settles it.
+                    let target = id.clone();
+                    kept.push(u);
+                    self.hint(now, target);
+                }
                 State::Down if known_live => {
                     self.stats.narrowed += 1;
-                    kept.push(foca::Member::new(id.clone(), u.incarnation(), State::Suspect));
+                    kept.push(foca::Member::new(
+                        id.clone(),
+                        u.incarnation(),
+                        State::Suspect,
+                    ));
                 }
-                State::Alive if known_live && known.is_some_and(|m| m.incarnation >= u.incarnation()) => {
+                State::Alive
+                    if known_live && known.is_some_and(|m| m.incarnation >= u.incarnation()) =>
+                {
                     kept.push(u)
                 }
                 State::Alive | State::Suspect => {
@@ -504,7 +532,7 @@ impl Membership {
 
     fn recently_contacted(&mut self, now: Instant, node: NodeId) -> bool {
         if let Some(at) = self.contacted.get(&node)
-            && now.saturating_duration_since(*at) < self.config.probe_interval
+            && now.saturating_duration_since(*at) < self.config.probe_interval / 4
         {
             return true;
         }
@@ -550,7 +578,9 @@ impl Membership {
             if s.at > now {
                 break;
             }
-            let Some(Reverse(s)) = self.timers.pop() else { break };
+            let Some(Reverse(s)) = self.timers.pop() else {
+                break;
+            };
             match s.tick {
                 Tick::Foca(epoch, timer) if epoch == self.epoch => {
                     let mut io = FocaIo::default();
@@ -559,10 +589,31 @@ impl Membership {
                     }
                     self.absorb(now, io);
                 }
-                Tick::Foca(..) => {}
+                Tick::SuspectTimeout(epoch, id, incarnation) if epoch == self.epoch => {
+                    self.suspicion_ran_out(now, id, incarnation)
+                }
+                Tick::Foca(..) | Tick::SuspectTimeout(..) => {}
                 Tick::Rejoin => self.rejoin_tick(now),
             }
         }
+    }
+
+    /// foca runs a suspicion timer only for members its own probe failed; a suspicion heard
+    /// from others runs here, so every node decides after its own full suspect timeout
+    /// without taking anyone's word for `down`.
+    fn suspicion_ran_out(&mut self, now: Instant, id: Identity, incarnation: u16) {
+        let still = self.foca.iter_membership_state().any(|m| {
+            m.id() == &id && m.state() == State::Suspect && m.incarnation() == incarnation
+        });
+        if !still {
+            return;
+        }
+        let mut io = FocaIo::default();
+        let verdict = foca::Member::new(id, incarnation, State::Down);
+        let _ = self
+            .foca
+            .apply_many(std::iter::once(verdict), true, &mut io);
+        self.absorb(now, io);
     }
 
     fn rejoin_tick(&mut self, now: Instant) {
@@ -575,8 +626,12 @@ impl Membership {
             self.dials.extend(self.seeds.iter().copied());
             if alone {
                 // Seeds may be gone: try whoever we knew.
-                let known: Vec<SocketAddr> =
-                    self.view.values().map(|m| m.identity.addr).take(8).collect();
+                let known: Vec<SocketAddr> = self
+                    .view
+                    .values()
+                    .map(|m| m.identity.addr)
+                    .take(8)
+                    .collect();
                 self.dials.extend(known);
             }
         }
@@ -687,6 +742,7 @@ impl Membership {
     /// Compares foca's table with the view and emits the differences as events.
     fn sync_view(&mut self, now: Instant) {
         let events = &mut self.events;
+        let mut suspicions = Vec::new();
         for fm in self.foca.iter_membership_state() {
             let id = fm.id();
             let state = match fm.state() {
@@ -709,6 +765,9 @@ impl Membership {
                             since: now,
                         },
                     );
+                    if state == MemberState::Suspect {
+                        suspicions.push((id.clone(), fm.incarnation()));
+                    }
                     state.is_live().then(|| MemberEvent::Joined(id.clone()))
                 }
                 Some(m) if m.identity.generation > id.generation => None,
@@ -732,6 +791,13 @@ impl Membership {
                     state.is_live().then(|| MemberEvent::Joined(id.clone()))
                 }
                 Some(m) => {
+                    if state == MemberState::Suspect
+                        && m.state == state
+                        && m.incarnation != fm.incarnation()
+                    {
+                        // Refuted and suspected again: a new suspicion.
+                        suspicions.push((id.clone(), fm.incarnation()));
+                    }
                     m.incarnation = fm.incarnation();
                     if m.state == state {
                         None
@@ -752,8 +818,15 @@ impl Membership {
                 }
             };
             if let Some(e) = event {
+                if matches!(e, MemberEvent::Suspect(_)) {
+                    suspicions.push((id.clone(), fm.incarnation()));
+                }
                 events.push_back(e);
             }
+        }
+        for (id, incarnation) in suspicions {
+            let at = now + self.config.suspect_timeout;
+            self.schedule(at, Tick::SuspectTimeout(self.epoch, id, incarnation));
         }
     }
 }

@@ -68,7 +68,9 @@ impl FocaPacket {
     /// Decodes header and updates (the layout foca writes: header, `u16` count, members).
     pub fn decode(mut data: &[u8]) -> Result<FocaPacket, PacketError> {
         let mut codec = PostcardCodec;
-        let header = codec.decode_header(&mut data).map_err(|_| PacketError::Malformed)?;
+        let header = codec
+            .decode_header(&mut data)
+            .map_err(|_| PacketError::Malformed)?;
         let mut updates = Vec::new();
         if data.remaining() >= 2 && header.message != foca::Message::Broadcast {
             let count = usize::from(data.get_u16());
@@ -77,7 +79,11 @@ impl FocaPacket {
             }
             updates.reserve(count.min(32));
             for _ in 0..count {
-                updates.push(codec.decode_member(&mut data).map_err(|_| PacketError::Malformed)?);
+                updates.push(
+                    codec
+                        .decode_member(&mut data)
+                        .map_err(|_| PacketError::Malformed)?,
+                );
             }
         }
         if data.has_remaining() {
@@ -132,7 +138,10 @@ mod tests {
             updates: vec![Member::new(ident(3), 1, State::Suspect)],
         };
         let status = Status {
-            load: Load { processes: 12, queued: 3 },
+            load: Load {
+                processes: 12,
+                queued: 3,
+            },
             live: 4,
         };
         let wire = seal(&status, &p.encode());
@@ -146,7 +155,10 @@ mod tests {
     #[test]
     fn bad_envelopes_are_typed_errors() {
         assert_eq!(open(&[1, 0], 2000), Err(PacketError::BadSize(2)));
-        assert_eq!(open(&[9, 0, 0, 0, 0], 2000), Err(PacketError::UnknownEnvelope(9, 0)));
+        assert_eq!(
+            open(&[9, 0, 0, 0, 0], 2000),
+            Err(PacketError::UnknownEnvelope(9, 0))
+        );
         assert_eq!(open(&[1, 0, 0, 0, 0], 4), Err(PacketError::BadSize(5)));
         assert!(FocaPacket::decode(&[0xff; 40]).is_err());
     }
