@@ -175,6 +175,10 @@ async fn isolated_node_rejoins_as_new_generation_after_heal() {
             .await
     );
     let before = sim.swim(3).unwrap().identity().generation;
+    let majority_before: Vec<u64> = [0, 1, 2, 4]
+        .iter()
+        .map(|i| sim.swim(*i).unwrap().identity().generation)
+        .collect();
     sim.partition(&[vec![3], vec![0, 1, 2, 4]]);
     assert!(
         sim.wait_until(Duration::from_secs(30), |s| state_of(s, 0, 3)
@@ -194,6 +198,11 @@ async fn isolated_node_rejoins_as_new_generation_after_heal() {
         "the isolated node continues as a new generation"
     );
     // The majority kept its generations: nobody there was fenced.
+    let majority_after: Vec<u64> = [0, 1, 2, 4]
+        .iter()
+        .map(|i| sim.swim(*i).unwrap().identity().generation)
+        .collect();
+    assert_eq!(majority_before, majority_after, "seed {}", sim.seed());
     for i in [0, 1, 2, 4] {
         assert!(
             !sim.events(i)

@@ -109,11 +109,11 @@ impl Identity {
 impl foca::Identity for Identity {
     type Addr = NodeId;
 
+    /// `None`: foca must not rejoin on its own with its old member table (which holds its
+    /// own down verdicts and would fence members the rest of the cluster still trusts);
+    /// [`Membership`](crate::Membership) rejoins with a fresh one instead.
     fn renew(&self) -> Option<Self> {
-        Some(Identity {
-            generation: self.generation + 1,
-            ..self.clone()
-        })
+        None
     }
 
     fn addr(&self) -> NodeId {

@@ -830,3 +830,7 @@ impl Membership {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "membership_tests.rs"]
+mod tests;
