@@ -26,13 +26,24 @@ pub trait Transport: Send + Sync + 'static {
     fn dial(&self, addr: SocketAddr) -> impl Future<Output = Option<NodeId>> + Send + 'static;
 }
 
+/// Events kept for the first subscriber.
+const EARLY_EVENTS: usize = 1024;
+
 enum Command {
     Leave(oneshot::Sender<()>),
 }
 
 struct Shared {
     membership: Mutex<Membership>,
-    subscribers: Mutex<Vec<mpsc::UnboundedSender<MemberEvent>>>,
+    subscribers: Mutex<Subscribers>,
+}
+
+/// Event subscribers, and the events emitted before the first one subscribed (the first
+/// subscriber gets those too, so a founder's `Active` is never missed).
+#[derive(Default)]
+struct Subscribers {
+    senders: Vec<mpsc::UnboundedSender<MemberEvent>>,
+    early: Option<Vec<MemberEvent>>,
 }
 
 /// A running membership: cheap to clone, queried without waiting.
@@ -62,7 +73,10 @@ impl Swim {
     ) -> Swim {
         let shared = Arc::new(Shared {
             membership: Mutex::new(membership),
-            subscribers: Mutex::new(Vec::new()),
+            subscribers: Mutex::new(Subscribers {
+                senders: Vec::new(),
+                early: Some(Vec::new()),
+            }),
         });
         let (commands, rx) = mpsc::unbounded_channel();
         let driver = Driver {
@@ -122,15 +136,19 @@ impl Swim {
         self.lock().set_load(load);
     }
 
-    /// Membership events from now on. Nothing is dropped: a subscriber that does not read
-    /// keeps its events queued.
+    /// Membership events from now on (the first subscriber also gets the events since
+    /// start). Nothing is dropped: a subscriber that does not read keeps its events queued.
     pub fn subscribe(&self) -> mpsc::UnboundedReceiver<MemberEvent> {
         let (tx, rx) = mpsc::unbounded_channel();
-        self.shared
+        let mut subs = self
+            .shared
             .subscribers
             .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(tx);
+            .unwrap_or_else(|e| e.into_inner());
+        for e in subs.early.take().unwrap_or_default() {
+            let _ = tx.send(e);
+        }
+        subs.senders.push(tx);
         rx
     }
 
@@ -235,7 +253,53 @@ impl<T: Transport> Driver<T> {
                 .subscribers
                 .lock()
                 .unwrap_or_else(|e| e.into_inner());
-            subs.retain(|s| events.iter().all(|e| s.send(e.clone()).is_ok()));
+            if let Some(early) = &mut subs.early {
+                // Bounded: a membership nobody listens to must not grow without end.
+                let room = EARLY_EVENTS.saturating_sub(early.len());
+                early.extend(events.iter().take(room).cloned());
+            }
+            subs.senders
+                .retain(|s| events.iter().all(|e| s.send(e.clone()).is_ok()));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::SwimConfig;
+    use crate::identity::MemberMeta;
+
+    struct Nowhere;
+
+    impl Transport for Nowhere {
+        fn send(&self, _to: &Identity, _payload: Vec<u8>) {}
+        fn dial(&self, _addr: SocketAddr) -> impl Future<Output = Option<NodeId>> + Send + 'static {
+            std::future::ready(None)
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_late_first_subscriber_still_hears_the_founder_become_active() {
+        let me = Identity::new(
+            NodeId::from_bytes([3; 16]),
+            1,
+            "127.0.0.1:9".parse().unwrap(),
+            MemberMeta::named("founder"),
+        )
+        .unwrap();
+        let (_tx, inbound) = mpsc::channel(8);
+        let swim = Swim::start(
+            Membership::new(me.clone(), SwimConfig::default(), 1),
+            vec![],
+            Arc::new(Nowhere),
+            inbound,
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        assert_eq!(swim.state(), MemberState::Active);
+        let mut events = swim.subscribe();
+        assert_eq!(events.recv().await, Some(MemberEvent::Active(me)));
+        swim.leave().await;
+        assert_eq!(swim.state(), MemberState::Left);
     }
 }
