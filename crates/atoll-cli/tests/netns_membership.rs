@@ -195,9 +195,6 @@ fn a_one_way_block_is_bridged_by_indirect_probes() {
 }
 
 #[test]
-#[ignore = "membership bug: under 20% loss a live node is declared unreachable (and fenced) \
-            exactly one suspect timeout after a suspicion it refuted at once; \
-            run with --ignored"]
 fn twenty_percent_loss_everywhere_makes_nobody_unreachable() {
     let Some(mut c) = Cluster::new("loss", 5, NODES) else {
         return;

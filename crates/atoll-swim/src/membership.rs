@@ -132,7 +132,8 @@ impl rand_core::TryRng for FocaRng {
 /// What foca asked for during one call.
 #[derive(Default)]
 struct FocaIo {
-    sends: Vec<(Identity, Vec<u8>)>,
+    /// Datagrams, each marked when it tells its receiver it is down.
+    sends: Vec<(Identity, Vec<u8>, bool)>,
     timers: Vec<(Duration, Timer<Identity>)>,
     notes: Vec<Note>,
     incarnation: Option<u16>,
@@ -150,13 +151,21 @@ impl foca::Runtime<Identity> for FocaIo {
             Notification::Active => self.notes.push(Note::Active),
             Notification::Idle => self.notes.push(Note::Idle),
             Notification::Defunct => self.notes.push(Note::Defunct),
-            Notification::DataSent(h) => self.incarnation = Some(h.src_incarnation),
+            // foca reports every datagram right after handing it over.
+            Notification::DataSent(h) => {
+                self.incarnation = Some(h.src_incarnation);
+                if h.message == Message::TurnUndead
+                    && let Some(last) = self.sends.last_mut()
+                {
+                    last.2 = true;
+                }
+            }
             // Member changes are read from foca's table after each call.
             _ => {}
         }
     }
     fn send_to(&mut self, to: Identity, data: &[u8]) {
-        self.sends.push((to, data.to_vec()));
+        self.sends.push((to, data.to_vec(), false));
     }
     fn submit_after(&mut self, event: Timer<Identity>, after: Duration) {
         self.timers.push((after, event));
@@ -608,6 +617,7 @@ impl Membership {
         if !still {
             return;
         }
+        tracing::debug!(member = %id.node, generation = id.generation, incarnation, "suspicion ran out");
         let mut io = FocaIo::default();
         let verdict = foca::Member::new(id, incarnation, State::Down);
         let _ = self
@@ -682,7 +692,18 @@ impl Membership {
             self.incarnation = inc;
         }
         let status = self.status();
-        for (to, data) in io.sends {
+        for (to, data, tells_down) in io.sends {
+            // foca sends its "you are down" courtesy even when the suspicion behind it was
+            // refuted in time; telling a member we hold live that it is down would fence a
+            // healthy node.
+            if tells_down
+                && self
+                    .foca
+                    .iter_membership_state()
+                    .any(|m| m.id() == &to && m.state() != State::Down)
+            {
+                continue;
+            }
             self.stats.sent += 1;
             let payload = packet::seal(&status, &data);
             self.transmits.push_back(Transmit { to, payload });
@@ -812,7 +833,10 @@ impl Membership {
                             (_, MemberState::Active) => MemberEvent::Joined(id.clone()),
                             (_, MemberState::Suspect) => MemberEvent::Suspect(id.clone()),
                             (_, MemberState::Left) => MemberEvent::Left(id.clone()),
-                            _ => MemberEvent::Unreachable(id.clone()),
+                            _ => {
+                                tracing::debug!(member = %id.node, generation = id.generation, incarnation = fm.incarnation(), ?before, "member declared down");
+                                MemberEvent::Unreachable(id.clone())
+                            }
                         })
                     }
                 }

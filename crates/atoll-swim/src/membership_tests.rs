@@ -333,3 +333,27 @@ fn garbage_is_a_typed_error() {
     );
     assert_eq!(b.nodes[0].stats().rejected, 3);
 }
+
+#[test]
+fn a_refuted_suspicion_never_fences_the_member() {
+    let mut b = Bench::new(2);
+    b.advance(Duration::from_secs(1));
+    // Long enough for each side's probe of the other to fail, far shorter than the suspect
+    // timeout.
+    b.dead[1] = true;
+    b.advance(Duration::from_millis(2500));
+    assert_eq!(b.state(0, 1), Some(MemberState::Suspect));
+    b.dead[1] = false;
+    b.advance(Duration::from_secs(10));
+    for i in 0..2 {
+        let events = b.events(i);
+        assert!(
+            !events
+                .iter()
+                .any(|e| matches!(e, MemberEvent::Fenced { .. } | MemberEvent::Unreachable(_))),
+            "node {i}: {events:?}"
+        );
+        assert_eq!(b.nodes[i].identity().generation, 1);
+        assert_eq!(b.state(i, 1 - i), Some(MemberState::Active));
+    }
+}

@@ -463,7 +463,7 @@ impl Cluster {
             }
             let log =
                 std::fs::read_to_string(self.dir.join(format!("n{i}.log"))).unwrap_or_default();
-            let tail: Vec<&str> = log.lines().rev().take(15).collect();
+            let tail: Vec<&str> = log.lines().rev().take(40).collect();
             out.push_str(&format!("--- n{i} log (last {} lines)\n", tail.len()));
             for line in tail.iter().rev() {
                 out.push_str(&format!("  {line}\n"));
