@@ -1,0 +1,12 @@
+//! The consensus core of atoll: a bounded set of Raft voters (openraft) replicating the
+//! cluster's Consistent/Strong names, distributed locks and configuration.
+//!
+//! The protocol state lives in a pure state machine, [`Registry`]: [`Registry::apply`] maps a
+//! log index and a [`Command`] to an [`Outcome`] and never does I/O.
+#![deny(missing_docs)]
+
+pub mod registry;
+pub mod types;
+
+pub use registry::{Binding, Command, LockGrant, Outcome, Registry, SnapshotDecodeError};
+pub use types::{Node, RaftId, TypeConfig, raft_id_of};

@@ -1,0 +1,510 @@
+//! The replicated state: cluster names, locks and configuration, as a pure state machine.
+//!
+//! [`Registry::apply`] is deterministic: every replica applying the same log reaches the same
+//! state and returns the same [`Outcome`] for each entry. Nothing here does I/O or reads a
+//! clock.
+
+use std::collections::BTreeMap;
+
+use atoll_core::{NodeId, Pid, Scope};
+use serde::{Deserialize, Serialize};
+
+/// A change proposed to the replicated registry: the data of a Raft log entry.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Command {
+    /// Bind `name` to `pid` cluster-wide. Only `Consistent` and `Strong` names live here.
+    Register {
+        /// The name to bind.
+        name: String,
+        /// The process that will own it.
+        pid: Pid,
+        /// Its scope: `Consistent` or `Strong`.
+        scope: Scope,
+    },
+    /// Remove the binding of `name`, if `pid` owns it.
+    Unregister {
+        /// The name to unbind.
+        name: String,
+        /// The process that claims to own it.
+        pid: Pid,
+    },
+    /// Drop every name and lock held by processes of `node` (it left or is gone for good).
+    ReleaseNode {
+        /// The node whose processes lose their names and locks.
+        node: NodeId,
+        /// If set, only processes of incarnations older than this creation are released (the
+        /// node restarted, and its new incarnation's bindings stay).
+        before_creation: Option<u32>,
+    },
+    /// Acquire the lock `name` for `holder`, if it is free.
+    Lock {
+        /// The lock.
+        name: String,
+        /// The process that wants it.
+        holder: Pid,
+    },
+    /// Release the lock `name`, if `token` is the fencing token of its current grant.
+    Unlock {
+        /// The lock.
+        name: String,
+        /// The fencing token the holder was granted.
+        token: u64,
+    },
+    /// Set a replicated configuration value.
+    SetConfig {
+        /// The setting.
+        key: String,
+        /// Its new value.
+        value: String,
+    },
+}
+
+/// What applying a [`Command`] did: the response of a Raft log entry.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Outcome {
+    /// The name is bound to the proposed pid (now, or it already was).
+    Registered,
+    /// The name is bound to another process; nothing changed.
+    NameTaken {
+        /// The current owner.
+        owner: Pid,
+    },
+    /// Only `Consistent` and `Strong` names are replicated; nothing changed.
+    ScopeNotReplicated {
+        /// The scope that was proposed.
+        scope: Scope,
+    },
+    /// The name was unbound.
+    Unregistered,
+    /// The name is not bound to the pid that asked; nothing changed.
+    NotOwner {
+        /// The current owner, if the name is bound at all.
+        owner: Option<Pid>,
+    },
+    /// The lock is now held by the proposer (now, or it already was), under `token`.
+    LockGranted {
+        /// The fencing token: the Raft log index of the entry that granted the lock, so
+        /// strictly increasing across grants of the same lock.
+        token: u64,
+    },
+    /// The lock is held by another process; nothing changed.
+    LockBusy {
+        /// The current holder.
+        holder: Pid,
+        /// The current grant's fencing token.
+        token: u64,
+    },
+    /// The lock was released.
+    Unlocked,
+    /// The token is not the current grant of that lock (it was released or re-granted).
+    StaleToken,
+    /// Names and locks released for a node.
+    Released {
+        /// The names that were unbound.
+        names: Vec<String>,
+        /// The locks that were released.
+        locks: Vec<String>,
+    },
+    /// The configuration value was stored.
+    ConfigSet,
+}
+
+/// A replicated name binding.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Binding {
+    /// The owning process.
+    pub pid: Pid,
+    /// `Consistent` or `Strong`.
+    pub scope: Scope,
+    /// The Raft log index of the entry that created the binding.
+    pub index: u64,
+}
+
+/// A held lock.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LockGrant {
+    /// The holding process.
+    pub holder: Pid,
+    /// The fencing token (the Raft log index of the granting entry).
+    pub token: u64,
+}
+
+/// The snapshot format version written by [`Registry::to_bytes`].
+pub const SNAPSHOT_VERSION: u8 = 1;
+
+/// A registry snapshot could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotDecodeError {
+    /// The bytes were empty.
+    #[error("empty registry snapshot")]
+    Empty,
+    /// The snapshot was written by an unknown format version.
+    #[error("unsupported registry snapshot version {0}")]
+    Version(u8),
+    /// The body did not decode.
+    #[error("corrupt registry snapshot: {0}")]
+    Decode(#[from] postcard::Error),
+}
+
+/// The replicated registry: names, locks and configuration.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Registry {
+    names: BTreeMap<String, Binding>,
+    locks: BTreeMap<String, LockGrant>,
+    config: BTreeMap<String, String>,
+}
+
+impl Registry {
+    /// An empty registry.
+    pub fn new() -> Self {
+        Registry::default()
+    }
+
+    /// Applies the command of the log entry at `index`. Indexes must increase across calls.
+    pub fn apply(&mut self, index: u64, command: &Command) -> Outcome {
+        match command {
+            Command::Register { name, pid, scope } => {
+                if !matches!(scope, Scope::Consistent | Scope::Strong) {
+                    return Outcome::ScopeNotReplicated { scope: *scope };
+                }
+                match self.names.get(name) {
+                    Some(b) if b.pid == *pid => Outcome::Registered,
+                    Some(b) => Outcome::NameTaken { owner: b.pid },
+                    None => {
+                        self.names.insert(
+                            name.clone(),
+                            Binding {
+                                pid: *pid,
+                                scope: *scope,
+                                index,
+                            },
+                        );
+                        Outcome::Registered
+                    }
+                }
+            }
+            Command::Unregister { name, pid } => match self.names.get(name) {
+                Some(b) if b.pid == *pid => {
+                    self.names.remove(name);
+                    Outcome::Unregistered
+                }
+                other => Outcome::NotOwner {
+                    owner: other.map(|b| b.pid),
+                },
+            },
+            Command::ReleaseNode {
+                node,
+                before_creation,
+            } => {
+                let gone = |pid: &Pid| {
+                    pid.node == *node && before_creation.is_none_or(|c| pid.creation < c)
+                };
+                let names: Vec<String> = self
+                    .names
+                    .iter()
+                    .filter(|(_, b)| gone(&b.pid))
+                    .map(|(n, _)| n.clone())
+                    .collect();
+                let locks: Vec<String> = self
+                    .locks
+                    .iter()
+                    .filter(|(_, g)| gone(&g.holder))
+                    .map(|(n, _)| n.clone())
+                    .collect();
+                for n in &names {
+                    self.names.remove(n);
+                }
+                for n in &locks {
+                    self.locks.remove(n);
+                }
+                Outcome::Released { names, locks }
+            }
+            Command::Lock { name, holder } => match self.locks.get(name) {
+                // A retried acquire by the holder is answered with its existing grant.
+                Some(g) if g.holder == *holder => Outcome::LockGranted { token: g.token },
+                Some(g) => Outcome::LockBusy {
+                    holder: g.holder,
+                    token: g.token,
+                },
+                None => {
+                    self.locks.insert(
+                        name.clone(),
+                        LockGrant {
+                            holder: *holder,
+                            token: index,
+                        },
+                    );
+                    Outcome::LockGranted { token: index }
+                }
+            },
+            Command::Unlock { name, token } => match self.locks.get(name) {
+                Some(g) if g.token == *token => {
+                    self.locks.remove(name);
+                    Outcome::Unlocked
+                }
+                _ => Outcome::StaleToken,
+            },
+            Command::SetConfig { key, value } => {
+                self.config.insert(key.clone(), value.clone());
+                Outcome::ConfigSet
+            }
+        }
+    }
+
+    /// The binding of `name`, if any.
+    pub fn whereis(&self, name: &str) -> Option<&Binding> {
+        self.names.get(name)
+    }
+
+    /// All bindings, ordered by name.
+    pub fn names(&self) -> &BTreeMap<String, Binding> {
+        &self.names
+    }
+
+    /// All held locks, ordered by name.
+    pub fn locks(&self) -> &BTreeMap<String, LockGrant> {
+        &self.locks
+    }
+
+    /// All configuration values, ordered by key.
+    pub fn config(&self) -> &BTreeMap<String, String> {
+        &self.config
+    }
+
+    /// Encodes the registry: a [`SNAPSHOT_VERSION`] byte, then the postcard body.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = vec![SNAPSHOT_VERSION];
+        // Encoding maps of strings and plain structs into a Vec cannot fail.
+        out.extend(postcard::to_stdvec(self).unwrap_or_default());
+        out
+    }
+
+    /// Decodes bytes written by [`Registry::to_bytes`].
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, SnapshotDecodeError> {
+        match bytes.split_first() {
+            None => Err(SnapshotDecodeError::Empty),
+            Some((&SNAPSHOT_VERSION, body)) => Ok(postcard::from_bytes(body)?),
+            Some((&v, _)) => Err(SnapshotDecodeError::Version(v)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(n: u8) -> NodeId {
+        NodeId::from_bytes([n; 16])
+    }
+
+    fn pid(n: u8, creation: u32, serial: u64) -> Pid {
+        Pid::new(node(n), creation, serial)
+    }
+
+    fn register(name: &str, pid: Pid) -> Command {
+        Command::Register {
+            name: name.into(),
+            pid,
+            scope: Scope::Consistent,
+        }
+    }
+
+    #[test]
+    fn first_registration_wins() {
+        let mut r = Registry::new();
+        assert_eq!(
+            r.apply(1, &register("a", pid(1, 1, 1))),
+            Outcome::Registered
+        );
+        assert_eq!(
+            r.apply(2, &register("a", pid(2, 1, 1))),
+            Outcome::NameTaken {
+                owner: pid(1, 1, 1)
+            }
+        );
+        // Re-registering by the owner is idempotent and keeps the original index.
+        assert_eq!(
+            r.apply(3, &register("a", pid(1, 1, 1))),
+            Outcome::Registered
+        );
+        assert_eq!(r.whereis("a").map(|b| b.index), Some(1));
+    }
+
+    #[test]
+    fn local_and_eventual_names_are_not_replicated() {
+        let mut r = Registry::new();
+        for scope in [Scope::Local, Scope::Eventual] {
+            let cmd = Command::Register {
+                name: "a".into(),
+                pid: pid(1, 1, 1),
+                scope,
+            };
+            assert_eq!(r.apply(1, &cmd), Outcome::ScopeNotReplicated { scope });
+        }
+        assert!(r.names().is_empty());
+    }
+
+    #[test]
+    fn only_the_owner_unregisters() {
+        let mut r = Registry::new();
+        r.apply(1, &register("a", pid(1, 1, 1)));
+        let by_other = Command::Unregister {
+            name: "a".into(),
+            pid: pid(2, 1, 1),
+        };
+        assert_eq!(
+            r.apply(2, &by_other),
+            Outcome::NotOwner {
+                owner: Some(pid(1, 1, 1))
+            }
+        );
+        let by_owner = Command::Unregister {
+            name: "a".into(),
+            pid: pid(1, 1, 1),
+        };
+        assert_eq!(r.apply(3, &by_owner), Outcome::Unregistered);
+        assert_eq!(r.apply(4, &by_owner), Outcome::NotOwner { owner: None });
+    }
+
+    #[test]
+    fn release_node_drops_its_names_and_locks() {
+        let mut r = Registry::new();
+        r.apply(1, &register("old", pid(1, 1, 1)));
+        r.apply(2, &register("new", pid(1, 2, 1)));
+        r.apply(3, &register("other", pid(2, 1, 1)));
+        r.apply(
+            4,
+            &Command::Lock {
+                name: "l-old".into(),
+                holder: pid(1, 1, 2),
+            },
+        );
+        r.apply(
+            5,
+            &Command::Lock {
+                name: "l-other".into(),
+                holder: pid(2, 1, 2),
+            },
+        );
+        let out = r.apply(
+            6,
+            &Command::ReleaseNode {
+                node: node(1),
+                before_creation: Some(2),
+            },
+        );
+        assert_eq!(
+            out,
+            Outcome::Released {
+                names: vec!["old".into()],
+                locks: vec!["l-old".into()],
+            }
+        );
+        assert!(r.whereis("new").is_some());
+        let out = r.apply(
+            7,
+            &Command::ReleaseNode {
+                node: node(1),
+                before_creation: None,
+            },
+        );
+        assert_eq!(
+            out,
+            Outcome::Released {
+                names: vec!["new".into()],
+                locks: vec![],
+            }
+        );
+        assert_eq!(r.names().keys().collect::<Vec<_>>(), ["other"]);
+        assert_eq!(r.locks().keys().collect::<Vec<_>>(), ["l-other"]);
+    }
+
+    #[test]
+    fn lock_tokens_strictly_increase_and_fence() {
+        let mut r = Registry::new();
+        let (a, b) = (pid(1, 1, 1), pid(2, 1, 1));
+        let lock = |holder| Command::Lock {
+            name: "l".into(),
+            holder,
+        };
+        let mut last = 0;
+        let mut index = 0;
+        for round in 0..5 {
+            let holder = if round % 2 == 0 { a } else { b };
+            let other = if round % 2 == 0 { b } else { a };
+            index += 1;
+            let Outcome::LockGranted { token } = r.apply(index, &lock(holder)) else {
+                panic!("lock not granted in round {round}");
+            };
+            assert!(token > last, "token {token} after {last}");
+            last = token;
+            index += 1;
+            assert_eq!(
+                r.apply(index, &lock(holder)),
+                Outcome::LockGranted { token }
+            );
+            index += 1;
+            assert_eq!(
+                r.apply(index, &lock(other)),
+                Outcome::LockBusy { holder, token }
+            );
+            index += 1;
+            let stale = Command::Unlock {
+                name: "l".into(),
+                token: token - 1,
+            };
+            assert_eq!(r.apply(index, &stale), Outcome::StaleToken);
+            index += 1;
+            let unlock = Command::Unlock {
+                name: "l".into(),
+                token,
+            };
+            assert_eq!(r.apply(index, &unlock), Outcome::Unlocked);
+            index += 1;
+            assert_eq!(r.apply(index, &unlock), Outcome::StaleToken);
+        }
+    }
+
+    #[test]
+    fn snapshot_round_trips() {
+        let mut r = Registry::new();
+        r.apply(1, &register("a", pid(1, 1, 1)));
+        r.apply(
+            2,
+            &Command::Lock {
+                name: "l".into(),
+                holder: pid(2, 3, 4),
+            },
+        );
+        r.apply(
+            3,
+            &Command::SetConfig {
+                key: "k".into(),
+                value: "v".into(),
+            },
+        );
+        let bytes = r.to_bytes();
+        assert_eq!(bytes[0], SNAPSHOT_VERSION);
+        assert_eq!(Registry::from_bytes(&bytes).ok(), Some(r.clone()));
+        assert_eq!(
+            Registry::from_bytes(&Registry::new().to_bytes()).ok(),
+            Some(Registry::new())
+        );
+    }
+
+    #[test]
+    fn bad_snapshots_are_typed_errors() {
+        assert!(matches!(
+            Registry::from_bytes(&[]),
+            Err(SnapshotDecodeError::Empty)
+        ));
+        assert!(matches!(
+            Registry::from_bytes(&[9, 0]),
+            Err(SnapshotDecodeError::Version(9))
+        ));
+        assert!(matches!(
+            Registry::from_bytes(&[SNAPSHOT_VERSION, 0xff]),
+            Err(SnapshotDecodeError::Decode(_))
+        ));
+    }
+}
