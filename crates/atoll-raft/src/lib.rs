@@ -6,7 +6,9 @@
 #![deny(missing_docs)]
 
 pub mod registry;
+pub mod store;
 pub mod types;
 
 pub use registry::{Binding, Command, LockGrant, Outcome, Registry, SnapshotDecodeError};
+pub use store::{LogStore, StateMachineStore, StoreError, open};
 pub use types::{Node, RaftId, TypeConfig, raft_id_of};

@@ -107,6 +107,9 @@ pub enum Outcome {
     },
     /// The configuration value was stored.
     ConfigSet,
+    /// A Raft-internal entry (blank or membership change) was applied; the registry is
+    /// unchanged.
+    Noop,
 }
 
 /// A replicated name binding.

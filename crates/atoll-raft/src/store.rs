@@ -1,0 +1,483 @@
+//! Durable Raft storage in one redb file: the log, the vote, the commit index and the last
+//! snapshot, plus the in-memory [`Registry`] state machine.
+//!
+//! Every write is its own redb transaction committed with redb's default (immediate)
+//! durability, which fsyncs before the commit returns; openraft is told a log append is
+//! flushed only after that. The state machine is applied in memory and persisted only as
+//! snapshots: on restart openraft re-applies the committed log after the stored snapshot.
+
+use std::fmt::Debug;
+use std::io::Cursor;
+use std::ops::RangeBounds;
+use std::path::Path;
+use std::sync::{Arc, RwLock};
+
+use openraft::storage::{LogFlushed, LogState, RaftLogStorage, RaftStateMachine, Snapshot};
+use openraft::{
+    AnyError, Entry, EntryPayload, ErrorSubject, ErrorVerb, LogId, OptionalSend, RaftLogReader,
+    RaftSnapshotBuilder, SnapshotMeta, StorageError, StorageIOError, StoredMembership, Vote,
+};
+use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::registry::{Outcome, Registry, SnapshotDecodeError};
+use crate::types::{Node, RaftId, TypeConfig};
+
+const LOG: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("raft_log");
+const META: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("raft_meta");
+
+const KEY_VOTE: &str = "vote";
+const KEY_COMMITTED: &str = "committed";
+const KEY_LAST_PURGED: &str = "last_purged";
+const KEY_SNAPSHOT: &str = "snapshot";
+
+type StorageResult<T> = Result<T, StorageError<RaftId>>;
+
+/// A storage operation failed below openraft.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database failed (I/O, corruption, or it is already open elsewhere).
+    #[error("redb: {0}")]
+    Db(Box<redb::Error>),
+    /// A stored record did not decode.
+    #[error("corrupt record: {0}")]
+    Decode(#[from] postcard::Error),
+    /// A stored or received snapshot did not decode.
+    #[error(transparent)]
+    Snapshot(#[from] SnapshotDecodeError),
+    /// The blocking storage task was cancelled or panicked.
+    #[error("storage task failed: {0}")]
+    Task(String),
+}
+
+macro_rules! db_err {
+    ($($t:ty),*) => {$(
+        impl From<$t> for StoreError {
+            fn from(e: $t) -> Self {
+                StoreError::Db(Box::new(e.into()))
+            }
+        }
+    )*};
+}
+db_err!(
+    redb::Error,
+    redb::DatabaseError,
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError
+);
+
+fn io_err(subject: ErrorSubject<RaftId>, verb: ErrorVerb, e: &StoreError) -> StorageError<RaftId> {
+    StorageIOError::new(subject, verb, AnyError::new(e)).into()
+}
+
+fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>, StoreError> {
+    Ok(postcard::to_stdvec(v)?)
+}
+
+fn decode<T: DeserializeOwned>(b: &[u8]) -> Result<T, StoreError> {
+    Ok(postcard::from_bytes(b)?)
+}
+
+/// Runs a redb write (which fsyncs) off the async worker threads.
+async fn blocking<T, F>(f: F) -> Result<T, StoreError>
+where
+    T: Send + 'static,
+    F: FnOnce() -> Result<T, StoreError> + Send + 'static,
+{
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| StoreError::Task(e.to_string()))?
+}
+
+fn meta_get<T: DeserializeOwned>(db: &Database, key: &str) -> Result<Option<T>, StoreError> {
+    let txn = db.begin_read()?;
+    let table = txn.open_table(META)?;
+    match table.get(key)? {
+        Some(v) => Ok(Some(decode(v.value())?)),
+        None => Ok(None),
+    }
+}
+
+fn meta_put(db: &Database, key: &str, bytes: &[u8]) -> Result<(), StoreError> {
+    let txn = db.begin_write()?;
+    {
+        let mut table = txn.open_table(META)?;
+        table.insert(key, bytes)?;
+    }
+    txn.commit()?;
+    Ok(())
+}
+
+/// Opens (or creates) the Raft database at `path` and returns its log store and state
+/// machine, recovered from what the file holds.
+pub fn open(path: impl AsRef<Path>) -> Result<(LogStore, StateMachineStore), StoreError> {
+    let db = Database::create(path)?;
+    let txn = db.begin_write()?;
+    txn.open_table(LOG)?;
+    txn.open_table(META)?;
+    txn.commit()?;
+    let db = Arc::new(db);
+    let sm = StateMachineStore::recover(db.clone())?;
+    Ok((LogStore { db }, sm))
+}
+
+/// The durable Raft log, vote and commit index (openraft's [`RaftLogStorage`]).
+///
+/// Cloning shares the database; a clone serves as the log reader for replication.
+#[derive(Clone)]
+pub struct LogStore {
+    db: Arc<Database>,
+}
+
+impl Debug for LogStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LogStore").finish_non_exhaustive()
+    }
+}
+
+impl LogStore {
+    fn read_range<RB: RangeBounds<u64>>(
+        &self,
+        range: RB,
+    ) -> Result<Vec<Entry<TypeConfig>>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(LOG)?;
+        let mut out = Vec::new();
+        for item in table.range(range)? {
+            let (_, v) = item?;
+            out.push(decode(v.value())?);
+        }
+        Ok(out)
+    }
+
+    fn log_state(&self) -> Result<LogState<TypeConfig>, StoreError> {
+        let last_purged: Option<LogId<RaftId>> = meta_get(&self.db, KEY_LAST_PURGED)?;
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(LOG)?;
+        let last = match table.last()? {
+            Some((_, v)) => Some(decode::<Entry<TypeConfig>>(v.value())?.log_id),
+            None => None,
+        };
+        Ok(LogState {
+            last_purged_log_id: last_purged,
+            last_log_id: last.or(last_purged),
+        })
+    }
+
+    /// The number of entries currently held in the log (after purges).
+    pub fn len(&self) -> Result<u64, StoreError> {
+        let txn = self.db.begin_read()?;
+        Ok(txn.open_table(LOG)?.len()?)
+    }
+
+    /// True when the log holds no entries.
+    pub fn is_empty(&self) -> Result<bool, StoreError> {
+        Ok(self.len()? == 0)
+    }
+}
+
+impl RaftLogReader<TypeConfig> for LogStore {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
+        &mut self,
+        range: RB,
+    ) -> StorageResult<Vec<Entry<TypeConfig>>> {
+        self.read_range(range)
+            .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Read, &e))
+    }
+}
+
+impl RaftLogStorage<TypeConfig> for LogStore {
+    type LogReader = LogStore;
+
+    async fn get_log_state(&mut self) -> StorageResult<LogState<TypeConfig>> {
+        self.log_state()
+            .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Read, &e))
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        self.clone()
+    }
+
+    async fn save_vote(&mut self, vote: &Vote<RaftId>) -> StorageResult<()> {
+        let db = self.db.clone();
+        let vote = *vote;
+        blocking(move || meta_put(&db, KEY_VOTE, &encode(&vote)?))
+            .await
+            .map_err(|e| io_err(ErrorSubject::Vote, ErrorVerb::Write, &e))
+    }
+
+    async fn read_vote(&mut self) -> StorageResult<Option<Vote<RaftId>>> {
+        meta_get(&self.db, KEY_VOTE).map_err(|e| io_err(ErrorSubject::Vote, ErrorVerb::Read, &e))
+    }
+
+    async fn save_committed(&mut self, committed: Option<LogId<RaftId>>) -> StorageResult<()> {
+        let db = self.db.clone();
+        blocking(move || meta_put(&db, KEY_COMMITTED, &encode(&committed)?))
+            .await
+            .map_err(|e| io_err(ErrorSubject::Store, ErrorVerb::Write, &e))
+    }
+
+    async fn read_committed(&mut self) -> StorageResult<Option<LogId<RaftId>>> {
+        Ok(meta_get::<Option<LogId<RaftId>>>(&self.db, KEY_COMMITTED)
+            .map_err(|e| io_err(ErrorSubject::Store, ErrorVerb::Read, &e))?
+            .flatten())
+    }
+
+    async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> StorageResult<()>
+    where
+        I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let mut records = Vec::new();
+        for entry in entries {
+            let bytes =
+                encode(&entry).map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Write, &e))?;
+            records.push((entry.log_id.index, bytes));
+        }
+        let db = self.db.clone();
+        let written = blocking(move || {
+            let txn = db.begin_write()?;
+            {
+                let mut table = txn.open_table(LOG)?;
+                for (index, bytes) in &records {
+                    table.insert(*index, bytes.as_slice())?;
+                }
+            }
+            txn.commit()?;
+            Ok(())
+        })
+        .await;
+        match written {
+            Ok(()) => {
+                callback.log_io_completed(Ok(()));
+                Ok(())
+            }
+            Err(e) => {
+                callback.log_io_completed(Err(std::io::Error::other(e.to_string())));
+                Err(io_err(ErrorSubject::Logs, ErrorVerb::Write, &e))
+            }
+        }
+    }
+
+    async fn truncate(&mut self, log_id: LogId<RaftId>) -> StorageResult<()> {
+        let db = self.db.clone();
+        blocking(move || {
+            let txn = db.begin_write()?;
+            {
+                let mut table = txn.open_table(LOG)?;
+                table.retain_in(log_id.index.., |_, _| false)?;
+            }
+            txn.commit()?;
+            Ok(())
+        })
+        .await
+        .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Delete, &e))
+    }
+
+    async fn purge(&mut self, log_id: LogId<RaftId>) -> StorageResult<()> {
+        let db = self.db.clone();
+        blocking(move || {
+            let txn = db.begin_write()?;
+            {
+                let mut meta = txn.open_table(META)?;
+                meta.insert(KEY_LAST_PURGED, encode(&log_id)?.as_slice())?;
+                let mut table = txn.open_table(LOG)?;
+                table.retain_in(..=log_id.index, |_, _| false)?;
+            }
+            txn.commit()?;
+            Ok(())
+        })
+        .await
+        .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Delete, &e))
+    }
+}
+
+/// What the state machine holds in memory: the registry and how far it has applied.
+#[derive(Clone, Debug, Default)]
+pub struct AppliedState {
+    /// The last log id applied to the registry.
+    pub last_applied: Option<LogId<RaftId>>,
+    /// The last membership applied.
+    pub membership: StoredMembership<RaftId, Node>,
+    /// The registry.
+    pub registry: Registry,
+}
+
+/// The stored form of the last snapshot.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct StoredSnapshot {
+    meta: SnapshotMeta<RaftId, Node>,
+    data: Vec<u8>,
+}
+
+/// The [`Registry`] state machine (openraft's [`RaftStateMachine`]), applied in memory, with
+/// its last snapshot stored in the Raft database.
+///
+/// Cloning shares the state; [`StateMachineStore::state`] gives readers the live registry.
+#[derive(Clone)]
+pub struct StateMachineStore {
+    db: Arc<Database>,
+    state: Arc<RwLock<AppliedState>>,
+}
+
+impl Debug for StateMachineStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StateMachineStore").finish_non_exhaustive()
+    }
+}
+
+impl StateMachineStore {
+    fn recover(db: Arc<Database>) -> Result<Self, StoreError> {
+        let mut state = AppliedState::default();
+        if let Some(snap) = meta_get::<StoredSnapshot>(&db, KEY_SNAPSHOT)? {
+            state = AppliedState {
+                last_applied: snap.meta.last_log_id,
+                membership: snap.meta.last_membership,
+                registry: Registry::from_bytes(&snap.data)?,
+            };
+        }
+        Ok(StateMachineStore {
+            db,
+            state: Arc::new(RwLock::new(state)),
+        })
+    }
+
+    /// The live applied state, shared with the running state machine.
+    pub fn state(&self) -> Arc<RwLock<AppliedState>> {
+        self.state.clone()
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, AppliedState> {
+        // A panic while holding the lock cannot leave the registry half-updated: `apply`
+        // mutates only through `Registry::apply`, which does not panic.
+        self.state.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, AppliedState> {
+        self.state.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn stored_snapshot(&self) -> Result<Option<StoredSnapshot>, StoreError> {
+        meta_get(&self.db, KEY_SNAPSHOT)
+    }
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
+    async fn build_snapshot(&mut self) -> StorageResult<Snapshot<TypeConfig>> {
+        let (meta, data) = {
+            let state = self.read();
+            let id = match state.last_applied {
+                Some(l) => format!("{}-{}-{}", l.leader_id.term, l.index, l.leader_id.node_id),
+                None => "empty".to_string(),
+            };
+            let meta = SnapshotMeta {
+                last_log_id: state.last_applied,
+                last_membership: state.membership.clone(),
+                snapshot_id: id,
+            };
+            (meta, state.registry.to_bytes())
+        };
+        let stored = StoredSnapshot {
+            meta: meta.clone(),
+            data: data.clone(),
+        };
+        let db = self.db.clone();
+        blocking(move || meta_put(&db, KEY_SNAPSHOT, &encode(&stored)?))
+            .await
+            .map_err(|e| io_err(ErrorSubject::Snapshot(None), ErrorVerb::Write, &e))?;
+        Ok(Snapshot {
+            meta,
+            snapshot: Box::new(Cursor::new(data)),
+        })
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachineStore {
+    type SnapshotBuilder = StateMachineStore;
+
+    async fn applied_state(
+        &mut self,
+    ) -> StorageResult<(Option<LogId<RaftId>>, StoredMembership<RaftId, Node>)> {
+        let state = self.read();
+        Ok((state.last_applied, state.membership.clone()))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> StorageResult<Vec<Outcome>>
+    where
+        I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let mut state = self.write();
+        let mut out = Vec::new();
+        for entry in entries {
+            state.last_applied = Some(entry.log_id);
+            match entry.payload {
+                EntryPayload::Blank => out.push(Outcome::Noop),
+                EntryPayload::Normal(cmd) => {
+                    out.push(state.registry.apply(entry.log_id.index, &cmd));
+                }
+                EntryPayload::Membership(m) => {
+                    state.membership = StoredMembership::new(Some(entry.log_id), m);
+                    out.push(Outcome::Noop);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        self.clone()
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> StorageResult<Box<Cursor<Vec<u8>>>> {
+        Ok(Box::new(Cursor::new(Vec::new())))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta<RaftId, Node>,
+        snapshot: Box<Cursor<Vec<u8>>>,
+    ) -> StorageResult<()> {
+        let data = snapshot.into_inner();
+        let registry = Registry::from_bytes(&data).map_err(|e| {
+            io_err(
+                ErrorSubject::Snapshot(Some(meta.signature())),
+                ErrorVerb::Read,
+                &e.into(),
+            )
+        })?;
+        let stored = StoredSnapshot {
+            meta: meta.clone(),
+            data,
+        };
+        let db = self.db.clone();
+        blocking(move || meta_put(&db, KEY_SNAPSHOT, &encode(&stored)?))
+            .await
+            .map_err(|e| {
+                io_err(
+                    ErrorSubject::Snapshot(Some(meta.signature())),
+                    ErrorVerb::Write,
+                    &e,
+                )
+            })?;
+        *self.write() = AppliedState {
+            last_applied: meta.last_log_id,
+            membership: meta.last_membership.clone(),
+            registry,
+        };
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> StorageResult<Option<Snapshot<TypeConfig>>> {
+        let stored = self
+            .stored_snapshot()
+            .map_err(|e| io_err(ErrorSubject::Snapshot(None), ErrorVerb::Read, &e))?;
+        Ok(stored.map(|s| Snapshot {
+            meta: s.meta,
+            snapshot: Box::new(Cursor::new(s.data)),
+        }))
+    }
+}
