@@ -9,7 +9,6 @@
 use std::future::Future;
 use std::time::Duration;
 
-use openraft::LogId;
 use openraft::error::{
     InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Timeout, Unreachable,
 };
@@ -80,6 +79,10 @@ pub enum Refusal {
     /// The leader could not confirm its leadership with a quorum.
     #[error("no quorum")]
     NoQuorum,
+    /// The leader accepted the command but gave up waiting for it to commit: the outcome is
+    /// unknown.
+    #[error("undecided")]
+    Undecided,
     /// The node's Raft has stopped.
     #[error("raft stopped: {0}")]
     Stopped(String),
@@ -98,8 +101,8 @@ pub enum RaftResponse {
     ),
     /// Answer to [`RaftRequest::Propose`]: the outcome once applied on the leader.
     Propose(Result<Outcome, Refusal>),
-    /// Answer to [`RaftRequest::ReadIndex`]: the log id to wait for locally.
-    ReadIndex(Result<Option<LogId<RaftId>>, Refusal>),
+    /// Answer to [`RaftRequest::ReadIndex`]: the log index to wait for locally.
+    ReadIndex(Result<Option<u64>, Refusal>),
     /// The request body did not decode.
     Malformed(String),
 }
@@ -241,7 +244,7 @@ impl<T: RaftTransport> RaftNetwork<TypeConfig> for Network<T> {
 
 #[cfg(test)]
 mod tests {
-    use openraft::{CommittedLeaderId, Entry, EntryPayload, Vote};
+    use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId, Vote};
 
     use super::*;
 

@@ -8,7 +8,7 @@
 
 use std::fmt::Debug;
 use std::io::Cursor;
-use std::ops::RangeBounds;
+use std::ops::{Deref, RangeBounds};
 use std::path::Path;
 use std::sync::{Arc, RwLock};
 
@@ -20,6 +20,7 @@ use openraft::{
 use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use tokio::sync::oneshot;
 
 use crate::registry::{Outcome, Registry, SnapshotDecodeError};
 use crate::types::{Node, RaftId, TypeConfig};
@@ -111,17 +112,43 @@ fn meta_put(db: &Database, key: &str, bytes: &[u8]) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// The open database, shared by the log store, the state machine and their clones.
+struct Db {
+    db: Database,
+    // Fields drop in order: this sender goes only once the database is closed (its file
+    // lock released), which is what the receiver from `open_watched` waits for.
+    _closed: oneshot::Sender<()>,
+}
+
+impl Deref for Db {
+    type Target = Database;
+
+    fn deref(&self) -> &Database {
+        &self.db
+    }
+}
+
 /// Opens (or creates) the Raft database at `path` and returns its log store and state
 /// machine, recovered from what the file holds.
 pub fn open(path: impl AsRef<Path>) -> Result<(LogStore, StateMachineStore), StoreError> {
+    let (log, sm, _closed) = open_watched(path)?;
+    Ok((log, sm))
+}
+
+/// Like [`open`], plus a receiver that completes once the database is closed: after the
+/// last clone of the stores is dropped, which openraft does on its own tasks.
+pub(crate) fn open_watched(
+    path: impl AsRef<Path>,
+) -> Result<(LogStore, StateMachineStore, oneshot::Receiver<()>), StoreError> {
     let db = Database::create(path)?;
     let txn = db.begin_write()?;
     txn.open_table(LOG)?;
     txn.open_table(META)?;
     txn.commit()?;
-    let db = Arc::new(db);
+    let (tx, rx) = oneshot::channel();
+    let db = Arc::new(Db { db, _closed: tx });
     let sm = StateMachineStore::recover(db.clone())?;
-    Ok((LogStore { db }, sm))
+    Ok((LogStore { db }, sm, rx))
 }
 
 /// The durable Raft log, vote and commit index (openraft's [`RaftLogStorage`]).
@@ -129,7 +156,7 @@ pub fn open(path: impl AsRef<Path>) -> Result<(LogStore, StateMachineStore), Sto
 /// Cloning shares the database; a clone serves as the log reader for replication.
 #[derive(Clone)]
 pub struct LogStore {
-    db: Arc<Database>,
+    db: Arc<Db>,
 }
 
 impl Debug for LogStore {
@@ -319,7 +346,7 @@ struct StoredSnapshot {
 /// Cloning shares the state; [`StateMachineStore::state`] gives readers the live registry.
 #[derive(Clone)]
 pub struct StateMachineStore {
-    db: Arc<Database>,
+    db: Arc<Db>,
     state: Arc<RwLock<AppliedState>>,
 }
 
@@ -330,7 +357,7 @@ impl Debug for StateMachineStore {
 }
 
 impl StateMachineStore {
-    fn recover(db: Arc<Database>) -> Result<Self, StoreError> {
+    fn recover(db: Arc<Db>) -> Result<Self, StoreError> {
         let mut state = AppliedState::default();
         if let Some(snap) = meta_get::<StoredSnapshot>(&db, KEY_SNAPSHOT)? {
             state = AppliedState {

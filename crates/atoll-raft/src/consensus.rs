@@ -1,0 +1,494 @@
+//! The async shell: [`Consensus`] drives an openraft node over the redb store and a
+//! [`RaftTransport`], and exposes propose / linearizable read / local reads.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use openraft::error::{CheckIsLeaderError, ClientWriteError, InitializeError, RaftError};
+use openraft::{Config, Raft, ServerState};
+use tokio::time::Instant;
+
+use crate::network::{
+    NetworkFactory, RaftRequest, RaftResponse, RaftTransport, Refusal, TransportError, decode,
+    encode,
+};
+use crate::registry::{Binding, Command, LockGrant, Outcome, Registry};
+use crate::store::{self, AppliedState, StoreError};
+use crate::types::{Node, RaftId, TypeConfig};
+
+/// How to run one Raft voter.
+#[derive(Clone, Debug)]
+pub struct RaftSettings {
+    /// This node's Raft id; it must be one of `voters`.
+    pub id: RaftId,
+    /// The fixed voter set: Raft id and address of each voter (3 or 5 in production).
+    pub voters: Vec<(RaftId, Node)>,
+    /// The directory holding `raft.redb` (created if missing).
+    pub data_dir: PathBuf,
+    /// How often the leader sends heartbeats.
+    pub heartbeat_interval: Duration,
+    /// The shortest election timeout; should be several heartbeat intervals.
+    pub election_timeout_min: Duration,
+    /// The longest election timeout.
+    pub election_timeout_max: Duration,
+    /// How long [`Consensus::propose`] and [`Consensus::linearizable_read`] try before they give
+    /// up.
+    pub request_timeout: Duration,
+}
+
+impl RaftSettings {
+    /// Settings with defaults suited to a LAN: 100 ms heartbeats, 400–800 ms election
+    /// timeouts, 5 s request timeout.
+    pub fn new(id: RaftId, voters: Vec<(RaftId, Node)>, data_dir: impl Into<PathBuf>) -> Self {
+        RaftSettings {
+            id,
+            voters,
+            data_dir: data_dir.into(),
+            heartbeat_interval: Duration::from_millis(100),
+            election_timeout_min: Duration::from_millis(400),
+            election_timeout_max: Duration::from_millis(800),
+            request_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// A consensus operation failed. Each variant says what is known about the command.
+#[derive(Debug, thiserror::Error)]
+pub enum ConsensusError {
+    /// No leader was known before the deadline (an election is under way, or this node is
+    /// cut off from the majority). The command was not applied.
+    #[error("no raft leader")]
+    NoLeader,
+    /// The known leader could not be reached before the deadline. The command was not
+    /// delivered to it.
+    #[error("raft leader {leader} is unreachable")]
+    Unreachable {
+        /// The leader that could not be reached.
+        leader: RaftId,
+    },
+    /// The deadline passed after the command was handed to a leader, or the exchange broke
+    /// mid-way: the command may or may not be applied. Registration and locking are
+    /// idempotent for the same pid, so proposing them again is safe.
+    #[error("raft request timed out; its outcome is unknown")]
+    Timeout,
+    /// The durable store failed; this node's Raft stops.
+    #[error("raft storage: {0}")]
+    Storage(String),
+    /// This node's Raft has stopped (shut down, or a fatal error).
+    #[error("raft stopped: {0}")]
+    Stopped(String),
+    /// The settings are unusable (this node not a voter, duplicate ids, bad timeouts).
+    #[error("raft configuration: {0}")]
+    Config(String),
+}
+
+impl From<StoreError> for ConsensusError {
+    fn from(e: StoreError) -> Self {
+        ConsensusError::Storage(e.to_string())
+    }
+}
+
+/// A node's role in Raft.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// Leads the current term.
+    Leader,
+    /// Follows a leader, or waits for one.
+    Follower,
+    /// Is standing for election.
+    Candidate,
+    /// Replicates without voting.
+    Learner,
+    /// Raft is not running here.
+    Stopped,
+}
+
+/// A point-in-time view of this node's Raft (`system.raft`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RaftStatus {
+    /// This node's Raft id.
+    pub id: RaftId,
+    /// The leader this node knows of.
+    pub leader: Option<RaftId>,
+    /// The current term.
+    pub term: u64,
+    /// This node's role.
+    pub role: Role,
+    /// The index of the last entry applied to the registry.
+    pub last_applied: Option<u64>,
+    /// The index of the last entry known committed.
+    pub commit_index: Option<u64>,
+}
+
+struct Inner<T> {
+    id: RaftId,
+    raft: Raft<TypeConfig>,
+    transport: T,
+    state: Arc<RwLock<AppliedState>>,
+    request_timeout: Duration,
+    closed: tokio::sync::Mutex<Option<tokio::sync::oneshot::Receiver<()>>>,
+}
+
+/// One Raft voter of the cluster: the consensus handle the node uses.
+///
+/// Cloning is cheap and shares the node. See the crate documentation for how to drive it.
+pub struct Consensus<T> {
+    inner: Arc<Inner<T>>,
+}
+
+impl<T> Clone for Consensus<T> {
+    fn clone(&self) -> Self {
+        Consensus {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+impl<T> std::fmt::Debug for Consensus<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Consensus")
+            .field("id", &self.inner.id)
+            .finish_non_exhaustive()
+    }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// How long to wait for leadership news before asking again.
+const RETRY_PAUSE: Duration = Duration::from_millis(50);
+
+impl<T: RaftTransport + std::fmt::Debug> Consensus<T> {
+    /// Opens the store in `settings.data_dir` and starts this voter. If the log is empty and
+    /// this is the voter with the smallest id, it initializes the cluster with the voter set.
+    pub async fn start(settings: RaftSettings, transport: T) -> Result<Self, ConsensusError> {
+        let ids: BTreeSet<RaftId> = settings.voters.iter().map(|(id, _)| *id).collect();
+        if ids.len() != settings.voters.len() {
+            return Err(ConsensusError::Config("duplicate voter ids".into()));
+        }
+        if !ids.contains(&settings.id) {
+            return Err(ConsensusError::Config(format!(
+                "{} is not one of the voters {ids:?}",
+                settings.id
+            )));
+        }
+        let config = Config {
+            cluster_name: "atoll".into(),
+            heartbeat_interval: millis(settings.heartbeat_interval),
+            election_timeout_min: millis(settings.election_timeout_min),
+            election_timeout_max: millis(settings.election_timeout_max),
+            ..Default::default()
+        }
+        .validate()
+        .map_err(|e| ConsensusError::Config(e.to_string()))?;
+
+        std::fs::create_dir_all(&settings.data_dir)
+            .map_err(|e| ConsensusError::Storage(e.to_string()))?;
+        let (log, sm, closed) = store::open_watched(settings.data_dir.join("raft.redb"))?;
+        let state = sm.state();
+        let network = NetworkFactory::new(settings.id, transport.clone());
+        let raft = Raft::new(settings.id, Arc::new(config), network, log, sm)
+            .await
+            .map_err(|e| ConsensusError::Stopped(e.to_string()))?;
+
+        let initialized = raft
+            .is_initialized()
+            .await
+            .map_err(|e| ConsensusError::Stopped(e.to_string()))?;
+        if !initialized && ids.first() == Some(&settings.id) {
+            let members: BTreeMap<RaftId, Node> = settings.voters.iter().cloned().collect();
+            match raft.initialize(members).await {
+                Ok(()) | Err(RaftError::APIError(InitializeError::NotAllowed(_))) => {}
+                Err(e) => return Err(ConsensusError::Config(e.to_string())),
+            }
+        }
+        Ok(Consensus {
+            inner: Arc::new(Inner {
+                id: settings.id,
+                raft,
+                transport,
+                state,
+                request_timeout: settings.request_timeout,
+                closed: tokio::sync::Mutex::new(Some(closed)),
+            }),
+        })
+    }
+
+    /// This node's Raft id.
+    pub fn id(&self) -> RaftId {
+        self.inner.id
+    }
+
+    /// The leader this node currently knows of, without asking anyone.
+    pub fn leader_hint(&self) -> Option<RaftId> {
+        self.inner.raft.metrics().borrow().current_leader
+    }
+
+    /// This node's Raft state.
+    pub async fn status(&self) -> RaftStatus {
+        let m = self.inner.raft.metrics().borrow().clone();
+        let role = match m.state {
+            ServerState::Leader => Role::Leader,
+            ServerState::Follower => Role::Follower,
+            ServerState::Candidate => Role::Candidate,
+            ServerState::Learner => Role::Learner,
+            ServerState::Shutdown => Role::Stopped,
+        };
+        let commit_index = self
+            .inner
+            .raft
+            .with_raft_state(|s| s.committed.map(|l| l.index))
+            .await
+            .unwrap_or(None);
+        RaftStatus {
+            id: m.id,
+            leader: m.current_leader,
+            term: m.current_term,
+            role,
+            last_applied: m.last_applied.map(|l| l.index),
+            commit_index,
+        }
+    }
+
+    /// Proposes `command` and returns its outcome once it is committed and applied.
+    ///
+    /// At the leader the command is appended directly; at a follower it is forwarded to the
+    /// leader through the transport. While no leader is known, the leader is unreachable, or
+    /// the leader changes before the command was appended, it retries until the request
+    /// timeout. Once a leader has accepted the command it is never sent again: a failure
+    /// after that point is [`ConsensusError::Timeout`] (outcome unknown).
+    pub async fn propose(&self, command: Command) -> Result<Outcome, ConsensusError> {
+        let deadline = Instant::now() + self.inner.request_timeout;
+        let mut last_error = ConsensusError::NoLeader;
+        loop {
+            if Instant::now() >= deadline {
+                return Err(last_error);
+            }
+            let Some(leader) = self.leader_hint() else {
+                last_error = ConsensusError::NoLeader;
+                self.await_news(deadline).await;
+                continue;
+            };
+            let answer = if leader == self.inner.id {
+                match tokio::time::timeout_at(deadline, self.propose_here(command.clone())).await {
+                    Ok(answer) => answer,
+                    Err(_) => return Err(ConsensusError::Timeout),
+                }
+            } else {
+                let request = RaftRequest::Propose(command.clone());
+                match tokio::time::timeout_at(deadline, self.ask(leader, &request)).await {
+                    Err(_) | Ok(Err(TransportError::Failed { .. })) => {
+                        return Err(ConsensusError::Timeout);
+                    }
+                    Ok(Err(TransportError::Unreachable(_))) => {
+                        last_error = ConsensusError::Unreachable { leader };
+                        self.await_news(deadline).await;
+                        continue;
+                    }
+                    Ok(Ok(RaftResponse::Propose(answer))) => answer,
+                    Ok(Ok(_)) => return Err(ConsensusError::Timeout),
+                }
+            };
+            match answer {
+                Ok(outcome) => return Ok(outcome),
+                Err(Refusal::NotLeader { .. } | Refusal::NoQuorum) => {
+                    last_error = ConsensusError::NoLeader;
+                    self.await_news(deadline).await;
+                }
+                Err(Refusal::Undecided) => return Err(ConsensusError::Timeout),
+                Err(Refusal::Stopped(e)) if leader == self.inner.id => {
+                    return Err(ConsensusError::Stopped(e));
+                }
+                Err(Refusal::Stopped(_)) => {
+                    last_error = ConsensusError::Unreachable { leader };
+                    self.await_news(deadline).await;
+                }
+            }
+        }
+    }
+
+    /// Waits until this node's registry reflects every write committed before the call:
+    /// reads of [`Consensus::registry`] made after it returns are linearizable.
+    ///
+    /// The leader confirms its leadership with a quorum and names the log position to wait
+    /// for (a follower asks the leader through the transport); this node then waits until
+    /// it has applied that far.
+    pub async fn linearizable_read(&self) -> Result<(), ConsensusError> {
+        let deadline = Instant::now() + self.inner.request_timeout;
+        let mut last_error = ConsensusError::NoLeader;
+        let read_index = loop {
+            if Instant::now() >= deadline {
+                return Err(last_error);
+            }
+            let Some(leader) = self.leader_hint() else {
+                last_error = ConsensusError::NoLeader;
+                self.await_news(deadline).await;
+                continue;
+            };
+            let answer = if leader == self.inner.id {
+                tokio::time::timeout_at(deadline, self.read_index_here()).await
+            } else {
+                match tokio::time::timeout_at(deadline, self.ask(leader, &RaftRequest::ReadIndex))
+                    .await
+                {
+                    Ok(Ok(RaftResponse::ReadIndex(answer))) => Ok(answer),
+                    Err(_) => return Err(ConsensusError::Timeout),
+                    // A read is safe to ask again, whatever happened to the last request.
+                    Ok(_) => {
+                        last_error = ConsensusError::Unreachable { leader };
+                        self.await_news(deadline).await;
+                        continue;
+                    }
+                }
+            };
+            match answer {
+                Err(_) => return Err(ConsensusError::Timeout),
+                Ok(Ok(index)) => break index,
+                Ok(Err(Refusal::Stopped(e))) if leader == self.inner.id => {
+                    return Err(ConsensusError::Stopped(e));
+                }
+                Ok(Err(_)) => {
+                    last_error = ConsensusError::NoLeader;
+                    self.await_news(deadline).await;
+                }
+            }
+        };
+        let Some(index) = read_index else {
+            return Ok(());
+        };
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        self.inner
+            .raft
+            .wait(Some(remaining))
+            .applied_index_at_least(Some(index), "linearizable read")
+            .await
+            .map(|_| ())
+            .map_err(|_| ConsensusError::Timeout)
+    }
+
+    /// A copy of this node's replica of the registry, as applied so far (no network).
+    pub fn registry(&self) -> Registry {
+        self.read_state().registry.clone()
+    }
+
+    /// All cluster names in this node's replica.
+    pub fn names(&self) -> BTreeMap<String, Binding> {
+        self.read_state().registry.names().clone()
+    }
+
+    /// The binding of `name` in this node's replica.
+    pub fn whereis(&self, name: &str) -> Option<Binding> {
+        self.read_state().registry.whereis(name).cloned()
+    }
+
+    /// All held locks in this node's replica.
+    pub fn locks(&self) -> BTreeMap<String, LockGrant> {
+        self.read_state().registry.locks().clone()
+    }
+
+    /// Answers a request body from another node (what the transport calls on receipt).
+    pub async fn handle(&self, body: &[u8]) -> Vec<u8> {
+        let request: RaftRequest = match decode(body) {
+            Ok(r) => r,
+            Err(e) => return encode(&RaftResponse::Malformed(e.to_string())),
+        };
+        let raft = &self.inner.raft;
+        let response = match request {
+            RaftRequest::AppendEntries(r) => {
+                RaftResponse::AppendEntries(raft.append_entries(r).await)
+            }
+            RaftRequest::Vote(r) => RaftResponse::Vote(raft.vote(r).await),
+            RaftRequest::InstallSnapshot(r) => {
+                RaftResponse::InstallSnapshot(raft.install_snapshot(r).await)
+            }
+            RaftRequest::Propose(command) => {
+                let wait = self.inner.request_timeout;
+                let answer = tokio::time::timeout(wait, self.propose_here(command)).await;
+                RaftResponse::Propose(answer.unwrap_or(Err(Refusal::Undecided)))
+            }
+            RaftRequest::ReadIndex => {
+                let wait = self.inner.request_timeout;
+                let answer = tokio::time::timeout(wait, self.read_index_here()).await;
+                RaftResponse::ReadIndex(answer.unwrap_or(Err(Refusal::NoQuorum)))
+            }
+        };
+        encode(&response)
+    }
+
+    /// Stops this node's Raft and waits (up to the request timeout) until its store is
+    /// closed, so the data directory can be opened again at once.
+    pub async fn shutdown(&self) -> Result<(), ConsensusError> {
+        self.inner
+            .raft
+            .shutdown()
+            .await
+            .map_err(|e| ConsensusError::Stopped(e.to_string()))?;
+        // openraft's storage and replication tasks drop their store handles shortly after
+        // the core stops, not before `shutdown` returns.
+        let closed = self.inner.closed.lock().await.take();
+        if let Some(closed) = closed {
+            let wait = self.inner.request_timeout;
+            if tokio::time::timeout(wait, closed).await.is_err() {
+                return Err(ConsensusError::Stopped("the store is still open".into()));
+            }
+        }
+        Ok(())
+    }
+
+    async fn propose_here(&self, command: Command) -> Result<Outcome, Refusal> {
+        match self.inner.raft.client_write(command).await {
+            Ok(response) => Ok(response.data),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+                Err(Refusal::NotLeader {
+                    leader: f.leader_id,
+                })
+            }
+            Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e))) => {
+                Err(Refusal::Stopped(e.to_string()))
+            }
+            Err(RaftError::Fatal(e)) => Err(Refusal::Stopped(e.to_string())),
+        }
+    }
+
+    async fn read_index_here(&self) -> Result<Option<u64>, Refusal> {
+        match self.inner.raft.get_read_log_id().await {
+            Ok((read, _applied)) => Ok(read.map(|l| l.index)),
+            Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => {
+                Err(Refusal::NotLeader {
+                    leader: f.leader_id,
+                })
+            }
+            Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(_))) => {
+                Err(Refusal::NoQuorum)
+            }
+            Err(RaftError::Fatal(e)) => Err(Refusal::Stopped(e.to_string())),
+        }
+    }
+
+    async fn ask(
+        &self,
+        target: RaftId,
+        request: &RaftRequest,
+    ) -> Result<RaftResponse, TransportError> {
+        let body = self.inner.transport.call(target, encode(request)).await?;
+        decode(&body).map_err(|e| TransportError::Failed {
+            target,
+            reason: e.to_string(),
+        })
+    }
+
+    /// Waits for a change in this node's Raft metrics (e.g. a new leader), at most a short
+    /// pause, and never past `deadline`.
+    async fn await_news(&self, deadline: Instant) {
+        let mut metrics = self.inner.raft.metrics();
+        let until = deadline.min(Instant::now() + RETRY_PAUSE);
+        let _ = tokio::time::timeout_at(until, metrics.changed()).await;
+    }
+
+    fn read_state(&self) -> std::sync::RwLockReadGuard<'_, AppliedState> {
+        self.inner.state.read().unwrap_or_else(|p| p.into_inner())
+    }
+}
