@@ -128,9 +128,13 @@ impl RaftTransport for MemTransport {
                 target,
                 reason: e.to_string(),
             })?;
-        // The link may have been cut while the request was handled: the answer is lost.
+        // The link may have been cut while the request was handled: the answer is lost, and
+        // the caller cannot know whether the request took effect.
         if self.router.route(self.from, target).is_none() {
-            return Err(TransportError::Unreachable(target));
+            return Err(TransportError::Failed {
+                target,
+                reason: "link cut before the response".into(),
+            });
         }
         Ok(response)
     }
@@ -158,5 +162,20 @@ mod tests {
         assert!(t.call(2, vec![]).await.is_ok());
         router.remove(2);
         assert_eq!(t.call(2, vec![]).await, Err(TransportError::Unreachable(2)));
+    }
+
+    #[tokio::test]
+    async fn a_cut_while_handling_loses_the_answer_as_undecided() {
+        let router = MemRouter::new();
+        let cutter = router.clone();
+        router.serve(2, move |body: Vec<u8>| {
+            cutter.cut(1, 2);
+            async move { body }
+        });
+        let reply = router.transport(1).call(2, vec![1]).await;
+        assert!(matches!(
+            reply,
+            Err(TransportError::Failed { target: 2, .. })
+        ));
     }
 }

@@ -22,13 +22,14 @@ use serde::{Deserialize, Serialize};
 use crate::registry::{Command, Outcome};
 use crate::types::{Node, RaftId, TypeConfig};
 
-/// Sending a request to another Raft node failed; nothing is known about whether it acted.
+/// Sending a request to another Raft node failed.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum TransportError {
-    /// No route to the node (unknown, disconnected, or shut down).
+    /// No route to the node (unknown, disconnected, or shut down): the request was not
+    /// delivered, so sending it again cannot apply it twice.
     #[error("raft node {0} is unreachable")]
     Unreachable(RaftId),
-    /// The exchange started but failed.
+    /// The exchange started but failed: the request may or may not have taken effect.
     #[error("request to raft node {target} failed: {reason}")]
     Failed {
         /// The node addressed.
