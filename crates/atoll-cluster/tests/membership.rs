@@ -250,6 +250,20 @@ fn five_nodes_joined_through_one_seed_all_see_each_other_active() {
             );
         }
     }
+    // Every member's load summary arrives with its own packets and counts its processes.
+    for h in &hosts {
+        atoll_cluster::builtin::install(h.node());
+    }
+    wait_until("load summaries from every member", || {
+        hosts.iter().all(|h| {
+            h.node().membership().unwrap().members().iter().all(|m| {
+                let owner = hosts.iter().find(|o| o.id() == m.identity.node).unwrap();
+                let processes = owner.node().runtime().process_count() as u32;
+                assert!(processes > 0, "every node runs its built-in services");
+                m.load.is_some_and(|l| l.processes == processes)
+            })
+        })
+    });
     for h in hosts {
         h.stop();
     }

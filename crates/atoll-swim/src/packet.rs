@@ -22,8 +22,6 @@ const MAX_UPDATES: usize = 256;
 pub struct Load {
     /// Live processes on the node.
     pub processes: u32,
-    /// Messages waiting in mailboxes, summed (as far as the node keeps count).
-    pub queued: u32,
 }
 
 /// What every packet says about its sender, on the sender's own connection.
@@ -138,10 +136,7 @@ mod tests {
             updates: vec![Member::new(ident(3), 1, State::Suspect)],
         };
         let status = Status {
-            load: Load {
-                processes: 12,
-                queued: 3,
-            },
+            load: Load { processes: 12 },
             live: 4,
         };
         let wire = seal(&status, &p.encode());

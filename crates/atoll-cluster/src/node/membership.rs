@@ -51,6 +51,7 @@ pub(super) fn start(
     let me = Identity::new(inner.id, new_generation(), addr, meta)?;
     let generation = me.generation;
     let seed = std::hash::RandomState::new().hash_one((inner.id, generation));
+    let probe_interval = settings.swim.probe_interval;
     let membership = Membership::new(me, settings.swim, seed);
     let inbound = inner.datagram_receiver(INBOUND_CAPACITY);
     let transport = Arc::new(SwimTransport {
@@ -63,8 +64,22 @@ pub(super) fn start(
     // Set once, right here: nothing else sets it.
     let _ = inner.swim.set(swim);
     tokio::spawn(apply_events(Arc::downgrade(inner), events));
+    tokio::spawn(report_load(Arc::downgrade(inner), probe_interval));
     info!(node = %inner.name, generation, %addr, "membership started");
     Ok(())
+}
+
+/// Keeps the load summary that every membership packet carries current, once per probe
+/// interval, while the node lives.
+async fn report_load(weak: Weak<Inner>, every: Duration) {
+    let mut tick = tokio::time::interval(every.max(Duration::from_millis(100)));
+    loop {
+        tick.tick().await;
+        let Some(inner) = weak.upgrade() else { return };
+        let Some(swim) = inner.swim.get() else { return };
+        let processes = u32::try_from(inner.rt.process_count()).unwrap_or(u32::MAX);
+        swim.set_load(atoll_swim::Load { processes });
+    }
 }
 
 /// Milliseconds since the Unix epoch, at least 1: a restarted node always starts with a
