@@ -1,7 +1,9 @@
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use atoll_core::NodeId;
 use atoll_net::{NodeCertificate, NodeIdentity, SharedIdentity, TransportSettings, TrustConfig};
 use atoll_swim::SwimConfig;
 
@@ -37,6 +39,54 @@ pub struct NodeConfig {
     /// SWIM membership: `None` (the default) runs the node without it, connecting only
     /// where told to.
     pub membership: Option<MembershipConfig>,
+    /// Consensus names and locks: `None` (the default) runs the node without them.
+    pub consensus: Option<ConsensusConfig>,
+}
+
+/// How a node takes part in the cluster's consensus (Consistent names and locks).
+///
+/// Every node of a cluster is given the same voter set. A node whose id is one of the voters
+/// runs a Raft voter with its log in `data_dir`; every other node sends its proposals to
+/// the voters and resolves names from the registry the voters push to it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ConsensusConfig {
+    /// The fixed voter set (3 or 5 nodes): each voter's node id and the address it accepts
+    /// connections on.
+    pub voters: Vec<(NodeId, SocketAddr)>,
+    /// This node's Raft directory (one per node; unused on a non-voter).
+    pub data_dir: PathBuf,
+    /// How often the Raft leader sends heartbeats.
+    pub heartbeat_interval: Duration,
+    /// The shortest Raft election timeout; several heartbeat intervals.
+    pub election_timeout_min: Duration,
+    /// The longest Raft election timeout.
+    pub election_timeout_max: Duration,
+    /// How long a registration, unregistration or lock request may take before it fails
+    /// with a typed error (no leader, unreachable, or outcome unknown).
+    pub request_timeout: Duration,
+    /// The least time between two pushes of the registry from a voter to the members.
+    pub push_interval: Duration,
+    /// How often the Raft leader looks for names and locks of lost nodes and of exited
+    /// incarnations to release.
+    pub release_interval: Duration,
+}
+
+impl ConsensusConfig {
+    /// Consensus with these voters and this node's Raft directory, with defaults suited to a
+    /// LAN: 100 ms heartbeats, 400–800 ms election timeouts, 5 s requests, pushes at most
+    /// every 50 ms, release checks every 250 ms.
+    pub fn new(voters: Vec<(NodeId, SocketAddr)>, data_dir: impl Into<PathBuf>) -> Self {
+        ConsensusConfig {
+            voters,
+            data_dir: data_dir.into(),
+            heartbeat_interval: Duration::from_millis(100),
+            election_timeout_min: Duration::from_millis(400),
+            election_timeout_max: Duration::from_millis(800),
+            request_timeout: Duration::from_secs(5),
+            push_interval: Duration::from_millis(50),
+            release_interval: Duration::from_millis(250),
+        }
+    }
 }
 
 /// How a node takes part in SWIM membership (see [`crate::Node::membership`]).
@@ -135,6 +185,7 @@ impl std::fmt::Debug for NodeConfig {
             .field("listen", &self.listen)
             .field("node_id", &self.identity.node_id())
             .field("membership", &self.membership)
+            .field("consensus", &self.consensus)
             .finish_non_exhaustive()
     }
 }
@@ -143,6 +194,12 @@ impl NodeConfig {
     /// With SWIM membership: the node joins through `membership.seeds` when it starts.
     pub fn with_membership(mut self, membership: MembershipConfig) -> Self {
         self.membership = Some(membership);
+        self
+    }
+
+    /// With consensus names and locks (see [`ConsensusConfig`]).
+    pub fn with_consensus(mut self, consensus: ConsensusConfig) -> Self {
+        self.consensus = Some(consensus);
         self
     }
 
@@ -217,6 +274,7 @@ impl NodeConfig {
             connect_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(10),
             membership: None,
+            consensus: None,
         }
     }
 }

@@ -1,7 +1,8 @@
 use std::fmt;
 
 use atoll_actor::SendError;
-use atoll_core::Pid;
+use atoll_core::{Pid, Scope};
+use atoll_raft::ConsensusError;
 use atoll_wire::RemoteError;
 
 /// A node that could not start; nothing is listening.
@@ -22,6 +23,9 @@ pub enum StartError {
     /// packets.
     #[error("membership identity: {0}")]
     Membership(#[from] atoll_swim::IdentityError),
+    /// The consensus configuration is unusable (no voters, duplicate voters, bad timeouts).
+    #[error("consensus configuration: {0}")]
+    Consensus(String),
 }
 
 /// A connection attempt that failed; nothing was registered.
@@ -133,4 +137,81 @@ pub enum GlobalError {
     /// Only processes of this node can be registered from it.
     #[error("{0} is not a live process of this node")]
     NotLocal(Pid),
+}
+
+/// A registration or unregistration that was refused or did not complete.
+#[derive(Debug, thiserror::Error)]
+pub enum NameError {
+    /// The name is held by another process; nothing changed.
+    #[error("name {name:?} is already registered by {owner}")]
+    Taken {
+        /// The name.
+        name: String,
+        /// Its holder.
+        owner: Pid,
+    },
+    /// Only live processes of this node can be registered from it.
+    #[error("{0} is not a live process of this node")]
+    NotLocal(Pid),
+    /// The name is longer than a consensus name may be.
+    #[error("name of {len} bytes is longer than {max}")]
+    TooLong {
+        /// Its length in bytes.
+        len: usize,
+        /// The largest length accepted.
+        max: usize,
+    },
+    /// The scope is not implemented yet.
+    #[error("the {0:?} scope is not supported yet")]
+    Unsupported(Scope),
+    /// The node was started without consensus, so it has no Consistent names.
+    #[error("consensus is not configured on this node")]
+    NoConsensus,
+    /// The local runtime refused the registration.
+    #[error(transparent)]
+    Local(atoll_actor::RegisterError),
+    /// Consensus did not complete the request; the error says whether it may have been
+    /// applied ([`ConsensusError::Timeout`]) or not.
+    #[error(transparent)]
+    Consensus(#[from] ConsensusError),
+    /// Consensus answered with an outcome that does not fit the request.
+    #[error("unexpected consensus outcome: {0}")]
+    Unexpected(String),
+}
+
+/// A lock that was not taken or released.
+#[derive(Debug, thiserror::Error)]
+pub enum LockError {
+    /// The lock is held by another process.
+    #[error("the lock is held by {holder} (token {token})")]
+    Busy {
+        /// The current holder.
+        holder: Pid,
+        /// Its grant's fencing token.
+        token: u64,
+    },
+    /// The lock was not released within the timeout.
+    #[error("the lock was not free within the timeout")]
+    Timeout,
+    /// Only live processes of this node can take locks from it.
+    #[error("{0} is not a live process of this node")]
+    NotLocal(Pid),
+    /// The lock name is longer than a consensus name may be.
+    #[error("lock name of {len} bytes is longer than {max}")]
+    TooLong {
+        /// Its length in bytes.
+        len: usize,
+        /// The largest length accepted.
+        max: usize,
+    },
+    /// The node was started without consensus (or is gone).
+    #[error("consensus is not configured on this node")]
+    NoConsensus,
+    /// Consensus did not complete the request; the error says whether it may have been
+    /// applied ([`ConsensusError::Timeout`]) or not.
+    #[error(transparent)]
+    Consensus(#[from] ConsensusError),
+    /// Consensus answered with an outcome that does not fit the request.
+    #[error("unexpected consensus outcome: {0}")]
+    Unexpected(String),
 }

@@ -13,6 +13,10 @@
 //! - SWIM membership ([`MembershipConfig`], [`Node::membership`], [`Node::member_events`]):
 //!   nodes find each other through seeds and gossip, members found that way are reachable
 //!   by name, and members declared unreachable or gone are disconnected.
+//! - Naming scopes and locks ([`ConsensusConfig`], [`Node::register`], [`Node::whereis`],
+//!   [`Node::lock`]): Local, Eventual and Consistent names, the Consistent ones and the
+//!   locks held by a fixed set of Raft voters and pushed to every member, so names resolve
+//!   locally.
 #![deny(missing_docs)]
 
 pub mod builtin;
@@ -22,10 +26,14 @@ mod error;
 mod node;
 mod peer;
 
+pub use atoll_raft::{ConsensusError, RaftStatus, Role as RaftRole};
 pub use atoll_swim::{
     Identity as MemberIdentity, IdentityError, Load, MAX_LABEL_LEN, MAX_LABELS, Member,
     MemberEvent, MemberMeta, MemberState, Swim, SwimConfig, SwimStats,
 };
-pub use config::{MembershipConfig, NodeConfig, TlsIdentity};
-pub use error::{ClusterSendError, ConnectError, DatagramError, GlobalError, RpcError, StartError};
-pub use node::{Node, PeerInfo, RemoteNode};
+pub use config::{ConsensusConfig, MembershipConfig, NodeConfig, TlsIdentity};
+pub use error::{
+    ClusterSendError, ConnectError, DatagramError, GlobalError, LockError, NameError, RpcError,
+    StartError,
+};
+pub use node::{LockGuard, MAX_NAME_LEN, Node, PeerInfo, RemoteNode};

@@ -1,9 +1,11 @@
 //! The node: a local runtime plus QUIC connections to its peers.
 
 mod membership;
+mod naming;
+
+pub use naming::{LockGuard, MAX_NAME_LEN};
 
 use std::collections::{HashMap, HashSet};
-use std::hash::{BuildHasher, RandomState};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock, Weak};
@@ -108,6 +110,8 @@ struct Inner {
     swim: OnceLock<Swim>,
     /// Who hears about membership events through the node.
     member_events: Mutex<membership::EventHub>,
+    /// Consensus names and locks, when configured.
+    naming: Option<naming::Naming>,
 }
 
 /// A connected peer, as seen from this node.
@@ -178,6 +182,10 @@ impl Node {
             source,
         })?;
         let id = config.identity.node_id();
+        let naming = config
+            .consensus
+            .map(|c| naming::Naming::new(c, id))
+            .transpose()?;
         let creation = new_creation();
         let rt = Runtime::with_identity(id, creation);
         let inner = Arc::new(Inner {
@@ -206,6 +214,7 @@ impl Node {
             known: Mutex::default(),
             backlogs: Mutex::default(),
             backlog_count: std::sync::atomic::AtomicUsize::new(0),
+            naming,
         });
         rt.set_remote(Arc::new(Link(Arc::downgrade(&inner))));
         tokio::spawn(accept_loop(Arc::downgrade(&inner), inner.endpoint.clone()));
@@ -213,6 +222,7 @@ impl Node {
         if let (Some(settings), Some(meta)) = (config.membership, member_meta) {
             membership::start(&inner, settings, meta)?;
         }
+        naming::start(&inner);
         Ok(Node { inner })
     }
 
@@ -491,7 +501,7 @@ impl Node {
         match self.inner.request(node, body).await? {
             Response::Spawned(pid) => Ok(pid),
             Response::Error(e) => Err(RpcError::Remote(e)),
-            Response::Processes(_) => Err(RpcError::ConnectionLost),
+            Response::Processes(_) | Response::Raft(_) => Err(RpcError::ConnectionLost),
         }
     }
 
@@ -509,7 +519,7 @@ impl Node {
         match self.inner.request(node, Request::Processes).await? {
             Response::Processes(list) => Ok(list),
             Response::Error(e) => Err(RpcError::Remote(e)),
-            Response::Spawned(_) => Err(RpcError::ConnectionLost),
+            Response::Spawned(_) | Response::Raft(_) => Err(RpcError::ConnectionLost),
         }
     }
 
@@ -569,6 +579,7 @@ impl Node {
             membership::leave(&self.inner).await;
         }
         self.inner.closing.store(true, Ordering::SeqCst);
+        naming::shutdown(&self.inner).await;
         self.inner
             .endpoint
             .close(quinn::VarInt::from_u32(0), b"shutdown");
@@ -707,10 +718,38 @@ fn name_key(name: &str) -> u64 {
     })
 }
 
+/// A new incarnation number: quarter-seconds since 2024-01-01 UTC, and larger than any
+/// taken before in this process. A restart therefore gets a larger creation than the run it
+/// replaces, which is what releasing the names of older incarnations relies on (valid until
+/// about 2058).
 fn new_creation() -> u32 {
-    // Random, never zero: a restart on the same key must not reuse the previous value.
-    let r = RandomState::new().hash_one(std::time::SystemTime::now()) as u32;
-    r.max(1)
+    static LAST: AtomicU64 = AtomicU64::new(0);
+    const EPOCH_2024: u64 = 1_704_067_200;
+    let quarters = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() / 250);
+    let now = u64::try_from(quarters)
+        .unwrap_or(u64::MAX)
+        .saturating_sub(EPOCH_2024 * 4)
+        .max(1);
+    let mut last = LAST.load(Ordering::Relaxed);
+    loop {
+        let next = now.max(last + 1);
+        match LAST.compare_exchange(last, next, Ordering::Relaxed, Ordering::Relaxed) {
+            Ok(_) => return u32::try_from(next).unwrap_or(u32::MAX),
+            Err(seen) => last = seen,
+        }
+    }
+}
+
+/// Why a control request got no answer.
+enum AskError {
+    /// It could not be queued: the connection is gone.
+    NotSent,
+    /// The connection went away before the answer came.
+    Lost,
+    /// No answer within the deadline.
+    TimedOut,
 }
 
 impl Inner {
@@ -865,24 +904,45 @@ impl Inner {
                 peer
             }
         };
+        match self.ask(&peer, body, self.request_timeout).await {
+            Ok(response) => Ok(response),
+            Err(AskError::NotSent | AskError::Lost) => Err(RpcError::ConnectionLost),
+            Err(AskError::TimedOut) => Err(RpcError::Timeout),
+        }
+    }
+
+    /// Sends a request over `peer`'s control stream and waits up to `timeout` for the
+    /// answer. Cancel-safe: the pending entry is removed however the wait ends.
+    async fn ask(
+        &self,
+        peer: &Arc<Peer>,
+        body: Request,
+        timeout: Duration,
+    ) -> Result<Response, AskError> {
+        struct Pending<'a>(&'a Peer, u64);
+        impl Drop for Pending<'_> {
+            fn drop(&mut self) {
+                self.0
+                    .requests
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&self.1);
+            }
+        }
         let id = self.next_request.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
         peer.requests
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert(id, tx);
+        let _pending = Pending(peer, id);
         if peer.send_control(&Control::Request { id, body }).is_err() {
-            return Err(RpcError::ConnectionLost);
+            return Err(AskError::NotSent);
         }
-        let answer = tokio::time::timeout(self.request_timeout, rx).await;
-        peer.requests
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&id);
-        match answer {
+        match tokio::time::timeout(timeout, rx).await {
             Ok(Ok(response)) => Ok(response),
-            Ok(Err(_)) => Err(RpcError::ConnectionLost),
-            Err(_) => Err(RpcError::Timeout),
+            Ok(Err(_)) => Err(AskError::Lost),
+            Err(_) => Err(AskError::TimedOut),
         }
     }
 
@@ -910,6 +970,8 @@ impl Inner {
                     .map(process_to_wire)
                     .collect(),
             ),
+            // Served asynchronously by the control loop; never reaches here.
+            Request::Raft(_) => Response::Raft(Vec::new()),
         }
     }
 
@@ -1080,6 +1142,7 @@ async fn establish(
         start_peer_tasks(inner, &peer, reader);
         let snapshot = inner.local_globals();
         let _ = peer.send_control(&Control::Gossip(RegistryGossip::Snapshot(snapshot)));
+        naming::greet(inner, &peer);
         info!(node = %inner.name, peer = %peer.name, id = %peer.id, creation = peer.creation, "peer connected");
     }
     Ok(peer)
@@ -1248,10 +1311,14 @@ async fn control_loop(weak: Weak<Inner>, peer: Arc<Peer>, mut reader: FrameReade
                 // Served off this loop, so a slow request never holds up gossip.
                 let peer = peer.clone();
                 tokio::spawn(async move {
-                    let body = inner.serve(peer.id, body);
+                    let body = match body {
+                        Request::Raft(raft) => naming::serve(&inner, raft).await,
+                        other => inner.serve(peer.id, other),
+                    };
                     let _ = peer.send_control(&Control::Response { id, body });
                 });
             }
+            Control::Registry(view) => naming::learn_view(&inner, peer.id, view),
             Control::Response { id, body } => {
                 let waiter = peer
                     .requests

@@ -374,6 +374,13 @@ impl<T: RaftTransport + std::fmt::Debug> Consensus<T> {
         self.read_state().registry.clone()
     }
 
+    /// A copy of this node's replica of the registry together with the index of the last
+    /// log entry applied to it (`None` before anything was applied), read at one instant.
+    pub fn applied_registry(&self) -> (Option<u64>, Registry) {
+        let state = self.read_state();
+        (state.last_applied.map(|l| l.index), state.registry.clone())
+    }
+
     /// All cluster names in this node's replica.
     pub fn names(&self) -> BTreeMap<String, Binding> {
         self.read_state().registry.names().clone()

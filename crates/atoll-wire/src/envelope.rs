@@ -22,6 +22,21 @@ pub enum Control {
         /// The answer.
         body: Response,
     },
+    /// A Raft voter's committed registry (consensus names and locks), pushed to members so
+    /// they resolve names locally. A receiver keeps the one with the highest `applied`.
+    Registry(RegistryView),
+}
+
+/// A snapshot of the replicated registry as applied by a Raft voter.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegistryView {
+    /// The Raft log index the snapshot reflects.
+    pub applied: u64,
+    /// The Raft leader the sender knows of (a Raft id), a hint for where to propose.
+    pub leader: Option<u64>,
+    /// The registry, encoded by the consensus crate (versioned, opaque here).
+    #[serde(with = "serde_bytes")]
+    pub snapshot: Vec<u8>,
 }
 
 /// A node introducing itself on a new connection.
@@ -78,6 +93,8 @@ pub enum Request {
     },
     /// List the live processes.
     Processes,
+    /// A Raft message (an encoded consensus request), for the node's Raft voter.
+    Raft(#[serde(with = "serde_bytes")] Vec<u8>),
 }
 
 /// Control-plane responses.
@@ -89,6 +106,8 @@ pub enum Response {
     Processes(Vec<ProcessInfoWire>),
     /// The request failed.
     Error(RemoteError),
+    /// The answer to [`Request::Raft`] (an encoded consensus response).
+    Raft(#[serde(with = "serde_bytes")] Vec<u8>),
 }
 
 /// Why a request failed on the remote node.

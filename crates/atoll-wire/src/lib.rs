@@ -26,7 +26,8 @@ mod frame;
 pub use atoll_core::{ExitKind, Signal};
 pub use envelope::{Control, Data, DataRef};
 pub use envelope::{
-    Hello, ProcessInfoWire, RegistryGossip, RemoteError, Request, Response, StatusWire,
+    Hello, ProcessInfoWire, RegistryGossip, RegistryView, RemoteError, Request, Response,
+    StatusWire,
 };
 pub use frame::{
     DecodeError, EncodeError, FrameDecoder, FrameError, HEADER_LEN, WIRE_VERSION, decode,

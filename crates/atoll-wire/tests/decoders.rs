@@ -68,6 +68,30 @@ fn control() -> impl Strategy<Value = Control> {
             id,
             body: Response::Error(RemoteError::UnknownFactory(f))
         }),
+        (any::<u64>(), prop::collection::vec(any::<u8>(), 0..64)).prop_map(|(id, body)| {
+            Control::Request {
+                id,
+                body: Request::Raft(body),
+            }
+        }),
+        (any::<u64>(), prop::collection::vec(any::<u8>(), 0..64)).prop_map(|(id, body)| {
+            Control::Response {
+                id,
+                body: Response::Raft(body),
+            }
+        }),
+        (
+            any::<u64>(),
+            any::<Option<u64>>(),
+            prop::collection::vec(any::<u8>(), 0..64)
+        )
+            .prop_map(
+                |(applied, leader, snapshot)| Control::Registry(RegistryView {
+                    applied,
+                    leader,
+                    snapshot,
+                })
+            ),
     ]
 }
 

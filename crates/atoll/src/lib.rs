@@ -31,8 +31,9 @@
 
 pub use atoll_actor::*;
 pub use atoll_cluster::{
-    ClusterSendError, ConnectError, GlobalError, IdentityError, Load, Member, MemberEvent,
-    MemberIdentity, MemberMeta, MemberState, MembershipConfig, Node, NodeConfig, PeerInfo,
+    ClusterSendError, ConnectError, ConsensusConfig, ConsensusError, GlobalError, IdentityError,
+    Load, LockError, LockGuard, MAX_NAME_LEN, Member, MemberEvent, MemberIdentity, MemberMeta,
+    MemberState, MembershipConfig, NameError, Node, NodeConfig, PeerInfo, RaftRole, RaftStatus,
     RemoteNode, RpcError, StartError, Swim, SwimConfig, SwimStats, builtin,
 };
 pub use atoll_core::{Scope, SplitMix64};
