@@ -554,7 +554,11 @@ pub(super) fn watch_lock(
 
 /// Waits until the registry this node resolves from no longer shows `name` held under
 /// `token`, or `deadline` passes.
+///
+/// Waits one poll interval first: a pushed view may not show the grant yet, and asking again
+/// at once would only append another refused entry to the Raft log.
 pub(super) async fn await_unlocked(naming: &Naming, name: &str, token: u64, deadline: Instant) {
+    tokio::time::sleep_until(deadline.min(Instant::now() + LOCK_POLL)).await;
     while Instant::now() < deadline {
         if naming.lock_grant(name).is_none_or(|g| g.token != token) {
             return;
@@ -877,7 +881,8 @@ impl super::Node {
 
     /// Takes the consensus lock `name` for the local process `holder` if it is free now;
     /// [`LockError::Busy`] names the current holder otherwise. Taking a lock the process
-    /// already holds returns a guard for the same grant.
+    /// already holds returns another guard for the same grant (same token): releasing either
+    /// releases the grant.
     pub async fn try_lock(&self, name: &str, holder: Pid) -> Result<LockGuard, LockError> {
         self.check_lock(name, holder)?;
         match self.propose_lock(name, holder).await? {
