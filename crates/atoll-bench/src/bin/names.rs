@@ -1,0 +1,274 @@
+//! Consensus naming and locks: `names [--quick]`.
+//!
+//! Three voters run in this one process, each with its own durable redb store (every append
+//! and vote fsynced before it is acknowledged) in a temporary directory, talking through the
+//! in-memory Raft transport (no sockets: the figures are the consensus core and the disk).
+//! Beside them, in the same run, the floor: one durable redb commit of a small record, the
+//! least a durable registration can cost.
+//!
+//! Measures Consistent registration latency with one in flight (at the leader, and at a
+//! follower that forwards to the leader), registrations per second with 64 in flight, lock
+//! acquire+release cycles per second with 8 clients contending for one lock, and the local
+//! `whereis` read.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use atoll_bench::{p50_p99, per_second};
+use atoll_core::{NodeId, Pid, Scope};
+use atoll_raft::{
+    Command, Consensus, MemRouter, MemTransport, Node, Outcome, RaftId, RaftSettings, Role,
+    raft_id_of,
+};
+
+type Voter = Consensus<MemTransport>;
+
+fn node_id(n: u8) -> NodeId {
+    NodeId::from_bytes([n; 16])
+}
+
+fn voters() -> Vec<(RaftId, Node)> {
+    (1..=3u8)
+        .map(|n| {
+            let id = node_id(n);
+            (
+                raft_id_of(&id),
+                Node::new(id, format!("127.0.0.1:{}", 4000 + u16::from(n))),
+            )
+        })
+        .collect()
+}
+
+fn register(name: String, serial: u64) -> Command {
+    Command::Register {
+        name,
+        pid: Pid::new(node_id(1), 1, serial),
+        scope: Scope::Consistent,
+    }
+}
+
+async fn start(root: &Path) -> Vec<Voter> {
+    let router = MemRouter::new();
+    let mut out = Vec::new();
+    for (id, _) in voters() {
+        let settings = RaftSettings::new(id, voters(), root.join(id.to_string()));
+        let voter = Consensus::start(settings, router.transport(id))
+            .await
+            .expect("voter starts");
+        let served = voter.clone();
+        router.serve(id, move |body: Vec<u8>| {
+            let v = served.clone();
+            async move { v.handle(&body).await }
+        });
+        out.push(voter);
+    }
+    out
+}
+
+async fn leader_index(voters: &[Voter]) -> usize {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        for (i, v) in voters.iter().enumerate() {
+            if v.status().await.role == Role::Leader {
+                return i;
+            }
+        }
+        assert!(Instant::now() < deadline, "no leader elected");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Registration latencies in µs, one in flight.
+async fn latencies(voter: &Voter, prefix: &str, count: u64) -> Vec<u64> {
+    let mut out = Vec::with_capacity(count as usize);
+    for i in 0..count {
+        let t = Instant::now();
+        let outcome = voter
+            .propose(register(format!("{prefix}-{i}"), i + 1))
+            .await
+            .expect("registration");
+        assert_eq!(outcome, Outcome::Registered);
+        out.push(t.elapsed().as_micros() as u64);
+    }
+    out
+}
+
+/// Registrations per second with `in_flight` concurrent proposers for `run`.
+async fn throughput(voter: &Voter, in_flight: u64, run: Duration) -> f64 {
+    let done = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for t in 0..in_flight {
+        let (voter, done, stop) = (voter.clone(), done.clone(), stop.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut i = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let name = format!("bulk-{t}-{i}");
+                if voter.propose(register(name, 1_000_000 + i)).await.is_ok() {
+                    done.fetch_add(1, Ordering::Relaxed);
+                }
+                i += 1;
+            }
+        }));
+    }
+    tokio::time::sleep(run).await;
+    stop.store(true, Ordering::Relaxed);
+    let counted = done.load(Ordering::Relaxed);
+    let elapsed = start.elapsed();
+    for t in tasks {
+        let _ = t.await;
+    }
+    per_second(counted, elapsed)
+}
+
+/// Acquire+release cycles per second with `clients` contending for one lock for `run`.
+/// A client that finds the lock busy waits until its local view shows it free, then tries
+/// again; the clients spread over the three voters.
+async fn lock_cycles(voters: &[Voter], clients: u64, run: Duration) -> f64 {
+    let cycles = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let last_token = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for c in 0..clients {
+        let voter = voters[(c as usize) % voters.len()].clone();
+        let (cycles, stop, last_token) = (cycles.clone(), stop.clone(), last_token.clone());
+        tasks.push(tokio::spawn(async move {
+            let holder = Pid::new(node_id(1), 1, 9_000 + c);
+            while !stop.load(Ordering::Relaxed) {
+                match voter
+                    .propose(Command::Lock {
+                        name: "the-lock".into(),
+                        holder,
+                    })
+                    .await
+                {
+                    Ok(Outcome::LockGranted { token }) => {
+                        // Fencing tokens only grow.
+                        let before = last_token.fetch_max(token, Ordering::SeqCst);
+                        assert!(token > before, "token {token} after {before}");
+                        let _ = voter
+                            .propose(Command::Unlock {
+                                name: "the-lock".into(),
+                                token,
+                            })
+                            .await;
+                        cycles.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Ok(_) => {
+                        while voter.locks().contains_key("the-lock")
+                            && !stop.load(Ordering::Relaxed)
+                        {
+                            tokio::time::sleep(Duration::from_micros(200)).await;
+                        }
+                    }
+                    Err(_) => tokio::time::sleep(Duration::from_millis(1)).await,
+                }
+            }
+        }));
+    }
+    tokio::time::sleep(run).await;
+    stop.store(true, Ordering::Relaxed);
+    let counted = cycles.load(Ordering::Relaxed);
+    let elapsed = start.elapsed();
+    for t in tasks {
+        let _ = t.await;
+    }
+    per_second(counted, elapsed)
+}
+
+/// Durable redb commits of one small record, one after another: µs each.
+fn redb_floor(dir: &Path, count: u64) -> Vec<u64> {
+    const TABLE: redb::TableDefinition<'_, u64, &[u8]> = redb::TableDefinition::new("floor");
+    let db = redb::Database::create(dir.join("floor.redb")).expect("redb");
+    let record = [7u8; 100];
+    (0..count)
+        .map(|i| {
+            let t = Instant::now();
+            let tx = db.begin_write().expect("write");
+            tx.open_table(TABLE)
+                .expect("table")
+                .insert(i, record.as_slice())
+                .expect("insert");
+            tx.commit().expect("commit");
+            t.elapsed().as_micros() as u64
+        })
+        .collect()
+}
+
+fn main() {
+    let quick = std::env::args().any(|a| a == "--quick");
+    let (n_lat, run) = if quick {
+        (200, Duration::from_secs(2))
+    } else {
+        (1000, Duration::from_secs(5))
+    };
+    let root: PathBuf = std::env::temp_dir().join(format!("atoll-names-{}", std::process::id()));
+    std::fs::create_dir_all(&root).expect("temp dir");
+    let (floor_p50, floor_p99) = p50_p99(redb_floor(&root, n_lat));
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let figures = rt.block_on(async {
+        let voters = start(&root).await;
+        let leader = leader_index(&voters).await;
+        let follower = (leader + 1) % voters.len();
+        // Warm up: elections settled, stores open, caches warm.
+        let _ = latencies(&voters[leader], "warm", 20).await;
+        let (p50, p99) = p50_p99(latencies(&voters[leader], "lead", n_lat).await);
+        let (fwd_p50, _) = p50_p99(latencies(&voters[follower], "fwd", n_lat / 2).await);
+        let per_s = throughput(&voters[leader], 64, run).await;
+        let locks = lock_cycles(&voters, 8, run).await;
+        // Local reads: the leader's registry view.
+        let probe = format!("lead-{}", n_lat / 2);
+        let reads = 1_000_000u32;
+        let t = Instant::now();
+        let mut hits = 0u32;
+        for _ in 0..reads {
+            hits += u32::from(std::hint::black_box(voters[leader].whereis(&probe)).is_some());
+        }
+        assert_eq!(hits, reads, "the name is registered");
+        let whereis_ns = t.elapsed().as_nanos() as f64 / f64::from(reads);
+        for v in &voters {
+            let _ = v.shutdown().await;
+        }
+        (p50, p99, fwd_p50, per_s, locks, whereis_ns)
+    });
+    let _ = std::fs::remove_dir_all(&root);
+    let (p50, p99, fwd_p50, per_s, locks, whereis_ns) = figures;
+    println!(
+        "names: 3 voters in one process, in-memory Raft transport, durable redb stores; {} cores",
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+    println!("{:<44} {:>12} {:>12}", "", "p50", "p99");
+    println!(
+        "{:<44} {:>10}µs {:>10}µs",
+        "floor: one durable redb commit", floor_p50, floor_p99
+    );
+    println!(
+        "{:<44} {:>10}µs {:>10}µs",
+        "consistent register at the leader", p50, p99
+    );
+    println!(
+        "{:<44} {:>10}µs",
+        "consistent register at a follower (forwarded)", fwd_p50
+    );
+    println!("{:<44} {:>12.0}", "registrations/s, 64 in flight", per_s);
+    println!(
+        "{:<44} {:>12.0}",
+        "lock cycles/s, 8 clients on one lock", locks
+    );
+    println!("{:<44} {:>10.0}ns", "local whereis", whereis_ns);
+    println!(
+        "BENCH {{\"bench\":\"names\",\"system\":\"redb_commit_floor\",\"p50_us\":{floor_p50},\"p99_us\":{floor_p99}}}"
+    );
+    println!(
+        "BENCH {{\"bench\":\"names\",\"system\":\"atoll\",\"consistent_register_p50_us\":{p50},\"consistent_register_p99_us\":{p99},\"forwarded_register_p50_us\":{fwd_p50},\"register_64_per_s\":{per_s:.0},\"lock_cycles_per_s\":{locks:.0},\"whereis_ns\":{whereis_ns:.0}}}"
+    );
+}
