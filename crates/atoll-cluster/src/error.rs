@@ -215,3 +215,14 @@ pub enum LockError {
     #[error("unexpected consensus outcome: {0}")]
     Unexpected(String),
 }
+
+/// Why a process could not join a group.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum GroupJoinError {
+    /// Only live processes of this node join through it.
+    #[error("{0} is not a live process of this node")]
+    NotLocal(Pid),
+    /// The group name is empty or longer than the limit.
+    #[error("group name of {0} bytes is not accepted")]
+    BadName(usize),
+}

@@ -23,6 +23,7 @@ pub mod builtin;
 mod config;
 mod convert;
 mod error;
+pub mod groups;
 mod node;
 mod peer;
 
@@ -33,7 +34,7 @@ pub use atoll_swim::{
 };
 pub use config::{ConsensusConfig, MembershipConfig, NodeConfig, TlsIdentity};
 pub use error::{
-    ClusterSendError, ConnectError, DatagramError, GlobalError, LockError, NameError, RpcError,
-    StartError,
+    ClusterSendError, ConnectError, DatagramError, GlobalError, GroupJoinError, LockError,
+    NameError, RpcError, StartError,
 };
 pub use node::{LockGuard, MAX_NAME_LEN, Node, PeerInfo, RemoteNode};

@@ -29,8 +29,10 @@ use tracing::{debug, info, warn};
 use crate::config::NodeConfig;
 use crate::convert::process_to_wire;
 use crate::error::{
-    ClusterSendError, ConnectError, DatagramError, GlobalError, RpcError, StartError,
+    ClusterSendError, ConnectError, DatagramError, GlobalError, GroupJoinError, RpcError,
+    StartError,
 };
+use crate::groups::{Groups, MAX_GROUP_NAME};
 use crate::peer::{FrameReader, Peer, ReadError};
 
 /// Node ids are already uniformly random (a hash of a public key): their first eight bytes
@@ -91,6 +93,8 @@ struct Inner {
     /// Addresses this node keeps connections to, reconnecting when they drop.
     wanted: Mutex<HashSet<SocketAddr>>,
     globals: RwLock<HashMap<String, Pid>>,
+    /// Process groups: this node's members and what each peer said of its own.
+    groups: Mutex<Groups>,
     spawnables: RwLock<HashMap<String, Factory>>,
     next_request: AtomicU64,
     closing: AtomicBool,
@@ -204,6 +208,7 @@ impl Node {
             peers: RwLock::default(),
             wanted: Mutex::default(),
             globals: RwLock::default(),
+            groups: Mutex::new(Groups::new(id)),
             spawnables: RwLock::default(),
             next_request: AtomicU64::new(1),
             closing: AtomicBool::new(false),
@@ -373,6 +378,101 @@ impl Node {
                 msg,
             }),
         }
+    }
+
+    /// Adds the local process `pid` to the process group `group` (a process may be in many
+    /// groups; joining twice is a no-op). Every peer learns it; it leaves every group when it
+    /// exits, and other nodes forget it when this node is lost to them.
+    pub fn join_group(&self, group: &str, pid: Pid) -> Result<(), GroupJoinError> {
+        let inner = &self.inner;
+        if group.is_empty() || group.len() > MAX_GROUP_NAME {
+            return Err(GroupJoinError::BadName(group.len()));
+        }
+        if pid.node != inner.id || !inner.rt.is_alive(pid) {
+            return Err(GroupJoinError::NotLocal(pid));
+        }
+        let joined = inner
+            .groups
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .join(group, pid);
+        if let Some(message) = joined {
+            inner.broadcast(&Control::Groups(message));
+            let exited = inner.rt.wait_exit(pid);
+            let weak = Arc::downgrade(inner);
+            tokio::spawn(async move {
+                exited.await;
+                if let Some(inner) = weak.upgrade() {
+                    let left = inner
+                        .groups
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .exited(pid);
+                    for message in left {
+                        inner.broadcast(&Control::Groups(message));
+                    }
+                }
+            });
+        }
+        Ok(())
+    }
+
+    /// Takes the local process `pid` out of `group`; false if it was not in it.
+    pub fn leave_group(&self, group: &str, pid: Pid) -> bool {
+        let left = self
+            .inner
+            .groups
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .leave(group, pid);
+        match left {
+            Some(message) => {
+                self.inner.broadcast(&Control::Groups(message));
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Every member of `group` this node knows of, on every node, in pid order. Answered
+    /// locally.
+    pub fn group_members(&self, group: &str) -> Vec<Pid> {
+        self.inner
+            .groups
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .members(group)
+    }
+
+    /// The members of `group` on this node, in pid order.
+    pub fn local_group_members(&self, group: &str) -> Vec<Pid> {
+        self.inner
+            .groups
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .local_members(group)
+    }
+
+    /// Every group with a member anywhere, in name order.
+    pub fn groups(&self) -> Vec<String> {
+        self.inner
+            .groups
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .groups()
+    }
+
+    /// Sends `msg` to every member of `group` (typed as `A`); returns how many sends were
+    /// accepted for delivery (delivery itself is as for any send).
+    pub fn broadcast_group<A: Actor>(&self, group: &str, msg: A::Msg) -> usize
+    where
+        A::Msg: Clone + Serialize,
+    {
+        self.group_members(group)
+            .into_iter()
+            .filter_map(|pid| self.actor_ref::<A>(pid).ok())
+            .filter(|r| r.send(msg.clone()).is_ok())
+            .count()
     }
 
     /// Registers the local process `pid` under a cluster-wide `name`: every peer learns it
@@ -1142,6 +1242,12 @@ async fn establish(
         start_peer_tasks(inner, &peer, reader);
         let snapshot = inner.local_globals();
         let _ = peer.send_control(&Control::Gossip(RegistryGossip::Snapshot(snapshot)));
+        let groups = inner
+            .groups
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .sync();
+        let _ = peer.send_control(&Control::Groups(groups));
         naming::greet(inner, &peer);
         info!(node = %inner.name, peer = %peer.name, id = %peer.id, creation = peer.creation, "peer connected");
     }
@@ -1243,6 +1349,11 @@ fn forget_peer(inner: &Arc<Inner>, peer: &Arc<Peer>) {
         .write()
         .unwrap_or_else(|e| e.into_inner())
         .retain(|_, p| p.node != peer.id);
+    inner
+        .groups
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .node_down(peer.id);
 }
 
 fn start_peer_tasks(inner: &Arc<Inner>, peer: &Arc<Peer>, control: FrameReader) {
@@ -1319,6 +1430,16 @@ async fn control_loop(weak: Weak<Inner>, peer: Arc<Peer>, mut reader: FrameReade
                 });
             }
             Control::Registry(view) => naming::learn_view(&inner, peer.id, view),
+            Control::Groups(message) => {
+                let applied = inner
+                    .groups
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .apply(peer.id, message);
+                if let Err(e) = applied {
+                    warn!(peer = %peer.name, "refused a process-group message: {e}");
+                }
+            }
             Control::Response { id, body } => {
                 let waiter = peer
                     .requests

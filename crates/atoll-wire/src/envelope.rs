@@ -25,6 +25,33 @@ pub enum Control {
     /// A Raft voter's committed registry (consensus names and locks), pushed to members so
     /// they resolve names locally. A receiver keeps the one with the highest `applied`.
     Registry(RegistryView),
+    /// The sender's own process-group members: all of them, or a change.
+    Groups(GroupMessage),
+}
+
+/// What a node tells its peers about its own process-group members. A receiver accepts
+/// only pids of the sender.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum GroupMessage {
+    /// The sender's complete membership: replaces whatever was known from it.
+    Sync {
+        /// Group name and the sender's members in it.
+        groups: Vec<(String, Vec<Pid>)>,
+    },
+    /// Processes of the sender joined a group.
+    Join {
+        /// The group.
+        group: String,
+        /// Who joined.
+        pids: Vec<Pid>,
+    },
+    /// Processes of the sender left a group (or exited).
+    Leave {
+        /// The group.
+        group: String,
+        /// Who left.
+        pids: Vec<Pid>,
+    },
 }
 
 /// A snapshot of the replicated registry as applied by a Raft voter.

@@ -31,10 +31,10 @@
 
 pub use atoll_actor::*;
 pub use atoll_cluster::{
-    ClusterSendError, ConnectError, ConsensusConfig, ConsensusError, GlobalError, IdentityError,
-    Load, LockError, LockGuard, MAX_NAME_LEN, Member, MemberEvent, MemberIdentity, MemberMeta,
-    MemberState, MembershipConfig, NameError, Node, NodeConfig, PeerInfo, RaftRole, RaftStatus,
-    RemoteNode, RpcError, StartError, Swim, SwimConfig, SwimStats, builtin,
+    ClusterSendError, ConnectError, ConsensusConfig, ConsensusError, GlobalError, GroupJoinError,
+    IdentityError, Load, LockError, LockGuard, MAX_NAME_LEN, Member, MemberEvent, MemberIdentity,
+    MemberMeta, MemberState, MembershipConfig, NameError, Node, NodeConfig, PeerInfo, RaftRole,
+    RaftStatus, RemoteNode, RpcError, StartError, Swim, SwimConfig, SwimStats, builtin,
 };
 pub use atoll_core::{Scope, SplitMix64};
 
