@@ -170,6 +170,9 @@ pub enum NameError {
     /// The local runtime refused the registration.
     #[error(transparent)]
     Local(atoll_actor::RegisterError),
+    /// The process is gone, or is not of the actor type asked for.
+    #[error(transparent)]
+    Lookup(atoll_actor::LookupError),
     /// Consensus did not complete the request; the error says whether it may have been
     /// applied ([`ConsensusError::Timeout`]) or not.
     #[error(transparent)]

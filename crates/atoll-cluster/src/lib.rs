@@ -37,4 +37,4 @@ pub use error::{
     ClusterSendError, ConnectError, DatagramError, GlobalError, GroupJoinError, LockError,
     NameError, RpcError, StartError,
 };
-pub use node::{LockGuard, MAX_NAME_LEN, Node, PeerInfo, RemoteNode};
+pub use node::{LockGuard, MAX_NAME_LEN, NameLost, Node, PeerInfo, RemoteNode};

@@ -29,8 +29,8 @@ use tracing::{debug, info, warn};
 use crate::config::NodeConfig;
 use crate::convert::process_to_wire;
 use crate::error::{
-    ClusterSendError, ConnectError, DatagramError, GlobalError, GroupJoinError, RpcError,
-    StartError,
+    ClusterSendError, ConnectError, DatagramError, GlobalError, GroupJoinError, NameError,
+    RpcError, StartError,
 };
 use crate::groups::{Groups, MAX_GROUP_NAME};
 use crate::peer::{FrameReader, Peer, ReadError};
@@ -65,6 +65,24 @@ impl std::hash::Hasher for NodeIdHasher {
 /// Builds a process from arguments sent by another node; returns its pid.
 type Factory = Arc<dyn Fn(&Runtime, NodeId, &[u8]) -> Result<Pid, RemoteError> + Send + Sync>;
 
+/// Tells one local process that it lost an Eventual name.
+type NameLostSink = Box<dyn Fn(NameLost) + Send + Sync>;
+
+/// The message a process gets when it loses an Eventual name to a conflicting claim.
+///
+/// Two nodes that were not connected can each bind one Eventual (global) name; when they
+/// meet, the smaller pid keeps it on every node and the other process loses it. The loser
+/// is not stopped: its node removes the binding and, if the process asked for it with
+/// [`Node::notify_name_lost`], sends it this value as an ordinary message (converted with
+/// `From<NameLost>` into the actor's message type).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct NameLost {
+    /// The name that was lost.
+    pub name: String,
+    /// The process that holds it now.
+    pub winner: Pid,
+}
+
 const EXPORTER_LABEL: &[u8] = b"atoll hello v1";
 
 /// A node: a local [`Runtime`] whose processes can reach processes on other nodes.
@@ -93,6 +111,8 @@ struct Inner {
     /// Addresses this node keeps connections to, reconnecting when they drop.
     wanted: Mutex<HashSet<SocketAddr>>,
     globals: RwLock<HashMap<String, Pid>>,
+    /// Local processes that asked to be told when they lose an Eventual name.
+    name_lost: Mutex<HashMap<Pid, NameLostSink>>,
     /// Process groups: this node's members and what each peer said of its own.
     groups: Mutex<Groups>,
     spawnables: RwLock<HashMap<String, Factory>>,
@@ -208,6 +228,7 @@ impl Node {
             peers: RwLock::default(),
             wanted: Mutex::default(),
             globals: RwLock::default(),
+            name_lost: Mutex::default(),
             groups: Mutex::new(Groups::new(id)),
             spawnables: RwLock::default(),
             next_request: AtomicU64::new(1),
@@ -506,6 +527,45 @@ impl Node {
                 inner.release_global(&name, pid);
             }
         });
+        Ok(())
+    }
+
+    /// Asks that the local process `pid`, an `A`, be sent a [`NameLost`] message whenever it
+    /// loses an Eventual (global) name to a conflicting claim from another node. Without
+    /// this the loser only loses the binding (and the node logs it). The request lasts as
+    /// long as the process; asking again replaces it.
+    pub fn notify_name_lost<A: Actor>(&self, pid: Pid) -> Result<(), NameError>
+    where
+        A::Msg: From<NameLost>,
+    {
+        let inner = &self.inner;
+        if pid.node != inner.id || !inner.rt.is_alive(pid) {
+            return Err(NameError::NotLocal(pid));
+        }
+        let target = inner.rt.actor_ref::<A>(pid).map_err(NameError::Lookup)?;
+        let sink: NameLostSink = Box::new(move |lost| {
+            let _ = target.send(A::Msg::from(lost));
+        });
+        let fresh = inner
+            .name_lost
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(pid, sink)
+            .is_none();
+        if fresh {
+            let exited = inner.rt.wait_exit(pid);
+            let weak = Arc::downgrade(inner);
+            tokio::spawn(async move {
+                exited.await;
+                if let Some(inner) = weak.upgrade() {
+                    inner
+                        .name_lost
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .remove(&pid);
+                }
+            });
+        }
         Ok(())
     }
 
@@ -973,17 +1033,49 @@ impl Inner {
     }
 
     /// Applies a peer's claim to a global name. A node may only claim names for its own
-    /// processes; when two processes claim one name, the smaller pid wins on every node.
+    /// processes; when two processes claim one name, the smaller pid wins on every node. A
+    /// local process that loses is told so ([`NameLost`]), and the peers learn that it no
+    /// longer holds the name.
     fn learn_global(&self, from: NodeId, name: String, pid: Pid) {
         if pid.node != from {
             warn!(peer = %from, %name, %pid, "ignored a global name claimed for another node's process");
             return;
         }
-        let mut globals = self.globals.write().unwrap_or_else(|e| e.into_inner());
-        match globals.get(&name) {
-            Some(owner) if *owner <= pid => {}
-            _ => {
-                globals.insert(name, pid);
+        let replaced = {
+            let mut globals = self.globals.write().unwrap_or_else(|e| e.into_inner());
+            match globals.get(&name) {
+                Some(owner) if *owner <= pid => return,
+                Some(owner) => {
+                    let loser = *owner;
+                    globals.insert(name.clone(), pid);
+                    Some(loser)
+                }
+                None => {
+                    globals.insert(name.clone(), pid);
+                    None
+                }
+            }
+        };
+        if let Some(loser) = replaced.filter(|l| l.node == self.id) {
+            self.lost_global(name, loser, pid);
+        }
+    }
+
+    /// A local process lost the global `name` to `winner`: the peers forget its claim, and
+    /// it is told if it asked to be.
+    fn lost_global(&self, name: String, loser: Pid, winner: Pid) {
+        self.broadcast(&Control::Gossip(RegistryGossip::Unregistered {
+            name: name.clone(),
+            pid: loser,
+        }));
+        let sinks = self.name_lost.lock().unwrap_or_else(|e| e.into_inner());
+        match sinks.get(&loser) {
+            Some(sink) => {
+                info!(node = %self.name, %name, %loser, %winner, "a local process lost a global name; telling it");
+                sink(NameLost { name, winner });
+            }
+            None => {
+                warn!(node = %self.name, %name, %loser, %winner, "a local process lost a global name (it asked for no notification)")
             }
         }
     }

@@ -3,7 +3,8 @@
 mod common;
 
 use atoll_actor::{CallError, ExitReason, SendError};
-use atoll_cluster::{ClusterSendError, RpcError};
+use atoll_cluster::{ClusterSendError, NameLost, RpcError};
+use atoll_core::Scope;
 use atoll_wire::RemoteError;
 use common::*;
 
@@ -150,6 +151,74 @@ async fn global_names_reach_peers_on_connect_and_late_and_go_with_their_owner() 
         b.send_global::<Probe>("late", ProbeMsg::Text("x".into())),
         Err(ClusterSendError::NotRegistered { .. })
     ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_eventual_name_claimed_on_both_sides_of_a_split_has_one_winner_and_the_loser_is_told() {
+    init_logs();
+    let cluster = Cluster::new();
+    let (a, b) = (cluster.node("a"), cluster.node("b"));
+    // Not connected: each side takes the name.
+    let (on_a, mut seen_a) = probe(&a);
+    let (on_b, mut seen_b) = probe(&b);
+    for (node, pid) in [(&a, on_a.pid()), (&b, on_b.pid())] {
+        node.notify_name_lost::<Probe>(pid).unwrap();
+        node.register("svc", pid, Scope::Eventual).await.unwrap();
+        assert_eq!(node.whereis("svc"), Some(pid));
+    }
+
+    a.connect(b.local_addr()).await.unwrap();
+    let (winner, loser) = if on_a.pid() < on_b.pid() {
+        (on_a.pid(), on_b.pid())
+    } else {
+        (on_b.pid(), on_a.pid())
+    };
+    eventually("both nodes resolve the name to the smaller pid", || {
+        a.whereis("svc") == Some(winner) && b.whereis("svc") == Some(winner)
+    })
+    .await;
+    let loser_seen = if loser == on_a.pid() {
+        &mut seen_a
+    } else {
+        &mut seen_b
+    };
+    assert_eq!(
+        next(loser_seen, "the loser's notification").await,
+        Seen::NameLost(NameLost {
+            name: "svc".into(),
+            winner
+        })
+    );
+    // The loser is told, not stopped; the winner hears nothing.
+    assert!(a.runtime().is_alive(loser) || b.runtime().is_alive(loser));
+    let winner_seen = if winner == on_a.pid() {
+        &mut seen_a
+    } else {
+        &mut seen_b
+    };
+    assert!(winner_seen.try_recv().is_err());
+    assert_eq!(a.globals(), vec![("svc".to_string(), winner)]);
+    assert_eq!(b.globals(), vec![("svc".to_string(), winner)]);
+
+    // A third node that meets both later sees only the winner.
+    let c = cluster.node("c");
+    c.connect(a.local_addr()).await.unwrap();
+    c.connect(b.local_addr()).await.unwrap();
+    eventually("c resolves the name to the winner", || {
+        c.whereis("svc") == Some(winner)
+    })
+    .await;
+
+    // The winner exits: the name goes everywhere (the loser does not get it back).
+    let host = if winner.node == a.id() { &a } else { &b };
+    host.actor_ref::<Probe>(winner)
+        .unwrap()
+        .send(ProbeMsg::Fail("bye".into()))
+        .unwrap();
+    eventually("the name is gone on every node", || {
+        [&a, &b, &c].iter().all(|n| n.whereis("svc").is_none())
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -749,7 +749,11 @@ impl super::Node {
     /// Registers the local process `pid` under `name` in `scope`.
     ///
     /// - `Local`: this node's runtime registry.
-    /// - `Eventual`: the gossiped global names ([`super::Node::register_global`]).
+    /// - `Eventual`: the gossiped global names ([`super::Node::register_global`]). Two
+    ///   processes that claimed the name while their nodes were apart: the smaller pid keeps
+    ///   it on every node once they meet; the other loses the binding without being stopped,
+    ///   and gets a [`super::NameLost`] message if it asked with
+    ///   [`super::Node::notify_name_lost`].
     /// - `Consistent`: the Raft registry, a linearizable singleton: the first registration
     ///   committed wins and every later one fails with [`NameError::Taken`] naming the
     ///   owner. The name is released when the process exits, and by the Raft leader when

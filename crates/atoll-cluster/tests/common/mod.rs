@@ -6,7 +6,7 @@ use std::time::Duration;
 use atoll_actor::{
     Actor, ActorRef, ActorResult, Ctx, Decoder, Down, ExitReason, Pid, ReplyTo, serde_decoder,
 };
-use atoll_cluster::{Node, NodeConfig};
+use atoll_cluster::{NameLost, Node, NodeConfig};
 use atoll_net::{ClusterCa, NodeIdentity, RevocationList};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
@@ -64,6 +64,7 @@ pub enum Seen {
     Pid(Pid),
     Down(Down),
     Exit(Pid, ExitReason),
+    NameLost(NameLost),
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -76,6 +77,13 @@ pub enum ProbeMsg {
     Monitor(Pid),
     Link(Pid),
     Fail(String),
+    NameLost(NameLost),
+}
+
+impl From<NameLost> for ProbeMsg {
+    fn from(lost: NameLost) -> ProbeMsg {
+        ProbeMsg::NameLost(lost)
+    }
 }
 
 pub struct Probe {
@@ -106,6 +114,7 @@ impl Actor for Probe {
             ProbeMsg::Monitor(p) => drop(ctx.monitor(p)),
             ProbeMsg::Link(p) => ctx.link(p),
             ProbeMsg::Fail(why) => return Err(atoll_actor::ActorError::msg(why)),
+            ProbeMsg::NameLost(lost) => drop(self.seen.send(Seen::NameLost(lost))),
         }
         Ok(())
     }
