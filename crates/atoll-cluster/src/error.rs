@@ -1,7 +1,7 @@
 use std::fmt;
 
 use atoll_actor::SendError;
-use atoll_core::{Pid, Scope};
+use atoll_core::{NodeId, Pid, Scope};
 use atoll_raft::ConsensusError;
 use atoll_wire::RemoteError;
 
@@ -160,6 +160,15 @@ pub enum NameError {
         len: usize,
         /// The largest length accepted.
         max: usize,
+    },
+    /// A Strong registration committed, but these nodes (active members, or this node) did
+    /// not apply it within the consensus request timeout; the registration was withdrawn.
+    #[error("Strong name {name:?} was not applied in time by {missing:?}; withdrawn")]
+    StrongTimeout {
+        /// The name.
+        name: String,
+        /// The nodes that did not acknowledge it, sorted.
+        missing: Vec<NodeId>,
     },
     /// The scope is not implemented yet.
     #[error("the {0:?} scope is not supported yet")]

@@ -661,7 +661,9 @@ impl Node {
         match self.inner.request(node, body).await? {
             Response::Spawned(pid) => Ok(pid),
             Response::Error(e) => Err(RpcError::Remote(e)),
-            Response::Processes(_) | Response::Raft(_) => Err(RpcError::ConnectionLost),
+            Response::Processes(_) | Response::Raft(_) | Response::NameApplied(_) => {
+                Err(RpcError::ConnectionLost)
+            }
         }
     }
 
@@ -679,7 +681,9 @@ impl Node {
         match self.inner.request(node, Request::Processes).await? {
             Response::Processes(list) => Ok(list),
             Response::Error(e) => Err(RpcError::Remote(e)),
-            Response::Spawned(_) | Response::Raft(_) => Err(RpcError::ConnectionLost),
+            Response::Spawned(_) | Response::Raft(_) | Response::NameApplied(_) => {
+                Err(RpcError::ConnectionLost)
+            }
         }
     }
 
@@ -1164,6 +1168,7 @@ impl Inner {
             ),
             // Served asynchronously by the control loop; never reaches here.
             Request::Raft(_) => Response::Raft(Vec::new()),
+            Request::AwaitName { .. } => Response::NameApplied(None),
         }
     }
 
@@ -1516,6 +1521,9 @@ async fn control_loop(weak: Weak<Inner>, peer: Arc<Peer>, mut reader: FrameReade
                 tokio::spawn(async move {
                     let body = match body {
                         Request::Raft(raft) => naming::serve(&inner, raft).await,
+                        Request::AwaitName { name, pid, wait_ms } => {
+                            naming::serve_await_name(&inner, &name, pid, wait_ms).await
+                        }
                         other => inner.serve(peer.id, other),
                     };
                     let _ = peer.send_control(&Control::Response { id, body });

@@ -245,15 +245,6 @@ fn consistent_names_resolve_everywhere_have_one_winner_and_go_with_their_owner()
         .unwrap();
     assert_eq!(hosts[1].node().whereis("svc"), Some(svc));
 
-    // Strong is not implemented yet, and says so.
-    let strong = hosts[0].probe();
-    let refused =
-        hosts[0].run(move |n| async move { n.register("s", strong, Scope::Strong).await });
-    assert!(
-        matches!(refused, Err(NameError::Unsupported(Scope::Strong))),
-        "{refused:?}"
-    );
-
     // Five nodes race for one name: exactly one wins, the others learn who.
     let racers: Vec<Pid> = hosts.iter().map(|h| h.probe()).collect();
     let tasks: Vec<_> = hosts
@@ -321,6 +312,63 @@ fn consistent_names_resolve_everywhere_have_one_winner_and_go_with_their_owner()
     wait_until("svc gone, the local name showing through on v1", || {
         hosts[1].node().whereis("svc") == Some(local)
     });
+
+    for h in setup.hosts {
+        h.stop();
+    }
+}
+
+#[test]
+fn strong_names_resolve_everywhere_once_registered_and_time_out_naming_a_silent_member() {
+    let _serial = serial();
+    init_logs();
+    let cluster = Cluster::new();
+    let mut setup = start_cluster(&cluster);
+    let hosts = &setup.hosts;
+
+    // From a voter and from a non-voter: when `register` returns, every node resolves it.
+    for (i, name) in [(0, "strong-v0"), (3, "strong-m0")] {
+        let pid = hosts[i].probe();
+        let started = Instant::now();
+        hosts[i]
+            .run(move |n| async move { n.register(name, pid, Scope::Strong).await })
+            .unwrap();
+        eprintln!("{name}: registered in {:?}", started.elapsed());
+        for h in hosts {
+            assert_eq!(
+                h.node().whereis(name),
+                Some(pid),
+                "{} on {}",
+                name,
+                h.name()
+            );
+        }
+    }
+
+    // m1 dies without a word and stays Active in the membership for a while: a Strong
+    // registration cannot be acknowledged by it, times out naming it, and is withdrawn.
+    let killed = setup.hosts.pop().unwrap();
+    let killed_id = killed.node().id();
+    killed.kill();
+    let hosts = &setup.hosts;
+    let pid = hosts[3].probe();
+    let started = Instant::now();
+    let result = hosts[3].run(move |n| async move {
+        tokio::time::timeout(
+            REQUEST_TIMEOUT * 4,
+            n.register("strong-late", pid, Scope::Strong),
+        )
+        .await
+    });
+    eprintln!("strong-late: {result:?} after {:?}", started.elapsed());
+    match result {
+        Ok(Err(NameError::StrongTimeout { name, missing })) => {
+            assert_eq!(name, "strong-late");
+            assert_eq!(missing, vec![killed_id]);
+        }
+        other => panic!("expected StrongTimeout, got {other:?}"),
+    }
+    everywhere(hosts, "strong-late", None);
 
     for h in setup.hosts {
         h.stop();

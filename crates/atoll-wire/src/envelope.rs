@@ -122,6 +122,17 @@ pub enum Request {
     Processes,
     /// A Raft message (an encoded consensus request), for the node's Raft voter.
     Raft(#[serde(with = "serde_bytes")] Vec<u8>),
+    /// Answer once this node's consensus registry binds `name` to `pid`, or after `wait_ms`
+    /// milliseconds (answered with [`Response::NameApplied`]): how a Strong registration
+    /// learns that a member applied it.
+    AwaitName {
+        /// The name.
+        name: String,
+        /// The process it should be bound to.
+        pid: Pid,
+        /// The longest the answer may wait, in milliseconds (the node may wait less).
+        wait_ms: u64,
+    },
 }
 
 /// Control-plane responses.
@@ -135,6 +146,9 @@ pub enum Response {
     Error(RemoteError),
     /// The answer to [`Request::Raft`] (an encoded consensus response).
     Raft(#[serde(with = "serde_bytes")] Vec<u8>),
+    /// The answer to [`Request::AwaitName`]: the index of the registry this node resolves
+    /// from once it binds the name to the pid, `None` if it did not within the wait.
+    NameApplied(Option<u64>),
 }
 
 /// Why a request failed on the remote node.

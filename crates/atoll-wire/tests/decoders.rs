@@ -80,6 +80,16 @@ fn control() -> impl Strategy<Value = Control> {
                 body: Response::Raft(body),
             }
         }),
+        (any::<u64>(), ".{0,8}", pid(), any::<u64>()).prop_map(|(id, name, pid, wait_ms)| {
+            Control::Request {
+                id,
+                body: Request::AwaitName { name, pid, wait_ms },
+            }
+        }),
+        (any::<u64>(), any::<Option<u64>>()).prop_map(|(id, applied)| Control::Response {
+            id,
+            body: Response::NameApplied(applied),
+        }),
         (
             any::<u64>(),
             any::<Option<u64>>(),

@@ -15,6 +15,7 @@ use atoll_raft::{
     Command, Consensus, ConsensusError, LockGrant, Node as RaftNode, Outcome, RaftId, RaftSettings,
     RaftStatus, RaftTransport, Registry, TransportError, raft_id_of,
 };
+use atoll_swim::MemberState;
 use atoll_wire::{Control, RegistryView, Request, Response};
 use serde::Serialize;
 use tokio::sync::{oneshot, watch};
@@ -36,6 +37,8 @@ const DIAL_TIMEOUT: Duration = Duration::from_secs(1);
 const RETRY_PAUSE: Duration = Duration::from_millis(50);
 /// How often a waiting `lock` looks at the registry for the lock's release.
 const LOCK_POLL: Duration = Duration::from_millis(20);
+/// How often a member waiting to acknowledge a Strong binding looks at its registry.
+const APPLY_POLL: Duration = Duration::from_millis(10);
 /// Backoff bounds for releases proposed after an owner exits.
 const RELEASE_RETRY: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(2));
 
@@ -250,6 +253,129 @@ pub(super) async fn serve(inner: &Inner, body: Vec<u8>) -> Response {
         }
     };
     Response::Raft(answer)
+}
+
+/// Answers a Strong registration's question: the index this node resolves from once its
+/// registry binds `name` to `pid`, `None` if it does not within `wait_ms` (capped at this
+/// node's consensus request timeout).
+pub(super) async fn serve_await_name(
+    inner: &Inner,
+    name: &str,
+    pid: Pid,
+    wait_ms: u64,
+) -> Response {
+    let Some(naming) = &inner.naming else {
+        return Response::NameApplied(None);
+    };
+    let wait = Duration::from_millis(wait_ms).min(naming.config.request_timeout);
+    Response::NameApplied(await_applied(naming, name, pid, Instant::now() + wait).await)
+}
+
+/// Waits until this node's registry binds `name` to `pid` (then returns the registry index
+/// it resolves from), or `deadline` passes.
+async fn await_applied(naming: &Naming, name: &str, pid: Pid, deadline: Instant) -> Option<u64> {
+    loop {
+        if naming.whereis(name) == Some(pid) {
+            return Some(naming.applied());
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        tokio::time::sleep_until(deadline.min(Instant::now() + APPLY_POLL)).await;
+    }
+}
+
+/// The members a Strong binding must reach: every `Active` member but this node (with
+/// membership), or every connected peer (without).
+fn strong_audience(inner: &Inner) -> Vec<NodeId> {
+    match inner.swim.get() {
+        Some(swim) => swim
+            .members()
+            .into_iter()
+            .filter(|m| m.state == MemberState::Active && m.identity.node != inner.id)
+            .map(|m| m.identity.node)
+            .collect(),
+        None => inner
+            .peers
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .keys()
+            .copied()
+            .collect(),
+    }
+}
+
+/// Asks `node` whether it applied the binding of `name` to `pid`, again and again until it
+/// says it did (`true`) or `deadline` passes (`false`).
+async fn strong_ack(
+    weak: Weak<Inner>,
+    node: NodeId,
+    name: String,
+    pid: Pid,
+    deadline: Instant,
+) -> bool {
+    loop {
+        let now = Instant::now();
+        if now >= deadline {
+            return false;
+        }
+        let Some(inner) = weak.upgrade() else {
+            return false;
+        };
+        let wait = deadline - now;
+        let body = Request::AwaitName {
+            name: name.clone(),
+            pid,
+            wait_ms: u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
+        };
+        let asked = tokio::time::timeout_at(deadline, async {
+            let peer = match inner.peer(node) {
+                Some(peer) => peer,
+                None => {
+                    let addr = inner.known_address(node)?;
+                    let peer = super::dial_within(&inner, addr, wait.min(DIAL_TIMEOUT))
+                        .await
+                        .ok()?;
+                    (peer.id == node).then_some(peer)?
+                }
+            };
+            // A little longer than the member waits, so its "not yet" arrives.
+            inner.ask(&peer, body, wait + RETRY_PAUSE).await.ok()
+        })
+        .await;
+        drop(inner);
+        match asked {
+            Ok(Some(Response::NameApplied(Some(_)))) => return true,
+            Err(_) => return false,
+            // Not yet, a lost connection or an answer that does not fit: ask again shortly.
+            Ok(_) => tokio::time::sleep_until(deadline.min(Instant::now() + RETRY_PAUSE)).await,
+        }
+    }
+}
+
+/// Waits until this node and every member of [`strong_audience`] (as it is now) resolve
+/// `name` to `pid`, within the consensus request timeout. Returns the members that did not.
+async fn await_strong(inner: &Arc<Inner>, naming: &Naming, name: &str, pid: Pid) -> Vec<NodeId> {
+    let deadline = Instant::now() + naming.config.request_timeout;
+    let audience = strong_audience(inner);
+    let mut asks = tokio::task::JoinSet::new();
+    for node in audience {
+        let ask = strong_ack(Arc::downgrade(inner), node, name.to_string(), pid, deadline);
+        asks.spawn(async move { (node, ask.await) });
+    }
+    let mut missing = Vec::new();
+    if await_applied(naming, name, pid, deadline).await.is_none() {
+        missing.push(inner.id);
+    }
+    while let Some(done) = asks.join_next().await {
+        match done {
+            Ok((_, true)) => {}
+            Ok((node, false)) => missing.push(node),
+            Err(e) => warn!(node = %inner.name, "a Strong acknowledgement task failed: {e}"),
+        }
+    }
+    missing.sort();
+    missing
 }
 
 /// Keeps a registry view pushed by a voter, if it is newer than the one held.
@@ -759,7 +885,13 @@ impl super::Node {
     ///   owner. The name is released when the process exits, and by the Raft leader when
     ///   membership declares the node unreachable or gone, or a newer incarnation of the
     ///   node joins. Fails within the consensus request timeout when no quorum answers.
-    /// - `Strong` is not implemented yet: [`NameError::Unsupported`].
+    /// - `Strong`: a Consistent registration that returns only once every member that was
+    ///   `Active` (in this node's membership view) when it committed, and this node, resolve
+    ///   the name to `pid`: after `Ok`, [`super::Node::whereis`] on any of them finds it.
+    ///   Members that have not applied it within the consensus request timeout are named
+    ///   in [`NameError::StrongTimeout`]; the binding is then withdrawn again (unregistered)
+    ///   before the error returns, or in the background if that fails too. Every Active
+    ///   member must run consensus (a node without it never acknowledges).
     pub async fn register(&self, name: &str, pid: Pid, scope: Scope) -> Result<(), NameError> {
         let inner = &self.inner;
         if pid.node != inner.id || !inner.rt.is_alive(pid) {
@@ -784,11 +916,10 @@ impl super::Node {
                 },
                 crate::GlobalError::NotLocal(pid) => NameError::NotLocal(pid),
             }),
-            Scope::Strong => Err(NameError::Unsupported(Scope::Strong)),
-            Scope::Consistent => {
-                if self.naming().is_none() {
+            Scope::Consistent | Scope::Strong => {
+                let Some(naming) = self.naming() else {
                     return Err(NameError::NoConsensus);
-                }
+                };
                 let command = Command::Register {
                     name: name.to_string(),
                     pid,
@@ -797,7 +928,25 @@ impl super::Node {
                 match propose(inner, command).await? {
                     Outcome::Registered => {
                         watch_owner(inner, name, pid);
-                        Ok(())
+                        if scope != Scope::Strong {
+                            return Ok(());
+                        }
+                        let missing = await_strong(inner, naming, name, pid).await;
+                        if missing.is_empty() {
+                            return Ok(());
+                        }
+                        warn!(node = %inner.name, %name, %pid, ?missing, "a Strong registration was not acknowledged by every active member; withdrawing it");
+                        let command = Command::Unregister {
+                            name: name.to_string(),
+                            pid,
+                        };
+                        if propose(inner, command.clone()).await.is_err() {
+                            tokio::spawn(propose_until_applied(Arc::downgrade(inner), command));
+                        }
+                        Err(NameError::StrongTimeout {
+                            name: name.to_string(),
+                            missing,
+                        })
                     }
                     Outcome::NameTaken { owner } => Err(NameError::Taken {
                         name: name.to_string(),
