@@ -375,6 +375,121 @@ fn strong_names_resolve_everywhere_once_registered_and_time_out_naming_a_silent_
     }
 }
 
+/// One registration of the stream: its name, process, outcome and how long it took.
+type Attempt = (String, Pid, Result<(), NameError>, Duration);
+
+#[test]
+fn registrations_that_returned_ok_survive_the_leader_being_killed_mid_stream() {
+    let _serial = serial();
+    init_logs();
+    let cluster = Cluster::new();
+    let mut setup = start_cluster(&cluster);
+    let hosts = &setup.hosts;
+
+    // m0 registers names one after another until told to stop.
+    let attempts: Arc<Mutex<Vec<Attempt>>> = Arc::default();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stream = {
+        let (attempts, stop) = (attempts.clone(), stop.clone());
+        hosts[3].spawn(move |n| async move {
+            let mut i = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                let (probe, _) = common::probe(&n);
+                let (name, pid) = (format!("stream-{i}"), probe.pid());
+                let started = Instant::now();
+                // A hang shows up as a panic here, not as a test that never ends.
+                let result = tokio::time::timeout(
+                    REQUEST_TIMEOUT * 3,
+                    n.register(&name, pid, Scope::Consistent),
+                )
+                .await
+                .unwrap_or_else(|_| panic!("{name}: register hung"));
+                attempts
+                    .lock()
+                    .unwrap()
+                    .push((name, pid, result, started.elapsed()));
+                i += 1;
+            }
+        })
+    };
+    let oks = |attempts: &Arc<Mutex<Vec<Attempt>>>| {
+        attempts
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|a| a.2.is_ok())
+            .count()
+    };
+    wait_until("20 registrations done", || oks(&attempts) >= 20);
+
+    // The leader's node dies without a word in the middle of the stream.
+    let leader = hosts[0]
+        .run(|n| async move { n.raft_status().await.and_then(|s| s.leader) })
+        .expect("a leader");
+    let index = setup.hosts[..3]
+        .iter()
+        .position(|h| atoll_raft::raft_id_of(&h.node().id()) == leader)
+        .expect("the leader is a voter");
+    let before = oks(&attempts);
+    let killed = setup.hosts.remove(index);
+    let killed_at = Instant::now();
+    eprintln!(
+        "killing the leader {} after {before} registrations",
+        killed.name()
+    );
+    killed.kill();
+    let hosts = &setup.hosts;
+
+    // The stream goes on through a new leader.
+    wait_until("a new leader and 20 more registrations", || {
+        oks(&attempts) >= before + 20
+    });
+    eprintln!(
+        "20 more registrations {:?} after the kill",
+        killed_at.elapsed()
+    );
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let registrar = hosts.iter().position(|h| h.name() == "m0").unwrap();
+    hosts[registrar].join(stream);
+    let new_leader = hosts[0].run(|n| async move { n.raft_status().await.and_then(|s| s.leader) });
+    assert!(
+        new_leader.is_some_and(|l| l != leader),
+        "{new_leader:?} after {leader}"
+    );
+
+    let attempts = attempts.lock().unwrap();
+    let mut slowest = Duration::ZERO;
+    for (name, pid, result, took) in attempts.iter() {
+        slowest = slowest.max(*took);
+        match result {
+            Ok(()) => everywhere(hosts, name, Some(*pid)),
+            Err(NameError::Consensus(
+                ConsensusError::Timeout
+                | ConsensusError::NoLeader
+                | ConsensusError::Unreachable { .. },
+            )) => {
+                eprintln!("{name}: {result:?} after {took:?}");
+                // Bounded by the request timeout (plus a connection attempt).
+                assert!(
+                    *took < REQUEST_TIMEOUT * 2,
+                    "{name}: {result:?} after {took:?}"
+                );
+            }
+            Err(e) => panic!("{name}: an untyped failure: {e}"),
+        }
+    }
+    let failed = attempts.iter().filter(|a| a.2.is_err()).count();
+    eprintln!(
+        "{} registrations, {failed} failed during the failover, slowest {slowest:?}",
+        attempts.len()
+    );
+    drop(attempts);
+
+    for h in setup.hosts {
+        h.stop();
+    }
+}
+
 #[test]
 fn locks_are_exclusive_fenced_and_released_when_the_holder_exits() {
     let _serial = serial();
