@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use openraft::error::{CheckIsLeaderError, ClientWriteError, InitializeError, RaftError};
 use openraft::{Config, Raft, ServerState};
+use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio::time::Instant;
 
 use crate::network::{
@@ -15,7 +16,7 @@ use crate::network::{
     encode,
 };
 use crate::registry::{Binding, Command, LockGrant, Outcome, Registry};
-use crate::store::{self, AppliedState, StoreError};
+use crate::store::{self, AppliedState, Counters, StoreError, StoreStats};
 use crate::types::{Node, RaftId, TypeConfig};
 
 /// How to run one Raft voter.
@@ -127,6 +128,9 @@ struct Inner<T> {
     raft: Raft<TypeConfig>,
     transport: T,
     state: Arc<RwLock<AppliedState>>,
+    applied: tokio::sync::watch::Receiver<u64>,
+    counters: Arc<Counters>,
+    proposals: mpsc::UnboundedSender<Pending>,
     request_timeout: Duration,
     closed: tokio::sync::Mutex<Option<tokio::sync::oneshot::Receiver<()>>>,
 }
@@ -156,6 +160,92 @@ impl<T> std::fmt::Debug for Consensus<T> {
 
 fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// A proposal waiting for the batcher, with where its outcome goes.
+type Pending = (Command, oneshot::Sender<Result<Outcome, Refusal>>);
+
+/// The most commands one log entry carries.
+const MAX_BATCH: usize = 256;
+
+/// How many entries (single proposals or batches) the batcher has in Raft at once. While
+/// they are all under way, new proposals queue and go together in the next entry. One is
+/// best measured (3 voters sharing 2 cores, `names` benchmark): 35 k registrations/s and
+/// 467 contended lock cycles/s, against 32 k and 427 with two and 28 k and 384 with four,
+/// since more entries in flight mean smaller batches and more fsyncs for the same work.
+const ENTRIES_IN_FLIGHT: usize = 1;
+
+/// Feeds proposals to `raft`: one at a time while Raft keeps up, and, once
+/// [`ENTRIES_IN_FLIGHT`] entries are under way, everything that queued meanwhile as one
+/// [`Command::Batch`] entry, so that many proposals share one durable append and one
+/// replication round. openraft 0.9 appends (and fsyncs) each client write on its own, so
+/// without this the leader's disk bounds throughput to one proposal per fsync.
+///
+/// Contending `Lock`s of one lock may share an entry: the first is granted, the others are
+/// answered busy with that grant (see [`Command::Batch`]).
+async fn batch_proposals(raft: Raft<TypeConfig>, mut queue: mpsc::UnboundedReceiver<Pending>) {
+    let slots = Arc::new(Semaphore::new(ENTRIES_IN_FLIGHT));
+    loop {
+        let Some(first) = queue.recv().await else {
+            return;
+        };
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            let Ok(next) = queue.try_recv() else { break };
+            batch.push(next);
+        }
+        let (command, replies) = if batch.len() == 1 {
+            let (command, reply) = batch.pop().expect("one proposal");
+            (command, vec![reply])
+        } else {
+            let (commands, replies): (Vec<Command>, Vec<_>) = batch.into_iter().unzip();
+            (Command::Batch(commands), replies)
+        };
+        let batched = matches!(command, Command::Batch(_));
+        let written = raft.client_write_ff(command).await;
+        tokio::spawn(async move {
+            let _slot = slot;
+            let answer = match written {
+                Err(fatal) => Err(Refusal::Stopped(fatal.to_string())),
+                Ok(response) => match response.await {
+                    Ok(Ok(response)) => Ok(response.data),
+                    Ok(Err(ClientWriteError::ForwardToLeader(f))) => Err(Refusal::NotLeader {
+                        leader: f.leader_id,
+                    }),
+                    Ok(Err(ClientWriteError::ChangeMembershipError(e))) => {
+                        Err(Refusal::Stopped(e.to_string()))
+                    }
+                    Err(_) => Err(Refusal::Stopped("raft stopped".into())),
+                },
+            };
+            match answer {
+                Ok(Outcome::Batch(outcomes)) if batched && outcomes.len() == replies.len() => {
+                    for (reply, outcome) in replies.into_iter().zip(outcomes) {
+                        let _ = reply.send(Ok(outcome));
+                    }
+                }
+                Ok(outcome) if !batched => {
+                    for reply in replies {
+                        let _ = reply.send(Ok(outcome.clone()));
+                    }
+                }
+                // Applied, but not as a batch of this size: cannot happen; say "unknown".
+                Ok(_) => {
+                    for reply in replies {
+                        let _ = reply.send(Err(Refusal::Undecided));
+                    }
+                }
+                Err(refusal) => {
+                    for reply in replies {
+                        let _ = reply.send(Err(refusal.clone()));
+                    }
+                }
+            }
+        });
+    }
 }
 
 /// How long to wait for leadership news before asking again.
@@ -189,6 +279,8 @@ impl<T: RaftTransport + std::fmt::Debug> Consensus<T> {
             .map_err(|e| ConsensusError::Storage(e.to_string()))?;
         let (log, sm, closed) = store::open_watched(settings.data_dir.join("raft.redb"))?;
         let state = sm.state();
+        let applied = sm.watch_applied();
+        let counters = log.counters();
         let network = NetworkFactory::new(settings.id, transport.clone());
         let raft = Raft::new(settings.id, Arc::new(config), network, log, sm)
             .await
@@ -205,12 +297,17 @@ impl<T: RaftTransport + std::fmt::Debug> Consensus<T> {
                 Err(e) => return Err(ConsensusError::Config(e.to_string())),
             }
         }
+        let (proposals, queue) = mpsc::unbounded_channel();
+        tokio::spawn(batch_proposals(raft.clone(), queue));
         Ok(Consensus {
             inner: Arc::new(Inner {
                 id: settings.id,
                 raft,
                 transport,
                 state,
+                applied,
+                counters,
+                proposals,
                 request_timeout: settings.request_timeout,
                 closed: tokio::sync::Mutex::new(Some(closed)),
             }),
@@ -396,6 +493,19 @@ impl<T: RaftTransport + std::fmt::Debug> Consensus<T> {
         self.read_state().registry.locks().clone()
     }
 
+    /// The index of the last log entry applied to this node's replica (0 before any),
+    /// updated as soon as the state machine has applied a batch of entries: wait on it
+    /// (`changed()`) instead of polling the local reads, e.g. for a busy lock to be released.
+    pub fn watch_applied(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.inner.applied.clone()
+    }
+
+    /// What this node's durable log store did since it was opened (appends, entries per
+    /// append, fsynced commits and the time they took).
+    pub fn store_stats(&self) -> StoreStats {
+        self.inner.counters.stats()
+    }
+
     /// Answers a request body from another node (what the transport calls on receipt).
     pub async fn handle(&self, body: &[u8]) -> Vec<u8> {
         let request: RaftRequest = match decode(body) {
@@ -445,19 +555,15 @@ impl<T: RaftTransport + std::fmt::Debug> Consensus<T> {
         Ok(())
     }
 
+    /// Hands `command` to this node's Raft (through the batcher) and waits for its outcome.
     async fn propose_here(&self, command: Command) -> Result<Outcome, Refusal> {
-        match self.inner.raft.client_write(command).await {
-            Ok(response) => Ok(response.data),
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
-                Err(Refusal::NotLeader {
-                    leader: f.leader_id,
-                })
-            }
-            Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e))) => {
-                Err(Refusal::Stopped(e.to_string()))
-            }
-            Err(RaftError::Fatal(e)) => Err(Refusal::Stopped(e.to_string())),
+        let (reply, answer) = oneshot::channel();
+        if self.inner.proposals.send((command, reply)).is_err() {
+            return Err(Refusal::Stopped("raft stopped".into()));
         }
+        answer
+            .await
+            .unwrap_or_else(|_| Err(Refusal::Stopped("raft stopped".into())))
     }
 
     async fn read_index_here(&self) -> Result<Option<u64>, Refusal> {

@@ -9,14 +9,17 @@
 //!   index of the granting entry as their fencing token, so tokens of a lock strictly
 //!   increase, also across restarts.
 //! - [`store`] keeps the Raft log, vote, commit index and last snapshot in one redb file.
-//!   Every append and vote is an fsynced redb commit before openraft hears it is flushed. The
-//!   registry itself lives in memory and is rebuilt on start from the stored snapshot plus
-//!   the committed log.
+//!   Every append and vote is an fsynced redb commit before openraft hears it is flushed (the
+//!   commit index, an optional hint, rides along with the next one). The registry itself
+//!   lives in memory and is rebuilt on start from the stored snapshot plus the committed log.
 //! - [`network`] is the seam to the wire: Raft RPCs, forwarded proposals and read-index
 //!   requests are postcard bodies carried by any [`RaftTransport`] (request in, response
 //!   out). [`MemRouter`] is an in-process transport for tests; the node crate provides the
 //!   QUIC one.
-//! - [`Consensus`] is the thin async shell the node uses.
+//! - [`Consensus`] is the thin async shell the node uses. At the leader it groups concurrent
+//!   proposals: while one log entry is under way, new proposals queue and then go together
+//!   as one [`Command::Batch`] entry, so many share one durable append and one replication
+//!   round. [`Consensus::watch_applied`] signals each advance of the applied index.
 //!
 //! # Driving it
 //!
@@ -79,5 +82,5 @@ pub use consensus::{Consensus, ConsensusError, RaftSettings, RaftStatus, Role};
 pub use memory::{MemRouter, MemTransport};
 pub use network::{NetworkFactory, RaftTransport, TransportError};
 pub use registry::{Binding, Command, LockGrant, Outcome, Registry, SnapshotDecodeError};
-pub use store::{LogStore, StateMachineStore, StoreError, open};
+pub use store::{LogStore, StateMachineStore, StoreError, StoreStats, open};
 pub use types::{Node, RaftId, TypeConfig, raft_id_of};

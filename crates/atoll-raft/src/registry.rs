@@ -57,6 +57,15 @@ pub enum Command {
         /// Its new value.
         value: String,
     },
+    /// Several commands in one log entry, applied in order; answered with
+    /// [`Outcome::Batch`], one outcome per command. [`crate::Consensus::propose`] groups
+    /// concurrent proposals into batches so that many share one durable append.
+    ///
+    /// All commands of a batch share the entry's log index: bindings it creates carry that
+    /// index, and a lock is granted at most once per entry (its fencing token is the index),
+    /// so a later `Lock` of a lock already granted earlier in the same entry is answered
+    /// [`Outcome::LockBusy`] with that grant.
+    Batch(Vec<Command>),
 }
 
 /// What applying a [`Command`] did: the response of a Raft log entry.
@@ -110,6 +119,8 @@ pub enum Outcome {
     /// A Raft-internal entry (blank or membership change) was applied; the registry is
     /// unchanged.
     Noop,
+    /// The outcomes of a [`Command::Batch`], in its order.
+    Batch(Vec<Outcome>),
 }
 
 /// A replicated name binding.
@@ -165,7 +176,50 @@ impl Registry {
 
     /// Applies the command of the log entry at `index`. Indexes must increase across calls.
     pub fn apply(&mut self, index: u64, command: &Command) -> Outcome {
+        self.apply_in_entry(index, command, &mut Vec::new())
+    }
+
+    /// Applies `command` of the entry at `index`, where `granted` lists the locks already
+    /// granted by this entry: a lock is granted at most once per entry, so that its fencing
+    /// tokens (entry indexes) strictly increase.
+    fn apply_in_entry(
+        &mut self,
+        index: u64,
+        command: &Command,
+        granted: &mut Vec<(String, LockGrant)>,
+    ) -> Outcome {
         match command {
+            Command::Batch(commands) => Outcome::Batch(
+                commands
+                    .iter()
+                    .map(|c| self.apply_in_entry(index, c, granted))
+                    .collect(),
+            ),
+            Command::Lock { name, holder } => {
+                if let Some((_, g)) = granted.iter().find(|(n, _)| n == name) {
+                    return if g.holder == *holder && self.locks.get(name) == Some(g) {
+                        Outcome::LockGranted { token: g.token }
+                    } else {
+                        Outcome::LockBusy {
+                            holder: g.holder,
+                            token: g.token,
+                        }
+                    };
+                }
+                let outcome = self.apply_one(index, command);
+                if let Some(g) = self.locks.get(name).filter(|g| g.token == index) {
+                    granted.push((name.clone(), *g));
+                }
+                outcome
+            }
+            other => self.apply_one(index, other),
+        }
+    }
+
+    fn apply_one(&mut self, index: u64, command: &Command) -> Outcome {
+        match command {
+            // Handled by `apply_in_entry`.
+            Command::Batch(_) => Outcome::Noop,
             Command::Register { name, pid, scope } => {
                 if !matches!(scope, Scope::Consistent | Scope::Strong) {
                     return Outcome::ScopeNotReplicated { scope: *scope };
@@ -509,5 +563,80 @@ mod tests {
             Registry::from_bytes(&[SNAPSHOT_VERSION, 0xff]),
             Err(SnapshotDecodeError::Decode(_))
         ));
+    }
+
+    #[test]
+    fn a_batch_applies_in_order_under_one_index() {
+        let mut r = Registry::new();
+        let batch = Command::Batch(vec![
+            register("a", pid(1, 1, 1)),
+            register("a", pid(2, 1, 1)),
+            register("b", pid(2, 1, 1)),
+        ]);
+        assert_eq!(
+            r.apply(7, &batch),
+            Outcome::Batch(vec![
+                Outcome::Registered,
+                Outcome::NameTaken {
+                    owner: pid(1, 1, 1)
+                },
+                Outcome::Registered,
+            ])
+        );
+        assert_eq!(
+            r.whereis("a").map(|b| (b.pid, b.index)),
+            Some((pid(1, 1, 1), 7))
+        );
+        assert_eq!(r.whereis("b").map(|b| b.index), Some(7));
+    }
+
+    #[test]
+    fn one_entry_grants_a_lock_at_most_once() {
+        let mut r = Registry::new();
+        let lock = |holder| Command::Lock {
+            name: "l".into(),
+            holder,
+        };
+        // An older grant is released and the lock contended, all in entry 9: the first
+        // contender gets it, under token 9, and a release guessed in the same entry does
+        // not let a second grant reuse that token.
+        assert_eq!(
+            r.apply(3, &lock(pid(1, 1, 1))),
+            Outcome::LockGranted { token: 3 }
+        );
+        let batch = Command::Batch(vec![
+            Command::Unlock {
+                name: "l".into(),
+                token: 3,
+            },
+            lock(pid(2, 1, 1)),
+            lock(pid(3, 1, 1)),
+            Command::Unlock {
+                name: "l".into(),
+                token: 9,
+            },
+            lock(pid(3, 1, 1)),
+            lock(pid(2, 1, 1)),
+        ]);
+        let busy = Outcome::LockBusy {
+            holder: pid(2, 1, 1),
+            token: 9,
+        };
+        assert_eq!(
+            r.apply(9, &batch),
+            Outcome::Batch(vec![
+                Outcome::Unlocked,
+                Outcome::LockGranted { token: 9 },
+                busy.clone(),
+                Outcome::Unlocked,
+                busy.clone(),
+                busy,
+            ])
+        );
+        assert!(r.locks().is_empty());
+        assert_eq!(
+            r.apply(10, &lock(pid(3, 1, 1))),
+            Outcome::LockGranted { token: 10 }
+        );
     }
 }

@@ -1,26 +1,32 @@
 //! Durable Raft storage in one redb file: the log, the vote, the commit index and the last
 //! snapshot, plus the in-memory [`Registry`] state machine.
 //!
-//! Every write is its own redb transaction committed with redb's default (immediate)
-//! durability, which fsyncs before the commit returns; openraft is told a log append is
-//! flushed only after that. The state machine is applied in memory and persisted only as
-//! snapshots: on restart openraft re-applies the committed log after the stored snapshot.
+//! Every log append, truncation, purge, vote and snapshot is its own redb transaction
+//! committed with immediate durability, which fsyncs before the commit returns; openraft is
+//! told a log append is flushed only after that. The commit index is the exception: it is an
+//! optional hint to openraft, written without its own fsync and made durable by the next
+//! durable commit (it only ever names entries already durable in this log, so a lost hint
+//! costs nothing but re-learning the commit index from the leader). The state machine is
+//! applied in memory and persisted only as snapshots: on restart openraft re-applies the
+//! committed log after the stored snapshot.
 
 use std::fmt::Debug;
 use std::io::Cursor;
 use std::ops::{Deref, RangeBounds};
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
 
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage, RaftStateMachine, Snapshot};
 use openraft::{
     AnyError, Entry, EntryPayload, ErrorSubject, ErrorVerb, LogId, OptionalSend, RaftLogReader,
     RaftSnapshotBuilder, SnapshotMeta, StorageError, StorageIOError, StoredMembership, Vote,
 };
-use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition};
+use redb::{Database, Durability, ReadableTable, ReadableTableMetadata, TableDefinition};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 
 use crate::registry::{Outcome, Registry, SnapshotDecodeError};
 use crate::types::{Node, RaftId, TypeConfig};
@@ -102,22 +108,82 @@ fn meta_get<T: DeserializeOwned>(db: &Database, key: &str) -> Result<Option<T>, 
     }
 }
 
-fn meta_put(db: &Database, key: &str, bytes: &[u8]) -> Result<(), StoreError> {
+fn meta_put(db: &Db, key: &str, bytes: &[u8]) -> Result<(), StoreError> {
     let txn = db.begin_write()?;
     {
         let mut table = txn.open_table(META)?;
         table.insert(key, bytes)?;
     }
-    txn.commit()?;
-    Ok(())
+    db.commit(txn)
+}
+
+/// Counters of what the log store did since it was opened.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StoreStats {
+    /// Calls to append log entries.
+    pub appends: u64,
+    /// Log entries appended (over all calls).
+    pub entries_appended: u64,
+    /// redb commits made with fsync (appends, votes, truncations, purges, snapshots).
+    pub durable_commits: u64,
+    /// Time spent in those commits, fsync included.
+    pub durable_commit_time: Duration,
+    /// Commit-index hints written without their own fsync.
+    pub lazy_commits: u64,
+}
+
+/// The live counters behind [`StoreStats`], shared without keeping the database open.
+#[derive(Default)]
+pub(crate) struct Counters {
+    appends: AtomicU64,
+    entries_appended: AtomicU64,
+    durable_commits: AtomicU64,
+    durable_commit_nanos: AtomicU64,
+    lazy_commits: AtomicU64,
 }
 
 /// The open database, shared by the log store, the state machine and their clones.
 struct Db {
     db: Database,
+    counters: Arc<Counters>,
     // Fields drop in order: this sender goes only once the database is closed (its file
     // lock released), which is what the receiver from `open_watched` waits for.
     _closed: oneshot::Sender<()>,
+}
+
+impl Db {
+    /// Commits `txn` with fsync, counting it.
+    fn commit(&self, txn: redb::WriteTransaction) -> Result<(), StoreError> {
+        let started = Instant::now();
+        txn.commit()?;
+        let nanos = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        self.counters
+            .durable_commits
+            .fetch_add(1, Ordering::Relaxed);
+        self.counters
+            .durable_commit_nanos
+            .fetch_add(nanos, Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn stats(&self) -> StoreStats {
+        self.counters.stats()
+    }
+}
+
+impl Counters {
+    pub(crate) fn stats(&self) -> StoreStats {
+        let c = self;
+        StoreStats {
+            appends: c.appends.load(Ordering::Relaxed),
+            entries_appended: c.entries_appended.load(Ordering::Relaxed),
+            durable_commits: c.durable_commits.load(Ordering::Relaxed),
+            durable_commit_time: Duration::from_nanos(
+                c.durable_commit_nanos.load(Ordering::Relaxed),
+            ),
+            lazy_commits: c.lazy_commits.load(Ordering::Relaxed),
+        }
+    }
 }
 
 impl Deref for Db {
@@ -146,7 +212,11 @@ pub(crate) fn open_watched(
     txn.open_table(META)?;
     txn.commit()?;
     let (tx, rx) = oneshot::channel();
-    let db = Arc::new(Db { db, _closed: tx });
+    let db = Arc::new(Db {
+        db,
+        counters: Arc::default(),
+        _closed: tx,
+    });
     let sm = StateMachineStore::recover(db.clone())?;
     Ok((LogStore { db }, sm, rx))
 }
@@ -204,6 +274,15 @@ impl LogStore {
     pub fn is_empty(&self) -> Result<bool, StoreError> {
         Ok(self.len()? == 0)
     }
+
+    /// What this store did since it was opened.
+    pub fn stats(&self) -> StoreStats {
+        self.db.stats()
+    }
+
+    pub(crate) fn counters(&self) -> Arc<Counters> {
+        self.db.counters.clone()
+    }
 }
 
 impl RaftLogReader<TypeConfig> for LogStore {
@@ -241,10 +320,27 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_committed(&mut self, committed: Option<LogId<RaftId>>) -> StorageResult<()> {
-        let db = self.db.clone();
-        blocking(move || meta_put(&db, KEY_COMMITTED, &encode(&committed)?))
-            .await
-            .map_err(|e| io_err(ErrorSubject::Store, ErrorVerb::Write, &e))
+        // A hint, not a promise: openraft calls this before every apply, and the entries it
+        // names are already durable here (openraft appends, and waits for the flush, before it
+        // commits). So no fsync of its own: the next durable commit (the next append) carries
+        // it to disk, and a crash before that only loses the hint, never an entry.
+        let bytes =
+            encode(&committed).map_err(|e| io_err(ErrorSubject::Store, ErrorVerb::Write, &e))?;
+        let written = (|| -> Result<(), StoreError> {
+            let mut txn = self.db.begin_write()?;
+            txn.set_durability(Durability::None);
+            {
+                let mut table = txn.open_table(META)?;
+                table.insert(KEY_COMMITTED, bytes.as_slice())?;
+            }
+            txn.commit()?;
+            Ok(())
+        })();
+        self.db
+            .counters
+            .lazy_commits
+            .fetch_add(1, Ordering::Relaxed);
+        written.map_err(|e| io_err(ErrorSubject::Store, ErrorVerb::Write, &e))
     }
 
     async fn read_committed(&mut self) -> StorageResult<Option<LogId<RaftId>>> {
@@ -264,6 +360,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 encode(&entry).map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Write, &e))?;
             records.push((entry.log_id.index, bytes));
         }
+        let counters = &self.db.counters;
+        counters.appends.fetch_add(1, Ordering::Relaxed);
+        counters
+            .entries_appended
+            .fetch_add(records.len() as u64, Ordering::Relaxed);
         let db = self.db.clone();
         let written = blocking(move || {
             let txn = db.begin_write()?;
@@ -273,8 +374,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                     table.insert(*index, bytes.as_slice())?;
                 }
             }
-            txn.commit()?;
-            Ok(())
+            db.commit(txn)
         })
         .await;
         match written {
@@ -297,8 +397,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 let mut table = txn.open_table(LOG)?;
                 table.retain_in(log_id.index.., |_, _| false)?;
             }
-            txn.commit()?;
-            Ok(())
+            db.commit(txn)
         })
         .await
         .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Delete, &e))
@@ -314,8 +413,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 let mut table = txn.open_table(LOG)?;
                 table.retain_in(..=log_id.index, |_, _| false)?;
             }
-            txn.commit()?;
-            Ok(())
+            db.commit(txn)
         })
         .await
         .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Delete, &e))
@@ -348,6 +446,7 @@ struct StoredSnapshot {
 pub struct StateMachineStore {
     db: Arc<Db>,
     state: Arc<RwLock<AppliedState>>,
+    applied: Arc<watch::Sender<u64>>,
 }
 
 impl Debug for StateMachineStore {
@@ -366,15 +465,33 @@ impl StateMachineStore {
                 registry: Registry::from_bytes(&snap.data)?,
             };
         }
+        let applied = state.last_applied.map_or(0, |l| l.index);
         Ok(StateMachineStore {
             db,
             state: Arc::new(RwLock::new(state)),
+            applied: Arc::new(watch::channel(applied).0),
         })
     }
 
     /// The live applied state, shared with the running state machine.
     pub fn state(&self) -> Arc<RwLock<AppliedState>> {
         self.state.clone()
+    }
+
+    /// The index of the last log entry applied (0 before any), changing right after each
+    /// batch of entries is applied or a snapshot installed: a cheap way to wait for the
+    /// registry to change.
+    pub fn watch_applied(&self) -> watch::Receiver<u64> {
+        self.applied.subscribe()
+    }
+
+    fn publish_applied(&self, last_applied: Option<LogId<RaftId>>) {
+        let index = last_applied.map_or(0, |l| l.index);
+        self.applied.send_if_modified(|seen| {
+            let changed = *seen != index;
+            *seen = index;
+            changed
+        });
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, AppliedState> {
@@ -437,8 +554,8 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        let mut state = self.write();
         let mut out = Vec::new();
+        let mut state = self.write();
         for entry in entries {
             state.last_applied = Some(entry.log_id);
             match entry.payload {
@@ -452,6 +569,9 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 }
             }
         }
+        let last_applied = state.last_applied;
+        drop(state);
+        self.publish_applied(last_applied);
         Ok(out)
     }
 
@@ -495,6 +615,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             membership: meta.last_membership.clone(),
             registry,
         };
+        self.publish_applied(meta.last_log_id);
         Ok(())
     }
 

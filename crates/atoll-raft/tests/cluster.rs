@@ -224,6 +224,53 @@ async fn lock_tokens_strictly_increase_across_nodes() -> Result<(), Error> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_proposals_share_entries_and_each_gets_its_outcome() -> Result<(), Error> {
+    let dir = tempfile::tempdir()?;
+    let router = MemRouter::new();
+    let nodes = start_all(&router, dir.path()).await?;
+    let leader = agreed_leader(&all(&nodes)).await?;
+    let follower = &nodes[(leader + 1) % 3];
+    let mut applied = follower.watch_applied();
+    let seen = *applied.borrow_and_update();
+    let before = nodes[leader].store_stats();
+
+    // 200 proposals at once, spread over the voters; every tenth name is contended.
+    let mut tasks = Vec::new();
+    for i in 0..200u64 {
+        let node = nodes[(i % 3) as usize].clone();
+        let name = if i % 10 == 0 {
+            "shared".to_string()
+        } else {
+            format!("n{i}")
+        };
+        tasks.push(tokio::spawn(async move {
+            node.propose(register(&name, pid(1, i))).await
+        }));
+    }
+    let mut winners = 0;
+    for (i, t) in tasks.into_iter().enumerate() {
+        match t.await?? {
+            Outcome::Registered if i % 10 == 0 => winners += 1,
+            Outcome::Registered => {}
+            Outcome::NameTaken { .. } if i % 10 == 0 => {}
+            other => return Err(format!("proposal {i}: unexpected {other:?}").into()),
+        }
+    }
+    assert_eq!(winners, 1);
+    let after = nodes[leader].store_stats();
+    let entries = after.entries_appended - before.entries_appended;
+    assert!(entries < 200, "{entries} entries for 200 proposals");
+    assert!(after.durable_commits > before.durable_commits);
+
+    // The follower's applied index moves, and its registry shows every name once it has.
+    let target = nodes[leader].status().await.last_applied.unwrap_or(0);
+    assert!(target > seen);
+    tokio::time::timeout(Duration::from_secs(5), applied.wait_for(|i| *i >= target)).await??;
+    assert_eq!(follower.names().len(), 181);
+    shutdown_all(&router, &nodes).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_registrations_survive_losing_the_leader() -> Result<(), Error> {
     let dir = tempfile::tempdir()?;
     let router = MemRouter::new();

@@ -7,9 +7,10 @@
 //! least a durable registration can cost.
 //!
 //! Measures Consistent registration latency with one in flight (at the leader, and at a
-//! follower that forwards to the leader), registrations per second with 64 in flight, lock
-//! acquire+release cycles per second with 8 clients contending for one lock, and the local
-//! `whereis` read.
+//! follower that forwards to the leader), registrations per second with 64 in flight (with
+//! what the leader's log store did meanwhile: appends, proposals per log entry, fsyncs and
+//! the time spent in them), lock acquire+release cycles per second with 8 clients contending
+//! for one lock (waiters woken by `Consensus::watch_applied`), and the local `whereis` read.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -20,7 +21,7 @@ use atoll_bench::{p50_p99, per_second};
 use atoll_core::{NodeId, Pid, Scope};
 use atoll_raft::{
     Command, Consensus, MemRouter, MemTransport, Node, Outcome, RaftId, RaftSettings, Role,
-    raft_id_of,
+    StoreStats, raft_id_of,
 };
 
 type Voter = Consensus<MemTransport>;
@@ -125,17 +126,21 @@ async fn throughput(voter: &Voter, in_flight: u64, run: Duration) -> f64 {
 }
 
 /// Acquire+release cycles per second with `clients` contending for one lock for `run`.
-/// A client that finds the lock busy waits until its local view shows it free, then tries
-/// again; the clients spread over the three voters.
-async fn lock_cycles(voters: &[Voter], clients: u64, run: Duration) -> f64 {
+/// A client that finds the lock busy waits until its local view shows it free (woken by
+/// `watch_applied` whenever its voter applies an entry), then tries again; the clients
+/// spread over the three voters.
+/// Also returns how many times per cycle a client was told the lock is busy.
+async fn lock_cycles(voters: &[Voter], clients: u64, run: Duration) -> (f64, f64) {
     let cycles = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
     let last_token = Arc::new(AtomicU64::new(0));
+    let busy = Arc::new(AtomicU64::new(0));
     let start = Instant::now();
     let mut tasks = Vec::new();
     for c in 0..clients {
         let voter = voters[(c as usize) % voters.len()].clone();
         let (cycles, stop, last_token) = (cycles.clone(), stop.clone(), last_token.clone());
+        let busy = busy.clone();
         tasks.push(tokio::spawn(async move {
             let holder = Pid::new(node_id(1), 1, 9_000 + c);
             while !stop.load(Ordering::Relaxed) {
@@ -159,10 +164,14 @@ async fn lock_cycles(voters: &[Voter], clients: u64, run: Duration) -> f64 {
                         cycles.fetch_add(1, Ordering::Relaxed);
                     }
                     Ok(_) => {
+                        busy.fetch_add(1, Ordering::Relaxed);
+                        let mut applied = voter.watch_applied();
+                        applied.borrow_and_update();
                         while voter.locks().contains_key("the-lock")
                             && !stop.load(Ordering::Relaxed)
                         {
-                            tokio::time::sleep(Duration::from_micros(200)).await;
+                            let wake = applied.changed();
+                            let _ = tokio::time::timeout(Duration::from_millis(10), wake).await;
                         }
                     }
                     Err(_) => tokio::time::sleep(Duration::from_millis(1)).await,
@@ -177,7 +186,32 @@ async fn lock_cycles(voters: &[Voter], clients: u64, run: Duration) -> f64 {
     for t in tasks {
         let _ = t.await;
     }
-    per_second(counted, elapsed)
+    let busy = busy.load(Ordering::Relaxed) as f64 / counted.max(1) as f64;
+    (per_second(counted, elapsed), busy)
+}
+
+/// What the leader's log store did during a run.
+struct LogFigures {
+    appends_per_s: f64,
+    entries_per_append: f64,
+    durable_per_s: f64,
+    /// The share of the run spent inside fsynced commits.
+    commit_share: f64,
+}
+
+impl LogFigures {
+    fn between(a: StoreStats, b: StoreStats, run: Duration) -> Self {
+        let appends = b.appends - a.appends;
+        let entries = b.entries_appended - a.entries_appended;
+        let durable = b.durable_commits - a.durable_commits;
+        let in_commits = b.durable_commit_time - a.durable_commit_time;
+        LogFigures {
+            appends_per_s: per_second(appends, run),
+            entries_per_append: entries as f64 / appends.max(1) as f64,
+            durable_per_s: per_second(durable, run),
+            commit_share: in_commits.as_secs_f64() / run.as_secs_f64(),
+        }
+    }
 }
 
 /// Durable redb commits of one small record, one after another: µs each.
@@ -223,8 +257,11 @@ fn main() {
         let _ = latencies(&voters[leader], "warm", 20).await;
         let (p50, p99) = p50_p99(latencies(&voters[leader], "lead", n_lat).await);
         let (fwd_p50, _) = p50_p99(latencies(&voters[follower], "fwd", n_lat / 2).await);
+        let before = voters[leader].store_stats();
+        let t = Instant::now();
         let per_s = throughput(&voters[leader], 64, run).await;
-        let locks = lock_cycles(&voters, 8, run).await;
+        let log = LogFigures::between(before, voters[leader].store_stats(), t.elapsed());
+        let (locks, busy) = lock_cycles(&voters, 8, run).await;
         // Local reads: the leader's registry view.
         let probe = format!("lead-{}", n_lat / 2);
         let reads = 1_000_000u32;
@@ -238,10 +275,10 @@ fn main() {
         for v in &voters {
             let _ = v.shutdown().await;
         }
-        (p50, p99, fwd_p50, per_s, locks, whereis_ns)
+        (p50, p99, fwd_p50, per_s, log, locks, busy, whereis_ns)
     });
     let _ = std::fs::remove_dir_all(&root);
-    let (p50, p99, fwd_p50, per_s, locks, whereis_ns) = figures;
+    let (p50, p99, fwd_p50, per_s, log, locks, busy, whereis_ns) = figures;
     println!(
         "names: 3 voters in one process, in-memory Raft transport, durable redb stores; {} cores",
         std::thread::available_parallelism().map_or(0, |n| n.get())
@@ -261,14 +298,26 @@ fn main() {
     );
     println!("{:<44} {:>12.0}", "registrations/s, 64 in flight", per_s);
     println!(
+        "  leader log meanwhile: {:.0} appends/s of {:.1} entries each, {:.1} proposals per entry; {:.0} fsynced commits/s, {:.0}% of the time in them",
+        log.appends_per_s,
+        log.entries_per_append,
+        per_s / log.appends_per_s.max(1e-9),
+        log.durable_per_s,
+        log.commit_share * 100.0
+    );
+    println!(
         "{:<44} {:>12.0}",
         "lock cycles/s, 8 clients on one lock", locks
     );
+    println!("  busy answers per cycle: {busy:.1}");
     println!("{:<44} {:>10.0}ns", "local whereis", whereis_ns);
     println!(
         "BENCH {{\"bench\":\"names\",\"system\":\"redb_commit_floor\",\"p50_us\":{floor_p50},\"p99_us\":{floor_p99}}}"
     );
     println!(
-        "BENCH {{\"bench\":\"names\",\"system\":\"atoll\",\"consistent_register_p50_us\":{p50},\"consistent_register_p99_us\":{p99},\"forwarded_register_p50_us\":{fwd_p50},\"register_64_per_s\":{per_s:.0},\"lock_cycles_per_s\":{locks:.0},\"whereis_ns\":{whereis_ns:.0}}}"
+        "BENCH {{\"bench\":\"names\",\"system\":\"atoll\",\"consistent_register_p50_us\":{p50},\"consistent_register_p99_us\":{p99},\"forwarded_register_p50_us\":{fwd_p50},\"register_64_per_s\":{per_s:.0},\"leader_entries_per_append\":{:.1},\"proposals_per_entry\":{:.1},\"leader_fsyncs_per_s\":{:.0},\"lock_cycles_per_s\":{locks:.0},\"whereis_ns\":{whereis_ns:.0}}}",
+        log.entries_per_append,
+        per_s / log.appends_per_s.max(1e-9),
+        log.durable_per_s
     );
 }
