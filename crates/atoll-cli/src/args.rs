@@ -57,6 +57,12 @@ pub enum Command {
             member unreachable NAME id=ID gen=GEN\n    \
             member left NAME id=ID gen=GEN\n    \
             member fenced NAME old_gen=OLD new_gen=NEW  (this node rejoined)\n\n\
+            With a `[consensus]` table the node takes part in the naming core (Consistent \
+            names and locks). A node whose id is one of `consensus.voters` runs a Raft voter \
+            with its log in `data_dir` and prints, once the voter runs:\n\n    \
+            consensus voter raft_id=ID voters=N data=PATH\n\n\
+            Any other node sends its proposals to the voters and prints at once:\n\n    \
+            consensus member voters=N\n\n\
             Logs go to stderr; filter them with RUST_LOG (default: info). On SIGINT or \
             SIGTERM the node leaves the membership, closes its connections, gives its \
             processes 5 s to stop and exits 0.",
@@ -98,6 +104,20 @@ Configuration (relative paths are relative to the configuration file's directory
   ping_timeout_ms = 500         # wait for a direct answer (less than probe_interval_ms)
   suspect_timeout_ms = 5000     # a suspect not refuting this long is unreachable
   indirect_probes = 3           # witnesses asked to probe a member that did not answer
+
+  [consensus]                   # optional: Raft-backed Consistent names and locks
+  voters = [\"NODE_ID@127.0.0.1:7000\", ...]
+                                # required: every voter (3 or 5), the same list on every
+                                #   node; NODE_ID is the 32-hex id `atoll ca issue` prints.
+                                #   A node listed here is a voter (listening on the address
+                                #   given), any other proposes through the voters
+  data_dir = \"raft-london\"      # the voter's Raft log (default: raft-NAME beside this file)
+  heartbeat_interval_ms = 100   # optional timings (these are the defaults):
+  election_timeout_min_ms = 400 #   more than heartbeat_interval_ms
+  election_timeout_max_ms = 800 #   more than election_timeout_min_ms
+  request_timeout_ms = 5000     # a registration or lock request fails after this long
+  push_interval_ms = 50         # least time between registry pushes to non-voters
+  release_interval_ms = 250     # how often names and locks of lost nodes are released
 
 Unknown fields are errors. Exit code 2 means the configuration or a file it names is
 wrong or missing; the message names the file, the field and, for a missing file, the

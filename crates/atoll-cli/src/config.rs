@@ -6,7 +6,10 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use atoll_cluster::{MAX_LABEL_LEN, MAX_LABELS, MembershipConfig, NodeConfig, SwimConfig};
+use atoll_cluster::{
+    ConsensusConfig, MAX_LABEL_LEN, MAX_LABELS, MembershipConfig, NodeConfig, SwimConfig,
+};
+use atoll_core::NodeId;
 use atoll_net::{
     NodeCertificate, NodeIdentity, RevocationList, SHARED_CERT_FILE, SHARED_KEY_FILE,
     SharedIdentity, TransportSettings, TrustConfig,
@@ -29,6 +32,8 @@ pub const MAX_MESSAGE_STREAMS: usize = 64;
 pub const MAX_SWIM_MS: i64 = 3_600_000;
 /// The most `cluster.swim.indirect_probes` accepted.
 pub const MAX_INDIRECT_PROBES: i64 = 64;
+/// The longest consensus timing accepted, in milliseconds (one hour).
+pub const MAX_CONSENSUS_MS: i64 = 3_600_000;
 
 /// The file as written, before checking. Leaves are checked by hand so errors can say
 /// which field is wrong and why.
@@ -44,6 +49,21 @@ struct RawConfig {
     #[serde(default)]
     limits: RawLimits,
     cluster: Option<RawCluster>,
+    consensus: Option<RawConsensus>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConsensus {
+    #[serde(default)]
+    voters: Vec<String>,
+    data_dir: Option<PathBuf>,
+    heartbeat_interval_ms: Option<i64>,
+    election_timeout_min_ms: Option<i64>,
+    election_timeout_max_ms: Option<i64>,
+    request_timeout_ms: Option<i64>,
+    push_interval_ms: Option<i64>,
+    release_interval_ms: Option<i64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -123,6 +143,50 @@ pub struct NodeFile {
     pub message_streams: Option<usize>,
     /// Membership, when `cluster.enabled` is true.
     pub cluster: Option<ClusterFile>,
+    /// Consensus names and locks, when there is a `[consensus]` table.
+    pub consensus: Option<ConsensusFile>,
+}
+
+/// The checked `[consensus]` table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsensusFile {
+    /// `consensus.voters`: each voter's node id and address, resolved.
+    pub voters: Vec<(NodeId, SocketAddr)>,
+    /// `consensus.data_dir`, resolved (default: `raft-NAME` beside the file).
+    pub data_dir: PathBuf,
+    /// `consensus.heartbeat_interval_ms`.
+    pub heartbeat_interval: Duration,
+    /// `consensus.election_timeout_min_ms`.
+    pub election_timeout_min: Duration,
+    /// `consensus.election_timeout_max_ms`.
+    pub election_timeout_max: Duration,
+    /// `consensus.request_timeout_ms`.
+    pub request_timeout: Duration,
+    /// `consensus.push_interval_ms`.
+    pub push_interval: Duration,
+    /// `consensus.release_interval_ms`.
+    pub release_interval: Duration,
+}
+
+impl ConsensusFile {
+    /// The settings for [`NodeConfig::consensus`].
+    pub fn consensus(&self) -> ConsensusConfig {
+        ConsensusConfig {
+            voters: self.voters.clone(),
+            data_dir: self.data_dir.clone(),
+            heartbeat_interval: self.heartbeat_interval,
+            election_timeout_min: self.election_timeout_min,
+            election_timeout_max: self.election_timeout_max,
+            request_timeout: self.request_timeout,
+            push_interval: self.push_interval,
+            release_interval: self.release_interval,
+        }
+    }
+
+    /// Whether the node `id` is one of the voters.
+    pub fn is_voter(&self, id: NodeId) -> bool {
+        self.voters.iter().any(|(v, _)| *v == id)
+    }
 }
 
 /// The checked `[cluster]` table of an enabled cluster.
@@ -288,6 +352,10 @@ impl NodeFile {
             Some(c) => parse_cluster(c, name, &field)?,
             None => None,
         };
+        let consensus = match raw.consensus {
+            Some(c) => Some(parse_consensus(c, name, &base, &field)?),
+            None => None,
+        };
 
         let Some(tls) = raw.tls else {
             return Err(field(
@@ -349,6 +417,7 @@ impl NodeFile {
             max_frame_len,
             message_streams,
             cluster,
+            consensus,
         })
     }
 
@@ -493,6 +562,7 @@ impl NodeFile {
             config.message_streams = n;
         }
         config.membership = self.cluster.as_ref().map(ClusterFile::membership);
+        config.consensus = self.consensus.as_ref().map(ConsensusFile::consensus);
         Ok(Loaded { config, revoked })
     }
 
@@ -632,6 +702,146 @@ fn parse_cluster(
         suspect_timeout,
         indirect_probes,
     }))
+}
+
+/// Checks the `[consensus]` table; `base` is the configuration file's directory.
+fn parse_consensus(
+    raw: RawConsensus,
+    name: &str,
+    base: &Path,
+    field: &impl Fn(&str, String) -> Error,
+) -> Result<ConsensusFile, Error> {
+    if raw.voters.is_empty() {
+        return Err(field(
+            "consensus.voters",
+            "must list the voters, as \"NODE_ID@HOST:PORT\" (3 or 5 of them)".into(),
+        ));
+    }
+    let mut voters: Vec<(NodeId, SocketAddr)> = Vec::with_capacity(raw.voters.len());
+    for (i, entry) in raw.voters.iter().enumerate() {
+        let key = format!("consensus.voters[{i}]");
+        let (id, addr) = entry.split_once('@').ok_or_else(|| {
+            field(
+                &key,
+                format!(
+                    "{entry:?} is not NODE_ID@HOST:PORT (NODE_ID: the 32-hex node id \
+                     `atoll ca issue` prints)"
+                ),
+            )
+        })?;
+        let id: NodeId = id.trim().parse().map_err(|_| {
+            field(
+                &key,
+                format!("{id:?} in {entry:?} is not a node id (32 hex digits)"),
+            )
+        })?;
+        let addr = resolve_addr(addr.trim())
+            .map_err(|why| field(&key, why))?
+            .next()
+            .ok_or_else(|| field(&key, format!("{addr:?} resolves to no address")))?;
+        // Raft knows a voter by the first 8 bytes of its id.
+        if let Some(j) = voters
+            .iter()
+            .position(|(v, _)| v.as_bytes()[..8] == id.as_bytes()[..8])
+        {
+            let why = if voters[j].0 == id {
+                format!("node {id} is already consensus.voters[{j}]")
+            } else {
+                format!("node {id} collides with consensus.voters[{j}] (same first 16 hex digits)")
+            };
+            return Err(field(&key, why));
+        }
+        voters.push((id, addr));
+    }
+    let data_dir = match raw.data_dir {
+        Some(p) if p.as_os_str().is_empty() => {
+            return Err(field("consensus.data_dir", "must not be empty".into()));
+        }
+        Some(p) if p.is_absolute() => p,
+        Some(p) => base.join(p),
+        None => {
+            let safe: String = name
+                .chars()
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                        c
+                    } else {
+                        '_'
+                    }
+                })
+                .collect();
+            base.join(format!("raft-{safe}"))
+        }
+    };
+    let defaults = ConsensusConfig::new(Vec::new(), PathBuf::new());
+    let ms = |value: Option<i64>, key: &str, default: Duration| match value {
+        None => Ok(default),
+        Some(n @ 1..=MAX_CONSENSUS_MS) => Ok(Duration::from_millis(n as u64)),
+        Some(n) => Err(field(
+            &format!("consensus.{key}"),
+            format!("{n} is not between 1 and {MAX_CONSENSUS_MS}"),
+        )),
+    };
+    let heartbeat_interval = ms(
+        raw.heartbeat_interval_ms,
+        "heartbeat_interval_ms",
+        defaults.heartbeat_interval,
+    )?;
+    let election_timeout_min = ms(
+        raw.election_timeout_min_ms,
+        "election_timeout_min_ms",
+        defaults.election_timeout_min,
+    )?;
+    let election_timeout_max = ms(
+        raw.election_timeout_max_ms,
+        "election_timeout_max_ms",
+        defaults.election_timeout_max,
+    )?;
+    let request_timeout = ms(
+        raw.request_timeout_ms,
+        "request_timeout_ms",
+        defaults.request_timeout,
+    )?;
+    let push_interval = ms(
+        raw.push_interval_ms,
+        "push_interval_ms",
+        defaults.push_interval,
+    )?;
+    let release_interval = ms(
+        raw.release_interval_ms,
+        "release_interval_ms",
+        defaults.release_interval,
+    )?;
+    if election_timeout_min <= heartbeat_interval {
+        return Err(field(
+            "consensus.election_timeout_min_ms",
+            format!(
+                "{} must be greater than heartbeat_interval_ms ({})",
+                election_timeout_min.as_millis(),
+                heartbeat_interval.as_millis()
+            ),
+        ));
+    }
+    if election_timeout_max <= election_timeout_min {
+        return Err(field(
+            "consensus.election_timeout_max_ms",
+            format!(
+                "{} must be greater than election_timeout_min_ms ({})",
+                election_timeout_max.as_millis(),
+                election_timeout_min.as_millis()
+            ),
+        ));
+    }
+    Ok(ConsensusFile {
+        voters,
+        data_dir,
+        heartbeat_interval,
+        election_timeout_min,
+        election_timeout_max,
+        request_timeout,
+        push_interval,
+        release_interval,
+    })
 }
 
 /// `IP:PORT`, or `HOST:PORT` resolved now.
@@ -1051,6 +1261,152 @@ ping_timeout_ms = 100
             &format!("roles = [{}]", many.join(", ")),
         );
         assert!(e.contains("field \"cluster.roles\": more than"), "{e}");
+    }
+
+    const A: &str = "0123456789abcdef0123456789abcdef";
+    const B: &str = "fedcba9876543210fedcba9876543210";
+
+    fn consensus(table: &str) -> Result<NodeFile, Error> {
+        parse(&format!("{GOOD}\n[consensus]\n{table}"))
+    }
+
+    fn consensus_err(table: &str) -> String {
+        consensus(table).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn the_consensus_table_parses_with_defaults() {
+        let c = consensus(&format!(
+            "voters = [\"{A}@127.0.0.1:7000\", \"{B}@[::1]:7001\"]\n"
+        ))
+        .unwrap()
+        .consensus
+        .unwrap();
+        let a: NodeId = A.parse().unwrap();
+        let b: NodeId = B.parse().unwrap();
+        assert_eq!(
+            c.voters,
+            [
+                (a, "127.0.0.1:7000".parse().unwrap()),
+                (b, "[::1]:7001".parse().unwrap())
+            ]
+        );
+        assert!(c.is_voter(a) && !c.is_voter(NodeId::from_bytes([7; 16])));
+        assert_eq!(c.data_dir, PathBuf::from("/etc/atoll/raft-london"));
+        let config = c.consensus();
+        let defaults = ConsensusConfig::new(c.voters.clone(), "/etc/atoll/raft-london");
+        assert_eq!(config, defaults);
+
+        let c = consensus(&format!(
+            "voters = [\"{A}@127.0.0.1:7000\"]\ndata_dir = \"state/raft\"\n\
+             heartbeat_interval_ms = 50\nelection_timeout_min_ms = 200\n\
+             election_timeout_max_ms = 300\nrequest_timeout_ms = 2000\n\
+             push_interval_ms = 10\nrelease_interval_ms = 100\n"
+        ))
+        .unwrap()
+        .consensus
+        .unwrap();
+        assert_eq!(c.data_dir, PathBuf::from("/etc/atoll/state/raft"));
+        assert_eq!(c.heartbeat_interval, Duration::from_millis(50));
+        assert_eq!(c.election_timeout_min, Duration::from_millis(200));
+        assert_eq!(c.election_timeout_max, Duration::from_millis(300));
+        assert_eq!(c.request_timeout, Duration::from_millis(2000));
+        assert_eq!(c.push_interval, Duration::from_millis(10));
+        assert_eq!(c.release_interval, Duration::from_millis(100));
+        let abs = consensus(&format!(
+            "voters = [\"{A}@127.0.0.1:7000\"]\ndata_dir = \"/var/lib/raft\"\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            abs.consensus.unwrap().data_dir,
+            PathBuf::from("/var/lib/raft")
+        );
+        assert_eq!(parse(GOOD).unwrap().consensus, None);
+    }
+
+    #[test]
+    fn consensus_errors_name_the_field() {
+        let one = format!("voters = [\"{A}@127.0.0.1:7000\"]\n");
+        let e = consensus_err("");
+        assert!(
+            e.contains("field \"consensus.voters\": must list the voters"),
+            "{e}"
+        );
+        let e = consensus_err(&format!(
+            "voters = [\"{A}@127.0.0.1:7000\", \"127.0.0.1:7001\"]\n"
+        ));
+        assert!(
+            e.starts_with(
+                "/etc/atoll/node.toml: field \"consensus.voters[1]\": \"127.0.0.1:7001\" is not \
+                 NODE_ID@HOST:PORT"
+            ),
+            "{e}"
+        );
+        let e = consensus_err("voters = [\"london@127.0.0.1:7000\"]\n");
+        assert!(
+            e.contains("field \"consensus.voters[0]\": \"london\" in \"london@127.0.0.1:7000\" is not a node id"),
+            "{e}"
+        );
+        let e = consensus_err(&format!("voters = [\"{A}@nowhere\"]\n"));
+        assert!(
+            e.contains("field \"consensus.voters[0]\": invalid address \"nowhere\""),
+            "{e}"
+        );
+        let e = consensus_err(&format!(
+            "voters = [\"{A}@127.0.0.1:7000\", \"{B}@127.0.0.1:7001\", \"{A}@127.0.0.1:7002\"]\n"
+        ));
+        assert!(
+            e.contains(&format!(
+                "field \"consensus.voters[2]\": node {A} is already consensus.voters[0]"
+            )),
+            "{e}"
+        );
+        let e = consensus_err(&format!(
+            "voters = [\"{A}@127.0.0.1:7000\", \"{}00000000000000ff@127.0.0.1:7001\"]\n",
+            &A[..16]
+        ));
+        assert!(e.contains("field \"consensus.voters[1]\""), "{e}");
+        assert!(e.contains("collides with consensus.voters[0]"), "{e}");
+        let e = consensus_err("voters = [7]\n");
+        assert!(e.contains("field \"consensus.voters[0]\""), "{e}");
+        let e = consensus_err(&format!("{one}heartbeat_interval_ms = 0\n"));
+        assert!(
+            e.contains("field \"consensus.heartbeat_interval_ms\": 0 is not between"),
+            "{e}"
+        );
+        let e = consensus_err(&format!("{one}request_timeout_ms = -1\n"));
+        assert!(e.contains("field \"consensus.request_timeout_ms\""), "{e}");
+        let e = consensus_err(&format!("{one}push_interval_ms = \"soon\"\n"));
+        assert!(
+            e.contains("field \"consensus.push_interval_ms\": invalid type"),
+            "{e}"
+        );
+        let e = consensus_err(&format!("{one}heartbeat_interval_ms = 400\n"));
+        assert!(
+            e.contains(
+                "field \"consensus.election_timeout_min_ms\": 400 must be greater than \
+                 heartbeat_interval_ms (400)"
+            ),
+            "{e}"
+        );
+        let e = consensus_err(&format!("{one}election_timeout_max_ms = 300\n"));
+        assert!(
+            e.contains(
+                "field \"consensus.election_timeout_max_ms\": 300 must be greater than \
+                 election_timeout_min_ms (400)"
+            ),
+            "{e}"
+        );
+        let e = consensus_err(&format!("{one}data_dir = \"\"\n"));
+        assert!(
+            e.contains("field \"consensus.data_dir\": must not be empty"),
+            "{e}"
+        );
+        let e = consensus_err(&format!("{one}election_timeout_ms = 5\n"));
+        assert!(
+            e.contains("field \"consensus.election_timeout_ms\": unknown field"),
+            "{e}"
+        );
     }
 
     #[test]

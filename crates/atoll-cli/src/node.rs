@@ -22,6 +22,10 @@ pub const DIAL_BACKOFF_INITIAL: Duration = Duration::from_millis(200);
 pub const DIAL_BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// How often a connected configured peer is checked for having gone away.
 const PEER_CHECK_INTERVAL: Duration = Duration::from_millis(500);
+/// How often a starting Raft voter is checked for having started.
+const VOTER_POLL_INTERVAL: Duration = Duration::from_millis(20);
+/// How long a Raft voter may take to start before a warning is logged.
+const VOTER_START_WARNING: Duration = Duration::from_secs(10);
 /// How often the revocation list file is checked for changes.
 const REVOKED_CHECK_INTERVAL: Duration = Duration::from_secs(2);
 
@@ -88,6 +92,18 @@ async fn serve(file: NodeFile, loaded: crate::config::Loaded) -> Result<(), Erro
     if let Some(events) = member_events {
         tasks.spawn(print_member_events(events));
     }
+    if let Some(consensus) = &file.consensus {
+        let voters = consensus.voters.len();
+        if consensus.is_voter(node.id()) {
+            tasks.spawn(announce_voter(
+                node.clone(),
+                voters,
+                consensus.data_dir.clone(),
+            ));
+        } else {
+            print_line(&format!("consensus member voters={voters}"));
+        }
+    }
 
     let which = tokio::select! {
         _ = sigterm.recv() => "SIGTERM",
@@ -114,11 +130,38 @@ async fn serve(file: NodeFile, loaded: crate::config::Loaded) -> Result<(), Erro
 /// Prints one line per membership event on stdout, flushed at once.
 async fn print_member_events(mut events: tokio::sync::mpsc::UnboundedReceiver<MemberEvent>) {
     while let Some(event) = events.recv().await {
-        let line = member_line(&event);
-        let mut out = std::io::stdout().lock();
-        if let Err(e) = writeln!(out, "{line}").and_then(|()| out.flush()) {
-            warn!("cannot write to stdout: {e}");
+        print_line(&member_line(&event));
+    }
+}
+
+/// Writes `line` to stdout and flushes it.
+fn print_line(line: &str) {
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = writeln!(out, "{line}").and_then(|()| out.flush()) {
+        warn!("cannot write to stdout: {e}");
+    }
+}
+
+/// Waits for this node's Raft voter to run (its store open), then prints
+/// `consensus voter raft_id=ID voters=N data=PATH`. A voter that cannot start is logged
+/// by the node and never printed.
+async fn announce_voter(node: Node, voters: usize, data_dir: PathBuf) {
+    let started = tokio::time::Instant::now();
+    let mut warned = false;
+    loop {
+        if let Some(status) = node.raft_status().await {
+            print_line(&format!(
+                "consensus voter raft_id={} voters={voters} data={}",
+                status.id,
+                data_dir.display()
+            ));
+            return;
         }
+        if !warned && started.elapsed() > VOTER_START_WARNING {
+            warn!(data = %data_dir.display(), "the raft voter has not started yet");
+            warned = true;
+        }
+        tokio::time::sleep(VOTER_POLL_INTERVAL).await;
     }
 }
 

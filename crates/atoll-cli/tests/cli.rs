@@ -484,6 +484,42 @@ fn config_errors_exit_2_naming_file_and_field() {
         );
         assert!(stdout(&o).is_empty(), "{what}: {}", stdout(&o));
     }
+    // The consensus table: a bad voter entry and a bad timing.
+    let id = "0123456789abcdef0123456789abcdef";
+    let voting = format!("{good}\n[consensus]\nvoters = [\"{id}@127.0.0.1:7000\"]\n");
+    let cases: [(&str, String, &str); 3] = [
+        (
+            "voter without an id",
+            voting.replace(&format!("{id}@"), ""),
+            "bad.toml: field \"consensus.voters[0]\": \"127.0.0.1:7000\" is not \
+             NODE_ID@HOST:PORT",
+        ),
+        (
+            "voter id not hex",
+            voting.replace(id, "london"),
+            "bad.toml: field \"consensus.voters[0]\": \"london\" in",
+        ),
+        (
+            "election timeout not above the heartbeat",
+            voting.replace(
+                "127.0.0.1:7000\"]",
+                "127.0.0.1:7000\"]\nheartbeat_interval_ms = 500",
+            ),
+            "bad.toml: field \"consensus.election_timeout_min_ms\": 400 must be greater than \
+             heartbeat_interval_ms (500)",
+        ),
+    ];
+    for (what, text, expected) in cases {
+        std::fs::write(dir.join("bad.toml"), text).unwrap();
+        let o = atoll(dir, &["node", "--config", "bad.toml"]);
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(2), "{what}: {err}");
+        assert!(
+            err.contains(expected),
+            "{what}: expected {expected:?} in {err:?}"
+        );
+        assert!(stdout(&o).is_empty(), "{what}: {}", stdout(&o));
+    }
     write_config(dir, "a", &[]);
     // A missing certificate the CA has no copy of: issue again.
     std::fs::remove_file(dir.join("ca/a.pem")).unwrap();
@@ -771,4 +807,93 @@ fn cluster_nodes_report_each_other_and_a_killed_one_unreachable() {
     assert_eq!(m2.wait().code(), Some(0));
     m1.signal("-TERM");
     assert_eq!(m1.wait().code(), Some(0));
+}
+
+/// A free UDP port on 127.0.0.1 (free when asked; voters need addresses known up front).
+fn free_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn three_voters_and_a_member_start_consensus_and_stop_cleanly() {
+    let tmp = TempDir::new("consensus");
+    let dir = tmp.path();
+    let names = ["v1", "v2", "v3"];
+    ca_with(dir, &["v1", "v2", "v3", "w1"]);
+    let id_of = |name: &str| {
+        NodeCertificate::load(dir.join(format!("ca/{name}.pem")))
+            .unwrap()
+            .node_id()
+    };
+    let ports: Vec<u16> = names.iter().map(|_| free_port()).collect();
+    let voters: Vec<String> = names
+        .iter()
+        .zip(&ports)
+        .map(|(name, port)| format!("\"{}@127.0.0.1:{port}\"", id_of(name)))
+        .collect();
+    let consensus = format!(
+        "\n[consensus]\nvoters = [{}]\nheartbeat_interval_ms = 50\n\
+         election_timeout_min_ms = 200\nelection_timeout_max_ms = 400\n",
+        voters.join(", ")
+    );
+    let configure = |name: &str, port: u16| {
+        let file = write_config(dir, name, &[]);
+        let path = dir.join(&file);
+        let text = std::fs::read_to_string(&path)
+            .unwrap()
+            .replace("127.0.0.1:0", &format!("127.0.0.1:{port}"));
+        std::fs::write(path, format!("{text}{consensus}")).unwrap();
+        file
+    };
+
+    let mut nodes: Vec<NodeProcess> = names
+        .iter()
+        .zip(&ports)
+        .map(|(name, port)| NodeProcess::start(dir, &configure(name, *port)))
+        .collect();
+    for (node, port) in nodes.iter().zip(&ports) {
+        assert_eq!(node.addr.port(), *port);
+        let line = node.wait_for_line("consensus voter", |l| {
+            l.starts_with("consensus ").then(|| l.to_string())
+        });
+        let b = node.id.as_bytes();
+        let raft_id = u64::from_be_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]);
+        assert_eq!(
+            line,
+            format!(
+                "consensus voter raft_id={raft_id} voters=3 data=raft-{}",
+                node.name
+            )
+        );
+        assert!(dir.join(format!("raft-{}", node.name)).is_dir());
+    }
+    // A node that is not among the voters proposes through them.
+    let member = NodeProcess::start(dir, &configure("w1", 0));
+    let line = member.wait_for_line("consensus member", |l| {
+        l.starts_with("consensus ").then(|| l.to_string())
+    });
+    assert_eq!(line, "consensus member voters=3");
+    assert!(!dir.join("raft-w1").exists());
+    nodes.push(member);
+
+    // They stay up through elections and heartbeats, then stop cleanly.
+    std::thread::sleep(Duration::from_secs(2));
+    for node in &mut nodes {
+        assert!(
+            node.child.try_wait().unwrap().is_none(),
+            "node {} exited",
+            node.name
+        );
+    }
+    for node in &nodes {
+        node.signal("-TERM");
+    }
+    for node in &mut nodes {
+        let status = node.wait();
+        assert_eq!(status.code(), Some(0), "node {}: {status}", node.name);
+    }
 }
