@@ -4,80 +4,44 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use atoll_cluster::{
-    MemberEvent, MemberState, MembershipConfig, Node, NodeConfig, StartError, SwimConfig,
-};
+use atoll_cluster::{MemberEvent, MemberState, MembershipConfig, Node, NodeConfig, SwimConfig};
 use atoll_core::NodeId;
 use atoll_net::NodeIdentity;
+use common::host::{Host as NodeHost, fast_swim, serial, wait_until};
 use common::*;
-
-/// Short timings, so failures are detected in about two seconds.
-fn swim() -> SwimConfig {
-    SwimConfig {
-        probe_interval: Duration::from_millis(300),
-        ping_timeout: Duration::from_millis(150),
-        suspect_timeout: Duration::from_millis(1500),
-        rejoin_interval: Duration::from_millis(500),
-        ..SwimConfig::default()
-    }
-}
-
-/// The tests measure timings: one at a time keeps them from starving each other.
-fn serial() -> MutexGuard<'static, ()> {
-    static LOCK: Mutex<()> = Mutex::new(());
-    LOCK.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 /// One node on a runtime of its own, and every membership event it reported.
 struct Host {
-    rt: Option<tokio::runtime::Runtime>,
-    node: Option<Node>,
+    host: NodeHost,
     events: Arc<Mutex<Vec<(Instant, MemberEvent)>>>,
 }
 
 impl Host {
     fn start(config: NodeConfig) -> Host {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .unwrap();
-        // A restarted node takes its predecessor's address: the old socket may linger a
-        // moment after its runtime is gone.
-        let until = Instant::now() + DEADLINE;
-        let node = loop {
-            let started = {
-                let _in = rt.enter();
-                Node::start(config.clone())
-            };
-            match started {
-                Ok(node) => break node,
-                Err(StartError::Bind { .. }) if Instant::now() < until => {
-                    std::thread::sleep(Duration::from_millis(20))
-                }
-                Err(e) => panic!("node did not start: {e}"),
-            }
-        };
+        let host = NodeHost::start(config);
         let events = Arc::new(Mutex::new(Vec::new()));
-        let mut rx = node.member_events().expect("membership is configured");
+        let mut rx = host
+            .node()
+            .member_events()
+            .expect("membership is configured");
         let log = events.clone();
-        rt.spawn(async move {
+        host.rt().spawn(async move {
             while let Some(e) = rx.recv().await {
                 log.lock().unwrap().push((Instant::now(), e));
             }
         });
-        Host {
-            rt: Some(rt),
-            node: Some(node),
-            events,
-        }
+        Host { host, events }
     }
 
     fn node(&self) -> &Node {
-        self.node.as_ref().expect("node is running")
+        self.host.node()
+    }
+
+    fn rt(&self) -> &tokio::runtime::Runtime {
+        self.host.rt()
     }
 
     fn id(&self) -> NodeId {
@@ -114,33 +78,18 @@ impl Host {
 
     /// Runs `f` inside this node's runtime (sends may open connections on it).
     fn within<R>(&self, f: impl FnOnce(&Node) -> R) -> R {
-        let _in = self.rt.as_ref().unwrap().enter();
-        f(self.node())
+        self.host.within(f)
     }
 
     /// Stops the node gracefully: it leaves the membership first.
-    fn stop(mut self) {
-        let node = self.node.take().unwrap();
-        let rt = self.rt.take().unwrap();
-        rt.block_on(node.shutdown(Duration::from_secs(1)));
-        drop(node);
-        rt.shutdown_timeout(Duration::from_secs(1));
+    fn stop(self) {
+        self.host.stop()
     }
 
     /// Kills the node without a word: its runtime, with every task and the endpoint driver,
     /// is dropped in the background.
-    fn kill(mut self) {
-        let rt = self.rt.take().unwrap();
-        rt.shutdown_background();
-        drop(self.node.take());
-    }
-}
-
-impl Drop for Host {
-    fn drop(&mut self) {
-        if let Some(rt) = self.rt.take() {
-            rt.shutdown_background();
-        }
+    fn kill(self) {
+        self.host.kill()
     }
 }
 
@@ -168,19 +117,10 @@ fn member_config_with_key(
 ) -> NodeConfig {
     cluster.config_with_key(name, key).with_membership(
         MembershipConfig::new(seeds.iter().copied())
-            .with_swim(swim())
+            .with_swim(fast_swim())
             .with_roles([format!("role-{name}")])
             .with_capabilities(["echo"]),
     )
-}
-
-/// Waits, polling, until `cond` holds; fails after the deadline.
-fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
-    let until = Instant::now() + DEADLINE;
-    while !cond() {
-        assert!(Instant::now() < until, "not within {DEADLINE:?}: {what}");
-        std::thread::sleep(Duration::from_millis(10));
-    }
 }
 
 /// Starts a founder and `others` nodes joining through it.
@@ -292,7 +232,7 @@ fn a_node_that_dies_silently_is_suspected_then_declared_unreachable_and_disconne
                 .is_some()
         })
     });
-    let swim = swim();
+    let swim = fast_swim();
     let mut declared = Vec::new();
     for h in &hosts {
         let unreachable = h
@@ -343,12 +283,7 @@ fn a_node_that_dies_silently_is_suspected_then_declared_unreachable_and_disconne
         "connections dropped only {:?} after the kill",
         killed.elapsed()
     );
-    match hosts[0]
-        .rt
-        .as_ref()
-        .unwrap()
-        .block_on(next(&mut seen, "Down"))
-    {
+    match hosts[0].rt().block_on(next(&mut seen, "Down")) {
         Seen::Down(down) => {
             assert_eq!(down.pid, on_victim.pid());
             assert_eq!(down.reason, atoll_actor::ExitReason::NoConnection);
@@ -417,7 +352,7 @@ fn a_member_found_only_through_gossip_is_reachable_by_name() {
     // By node name, through the node.
     a.within(|n| n.send::<Probe>("c", "greeter", ProbeMsg::Text("by name".into())))
         .unwrap();
-    let rt = c.rt.as_ref().unwrap();
+    let rt = c.rt();
     assert_eq!(
         rt.block_on(next(&mut seen, "a send by name")),
         Seen::Text("by name".into())
@@ -435,11 +370,7 @@ fn a_member_found_only_through_gossip_is_reachable_by_name() {
     );
 
     // Requests reach it too.
-    let processes =
-        a.rt.as_ref()
-            .unwrap()
-            .block_on(a.node().remote_processes(c.id()))
-            .unwrap();
+    let processes = a.rt().block_on(a.node().remote_processes(c.id())).unwrap();
     assert!(processes.iter().any(|p| p.pid == greeter.pid()));
 
     // A name nobody has is still an error.

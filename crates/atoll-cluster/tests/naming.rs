@@ -3,156 +3,20 @@
 
 mod common;
 
-use std::future::Future;
-use std::net::{SocketAddr, UdpSocket};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use atoll_cluster::{
-    ConsensusConfig, ConsensusError, LockError, MemberState, MembershipConfig, NameError, Node,
-    NodeConfig, StartError, SwimConfig,
+    ConsensusConfig, ConsensusError, LockError, MemberState, MembershipConfig, NameError,
 };
 use atoll_core::{NodeId, Pid, Scope};
 use atoll_net::NodeIdentity;
+use common::host::*;
 use common::*;
-
-fn swim() -> SwimConfig {
-    SwimConfig {
-        probe_interval: Duration::from_millis(300),
-        ping_timeout: Duration::from_millis(150),
-        suspect_timeout: Duration::from_millis(1500),
-        rejoin_interval: Duration::from_millis(500),
-        ..SwimConfig::default()
-    }
-}
-
-/// The tests start five nodes each: one at a time on a small machine.
-fn serial() -> MutexGuard<'static, ()> {
-    static LOCK: Mutex<()> = Mutex::new(());
-    LOCK.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 /// How long a consensus request may take before it fails with a typed error.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
-
-struct Host {
-    rt: Option<tokio::runtime::Runtime>,
-    node: Option<Node>,
-}
-
-impl Host {
-    fn start(config: NodeConfig) -> Host {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .unwrap();
-        let until = Instant::now() + DEADLINE;
-        let node = loop {
-            let started = {
-                let _in = rt.enter();
-                Node::start(config.clone())
-            };
-            match started {
-                Ok(node) => break node,
-                // The reserved port may still be held a moment.
-                Err(StartError::Bind { .. }) if Instant::now() < until => {
-                    std::thread::sleep(Duration::from_millis(20))
-                }
-                Err(e) => panic!("node did not start: {e}"),
-            }
-        };
-        Host {
-            rt: Some(rt),
-            node: Some(node),
-        }
-    }
-
-    fn node(&self) -> &Node {
-        self.node.as_ref().expect("node is running")
-    }
-
-    fn name(&self) -> String {
-        self.node().name().to_string()
-    }
-
-    /// Runs `f` on this node's runtime and waits for it.
-    fn run<F, Fut, R>(&self, f: F) -> R
-    where
-        F: FnOnce(Node) -> Fut,
-        Fut: Future<Output = R> + Send + 'static,
-        R: Send + 'static,
-    {
-        let node = self.node().clone();
-        let rt = self.rt.as_ref().unwrap();
-        rt.block_on(rt.spawn(f(node))).expect("task panicked")
-    }
-
-    /// Starts `f` on this node's runtime.
-    fn spawn<F, Fut, R>(&self, f: F) -> tokio::task::JoinHandle<R>
-    where
-        F: FnOnce(Node) -> Fut,
-        Fut: Future<Output = R> + Send + 'static,
-        R: Send + 'static,
-    {
-        self.rt.as_ref().unwrap().spawn(f(self.node().clone()))
-    }
-
-    fn join<R>(&self, handle: tokio::task::JoinHandle<R>) -> R {
-        self.rt
-            .as_ref()
-            .unwrap()
-            .block_on(handle)
-            .expect("task panicked")
-    }
-
-    /// A probe process on this node.
-    fn probe(&self) -> Pid {
-        let _in = self.rt.as_ref().unwrap().enter();
-        let (probe, rx) = common::probe(self.node());
-        // What it sees is not needed (it ignores a closed channel).
-        drop(rx);
-        probe.pid()
-    }
-
-    /// Makes a probe of this node exit.
-    fn end(&self, pid: Pid) {
-        let _in = self.rt.as_ref().unwrap().enter();
-        let probe = self.node().actor_ref::<Probe>(pid).unwrap();
-        probe.send(ProbeMsg::Fail("done".into())).unwrap();
-    }
-
-    /// Stops the node gracefully: it leaves the membership and closes its Raft store.
-    fn stop(mut self) {
-        let node = self.node.take().unwrap();
-        let rt = self.rt.take().unwrap();
-        rt.block_on(node.shutdown(Duration::from_secs(1)));
-        drop(node);
-        rt.shutdown_timeout(Duration::from_secs(1));
-    }
-
-    /// Kills the node without a word.
-    fn kill(mut self) {
-        let rt = self.rt.take().unwrap();
-        rt.shutdown_background();
-        drop(self.node.take());
-    }
-}
-
-impl Drop for Host {
-    fn drop(&mut self) {
-        if let Some(rt) = self.rt.take() {
-            rt.shutdown_background();
-        }
-    }
-}
-
-/// A loopback address with a free UDP port (the voters' addresses must be known before
-/// they start).
-fn free_addr() -> SocketAddr {
-    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
-    socket.local_addr().unwrap()
-}
 
 /// Three voters `v0..v2` and two non-voters `m0, m1`, all joined and with a Raft leader.
 struct Setup {
@@ -177,7 +41,7 @@ fn start_cluster(cluster: &Cluster) -> Setup {
         consensus.election_timeout_max = Duration::from_millis(1200);
         consensus.request_timeout = REQUEST_TIMEOUT;
         let config = config
-            .with_membership(MembershipConfig::new(seeds).with_swim(swim()))
+            .with_membership(MembershipConfig::new(seeds).with_swim(fast_swim()))
             .with_consensus(consensus);
         hosts.push(Host::start(config));
     }
@@ -206,21 +70,6 @@ fn start_cluster(cluster: &Cluster) -> Setup {
 
 /// One hold of a lock: acquired, released, fencing token, holder.
 type Hold = (Instant, Instant, u64, Pid);
-
-fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
-    let until = Instant::now() + DEADLINE;
-    while !cond() {
-        assert!(Instant::now() < until, "not within {DEADLINE:?}: {what}");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
-fn everywhere(hosts: &[Host], name: &str, expected: Option<Pid>) {
-    wait_until(
-        &format!("{name} resolves to {expected:?} on every node"),
-        || hosts.iter().all(|h| h.node().whereis(name) == expected),
-    );
-}
 
 #[test]
 fn consistent_names_resolve_everywhere_have_one_winner_and_go_with_their_owner() {
@@ -274,7 +123,7 @@ fn consistent_names_resolve_everywhere_have_one_winner_and_go_with_their_owner()
 
     // Sends by name reach the owner wherever it runs.
     let (probe, mut seen) = {
-        let _in = hosts[4].rt.as_ref().unwrap().enter();
+        let _in = hosts[4].rt().enter();
         common::probe(hosts[4].node())
     };
     let echo = probe.pid();

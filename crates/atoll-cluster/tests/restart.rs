@@ -4,135 +4,16 @@
 
 mod common;
 
-use std::future::Future;
-use std::net::{SocketAddr, UdpSocket};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use atoll_cluster::{
-    ConsensusConfig, MemberState, MembershipConfig, Node, NodeConfig, RaftStatus, StartError,
-    SwimConfig,
-};
-use atoll_core::{NodeId, Pid, Scope};
+use atoll_cluster::{ConsensusConfig, MemberState, MembershipConfig, NodeConfig, RaftStatus};
+use atoll_core::{NodeId, Scope};
 use atoll_net::NodeIdentity;
+use common::host::*;
 use common::*;
 
-fn swim() -> SwimConfig {
-    SwimConfig {
-        probe_interval: Duration::from_millis(300),
-        ping_timeout: Duration::from_millis(150),
-        suspect_timeout: Duration::from_millis(1500),
-        rejoin_interval: Duration::from_millis(500),
-        ..SwimConfig::default()
-    }
-}
-
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
-
-struct Host {
-    rt: Option<tokio::runtime::Runtime>,
-    node: Option<Node>,
-}
-
-impl Host {
-    fn start(config: NodeConfig) -> Host {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .unwrap();
-        let until = Instant::now() + DEADLINE;
-        let node = loop {
-            let started = {
-                let _in = rt.enter();
-                Node::start(config.clone())
-            };
-            match started {
-                Ok(node) => break node,
-                // The port of the previous incarnation may still be held a moment.
-                Err(StartError::Bind { .. }) if Instant::now() < until => {
-                    std::thread::sleep(Duration::from_millis(20))
-                }
-                Err(e) => panic!("node did not start: {e}"),
-            }
-        };
-        Host {
-            rt: Some(rt),
-            node: Some(node),
-        }
-    }
-
-    fn node(&self) -> &Node {
-        self.node.as_ref().expect("node is running")
-    }
-
-    /// Runs `f` on this node's runtime and waits for it.
-    fn run<F, Fut, R>(&self, f: F) -> R
-    where
-        F: FnOnce(Node) -> Fut,
-        Fut: Future<Output = R> + Send + 'static,
-        R: Send + 'static,
-    {
-        let node = self.node().clone();
-        let rt = self.rt.as_ref().unwrap();
-        rt.block_on(rt.spawn(f(node))).expect("task panicked")
-    }
-
-    fn status(&self) -> Option<RaftStatus> {
-        self.run(|n| async move { n.raft_status().await })
-    }
-
-    /// A probe process on this node.
-    fn probe(&self) -> Pid {
-        let _in = self.rt.as_ref().unwrap().enter();
-        let (probe, rx) = common::probe(self.node());
-        drop(rx);
-        probe.pid()
-    }
-
-    /// Stops the node gracefully.
-    fn stop(mut self) {
-        let node = self.node.take().unwrap();
-        let rt = self.rt.take().unwrap();
-        rt.block_on(node.shutdown(Duration::from_secs(1)));
-        drop(node);
-        rt.shutdown_timeout(Duration::from_secs(1));
-    }
-
-    /// Kills the node without a word: its peers learn nothing, its names stay in the log.
-    fn kill(mut self) {
-        let rt = self.rt.take().unwrap();
-        rt.shutdown_timeout(Duration::from_secs(1));
-        drop(self.node.take());
-    }
-}
-
-impl Drop for Host {
-    fn drop(&mut self) {
-        if let Some(rt) = self.rt.take() {
-            rt.shutdown_background();
-        }
-    }
-}
-
-fn free_addr() -> SocketAddr {
-    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
-    socket.local_addr().unwrap()
-}
-
-fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
-    let until = Instant::now() + DEADLINE;
-    while !cond() {
-        assert!(Instant::now() < until, "not within {DEADLINE:?}: {what}");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
-fn everywhere(hosts: &[Host], name: &str, expected: Option<Pid>) {
-    wait_until(
-        &format!("{name} resolves to {expected:?} on every node"),
-        || hosts.iter().all(|h| h.node().whereis(name) == expected),
-    );
-}
 
 /// Three voters `v0..v2` and a non-voter `m0`: the configs, to start them with again.
 fn configs(cluster: &Cluster, dir: &std::path::Path) -> Vec<NodeConfig> {
@@ -152,7 +33,7 @@ fn configs(cluster: &Cluster, dir: &std::path::Path) -> Vec<NodeConfig> {
             consensus.election_timeout_max = Duration::from_millis(1200);
             consensus.request_timeout = REQUEST_TIMEOUT;
             config
-                .with_membership(MembershipConfig::new(seeds).with_swim(swim()))
+                .with_membership(MembershipConfig::new(seeds).with_swim(fast_swim()))
                 .with_consensus(consensus)
         })
         .collect()
@@ -230,7 +111,7 @@ fn a_whole_cluster_restart_keeps_the_log_releases_old_incarnations_and_fences_fo
 
     // Every node dies without a word, so no release is proposed for the old names.
     for h in hosts {
-        h.kill();
+        h.kill_and_release();
     }
 
     // New incarnations with the same keys, addresses and data.

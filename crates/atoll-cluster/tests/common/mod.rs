@@ -1,6 +1,8 @@
 //! Nodes of one test cluster, and an actor that reports what it receives.
 #![allow(dead_code)]
 
+pub mod host;
+
 use std::time::Duration;
 
 use atoll_actor::{
