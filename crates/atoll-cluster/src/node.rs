@@ -612,7 +612,20 @@ impl Node {
     where
         A::Msg: Serialize,
     {
-        let Some(pid) = self.whereis_global(name) else {
+        self.send_resolved::<A>(name, self.whereis_global(name), msg)
+    }
+
+    /// Sends `msg` to the process `name` resolved to, if it did.
+    fn send_resolved<A: Actor>(
+        &self,
+        name: &str,
+        pid: Option<Pid>,
+        msg: A::Msg,
+    ) -> Result<(), ClusterSendError<A::Msg>>
+    where
+        A::Msg: Serialize,
+    {
+        let Some(pid) = pid else {
             return Err(ClusterSendError::NotRegistered {
                 name: name.to_string(),
                 msg,

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::Duration;
 
-use atoll_actor::{Actor, SendError};
+use atoll_actor::Actor;
 use atoll_core::{NodeId, Pid, Scope};
 use atoll_raft::network::{RaftRequest, RaftResponse, Refusal, decode, encode};
 use atoll_raft::{
@@ -1020,16 +1020,7 @@ impl super::Node {
     where
         A::Msg: Serialize,
     {
-        let Some(pid) = self.whereis(name) else {
-            return Err(ClusterSendError::NotRegistered {
-                name: name.to_string(),
-                msg,
-            });
-        };
-        match self.actor_ref::<A>(pid) {
-            Ok(r) => Ok(r.send(msg)?),
-            Err(_) => Err(ClusterSendError::Send(SendError::NoProc(msg))),
-        }
+        self.send_resolved::<A>(name, self.whereis(name), msg)
     }
 
     /// Takes the consensus lock `name` for the local process `holder` if it is free now;
