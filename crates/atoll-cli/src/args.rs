@@ -69,6 +69,32 @@ pub enum Command {
         after_help = NODE_AFTER_HELP
     )]
     Node(NodeArgs),
+    /// Show what a running node knows: members and their states, the Raft core (leader,
+    /// term, this node's role), names per scope, groups and locks.
+    ///
+    /// Asks the node's HTTP service: give its address with --http, or the node's
+    /// configuration with --config (its `http` field is used). Fails within a few seconds
+    /// with a clear error when the node does not answer.
+    Status(StatusArgs),
+}
+
+/// `atoll status` arguments.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// The node's HTTP address (HOST:PORT), as set by `http` in its configuration.
+    #[arg(
+        long,
+        value_name = "HOST:PORT",
+        required_unless_present = "config",
+        conflicts_with = "config"
+    )]
+    pub http: Option<String>,
+    /// The node's configuration file; its `http` address is asked.
+    #[arg(long, short = 'c', value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Print the full status as JSON instead of tables.
+    #[arg(long)]
+    pub json: bool,
 }
 
 const NODE_AFTER_HELP: &str = "\
@@ -78,6 +104,13 @@ Configuration (relative paths are relative to the configuration file's directory
   listen = \"127.0.0.1:7000\"     # required: UDP address to listen on (port 0: any)
   peers = [\"127.0.0.1:7001\"]    # optional: nodes to dial and keep connected (host:port)
   threads = 2                   # optional: async worker threads (default 2)
+  http = \"127.0.0.1:7100\"       # optional: status page, JSON API (/api/...) and /metrics;
+                                #   `atoll status` asks it
+
+  [log]
+  format = \"text\"               # optional: \"text\" (default) or \"json\" (one object per line)
+  filter = \"info\"               # optional: which lines, e.g. \"info,atoll_raft=debug\";
+                                #   RUST_LOG overrides it
 
   [tls]
   mode = \"ca\"                   # \"ca\" (default) or \"shared\"

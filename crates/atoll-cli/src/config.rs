@@ -50,6 +50,16 @@ struct RawConfig {
     limits: RawLimits,
     cluster: Option<RawCluster>,
     consensus: Option<RawConsensus>,
+    http: Option<String>,
+    #[serde(default)]
+    log: RawLog,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLog {
+    format: Option<String>,
+    filter: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -145,6 +155,23 @@ pub struct NodeFile {
     pub cluster: Option<ClusterFile>,
     /// Consensus names and locks, when there is a `[consensus]` table.
     pub consensus: Option<ConsensusFile>,
+    /// `http`: where the status page, the JSON API and the metrics are served, if set.
+    pub http: Option<SocketAddr>,
+    /// `log.format`: how log lines are written.
+    pub log_format: LogFormat,
+    /// `log.filter`: which log lines are written (an env-filter directive; `RUST_LOG`
+    /// overrides it).
+    pub log_filter: String,
+}
+
+/// How log lines are written (to stderr).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines (the default).
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
 }
 
 /// The checked `[consensus]` table.
@@ -407,6 +434,32 @@ impl NodeFile {
             }
         };
 
+        let http = match &raw.http {
+            None => None,
+            Some(text) => Some(text.parse().map_err(|_| {
+                field(
+                    "http",
+                    format!(
+                        "invalid socket address {text:?} (expected IP:PORT, e.g. \"127.0.0.1:7100\")"
+                    ),
+                )
+            })?),
+        };
+        let log_format = match raw.log.format.as_deref() {
+            None | Some("text") => LogFormat::Text,
+            Some("json") => LogFormat::Json,
+            Some(other) => {
+                return Err(field(
+                    "log.format",
+                    format!("{other:?} is not a log format (expected \"text\" or \"json\")"),
+                ));
+            }
+        };
+        let log_filter = raw.log.filter.unwrap_or_else(|| "info".into());
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&log_filter) {
+            return Err(field("log.filter", format!("{log_filter:?}: {e}")));
+        }
+
         Ok(NodeFile {
             path: path.to_path_buf(),
             name: name.to_string(),
@@ -418,6 +471,9 @@ impl NodeFile {
             message_streams,
             cluster,
             consensus,
+            http,
+            log_format,
+            log_filter,
         })
     }
 

@@ -108,6 +108,30 @@ pub enum Error {
     /// The node could not start.
     #[error("cannot start the node: {0}")]
     Start(#[from] atoll_cluster::StartError),
+    /// A node's HTTP service did not answer.
+    #[error(
+        "cannot reach the node at {addr}: {reason} (is it running, with `http = \"{addr}\"` in its configuration?)"
+    )]
+    Unreachable {
+        /// The address asked.
+        addr: String,
+        /// Why.
+        reason: String,
+    },
+    /// A node's HTTP service answered something unusable.
+    #[error("the node at {addr} gave an unusable answer: {reason}")]
+    BadAnswer {
+        /// The address asked.
+        addr: String,
+        /// Why it is unusable.
+        reason: String,
+    },
+    /// A configuration has no `http` address to ask.
+    #[error("{}: no `http` address is configured, so the node serves no status", path.display())]
+    NoHttp {
+        /// The configuration file.
+        path: PathBuf,
+    },
     /// The async runtime or the signal handlers could not be set up.
     #[error("cannot set up the {what}: {source}")]
     Runtime {
@@ -130,13 +154,16 @@ impl Error {
             | Error::MissingFile { .. }
             | Error::BadFile { .. }
             | Error::BadName { .. }
-            | Error::UnknownNode { .. } => EXIT_CONFIG,
+            | Error::UnknownNode { .. }
+            | Error::NoHttp { .. } => EXIT_CONFIG,
             Error::Save(_)
             | Error::Io { .. }
             | Error::Create(_)
             | Error::Generate(_)
             | Error::Issue(_)
             | Error::Start(_)
+            | Error::Unreachable { .. }
+            | Error::BadAnswer { .. }
             | Error::Runtime { .. } => EXIT_FAILURE,
         }
     }

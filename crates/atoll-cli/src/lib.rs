@@ -3,7 +3,10 @@
 //! - `atoll ca init | issue | revoke | list`: the cluster CA and node certificates
 //!   ([`ca`]).
 //! - `atoll shared init | key`: the CA-less shared identity.
-//! - `atoll node --config FILE`: a node ([`node`]) configured by a TOML file ([`config`]).
+//! - `atoll node --config FILE`: a node ([`node`]) configured by a TOML file ([`config`]),
+//!   optionally serving a status page, a JSON API and metrics over HTTP ([`http`]).
+//! - `atoll status`: a running node's view of the cluster, from its HTTP service
+//!   ([`status`]).
 //!
 //! The binary only parses the command line ([`args::Cli`]) and calls [`run`]; failures
 //! are [`Error`]s whose text names the file, the field and, where one exists, the command
@@ -14,7 +17,9 @@ pub mod args;
 pub mod ca;
 pub mod config;
 mod error;
+pub mod http;
 pub mod node;
+pub mod status;
 
 use std::path::Path;
 
@@ -28,7 +33,32 @@ pub fn run(cli: Cli) -> Result<(), Error> {
         Command::Ca(cmd) => run_ca(cmd),
         Command::Shared(cmd) => run_shared(cmd),
         Command::Node(args) => node::run(&args.config),
+        Command::Status(args) => run_status(args),
     }
+}
+
+fn run_status(args: args::StatusArgs) -> Result<(), Error> {
+    let addr = match (args.http, args.config) {
+        (Some(addr), _) => addr,
+        (None, Some(path)) => {
+            let file = config::NodeFile::load(&path)?;
+            match file.http {
+                Some(addr) => addr.to_string(),
+                None => return Err(Error::NoHttp { path }),
+            }
+        }
+        (None, None) => unreachable!("clap requires --http or --config"),
+    };
+    let s = status::fetch_status(&addr)?;
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&s).expect("a status serializes")
+        );
+    } else {
+        print!("{}", status::render(&s));
+    }
+    Ok(())
 }
 
 fn run_ca(cmd: CaCommand) -> Result<(), Error> {

@@ -11,7 +11,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio::task::JoinSet;
 use tracing::{info, warn};
 
-use crate::config::NodeFile;
+use crate::config::{LogFormat, NodeFile};
 use crate::error::Error;
 
 /// How long processes get to stop on shutdown.
@@ -34,7 +34,7 @@ const REVOKED_CHECK_INTERVAL: Duration = Duration::from_secs(2);
 pub fn run(config_path: &Path) -> Result<(), Error> {
     let file = NodeFile::load(config_path)?;
     let loaded = file.node_config()?;
-    init_logging();
+    init_logging(&file);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(file.threads)
         .thread_name("atoll-worker")
@@ -49,13 +49,18 @@ pub fn run(config_path: &Path) -> Result<(), Error> {
     result
 }
 
-fn init_logging() {
+/// Logs to stderr: `log.filter` (or `RUST_LOG`, which wins) picks the lines, `log.format`
+/// the form.
+fn init_logging(file: &NodeFile) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&file.log_filter));
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+        .with_writer(std::io::stderr);
+    let _ = match file.log_format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
 }
 
 async fn serve(file: NodeFile, loaded: crate::config::Loaded) -> Result<(), Error> {
@@ -89,6 +94,15 @@ async fn serve(file: NodeFile, loaded: crate::config::Loaded) -> Result<(), Erro
             warn!("cannot write to stdout: {e}");
         }
     }
+    // Kept until the node stops: dropping it stops the HTTP service.
+    let _http = match file.http {
+        Some(addr) => {
+            let (bound, task) = crate::http::serve(node.clone(), addr).await?;
+            print_line(&format!("http listening on {bound}"));
+            Some(task)
+        }
+        None => None,
+    };
     if let Some(events) = member_events {
         tasks.spawn(print_member_events(events));
     }

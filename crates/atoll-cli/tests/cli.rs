@@ -897,3 +897,225 @@ fn three_voters_and_a_member_start_consensus_and_stop_cleanly() {
         assert_eq!(status.code(), Some(0), "node {}: {status}", node.name);
     }
 }
+
+/// A free TCP port on 127.0.0.1.
+fn free_tcp_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Three nodes, each a Raft voter and a member, each serving HTTP: `(processes, http
+/// addresses)`. v1 founds the membership; v2 and v3 join through it.
+fn start_voters_with_http(dir: &Path) -> (Vec<NodeProcess>, Vec<String>) {
+    let names = ["v1", "v2", "v3"];
+    ca_with(dir, &names);
+    let id_of = |name: &str| {
+        NodeCertificate::load(dir.join(format!("ca/{name}.pem")))
+            .unwrap()
+            .node_id()
+    };
+    let ports: Vec<u16> = names.iter().map(|_| free_port()).collect();
+    let http: Vec<String> = names
+        .iter()
+        .map(|_| format!("127.0.0.1:{}", free_tcp_port()))
+        .collect();
+    let voters: Vec<String> = names
+        .iter()
+        .zip(&ports)
+        .map(|(name, port)| format!("\"{}@127.0.0.1:{port}\"", id_of(name)))
+        .collect();
+    let seed: std::net::SocketAddr = format!("127.0.0.1:{}", ports[0]).parse().unwrap();
+    let nodes = names
+        .iter()
+        .enumerate()
+        .map(|(i, name)| {
+            let seeds = if i == 0 { vec![] } else { vec![seed] };
+            let file = write_cluster_config(dir, name, &seeds);
+            let path = dir.join(&file);
+            let text = std::fs::read_to_string(&path)
+                .unwrap()
+                .replace("127.0.0.1:0", &format!("127.0.0.1:{}", ports[i]))
+                .replace(
+                    "threads = 1\n",
+                    &format!("threads = 1\nhttp = \"{}\"\n", http[i]),
+                );
+            let consensus = format!(
+                "\n[consensus]\nvoters = [{}]\nheartbeat_interval_ms = 50\n\
+                 election_timeout_min_ms = 200\nelection_timeout_max_ms = 400\n",
+                voters.join(", ")
+            );
+            std::fs::write(&path, format!("{text}{consensus}")).unwrap();
+            let node = NodeProcess::start(dir, &file);
+            let line = node.wait_for_line("http", |l| {
+                l.strip_prefix("http listening on ").map(str::to_string)
+            });
+            assert_eq!(line, http[i]);
+            node
+        })
+        .collect();
+    (nodes, http)
+}
+
+/// `atoll status --http ADDR --json`, parsed.
+fn status_json(dir: &Path, addr: &str) -> serde_json::Value {
+    let out = ok(dir, &["status", "--http", addr, "--json"]);
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"))
+}
+
+/// Polls `atoll status` on `addr` until `done` accepts it.
+fn wait_status(
+    dir: &Path,
+    addr: &str,
+    what: &str,
+    done: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let until = Instant::now() + DEADLINE;
+    loop {
+        let s = status_json(dir, addr);
+        if done(&s) {
+            return s;
+        }
+        assert!(
+            Instant::now() < until,
+            "not within {DEADLINE:?}: {what}\n{s:#}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn member_state(s: &serde_json::Value, name: &str) -> Option<String> {
+    s["members"]
+        .as_array()?
+        .iter()
+        .rfind(|m| m["name"] == name)
+        .and_then(|m| m["state"].as_str().map(str::to_string))
+}
+
+#[test]
+fn status_api_and_metrics_show_members_raft_names_and_a_node_going_down() {
+    let tmp = TempDir::new("status");
+    let dir = tmp.path();
+    let (mut nodes, http) = start_voters_with_http(dir);
+
+    // Every member active and a leader known, as v1 sees it.
+    let s = wait_status(dir, &http[0], "3 active members and a leader", |s| {
+        ["v1", "v2", "v3"]
+            .iter()
+            .all(|n| member_state(s, n).as_deref() == Some("active"))
+            && s["raft"]["leader"].is_string()
+    });
+    assert_eq!(s["name"], "v1");
+    assert_eq!(s["raft"]["voter"], true);
+    assert_eq!(s["raft"]["voters"].as_array().unwrap().len(), 3);
+    let leader = s["raft"]["leader"].as_str().unwrap().to_string();
+    let leader_status = status_json(
+        dir,
+        &http[["v1", "v2", "v3"]
+            .iter()
+            .position(|n| *n == leader)
+            .unwrap()],
+    );
+    assert_eq!(leader_status["raft"]["role"], "leader");
+    assert!(leader_status["raft"]["term"].as_u64().unwrap() >= 1);
+    // The built-in `echo` process is a Local name on every node.
+    let echo: Vec<_> = s["names"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|n| n["name"] == "echo")
+        .collect();
+    assert_eq!(echo.len(), 1, "{s:#}");
+    assert_eq!(echo[0]["scope"], "local");
+    assert_eq!(echo[0]["node"], "v1");
+
+    // The tables.
+    let text = ok(dir, &["status", "--http", &http[1]]);
+    assert!(text.starts_with("node v2 id="), "{text}");
+    for needle in [
+        "MEMBERS",
+        "v1 ",
+        "v2*",
+        "v3 ",
+        "active",
+        "RAFT",
+        "role=",
+        &format!("leader={leader}"),
+        "NAMES",
+        "echo",
+        "local",
+        "GROUPS",
+        "LOCKS",
+    ] {
+        assert!(text.contains(needle), "no {needle:?} in:\n{text}");
+    }
+
+    // The JSON API: known things answer, unknown ones are 404 with a JSON error.
+    let get = |path: &str| atoll_cli::status::get(&http[0], path).unwrap();
+    let (code, body) = get("/api/nodes/v2");
+    assert_eq!(code, 200, "{body}");
+    let v2: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v2["state"], "active");
+    let (code, body) = get("/api/nodes/v2/processes");
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("\"echo\""), "{body}");
+    for path in [
+        "/api/nodes/nowhere",
+        "/api/nodes/nowhere/processes",
+        "/api/names/nobody",
+        "/api/groups/none",
+        "/api/locks/none",
+        "/no/such/path",
+    ] {
+        let (code, body) = get(path);
+        assert_eq!(code, 404, "{path}: {body}");
+        let e: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert!(e["error"].is_string(), "{path}: {body}");
+    }
+    let (code, body) = get("/api/names/echo");
+    assert_eq!(code, 200, "{body}");
+    let (code, metrics) = get("/metrics");
+    assert_eq!(code, 200);
+    for needle in [
+        "atoll_members{state=\"active\"} 3",
+        "# TYPE atoll_request_rtt_seconds histogram",
+        "atoll_request_rtt_seconds_bucket{le=\"+Inf\"}",
+        "atoll_raft_term ",
+        "atoll_raft_commit_index ",
+        "atoll_names{scope=\"local\"} 1",
+        "atoll_peer_frames_sent_total{peer=\"v2\"}",
+        "atoll_peer_rtt_seconds{peer=\"v3\"}",
+        "atoll_processes ",
+        "atoll_mailbox_longest ",
+    ] {
+        assert!(metrics.contains(needle), "no {needle:?} in:\n{metrics}");
+    }
+    let (code, page) = get("/");
+    assert_eq!(code, 200);
+    assert!(page.contains("/api/status"), "{page}");
+
+    // v3 dies: v1 reports it unreachable, and asking v3 is a clear error, not a hang.
+    nodes[2].child.kill().unwrap();
+    nodes[2].wait();
+    wait_status(dir, &http[0], "v3 unreachable", |s| {
+        member_state(s, "v3").as_deref() == Some("unreachable")
+    });
+    let started = Instant::now();
+    let out = atoll(dir, &["status", "--http", &http[2]]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(&format!("cannot reach the node at {}", http[2])),
+        "{}",
+        stderr(&out)
+    );
+    assert!(started.elapsed() < Duration::from_secs(10));
+
+    for node in &nodes[..2] {
+        node.signal("-TERM");
+    }
+    for node in &mut nodes[..2] {
+        assert_eq!(node.wait().code(), Some(0));
+    }
+}

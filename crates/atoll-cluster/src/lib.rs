@@ -9,7 +9,7 @@
 //! - Global names: [`Node::register_global`], [`Node::whereis_global`], [`Node::send_global`].
 //! - Remote spawn from registered factories: [`Node::register_spawnable`],
 //!   [`Node::spawn_remote`].
-//! - Live attach: [`Node::remote_processes`].
+//! - Live attach: [`Node::remote_processes`]; operator status: [`Node::status`].
 //! - SWIM membership ([`MembershipConfig`], [`Node::membership`], [`Node::member_events`]):
 //!   nodes find each other through seeds and gossip, members found that way are reachable
 //!   by name, and members declared unreachable or gone are disconnected.
@@ -32,9 +32,14 @@ pub use atoll_swim::{
     Identity as MemberIdentity, IdentityError, Load, MAX_LABEL_LEN, MAX_LABELS, Member,
     MemberEvent, MemberMeta, MemberState, Swim, SwimConfig, SwimStats,
 };
+pub use atoll_wire::{ProcessInfoWire, StatusWire};
 pub use config::{ConsensusConfig, MembershipConfig, NodeConfig, TlsIdentity};
 pub use error::{
     ClusterSendError, ConnectError, DatagramError, GlobalError, GroupJoinError, LockError,
     NameError, RpcError, StartError,
 };
-pub use node::{LockGuard, MAX_NAME_LEN, NameLost, Node, PeerInfo, RemoteNode};
+pub use node::{
+    GroupStatus, LockGuard, LockStatus, MAX_NAME_LEN, MemberStatus, NameLost, NameStatus, Node,
+    NodeStatus, PeerInfo, PeerStatus, RTT_BUCKETS_US, RaftView, RemoteNode, RttSnapshot,
+    scope_name,
+};

@@ -2,8 +2,13 @@
 
 mod membership;
 mod naming;
+mod status;
 
 pub use naming::{LockGuard, MAX_NAME_LEN};
+pub use status::{
+    GroupStatus, LockStatus, MemberStatus, NameStatus, NodeStatus, PeerStatus, RTT_BUCKETS_US,
+    RaftView, RttSnapshot, scope_name,
+};
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
@@ -136,6 +141,8 @@ struct Inner {
     member_events: Mutex<membership::EventHub>,
     /// Consensus names and locks, when configured.
     naming: Option<naming::Naming>,
+    /// Round trips of the requests this node sent.
+    request_rtt: status::RttHistogram,
 }
 
 /// A connected peer, as seen from this node.
@@ -241,6 +248,7 @@ impl Node {
             backlogs: Mutex::default(),
             backlog_count: std::sync::atomic::AtomicUsize::new(0),
             naming,
+            request_rtt: status::RttHistogram::default(),
         });
         rt.set_remote(Arc::new(Link(Arc::downgrade(&inner))));
         tokio::spawn(accept_loop(Arc::downgrade(&inner), inner.endpoint.clone()));
@@ -1148,8 +1156,12 @@ impl Inner {
         if peer.send_control(&Control::Request { id, body }).is_err() {
             return Err(AskError::NotSent);
         }
+        let sent = std::time::Instant::now();
         match tokio::time::timeout(timeout, rx).await {
-            Ok(Ok(response)) => Ok(response),
+            Ok(Ok(response)) => {
+                self.request_rtt.record(sent.elapsed());
+                Ok(response)
+            }
             Ok(Err(_)) => Err(AskError::Lost),
             Err(_) => Err(AskError::TimedOut),
         }
@@ -1502,6 +1514,7 @@ async fn control_loop(weak: Weak<Inner>, peer: Arc<Peer>, mut reader: FrameReade
                 return;
             }
         };
+        peer.frames_received.fetch_add(1, Ordering::Relaxed);
         let Some(inner) = weak.upgrade() else { return };
         let msg = match decode::<Control>(&body) {
             Ok(m) => m,
@@ -1581,6 +1594,7 @@ async fn message_loop(weak: Weak<Inner>, peer: Arc<Peer>, mut reader: FrameReade
         let handled = reader
             .next_with(|body| match decode_ref::<DataRef<'_>>(body) {
                 Ok(data) => {
+                    peer.frames_received.fetch_add(1, Ordering::Relaxed);
                     dispatch(&inner, &peer, data);
                     Ok(())
                 }

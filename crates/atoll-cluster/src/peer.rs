@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 
@@ -31,6 +32,10 @@ pub(crate) struct Peer {
     /// Set when this node closes the connection on purpose (`disconnect`): the peer may be
     /// reached again on demand, unlike one whose connection was lost.
     pub(crate) closed_on_purpose: std::sync::atomic::AtomicBool,
+    /// Frames queued for this peer (all streams).
+    pub(crate) frames_sent: AtomicU64,
+    /// Frames read from this peer (all streams).
+    pub(crate) frames_received: AtomicU64,
 }
 
 /// The peer's connection is gone; nothing was sent.
@@ -58,12 +63,16 @@ impl Peer {
             streams: streams.into_iter().map(Outbox::new).collect(),
             requests: Mutex::default(),
             closed_on_purpose: std::sync::atomic::AtomicBool::new(false),
+            frames_sent: AtomicU64::new(0),
+            frames_received: AtomicU64::new(0),
         }
     }
 
     pub(crate) fn send_control(&self, msg: &Control) -> Result<(), Gone> {
         let frame = encode_frame(msg).map_err(|_| Gone)?;
-        self.control.send(&frame)
+        self.control.send(&frame)?;
+        self.frames_sent.fetch_add(1, Ordering::Relaxed);
+        Ok(())
     }
 
     /// Queues a data envelope on the stream `key` picks (a pid's serial or a call id).
@@ -75,7 +84,9 @@ impl Peer {
     /// Queues an encoded data frame on the stream `key` picks.
     pub(crate) fn send_frame(&self, key: u64, frame: &[u8]) -> Result<(), Gone> {
         let i = (key.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 32) as usize % self.streams.len();
-        self.streams[i].send(frame)
+        self.streams[i].send(frame)?;
+        self.frames_sent.fetch_add(1, Ordering::Relaxed);
+        Ok(())
     }
 
     pub(crate) fn stream_key(pid: Pid) -> u64 {

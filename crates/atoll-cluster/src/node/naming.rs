@@ -13,7 +13,7 @@ use atoll_core::{NodeId, Pid, Scope};
 use atoll_raft::network::{RaftRequest, RaftResponse, Refusal, decode, encode};
 use atoll_raft::{
     Command, Consensus, ConsensusError, LockGrant, Node as RaftNode, Outcome, RaftId, RaftSettings,
-    RaftStatus, RaftTransport, Registry, TransportError, raft_id_of,
+    RaftStatus, RaftTransport, Registry, Role, TransportError, raft_id_of,
 };
 use atoll_swim::MemberState;
 use atoll_wire::{Control, RegistryView, Request, Response};
@@ -23,6 +23,7 @@ use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use super::Inner;
+use super::status::RaftView;
 use crate::config::ConsensusConfig;
 use crate::error::{ClusterSendError, LockError, NameError, StartError};
 use crate::peer::Peer;
@@ -170,6 +171,47 @@ impl Naming {
 
     pub(super) async fn status(&self) -> Option<RaftStatus> {
         Some(self.ready()?.status().await)
+    }
+
+    /// The names and locks of the registry this node resolves from.
+    pub(super) fn snapshot(&self) -> Registry {
+        self.read(Registry::clone)
+    }
+
+    /// The Raft core as this node sees it; node ids are shown through `node_name`.
+    pub(super) async fn view(&self, node_name: &(dyn Fn(NodeId) -> String + Sync)) -> RaftView {
+        let status = self.status().await;
+        let leader = status
+            .as_ref()
+            .map_or_else(|| self.leader_hint(), |s| s.leader)
+            .and_then(|id| self.directory.voters.get(&id))
+            .map(|(node, _)| node_name(*node));
+        let role = match (&status, self.is_voter()) {
+            (Some(s), _) => match s.role {
+                Role::Leader => "leader",
+                Role::Follower => "follower",
+                Role::Candidate => "candidate",
+                Role::Learner => "learner",
+                Role::Stopped => "stopped",
+            },
+            (None, true) => "stopped",
+            (None, false) => "none",
+        };
+        RaftView {
+            voter: self.is_voter(),
+            role: role.into(),
+            term: status.as_ref().map(|s| s.term),
+            leader,
+            last_applied: status.as_ref().and_then(|s| s.last_applied),
+            commit_index: status.as_ref().and_then(|s| s.commit_index),
+            registry_index: self.applied(),
+            voters: self
+                .directory
+                .voters
+                .values()
+                .map(|(node, _)| node_name(*node))
+                .collect(),
+        }
     }
 
     fn leader_hint(&self) -> Option<RaftId> {
@@ -868,7 +910,7 @@ impl Drop for LockGuard {
 }
 
 impl super::Node {
-    fn naming(&self) -> Option<&Naming> {
+    pub(super) fn naming(&self) -> Option<&Naming> {
         self.inner.naming.as_ref()
     }
 

@@ -1,0 +1,447 @@
+//! The node's HTTP service: a live status page, a JSON API and Prometheus metrics.
+//!
+//! | path | answer |
+//! |---|---|
+//! | `/` | the status page (polls `/api/status`) |
+//! | `/api/status` | everything below in one object ([`atoll_cluster::NodeStatus`]) |
+//! | `/api/cluster` | this node, the members and the Raft core |
+//! | `/api/nodes/NAME` | one member, 404 if unknown |
+//! | `/api/nodes/NAME/processes` | that node's processes (live attach RPC), 404 if unknown |
+//! | `/api/processes` | this node's processes |
+//! | `/api/names`, `/api/names/NAME` | names in every scope |
+//! | `/api/groups`, `/api/groups/NAME` | process groups |
+//! | `/api/locks`, `/api/locks/NAME` | consensus locks |
+//! | `/metrics` | Prometheus text format |
+//!
+//! Unknown paths and unknown names answer 404 with `{"error": "..."}`.
+
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+
+use atoll_cluster::{
+    MemberStatus, Node, NodeStatus, ProcessInfoWire, RTT_BUCKETS_US, RaftView, StatusWire,
+};
+use axum::Json;
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::{StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use serde::{Deserialize, Serialize};
+
+use crate::error::Error;
+
+/// The status page.
+const STATUS_PAGE: &str = include_str!("status.html");
+
+/// Binds `addr` and serves `node` there until the returned task is dropped or aborted.
+pub async fn serve(node: Node, addr: SocketAddr) -> Result<(SocketAddr, ServeTask), Error> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| Error::Runtime {
+            what: "HTTP listener",
+            source,
+        })?;
+    let bound = listener.local_addr().map_err(|source| Error::Runtime {
+        what: "HTTP listener",
+        source,
+    })?;
+    let app = router(node);
+    let task = tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::warn!("the HTTP service stopped: {e}");
+        }
+    });
+    Ok((bound, ServeTask(task)))
+}
+
+/// The running HTTP service; stops when dropped.
+#[derive(Debug)]
+pub struct ServeTask(tokio::task::JoinHandle<()>);
+
+impl Drop for ServeTask {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// The routes, on `node`.
+pub fn router(node: Node) -> Router {
+    Router::new()
+        .route("/", get(|| async { Html(STATUS_PAGE) }))
+        .route("/api/status", get(status))
+        .route("/api/cluster", get(cluster))
+        .route("/api/nodes/{name}", get(member))
+        .route("/api/nodes/{name}/processes", get(node_processes))
+        .route("/api/processes", get(processes))
+        .route("/api/names", get(names))
+        .route("/api/names/{name}", get(name))
+        .route("/api/groups", get(groups))
+        .route("/api/groups/{name}", get(group))
+        .route("/api/locks", get(locks))
+        .route("/api/locks/{name}", get(lock))
+        .route("/metrics", get(metrics))
+        .fallback(|| async { not_found("no such path".into()) })
+        .with_state(node)
+}
+
+fn not_found(error: String) -> Response {
+    (StatusCode::NOT_FOUND, Json(ApiError { error })).into_response()
+}
+
+/// The body of every error answer.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ApiError {
+    /// What went wrong.
+    pub error: String,
+}
+
+async fn status(State(node): State<Node>) -> Json<NodeStatus> {
+    Json(node.status().await)
+}
+
+/// `/api/cluster`: this node, the members and the Raft core.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ClusterView {
+    /// The node answering.
+    pub node: String,
+    /// The members, itself included.
+    pub members: Vec<MemberStatus>,
+    /// The Raft core, if consensus is configured.
+    pub raft: Option<RaftView>,
+}
+
+async fn cluster(State(node): State<Node>) -> Json<ClusterView> {
+    let s = node.status().await;
+    Json(ClusterView {
+        node: s.name,
+        members: s.members,
+        raft: s.raft,
+    })
+}
+
+async fn member(State(node): State<Node>, Path(name): Path<String>) -> Response {
+    let s = node.status().await;
+    // The newest generation of a member that restarted.
+    match s.members.into_iter().rev().find(|m| m.name == name) {
+        Some(m) => Json(m).into_response(),
+        None => not_found(format!("no member named {name:?}")),
+    }
+}
+
+/// One process, as the API and `atoll attach` show it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ProcessView {
+    /// Its pid.
+    pub pid: String,
+    /// Its registered name.
+    pub name: Option<String>,
+    /// Its actor type.
+    pub actor_type: String,
+    /// Messages waiting in its mailbox.
+    pub mailbox_len: u64,
+    /// Messages it has handled.
+    pub messages_handled: u64,
+    /// Milliseconds since it was spawned.
+    pub uptime_ms: u64,
+    /// `starting`, `running`, `waiting` or `exiting`.
+    pub status: String,
+    /// How many processes it is linked to.
+    pub links: usize,
+    /// How many processes it monitors.
+    pub monitors: usize,
+    /// Whether it traps exits.
+    pub trap_exit: bool,
+}
+
+impl From<ProcessInfoWire> for ProcessView {
+    fn from(p: ProcessInfoWire) -> Self {
+        ProcessView {
+            pid: p.pid.to_string(),
+            name: p.name,
+            actor_type: p.actor_type,
+            mailbox_len: p.mailbox_len,
+            messages_handled: p.messages_handled,
+            uptime_ms: p.uptime_ms,
+            status: match p.status {
+                StatusWire::Starting => "starting",
+                StatusWire::Running => "running",
+                StatusWire::Waiting => "waiting",
+                StatusWire::Exiting => "exiting",
+            }
+            .into(),
+            links: p.links.len(),
+            monitors: p.monitors.len(),
+            trap_exit: p.trap_exit,
+        }
+    }
+}
+
+async fn processes(State(node): State<Node>) -> Json<Vec<ProcessView>> {
+    Json(node.processes().into_iter().map(Into::into).collect())
+}
+
+async fn node_processes(State(node): State<Node>, Path(name): Path<String>) -> Response {
+    if name == node.name() {
+        return processes(State(node)).await.into_response();
+    }
+    let Some(remote) = node.remote(&name) else {
+        return not_found(format!("no reachable node named {name:?}"));
+    };
+    match remote.processes().await {
+        Ok(list) => {
+            Json(list.into_iter().map(ProcessView::from).collect::<Vec<_>>()).into_response()
+        }
+        Err(e) => (
+            StatusCode::BAD_GATEWAY,
+            Json(ApiError {
+                error: format!("node {name:?} did not answer: {e}"),
+            }),
+        )
+            .into_response(),
+    }
+}
+
+async fn names(State(node): State<Node>) -> Response {
+    Json(node.status().await.names).into_response()
+}
+
+async fn name(State(node): State<Node>, Path(name): Path<String>) -> Response {
+    let found: Vec<_> = node
+        .status()
+        .await
+        .names
+        .into_iter()
+        .filter(|n| n.name == name)
+        .collect();
+    if found.is_empty() {
+        return not_found(format!("no process is registered as {name:?}"));
+    }
+    Json(found).into_response()
+}
+
+async fn groups(State(node): State<Node>) -> Response {
+    Json(node.status().await.groups).into_response()
+}
+
+async fn group(State(node): State<Node>, Path(name): Path<String>) -> Response {
+    match node
+        .status()
+        .await
+        .groups
+        .into_iter()
+        .find(|g| g.name == name)
+    {
+        Some(g) => Json(g).into_response(),
+        None => not_found(format!("no group named {name:?} has members")),
+    }
+}
+
+async fn locks(State(node): State<Node>) -> Response {
+    Json(node.status().await.locks).into_response()
+}
+
+async fn lock(State(node): State<Node>, Path(name): Path<String>) -> Response {
+    match node
+        .status()
+        .await
+        .locks
+        .into_iter()
+        .find(|l| l.name == name)
+    {
+        Some(l) => Json(l).into_response(),
+        None => not_found(format!("no lock named {name:?} is held")),
+    }
+}
+
+async fn metrics(State(node): State<Node>) -> Response {
+    let text = render_metrics(&node.status().await, &node.processes());
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response()
+}
+
+/// The Prometheus text exposition of a node's status and processes.
+pub fn render_metrics(s: &NodeStatus, processes: &[ProcessInfoWire]) -> String {
+    let mut out = String::new();
+    let mut family = |name: &str, kind: &str, help: &str, samples: &[(String, f64)]| {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for (labels, value) in samples {
+            let _ = writeln!(out, "{name}{labels} {value}");
+        }
+    };
+    let peer = |name: &str| format!("{{peer=\"{}\"}}", escape(name));
+    let per_peer = |f: &dyn Fn(&atoll_cluster::PeerStatus) -> f64| -> Vec<(String, f64)> {
+        s.peers.iter().map(|p| (peer(&p.name), f(p))).collect()
+    };
+    family(
+        "atoll_peer_frames_sent_total",
+        "counter",
+        "Frames (messages, replies, signals, control) sent to a peer on its connection.",
+        &per_peer(&|p| p.frames_sent as f64),
+    );
+    family(
+        "atoll_peer_frames_received_total",
+        "counter",
+        "Frames received from a peer on its connection.",
+        &per_peer(&|p| p.frames_received as f64),
+    );
+    family(
+        "atoll_peer_bytes_sent_total",
+        "counter",
+        "UDP payload bytes sent to a peer on its connection.",
+        &per_peer(&|p| p.bytes_sent as f64),
+    );
+    family(
+        "atoll_peer_bytes_received_total",
+        "counter",
+        "UDP payload bytes received from a peer on its connection.",
+        &per_peer(&|p| p.bytes_received as f64),
+    );
+    family(
+        "atoll_peer_rtt_seconds",
+        "gauge",
+        "Smoothed QUIC round-trip time to a peer.",
+        &per_peer(&|p| p.rtt_us as f64 / 1e6),
+    );
+
+    let rtt = &s.request_rtt;
+    let mut buckets = Vec::new();
+    let mut cumulative = 0;
+    for (i, count) in rtt.counts.iter().enumerate() {
+        cumulative += count;
+        let le = RTT_BUCKETS_US
+            .get(i)
+            .map_or("+Inf".to_string(), |us| format!("{}", *us as f64 / 1e6));
+        buckets.push((format!("_bucket{{le=\"{le}\"}}"), cumulative as f64));
+    }
+    buckets.push(("_sum".into(), rtt.sum_us as f64 / 1e6));
+    buckets.push(("_count".into(), cumulative as f64));
+    family(
+        "atoll_request_rtt_seconds",
+        "histogram",
+        "Round trips of requests to peers (remote spawn, process lists, Raft RPCs, name acknowledgements).",
+        &buckets,
+    );
+
+    family(
+        "atoll_processes",
+        "gauge",
+        "Live processes on this node.",
+        &[(String::new(), s.processes as f64)],
+    );
+    let waiting: u64 = processes.iter().map(|p| p.mailbox_len).sum();
+    let longest = processes.iter().map(|p| p.mailbox_len).max().unwrap_or(0);
+    family(
+        "atoll_mailbox_messages",
+        "gauge",
+        "Messages waiting in the mailboxes of this node's processes.",
+        &[(String::new(), waiting as f64)],
+    );
+    family(
+        "atoll_mailbox_longest",
+        "gauge",
+        "The longest mailbox on this node.",
+        &[(String::new(), longest as f64)],
+    );
+
+    let states = ["joining", "active", "suspect", "unreachable", "left"];
+    let members: Vec<(String, f64)> = states
+        .iter()
+        .map(|state| {
+            let n = s.members.iter().filter(|m| m.state == *state).count();
+            (format!("{{state=\"{state}\"}}"), n as f64)
+        })
+        .collect();
+    family(
+        "atoll_members",
+        "gauge",
+        "Members by state, as this node sees them (itself included).",
+        &members,
+    );
+
+    if let Some(raft) = &s.raft {
+        let one = |v: Option<u64>| -> Vec<(String, f64)> {
+            v.map(|v| vec![(String::new(), v as f64)])
+                .unwrap_or_default()
+        };
+        family(
+            "atoll_raft_term",
+            "gauge",
+            "The current Raft term (voters).",
+            &one(raft.term),
+        );
+        family(
+            "atoll_raft_commit_index",
+            "gauge",
+            "The last committed Raft log index (voters).",
+            &one(raft.commit_index),
+        );
+        family(
+            "atoll_raft_last_applied",
+            "gauge",
+            "The last applied Raft log index (voters).",
+            &one(raft.last_applied),
+        );
+        family(
+            "atoll_raft_is_leader",
+            "gauge",
+            "1 if this node leads the Raft core.",
+            &[(String::new(), f64::from(u8::from(raft.role == "leader")))],
+        );
+        family(
+            "atoll_registry_index",
+            "gauge",
+            "The Raft log index of the registry this node resolves names from.",
+            &[(String::new(), raft.registry_index as f64)],
+        );
+    }
+
+    let scopes = ["local", "eventual", "consistent", "strong"];
+    let names: Vec<(String, f64)> = scopes
+        .iter()
+        .map(|scope| {
+            let n = s.names.iter().filter(|m| m.scope == *scope).count();
+            (format!("{{scope=\"{scope}\"}}"), n as f64)
+        })
+        .collect();
+    family(
+        "atoll_names",
+        "gauge",
+        "Names this node resolves, by scope.",
+        &names,
+    );
+    family(
+        "atoll_locks",
+        "gauge",
+        "Consensus locks held.",
+        &[(String::new(), s.locks.len() as f64)],
+    );
+    family(
+        "atoll_groups",
+        "gauge",
+        "Process groups with a member anywhere.",
+        &[(String::new(), s.groups.len() as f64)],
+    );
+    let members: usize = s.groups.iter().map(|g| g.members.len()).sum();
+    family(
+        "atoll_group_members",
+        "gauge",
+        "Members of all process groups.",
+        &[(String::new(), members as f64)],
+    );
+    out
+}
+
+/// A label value with `\`, `"` and newlines escaped.
+fn escape(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
