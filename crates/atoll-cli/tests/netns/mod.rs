@@ -2,6 +2,14 @@
 //! bridge, with faults injected per node and per direction (see `cluster.sh` beside this
 //! file for the topology). Needs root; [`Cluster::new`] returns `None` (and says why)
 //! where namespaces cannot be made, so the tests using it skip.
+//!
+//! With consensus ([`Cluster::with_voters`]) the first nodes are Raft voters, every node
+//! serves HTTP (read with [`Cluster::status`]), and client nodes ([`Cluster::start_client`])
+//! can run beside them: the test binary itself, re-run in a namespace as a cluster member
+//! that does what the test asks and prints what happened.
+
+// Each test file uses a part of the harness.
+#![allow(dead_code)]
 
 use std::fs::File;
 use std::io::{BufRead, BufReader};
@@ -16,6 +24,12 @@ const BIN: &str = env!("CARGO_BIN_EXE_atoll");
 const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/netns/cluster.sh");
 /// Every node listens on this port of its own address.
 const PORT: u16 = 7000;
+/// A client node listens on this port of its namespace's address.
+const CLIENT_PORT: u16 = 7001;
+/// Every node serves HTTP on this port of its own address.
+const HTTP_PORT: u16 = 7100;
+/// How long a registration or lock request may take before it fails.
+pub const REQUEST_TIMEOUT_MS: u64 = 3000;
 
 /// The membership timings every node runs with: shorter than the defaults, still realistic.
 pub const PROBE_MS: u64 = 500;
@@ -92,7 +106,49 @@ pub struct Cluster {
     /// What the test did to the cluster, and when.
     notes: Mutex<Vec<(Duration, String)>>,
     starver: Option<Starver>,
+    /// How many of the nodes (the first ones) are Raft voters; 0 without consensus.
+    voters: usize,
+    /// Each node's id, from `atoll ca issue`.
+    ids: Vec<String>,
+    clients: Vec<Client>,
     _serial: MutexGuard<'static, ()>,
+}
+
+/// A client node: the test binary run as a cluster member in node `i`'s namespace (see
+/// the `workload` entry of the test file). It prints `W ...` lines; a `stop` line on its
+/// stdin ends its work, closing stdin ends the process.
+pub struct Client {
+    pub i: usize,
+    child: Child,
+    stdin: Option<std::process::ChildStdin>,
+    lines: Lines,
+}
+
+impl Client {
+    /// The `W ...` lines so far, each split into words (without the `W`).
+    pub fn records(&self) -> Vec<Vec<String>> {
+        self.lines
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|(_, l)| l.strip_prefix("W "))
+            .map(|l| l.split(' ').map(str::to_string).collect())
+            .collect()
+    }
+
+    /// How many records start with `kind`.
+    pub fn count(&self, kind: &str) -> usize {
+        self.records().iter().filter(|r| r[0] == kind).count()
+    }
+
+    /// Tells the client to stop its work (it prints `W stopped`).
+    pub fn stop(&mut self) {
+        use std::io::Write;
+        if let Some(stdin) = self.stdin.as_mut() {
+            let _ = writeln!(stdin, "stop");
+            let _ = stdin.flush();
+        }
+    }
 }
 
 fn script(args: &[&str]) -> Output {
@@ -137,6 +193,12 @@ impl Cluster {
     /// Makes the namespaces, a CA and the node configurations; starts nothing. `None`
     /// (with a message on stderr) when this machine cannot run it.
     pub fn new(tag: &str, net: u8, n: usize) -> Option<Cluster> {
+        Self::with_voters(tag, net, n, 0)
+    }
+
+    /// Like [`Cluster::new`], with consensus: nodes `1..=voters` are the Raft voters, every
+    /// node (and client) lists them, and every node serves HTTP.
+    pub fn with_voters(tag: &str, net: u8, n: usize, voters: usize) -> Option<Cluster> {
         let serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
         if !is_root() {
             eprintln!("skipping: needs root for network namespaces (uid is not 0)");
@@ -174,12 +236,19 @@ impl Cluster {
             started: Instant::now(),
             notes: Mutex::default(),
             starver: None,
+            voters,
+            ids: Vec::new(),
+            clients: Vec::new(),
             _serial: serial,
         };
+        let mut cluster = cluster;
         std::fs::create_dir_all(&cluster.dir).unwrap();
         cluster.atoll(&["ca", "init", "--dir", "ca", "--name", "netns"]);
         for i in 1..=n {
-            cluster.atoll(&["ca", "issue", &cluster.name(i), "--dir", "ca"]);
+            let id = cluster.atoll(&["ca", "issue", &cluster.name(i), "--dir", "ca"]);
+            cluster.ids.push(id);
+        }
+        for i in 1..=n {
             cluster.write_config(i);
         }
         Some(cluster)
@@ -197,7 +266,7 @@ impl Cluster {
         format!("{}-n{i}", self.prefix)
     }
 
-    fn atoll(&self, args: &[&str]) {
+    fn atoll(&self, args: &[&str]) -> String {
         let out = Command::new(BIN)
             .args(args)
             .current_dir(&self.dir)
@@ -208,25 +277,178 @@ impl Cluster {
             "atoll {args:?}: {}",
             String::from_utf8_lossy(&out.stderr)
         );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    fn http_addr(&self, i: usize) -> String {
+        format!("{}.{i}:{HTTP_PORT}", self.subnet)
+    }
+
+    /// The `[consensus]` table and `http` line every node's configuration gets.
+    fn consensus_table(&self) -> String {
+        if self.voters == 0 {
+            return String::new();
+        }
+        let voters: Vec<String> = (1..=self.voters)
+            .map(|v| format!("\"{}@{}\"", self.ids[v - 1], self.addr(v)))
+            .collect();
+        format!(
+            "\n[consensus]\nvoters = [{}]\nrequest_timeout_ms = {REQUEST_TIMEOUT_MS}\n",
+            voters.join(", ")
+        )
     }
 
     /// `nI.toml`: n1 founds the cluster, the others join through it.
     fn write_config(&self, i: usize) {
-        let name = self.name(i);
-        let seeds = if i == 1 {
+        let http = if self.voters > 0 {
+            format!("http = \"{}\"\n", self.http_addr(i))
+        } else {
+            String::new()
+        };
+        self.write_member_config(&self.name(i), &self.addr(i), &http);
+    }
+
+    /// `NAME.toml` for a member listening on `addr`, joining through n1 (unless it is n1).
+    fn write_member_config(&self, name: &str, addr: &str, extra: &str) {
+        let seeds = if addr == self.addr(1) {
             String::new()
         } else {
             format!("\"{}\"", self.addr(1))
         };
         let text = format!(
-            "name = \"{name}\"\nlisten = \"{}\"\nthreads = 1\n\n\
+            "name = \"{name}\"\nlisten = \"{addr}\"\nthreads = 1\n{extra}\n\
              [tls]\nkey = \"ca/{name}.key\"\ncert = \"ca/{name}.pem\"\nca = \"ca/ca.pem\"\n\n\
              [cluster]\nenabled = true\nseeds = [{seeds}]\n\n\
              [cluster.swim]\nprobe_interval_ms = {PROBE_MS}\nping_timeout_ms = {PING_TIMEOUT_MS}\n\
-             suspect_timeout_ms = {SUSPECT_MS}\nindirect_probes = {INDIRECT_PROBES}\n",
-            self.addr(i)
+             suspect_timeout_ms = {SUSPECT_MS}\nindirect_probes = {INDIRECT_PROBES}\n{}",
+            self.consensus_table()
         );
         std::fs::write(self.dir.join(format!("{name}.toml")), text).unwrap();
+    }
+
+    /// Starts client node `cI` in node `i`'s namespace, running the test binary's
+    /// `workload` entry with `ATOLL_WORKLOAD=work` (what the test file's entry understands).
+    /// Returns its index for [`Cluster::client`].
+    pub fn start_client(&mut self, i: usize, work: &str) -> usize {
+        let name = format!("c{i}");
+        if !self.dir.join(format!("ca/{name}.pem")).exists() {
+            self.atoll(&["ca", "issue", &name, "--dir", "ca"]);
+        }
+        let addr = format!("{}.{i}:{CLIENT_PORT}", self.subnet);
+        self.write_member_config(&name, &addr, "");
+        self.note(format!("start client {name}: {work}"));
+        let log = File::create(self.dir.join(format!("{name}.log"))).unwrap();
+        let exe = std::env::current_exe().unwrap();
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", &self.ns(i)])
+            .arg(exe)
+            .args([
+                "workload",
+                "--exact",
+                "--ignored",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .current_dir(&self.dir)
+            .env("ATOLL_WORKLOAD", work)
+            .env(
+                "ATOLL_WORKLOAD_CONFIG",
+                self.dir.join(format!("{name}.toml")),
+            )
+            .env(
+                "RUST_LOG",
+                std::env::var("ATOLL_NETNS_LOG").unwrap_or_else(|_| "info".into()),
+            )
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let lines: Lines = Arc::default();
+        let sink = lines.clone();
+        let started = self.started;
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { return };
+                sink.lock().unwrap().push((started.elapsed(), line));
+            }
+        });
+        self.clients.push(Client {
+            i,
+            stdin: child.stdin.take(),
+            child,
+            lines,
+        });
+        self.clients.len() - 1
+    }
+
+    /// A client started with [`Cluster::start_client`].
+    pub fn client(&self, k: usize) -> &Client {
+        &self.clients[k]
+    }
+
+    /// Tells client `k` to stop its work and waits for its `W stopped`.
+    pub fn stop_client(&mut self, k: usize) {
+        self.note(format!("stop client c{}", self.clients[k].i));
+        self.clients[k].stop();
+        self.wait_for("a client to stop", |c| c.clients[k].count("stopped") > 0);
+    }
+
+    /// Node `i`'s status (`atoll status --json`, asked in its namespace).
+    pub fn status(&self, i: usize) -> serde_json::Value {
+        let out = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &self.ns(i),
+                BIN,
+                "status",
+                "--json",
+                "--http",
+            ])
+            .arg(self.http_addr(i))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "atoll status on n{i}: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            self.dump()
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
+    /// Waits until node `i`'s status satisfies `done`; returns that status.
+    pub fn wait_status(
+        &self,
+        i: usize,
+        what: &str,
+        done: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let until = Instant::now() + DEADLINE;
+        loop {
+            let s = self.status(i);
+            if done(&s) {
+                return s;
+            }
+            if Instant::now() > until {
+                panic!(
+                    "n{i}: not within {DEADLINE:?}: {what}\n{s:#}\n{}",
+                    self.dump()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// The voter that leads, as node `i` sees it (waits for one to be known).
+    pub fn leader(&self, i: usize) -> usize {
+        let s = self.wait_status(i, "a known Raft leader", |s| {
+            s["raft"]["leader"].is_string()
+        });
+        let name = s["raft"]["leader"].as_str().unwrap();
+        (1..=self.n).find(|&v| self.name(v) == name).unwrap()
     }
 
     /// Starts node `i` in its namespace; its stdout lines are collected from now on.
@@ -469,6 +691,24 @@ impl Cluster {
                 out.push_str(&format!("  {line}\n"));
             }
         }
+        for c in &self.clients {
+            let i = c.i;
+            let lines = c.lines.lock().unwrap();
+            out.push_str(&format!(
+                "--- c{i} stdout (last 30 of {} lines)\n",
+                lines.len()
+            ));
+            for (at, line) in lines.iter().rev().take(30).rev() {
+                out.push_str(&format!("  {:8.3}s {line}\n", at.as_secs_f64()));
+            }
+            let log =
+                std::fs::read_to_string(self.dir.join(format!("c{i}.log"))).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(40).collect();
+            out.push_str(&format!("--- c{i} log (last {} lines)\n", tail.len()));
+            for line in tail.iter().rev() {
+                out.push_str(&format!("  {line}\n"));
+            }
+        }
         out
     }
 }
@@ -483,6 +723,11 @@ fn signal(pid: u32, sig: &str) {
 impl Drop for Cluster {
     fn drop(&mut self) {
         self.stop_starving();
+        for c in &mut self.clients {
+            c.stdin = None;
+            let _ = c.child.kill();
+            let _ = c.child.wait();
+        }
         for child in self.children.iter_mut().flatten() {
             signal(child.id(), "CONT");
             let _ = child.kill();
