@@ -1119,3 +1119,98 @@ fn status_api_and_metrics_show_members_raft_names_and_a_node_going_down() {
         assert_eq!(node.wait().code(), Some(0));
     }
 }
+
+/// The browser to check the status page with, if this machine has one.
+fn chromium() -> Option<&'static str> {
+    ["chromium", "chromium-browser", "google-chrome"]
+        .into_iter()
+        .find(|b| {
+            Command::new(b)
+                .arg("--version")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        })
+}
+
+/// The status page at `url` as headless Chromium renders it (the DOM after its script ran).
+fn rendered_page(browser: &str, url: &str) -> String {
+    let profile = TempDir::new("chromium");
+    let out = Command::new(browser)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--no-first-run",
+            "--virtual-time-budget=5000",
+            "--dump-dom",
+        ])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .arg(url)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{browser}: {}", stderr(&out));
+    stdout(&out)
+}
+
+/// Renders the page until `done` accepts it.
+fn wait_page(browser: &str, url: &str, what: &str, done: impl Fn(&str) -> bool) -> String {
+    let until = Instant::now() + DEADLINE;
+    loop {
+        let page = rendered_page(browser, url);
+        if done(&page) {
+            return page;
+        }
+        assert!(
+            Instant::now() < until,
+            "not within {DEADLINE:?}: {what}\n{page}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn the_status_page_shows_the_cluster_in_a_browser_and_a_node_going_down() {
+    let Some(browser) = chromium() else {
+        assert!(
+            std::env::var_os("ATOLL_REQUIRE_BROWSER").is_none(),
+            "ATOLL_REQUIRE_BROWSER is set but no chromium is installed"
+        );
+        eprintln!("skipping: no chromium (apt-get install chromium chromium-driver)");
+        return;
+    };
+    let tmp = TempDir::new("page");
+    let dir = tmp.path();
+    let (mut nodes, http) = start_voters_with_http(dir);
+    let url = format!("http://{}/", http[0]);
+    let row = |name: &str, state: &str| format!("data-node=\"{name}\" data-state=\"{state}\"");
+
+    let page = wait_page(browser, &url, "three active nodes and a leader", |p| {
+        ["v1", "v2", "v3"]
+            .iter()
+            .all(|n| p.contains(&row(n, "active")))
+            && p.contains("data-key=\"leader\"")
+            && !p.contains("<td>unknown</td>")
+    });
+    assert!(page.contains("data-ready=\"1\""), "{page}");
+    assert!(page.contains("v1 (this node)"), "{page}");
+    assert!(page.contains("data-name=\"echo\""), "{page}");
+    assert!(
+        page.contains("<circle"),
+        "the cluster picture is drawn: {page}"
+    );
+
+    nodes[2].child.kill().unwrap();
+    nodes[2].wait();
+    wait_page(browser, &url, "v3 shown unreachable", |p| {
+        p.contains(&row("v3", "unreachable")) && p.contains(&row("v2", "active"))
+    });
+    for node in &nodes[..2] {
+        node.signal("-TERM");
+    }
+    for node in &mut nodes[..2] {
+        assert_eq!(node.wait().code(), Some(0));
+    }
+}
