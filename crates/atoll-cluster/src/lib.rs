@@ -20,6 +20,7 @@
 #![deny(missing_docs)]
 
 pub mod builtin;
+pub mod chat;
 mod config;
 mod convert;
 mod error;
@@ -40,6 +41,6 @@ pub use error::{
 };
 pub use node::{
     GroupStatus, LockGuard, LockStatus, MAX_NAME_LEN, MemberStatus, NameLost, NameStatus, Node,
-    NodeStatus, PeerInfo, PeerStatus, RTT_BUCKETS_US, RaftView, RemoteNode, RttSnapshot,
+    NodeStatus, PeerInfo, PeerStatus, RTT_BUCKETS_US, RaftView, RemoteNode, RttSnapshot, WeakNode,
     scope_name,
 };

@@ -145,6 +145,24 @@ struct Inner {
     request_rtt: status::RttHistogram,
 }
 
+/// A handle to a node that does not keep it running (for processes and factories the node
+/// itself holds).
+#[derive(Clone)]
+pub struct WeakNode(Weak<Inner>);
+
+impl std::fmt::Debug for WeakNode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("WeakNode")
+    }
+}
+
+impl WeakNode {
+    /// The node, if it still exists.
+    pub fn upgrade(&self) -> Option<Node> {
+        self.0.upgrade().map(|inner| Node { inner })
+    }
+}
+
 /// A connected peer, as seen from this node.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PeerInfo {
@@ -327,6 +345,11 @@ impl Node {
         peer.closed_on_purpose.store(true, Ordering::Release);
         peer.conn.close(quinn::VarInt::from_u32(0), b"disconnect");
         true
+    }
+
+    /// A handle that does not keep this node running.
+    pub fn downgrade(&self) -> WeakNode {
+        WeakNode(Arc::downgrade(&self.inner))
     }
 
     /// The connected peers.
