@@ -76,6 +76,15 @@ pub enum Command {
     /// configuration with --config (its `http` field is used). Fails within a few seconds
     /// with a clear error when the node does not answer.
     Status(StatusArgs),
+    /// Start a three-node cluster on this machine and show it working.
+    ///
+    /// Starts three `atoll node` processes on 127.0.0.1 (certificates and configuration
+    /// in a temporary directory), joins them as a fourth member and narrates: membership
+    /// and the Raft core, a chat room with members on every node, names in each scope, a
+    /// lock; then kills one node and shows it declared unreachable, its names and lock
+    /// released, and the lock taken again with a larger fencing token. Stops the nodes,
+    /// removes the directory and exits 0 (1 if a step does not happen in time).
+    Demo,
 }
 
 /// `atoll status` arguments.

@@ -132,6 +132,9 @@ pub enum Error {
         /// The configuration file.
         path: PathBuf,
     },
+    /// A step of `atoll demo` did not happen.
+    #[error("demo: {0}")]
+    Demo(String),
     /// The async runtime or the signal handlers could not be set up.
     #[error("cannot set up the {what}: {source}")]
     Runtime {
@@ -164,6 +167,7 @@ impl Error {
             | Error::Start(_)
             | Error::Unreachable { .. }
             | Error::BadAnswer { .. }
+            | Error::Demo(_)
             | Error::Runtime { .. } => EXIT_FAILURE,
         }
     }

@@ -5,6 +5,7 @@
 //! - `atoll shared init | key`: the CA-less shared identity.
 //! - `atoll node --config FILE`: a node ([`node`]) configured by a TOML file ([`config`]),
 //!   optionally serving a status page, a JSON API and metrics over HTTP ([`http`]).
+//! - `atoll demo`: a three-node cluster on this machine, narrated ([`demo`]).
 //! - `atoll status`: a running node's view of the cluster, from its HTTP service
 //!   ([`status`]).
 //!
@@ -16,6 +17,7 @@
 pub mod args;
 pub mod ca;
 pub mod config;
+pub mod demo;
 mod error;
 pub mod http;
 pub mod node;
@@ -34,6 +36,7 @@ pub fn run(cli: Cli) -> Result<(), Error> {
         Command::Shared(cmd) => run_shared(cmd),
         Command::Node(args) => node::run(&args.config),
         Command::Status(args) => run_status(args),
+        Command::Demo => demo::run(),
     }
 }
 

@@ -1214,3 +1214,71 @@ fn the_status_page_shows_the_cluster_in_a_browser_and_a_node_going_down() {
         assert_eq!(node.wait().code(), Some(0));
     }
 }
+
+#[test]
+fn demo_narrates_the_cluster_and_a_node_loss_then_cleans_up() {
+    let started = Instant::now();
+    let mut child = Command::new(BIN)
+        .arg("demo")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = lines(child.stdout.take().unwrap());
+    let err = lines(child.stderr.take().unwrap());
+    let until = started + Duration::from_secs(120);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > until {
+            let _ = child.kill();
+            panic!("atoll demo did not finish within 120 s");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    // The readers end at end of file, now that the process is gone.
+    let printed: Vec<String> = out.iter().collect();
+    let text = printed.join("\n");
+    let errors: Vec<String> = err.iter().collect();
+    assert!(status.success(), "{status}\n{text}\n{}", errors.join("\n"));
+    let expected = [
+        "== atoll demo: three nodes on 127.0.0.1",
+        "  n1 active at 127.0.0.1:",
+        "  raft: voters n1, n2, n3; leader n",
+        "  cat (",
+        "  history has 3 lines:",
+        "    #2 bob: hi ann, n2 here",
+        "  cat on n3 heard: #1 ann: hello from n1 | #2 bob: hi ann, n2 here | #3 cat: and n3 says hi",
+        "  bob left (was a member: true); present: ann, cat",
+        "  demo-local: local name of",
+        "  demo-eventual: eventual name of",
+        "  demo-consistent: consistent name of",
+        "  demo-strong: strong name of",
+        "  demo-lock: held by",
+        "== n3 is killed (SIGKILL)",
+        "s: n3 unreachable",
+        "s: demo-consistent released",
+        "s: demo-strong released",
+        "s: demo-lock released",
+        "  demo-lock taken again by",
+        "  chat: cat left with its node; present: ann",
+        "== done: nodes stopped, files removed",
+    ];
+    let mut from = 0;
+    for needle in expected {
+        let at = printed[from..]
+            .iter()
+            .position(|l| l.contains(needle))
+            .unwrap_or_else(|| panic!("no {needle:?} (in order) in:\n{text}"));
+        from += at + 1;
+    }
+    // The temporary directory named on the first line is gone.
+    let dir = printed[0]
+        .split("files in ")
+        .nth(1)
+        .and_then(|d| d.strip_suffix(')'))
+        .unwrap();
+    assert!(!Path::new(dir).exists(), "{dir} was left behind");
+}
