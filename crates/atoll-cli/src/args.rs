@@ -85,6 +85,41 @@ pub enum Command {
     /// released, and the lock taken again with a larger fencing token. Stops the nodes,
     /// removes the directory and exits 0 (1 if a step does not happen in time).
     Demo,
+    /// Watch a node's processes live: mailbox length, messages handled, uptime, status.
+    ///
+    /// NODE is a node name; any node of the cluster with an HTTP service (given with
+    /// --http, or its configuration with --config) fetches the list from it over the
+    /// live-attach RPC. Keys: m, h, u sort by mailbox, handled, uptime; r refreshes; q
+    /// quits. With --once, prints the list once and exits.
+    Attach(AttachArgs),
+}
+
+/// `atoll attach` arguments.
+#[derive(Debug, Args)]
+pub struct AttachArgs {
+    /// The node to watch, by name.
+    #[arg(value_name = "NODE")]
+    pub node: String,
+    /// The HTTP address (HOST:PORT) of a node to ask.
+    #[arg(
+        long,
+        value_name = "HOST:PORT",
+        required_unless_present = "config",
+        conflicts_with = "config"
+    )]
+    pub http: Option<String>,
+    /// The configuration file of a node to ask; its `http` address is used.
+    #[arg(long, short = 'c', value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// The column to sort by, largest first.
+    #[arg(long, value_enum, default_value = "mailbox")]
+    pub sort: crate::attach::SortBy,
+    /// Refresh interval, in milliseconds.
+    #[arg(long, value_name = "MS", default_value_t = 1000)]
+    pub interval_ms: u64,
+    /// Print the process list once and exit (no terminal view).
+    #[arg(long)]
+    pub once: bool,
 }
 
 /// `atoll status` arguments.

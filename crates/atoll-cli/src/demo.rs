@@ -291,7 +291,9 @@ async fn narrate(node: &Node, scene: &mut Scene, http: &[u16]) -> Result<(), Err
         (active == NODES.len()).then_some(())
     })
     .await?;
-    for m in swim.members() {
+    let mut members = swim.members();
+    members.sort_by(|a, b| a.identity.name().cmp(b.identity.name()));
+    for m in members {
         say(&format!(
             "  {} active at {} (generation {})",
             m.identity.name(),
@@ -306,6 +308,8 @@ async fn narrate(node: &Node, scene: &mut Scene, http: &[u16]) -> Result<(), Err
             if let Ok(s) = crate::status::fetch_status(&addr)
                 && let Some(raft) = s.raft
                 && raft.leader.is_some()
+                // Voters are shown by name once n1 has met them all.
+                && raft.voters.iter().all(|v| NODES.contains(&v.as_str()))
             {
                 return Ok(raft);
             }
@@ -317,9 +321,11 @@ async fn narrate(node: &Node, scene: &mut Scene, http: &[u16]) -> Result<(), Err
     })
     .await
     .map_err(|e| fail(e.to_string()))??;
+    let mut voters = raft.voters.clone();
+    voters.sort();
     say(&format!(
         "  raft: voters {}; leader {}, term {}",
-        raft.voters.join(", "),
+        voters.join(", "),
         raft.leader.unwrap_or_default(),
         raft.term.unwrap_or(0)
     ));

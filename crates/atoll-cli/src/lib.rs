@@ -5,6 +5,7 @@
 //! - `atoll shared init | key`: the CA-less shared identity.
 //! - `atoll node --config FILE`: a node ([`node`]) configured by a TOML file ([`config`]),
 //!   optionally serving a status page, a JSON API and metrics over HTTP ([`http`]).
+//! - `atoll attach NODE`: a live view of a node's processes ([`attach`]).
 //! - `atoll demo`: a three-node cluster on this machine, narrated ([`demo`]).
 //! - `atoll status`: a running node's view of the cluster, from its HTTP service
 //!   ([`status`]).
@@ -15,6 +16,7 @@
 #![deny(missing_docs)]
 
 pub mod args;
+pub mod attach;
 pub mod ca;
 pub mod config;
 pub mod demo;
@@ -37,21 +39,37 @@ pub fn run(cli: Cli) -> Result<(), Error> {
         Command::Node(args) => node::run(&args.config),
         Command::Status(args) => run_status(args),
         Command::Demo => demo::run(),
+        Command::Attach(args) => {
+            let http = http_address(args.http, args.config)?;
+            if args.once {
+                let list = attach::fetch(&http, &args.node, args.sort)?;
+                print!("{}", attach::render_once(&args.node, &list, args.sort));
+                Ok(())
+            } else {
+                let every = std::time::Duration::from_millis(args.interval_ms.max(100));
+                attach::run_live(&http, &args.node, args.sort, every)
+            }
+        }
+    }
+}
+
+/// The HTTP address given, or the one in the node configuration given.
+fn http_address(http: Option<String>, config: Option<std::path::PathBuf>) -> Result<String, Error> {
+    match (http, config) {
+        (Some(addr), _) => Ok(addr),
+        (None, Some(path)) => {
+            let file = config::NodeFile::load(&path)?;
+            match file.http {
+                Some(addr) => Ok(addr.to_string()),
+                None => Err(Error::NoHttp { path }),
+            }
+        }
+        (None, None) => unreachable!("clap requires --http or --config"),
     }
 }
 
 fn run_status(args: args::StatusArgs) -> Result<(), Error> {
-    let addr = match (args.http, args.config) {
-        (Some(addr), _) => addr,
-        (None, Some(path)) => {
-            let file = config::NodeFile::load(&path)?;
-            match file.http {
-                Some(addr) => addr.to_string(),
-                None => return Err(Error::NoHttp { path }),
-            }
-        }
-        (None, None) => unreachable!("clap requires --http or --config"),
-    };
+    let addr = http_address(args.http, args.config)?;
     let s = status::fetch_status(&addr)?;
     if args.json {
         println!(

@@ -1096,6 +1096,30 @@ fn status_api_and_metrics_show_members_raft_names_and_a_node_going_down() {
     assert_eq!(code, 200);
     assert!(page.contains("/api/status"), "{page}");
 
+    // Live attach, through v1, to v2's processes; an unknown node is a clear error.
+    let listing = ok(
+        dir,
+        &[
+            "attach", "v2", "--http", &http[0], "--once", "--sort", "handled",
+        ],
+    );
+    assert!(
+        listing.starts_with("node v2: ") && listing.contains("sorted by handled"),
+        "{listing}"
+    );
+    let echo_row = listing
+        .lines()
+        .find(|l| l.contains(" echo "))
+        .unwrap_or_else(|| panic!("{listing}"));
+    assert!(echo_row.contains("Echo"), "{listing}");
+    let out = atoll(dir, &["attach", "nowhere", "--http", &http[0], "--once"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("no reachable node named \"nowhere\""),
+        "{}",
+        stderr(&out)
+    );
+
     // v3 dies: v1 reports it unreachable, and asking v3 is a clear error, not a hang.
     nodes[2].child.kill().unwrap();
     nodes[2].wait();
