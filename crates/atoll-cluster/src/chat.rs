@@ -138,9 +138,10 @@ impl Actor for Room {
                 reply,
             } => {
                 let nick = cut(nick);
-                if !self.members.contains_key(&member) {
-                    let monitor = ctx.monitor(member);
-                    self.members.insert(member, (nick.clone(), monitor));
+                if let std::collections::btree_map::Entry::Vacant(entry) =
+                    self.members.entry(member)
+                {
+                    entry.insert((nick.clone(), ctx.monitor(member)));
                     let notice = format!("{nick} joined {}", self.name);
                     self.tell(ctx, Some(member), || MemberMsg::Notice(notice.clone()));
                 }
