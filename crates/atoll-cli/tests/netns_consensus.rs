@@ -75,19 +75,39 @@ fn consistent_names(s: &serde_json::Value) -> HashMap<String, String> {
 }
 
 /// Every acknowledged registration in `acked` is what node `i` reports, waiting for its
-/// registry to catch up.
+/// registry to catch up; names the ones missing if it never does.
 fn assert_present(c: &Cluster, i: usize, acked: &[Registration]) {
-    let s = c.wait_status(
-        i,
-        &format!("{} acknowledged registrations", acked.len()),
-        |s| {
-            let names = consistent_names(s);
-            acked.iter().all(|r| names.get(&r.name) == r.pid.as_ref())
-        },
-    );
-    let names = consistent_names(&s);
-    for r in acked {
-        assert_eq!(names.get(&r.name), r.pid.as_ref(), "{r:?} on n{i}");
+    let missing = |s: &serde_json::Value| -> Vec<String> {
+        let names = consistent_names(s);
+        acked
+            .iter()
+            .filter(|r| names.get(&r.name) != r.pid.as_ref())
+            .map(|r| {
+                format!(
+                    "{} (acknowledged for {:?}, now {:?})",
+                    r.name,
+                    r.pid,
+                    names.get(&r.name)
+                )
+            })
+            .collect()
+    };
+    let until = std::time::Instant::now() + netns::DEADLINE;
+    loop {
+        let s = c.status(i);
+        let gone = missing(&s);
+        if gone.is_empty() {
+            return;
+        }
+        if std::time::Instant::now() > until {
+            panic!(
+                "n{i} lacks {} of {} acknowledged registrations: {gone:?}\n{}",
+                gone.len(),
+                acked.len(),
+                c.dump()
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
     }
 }
 

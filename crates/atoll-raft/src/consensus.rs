@@ -407,6 +407,26 @@ impl<T: RaftTransport + std::fmt::Debug> Consensus<T> {
         }
     }
 
+    /// Proposes `command` only as this node's own decision while it leads: it is appended
+    /// here or not at all, never forwarded. For commands decided from this node's view of
+    /// the cluster (releasing a lost node's names): a leader that is deposed while such a
+    /// command waits must not have it carried out by its successor, whose view may differ.
+    /// [`ConsensusError::NoLeader`] when this node does not lead (or stops leading before
+    /// the command commits).
+    pub async fn propose_as_leader(&self, command: Command) -> Result<Outcome, ConsensusError> {
+        if self.leader_hint() != Some(self.inner.id) {
+            return Err(ConsensusError::NoLeader);
+        }
+        let answer =
+            tokio::time::timeout(self.inner.request_timeout, self.propose_here(command)).await;
+        match answer {
+            Err(_) | Ok(Err(Refusal::Undecided)) => Err(ConsensusError::Timeout),
+            Ok(Ok(outcome)) => Ok(outcome),
+            Ok(Err(Refusal::NotLeader { .. } | Refusal::NoQuorum)) => Err(ConsensusError::NoLeader),
+            Ok(Err(Refusal::Stopped(e))) => Err(ConsensusError::Stopped(e)),
+        }
+    }
+
     /// Waits until this node's registry reflects every write committed before the call:
     /// reads of [`Consensus::registry`] made after it returns are linearizable.
     ///

@@ -337,6 +337,58 @@ async fn acknowledged_registrations_survive_losing_the_leader() -> Result<(), Er
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deposed_leaders_own_decision_is_not_carried_out_by_its_successor() -> Result<(), Error> {
+    let dir = tempfile::tempdir()?;
+    let router = MemRouter::new();
+    let nodes = start_all(&router, dir.path()).await?;
+    let old = agreed_leader(&all(&nodes)).await?;
+    // Cut off, the leader still leads in its own eyes and appends what it decides.
+    router.isolate(nodes[old].id());
+    // More decisions than can wait for a quorum at once: the later ones queue unappended.
+    let decided: Vec<_> = (0..64)
+        .map(|i| {
+            let decider = nodes[old].clone();
+            tokio::spawn(async move {
+                decider
+                    .propose_as_leader(register(&format!("stale-{i}"), pid(9, i)))
+                    .await
+            })
+        })
+        .collect();
+    let others: Vec<&Handle> = (0..3).filter(|&i| i != old).map(|i| &nodes[i]).collect();
+    let new = others[agreed_leader(&others).await?];
+    assert_ne!(new.id(), nodes[old].id());
+    // Back before its proposal timed out: it steps down, and the proposal fails rather
+    // than being forwarded to the new leader.
+    router.rejoin(nodes[old].id());
+    for d in decided {
+        let result = d.await?;
+        assert!(result.is_err(), "{result:?}");
+    }
+    assert_eq!(
+        new.propose(register("marker", pid(1, 2))).await?,
+        Outcome::Registered
+    );
+    for n in &nodes {
+        eventually(Duration::from_secs(5), "the marker everywhere", || async {
+            n.whereis("marker").map(|_| ())
+        })
+        .await?;
+        assert!(
+            n.whereis("stale").is_none(),
+            "a deposed leader's decision was applied"
+        );
+    }
+    // A follower never proposes as leader.
+    let follower = others.iter().find(|n| n.id() != new.id()).unwrap();
+    assert!(matches!(
+        follower.propose_as_leader(register("f", pid(2, 2))).await,
+        Err(ConsensusError::NoLeader)
+    ));
+    shutdown_all(&router, &nodes).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_cut_off_from_the_majority_fails_fast_with_a_typed_error() -> Result<(), Error> {
     let dir = tempfile::tempdir()?;
     let router = MemRouter::new();

@@ -510,8 +510,10 @@ async fn release_lost(weak: Weak<Inner>, every: Duration) {
         if c.leader_hint() != Some(c.id()) {
             continue;
         }
+        // Decided from this node's view of the cluster, so only carried out while it leads:
+        // a leader cut off from the others sees them all as lost.
         for command in releases(&inner, &c.registry()) {
-            match c.propose(command.clone()).await {
+            match c.propose_as_leader(command.clone()).await {
                 Ok(Outcome::Released { names, locks }) => {
                     info!(node = %inner.name, ?command, ?names, ?locks, "released names and locks")
                 }
