@@ -1092,6 +1092,52 @@ mod tests {
         parse(text).unwrap_err().to_string()
     }
 
+    /// `docs/node.toml`, the commented example with every field, parses as documented.
+    #[test]
+    fn the_commented_example_file_parses() {
+        let text = include_str!("../../../docs/node.toml");
+        let c = NodeFile::parse(Path::new("/srv/atoll/london.toml"), text).unwrap();
+        assert_eq!(c.name, "london");
+        assert_eq!(c.http, Some("127.0.0.1:7100".parse().unwrap()));
+        assert_eq!(c.log_format, LogFormat::Text);
+        assert_eq!(c.log_filter, "info");
+        assert_eq!(c.threads, 2);
+        let cluster = c.cluster.as_ref().unwrap();
+        assert_eq!(
+            cluster.seeds,
+            ["127.0.0.1:7001".parse::<SocketAddr>().unwrap()]
+        );
+        let consensus = c.consensus.as_ref().unwrap();
+        assert_eq!(consensus.voters.len(), 3);
+        assert_eq!(consensus.data_dir, Path::new("/srv/atoll/raft-london"));
+    }
+
+    #[test]
+    fn http_and_log_fields_are_checked() {
+        let base = "name = \"a\"\nlisten = \"127.0.0.1:1\"\n";
+        let tls = "[tls]\nkey = \"k\"\ncert = \"c\"\nca = \"a\"\n";
+        let e = err(&format!("{base}http = \"nope\"\n{tls}"));
+        assert!(
+            e.contains("field \"http\": invalid socket address \"nope\""),
+            "{e}"
+        );
+        let e = err(&format!("{base}{tls}[log]\nformat = \"xml\"\n"));
+        assert!(
+            e.contains("field \"log.format\": \"xml\" is not a log format"),
+            "{e}"
+        );
+        let e = err(&format!("{base}{tls}[log]\nfilter = \"[[[\"\n"));
+        assert!(e.contains("field \"log.filter\""), "{e}");
+        let c = parse(&format!(
+            "{base}{tls}[log]\nformat = \"json\"\nfilter = \"warn\"\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            (c.log_format, c.log_filter.as_str()),
+            (LogFormat::Json, "warn")
+        );
+    }
+
     const GOOD: &str = r#"
 name = "london"
 listen = "127.0.0.1:7000"

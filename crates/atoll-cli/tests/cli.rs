@@ -1031,7 +1031,10 @@ fn status_api_and_metrics_show_members_raft_names_and_a_node_going_down() {
     assert_eq!(echo[0]["scope"], "local");
     assert_eq!(echo[0]["node"], "v1");
 
-    // The tables.
+    // The tables, once v2 has heard from the leader too.
+    wait_status(dir, &http[1], "v2 knows the leader", |s| {
+        s["raft"]["leader"] == leader.as_str()
+    });
     let text = ok(dir, &["status", "--http", &http[1]]);
     assert!(text.starts_with("node v2 id="), "{text}");
     for needle in [
@@ -1305,4 +1308,24 @@ fn demo_narrates_the_cluster_and_a_node_loss_then_cleans_up() {
         .and_then(|d| d.strip_suffix(')'))
         .unwrap();
     assert!(!Path::new(dir).exists(), "{dir} was left behind");
+}
+
+#[test]
+fn log_format_json_writes_one_json_object_per_line() {
+    let tmp = TempDir::new("jsonlog");
+    let dir = tmp.path();
+    ca_with(dir, &["j1"]);
+    let file = write_config(dir, "j1", &[]);
+    let path = dir.join(&file);
+    let text = std::fs::read_to_string(&path).unwrap();
+    // Top-level fields go before the first table.
+    std::fs::write(&path, format!("{text}\n[log]\nformat = \"json\"\n")).unwrap();
+    let mut node = NodeProcess::start(dir, &file);
+    let line = node.wait_for_log(&["node started"]);
+    let v: serde_json::Value =
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line:?}"));
+    assert_eq!(v["level"], "INFO", "{line}");
+    assert_eq!(v["fields"]["message"], "node started", "{line}");
+    node.signal("-TERM");
+    assert_eq!(node.wait().code(), Some(0));
 }
