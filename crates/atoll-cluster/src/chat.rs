@@ -199,14 +199,38 @@ pub enum MemberMsg {
     Heard(ReplyTo<Vec<String>>),
 }
 
-/// A member of a chat room: remembers what it hears (the last [`HISTORY`] items).
-#[derive(Debug, Default)]
+/// Called with each thing a [`Member`] hears, as text.
+pub type Listener = Box<dyn Fn(&str) + Send>;
+
+/// A member of a chat room: remembers what it hears (the last [`HISTORY`] items) and, if
+/// given a listener, hands each item to it as it arrives.
+#[derive(Default)]
 pub struct Member {
     heard: VecDeque<String>,
+    listener: Option<Listener>,
+}
+
+impl std::fmt::Debug for Member {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Member")
+            .field("heard", &self.heard)
+            .finish()
+    }
 }
 
 impl Member {
+    /// A member that also calls `listener` with everything it hears (to print it, say).
+    pub fn with_listener(listener: impl Fn(&str) + Send + 'static) -> Self {
+        Member {
+            heard: VecDeque::new(),
+            listener: Some(Box::new(listener)),
+        }
+    }
+
     fn remember(&mut self, what: String) {
+        if let Some(listener) = &self.listener {
+            listener(&what);
+        }
         if self.heard.len() == HISTORY {
             self.heard.pop_front();
         }

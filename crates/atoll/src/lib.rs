@@ -33,8 +33,9 @@ pub use atoll_actor::*;
 pub use atoll_cluster::{
     ClusterSendError, ConnectError, ConsensusConfig, ConsensusError, GlobalError, GroupJoinError,
     IdentityError, Load, LockError, LockGuard, MAX_NAME_LEN, Member, MemberEvent, MemberIdentity,
-    MemberMeta, MemberState, MembershipConfig, NameError, NameLost, Node, NodeConfig, PeerInfo,
-    RaftRole, RaftStatus, RemoteNode, RpcError, StartError, Swim, SwimConfig, SwimStats, builtin,
+    MemberMeta, MemberState, MembershipConfig, NameError, NameLost, Node, NodeConfig, NodeStatus,
+    PeerInfo, RaftRole, RaftStatus, RemoteNode, RpcError, StartError, Swim, SwimConfig, SwimStats,
+    WeakNode, builtin, chat,
 };
 pub use atoll_core::{Scope, SplitMix64};
 
