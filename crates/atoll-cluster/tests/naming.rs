@@ -162,6 +162,34 @@ fn consistent_names_resolve_everywhere_have_one_winner_and_go_with_their_owner()
         hosts[1].node().whereis("svc") == Some(local)
     });
 
+    // A registration whose caller stopped waiting (as when its answer is lost) may still
+    // commit; the name goes when its process exits all the same.
+    let (orphan, name) = (0..20)
+        .find_map(|i| {
+            let pid = hosts[3].probe();
+            let name = format!("orphan-{i}");
+            let asked = name.clone();
+            hosts[3].run(move |n| async move {
+                // Polled once, then dropped: the proposal is on its way, nobody waits.
+                let _ = tokio::time::timeout(
+                    Duration::ZERO,
+                    n.register(&asked, pid, Scope::Consistent),
+                )
+                .await;
+            });
+            let until = Instant::now() + Duration::from_secs(2);
+            while Instant::now() < until {
+                if hosts[0].node().whereis(&name) == Some(pid) {
+                    return Some((pid, name));
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            None
+        })
+        .expect("an abandoned registration committed");
+    hosts[3].end(orphan);
+    everywhere(hosts, &name, None);
+
     for h in setup.hosts {
         h.stop();
     }

@@ -35,6 +35,10 @@ pub enum Command {
         /// If set, only processes of incarnations older than this creation are released (the
         /// node restarted, and its new incarnation's bindings stay).
         before_creation: Option<u32>,
+        /// If set, only names bound and locks granted at or before this log index are
+        /// released: what the node held when it was seen lost. Later ones are claims it made
+        /// since, so it is evidently back, and they stay.
+        up_to_index: Option<u64>,
     },
     /// Acquire the lock `name` for `holder`, if it is free.
     Lock {
@@ -252,20 +256,23 @@ impl Registry {
             Command::ReleaseNode {
                 node,
                 before_creation,
+                up_to_index,
             } => {
-                let gone = |pid: &Pid| {
-                    pid.node == *node && before_creation.is_none_or(|c| pid.creation < c)
+                let gone = |pid: &Pid, index: u64| {
+                    pid.node == *node
+                        && before_creation.is_none_or(|c| pid.creation < c)
+                        && up_to_index.is_none_or(|i| index <= i)
                 };
                 let names: Vec<String> = self
                     .names
                     .iter()
-                    .filter(|(_, b)| gone(&b.pid))
+                    .filter(|(_, b)| gone(&b.pid, b.index))
                     .map(|(n, _)| n.clone())
                     .collect();
                 let locks: Vec<String> = self
                     .locks
                     .iter()
-                    .filter(|(_, g)| gone(&g.holder))
+                    .filter(|(_, g)| gone(&g.holder, g.token))
                     .map(|(n, _)| n.clone())
                     .collect();
                 for n in &names {
@@ -424,6 +431,44 @@ mod tests {
     }
 
     #[test]
+    fn release_up_to_an_index_keeps_what_the_node_claimed_since() {
+        let mut r = Registry::new();
+        r.apply(1, &register("before", pid(1, 1, 1)));
+        r.apply(
+            2,
+            &Command::Lock {
+                name: "l-before".into(),
+                holder: pid(1, 1, 2),
+            },
+        );
+        r.apply(3, &register("since", pid(1, 1, 3)));
+        r.apply(
+            4,
+            &Command::Lock {
+                name: "l-since".into(),
+                holder: pid(1, 1, 4),
+            },
+        );
+        let out = r.apply(
+            5,
+            &Command::ReleaseNode {
+                node: node(1),
+                before_creation: None,
+                up_to_index: Some(2),
+            },
+        );
+        assert_eq!(
+            out,
+            Outcome::Released {
+                names: vec!["before".into()],
+                locks: vec!["l-before".into()],
+            }
+        );
+        assert!(r.whereis("since").is_some());
+        assert!(r.locks().contains_key("l-since"));
+    }
+
+    #[test]
     fn release_node_drops_its_names_and_locks() {
         let mut r = Registry::new();
         r.apply(1, &register("old", pid(1, 1, 1)));
@@ -448,6 +493,7 @@ mod tests {
             &Command::ReleaseNode {
                 node: node(1),
                 before_creation: Some(2),
+                up_to_index: None,
             },
         );
         assert_eq!(
@@ -463,6 +509,7 @@ mod tests {
             &Command::ReleaseNode {
                 node: node(1),
                 before_creation: None,
+                up_to_index: None,
             },
         );
         assert_eq!(

@@ -36,10 +36,15 @@ const DIAL_BACKOFF: Duration = Duration::from_millis(300);
 const DIAL_TIMEOUT: Duration = Duration::from_secs(1);
 /// The pause between two rounds of asking the voters when none could take a proposal.
 const RETRY_PAUSE: Duration = Duration::from_millis(50);
-/// How often a waiting `lock` looks at the registry for the lock's release.
-const LOCK_POLL: Duration = Duration::from_millis(20);
-/// How often a member waiting to acknowledge a Strong binding looks at its registry.
-const APPLY_POLL: Duration = Duration::from_millis(10);
+/// The sweep for names and locks of this node's exited processes runs this many release
+/// intervals apart.
+const ORPHAN_SWEEP_FACTOR: u32 = 4;
+/// How long after a member was first seen lost the leader releases again what its node
+/// holds: a registration in flight when it died may have committed after the first release.
+const LOST_RECHECK: Duration = Duration::from_secs(10);
+/// The longest a wait for a registry change sleeps before looking again anyway (a voter
+/// that starts while someone waits changes where changes are announced).
+const CHANGE_RECHECK: Duration = Duration::from_millis(100);
 /// Backoff bounds for releases proposed after an owner exits.
 const RELEASE_RETRY: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(2));
 
@@ -51,10 +56,23 @@ pub(super) struct Naming {
     raft: Option<watch::Sender<RaftState>>,
     /// The newest registry pushed by a voter (what a non-voter resolves from).
     view: RwLock<(u64, Registry)>,
+    /// The index of `view`, announced whenever it changes.
+    view_changed: watch::Sender<u64>,
     /// The voter believed to lead, as a Raft id (0: unknown).
     leader: AtomicU64,
     /// Consensus names of local processes whose exit is watched.
     watched: Mutex<HashSet<(String, Pid)>>,
+    /// The members this node, leading, has seen lost: what it releases of each.
+    lost: Mutex<HashMap<NodeId, LostSince>>,
+}
+
+/// A member generation the leader saw lost, and the registry index up to which its node's
+/// names and locks are released.
+#[derive(Debug, Clone, Copy)]
+struct LostSince {
+    generation: u64,
+    up_to_index: u64,
+    at: Instant,
 }
 
 #[derive(Clone)]
@@ -104,8 +122,10 @@ impl Naming {
             }),
             raft: is_voter.then(|| watch::channel(RaftState::Starting).0),
             view: RwLock::new((0, Registry::new())),
+            view_changed: watch::channel(0).0,
             leader: AtomicU64::new(0),
             watched: Mutex::default(),
+            lost: Mutex::default(),
         })
     }
 
@@ -149,6 +169,16 @@ impl Naming {
         f(&view.1)
     }
 
+    /// Like [`Self::read`], with the registry's log index (0: nothing applied).
+    fn read_indexed<R>(&self, f: impl FnOnce(u64, &Registry) -> R) -> R {
+        if let Some(c) = self.ready() {
+            let (index, registry) = c.applied_registry();
+            return f(index.unwrap_or(0), &registry);
+        }
+        let view = self.view.read().unwrap_or_else(|e| e.into_inner());
+        f(view.0, &view.1)
+    }
+
     pub(super) fn whereis(&self, name: &str) -> Option<Pid> {
         if let Some(c) = self.ready() {
             return c.whereis(name).map(|b| b.pid);
@@ -171,6 +201,27 @@ impl Naming {
 
     pub(super) async fn status(&self) -> Option<RaftStatus> {
         Some(self.ready()?.status().await)
+    }
+
+    /// Waits until `holds` is true of the registry this node resolves from, waking on each
+    /// change of it; false if `deadline` passes first.
+    async fn wait_for(&self, deadline: Instant, holds: impl Fn(u64, &Registry) -> bool) -> bool {
+        loop {
+            let mut changes = match self.ready() {
+                Some(c) => c.watch_applied(),
+                None => self.view_changed.subscribe(),
+            };
+            changes.borrow_and_update();
+            if self.read_indexed(&holds) {
+                return true;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return false;
+            }
+            let _ = tokio::time::timeout_at(deadline.min(now + CHANGE_RECHECK), changes.changed())
+                .await;
+        }
     }
 
     /// The names and locks of the registry this node resolves from.
@@ -228,8 +279,12 @@ impl Naming {
 /// Starts what consensus needs on a node that has just bound its endpoint.
 pub(super) fn start(inner: &Arc<Inner>) {
     let Some(naming) = &inner.naming else { return };
-    let Some(raft) = &naming.raft else { return };
     let weak = Arc::downgrade(inner);
+    tokio::spawn(release_orphans(
+        weak.clone(),
+        naming.config.release_interval * ORPHAN_SWEEP_FACTOR,
+    ));
+    let Some(raft) = &naming.raft else { return };
     let voters: Vec<(RaftId, RaftNode)> = naming
         .directory
         .voters
@@ -316,15 +371,12 @@ pub(super) async fn serve_await_name(
 /// Waits until this node's registry binds `name` to `pid` (then returns the registry index
 /// it resolves from), or `deadline` passes.
 async fn await_applied(naming: &Naming, name: &str, pid: Pid, deadline: Instant) -> Option<u64> {
-    loop {
-        if naming.whereis(name) == Some(pid) {
-            return Some(naming.applied());
-        }
-        if Instant::now() >= deadline {
-            return None;
-        }
-        tokio::time::sleep_until(deadline.min(Instant::now() + APPLY_POLL)).await;
-    }
+    let bound = naming
+        .wait_for(deadline, |_, r| {
+            r.whereis(name).is_some_and(|b| b.pid == pid)
+        })
+        .await;
+    bound.then(|| naming.applied())
 }
 
 /// The members a Strong binding must reach: every `Active` member but this node (with
@@ -437,7 +489,11 @@ pub(super) fn learn_view(inner: &Inner, from: NodeId, view: RegistryView) {
         return;
     }
     match Registry::from_bytes(&view.snapshot) {
-        Ok(registry) => *held = (view.applied, registry),
+        Ok(registry) => {
+            *held = (view.applied, registry);
+            drop(held);
+            naming.view_changed.send_replace(view.applied);
+        }
         Err(e) => {
             warn!(node = %inner.name, peer = %from, "ignored a registry that does not decode: {e}")
         }
@@ -512,7 +568,19 @@ async fn release_lost(weak: Weak<Inner>, every: Duration) {
         }
         // Decided from this node's view of the cluster, so only carried out while it leads:
         // a leader cut off from the others sees them all as lost.
-        for command in releases(&inner, &c.registry()) {
+        let (index, registry) = c.applied_registry();
+        let commands = {
+            let Some(naming) = &inner.naming else { return };
+            let mut lost = naming.lost.lock().unwrap_or_else(|e| e.into_inner());
+            releases(
+                &inner,
+                index.unwrap_or(0),
+                &registry,
+                &mut lost,
+                Instant::now(),
+            )
+        };
+        for command in commands {
             match c.propose_as_leader(command.clone()).await {
                 Ok(Outcome::Released { names, locks }) => {
                     info!(node = %inner.name, ?command, ?names, ?locks, "released names and locks")
@@ -524,19 +592,88 @@ async fn release_lost(weak: Weak<Inner>, every: Duration) {
     }
 }
 
-/// The releases the registry calls for, as this node sees the cluster.
-fn releases(inner: &Inner, registry: &Registry) -> Vec<Command> {
-    let mut holders: BTreeMap<NodeId, BTreeSet<u32>> = BTreeMap::new();
-    let pids = registry
+/// Releases names and locks the registry gives to processes of this node that no longer
+/// run. Exits are watched for every registration and grant this node saw succeed; this
+/// sweep catches the ones whose answer was lost (a request that timed out after it
+/// committed, say when the leader died), which nothing else would ever release.
+async fn release_orphans(weak: Weak<Inner>, every: Duration) {
+    let mut tick = tokio::time::interval(every.max(Duration::from_millis(10)));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(inner) = weak.upgrade() else { return };
+        if inner.closing.load(Ordering::SeqCst) {
+            return;
+        }
+        let Some(naming) = &inner.naming else { return };
+        let orphans = naming.read(|r| orphans(&inner, r));
+        for command in orphans {
+            match propose(&inner, command.clone()).await {
+                Ok(outcome) => {
+                    info!(node = %inner.name, ?command, ?outcome, "released what an exited process held")
+                }
+                Err(e) => {
+                    debug!(node = %inner.name, ?command, "orphan release not applied yet: {e}")
+                }
+            }
+        }
+    }
+}
+
+/// The releases for names and locks `registry` gives to exited processes of this node.
+fn orphans(inner: &Inner, registry: &Registry) -> Vec<Command> {
+    let orphaned = |pid: &Pid| {
+        pid.node == inner.id && pid.creation == inner.rt.creation() && !inner.rt.is_alive(*pid)
+    };
+    let names = registry
+        .names()
+        .iter()
+        .filter(|(_, b)| orphaned(&b.pid))
+        .map(|(name, b)| Command::Unregister {
+            name: name.clone(),
+            pid: b.pid,
+        });
+    let locks = registry
+        .locks()
+        .iter()
+        .filter(|(_, g)| orphaned(&g.holder))
+        .map(|(name, g)| Command::Unlock {
+            name: name.clone(),
+            token: g.token,
+        });
+    names.chain(locks).collect()
+}
+
+/// The releases the registry (at log `index`) calls for, as this node sees the cluster.
+///
+/// A node whose member is lost (unreachable or left) loses what it held when this node
+/// first saw it lost, and, every [`LOST_RECHECK`] while it stays lost, what it holds then;
+/// what it claims in between stands (it registered, so it is back, whatever this node's
+/// membership says yet). A node with a newer incarnation loses its older incarnations'.
+fn releases(
+    inner: &Inner,
+    index: u64,
+    registry: &Registry,
+    lost: &mut HashMap<NodeId, LostSince>,
+    now: Instant,
+) -> Vec<Command> {
+    // Per node: the incarnations holding something, and the oldest index held.
+    let mut holders: BTreeMap<NodeId, (BTreeSet<u32>, u64)> = BTreeMap::new();
+    let held = registry
         .names()
         .values()
-        .map(|b| b.pid)
-        .chain(registry.locks().values().map(|g| g.holder));
-    for pid in pids {
-        holders.entry(pid.node).or_default().insert(pid.creation);
+        .map(|b| (b.pid, b.index))
+        .chain(registry.locks().values().map(|g| (g.holder, g.token)));
+    for (pid, at) in held {
+        let entry = holders
+            .entry(pid.node)
+            .or_insert((BTreeSet::new(), u64::MAX));
+        entry.0.insert(pid.creation);
+        entry.1 = entry.1.min(at);
     }
+    lost.retain(|node, _| holders.contains_key(node));
     let mut out = Vec::new();
-    for (node, creations) in holders {
+    for (node, (creations, oldest)) in holders {
         let current = if node == inner.id {
             Some(inner.rt.creation())
         } else {
@@ -544,12 +681,33 @@ fn releases(inner: &Inner, registry: &Registry) -> Vec<Command> {
             if let Some(m) = &member
                 && !m.state.is_live()
             {
-                out.push(Command::ReleaseNode {
-                    node,
-                    before_creation: None,
-                });
+                let generation = m.identity.generation;
+                let seen = lost
+                    .entry(node)
+                    .and_modify(|l| {
+                        if l.generation != generation || now.duration_since(l.at) >= LOST_RECHECK {
+                            *l = LostSince {
+                                generation,
+                                up_to_index: index,
+                                at: now,
+                            };
+                        }
+                    })
+                    .or_insert(LostSince {
+                        generation,
+                        up_to_index: index,
+                        at: now,
+                    });
+                if oldest <= seen.up_to_index {
+                    out.push(Command::ReleaseNode {
+                        node,
+                        before_creation: None,
+                        up_to_index: Some(seen.up_to_index),
+                    });
+                }
                 continue;
             }
+            lost.remove(&node);
             inner.peer(node).map(|p| p.creation)
         };
         if let Some(current) = current
@@ -558,6 +716,7 @@ fn releases(inner: &Inner, registry: &Registry) -> Vec<Command> {
             out.push(Command::ReleaseNode {
                 node,
                 before_creation: Some(current),
+                up_to_index: None,
             });
         }
     }
@@ -727,14 +886,14 @@ pub(super) fn watch_lock(
 ///
 /// Waits one poll interval first: a pushed view may not show the grant yet, and asking again
 /// at once would only append another refused entry to the Raft log.
+/// Waits until this node's registry, caught up at least to the grant `token` (its log
+/// index), shows that grant of `name` gone, or `deadline` passes.
 pub(super) async fn await_unlocked(naming: &Naming, name: &str, token: u64, deadline: Instant) {
-    tokio::time::sleep_until(deadline.min(Instant::now() + LOCK_POLL)).await;
-    while Instant::now() < deadline {
-        if naming.lock_grant(name).is_none_or(|g| g.token != token) {
-            return;
-        }
-        tokio::time::sleep_until(deadline.min(Instant::now() + LOCK_POLL)).await;
-    }
+    naming
+        .wait_for(deadline, |index, r| {
+            index >= token && r.locks().get(name).is_none_or(|g| g.token != token)
+        })
+        .await;
 }
 
 /// Raft over the node's connections: a Raft id names a configured voter; its connection is
