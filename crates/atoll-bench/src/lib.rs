@@ -12,6 +12,7 @@ use std::fmt::Write as _;
 use std::ops::Range;
 use std::time::{Duration, Instant};
 
+pub mod etcd;
 pub mod local;
 
 /// Workload sizes for one benchmark run; identical for every actor system.

@@ -6,6 +6,11 @@
 //! Beside them, in the same run, the floor: one durable redb commit of a small record, the
 //! least a durable registration can cost.
 //!
+//! Then, in the same run, the established consensus store measured the same way: three etcd
+//! members on loopback (when `etcd` is installed: `apt-get install etcd-server`), a put for a
+//! registration and etcd's lock service for the lock, through etcd's JSON gateway over
+//! long-lived HTTP/1.1 connections (etcd's own clients speak gRPC; the gateway adds a little).
+//!
 //! Measures Consistent registration latency with one in flight (at the leader, and at a
 //! follower that forwards to the leader), registrations per second with 64 in flight (with
 //! what the leader's log store did meanwhile: appends, proposals per log entry, fsyncs and
@@ -279,6 +284,7 @@ fn main() {
     });
     let _ = std::fs::remove_dir_all(&root);
     let (p50, p99, fwd_p50, per_s, log, locks, busy, whereis_ns) = figures;
+    let etcd = etcd_figures(n_lat as usize, run);
     println!(
         "names: 3 voters in one process, in-memory Raft transport, durable redb stores; {} cores",
         std::thread::available_parallelism().map_or(0, |n| n.get())
@@ -311,13 +317,73 @@ fn main() {
     );
     println!("  busy answers per cycle: {busy:.1}");
     println!("{:<44} {:>10.0}ns", "local whereis", whereis_ns);
+    match &etcd {
+        Ok(e) => {
+            println!("etcd 3.4, 3 members on loopback, same measurements (JSON gateway):");
+            println!(
+                "{:<44} {:>10}µs {:>10}µs",
+                "put at the leader", e.put_p50, e.put_p99
+            );
+            println!(
+                "{:<44} {:>10}µs",
+                "put at a follower (forwarded)", e.fwd_p50
+            );
+            println!("{:<44} {:>12.0}", "puts/s, 64 in flight", e.per_s);
+            println!(
+                "{:<44} {:>12.0}",
+                "lock cycles/s, 8 clients on one lock", e.locks
+            );
+            println!(
+                "atoll / etcd: register p50 {:.2}x faster, 64 in flight {:.1}x, lock cycles {:.1}x",
+                e.put_p50 as f64 / p50.max(1) as f64,
+                per_s / e.per_s.max(1e-9),
+                locks / e.locks.max(1e-9)
+            );
+        }
+        Err(why) => println!("etcd baseline skipped: {why}"),
+    }
     println!(
         "BENCH {{\"bench\":\"names\",\"system\":\"redb_commit_floor\",\"p50_us\":{floor_p50},\"p99_us\":{floor_p99}}}"
     );
+    if let Ok(e) = &etcd {
+        println!(
+            "BENCH {{\"bench\":\"names\",\"system\":\"etcd\",\"consistent_register_p50_us\":{},\"consistent_register_p99_us\":{},\"forwarded_register_p50_us\":{},\"register_64_per_s\":{:.0},\"lock_cycles_per_s\":{:.0}}}",
+            e.put_p50, e.put_p99, e.fwd_p50, e.per_s, e.locks
+        );
+    }
     println!(
         "BENCH {{\"bench\":\"names\",\"system\":\"atoll\",\"consistent_register_p50_us\":{p50},\"consistent_register_p99_us\":{p99},\"forwarded_register_p50_us\":{fwd_p50},\"register_64_per_s\":{per_s:.0},\"leader_entries_per_append\":{:.1},\"proposals_per_entry\":{:.1},\"leader_fsyncs_per_s\":{:.0},\"lock_cycles_per_s\":{locks:.0},\"whereis_ns\":{whereis_ns:.0}}}",
         log.entries_per_append,
         per_s / log.appends_per_s.max(1e-9),
         log.durable_per_s
     );
+}
+
+/// etcd's figures for the same measurements.
+struct EtcdFigures {
+    put_p50: u64,
+    put_p99: u64,
+    fwd_p50: u64,
+    per_s: f64,
+    locks: f64,
+}
+
+/// Runs the etcd baseline (after atoll, never at the same time): `Err` says why it could not.
+fn etcd_figures(n_lat: usize, run: Duration) -> Result<EtcdFigures, String> {
+    use atoll_bench::etcd;
+    let cluster = etcd::EtcdCluster::start()?;
+    let leader = cluster.leader().ok_or("etcd has no leader")?;
+    let follower = (leader + 1) % cluster.clients.len();
+    let _ = etcd::put_latencies(&cluster, leader, 20);
+    let (put_p50, put_p99) = p50_p99(etcd::put_latencies(&cluster, leader, n_lat));
+    let (fwd_p50, _) = p50_p99(etcd::put_latencies(&cluster, follower, n_lat / 2));
+    let per_s = etcd::puts_per_second(&cluster, leader, 64, run);
+    let locks = etcd::lock_cycles(&cluster, 8, run);
+    Ok(EtcdFigures {
+        put_p50,
+        put_p99,
+        fwd_p50,
+        per_s,
+        locks,
+    })
 }
