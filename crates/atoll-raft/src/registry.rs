@@ -4,7 +4,7 @@
 //! state and returns the same [`Outcome`] for each entry. Nothing here does I/O or reads a
 //! clock.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 
 use atoll_core::{NodeId, Pid, Scope};
 use serde::{Deserialize, Serialize};
@@ -47,7 +47,24 @@ pub enum Command {
         /// The process that wants it.
         holder: Pid,
     },
-    /// Release the lock `name`, if `token` is the fencing token of its current grant.
+    /// Acquire the lock `name` for `holder` if it is free, or else queue `holder` to be
+    /// granted it, in turn, by the entry that releases it ([`Outcome::LockQueued`]).
+    LockOrWait {
+        /// The lock.
+        name: String,
+        /// The process that wants it.
+        holder: Pid,
+    },
+    /// `holder` no longer wants the lock `name`: it leaves the queue, and if the lock was
+    /// handed to it meanwhile, the lock is released (and handed to the next in the queue).
+    Abandon {
+        /// The lock.
+        name: String,
+        /// The process that stopped waiting.
+        holder: Pid,
+    },
+    /// Release the lock `name`, if `token` is the fencing token of its current grant; the
+    /// first process queued for it is granted it by the same entry.
     Unlock {
         /// The lock.
         name: String,
@@ -107,8 +124,18 @@ pub enum Outcome {
         /// The current grant's fencing token.
         token: u64,
     },
+    /// The lock is held by another process; the proposer is queued for it and will be
+    /// granted it by the entry that releases it (a grant its node sees in its registry).
+    LockQueued {
+        /// The current holder.
+        holder: Pid,
+        /// The current grant's fencing token.
+        token: u64,
+    },
     /// The lock was released.
     Unlocked,
+    /// The process left the lock's queue (and released the lock if it had been handed it).
+    Abandoned,
     /// The token is not the current grant of that lock (it was released or re-granted).
     StaleToken,
     /// Names and locks released for a node.
@@ -148,7 +175,7 @@ pub struct LockGrant {
 }
 
 /// The snapshot format version written by [`Registry::to_bytes`].
-pub const SNAPSHOT_VERSION: u8 = 1;
+pub const SNAPSHOT_VERSION: u8 = 2;
 
 /// A registry snapshot could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -167,6 +194,17 @@ pub enum SnapshotDecodeError {
 /// The replicated registry: names, locks and configuration.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Registry {
+    names: BTreeMap<String, Binding>,
+    locks: BTreeMap<String, LockGrant>,
+    config: BTreeMap<String, String>,
+    /// Per lock, the processes queued for it in order, each with the index of the entry
+    /// that queued it.
+    waiters: BTreeMap<String, VecDeque<(Pid, u64)>>,
+}
+
+/// The registry as snapshot version 1 wrote it (before lock queues).
+#[derive(Deserialize)]
+struct RegistryV1 {
     names: BTreeMap<String, Binding>,
     locks: BTreeMap<String, LockGrant>,
     config: BTreeMap<String, String>,
@@ -199,28 +237,80 @@ impl Registry {
                     .map(|c| self.apply_in_entry(index, c, granted))
                     .collect(),
             ),
-            Command::Lock { name, holder } => {
-                if let Some((_, g)) = granted.iter().find(|(n, _)| n == name) {
-                    return if g.holder == *holder && self.locks.get(name) == Some(g) {
-                        Outcome::LockGranted { token: g.token }
-                    } else {
-                        Outcome::LockBusy {
-                            holder: g.holder,
-                            token: g.token,
-                        }
-                    };
-                }
-                let outcome = self.apply_one(index, command);
-                if let Some(g) = self.locks.get(name).filter(|g| g.token == index) {
-                    granted.push((name.clone(), *g));
-                }
-                outcome
-            }
-            other => self.apply_one(index, other),
+            other => self.apply_one(index, other, granted),
         }
     }
 
-    fn apply_one(&mut self, index: u64, command: &Command) -> Outcome {
+    /// Grants the free lock `name` to `holder` by the entry at `index`, unless this entry
+    /// granted it already (then `Err` with that grant).
+    fn grant(
+        &mut self,
+        name: &str,
+        holder: Pid,
+        index: u64,
+        granted: &mut Vec<(String, LockGrant)>,
+    ) -> Result<LockGrant, LockGrant> {
+        if let Some((_, earlier)) = granted.iter().find(|(n, _)| n == name) {
+            return Err(*earlier);
+        }
+        let grant = LockGrant {
+            holder,
+            token: index,
+        };
+        self.locks.insert(name.to_string(), grant);
+        self.dequeue(name, holder);
+        granted.push((name.to_string(), grant));
+        Ok(grant)
+    }
+
+    fn dequeue(&mut self, name: &str, holder: Pid) {
+        if let Some(queue) = self.waiters.get_mut(name) {
+            queue.retain(|(p, _)| *p != holder);
+            if queue.is_empty() {
+                self.waiters.remove(name);
+            }
+        }
+    }
+
+    /// The free lock `name` goes to the first process queued for it, if any (and if this
+    /// entry may still grant it).
+    fn hand_over(&mut self, name: &str, index: u64, granted: &mut Vec<(String, LockGrant)>) {
+        if self.locks.contains_key(name) {
+            return;
+        }
+        let next = self
+            .waiters
+            .get(name)
+            .and_then(|q| q.front())
+            .map(|(p, _)| *p);
+        if let Some(next) = next {
+            let _ = self.grant(name, next, index, granted);
+        }
+    }
+
+    /// `Lock` and `LockOrWait`: the grant, or who holds the lock.
+    fn acquire(
+        &mut self,
+        name: &str,
+        holder: Pid,
+        index: u64,
+        granted: &mut Vec<(String, LockGrant)>,
+    ) -> Result<LockGrant, LockGrant> {
+        // A free lock goes to whoever queued first.
+        self.hand_over(name, index, granted);
+        match self.locks.get(name) {
+            Some(g) if g.holder == holder => Ok(*g),
+            Some(g) => Err(*g),
+            None => self.grant(name, holder, index, granted),
+        }
+    }
+
+    fn apply_one(
+        &mut self,
+        index: u64,
+        command: &Command,
+        granted: &mut Vec<(String, LockGrant)>,
+    ) -> Outcome {
         match command {
             // Handled by `apply_in_entry`.
             Command::Batch(_) => Outcome::Noop,
@@ -278,32 +368,50 @@ impl Registry {
                 for n in &names {
                     self.names.remove(n);
                 }
+                for queue in self.waiters.values_mut() {
+                    queue.retain(|(p, at)| !gone(p, *at));
+                }
+                self.waiters.retain(|_, q| !q.is_empty());
                 for n in &locks {
                     self.locks.remove(n);
+                    self.hand_over(n, index, granted);
                 }
                 Outcome::Released { names, locks }
             }
-            Command::Lock { name, holder } => match self.locks.get(name) {
-                // A retried acquire by the holder is answered with its existing grant.
-                Some(g) if g.holder == *holder => Outcome::LockGranted { token: g.token },
-                Some(g) => Outcome::LockBusy {
+            Command::Lock { name, holder } => match self.acquire(name, *holder, index, granted) {
+                Ok(g) if g.holder == *holder => Outcome::LockGranted { token: g.token },
+                Ok(g) | Err(g) => Outcome::LockBusy {
                     holder: g.holder,
                     token: g.token,
                 },
-                None => {
-                    self.locks.insert(
-                        name.clone(),
-                        LockGrant {
-                            holder: *holder,
-                            token: index,
-                        },
-                    );
-                    Outcome::LockGranted { token: index }
-                }
             },
+            Command::LockOrWait { name, holder } => {
+                match self.acquire(name, *holder, index, granted) {
+                    Ok(g) if g.holder == *holder => Outcome::LockGranted { token: g.token },
+                    Ok(g) | Err(g) => {
+                        let queue = self.waiters.entry(name.clone()).or_default();
+                        if !queue.iter().any(|(p, _)| p == holder) {
+                            queue.push_back((*holder, index));
+                        }
+                        Outcome::LockQueued {
+                            holder: g.holder,
+                            token: g.token,
+                        }
+                    }
+                }
+            }
+            Command::Abandon { name, holder } => {
+                self.dequeue(name, *holder);
+                if self.locks.get(name).is_some_and(|g| g.holder == *holder) {
+                    self.locks.remove(name);
+                    self.hand_over(name, index, granted);
+                }
+                Outcome::Abandoned
+            }
             Command::Unlock { name, token } => match self.locks.get(name) {
                 Some(g) if g.token == *token => {
                     self.locks.remove(name);
+                    self.hand_over(name, index, granted);
                     Outcome::Unlocked
                 }
                 _ => Outcome::StaleToken,
@@ -330,6 +438,13 @@ impl Registry {
         &self.locks
     }
 
+    /// The processes queued for each lock, in order (locks without a queue are absent).
+    pub fn lock_waiters(&self) -> impl Iterator<Item = (&str, Pid)> {
+        self.waiters
+            .iter()
+            .flat_map(|(name, queue)| queue.iter().map(move |(pid, _)| (name.as_str(), *pid)))
+    }
+
     /// All configuration values, ordered by key.
     pub fn config(&self) -> &BTreeMap<String, String> {
         &self.config
@@ -348,6 +463,15 @@ impl Registry {
         match bytes.split_first() {
             None => Err(SnapshotDecodeError::Empty),
             Some((&SNAPSHOT_VERSION, body)) => Ok(postcard::from_bytes(body)?),
+            Some((1, body)) => {
+                let v1: RegistryV1 = postcard::from_bytes(body)?;
+                Ok(Registry {
+                    names: v1.names,
+                    locks: v1.locks,
+                    config: v1.config,
+                    waiters: BTreeMap::new(),
+                })
+            }
             Some((&v, _)) => Err(SnapshotDecodeError::Version(v)),
         }
     }
@@ -428,6 +552,139 @@ mod tests {
         };
         assert_eq!(r.apply(3, &by_owner), Outcome::Unregistered);
         assert_eq!(r.apply(4, &by_owner), Outcome::NotOwner { owner: None });
+    }
+
+    fn wait(holder: Pid) -> Command {
+        Command::LockOrWait {
+            name: "L".into(),
+            holder,
+        }
+    }
+
+    fn holder_of(r: &Registry) -> Option<(Pid, u64)> {
+        r.locks().get("L").map(|g| (g.holder, g.token))
+    }
+
+    #[test]
+    fn a_release_hands_the_lock_to_the_first_waiter_in_the_same_entry() {
+        let (a, b, c) = (pid(1, 1, 1), pid(2, 1, 1), pid(3, 1, 1));
+        let mut r = Registry::new();
+        assert_eq!(r.apply(1, &wait(a)), Outcome::LockGranted { token: 1 });
+        let queued = Outcome::LockQueued {
+            holder: a,
+            token: 1,
+        };
+        assert_eq!(r.apply(2, &wait(b)), queued);
+        assert_eq!(r.apply(3, &wait(c)), queued);
+        // Asking again keeps one place in the queue.
+        assert_eq!(r.apply(4, &wait(c)), queued);
+        assert_eq!(r.lock_waiters().count(), 2);
+        let unlock = |token| Command::Unlock {
+            name: "L".into(),
+            token,
+        };
+        assert_eq!(r.apply(5, &unlock(1)), Outcome::Unlocked);
+        assert_eq!(holder_of(&r), Some((b, 5)));
+        // A try by someone else does not jump the queue.
+        assert!(matches!(
+            r.apply(
+                6,
+                &Command::Lock {
+                    name: "L".into(),
+                    holder: a
+                }
+            ),
+            Outcome::LockBusy { holder, token: 5 } if holder == b
+        ));
+        let abandon = |holder| Command::Abandon {
+            name: "L".into(),
+            holder,
+        };
+        assert_eq!(r.apply(7, &abandon(c)), Outcome::Abandoned);
+        assert_eq!(r.apply(8, &unlock(5)), Outcome::Unlocked);
+        assert_eq!(holder_of(&r), None);
+        assert_eq!(r.lock_waiters().count(), 0);
+
+        // A waiter handed the lock that abandons it passes it on.
+        r.apply(9, &wait(a));
+        r.apply(10, &wait(b));
+        r.apply(11, &wait(c));
+        r.apply(12, &unlock(9));
+        assert_eq!(holder_of(&r), Some((b, 12)));
+        r.apply(13, &abandon(b));
+        assert_eq!(holder_of(&r), Some((c, 13)));
+    }
+
+    #[test]
+    fn a_lock_is_granted_once_per_entry_even_through_the_queue() {
+        let (a, b, c) = (pid(1, 1, 1), pid(2, 1, 1), pid(3, 1, 1));
+        let mut r = Registry::new();
+        r.apply(1, &wait(a));
+        r.apply(2, &wait(b));
+        r.apply(3, &wait(c));
+        // b is handed the lock and abandons it in the same entry: c must wait for the next
+        // entry, or two grants would share token 4.
+        let out = r.apply(
+            4,
+            &Command::Batch(vec![
+                Command::Unlock {
+                    name: "L".into(),
+                    token: 1,
+                },
+                Command::Abandon {
+                    name: "L".into(),
+                    holder: b,
+                },
+            ]),
+        );
+        assert_eq!(
+            out,
+            Outcome::Batch(vec![Outcome::Unlocked, Outcome::Abandoned])
+        );
+        assert_eq!(holder_of(&r), None);
+        assert_eq!(r.apply(5, &wait(c)), Outcome::LockGranted { token: 5 });
+    }
+
+    #[test]
+    fn a_lost_node_hands_its_lock_on_and_leaves_the_queues() {
+        let (a, b, c) = (pid(1, 1, 1), pid(2, 1, 1), pid(3, 1, 1));
+        let mut r = Registry::new();
+        r.apply(1, &wait(a));
+        r.apply(2, &wait(b));
+        r.apply(3, &wait(c));
+        let release = |n| Command::ReleaseNode {
+            node: node(n),
+            before_creation: None,
+            up_to_index: None,
+        };
+        r.apply(4, &release(2));
+        assert_eq!(holder_of(&r), Some((a, 1)));
+        r.apply(5, &release(1));
+        assert_eq!(holder_of(&r), Some((c, 5)));
+        assert_eq!(r.lock_waiters().count(), 0);
+    }
+
+    #[test]
+    fn version_1_snapshots_still_load() {
+        let mut names = BTreeMap::new();
+        names.insert(
+            "n".to_string(),
+            Binding {
+                pid: pid(1, 1, 1),
+                scope: Scope::Consistent,
+                index: 3,
+            },
+        );
+        let v1 = (
+            names,
+            BTreeMap::<String, LockGrant>::new(),
+            BTreeMap::<String, String>::new(),
+        );
+        let mut bytes = vec![1u8];
+        bytes.extend(postcard::to_stdvec(&v1).unwrap());
+        let r = Registry::from_bytes(&bytes).unwrap();
+        assert_eq!(r.whereis("n").map(|b| b.index), Some(3));
+        assert_eq!(r.lock_waiters().count(), 0);
     }
 
     #[test]

@@ -331,6 +331,7 @@ fn apply(inner: &Inner, event: &MemberEvent) {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .insert(member.node, (member.addr, false));
+            super::naming::note_back(inner, member.node);
         }
         MemberEvent::Unreachable(member) | MemberEvent::Left(member) => {
             let left = matches!(event, MemberEvent::Left(_));
@@ -347,6 +348,7 @@ fn apply(inner: &Inner, event: &MemberEvent) {
                 // A restart replaced that generation; its connection is the new one's.
                 return;
             }
+            super::naming::note_lost(inner, member.node);
             // Sends fail fast until the node is back (a new generation joins, or a
             // connection to it succeeds); the connection closes as lost, so links and
             // monitors across it break with NoConnection.

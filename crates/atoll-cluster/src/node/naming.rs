@@ -62,15 +62,14 @@ pub(super) struct Naming {
     leader: AtomicU64,
     /// Consensus names of local processes whose exit is watched.
     watched: Mutex<HashSet<(String, Pid)>>,
-    /// The members this node, leading, has seen lost: what it releases of each.
+    /// The members this node saw declared lost: what a leader releases of each.
     lost: Mutex<HashMap<NodeId, LostSince>>,
 }
 
-/// A member generation the leader saw lost, and the registry index up to which its node's
-/// names and locks are released.
+/// A member the leader saw lost, and the registry index up to which its node's names and
+/// locks are released.
 #[derive(Debug, Clone, Copy)]
 struct LostSince {
-    generation: u64,
     up_to_index: u64,
     at: Instant,
 }
@@ -592,6 +591,35 @@ async fn release_lost(weak: Weak<Inner>, every: Duration) {
     }
 }
 
+/// Membership declared `node` unreachable or gone: remembers how far this node's registry
+/// was, so that whichever voter leads releases only what the node held by then (a leader
+/// elected later, its view not caught up with the node's return, must not release what
+/// the node claimed since).
+pub(super) fn note_lost(inner: &Inner, node: NodeId) {
+    let Some(naming) = &inner.naming else { return };
+    let up_to_index = naming.applied();
+    naming
+        .lost
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .entry(node)
+        .or_insert(LostSince {
+            up_to_index,
+            at: Instant::now(),
+        });
+}
+
+/// `node` joined again (a new generation, or back from a partition).
+pub(super) fn note_back(inner: &Inner, node: NodeId) {
+    if let Some(naming) = &inner.naming {
+        naming
+            .lost
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&node);
+    }
+}
+
 /// Releases names and locks the registry gives to processes of this node that no longer
 /// run. Exits are watched for every registration and grant this node saw succeed; this
 /// sweep catches the ones whose answer was lost (a request that timed out after it
@@ -641,13 +669,21 @@ fn orphans(inner: &Inner, registry: &Registry) -> Vec<Command> {
             name: name.clone(),
             token: g.token,
         });
-    names.chain(locks).collect()
+    let waiters = registry
+        .lock_waiters()
+        .filter(|(_, pid)| orphaned(pid))
+        .map(|(name, holder)| Command::Abandon {
+            name: name.to_string(),
+            holder,
+        });
+    names.chain(locks).chain(waiters).collect()
 }
 
 /// The releases the registry (at log `index`) calls for, as this node sees the cluster.
 ///
 /// A node whose member is lost (unreachable or left) loses what it held when this node
-/// first saw it lost, and, every [`LOST_RECHECK`] while it stays lost, what it holds then;
+/// saw it declared lost ([`note_lost`]; or, failing that, now), and, every [`LOST_RECHECK`]
+/// while it stays lost, what it holds then;
 /// what it claims in between stands (it registered, so it is back, whatever this node's
 /// membership says yet). A node with a newer incarnation loses its older incarnations'.
 fn releases(
@@ -671,7 +707,6 @@ fn releases(
         entry.0.insert(pid.creation);
         entry.1 = entry.1.min(at);
     }
-    lost.retain(|node, _| holders.contains_key(node));
     let mut out = Vec::new();
     for (node, (creations, oldest)) in holders {
         let current = if node == inner.id {
@@ -681,20 +716,19 @@ fn releases(
             if let Some(m) = &member
                 && !m.state.is_live()
             {
-                let generation = m.identity.generation;
+                // Not renewed when the member shows up under a new generation that is not
+                // live yet: that is the node coming back, and what it claims now stands.
                 let seen = lost
                     .entry(node)
                     .and_modify(|l| {
-                        if l.generation != generation || now.duration_since(l.at) >= LOST_RECHECK {
+                        if now.duration_since(l.at) >= LOST_RECHECK {
                             *l = LostSince {
-                                generation,
                                 up_to_index: index,
                                 at: now,
                             };
                         }
                     })
                     .or_insert(LostSince {
-                        generation,
                         up_to_index: index,
                         at: now,
                     });
@@ -879,21 +913,6 @@ pub(super) fn watch_lock(
         }
     });
     tx
-}
-
-/// Waits until the registry this node resolves from no longer shows `name` held under
-/// `token`, or `deadline` passes.
-///
-/// Waits one poll interval first: a pushed view may not show the grant yet, and asking again
-/// at once would only append another refused entry to the Raft log.
-/// Waits until this node's registry, caught up at least to the grant `token` (its log
-/// index), shows that grant of `name` gone, or `deadline` passes.
-pub(super) async fn await_unlocked(naming: &Naming, name: &str, token: u64, deadline: Instant) {
-    naming
-        .wait_for(deadline, |index, r| {
-            index >= token && r.locks().get(name).is_none_or(|g| g.token != token)
-        })
-        .await;
 }
 
 /// Raft over the node's connections: a Raft id names a configured voter; its connection is
@@ -1239,9 +1258,11 @@ impl super::Node {
     }
 
     /// Takes the consensus lock `name` for the local process `holder`, waiting up to
-    /// `timeout` for the current holder to release it ([`LockError::Timeout`] then). The
-    /// attempt under way when the timeout passes is allowed to finish, so the call may
-    /// overrun `timeout` by up to the consensus request timeout.
+    /// `timeout` for it ([`LockError::Timeout`] then). A waiter is queued at the lock and
+    /// handed it, in turn, by the entry that releases it. On timeout it leaves the queue (and
+    /// releases the lock if it was handed it meanwhile). The attempt under way when the
+    /// timeout passes is allowed to finish, so the call may overrun `timeout` by up to the
+    /// consensus request timeout.
     pub async fn lock(
         &self,
         name: &str,
@@ -1249,19 +1270,60 @@ impl super::Node {
         timeout: Duration,
     ) -> Result<LockGuard, LockError> {
         self.check_lock(name, holder)?;
+        let inner = &self.inner;
         let deadline = Instant::now() + timeout;
         loop {
-            match self.propose_lock(name, holder).await? {
-                Ok(guard) => return Ok(guard),
-                Err((_, token)) => {
-                    if Instant::now() >= deadline {
-                        return Err(LockError::Timeout);
+            let command = Command::LockOrWait {
+                name: name.to_string(),
+                holder,
+            };
+            let token = match propose(inner, command).await? {
+                Outcome::LockGranted { token } => return Ok(self.guard(name, holder, token)),
+                Outcome::LockQueued { token, .. } => token,
+                other => return Err(LockError::Unexpected(format!("{other:?}"))),
+            };
+            let Some(naming) = self.naming() else {
+                return Err(LockError::NoConsensus);
+            };
+            // Handed the lock (a grant after the one it queued behind: this node's view may
+            // still show an earlier grant to the same process), or (rarely: the entry that
+            // freed it could not grant it again) the lock free once this node's view has
+            // caught up with the grant it queued behind.
+            let handed = |index: u64, r: &Registry| match r.locks().get(name) {
+                Some(g) if g.holder == holder && g.token > token => Some(Some(g.token)),
+                None if index >= token => Some(None),
+                _ => None,
+            };
+            naming
+                .wait_for(deadline, |index, r| handed(index, r).is_some())
+                .await;
+            match naming.read_indexed(handed) {
+                Some(None) => continue,
+                Some(Some(token)) => return Ok(self.guard(name, holder, token)),
+                None => {
+                    // Out of the queue, and the lock released if it was handed over after
+                    // all: whatever happened to the last request, this call has failed.
+                    let command = Command::Abandon {
+                        name: name.to_string(),
+                        holder,
+                    };
+                    if propose(inner, command.clone()).await.is_err() {
+                        tokio::spawn(propose_until_applied(Arc::downgrade(inner), command));
                     }
-                    if let Some(naming) = self.naming() {
-                        await_unlocked(naming, name, token, deadline).await;
-                    }
+                    return Err(LockError::Timeout);
                 }
             }
+        }
+    }
+
+    fn guard(&self, name: &str, holder: Pid, token: u64) -> LockGuard {
+        let inner = &self.inner;
+        LockGuard {
+            inner: Arc::downgrade(inner),
+            name: name.to_string(),
+            holder,
+            token,
+            release: Some(watch_lock(inner, name, holder, token)),
         }
     }
 
@@ -1290,13 +1352,7 @@ impl super::Node {
             holder,
         };
         match propose(inner, command).await? {
-            Outcome::LockGranted { token } => Ok(Ok(LockGuard {
-                inner: Arc::downgrade(inner),
-                name: name.to_string(),
-                holder,
-                token,
-                release: Some(watch_lock(inner, name, holder, token)),
-            })),
+            Outcome::LockGranted { token } => Ok(Ok(self.guard(name, holder, token))),
             Outcome::LockBusy { holder, token } => Ok(Err((holder, token))),
             other => Err(LockError::Unexpected(format!("{other:?}"))),
         }
