@@ -249,19 +249,27 @@ pub fn put_latencies(cluster: &EtcdCluster, at: usize, n: usize) -> Vec<u64> {
         .collect()
 }
 
-/// Puts per second with `clients` connections to member `at`, each with one put in flight.
-pub fn puts_per_second(cluster: &EtcdCluster, at: usize, clients: usize, run: Duration) -> f64 {
+/// Runs `clients` threads for `run`, each calling `step` (with its client number and
+/// connection) over and over; returns completed steps per second.
+fn per_second(
+    cluster: &EtcdCluster,
+    clients: usize,
+    run: Duration,
+    connect_to: impl Fn(usize) -> usize,
+    step: impl Fn(usize, &mut Client, u64) + Send + Sync + 'static,
+) -> f64 {
     let stop = Arc::new(AtomicBool::new(false));
     let done = Arc::new(AtomicU64::new(0));
+    let step = Arc::new(step);
     let threads: Vec<_> = (0..clients)
         .map(|c| {
-            let (stop, done) = (stop.clone(), done.clone());
-            let addr = cluster.clients[at].clone();
+            let (stop, done, step) = (stop.clone(), done.clone(), step.clone());
+            let addr = cluster.clients[connect_to(c)].clone();
             std::thread::spawn(move || {
                 let mut client = Client::connect(&addr).expect("connect to etcd");
                 let mut i = 0u64;
                 while !stop.load(Ordering::Relaxed) {
-                    client.put(&format!("tp-{c}-{i}"), "pid").expect("etcd put");
+                    step(c, &mut client, i);
                     done.fetch_add(1, Ordering::Relaxed);
                     i += 1;
                 }
@@ -279,43 +287,54 @@ pub fn puts_per_second(cluster: &EtcdCluster, at: usize, clients: usize, run: Du
     count as f64 / elapsed.as_secs_f64()
 }
 
+/// Puts per second with `clients` connections to member `at`, each with one put in flight.
+pub fn puts_per_second(cluster: &EtcdCluster, at: usize, clients: usize, run: Duration) -> f64 {
+    per_second(
+        cluster,
+        clients,
+        run,
+        |_| at,
+        |c, client, i| {
+            client.put(&format!("tp-{c}-{i}"), "pid").expect("etcd put");
+        },
+    )
+}
+
 /// Lock+unlock cycles per second with `clients` contending for one lock (etcd's lock
 /// service: each client holds a lease, locks with it, and unlocks the key it was given).
+/// The clients spread over the members.
 pub fn lock_cycles(cluster: &EtcdCluster, clients: usize, run: Duration) -> f64 {
-    let stop = Arc::new(AtomicBool::new(false));
-    let done = Arc::new(AtomicU64::new(0));
-    let threads: Vec<_> = (0..clients)
-        .map(|c| {
-            let (stop, done) = (stop.clone(), done.clone());
-            let addr = cluster.clients[c % cluster.clients.len()].clone();
-            std::thread::spawn(move || {
-                let mut client = Client::connect(&addr).expect("connect to etcd");
-                let lease = client
-                    .post("/v3/lease/grant", &json!({"TTL": 60}))
-                    .expect("etcd lease")["ID"]
-                    .clone();
-                let name = base64(b"the-lock");
-                while !stop.load(Ordering::Relaxed) {
-                    let locked = client
-                        .post("/v3/lock/lock", &json!({"name": name, "lease": lease}))
-                        .expect("etcd lock");
-                    client
-                        .post("/v3/lock/unlock", &json!({"key": locked["key"]}))
-                        .expect("etcd unlock");
-                    done.fetch_add(1, Ordering::Relaxed);
+    let members = cluster.clients.len();
+    let name = base64(b"the-lock");
+    // One lease per client, taken on its first cycle.
+    let leases: Arc<std::sync::Mutex<Vec<Option<Value>>>> =
+        Arc::new(std::sync::Mutex::new(vec![None; clients]));
+    per_second(
+        cluster,
+        clients,
+        run,
+        move |c| c % members,
+        move |c, client, _| {
+            let lease = leases.lock().expect("leases")[c].clone();
+            let lease = match lease {
+                Some(lease) => lease,
+                None => {
+                    let lease = client
+                        .post("/v3/lease/grant", &json!({"TTL": 60}))
+                        .expect("etcd lease")["ID"]
+                        .clone();
+                    leases.lock().expect("leases")[c] = Some(lease.clone());
+                    lease
                 }
-            })
-        })
-        .collect();
-    let t = Instant::now();
-    std::thread::sleep(run);
-    let count = done.load(Ordering::Relaxed);
-    let elapsed = t.elapsed();
-    stop.store(true, Ordering::Relaxed);
-    for t in threads {
-        let _ = t.join();
-    }
-    count as f64 / elapsed.as_secs_f64()
+            };
+            let locked = client
+                .post("/v3/lock/lock", &json!({"name": name, "lease": lease}))
+                .expect("etcd lock");
+            client
+                .post("/v3/lock/unlock", &json!({"key": locked["key"]}))
+                .expect("etcd unlock");
+        },
+    )
 }
 
 #[cfg(test)]

@@ -100,17 +100,9 @@ pub struct AttachArgs {
     /// The node to watch, by name.
     #[arg(value_name = "NODE")]
     pub node: String,
-    /// The HTTP address (HOST:PORT) of a node to ask.
-    #[arg(
-        long,
-        value_name = "HOST:PORT",
-        required_unless_present = "config",
-        conflicts_with = "config"
-    )]
-    pub http: Option<String>,
-    /// The configuration file of a node to ask; its `http` address is used.
-    #[arg(long, short = 'c', value_name = "FILE")]
-    pub config: Option<PathBuf>,
+    /// The node to ask.
+    #[command(flatten)]
+    pub ask: AskNode,
     /// The column to sort by, largest first.
     #[arg(long, value_enum, default_value = "mailbox")]
     pub sort: crate::attach::SortBy,
@@ -122,9 +114,9 @@ pub struct AttachArgs {
     pub once: bool,
 }
 
-/// `atoll status` arguments.
+/// Which running node to ask, through its HTTP service: its address, or its configuration.
 #[derive(Debug, Args)]
-pub struct StatusArgs {
+pub struct AskNode {
     /// The node's HTTP address (HOST:PORT), as set by `http` in its configuration.
     #[arg(
         long,
@@ -136,6 +128,14 @@ pub struct StatusArgs {
     /// The node's configuration file; its `http` address is asked.
     #[arg(long, short = 'c', value_name = "FILE")]
     pub config: Option<PathBuf>,
+}
+
+/// `atoll status` arguments.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// The node to ask.
+    #[command(flatten)]
+    pub ask: AskNode,
     /// Print the full status as JSON instead of tables.
     #[arg(long)]
     pub json: bool,

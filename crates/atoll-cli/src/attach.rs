@@ -100,31 +100,13 @@ fn uptime(ms: u64) -> String {
 
 /// The table `atoll attach --once` prints.
 pub fn render_once(node: &str, list: &[ProcessView], sort: SortBy) -> String {
-    let rows: Vec<[String; 7]> = list.iter().map(cells).collect();
-    let mut widths: Vec<usize> = HEADER.iter().map(|h| h.len()).collect();
-    for row in &rows {
-        for (w, c) in widths.iter_mut().zip(row) {
-            *w = (*w).max(c.chars().count());
-        }
-    }
-    let line = |cells: Vec<&str>| {
-        let padded: Vec<String> = cells
-            .iter()
-            .zip(&widths)
-            .map(|(c, w)| format!("{c:w$}"))
-            .collect();
-        format!("{}\n", padded.join("  ").trim_end())
-    };
-    let mut out = format!(
-        "node {node}: {} processes, sorted by {}\n",
+    let rows: Vec<Vec<String>> = list.iter().map(|p| cells(p).to_vec()).collect();
+    format!(
+        "node {node}: {} processes, sorted by {}\n{}",
         list.len(),
-        sort.label()
-    );
-    out.push_str(&line(HEADER.to_vec()));
-    for row in &rows {
-        out.push_str(&line(row.iter().map(String::as_str).collect()));
-    }
-    out
+        sort.label(),
+        crate::status::aligned("", &HEADER, &rows)
+    )
 }
 
 /// The interactive view: refreshes every `every`; `m`, `h`, `u` sort, `r` refreshes, `q`

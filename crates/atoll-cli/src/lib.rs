@@ -40,7 +40,7 @@ pub fn run(cli: Cli) -> Result<(), Error> {
         Command::Status(args) => run_status(args),
         Command::Demo => demo::run(),
         Command::Attach(args) => {
-            let http = http_address(args.http, args.config)?;
+            let http = http_address(args.ask)?;
             if args.once {
                 let list = attach::fetch(&http, &args.node, args.sort)?;
                 print!("{}", attach::render_once(&args.node, &list, args.sort));
@@ -54,8 +54,8 @@ pub fn run(cli: Cli) -> Result<(), Error> {
 }
 
 /// The HTTP address given, or the one in the node configuration given.
-fn http_address(http: Option<String>, config: Option<std::path::PathBuf>) -> Result<String, Error> {
-    match (http, config) {
+fn http_address(ask: args::AskNode) -> Result<String, Error> {
+    match (ask.http, ask.config) {
         (Some(addr), _) => Ok(addr),
         (None, Some(path)) => {
             let file = config::NodeFile::load(&path)?;
@@ -69,7 +69,7 @@ fn http_address(http: Option<String>, config: Option<std::path::PathBuf>) -> Res
 }
 
 fn run_status(args: args::StatusArgs) -> Result<(), Error> {
-    let addr = http_address(args.http, args.config)?;
+    let addr = http_address(args.ask)?;
     let s = status::fetch_status(&addr)?;
     if args.json {
         println!(

@@ -169,8 +169,14 @@ fn table(out: &mut String, header: &[&str], rows: Vec<Vec<String>>) {
         out.push_str("  (none)\n");
         return;
     }
+    out.push_str(&aligned("  ", header, &rows));
+}
+
+/// `header` and `rows` as lines of columns padded to their widest cell, each line after
+/// `indent`.
+pub(crate) fn aligned(indent: &str, header: &[&str], rows: &[Vec<String>]) -> String {
     let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
-    for row in &rows {
+    for row in rows {
         for (w, cell) in widths.iter_mut().zip(row) {
             *w = (*w).max(cell.chars().count());
         }
@@ -181,12 +187,13 @@ fn table(out: &mut String, header: &[&str], rows: Vec<Vec<String>>) {
             .zip(&widths)
             .map(|(c, w)| format!("{c:w$}"))
             .collect();
-        format!("  {}\n", padded.join("  ").trim_end())
+        format!("{indent}{}\n", padded.join("  ").trim_end())
     };
-    out.push_str(&line(header.to_vec()));
-    for row in &rows {
+    let mut out = line(header.to_vec());
+    for row in rows {
         out.push_str(&line(row.iter().map(String::as_str).collect()));
     }
+    out
 }
 
 #[cfg(test)]
