@@ -172,6 +172,10 @@ pub struct LockGrant {
     pub holder: Pid,
     /// The fencing token (the Raft log index of the granting entry).
     pub token: u64,
+    /// The index of the entry in which the holder asked for the lock: the token, or, for a
+    /// waiter handed the lock, the entry that queued it (what [`Command::ReleaseNode`]'s
+    /// `up_to_index` compares).
+    pub asked: u64,
 }
 
 /// The snapshot format version written by [`Registry::to_bytes`].
@@ -206,8 +210,15 @@ pub struct Registry {
 #[derive(Deserialize)]
 struct RegistryV1 {
     names: BTreeMap<String, Binding>,
-    locks: BTreeMap<String, LockGrant>,
+    locks: BTreeMap<String, LockGrantV1>,
     config: BTreeMap<String, String>,
+}
+
+/// A lock grant as snapshot version 1 wrote it.
+#[derive(Deserialize)]
+struct LockGrantV1 {
+    holder: Pid,
+    token: u64,
 }
 
 impl Registry {
@@ -253,9 +264,15 @@ impl Registry {
         if let Some((_, earlier)) = granted.iter().find(|(n, _)| n == name) {
             return Err(*earlier);
         }
+        let asked = self
+            .waiters
+            .get(name)
+            .and_then(|q| q.iter().find(|(p, _)| *p == holder))
+            .map_or(index, |(_, at)| *at);
         let grant = LockGrant {
             holder,
             token: index,
+            asked,
         };
         self.locks.insert(name.to_string(), grant);
         self.dequeue(name, holder);
@@ -362,7 +379,7 @@ impl Registry {
                 let locks: Vec<String> = self
                     .locks
                     .iter()
-                    .filter(|(_, g)| gone(&g.holder, g.token))
+                    .filter(|(_, g)| gone(&g.holder, g.asked))
                     .map(|(n, _)| n.clone())
                     .collect();
                 for n in &names {
@@ -440,9 +457,16 @@ impl Registry {
 
     /// The processes queued for each lock, in order (locks without a queue are absent).
     pub fn lock_waiters(&self) -> impl Iterator<Item = (&str, Pid)> {
-        self.waiters
-            .iter()
-            .flat_map(|(name, queue)| queue.iter().map(move |(pid, _)| (name.as_str(), *pid)))
+        self.lock_waiters_since().map(|(name, pid, _)| (name, pid))
+    }
+
+    /// Like [`Registry::lock_waiters`], with the index of the entry that queued each.
+    pub fn lock_waiters_since(&self) -> impl Iterator<Item = (&str, Pid, u64)> {
+        self.waiters.iter().flat_map(|(name, queue)| {
+            queue
+                .iter()
+                .map(move |(pid, at)| (name.as_str(), *pid, *at))
+        })
     }
 
     /// All configuration values, ordered by key.
@@ -465,9 +489,21 @@ impl Registry {
             Some((&SNAPSHOT_VERSION, body)) => Ok(postcard::from_bytes(body)?),
             Some((1, body)) => {
                 let v1: RegistryV1 = postcard::from_bytes(body)?;
+                let locks = v1
+                    .locks
+                    .into_iter()
+                    .map(|(name, g)| {
+                        let grant = LockGrant {
+                            holder: g.holder,
+                            token: g.token,
+                            asked: g.token,
+                        };
+                        (name, grant)
+                    })
+                    .collect();
                 Ok(Registry {
                     names: v1.names,
-                    locks: v1.locks,
+                    locks,
                     config: v1.config,
                     waiters: BTreeMap::new(),
                 })
@@ -665,6 +701,39 @@ mod tests {
     }
 
     #[test]
+    fn a_lost_nodes_waiter_handed_the_lock_after_the_loss_point_still_loses_it() {
+        let (a, b) = (pid(1, 1, 1), pid(2, 1, 1));
+        let mut r = Registry::new();
+        r.apply(1, &wait(a));
+        r.apply(2, &wait(b));
+        // Node 2 is declared lost at index 2; the lock reaches its waiter at 3.
+        r.apply(
+            3,
+            &Command::Unlock {
+                name: "L".into(),
+                token: 1,
+            },
+        );
+        assert_eq!(holder_of(&r), Some((b, 3)));
+        let out = r.apply(
+            4,
+            &Command::ReleaseNode {
+                node: node(2),
+                before_creation: None,
+                up_to_index: Some(2),
+            },
+        );
+        assert_eq!(
+            out,
+            Outcome::Released {
+                names: vec![],
+                locks: vec!["L".into()]
+            }
+        );
+        assert_eq!(holder_of(&r), None);
+    }
+
+    #[test]
     fn version_1_snapshots_still_load() {
         let mut names = BTreeMap::new();
         names.insert(
@@ -675,15 +744,22 @@ mod tests {
                 index: 3,
             },
         );
-        let v1 = (
-            names,
-            BTreeMap::<String, LockGrant>::new(),
-            BTreeMap::<String, String>::new(),
-        );
+        // A v1 grant was (holder, token).
+        let mut locks = BTreeMap::new();
+        locks.insert("l".to_string(), (pid(1, 1, 2), 7u64));
+        let v1 = (names, locks, BTreeMap::<String, String>::new());
         let mut bytes = vec![1u8];
         bytes.extend(postcard::to_stdvec(&v1).unwrap());
         let r = Registry::from_bytes(&bytes).unwrap();
         assert_eq!(r.whereis("n").map(|b| b.index), Some(3));
+        assert_eq!(
+            r.locks().get("l"),
+            Some(&LockGrant {
+                holder: pid(1, 1, 2),
+                token: 7,
+                asked: 7
+            })
+        );
         assert_eq!(r.lock_waiters().count(), 0);
     }
 

@@ -693,13 +693,15 @@ fn releases(
     lost: &mut HashMap<NodeId, LostSince>,
     now: Instant,
 ) -> Vec<Command> {
-    // Per node: the incarnations holding something, and the oldest index held.
+    // Per node: the incarnations holding (or queued for) something, and the oldest index
+    // at which it asked.
     let mut holders: BTreeMap<NodeId, (BTreeSet<u32>, u64)> = BTreeMap::new();
     let held = registry
         .names()
         .values()
         .map(|b| (b.pid, b.index))
-        .chain(registry.locks().values().map(|g| (g.holder, g.token)));
+        .chain(registry.locks().values().map(|g| (g.holder, g.asked)))
+        .chain(registry.lock_waiters_since().map(|(_, pid, at)| (pid, at)));
     for (pid, at) in held {
         let entry = holders
             .entry(pid.node)
