@@ -705,9 +705,10 @@ impl Node {
         match self.inner.request(node, body).await? {
             Response::Spawned(pid) => Ok(pid),
             Response::Error(e) => Err(RpcError::Remote(e)),
-            Response::Processes(_) | Response::Raft(_) | Response::NameApplied(_) => {
-                Err(RpcError::ConnectionLost)
-            }
+            Response::Processes(_)
+            | Response::Raft(_)
+            | Response::NameApplied(_)
+            | Response::LockWait(_) => Err(RpcError::ConnectionLost),
         }
     }
 
@@ -725,9 +726,10 @@ impl Node {
         match self.inner.request(node, Request::Processes).await? {
             Response::Processes(list) => Ok(list),
             Response::Error(e) => Err(RpcError::Remote(e)),
-            Response::Spawned(_) | Response::Raft(_) | Response::NameApplied(_) => {
-                Err(RpcError::ConnectionLost)
-            }
+            Response::Spawned(_)
+            | Response::Raft(_)
+            | Response::NameApplied(_)
+            | Response::LockWait(_) => Err(RpcError::ConnectionLost),
         }
     }
 
@@ -1217,6 +1219,7 @@ impl Inner {
             // Served asynchronously by the control loop; never reaches here.
             Request::Raft(_) => Response::Raft(Vec::new()),
             Request::AwaitName { .. } => Response::NameApplied(None),
+            Request::AwaitLock { .. } => Response::LockWait(atoll_wire::LockWait::Waiting),
         }
     }
 
@@ -1573,6 +1576,12 @@ async fn control_loop(weak: Weak<Inner>, peer: Arc<Peer>, mut reader: FrameReade
                         Request::AwaitName { name, pid, wait_ms } => {
                             naming::serve_await_name(&inner, &name, pid, wait_ms).await
                         }
+                        Request::AwaitLock {
+                            name,
+                            holder,
+                            after,
+                            wait_ms,
+                        } => naming::serve_await_lock(&inner, &name, holder, after, wait_ms).await,
                         other => inner.serve(peer.id, other),
                     };
                     let _ = peer.send_control(&Control::Response { id, body });

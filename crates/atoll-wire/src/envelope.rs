@@ -133,6 +133,31 @@ pub enum Request {
         /// The longest the answer may wait, in milliseconds (the node may wait less).
         wait_ms: u64,
     },
+    /// Answer once the consensus lock `name` is handed to `holder` by a grant after the one
+    /// with token `after`, or is free, or after `wait_ms` milliseconds (answered with
+    /// [`Response::LockWait`]): how a waiter on a node without a Raft replica learns of its
+    /// turn without waiting for the next registry push.
+    AwaitLock {
+        /// The lock.
+        name: String,
+        /// The queued process.
+        holder: Pid,
+        /// The token of the grant it queued behind.
+        after: u64,
+        /// The longest the answer may wait, in milliseconds (the node may wait less).
+        wait_ms: u64,
+    },
+}
+
+/// Where a lock waiter stands, as a voter's registry shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LockWait {
+    /// Handed to the waiter, under this token.
+    Granted(u64),
+    /// Free (to be asked for again).
+    Free,
+    /// Still held by someone else.
+    Waiting,
 }
 
 /// Control-plane responses.
@@ -149,6 +174,8 @@ pub enum Response {
     /// The answer to [`Request::AwaitName`]: the index of the registry this node resolves
     /// from once it binds the name to the pid, `None` if it did not within the wait.
     NameApplied(Option<u64>),
+    /// The answer to [`Request::AwaitLock`].
+    LockWait(LockWait),
 }
 
 /// Why a request failed on the remote node.

@@ -24,7 +24,7 @@ mod envelope;
 mod frame;
 
 pub use atoll_core::{ExitKind, Signal};
-pub use envelope::{Control, Data, DataRef, GroupMessage};
+pub use envelope::{Control, Data, DataRef, GroupMessage, LockWait};
 pub use envelope::{
     Hello, ProcessInfoWire, RegistryGossip, RegistryView, RemoteError, Request, Response,
     StatusWire,

@@ -90,6 +90,25 @@ fn control() -> impl Strategy<Value = Control> {
             id,
             body: Response::NameApplied(applied),
         }),
+        (any::<u64>(), ".{0,8}", pid(), any::<u64>(), any::<u64>()).prop_map(
+            |(id, name, holder, after, wait_ms)| Control::Request {
+                id,
+                body: Request::AwaitLock {
+                    name,
+                    holder,
+                    after,
+                    wait_ms,
+                },
+            }
+        ),
+        (any::<u64>(), any::<u64>(), 0..3u8).prop_map(|(id, token, kind)| Control::Response {
+            id,
+            body: Response::LockWait(match kind {
+                0 => atoll_wire::LockWait::Granted(token),
+                1 => atoll_wire::LockWait::Free,
+                _ => atoll_wire::LockWait::Waiting,
+            }),
+        }),
         (
             any::<u64>(),
             any::<Option<u64>>(),

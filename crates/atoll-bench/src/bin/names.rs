@@ -295,10 +295,13 @@ fn main() {
         for v in &voters {
             let _ = v.shutdown().await;
         }
-        (p50, p99, fwd_p50, per_s, log, locks, busy, whereis_ns)
+        let nodes = node_figures(&root.join("nodes"), n_lat as usize, run).await;
+        (
+            p50, p99, fwd_p50, per_s, log, locks, busy, whereis_ns, nodes,
+        )
     });
     let _ = std::fs::remove_dir_all(&root);
-    let (p50, p99, fwd_p50, per_s, log, locks, busy, whereis_ns) = figures;
+    let (p50, p99, fwd_p50, per_s, log, locks, busy, whereis_ns, nodes) = figures;
     let etcd = etcd_figures(n_lat as usize, run);
     println!(
         "names: 3 voters in one process, in-memory Raft transport, durable redb stores; {} cores",
@@ -332,6 +335,25 @@ fn main() {
     );
     println!("  queued answers per cycle: {busy:.1}");
     println!("{:<44} {:>10.0}ns", "local whereis", whereis_ns);
+    println!(
+        "through the node API: 3 voter nodes + 1 member over QUIC+TLS on loopback, one runtime:"
+    );
+    println!(
+        "{:<44} {:>10}µs {:>10}µs",
+        "Node::register at the leader's node", nodes.register_p50, nodes.register_p99
+    );
+    println!(
+        "{:<44} {:>10}µs",
+        "Node::register at a non-voter member", nodes.member_register_p50
+    );
+    println!(
+        "{:<44} {:>12.0}",
+        "Node::lock cycles/s, 8 clients on the 3 voters", nodes.locks_on_voters
+    );
+    println!(
+        "{:<44} {:>12.0}",
+        "Node::lock cycles/s, 8 clients on all 4 nodes", nodes.locks
+    );
     match &etcd {
         Ok(e) => {
             println!("etcd 3.4, 3 members on loopback, same measurements (JSON gateway):");
@@ -359,6 +381,14 @@ fn main() {
     }
     println!(
         "BENCH {{\"bench\":\"names\",\"system\":\"redb_commit_floor\",\"p50_us\":{floor_p50},\"p99_us\":{floor_p99}}}"
+    );
+    println!(
+        "BENCH {{\"bench\":\"names\",\"system\":\"atoll_nodes\",\"consistent_register_p50_us\":{},\"consistent_register_p99_us\":{},\"forwarded_register_p50_us\":{},\"lock_cycles_per_s\":{:.0},\"lock_cycles_with_member_per_s\":{:.0}}}",
+        nodes.register_p50,
+        nodes.register_p99,
+        nodes.member_register_p50,
+        nodes.locks_on_voters,
+        nodes.locks
     );
     if let Ok(e) = &etcd {
         println!(
@@ -401,4 +431,136 @@ fn etcd_figures(n_lat: usize, run: Duration) -> Result<EtcdFigures, String> {
         per_s,
         locks,
     })
+}
+
+/// The same operations through the node API, over QUIC and TLS on loopback: three voter
+/// nodes and one non-voter member, all in this process on one runtime.
+struct NodeFigures {
+    register_p50: u64,
+    register_p99: u64,
+    member_register_p50: u64,
+    locks_on_voters: f64,
+    locks: f64,
+}
+
+/// A process that only exists to own a name or hold the lock.
+struct Holder;
+
+impl atoll::Actor for Holder {
+    type Msg = ();
+
+    async fn handle(&mut self, _: (), _: &mut atoll::Ctx<Self>) -> atoll::ActorResult {
+        Ok(())
+    }
+}
+
+async fn node_figures(root: &Path, n_lat: usize, run: Duration) -> NodeFigures {
+    use atoll::net::{ClusterCa, NodeIdentity, RevocationList};
+    use atoll::{ConsensusConfig, MembershipConfig, Node, NodeConfig};
+
+    let ca = ClusterCa::create("bench").expect("CA");
+    let keys: Vec<NodeIdentity> = (0..4)
+        .map(|_| NodeIdentity::generate().expect("key"))
+        .collect();
+    let addrs: Vec<std::net::SocketAddr> = (0..4)
+        .map(|_| {
+            std::net::UdpSocket::bind("127.0.0.1:0")
+                .and_then(|s| s.local_addr())
+                .expect("a free port")
+        })
+        .collect();
+    let voters: Vec<(NodeId, std::net::SocketAddr)> =
+        (0..3).map(|i| (keys[i].node_id(), addrs[i])).collect();
+    let mut nodes = Vec::new();
+    for (i, key) in keys.into_iter().enumerate() {
+        let name = if i < 3 { format!("v{i}") } else { "m0".into() };
+        let cert = ca.issue(&name, &key.public_key()).expect("certificate");
+        let seeds = if i == 0 { vec![] } else { vec![addrs[0]] };
+        let config =
+            NodeConfig::with_ca(&name, addrs[i], key, cert, ca.trust(RevocationList::new()))
+                .with_membership(MembershipConfig::new(seeds))
+                .with_consensus(ConsensusConfig::new(voters.clone(), root.join(&name)));
+        nodes.push(Node::start(config).expect("node starts"));
+    }
+    // A leader, known to every voter, and the member seeing the voters.
+    let leader = loop {
+        let mut statuses = Vec::new();
+        for n in &nodes[..3] {
+            statuses.push(n.raft_status().await);
+        }
+        let leaders: Vec<_> = statuses
+            .iter()
+            .map(|s| s.as_ref().and_then(|s| s.leader))
+            .collect();
+        let agreed = leaders[0].is_some() && leaders.iter().all(|l| *l == leaders[0]);
+        let leading = statuses
+            .iter()
+            .position(|s| s.as_ref().is_some_and(|s| s.role == Role::Leader));
+        if agreed && let Some(i) = leading {
+            break i;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let latencies = |node: &Node, prefix: &'static str, n: usize| {
+        let node = node.clone();
+        async move {
+            let mut out = Vec::with_capacity(n);
+            for i in 0..n {
+                let pid = node.runtime().spawn(Holder).pid();
+                let t = Instant::now();
+                node.register(&format!("{prefix}-{i}"), pid, Scope::Consistent)
+                    .await
+                    .expect("registration");
+                out.push(t.elapsed().as_micros() as u64);
+            }
+            out
+        }
+    };
+    // Warm up the connections and the member's view of the voters.
+    let _ = latencies(&nodes[leader], "warm", 20).await;
+    let _ = latencies(&nodes[3], "warm-m", 20).await;
+    let (register_p50, register_p99) = p50_p99(latencies(&nodes[leader], "n-lead", n_lat).await);
+    let (member_register_p50, _) = p50_p99(latencies(&nodes[3], "n-member", n_lat / 2).await);
+
+    let locks_on_voters = node_lock_cycles(&nodes[..3], "voters-lock", run).await;
+    let locks = node_lock_cycles(&nodes, "the-lock", run).await;
+    for n in &nodes {
+        n.shutdown(Duration::from_secs(1)).await;
+    }
+    NodeFigures {
+        register_p50,
+        register_p99,
+        member_register_p50,
+        locks_on_voters,
+        locks,
+    }
+}
+
+/// `Node::lock` + unlock cycles per second, 8 clients spread over `nodes`, one lock.
+async fn node_lock_cycles(nodes: &[atoll::Node], lock: &'static str, run: Duration) -> f64 {
+    let cycles = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let start = Instant::now();
+    let tasks: Vec<_> = (0..8)
+        .map(|c| {
+            let node = nodes[c % nodes.len()].clone();
+            let (cycles, stop) = (cycles.clone(), stop.clone());
+            tokio::spawn(async move {
+                let holder = node.runtime().spawn(Holder).pid();
+                while !stop.load(Ordering::Relaxed) {
+                    if let Ok(guard) = node.lock(lock, holder, Duration::from_secs(5)).await {
+                        let _ = guard.unlock().await;
+                        cycles.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            })
+        })
+        .collect();
+    tokio::time::sleep(run).await;
+    stop.store(true, Ordering::Relaxed);
+    let per_s = per_second(cycles.load(Ordering::Relaxed), start.elapsed());
+    for t in tasks {
+        let _ = tokio::time::timeout(Duration::from_secs(10), t).await;
+    }
+    per_s
 }

@@ -16,7 +16,7 @@ use atoll_raft::{
     RaftStatus, RaftTransport, Registry, Role, TransportError, raft_id_of,
 };
 use atoll_swim::MemberState;
-use atoll_wire::{Control, RegistryView, Request, Response};
+use atoll_wire::{Control, LockWait, RegistryView, Request, Response};
 use serde::Serialize;
 use tokio::sync::{oneshot, watch};
 use tokio::time::Instant;
@@ -365,6 +365,108 @@ pub(super) async fn serve_await_name(
     };
     let wait = Duration::from_millis(wait_ms).min(naming.config.request_timeout);
     Response::NameApplied(await_applied(naming, name, pid, Instant::now() + wait).await)
+}
+
+/// Where `holder`, queued behind the grant with token `after`, stands in `registry` (at log
+/// `index`): handed the lock by a later grant, the lock free (once the registry has caught
+/// up with the grant it queued behind), or still waiting.
+fn lock_wait(index: u64, registry: &Registry, name: &str, holder: Pid, after: u64) -> LockWait {
+    match registry.locks().get(name) {
+        Some(g) if g.holder == holder && g.token > after => LockWait::Granted(g.token),
+        None if index >= after => LockWait::Free,
+        _ => LockWait::Waiting,
+    }
+}
+
+/// Answers [`Request::AwaitLock`] from this node's registry, within the request timeout.
+pub(super) async fn serve_await_lock(
+    inner: &Inner,
+    name: &str,
+    holder: Pid,
+    after: u64,
+    wait_ms: u64,
+) -> Response {
+    let Some(naming) = &inner.naming else {
+        return Response::LockWait(LockWait::Waiting);
+    };
+    let wait = Duration::from_millis(wait_ms).min(naming.config.request_timeout);
+    let stands = |index: u64, r: &Registry| lock_wait(index, r, name, holder, after);
+    naming
+        .wait_for(Instant::now() + wait, |i, r| {
+            stands(i, r) != LockWait::Waiting
+        })
+        .await;
+    Response::LockWait(naming.read_indexed(stands))
+}
+
+/// Waits until `holder`, queued behind the grant `after`, is handed the lock or finds it
+/// free, or `deadline` passes. A voter watches its own replica; any other node asks a voter
+/// (the leader first), which answers as soon as its replica shows the hand-over, rather than
+/// waiting for the next registry push.
+async fn await_lock(
+    inner: &Arc<Inner>,
+    naming: &Naming,
+    name: &str,
+    holder: Pid,
+    after: u64,
+    deadline: Instant,
+) -> LockWait {
+    let stands = |index: u64, r: &Registry| lock_wait(index, r, name, holder, after);
+    if naming.is_voter() {
+        naming
+            .wait_for(deadline, |i, r| stands(i, r) != LockWait::Waiting)
+            .await;
+        return naming.read_indexed(stands);
+    }
+    let transport = NodeTransport {
+        inner: Arc::downgrade(inner),
+        directory: naming.directory.clone(),
+    };
+    loop {
+        let now = Instant::now();
+        let seen = naming.read_indexed(stands);
+        if seen != LockWait::Waiting || now >= deadline {
+            return seen;
+        }
+        let wait = (deadline - now).min(naming.config.request_timeout);
+        let voters = naming.leader_hint().into_iter().chain(
+            naming
+                .directory
+                .voters
+                .keys()
+                .copied()
+                .filter(|v| Some(*v) != naming.leader_hint()),
+        );
+        let mut answered = None;
+        for voter in voters {
+            let Ok(peer) = transport.peer(voter).await else {
+                continue;
+            };
+            let body = Request::AwaitLock {
+                name: name.to_string(),
+                holder,
+                after,
+                wait_ms: u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
+            };
+            // A little longer than the voter waits, so its "still waiting" arrives.
+            if let Ok(Response::LockWait(w)) = inner.ask(&peer, body, wait + RETRY_PAUSE).await {
+                answered = Some(w);
+                break;
+            }
+        }
+        match answered {
+            Some(LockWait::Waiting) => {}
+            Some(w) => return w,
+            // No voter answered: watch the pushed view for a while, then ask again.
+            None => {
+                naming
+                    .wait_for(deadline.min(Instant::now() + RETRY_PAUSE), |i, r| {
+                        stands(i, r) != LockWait::Waiting
+                    })
+                    .await;
+            }
+        }
+    }
 }
 
 /// Waits until this node's registry binds `name` to `pid` (then returns the registry index
@@ -1287,22 +1389,13 @@ impl super::Node {
             let Some(naming) = self.naming() else {
                 return Err(LockError::NoConsensus);
             };
-            // Handed the lock (a grant after the one it queued behind: this node's view may
-            // still show an earlier grant to the same process), or (rarely: the entry that
-            // freed it could not grant it again) the lock free once this node's view has
-            // caught up with the grant it queued behind.
-            let handed = |index: u64, r: &Registry| match r.locks().get(name) {
-                Some(g) if g.holder == holder && g.token > token => Some(Some(g.token)),
-                None if index >= token => Some(None),
-                _ => None,
-            };
-            naming
-                .wait_for(deadline, |index, r| handed(index, r).is_some())
-                .await;
-            match naming.read_indexed(handed) {
-                Some(None) => continue,
-                Some(Some(token)) => return Ok(self.guard(name, holder, token)),
-                None => {
+            // Handed the lock by a grant after the one it queued behind (this node's view
+            // may still show an earlier grant to the same process), or (rarely: the entry
+            // that freed it could not grant it again) the lock free.
+            match await_lock(inner, naming, name, holder, token, deadline).await {
+                LockWait::Free => continue,
+                LockWait::Granted(token) => return Ok(self.guard(name, holder, token)),
+                LockWait::Waiting => {
                     // Out of the queue, and the lock released if it was handed over after
                     // all: whatever happened to the last request, this call has failed.
                     let command = Command::Abandon {
