@@ -469,7 +469,7 @@ async fn narrate(node: &Node, scene: &mut Scene, http: &[u16]) -> Result<(), Err
         };
         say(&format!(
             "  {name}: {} name of {pid} on {}; {seen}",
-            crate_scope(scope),
+            atoll_cluster::scope_name(scope),
             NODES[at]
         ));
     }
@@ -569,10 +569,6 @@ async fn narrate(node: &Node, scene: &mut Scene, http: &[u16]) -> Result<(), Err
         eventual.map_or("nothing".to_string(), |p: Pid| p.to_string())
     ));
     Ok(())
-}
-
-fn crate_scope(scope: Scope) -> &'static str {
-    atoll_cluster::scope_name(scope)
 }
 
 async fn eventually_heard(
