@@ -185,14 +185,7 @@ pub fn run() -> Result<(), Error> {
 
     let file = crate::config::NodeFile::load(&dir.join("demo.toml"))?;
     let loaded = file.node_config()?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .map_err(|source| Error::Runtime {
-            what: "async runtime",
-            source,
-        })?;
+    let runtime = crate::node::runtime(2)?;
     let result = runtime.block_on(async {
         let node = Node::start(loaded.config)?;
         let result = narrate(&node, &mut scene, &http).await;

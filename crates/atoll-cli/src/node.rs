@@ -35,18 +35,23 @@ pub fn run(config_path: &Path) -> Result<(), Error> {
     let file = NodeFile::load(config_path)?;
     let loaded = file.node_config()?;
     init_logging(&file);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(file.threads)
+    let runtime = runtime(file.threads)?;
+    let result = runtime.block_on(serve(file, loaded));
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    result
+}
+
+/// The multi-threaded tokio runtime a node runs on, with `threads` workers.
+pub(crate) fn runtime(threads: usize) -> Result<tokio::runtime::Runtime, Error> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads)
         .thread_name("atoll-worker")
         .enable_all()
         .build()
         .map_err(|source| Error::Runtime {
             what: "async runtime",
             source,
-        })?;
-    let result = runtime.block_on(serve(file, loaded));
-    runtime.shutdown_timeout(Duration::from_secs(1));
-    result
+        })
 }
 
 /// Logs to stderr: `log.filter` (or `RUST_LOG`, which wins) picks the lines, `log.format`

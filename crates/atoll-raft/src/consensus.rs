@@ -491,6 +491,14 @@ impl<T: RaftTransport + std::fmt::Debug> Consensus<T> {
         self.read_state().registry.clone()
     }
 
+    /// Runs `f` on this node's replica of the registry and the index of the last log entry
+    /// applied to it (`None` before anything was applied), read at one instant, without
+    /// copying the registry. `f` runs under the state's read lock: keep it short.
+    pub fn read_registry<R>(&self, f: impl FnOnce(Option<u64>, &Registry) -> R) -> R {
+        let state = self.read_state();
+        f(state.last_applied.map(|l| l.index), &state.registry)
+    }
+
     /// A copy of this node's replica of the registry together with the index of the last
     /// log entry applied to it (`None` before anything was applied), read at one instant.
     pub fn applied_registry(&self) -> (Option<u64>, Registry) {

@@ -158,24 +158,20 @@ impl Naming {
         }
     }
 
-    /// Reads the registry this node resolves from: its own replica on a running voter, the
-    /// newest pushed view otherwise.
-    fn read<R>(&self, f: impl FnOnce(&Registry) -> R) -> R {
-        if let Some(c) = self.ready() {
-            return f(&c.registry());
-        }
-        let view = self.view.read().unwrap_or_else(|e| e.into_inner());
-        f(&view.1)
-    }
-
-    /// Like [`Self::read`], with the registry's log index (0: nothing applied).
+    /// Reads the registry this node resolves from (its own replica on a running voter, the
+    /// newest pushed view otherwise) and its log index (0: nothing applied), without copying
+    /// it.
     fn read_indexed<R>(&self, f: impl FnOnce(u64, &Registry) -> R) -> R {
         if let Some(c) = self.ready() {
-            let (index, registry) = c.applied_registry();
-            return f(index.unwrap_or(0), &registry);
+            return c.read_registry(|index, r| f(index.unwrap_or(0), r));
         }
         let view = self.view.read().unwrap_or_else(|e| e.into_inner());
         f(view.0, &view.1)
+    }
+
+    /// Like [`Self::read_indexed`], without the index.
+    fn read<R>(&self, f: impl FnOnce(&Registry) -> R) -> R {
+        self.read_indexed(|_, r| f(r))
     }
 
     pub(super) fn whereis(&self, name: &str) -> Option<Pid> {
@@ -192,10 +188,7 @@ impl Naming {
 
     /// The index of the registry this node resolves from.
     pub(super) fn applied(&self) -> u64 {
-        match self.ready() {
-            Some(c) => c.applied_registry().0.unwrap_or(0),
-            None => self.view.read().unwrap_or_else(|e| e.into_inner()).0,
-        }
+        self.read_indexed(|index, _| index)
     }
 
     pub(super) async fn status(&self) -> Option<RaftStatus> {
@@ -390,13 +383,23 @@ pub(super) async fn serve_await_lock(
         return Response::LockWait(LockWait::Waiting);
     };
     let wait = Duration::from_millis(wait_ms).min(naming.config.request_timeout);
+    let deadline = Instant::now() + wait;
+    Response::LockWait(lock_wait_here(naming, name, holder, after, deadline).await)
+}
+
+/// [`lock_wait`] on this node's registry, once it is no longer `Waiting` or at `deadline`.
+async fn lock_wait_here(
+    naming: &Naming,
+    name: &str,
+    holder: Pid,
+    after: u64,
+    deadline: Instant,
+) -> LockWait {
     let stands = |index: u64, r: &Registry| lock_wait(index, r, name, holder, after);
     naming
-        .wait_for(Instant::now() + wait, |i, r| {
-            stands(i, r) != LockWait::Waiting
-        })
+        .wait_for(deadline, |i, r| stands(i, r) != LockWait::Waiting)
         .await;
-    Response::LockWait(naming.read_indexed(stands))
+    naming.read_indexed(stands)
 }
 
 /// Waits until `holder`, queued behind the grant `after`, is handed the lock or finds it
@@ -411,13 +414,10 @@ async fn await_lock(
     after: u64,
     deadline: Instant,
 ) -> LockWait {
-    let stands = |index: u64, r: &Registry| lock_wait(index, r, name, holder, after);
     if naming.is_voter() {
-        naming
-            .wait_for(deadline, |i, r| stands(i, r) != LockWait::Waiting)
-            .await;
-        return naming.read_indexed(stands);
+        return lock_wait_here(naming, name, holder, after, deadline).await;
     }
+    let stands = |index: u64, r: &Registry| lock_wait(index, r, name, holder, after);
     let transport = NodeTransport {
         inner: Arc::downgrade(inner),
         directory: naming.directory.clone(),
@@ -605,9 +605,7 @@ pub(super) fn learn_view(inner: &Inner, from: NodeId, view: RegistryView) {
 /// frame.
 fn own_view(inner: &Inner) -> Option<(u64, Control)> {
     let c = inner.naming.as_ref()?.ready()?;
-    let (applied, registry) = c.applied_registry();
-    let applied = applied?;
-    let snapshot = registry.to_bytes();
+    let (applied, snapshot) = c.read_registry(|applied, r| Some((applied?, r.to_bytes())))?;
     // Leave room for the envelope around it; the receiver refuses larger frames.
     if snapshot.len() + 64 > inner.max_frame_len {
         warn!(node = %inner.name, size = snapshot.len(), "the registry is too large to push");
@@ -669,18 +667,17 @@ async fn release_lost(weak: Weak<Inner>, every: Duration) {
         }
         // Decided from this node's view of the cluster, so only carried out while it leads:
         // a leader cut off from the others sees them all as lost.
-        let (index, registry) = c.applied_registry();
-        let commands = {
-            let Some(naming) = &inner.naming else { return };
+        let Some(naming) = &inner.naming else { return };
+        let commands = c.read_registry(|index, registry| {
             let mut lost = naming.lost.lock().unwrap_or_else(|e| e.into_inner());
             releases(
                 &inner,
                 index.unwrap_or(0),
-                &registry,
+                registry,
                 &mut lost,
                 Instant::now(),
             )
-        };
+        });
         for command in commands {
             match c.propose_as_leader(command.clone()).await {
                 Ok(Outcome::Released { names, locks }) => {
@@ -822,20 +819,14 @@ fn releases(
             {
                 // Not renewed when the member shows up under a new generation that is not
                 // live yet: that is the node coming back, and what it claims now stands.
-                let seen = lost
-                    .entry(node)
-                    .and_modify(|l| {
-                        if now.duration_since(l.at) >= LOST_RECHECK {
-                            *l = LostSince {
-                                up_to_index: index,
-                                at: now,
-                            };
-                        }
-                    })
-                    .or_insert(LostSince {
-                        up_to_index: index,
-                        at: now,
-                    });
+                let fresh = LostSince {
+                    up_to_index: index,
+                    at: now,
+                };
+                let seen = lost.entry(node).or_insert(fresh);
+                if now.duration_since(seen.at) >= LOST_RECHECK {
+                    *seen = fresh;
+                }
                 if oldest <= seen.up_to_index {
                     out.push(Command::ReleaseNode {
                         node,
