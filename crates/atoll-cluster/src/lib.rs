@@ -27,6 +27,7 @@ mod error;
 pub mod groups;
 mod node;
 mod peer;
+pub mod protocol;
 
 pub use atoll_raft::{ConsensusError, RaftStatus, Role as RaftRole};
 pub use atoll_swim::{

@@ -15,7 +15,8 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 use tracing::{debug, info, trace, warn};
 
-use super::{Inner, NodeIdHash, dial_within};
+use super::connect::dial_within;
+use super::{Inner, NodeIdHash};
 use crate::config::MembershipConfig;
 use crate::error::{ConnectError, StartError};
 
@@ -155,7 +156,7 @@ impl Transport for SwimTransport {
             }
             return;
         }
-        inner.learn_address(to.node, to.addr);
+        inner.routes().learn(to.node, to.addr);
         let now = Instant::now();
         let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
         if pending.len() > 1024 {
@@ -326,11 +327,7 @@ fn apply(inner: &Inner, event: &MemberEvent) {
             info!(node = %inner.name, member = member.name(), id = %member.node, generation = member.generation, addr = %member.addr, "member joined");
             // A verified self-announcement: its address is the one to use, and the node is
             // up, whatever an earlier connection loss said.
-            inner
-                .known
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert(member.node, (member.addr, false));
+            inner.routes().reachable(member.node, member.addr);
             super::naming::note_back(inner, member.node);
         }
         MemberEvent::Unreachable(member) | MemberEvent::Left(member) => {
@@ -352,7 +349,7 @@ fn apply(inner: &Inner, event: &MemberEvent) {
             // Sends fail fast until the node is back (a new generation joins, or a
             // connection to it succeeds); the connection closes as lost, so links and
             // monitors across it break with NoConnection.
-            inner.mark_down(member.node, true);
+            inner.routes().mark_down(member.node, true);
             if let Some(peer) = inner.peer(member.node) {
                 peer.conn.close(
                     quinn::VarInt::from_u32(MEMBER_DOWN),

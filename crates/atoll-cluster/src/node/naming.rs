@@ -2,7 +2,7 @@
 //! the node's control requests, the registry view voters push to every member, and the
 //! release rules (owner exit, node loss, a newer incarnation).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
@@ -27,6 +27,7 @@ use super::status::RaftView;
 use crate::config::ConsensusConfig;
 use crate::error::{ClusterSendError, LockError, NameError, StartError};
 use crate::peer::Peer;
+use crate::protocol::release::{LostSince, Standing, orphans, releases};
 
 /// The longest name (in bytes) accepted for a consensus name or lock.
 pub const MAX_NAME_LEN: usize = 255;
@@ -39,9 +40,6 @@ const RETRY_PAUSE: Duration = Duration::from_millis(50);
 /// The sweep for names and locks of this node's exited processes runs this many release
 /// intervals apart.
 const ORPHAN_SWEEP_FACTOR: u32 = 4;
-/// How long after a member was first seen lost the leader releases again what its node
-/// holds: a registration in flight when it died may have committed after the first release.
-const LOST_RECHECK: Duration = Duration::from_secs(10);
 /// The longest a wait for a registry change sleeps before looking again anyway (a voter
 /// that starts while someone waits changes where changes are announced).
 const CHANGE_RECHECK: Duration = Duration::from_millis(100);
@@ -64,14 +62,6 @@ pub(super) struct Naming {
     watched: Mutex<HashSet<(String, Pid)>>,
     /// The members this node saw declared lost: what a leader releases of each.
     lost: Mutex<HashMap<NodeId, LostSince>>,
-}
-
-/// A member the leader saw lost, and the registry index up to which its node's names and
-/// locks are released.
-#[derive(Debug, Clone, Copy)]
-struct LostSince {
-    up_to_index: u64,
-    at: Instant,
 }
 
 #[derive(Clone)]
@@ -528,7 +518,7 @@ async fn strong_ack(
                 Some(peer) => peer,
                 None => {
                     let addr = inner.known_address(node)?;
-                    let peer = super::dial_within(&inner, addr, wait.min(DIAL_TIMEOUT))
+                    let peer = super::connect::dial_within(&inner, addr, wait.min(DIAL_TIMEOUT))
                         .await
                         .ok()?;
                     (peer.id == node).then_some(peer)?
@@ -671,11 +661,11 @@ async fn release_lost(weak: Weak<Inner>, every: Duration) {
         let commands = c.read_registry(|index, registry| {
             let mut lost = naming.lost.lock().unwrap_or_else(|e| e.into_inner());
             releases(
-                &inner,
                 index.unwrap_or(0),
                 registry,
                 &mut lost,
-                Instant::now(),
+                Instant::now().into_std(),
+                |node| standing(&inner, node),
             )
         });
         for command in commands {
@@ -704,7 +694,7 @@ pub(super) fn note_lost(inner: &Inner, node: NodeId) {
         .entry(node)
         .or_insert(LostSince {
             up_to_index,
-            at: Instant::now(),
+            at: Instant::now().into_std(),
         });
 }
 
@@ -717,6 +707,18 @@ pub(super) fn note_back(inner: &Inner, node: NodeId) {
             .unwrap_or_else(|e| e.into_inner())
             .remove(&node);
     }
+}
+
+/// What this node knows of `node`, for the release policy.
+fn standing(inner: &Inner, node: NodeId) -> Standing {
+    if node == inner.id {
+        return Standing::Me(inner.rt.creation());
+    }
+    let member = inner.swim.get().and_then(|s| s.member(node));
+    if member.is_some_and(|m| !m.state.is_live()) {
+        return Standing::Lost;
+    }
+    Standing::Live(inner.peer(node).map(|p| p.creation))
 }
 
 /// Releases names and locks the registry gives to processes of this node that no longer
@@ -733,7 +735,8 @@ async fn release_orphans(weak: Weak<Inner>, every: Duration) {
             return;
         }
         let Some(naming) = &inner.naming else { return };
-        let orphans = naming.read(|r| orphans(&inner, r));
+        let creation = inner.rt.creation();
+        let orphans = naming.read(|r| orphans(inner.id, creation, r, |pid| inner.rt.is_alive(pid)));
         for command in orphans {
             match propose(&inner, command.clone()).await {
                 Ok(outcome) => {
@@ -745,111 +748,6 @@ async fn release_orphans(weak: Weak<Inner>, every: Duration) {
             }
         }
     }
-}
-
-/// The releases for names and locks `registry` gives to exited processes of this node.
-fn orphans(inner: &Inner, registry: &Registry) -> Vec<Command> {
-    let orphaned = |pid: &Pid| {
-        pid.node == inner.id && pid.creation == inner.rt.creation() && !inner.rt.is_alive(*pid)
-    };
-    let names = registry
-        .names()
-        .iter()
-        .filter(|(_, b)| orphaned(&b.pid))
-        .map(|(name, b)| Command::Unregister {
-            name: name.clone(),
-            pid: b.pid,
-        });
-    let locks = registry
-        .locks()
-        .iter()
-        .filter(|(_, g)| orphaned(&g.holder))
-        .map(|(name, g)| Command::Unlock {
-            name: name.clone(),
-            token: g.token,
-        });
-    let waiters = registry
-        .lock_waiters()
-        .filter(|(_, pid)| orphaned(pid))
-        .map(|(name, holder)| Command::Abandon {
-            name: name.to_string(),
-            holder,
-        });
-    names.chain(locks).chain(waiters).collect()
-}
-
-/// The releases the registry (at log `index`) calls for, as this node sees the cluster.
-///
-/// A node whose member is lost (unreachable or left) loses what it held when this node
-/// saw it declared lost ([`note_lost`]; or, failing that, now), and, every [`LOST_RECHECK`]
-/// while it stays lost, what it holds then;
-/// what it claims in between stands (it registered, so it is back, whatever this node's
-/// membership says yet). A node with a newer incarnation loses its older incarnations'.
-fn releases(
-    inner: &Inner,
-    index: u64,
-    registry: &Registry,
-    lost: &mut HashMap<NodeId, LostSince>,
-    now: Instant,
-) -> Vec<Command> {
-    // Per node: the incarnations holding (or queued for) something, and the oldest index
-    // at which it asked.
-    let mut holders: BTreeMap<NodeId, (BTreeSet<u32>, u64)> = BTreeMap::new();
-    let held = registry
-        .names()
-        .values()
-        .map(|b| (b.pid, b.index))
-        .chain(registry.locks().values().map(|g| (g.holder, g.asked)))
-        .chain(registry.lock_waiters_since().map(|(_, pid, at)| (pid, at)));
-    for (pid, at) in held {
-        let entry = holders
-            .entry(pid.node)
-            .or_insert((BTreeSet::new(), u64::MAX));
-        entry.0.insert(pid.creation);
-        entry.1 = entry.1.min(at);
-    }
-    let mut out = Vec::new();
-    for (node, (creations, oldest)) in holders {
-        let current = if node == inner.id {
-            Some(inner.rt.creation())
-        } else {
-            let member = inner.swim.get().and_then(|s| s.member(node));
-            if let Some(m) = &member
-                && !m.state.is_live()
-            {
-                // Not renewed when the member shows up under a new generation that is not
-                // live yet: that is the node coming back, and what it claims now stands.
-                let fresh = LostSince {
-                    up_to_index: index,
-                    at: now,
-                };
-                let seen = lost.entry(node).or_insert(fresh);
-                if now.duration_since(seen.at) >= LOST_RECHECK {
-                    *seen = fresh;
-                }
-                if oldest <= seen.up_to_index {
-                    out.push(Command::ReleaseNode {
-                        node,
-                        before_creation: None,
-                        up_to_index: Some(seen.up_to_index),
-                    });
-                }
-                continue;
-            }
-            lost.remove(&node);
-            inner.peer(node).map(|p| p.creation)
-        };
-        if let Some(current) = current
-            && creations.first().is_some_and(|&oldest| oldest < current)
-        {
-            out.push(Command::ReleaseNode {
-                node,
-                before_creation: Some(current),
-                up_to_index: None,
-            });
-        }
-    }
-    out
 }
 
 /// Proposes `command`: to this node's voter, or, on a non-voter, to the voters (the known
@@ -1062,7 +960,7 @@ impl NodeTransport {
         let attempt = tokio::spawn(async move {
             let inner = weak.upgrade()?;
             let timeout = inner.connect_timeout.min(DIAL_TIMEOUT);
-            let peer = match super::dial_within(&inner, addr, timeout).await {
+            let peer = match super::connect::dial_within(&inner, addr, timeout).await {
                 Ok(peer) if peer.id == node => Some(peer),
                 Ok(_) | Err(_) => None,
             };
@@ -1102,9 +1000,9 @@ impl RaftTransport for NodeTransport {
         match inner.ask(&peer, Request::Raft(body), timeout).await {
             Ok(Response::Raft(answer)) => Ok(answer),
             Ok(_) => Err(failed("unexpected response")),
-            Err(super::AskError::NotSent) => Err(TransportError::Unreachable(target)),
-            Err(super::AskError::Lost) => Err(failed("connection lost")),
-            Err(super::AskError::TimedOut) => Err(failed("timed out")),
+            Err(super::rpc::AskError::NotSent) => Err(TransportError::Unreachable(target)),
+            Err(super::rpc::AskError::Lost) => Err(failed("connection lost")),
+            Err(super::rpc::AskError::TimedOut) => Err(failed("timed out")),
         }
     }
 }

@@ -1,0 +1,357 @@
+//! Connections: dialing and accepting, the introductions, the duplicate rule (decided by
+//! [`crate::protocol::connect`]), and what happens when a connection goes.
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use atoll_core::NodeId;
+use atoll_wire::{Control, Hello, decode};
+use tracing::{debug, info, warn};
+
+use super::control::start_peer_tasks;
+use super::{Inner, naming};
+use crate::error::ConnectError;
+use crate::peer::{FrameReader, Peer};
+use crate::protocol::connect::{self as protocol, Adopt, Connection, Proven, check_hello};
+
+const EXPORTER_LABEL: &[u8] = b"atoll hello v1";
+
+impl Inner {
+    fn hello(&self, conn: &quinn::Connection) -> Result<Hello, ConnectError> {
+        let secret = exporter_secret(conn)?;
+        Ok(Hello {
+            node_name: self.name.clone(),
+            node_id: self.id,
+            creation: self.rt.creation(),
+            listen: Some(self.local_addr.to_string()),
+            public_key: self.identity.public_key().to_vec(),
+            proof: self.identity.sign(&secret).to_vec(),
+        })
+    }
+
+    /// Checks a peer's introduction on `conn` (see [`check_hello`]).
+    fn check_hello(&self, hello: &Hello, conn: &quinn::Connection) -> Result<(), ConnectError> {
+        let proven = Proven {
+            secret: &exporter_secret(conn)?,
+            certificate_id: atoll_net::peer_node_id(conn),
+            certificate_proves_id: self.certificate_proves_id,
+        };
+        check_hello(self.id, hello, proven)
+    }
+}
+
+fn exporter_secret(conn: &quinn::Connection) -> Result<[u8; 32], ConnectError> {
+    let mut secret = [0u8; 32];
+    conn.export_keying_material(&mut secret, EXPORTER_LABEL, b"")
+        .map_err(|_| ConnectError::Handshake("no TLS exporter secret".into()))?;
+    Ok(secret)
+}
+
+pub(super) async fn accept_loop(weak: Weak<Inner>, endpoint: quinn::Endpoint) {
+    while let Some(incoming) = endpoint.accept().await {
+        let weak = weak.clone();
+        tokio::spawn(async move {
+            let Some(inner) = weak.upgrade() else { return };
+            let attempt = async {
+                let conn = incoming
+                    .await
+                    .map_err(|e| ConnectError::Connection(e.to_string()))?;
+                establish(&inner, conn, None).await.map_err(|e| match e {
+                    EstablishError::Refused(e) => e,
+                    EstablishError::Superseded(_) => {
+                        ConnectError::Handshake("superseded by a simultaneous connection".into())
+                    }
+                })
+            };
+            match tokio::time::timeout(inner.connect_timeout, attempt).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(ConnectError::ToItself)) => {
+                    debug!(node = %inner.name, "a connection from this node to itself was closed")
+                }
+                Ok(Err(e)) => warn!(node = %inner.name, "refused an incoming connection: {e}"),
+                Err(_) => warn!(node = %inner.name, "an incoming connection timed out"),
+            }
+        });
+    }
+}
+
+pub(super) async fn dial(inner: &Arc<Inner>, addr: SocketAddr) -> Result<Arc<Peer>, ConnectError> {
+    dial_within(inner, addr, inner.connect_timeout).await
+}
+
+/// Connects to `addr` (or finds the connection to the node there) within `timeout`.
+pub(super) async fn dial_within(
+    inner: &Arc<Inner>,
+    addr: SocketAddr,
+    timeout: Duration,
+) -> Result<Arc<Peer>, ConnectError> {
+    let attempt = async {
+        let connecting = atoll_net::connect(&inner.endpoint, addr, None)
+            .map_err(|e| ConnectError::Connection(e.to_string()))?;
+        let conn = connecting
+            .await
+            .map_err(|e| ConnectError::Connection(e.to_string()))?;
+        match establish(inner, conn, Some(addr)).await {
+            Ok(peer) => Ok(peer),
+            // Both sides dialed at once and the peer kept the other connection: it is being
+            // set up on this side too; wait for it.
+            Err(EstablishError::Superseded(id)) => loop {
+                let found = match id {
+                    Some(id) => inner.peer(id),
+                    None => inner.peer_at(addr),
+                };
+                if let Some(peer) = found {
+                    break Ok(peer);
+                }
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            },
+            Err(EstablishError::Refused(e)) => Err(e),
+        }
+    };
+    tokio::time::timeout(timeout, attempt)
+        .await
+        .map_err(|_| ConnectError::Timeout)?
+}
+
+/// Why a connection did not become a peer.
+enum EstablishError {
+    /// Refused or failed.
+    Refused(ConnectError),
+    /// The peer dropped it in favour of a simultaneous connection the other way (whose
+    /// peer id is given if the introductions got that far).
+    Superseded(Option<NodeId>),
+}
+
+/// Closed by the other side as a duplicate of a simultaneous connection.
+const DUPLICATE: u32 = 2;
+
+/// Exchanges introductions on a new connection (`dialed_addr` is the address this node
+/// dialed, if it opened the connection) and makes it a peer.
+async fn establish(
+    inner: &Arc<Inner>,
+    conn: quinn::Connection,
+    dialed_addr: Option<SocketAddr>,
+) -> Result<Arc<Peer>, EstablishError> {
+    let fail = |e: ConnectError, id: Option<NodeId>| match conn.close_reason() {
+        Some(quinn::ConnectionError::ApplicationClosed(c))
+            if c.error_code == quinn::VarInt::from_u32(DUPLICATE) =>
+        {
+            EstablishError::Superseded(id)
+        }
+        _ => EstablishError::Refused(e),
+    };
+    let (hello, send, reader) = introduce(inner, &conn, dialed_addr.is_some())
+        .await
+        .map_err(|e| fail(e, None))?;
+    let mut streams = Vec::with_capacity(inner.message_streams);
+    for _ in 0..inner.message_streams {
+        let stream = conn
+            .open_uni()
+            .await
+            .map_err(|e| fail(ConnectError::Handshake(e.to_string()), Some(hello.node_id)))?;
+        streams.push(stream);
+    }
+    let dialer = if dialed_addr.is_some() {
+        inner.id
+    } else {
+        hello.node_id
+    };
+    let peer = Arc::new(Peer::new(
+        &hello,
+        conn.clone(),
+        dialer,
+        dialed_addr,
+        send,
+        streams,
+    ));
+    let peer = adopt(inner, peer);
+    if peer.conn.stable_id() == conn.stable_id() {
+        start_peer_tasks(inner, &peer, reader);
+        let _ = peer.send_control(&inner.globals_snapshot());
+        let groups = inner
+            .groups
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .sync();
+        let _ = peer.send_control(&Control::Groups(groups));
+        naming::greet(inner, &peer);
+        info!(node = %inner.name, peer = %peer.name, id = %peer.id, creation = peer.creation, "peer connected");
+    }
+    Ok(peer)
+}
+
+/// The introductions: the dialer speaks first, each side checks the other's proof.
+async fn introduce(
+    inner: &Inner,
+    conn: &quinn::Connection,
+    dialed: bool,
+) -> Result<(Hello, quinn::SendStream, FrameReader), ConnectError> {
+    let io = |e: &dyn std::fmt::Display| ConnectError::Handshake(e.to_string());
+    let (mut send, recv) = if dialed {
+        conn.open_bi().await.map_err(|e| io(&e))?
+    } else {
+        conn.accept_bi().await.map_err(|e| io(&e))?
+    };
+    let mut reader = FrameReader::new(recv, inner.max_frame_len);
+    let mine = atoll_wire::encode_frame(&Control::Hello(inner.hello(conn)?)).map_err(|e| io(&e))?;
+    // The dialer speaks first: a QUIC stream reaches the other side with its first bytes.
+    if dialed {
+        send.write_all(&mine).await.map_err(|e| io(&e))?;
+    }
+    let hello = match reader.next().await.map_err(|e| io(&e))? {
+        Some(body) => match decode::<Control>(&body).map_err(|e| io(&e))? {
+            Control::Hello(h) => h,
+            _ => return Err(ConnectError::Handshake("expected an introduction".into())),
+        },
+        None => return Err(ConnectError::Handshake("stream closed".into())),
+    };
+    if let Err(e) = inner.check_hello(&hello, conn) {
+        if !dialed && e == ConnectError::ToItself {
+            // Answer, so the dialing side learns it reached this very node; it closes the
+            // connection then.
+            if send.write_all(&mine).await.is_ok() {
+                let _ = tokio::time::timeout(inner.connect_timeout, conn.closed()).await;
+            }
+        }
+        return Err(e);
+    }
+    if !dialed {
+        send.write_all(&mine).await.map_err(|e| io(&e))?;
+    }
+    Ok((hello, send, reader))
+}
+
+/// Registers a freshly introduced peer, resolving a duplicate: of two live connections
+/// between the same pair, the one dialed by the smaller node id survives; a connection from
+/// a new incarnation replaces the old one.
+fn adopt(inner: &Arc<Inner>, peer: Arc<Peer>) -> Arc<Peer> {
+    let address = peer
+        .dialed_addr
+        .or_else(|| peer.listen.as_deref().and_then(|a| a.parse().ok()));
+    if let Some(addr) = address {
+        inner.routes().reachable(peer.id, addr);
+    }
+    let view = |p: &Peer| Connection {
+        dialer: p.dialer,
+        creation: p.creation,
+        alive: p.conn.close_reason().is_none(),
+    };
+    let mut peers = inner.peers.write().unwrap_or_else(|e| e.into_inner());
+    let existing = peers.get(&peer.id).cloned();
+    let decision = protocol::adopt(
+        inner.id,
+        peer.id,
+        existing.as_deref().map(view),
+        view(&peer),
+    );
+    match (decision, existing) {
+        (Adopt::KeepExisting, Some(existing)) => {
+            peer.conn
+                .close(quinn::VarInt::from_u32(DUPLICATE), b"duplicate connection");
+            existing
+        }
+        (Adopt::ReplaceDuplicate | Adopt::ReplaceStale, Some(existing)) => {
+            peers.insert(peer.id, peer.clone());
+            drop(peers);
+            existing
+                .conn
+                .close(quinn::VarInt::from_u32(DUPLICATE), b"replaced");
+            if decision == Adopt::ReplaceDuplicate {
+                // The same peer over the other of two simultaneous connections: its
+                // processes are as alive as before, so links and monitors stand.
+                existing.fail_requests();
+            } else {
+                forget_peer(inner, &existing);
+            }
+            peer
+        }
+        _ => {
+            peers.insert(peer.id, peer.clone());
+            peer
+        }
+    }
+}
+
+/// Cleans up after a peer connection: its processes' links and monitors see
+/// `NoConnection`, its global names go, its pending requests fail.
+pub(super) fn forget_peer(inner: &Arc<Inner>, peer: &Arc<Peer>) {
+    peer.fail_requests();
+    inner.rt.node_down(peer.id);
+    inner
+        .globals
+        .write()
+        .unwrap_or_else(|e| e.into_inner())
+        .node_down(peer.id);
+    inner
+        .groups
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .node_down(peer.id);
+}
+
+pub(super) async fn watch_connection(weak: Weak<Inner>, peer: Arc<Peer>) {
+    let reason = peer.conn.closed().await;
+    let Some(inner) = weak.upgrade() else { return };
+    let current = {
+        let mut peers = inner.peers.write().unwrap_or_else(|e| e.into_inner());
+        let current = peers.get(&peer.id).is_some_and(|p| Arc::ptr_eq(p, &peer));
+        if current {
+            // Marked before the peer leaves the table, so no send slips in between and
+            // opens a connection on demand: a connection this node closed on purpose can
+            // be reopened that way; a lost one makes sends fail fast until a reconnection
+            // succeeds.
+            inner
+                .routes()
+                .mark_down(peer.id, !peer.closed_on_purpose.load(Ordering::Acquire));
+            peers.remove(&peer.id);
+        }
+        current
+    };
+    if !current {
+        return;
+    }
+    info!(node = %inner.name, peer = %peer.name, "peer disconnected: {reason}");
+    forget_peer(&inner, &peer);
+    if inner.closing.load(Ordering::SeqCst) {
+        return;
+    }
+    // Reconnect to the address this node dialed, or to the one the peer advertised, if this
+    // node asked to stay connected to it.
+    let advertised = peer
+        .listen
+        .as_deref()
+        .and_then(|a| a.parse::<SocketAddr>().ok());
+    let wanted = [peer.dialed_addr, advertised]
+        .into_iter()
+        .flatten()
+        .find(|a| {
+            inner
+                .wanted
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .contains(a)
+        });
+    if let Some(addr) = wanted {
+        tokio::spawn(reconnect(weak, addr));
+    }
+}
+
+async fn reconnect(weak: Weak<Inner>, addr: SocketAddr) {
+    let Some((mut delay, max)) = weak.upgrade().map(|i| i.reconnect) else {
+        return;
+    };
+    loop {
+        tokio::time::sleep(delay).await;
+        let Some(inner) = weak.upgrade() else { return };
+        if inner.closing.load(Ordering::SeqCst) {
+            return;
+        }
+        match dial(&inner, addr).await {
+            Ok(_) => return,
+            Err(e) => debug!(node = %inner.name, %addr, "reconnect failed: {e}"),
+        }
+        delay = (delay * 2).min(max);
+    }
+}

@@ -1,0 +1,175 @@
+//! A peer's read loops: its control stream, its message streams and its datagrams.
+
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Weak};
+
+use atoll_wire::{Control, DataRef, Request, decode, decode_ref};
+use tracing::{debug, warn};
+
+use super::connect::watch_connection;
+use super::{Inner, naming};
+use crate::peer::{FrameReader, Peer, ReadError};
+
+pub(super) fn start_peer_tasks(inner: &Arc<Inner>, peer: &Arc<Peer>, control: FrameReader) {
+    tokio::spawn(control_loop(Arc::downgrade(inner), peer.clone(), control));
+    tokio::spawn(accept_message_streams(Arc::downgrade(inner), peer.clone()));
+    tokio::spawn(watch_connection(Arc::downgrade(inner), peer.clone()));
+    tokio::spawn(datagram_loop(Arc::downgrade(inner), peer.clone()));
+}
+
+async fn datagram_loop(weak: Weak<Inner>, peer: Arc<Peer>) {
+    while let Ok(datagram) = peer.conn.read_datagram().await {
+        let Some(inner) = weak.upgrade() else { return };
+        let sink = inner
+            .datagrams
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        // Datagrams are unreliable by nature: with no reader, or a full queue, drop them.
+        if let Some(sink) = sink {
+            let _ = sink.try_send((peer.id, datagram));
+        }
+    }
+}
+
+async fn control_loop(weak: Weak<Inner>, peer: Arc<Peer>, mut reader: FrameReader) {
+    loop {
+        let body = match reader.next().await {
+            Ok(Some(body)) => body,
+            Ok(None) => return,
+            // The connection went away: the connection watcher takes it from here.
+            Err(ReadError::Stream(_)) => return,
+            Err(e) => {
+                warn!(peer = %peer.name, "control stream failed: {e}");
+                peer.conn
+                    .close(quinn::VarInt::from_u32(3), b"bad control frame");
+                return;
+            }
+        };
+        peer.frames_received.fetch_add(1, Ordering::Relaxed);
+        let Some(inner) = weak.upgrade() else { return };
+        let msg = match decode::<Control>(&body) {
+            Ok(m) => m,
+            Err(e) => {
+                warn!(peer = %peer.name, "malformed control frame: {e}");
+                peer.conn
+                    .close(quinn::VarInt::from_u32(3), b"bad control frame");
+                return;
+            }
+        };
+        match msg {
+            Control::Hello(_) => warn!(peer = %peer.name, "ignored a second introduction"),
+            Control::Gossip(gossip) => inner.learn_globals(peer.id, gossip),
+            Control::Request { id, body } => {
+                // Served off this loop, so a slow request never holds up gossip.
+                let peer = peer.clone();
+                tokio::spawn(async move {
+                    let body = match body {
+                        Request::Raft(raft) => naming::serve(&inner, raft).await,
+                        Request::AwaitName { name, pid, wait_ms } => {
+                            naming::serve_await_name(&inner, &name, pid, wait_ms).await
+                        }
+                        Request::AwaitLock {
+                            name,
+                            holder,
+                            after,
+                            wait_ms,
+                        } => naming::serve_await_lock(&inner, &name, holder, after, wait_ms).await,
+                        other => inner.serve(peer.id, other),
+                    };
+                    let _ = peer.send_control(&Control::Response { id, body });
+                });
+            }
+            Control::Registry(view) => naming::learn_view(&inner, peer.id, view),
+            Control::Groups(message) => {
+                let applied = inner
+                    .groups
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .apply(peer.id, message);
+                if let Err(e) = applied {
+                    warn!(peer = %peer.name, "refused a process-group message: {e}");
+                }
+            }
+            Control::Response { id, body } => {
+                let waiter = peer
+                    .requests
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&id);
+                if let Some(w) = waiter {
+                    let _ = w.send(body);
+                }
+            }
+        }
+    }
+}
+
+async fn accept_message_streams(weak: Weak<Inner>, peer: Arc<Peer>) {
+    while let Ok(recv) = peer.conn.accept_uni().await {
+        let Some(inner) = weak.upgrade() else { return };
+        let reader = FrameReader::new(recv, inner.max_frame_len);
+        tokio::spawn(message_loop(weak.clone(), peer.clone(), reader));
+    }
+}
+
+async fn message_loop(weak: Weak<Inner>, peer: Arc<Peer>, mut reader: FrameReader) {
+    loop {
+        let Some(inner) = weak.upgrade() else { return };
+        let handled = reader
+            .next_with(|body| match decode_ref::<DataRef<'_>>(body) {
+                Ok(data) => {
+                    peer.frames_received.fetch_add(1, Ordering::Relaxed);
+                    dispatch(&inner, &peer, data);
+                    Ok(())
+                }
+                Err(e) => Err(e),
+            })
+            .await;
+        drop(inner);
+        match handled {
+            Ok(Some(Ok(()))) => {}
+            Ok(None) => return,
+            Ok(Some(Err(e))) => {
+                warn!(peer = %peer.name, "message stream refused: {e}");
+                reader.refuse();
+                return;
+            }
+            Err(ReadError::Stream(_)) => return,
+            Err(e) => {
+                warn!(peer = %peer.name, "message stream refused: {e}");
+                reader.refuse();
+                return;
+            }
+        }
+    }
+}
+
+fn dispatch(inner: &Inner, peer: &Peer, data: DataRef<'_>) {
+    match data {
+        DataRef::Send { to, payload } => {
+            if let Err(e) = inner.rt.deliver_encoded(peer.id, to, payload) {
+                debug!(peer = %peer.name, "dropped a message: {e}");
+            }
+        }
+        DataRef::SendNamed { name, payload } => match inner.rt.whereis(name) {
+            Some(to) => {
+                if let Err(e) = inner.rt.deliver_encoded(peer.id, to, payload) {
+                    debug!(peer = %peer.name, %name, "dropped a message: {e}");
+                }
+            }
+            None => debug!(peer = %peer.name, %name, "dropped a message for an unknown name"),
+        },
+        DataRef::Reply { call, payload } => {
+            inner.rt.deliver_reply(call, payload);
+        }
+        DataRef::Signal(signal) => {
+            let sender = signal.sender();
+            if sender.node != peer.id {
+                warn!(peer = %peer.name, %sender, "ignored a signal sent on behalf of another node");
+                return;
+            }
+            inner.rt.deliver_signal(signal);
+        }
+    }
+}

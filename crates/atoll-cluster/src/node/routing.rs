@@ -1,0 +1,183 @@
+//! Routing envelopes to other nodes: over a connection, or through the backlog of one
+//! opened on demand ([`Routes`] decides); the runtime's way out ([`Link`]).
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Weak};
+
+use atoll_actor::{NoConnection, Remote, SendError, Signal, encode_for};
+use atoll_core::{NodeId, Pid};
+use atoll_wire::Data;
+use serde::Serialize;
+use tracing::debug;
+
+use super::Inner;
+use super::connect::dial;
+use crate::error::ClusterSendError;
+use crate::peer::Peer;
+use crate::protocol::routes::{Route, no_connection};
+
+pub(super) fn send_named<M: Serialize>(
+    inner: &Inner,
+    peer: &Peer,
+    name: &str,
+    msg: M,
+) -> Result<(), ClusterSendError<M>> {
+    let payload = match encode_for(&inner.rt, peer.id, &msg) {
+        Ok(p) => p,
+        Err(e) => return Err(SendError::Unencodable(msg, e).into()),
+    };
+    let data = Data::SendNamed {
+        name: name.to_string(),
+        payload,
+    };
+    peer.send_data(name_key(name), &data)
+        .map_err(|_| ClusterSendError::Send(SendError::NoConnection(msg)))
+}
+
+/// Sends by name to a node that may not be connected: through its backlog and a
+/// connection opened on demand, as any envelope for it.
+pub(super) fn send_named_routed<M: Serialize>(
+    inner: &Arc<Inner>,
+    node: NodeId,
+    name: &str,
+    msg: M,
+) -> Result<(), ClusterSendError<M>> {
+    let payload = match encode_for(&inner.rt, node, &msg) {
+        Ok(p) => p,
+        Err(e) => return Err(SendError::Unencodable(msg, e).into()),
+    };
+    let data = Data::SendNamed {
+        name: name.to_string(),
+        payload,
+    };
+    route(inner, node, name_key(name), &data, None)
+        .map_err(|_| ClusterSendError::Send(SendError::NoConnection(msg)))
+}
+
+/// Picks the stream for sends by name: the same on every call, so sends to one name stay in
+/// order (FNV-1a; it only has to spread names over a handful of streams).
+fn name_key(name: &str) -> u64 {
+    name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+/// The runtime's way out to other nodes.
+pub(super) struct Link(pub(super) Weak<Inner>);
+
+impl Link {
+    /// Sends a data envelope to `node`: over its connection, or, if the node was connected
+    /// before and its address is known, into a backlog that a fresh connection (opened now,
+    /// lazily) drains in order.
+    fn route(
+        &self,
+        node: NodeId,
+        key: u64,
+        data: &Data,
+        signal: Option<Signal>,
+    ) -> Result<(), NoConnection> {
+        let inner = self.0.upgrade().ok_or(NoConnection)?;
+        route(&inner, node, key, data, signal)
+    }
+}
+
+/// Sends a data envelope to `node`: over its connection, or, if its address is known and
+/// it is not down, into a backlog that a fresh connection (opened now, lazily) drains in
+/// order.
+pub(super) fn route(
+    inner: &Arc<Inner>,
+    node: NodeId,
+    key: u64,
+    data: &Data,
+    signal: Option<Signal>,
+) -> Result<(), NoConnection> {
+    // The common case, a connected node and no backlog anywhere, takes no lock here.
+    if inner.backlog_count.load(Ordering::Acquire) == 0
+        && let Some(peer) = inner.peer(node)
+    {
+        return peer.send_data(key, data).map_err(|_| NoConnection);
+    }
+    let mut routes = inner.routes();
+    let peer = inner.peer(node);
+    let frame = || atoll_wire::encode_frame(data).ok();
+    match routes.route(node, peer.is_some(), key, frame, signal) {
+        Route::Direct => {
+            drop(routes);
+            let peer = peer.ok_or(NoConnection)?;
+            peer.send_data(key, data).map_err(|_| NoConnection)
+        }
+        Route::Queued(dial) => {
+            inner
+                .backlog_count
+                .store(routes.backlogs(), Ordering::Release);
+            drop(routes);
+            if let Some(addr) = dial {
+                tokio::spawn(connect_lazily(Arc::downgrade(inner), node, addr));
+            }
+            Ok(())
+        }
+        Route::Unreachable => Err(NoConnection),
+    }
+}
+
+async fn connect_lazily(weak: Weak<Inner>, node: NodeId, addr: SocketAddr) {
+    let Some(inner) = weak.upgrade() else { return };
+    let connected = match dial(&inner, addr).await {
+        Ok(peer) if peer.id == node => Some(peer),
+        Ok(_) | Err(_) => None,
+    };
+    let unanswered = {
+        let mut routes = inner.routes();
+        let unanswered = match &connected {
+            Some(peer) => {
+                // Drained under the lock: nothing sent meanwhile can overtake it.
+                for (key, frame) in routes.opened(node) {
+                    let _ = peer.send_frame(key, &frame);
+                }
+                Vec::new()
+            }
+            None => routes.failed(node),
+        };
+        inner
+            .backlog_count
+            .store(routes.backlogs(), Ordering::Release);
+        if connected.is_some() {
+            return;
+        }
+        unanswered
+    };
+    debug!(node = %inner.name, peer = %node, %addr, "lazy connection failed");
+    for signal in unanswered.into_iter().filter_map(no_connection) {
+        inner.rt.deliver_signal(signal);
+    }
+    // Reply handles that went into the backlog will not be answered.
+    inner.rt.node_down(node);
+}
+
+impl Remote for Link {
+    fn send(&self, to: Pid, payload: Vec<u8>) -> Result<(), NoConnection> {
+        self.route(
+            to.node,
+            Peer::stream_key(to),
+            &Data::Send { to, payload },
+            None,
+        )
+    }
+
+    fn reply(&self, node: NodeId, call: u64, payload: Vec<u8>) -> Result<(), NoConnection> {
+        self.route(node, call, &Data::Reply { call, payload }, None)
+    }
+
+    fn is_connected(&self, node: NodeId) -> bool {
+        self.0
+            .upgrade()
+            .is_some_and(|i| i.peer(node).is_some() || i.known_address(node).is_some())
+    }
+
+    fn signal(&self, signal: Signal) -> Result<(), NoConnection> {
+        let to = signal.target();
+        let data = Data::Signal(signal.clone());
+        self.route(to.node, Peer::stream_key(to), &data, Some(signal))
+    }
+}

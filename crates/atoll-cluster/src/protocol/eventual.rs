@@ -1,0 +1,246 @@
+//! Eventual (global) names as a state machine: what this node knows of every node's claims,
+//! and the gossip each change calls for.
+//!
+//! Every node is the authority on its own processes' names: it announces a claim to every
+//! peer ([`RegistryGossip::Registered`]), a release ([`RegistryGossip::Unregistered`]), and
+//! its whole set to a peer that connects ([`RegistryGossip::Snapshot`]). Two nodes that were
+//! apart can both bind one name; when their claims meet, the smaller pid wins on every node
+//! (each node applies the same rule to the same pair), and the node of the loser releases
+//! it and tells the process if it asked. A lost peer's claims are forgotten with it.
+
+use std::collections::BTreeMap;
+
+use atoll_core::{NodeId, Pid};
+use atoll_wire::RegistryGossip;
+
+/// What applying a peer's gossip calls for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Learned {
+    /// Nothing to do (known already, lost to a smaller pid, or dropped).
+    Nothing,
+    /// The claim was taken.
+    Taken,
+    /// The claim beat a local process, which lost the name: tell every peer (the gossip)
+    /// and the process.
+    LocalLost {
+        /// The name.
+        name: String,
+        /// The local process that lost it.
+        loser: Pid,
+        /// The process that holds it now.
+        winner: Pid,
+        /// For every peer.
+        gossip: RegistryGossip,
+    },
+    /// A node claimed a name for another node's process: refused.
+    Foreign,
+}
+
+/// This node's view of the Eventual names of the cluster.
+#[derive(Debug, Clone)]
+pub struct EventualNames {
+    me: NodeId,
+    names: BTreeMap<String, Pid>,
+}
+
+impl EventualNames {
+    /// No names, on the node `me`.
+    pub fn new(me: NodeId) -> Self {
+        EventualNames {
+            me,
+            names: BTreeMap::new(),
+        }
+    }
+
+    /// A local process claims `name`: the gossip for every peer, or the owner already
+    /// known (on whichever node).
+    pub fn register(&mut self, name: &str, pid: Pid) -> Result<RegistryGossip, Pid> {
+        debug_assert_eq!(pid.node, self.me);
+        if let Some(owner) = self.names.get(name) {
+            return Err(*owner);
+        }
+        self.names.insert(name.to_string(), pid);
+        Ok(RegistryGossip::Registered {
+            name: name.to_string(),
+            pid,
+        })
+    }
+
+    /// `pid` (local) gives up `name`: the gossip for every peer, if it held it.
+    pub fn release(&mut self, name: &str, pid: Pid) -> Option<RegistryGossip> {
+        if self.names.get(name) != Some(&pid) {
+            return None;
+        }
+        self.names.remove(name);
+        Some(RegistryGossip::Unregistered {
+            name: name.to_string(),
+            pid,
+        })
+    }
+
+    /// Applies gossip from the peer `from`, returning what each claim in it calls for.
+    pub fn apply(&mut self, from: NodeId, gossip: RegistryGossip) -> Vec<Learned> {
+        match gossip {
+            RegistryGossip::Snapshot(names) => names
+                .into_iter()
+                .map(|(name, pid)| self.learn(from, name, pid))
+                .collect(),
+            RegistryGossip::Registered { name, pid } => vec![self.learn(from, name, pid)],
+            RegistryGossip::Unregistered { name, pid } => {
+                if pid.node == from && self.names.get(&name) == Some(&pid) {
+                    self.names.remove(&name);
+                }
+                vec![Learned::Nothing]
+            }
+        }
+    }
+
+    fn learn(&mut self, from: NodeId, name: String, pid: Pid) -> Learned {
+        if pid.node != from {
+            return Learned::Foreign;
+        }
+        match self.names.get(&name) {
+            Some(owner) if *owner <= pid => Learned::Nothing,
+            Some(owner) => {
+                let loser = *owner;
+                self.names.insert(name.clone(), pid);
+                if loser.node != self.me {
+                    return Learned::Taken;
+                }
+                Learned::LocalLost {
+                    gossip: RegistryGossip::Unregistered {
+                        name: name.clone(),
+                        pid: loser,
+                    },
+                    name,
+                    loser,
+                    winner: pid,
+                }
+            }
+            None => {
+                self.names.insert(name, pid);
+                Learned::Taken
+            }
+        }
+    }
+
+    /// The connection to `node` is gone: its claims go with it.
+    pub fn node_down(&mut self, node: NodeId) {
+        self.names.retain(|_, p| p.node != node);
+    }
+
+    /// The holder of `name`, on whichever node.
+    pub fn whereis(&self, name: &str) -> Option<Pid> {
+        self.names.get(name).copied()
+    }
+
+    /// Every name, in name order.
+    pub fn all(&self) -> Vec<(String, Pid)> {
+        self.names.iter().map(|(n, p)| (n.clone(), *p)).collect()
+    }
+
+    /// What a peer that just connected is told: every local claim.
+    pub fn snapshot(&self) -> RegistryGossip {
+        RegistryGossip::Snapshot(
+            self.names
+                .iter()
+                .filter(|(_, p)| p.node == self.me)
+                .map(|(n, p)| (n.clone(), *p))
+                .collect(),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(b: u8) -> NodeId {
+        NodeId::from_bytes([b; 16])
+    }
+
+    fn pid(n: u8, serial: u64) -> Pid {
+        Pid {
+            node: node(n),
+            creation: 1,
+            serial,
+        }
+    }
+
+    #[test]
+    fn a_name_is_taken_once_and_released_by_its_holder_only() {
+        let mut names = EventualNames::new(node(1));
+        assert!(names.register("a", pid(1, 5)).is_ok());
+        assert_eq!(names.register("a", pid(1, 6)), Err(pid(1, 5)));
+        assert_eq!(names.release("a", pid(1, 6)), None);
+        assert!(names.release("a", pid(1, 5)).is_some());
+        assert_eq!(names.whereis("a"), None);
+    }
+
+    #[test]
+    fn conflicting_claims_resolve_to_the_smaller_pid_on_both_sides() {
+        let mut one = EventualNames::new(node(1));
+        let mut two = EventualNames::new(node(2));
+        let g1 = one.register("x", pid(1, 9)).unwrap();
+        let g2 = two.register("x", pid(2, 3)).unwrap();
+        // node(1) < node(2), so pid(1, 9) is the smaller pid.
+        assert_eq!(one.apply(node(2), g2), vec![Learned::Nothing]);
+        let lost = two.apply(node(1), g1);
+        assert!(matches!(
+            &lost[..],
+            [Learned::LocalLost { loser, winner, .. }] if *loser == pid(2, 3) && *winner == pid(1, 9)
+        ));
+        assert_eq!(one.whereis("x"), two.whereis("x"));
+        // The loser's release reaches the winner's node and changes nothing there.
+        let Learned::LocalLost { gossip, .. } = &lost[0] else {
+            unreachable!()
+        };
+        one.apply(node(2), gossip.clone());
+        assert_eq!(one.whereis("x"), Some(pid(1, 9)));
+    }
+
+    #[test]
+    fn a_node_cannot_claim_or_release_for_another() {
+        let mut names = EventualNames::new(node(1));
+        let forged = RegistryGossip::Registered {
+            name: "n".into(),
+            pid: pid(3, 1),
+        };
+        assert_eq!(names.apply(node(2), forged), vec![Learned::Foreign]);
+        names.apply(
+            node(3),
+            RegistryGossip::Registered {
+                name: "n".into(),
+                pid: pid(3, 1),
+            },
+        );
+        names.apply(
+            node(2),
+            RegistryGossip::Unregistered {
+                name: "n".into(),
+                pid: pid(3, 1),
+            },
+        );
+        assert_eq!(names.whereis("n"), Some(pid(3, 1)));
+        names.node_down(node(3));
+        assert_eq!(names.whereis("n"), None);
+    }
+
+    #[test]
+    fn the_snapshot_holds_local_claims_only() {
+        let mut names = EventualNames::new(node(1));
+        names.register("mine", pid(1, 1)).unwrap();
+        names.apply(
+            node(2),
+            RegistryGossip::Registered {
+                name: "theirs".into(),
+                pid: pid(2, 1),
+            },
+        );
+        assert_eq!(
+            names.snapshot(),
+            RegistryGossip::Snapshot(vec![("mine".into(), pid(1, 1))])
+        );
+        assert_eq!(names.all().len(), 2);
+    }
+}

@@ -1,0 +1,15 @@
+//! The node's protocol decisions as pure state machines: state in, decisions out; no
+//! tasks, no locks, no clock reads. The node's shell feeds them what happens and carries
+//! out what they decide; the tests here drive them without sockets.
+//!
+//! - [`connect`]: checking a peer's introduction and resolving simultaneous connections;
+//! - [`routes`]: addresses of known nodes and the backlog of a connection opened on demand;
+//! - [`eventual`]: Eventual (global) names and their conflicts;
+//! - [`release`]: which consensus names and locks to release when processes exit, nodes
+//!   are lost or restart;
+//! - process groups live in [`crate::groups`].
+
+pub mod connect;
+pub mod eventual;
+pub mod release;
+pub mod routes;
