@@ -28,6 +28,7 @@ pub mod groups;
 mod node;
 mod peer;
 pub mod protocol;
+pub mod transport;
 
 pub use atoll_raft::{ConsensusError, RaftStatus, Role as RaftRole};
 pub use atoll_swim::{

@@ -4,6 +4,7 @@ mod connect;
 mod control;
 mod eventual;
 mod groups;
+mod incarnation;
 mod membership;
 mod naming;
 mod routing;
@@ -38,6 +39,7 @@ use crate::groups::Groups;
 use crate::peer::Peer;
 use crate::protocol::eventual::EventualNames;
 use crate::protocol::routes::Routes;
+use crate::transport::{DatagramRefused, Endpoint, MemNetwork};
 use connect::{accept_loop, dial, forget_peer};
 use eventual::NameLostSink;
 use routing::{Link, send_named, send_named_routed};
@@ -87,7 +89,9 @@ struct Inner {
     rt: Runtime,
     identity: Arc<atoll_net::NodeIdentity>,
     certificate_proves_id: bool,
-    endpoint: quinn::Endpoint,
+    endpoint: Arc<Endpoint>,
+    /// Where this node's own randomness starts (membership's probe order and timers).
+    seed: u64,
     local_addr: SocketAddr,
     max_frame_len: usize,
     message_streams: usize,
@@ -175,19 +179,7 @@ impl Node {
     /// With [`NodeConfig::membership`] set, the node also joins the cluster through the
     /// configured seeds (see [`Node::membership`]).
     pub fn start(config: NodeConfig) -> Result<Node, StartError> {
-        // Checked before anything is bound.
-        let member_meta = match &config.membership {
-            Some(m) => {
-                let meta = MemberMeta {
-                    name: config.name.clone(),
-                    roles: m.roles.clone(),
-                    capabilities: m.capabilities.clone(),
-                };
-                meta.validate()?;
-                Some(meta)
-            }
-            None => None,
-        };
+        let member_meta = member_meta(&config)?;
         let server = atoll_net::server_config(
             &config.tls.key,
             &config.tls.cert,
@@ -207,6 +199,49 @@ impl Node {
                 addr: config.listen,
                 source: std::io::Error::other(e.to_string()),
             })?;
+        let id = config.identity.node_id();
+        let data_dir = config.consensus.as_ref().map(|c| c.data_dir.clone());
+        let creation = incarnation::next(data_dir.as_deref());
+        let seed = std::hash::BuildHasher::hash_one(&std::hash::RandomState::new(), (id, creation));
+        let started = Started {
+            endpoint: Endpoint::Quic(endpoint),
+            creation,
+            seed,
+            member_meta,
+        };
+        Self::start_on(config, started)
+    }
+
+    /// Starts a node on a simulated network instead of QUIC: the same node, its
+    /// connections in memory (see [`MemNetwork`]), its incarnation and randomness from the
+    /// network. TLS settings are not used; node ids still come from `config.identity`.
+    /// Must run inside a tokio runtime (a current-thread one on a paused clock makes the
+    /// run repeatable).
+    pub fn start_simulated(config: NodeConfig, network: &MemNetwork) -> Result<Node, StartError> {
+        let member_meta = member_meta(&config)?;
+        let id = config.identity.node_id();
+        let endpoint = network
+            .bind(config.listen, id)
+            .map_err(|e| StartError::Bind {
+                addr: config.listen,
+                source: std::io::Error::other(e),
+            })?;
+        let started = Started {
+            endpoint: Endpoint::Mem(endpoint),
+            creation: network.next_incarnation(config.listen),
+            seed: network.next_seed(),
+            member_meta,
+        };
+        Self::start_on(config, started)
+    }
+
+    fn start_on(config: NodeConfig, started: Started) -> Result<Node, StartError> {
+        let Started {
+            endpoint,
+            creation,
+            seed,
+            member_meta,
+        } = started;
         let local_addr = endpoint.local_addr().map_err(|source| StartError::Bind {
             addr: config.listen,
             source,
@@ -216,7 +251,6 @@ impl Node {
             .consensus
             .map(|c| naming::Naming::new(c, id))
             .transpose()?;
-        let creation = new_creation();
         let rt = Runtime::with_identity(id, creation);
         let inner = Arc::new(Inner {
             name: config.name,
@@ -224,8 +258,9 @@ impl Node {
             rt: rt.clone(),
             identity: config.identity,
             certificate_proves_id: config.tls.proves_node_id,
-            endpoint,
+            endpoint: Arc::new(endpoint),
             local_addr,
+            seed,
             max_frame_len: config.max_frame_len,
             message_streams: config.message_streams.max(1),
             reconnect: (config.reconnect_initial, config.reconnect_max),
@@ -323,7 +358,7 @@ impl Node {
         }
         drop(wanted);
         peer.closed_on_purpose.store(true, Ordering::Release);
-        peer.conn.close(quinn::VarInt::from_u32(0), b"disconnect");
+        peer.conn.close(0, b"disconnect");
         true
     }
 
@@ -421,8 +456,8 @@ impl Node {
             .peer(node)
             .ok_or_else(|| DatagramError::UnknownNode(node.to_string()))?;
         peer.conn.send_datagram(payload).map_err(|e| match e {
-            quinn::SendDatagramError::TooLarge => DatagramError::TooLarge,
-            other => DatagramError::Unavailable(other.to_string()),
+            DatagramRefused::TooLarge => DatagramError::TooLarge,
+            DatagramRefused::Unavailable(why) => DatagramError::Unavailable(why),
         })
     }
 
@@ -469,9 +504,7 @@ impl Node {
         }
         self.inner.closing.store(true, Ordering::SeqCst);
         naming::shutdown(&self.inner).await;
-        self.inner
-            .endpoint
-            .close(quinn::VarInt::from_u32(0), b"shutdown");
+        self.inner.endpoint.close(0, b"shutdown");
         let peers: Vec<Arc<Peer>> = self
             .inner
             .peers
@@ -490,6 +523,30 @@ impl Node {
         let _ =
             tokio::time::timeout(Duration::from_millis(200), self.inner.endpoint.wait_idle()).await;
     }
+}
+
+/// What starting a node needs besides its configuration.
+struct Started {
+    endpoint: Endpoint,
+    creation: u32,
+    seed: u64,
+    member_meta: Option<MemberMeta>,
+}
+
+/// The membership metadata the configuration asks for, checked before anything is bound.
+fn member_meta(config: &NodeConfig) -> Result<Option<MemberMeta>, StartError> {
+    Ok(match &config.membership {
+        Some(m) => {
+            let meta = MemberMeta {
+                name: config.name.clone(),
+                roles: m.roles.clone(),
+                capabilities: m.capabilities.clone(),
+            };
+            meta.validate()?;
+            Some(meta)
+        }
+        None => None,
+    })
 }
 
 /// A connected peer node.
@@ -558,30 +615,6 @@ impl RemoteNode {
     /// Its live processes.
     pub async fn processes(&self) -> Result<Vec<ProcessInfoWire>, RpcError> {
         self.node.remote_processes(self.id).await
-    }
-}
-
-/// A new incarnation number: quarter-seconds since 2024-01-01 UTC, and larger than any
-/// taken before in this process. A restart therefore gets a larger creation than the run it
-/// replaces, which is what releasing the names of older incarnations relies on (valid until
-/// about 2058).
-fn new_creation() -> u32 {
-    static LAST: AtomicU64 = AtomicU64::new(0);
-    const EPOCH_2024: u64 = 1_704_067_200;
-    let quarters = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() / 250);
-    let now = u64::try_from(quarters)
-        .unwrap_or(u64::MAX)
-        .saturating_sub(EPOCH_2024 * 4)
-        .max(1);
-    let mut last = LAST.load(Ordering::Relaxed);
-    loop {
-        let next = now.max(last + 1);
-        match LAST.compare_exchange(last, next, Ordering::Relaxed, Ordering::Relaxed) {
-            Ok(_) => return u32::try_from(next).unwrap_or(u32::MAX),
-            Err(seen) => last = seen,
-        }
     }
 }
 

@@ -2,14 +2,13 @@
 //! requests.
 
 use std::collections::HashMap;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 
+use crate::transport::{Connection, RecvStream, SendStream, StreamError};
 use atoll_core::{NodeId, Pid};
 use atoll_wire::{Control, Data, FrameDecoder, FrameError, Response, encode_frame};
-use quinn::{RecvStream, SendStream};
 use tokio::sync::oneshot;
 
 /// The most bytes read from a stream at once.
@@ -20,7 +19,7 @@ pub(crate) struct Peer {
     pub(crate) name: String,
     pub(crate) creation: u32,
     pub(crate) listen: Option<String>,
-    pub(crate) conn: quinn::Connection,
+    pub(crate) conn: Connection,
     /// The node that opened the connection: decides which of two simultaneous connections
     /// survives.
     pub(crate) dialer: NodeId,
@@ -45,7 +44,7 @@ pub(crate) struct Gone;
 impl Peer {
     pub(crate) fn new(
         hello: &atoll_wire::Hello,
-        conn: quinn::Connection,
+        conn: Connection,
         dialer: NodeId,
         dialed_addr: Option<std::net::SocketAddr>,
         control: SendStream,
@@ -146,7 +145,7 @@ impl Outbox {
         }
         if state.pending.is_empty() {
             let mut cx = Context::from_waker(Waker::noop());
-            match Pin::new(&mut state.stream).poll_write(&mut cx, frame) {
+            match state.stream.poll_write(&mut cx, frame) {
                 Poll::Ready(Ok(n)) if n == frame.len() => return Ok(()),
                 Poll::Ready(Ok(n)) => state.pending.extend_from_slice(&frame[n..]),
                 Poll::Ready(Err(_)) => {
@@ -172,7 +171,7 @@ impl Outbox {
             if written == state.pending.len() {
                 break Poll::Ready(Ok(()));
             }
-            match Pin::new(&mut state.stream).poll_write(cx, &state.pending[written..]) {
+            match state.stream.poll_write(cx, &state.pending[written..]) {
                 Poll::Ready(Ok(n)) => written += n,
                 Poll::Ready(Err(_)) => {
                     state.closed = true;
@@ -199,7 +198,7 @@ async fn flusher(outbox: std::sync::Weak<Outbox>, flush: Arc<tokio::sync::Notify
 
 impl Drop for Outbox {
     fn drop(&mut self) {
-        let _ = self.lock().stream.finish();
+        self.lock().stream.finish();
         self.flush.notify_one();
     }
 }
@@ -210,7 +209,7 @@ pub(crate) enum ReadError {
     #[error(transparent)]
     Frame(#[from] FrameError),
     #[error("stream: {0}")]
-    Stream(#[from] quinn::ReadError),
+    Stream(#[from] StreamError),
 }
 
 /// Reads frames off a QUIC receive stream.
@@ -241,8 +240,8 @@ impl FrameReader {
             if let Some(out) = self.decoder.next_frame_with(&mut f)? {
                 return Ok(Some(out));
             }
-            match self.recv.read_chunk(READ_CHUNK, true).await? {
-                Some(chunk) => self.decoder.push(&chunk.bytes),
+            match self.recv.read_chunk(READ_CHUNK).await? {
+                Some(chunk) => self.decoder.push(&chunk),
                 None => return Ok(None),
             }
         }
@@ -250,6 +249,6 @@ impl FrameReader {
 
     /// Tells the peer this stream is refused (after a malformed frame).
     pub(crate) fn refuse(mut self) {
-        let _ = self.recv.stop(quinn::VarInt::from_u32(1));
+        self.recv.stop(1);
     }
 }

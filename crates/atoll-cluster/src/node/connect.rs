@@ -14,12 +14,13 @@ use super::control::start_peer_tasks;
 use super::{Inner, naming};
 use crate::error::ConnectError;
 use crate::peer::{FrameReader, Peer};
-use crate::protocol::connect::{self as protocol, Adopt, Connection, Proven, check_hello};
+use crate::protocol::connect::{self as protocol, Adopt, Proven, check_hello};
+use crate::transport::{Closed, Connection, Endpoint, SendStream};
 
 const EXPORTER_LABEL: &[u8] = b"atoll hello v1";
 
 impl Inner {
-    fn hello(&self, conn: &quinn::Connection) -> Result<Hello, ConnectError> {
+    fn hello(&self, conn: &Connection) -> Result<Hello, ConnectError> {
         let secret = exporter_secret(conn)?;
         Ok(Hello {
             node_name: self.name.clone(),
@@ -32,32 +33,28 @@ impl Inner {
     }
 
     /// Checks a peer's introduction on `conn` (see [`check_hello`]).
-    fn check_hello(&self, hello: &Hello, conn: &quinn::Connection) -> Result<(), ConnectError> {
+    fn check_hello(&self, hello: &Hello, conn: &Connection) -> Result<(), ConnectError> {
         let proven = Proven {
             secret: &exporter_secret(conn)?,
-            certificate_id: atoll_net::peer_node_id(conn),
+            certificate_id: conn.peer_node_id(),
             certificate_proves_id: self.certificate_proves_id,
         };
         check_hello(self.id, hello, proven)
     }
 }
 
-fn exporter_secret(conn: &quinn::Connection) -> Result<[u8; 32], ConnectError> {
-    let mut secret = [0u8; 32];
-    conn.export_keying_material(&mut secret, EXPORTER_LABEL, b"")
-        .map_err(|_| ConnectError::Handshake("no TLS exporter secret".into()))?;
-    Ok(secret)
+fn exporter_secret(conn: &Connection) -> Result<[u8; 32], ConnectError> {
+    conn.exporter_secret(EXPORTER_LABEL)
+        .ok_or_else(|| ConnectError::Handshake("no TLS exporter secret".into()))
 }
 
-pub(super) async fn accept_loop(weak: Weak<Inner>, endpoint: quinn::Endpoint) {
+pub(super) async fn accept_loop(weak: Weak<Inner>, endpoint: Arc<Endpoint>) {
     while let Some(incoming) = endpoint.accept().await {
         let weak = weak.clone();
         tokio::spawn(async move {
             let Some(inner) = weak.upgrade() else { return };
             let attempt = async {
-                let conn = incoming
-                    .await
-                    .map_err(|e| ConnectError::Connection(e.to_string()))?;
+                let conn = incoming.accept().await.map_err(ConnectError::Connection)?;
                 establish(&inner, conn, None).await.map_err(|e| match e {
                     EstablishError::Refused(e) => e,
                     EstablishError::Superseded(_) => {
@@ -88,11 +85,11 @@ pub(super) async fn dial_within(
     timeout: Duration,
 ) -> Result<Arc<Peer>, ConnectError> {
     let attempt = async {
-        let connecting = atoll_net::connect(&inner.endpoint, addr, None)
-            .map_err(|e| ConnectError::Connection(e.to_string()))?;
-        let conn = connecting
+        let conn = inner
+            .endpoint
+            .connect(addr)
             .await
-            .map_err(|e| ConnectError::Connection(e.to_string()))?;
+            .map_err(ConnectError::Connection)?;
         match establish(inner, conn, Some(addr)).await {
             Ok(peer) => Ok(peer),
             // Both sides dialed at once and the peer kept the other connection: it is being
@@ -131,15 +128,11 @@ const DUPLICATE: u32 = 2;
 /// dialed, if it opened the connection) and makes it a peer.
 async fn establish(
     inner: &Arc<Inner>,
-    conn: quinn::Connection,
+    conn: Connection,
     dialed_addr: Option<SocketAddr>,
 ) -> Result<Arc<Peer>, EstablishError> {
     let fail = |e: ConnectError, id: Option<NodeId>| match conn.close_reason() {
-        Some(quinn::ConnectionError::ApplicationClosed(c))
-            if c.error_code == quinn::VarInt::from_u32(DUPLICATE) =>
-        {
-            EstablishError::Superseded(id)
-        }
+        Some(Closed::ByPeer(DUPLICATE)) => EstablishError::Superseded(id),
         _ => EstablishError::Refused(e),
     };
     let (hello, send, reader) = introduce(inner, &conn, dialed_addr.is_some())
@@ -185,9 +178,9 @@ async fn establish(
 /// The introductions: the dialer speaks first, each side checks the other's proof.
 async fn introduce(
     inner: &Inner,
-    conn: &quinn::Connection,
+    conn: &Connection,
     dialed: bool,
-) -> Result<(Hello, quinn::SendStream, FrameReader), ConnectError> {
+) -> Result<(Hello, SendStream, FrameReader), ConnectError> {
     let io = |e: &dyn std::fmt::Display| ConnectError::Handshake(e.to_string());
     let (mut send, recv) = if dialed {
         conn.open_bi().await.map_err(|e| io(&e))?
@@ -233,7 +226,7 @@ fn adopt(inner: &Arc<Inner>, peer: Arc<Peer>) -> Arc<Peer> {
     if let Some(addr) = address {
         inner.routes().reachable(peer.id, addr);
     }
-    let view = |p: &Peer| Connection {
+    let view = |p: &Peer| protocol::Connection {
         dialer: p.dialer,
         creation: p.creation,
         alive: p.conn.close_reason().is_none(),
@@ -248,16 +241,13 @@ fn adopt(inner: &Arc<Inner>, peer: Arc<Peer>) -> Arc<Peer> {
     );
     match (decision, existing) {
         (Adopt::KeepExisting, Some(existing)) => {
-            peer.conn
-                .close(quinn::VarInt::from_u32(DUPLICATE), b"duplicate connection");
+            peer.conn.close(DUPLICATE, b"duplicate connection");
             existing
         }
         (Adopt::ReplaceDuplicate | Adopt::ReplaceStale, Some(existing)) => {
             peers.insert(peer.id, peer.clone());
             drop(peers);
-            existing
-                .conn
-                .close(quinn::VarInt::from_u32(DUPLICATE), b"replaced");
+            existing.conn.close(DUPLICATE, b"replaced");
             if decision == Adopt::ReplaceDuplicate {
                 // The same peer over the other of two simultaneous connections: its
                 // processes are as alive as before, so links and monitors stand.

@@ -41,8 +41,7 @@ async fn control_loop(weak: Weak<Inner>, peer: Arc<Peer>, mut reader: FrameReade
             Err(ReadError::Stream(_)) => return,
             Err(e) => {
                 warn!(peer = %peer.name, "control stream failed: {e}");
-                peer.conn
-                    .close(quinn::VarInt::from_u32(3), b"bad control frame");
+                peer.conn.close(3, b"bad control frame");
                 return;
             }
         };
@@ -52,8 +51,7 @@ async fn control_loop(weak: Weak<Inner>, peer: Arc<Peer>, mut reader: FrameReade
             Ok(m) => m,
             Err(e) => {
                 warn!(peer = %peer.name, "malformed control frame: {e}");
-                peer.conn
-                    .close(quinn::VarInt::from_u32(3), b"bad control frame");
+                peer.conn.close(3, b"bad control frame");
                 return;
             }
         };

@@ -3,7 +3,6 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
-use std::hash::BuildHasher;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, Weak};
@@ -49,9 +48,10 @@ pub(super) fn start(
             "membership announces an unspecified address: set the address to advertise"
         );
     }
-    let me = Identity::new(inner.id, new_generation(), addr, meta)?;
+    // The node's incarnation is the member's generation: one clock for both.
+    let me = Identity::new(inner.id, u64::from(inner.rt.creation()), addr, meta)?;
     let generation = me.generation;
-    let seed = std::hash::RandomState::new().hash_one((inner.id, generation));
+    let seed = inner.seed ^ generation;
     let probe_interval = settings.swim.probe_interval;
     let membership = Membership::new(me, settings.swim, seed);
     let inbound = inner.datagram_receiver(INBOUND_CAPACITY);
@@ -85,13 +85,6 @@ async fn report_load(weak: Weak<Inner>, every: Duration) {
 
 /// Milliseconds since the Unix epoch, at least 1: a restarted node always starts with a
 /// larger generation than its previous run (on a clock that does not go back).
-fn new_generation() -> u64 {
-    let ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis());
-    u64::try_from(ms).unwrap_or(u64::MAX).max(1)
-}
-
 /// Leaves the membership gracefully and gives the goodbye datagrams a moment to go out.
 pub(super) async fn leave(inner: &Arc<Inner>) {
     let Some(swim) = inner.swim.get() else { return };
@@ -352,7 +345,7 @@ fn apply(inner: &Inner, event: &MemberEvent) {
             inner.routes().mark_down(member.node, true);
             if let Some(peer) = inner.peer(member.node) {
                 peer.conn.close(
-                    quinn::VarInt::from_u32(MEMBER_DOWN),
+                    MEMBER_DOWN,
                     if left {
                         b"member left"
                     } else {

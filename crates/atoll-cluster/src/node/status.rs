@@ -252,9 +252,9 @@ impl Node {
                         id: p.id.to_string(),
                         frames_sent: p.frames_sent.load(Ordering::Relaxed),
                         frames_received: p.frames_received.load(Ordering::Relaxed),
-                        bytes_sent: stats.udp_tx.bytes,
-                        bytes_received: stats.udp_rx.bytes,
-                        rtt_us: u64::try_from(stats.path.rtt.as_micros()).unwrap_or(u64::MAX),
+                        bytes_sent: stats.bytes_sent,
+                        bytes_received: stats.bytes_received,
+                        rtt_us: u64::try_from(stats.rtt.as_micros()).unwrap_or(u64::MAX),
                     }
                 })
                 .collect();

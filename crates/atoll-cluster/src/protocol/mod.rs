@@ -5,11 +5,13 @@
 //! - [`connect`]: checking a peer's introduction and resolving simultaneous connections;
 //! - [`routes`]: addresses of known nodes and the backlog of a connection opened on demand;
 //! - [`eventual`]: Eventual (global) names and their conflicts;
+//! - [`incarnation`]: incarnation numbers that grow across restarts;
 //! - [`release`]: which consensus names and locks to release when processes exit, nodes
 //!   are lost or restart;
 //! - process groups live in [`crate::groups`].
 
 pub mod connect;
 pub mod eventual;
+pub mod incarnation;
 pub mod release;
 pub mod routes;
