@@ -40,6 +40,7 @@ use crate::peer::Peer;
 use crate::protocol::eventual::EventualNames;
 use crate::protocol::routes::Routes;
 use crate::transport::{DatagramRefused, Endpoint, MemNetwork};
+use atoll_raft::{Disk, SimDisk};
 use connect::{accept_loop, dial, forget_peer};
 use eventual::NameLostSink;
 use routing::{Link, send_named, send_named_routed};
@@ -208,16 +209,22 @@ impl Node {
             creation,
             seed,
             member_meta,
+            disk: Disk::Files,
         };
         Self::start_on(config, started)
     }
 
     /// Starts a node on a simulated network instead of QUIC: the same node, its
     /// connections in memory (see [`MemNetwork`]), its incarnation and randomness from the
-    /// network. TLS settings are not used; node ids still come from `config.identity`.
-    /// Must run inside a tokio runtime (a current-thread one on a paused clock makes the
-    /// run repeatable).
-    pub fn start_simulated(config: NodeConfig, network: &MemNetwork) -> Result<Node, StartError> {
+    /// network, and a Raft voter's store on the simulated `disk` (which loses unsynced
+    /// writes when it crashes). TLS settings are not used; node ids still come from
+    /// `config.identity`. Must run inside a tokio runtime (a current-thread one on a paused
+    /// clock makes the run repeatable).
+    pub fn start_simulated(
+        config: NodeConfig,
+        network: &MemNetwork,
+        disk: SimDisk,
+    ) -> Result<Node, StartError> {
         let member_meta = member_meta(&config)?;
         let id = config.identity.node_id();
         let endpoint = network
@@ -231,6 +238,7 @@ impl Node {
             creation: network.next_incarnation(config.listen),
             seed: network.next_seed(),
             member_meta,
+            disk: Disk::Simulated(disk),
         };
         Self::start_on(config, started)
     }
@@ -241,6 +249,7 @@ impl Node {
             creation,
             seed,
             member_meta,
+            disk,
         } = started;
         let local_addr = endpoint.local_addr().map_err(|source| StartError::Bind {
             addr: config.listen,
@@ -249,7 +258,7 @@ impl Node {
         let id = config.identity.node_id();
         let naming = config
             .consensus
-            .map(|c| naming::Naming::new(c, id))
+            .map(|c| naming::Naming::new(c, id, disk))
             .transpose()?;
         let rt = Runtime::with_identity(id, creation);
         let inner = Arc::new(Inner {
@@ -502,6 +511,21 @@ impl Node {
         if !self.inner.closing.load(Ordering::SeqCst) {
             membership::leave(&self.inner).await;
         }
+        self.stop(grace).await;
+        // Give the close frames a moment to leave; a peer that is already gone would
+        // otherwise hold this up for the whole draining period.
+        let _ =
+            tokio::time::timeout(Duration::from_millis(200), self.inner.endpoint.wait_idle()).await;
+    }
+
+    /// Stops the node at once, as a crashed process: no goodbye to the membership, no
+    /// grace for its processes. On a simulated network, crash its address first
+    /// ([`MemNetwork::crash`]) so that nothing it still says gets out.
+    pub async fn halt(&self) {
+        self.stop(Duration::ZERO).await;
+    }
+
+    async fn stop(&self, grace: Duration) {
         self.inner.closing.store(true, Ordering::SeqCst);
         naming::shutdown(&self.inner).await;
         self.inner.endpoint.close(0, b"shutdown");
@@ -518,10 +542,6 @@ impl Node {
         }
         drop(peers);
         self.inner.rt.shutdown(grace).await;
-        // Give the close frames a moment to leave; a peer that is already gone would
-        // otherwise hold this up for the whole draining period.
-        let _ =
-            tokio::time::timeout(Duration::from_millis(200), self.inner.endpoint.wait_idle()).await;
     }
 }
 
@@ -531,6 +551,7 @@ struct Started {
     creation: u32,
     seed: u64,
     member_meta: Option<MemberMeta>,
+    disk: Disk,
 }
 
 /// The membership metadata the configuration asks for, checked before anything is bound.

@@ -11,6 +11,7 @@ use openraft::{Config, Raft, ServerState};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio::time::Instant;
 
+use crate::disk::Disk;
 use crate::network::{
     NetworkFactory, RaftRequest, RaftResponse, RaftTransport, Refusal, TransportError, decode,
     encode,
@@ -28,6 +29,8 @@ pub struct RaftSettings {
     pub voters: Vec<(RaftId, Node)>,
     /// The directory holding `raft.redb` (created if missing).
     pub data_dir: PathBuf,
+    /// Where the store lives: files in `data_dir` (the default) or a simulated disk.
+    pub disk: Disk,
     /// How often the leader sends heartbeats.
     pub heartbeat_interval: Duration,
     /// The shortest election timeout; should be several heartbeat intervals.
@@ -47,6 +50,7 @@ impl RaftSettings {
             id,
             voters,
             data_dir: data_dir.into(),
+            disk: Disk::Files,
             heartbeat_interval: Duration::from_millis(100),
             election_timeout_min: Duration::from_millis(400),
             election_timeout_max: Duration::from_millis(800),
@@ -275,9 +279,12 @@ impl<T: RaftTransport + std::fmt::Debug> Consensus<T> {
         .validate()
         .map_err(|e| ConsensusError::Config(e.to_string()))?;
 
-        std::fs::create_dir_all(&settings.data_dir)
-            .map_err(|e| ConsensusError::Storage(e.to_string()))?;
-        let (log, sm, closed) = store::open_watched(settings.data_dir.join("raft.redb"))?;
+        if matches!(settings.disk, Disk::Files) {
+            std::fs::create_dir_all(&settings.data_dir)
+                .map_err(|e| ConsensusError::Storage(e.to_string()))?;
+        }
+        let (log, sm, closed) =
+            store::open_on(&settings.disk, settings.data_dir.join("raft.redb"))?;
         let state = sm.state();
         let applied = sm.watch_applied();
         let counters = log.counters();

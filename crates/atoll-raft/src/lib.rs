@@ -72,6 +72,7 @@
 #![deny(missing_docs)]
 
 mod consensus;
+pub mod disk;
 pub mod memory;
 pub mod network;
 pub mod registry;
@@ -79,6 +80,7 @@ pub mod store;
 pub mod types;
 
 pub use consensus::{Consensus, ConsensusError, RaftSettings, RaftStatus, Role};
+pub use disk::{Disk, SimDisk, SimDiskStats};
 pub use memory::{MemRouter, MemTransport};
 pub use network::{NetworkFactory, RaftTransport, TransportError};
 pub use registry::{Binding, Command, LockGrant, Outcome, Registry, SnapshotDecodeError};

@@ -28,6 +28,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::sync::{oneshot, watch};
 
+use crate::disk::Disk;
 use crate::registry::{Outcome, Registry, SnapshotDecodeError};
 use crate::types::{Node, RaftId, TypeConfig};
 
@@ -88,13 +89,18 @@ fn decode<T: DeserializeOwned>(b: &[u8]) -> Result<T, StoreError> {
     Ok(postcard::from_bytes(b)?)
 }
 
-/// Runs a redb write (which fsyncs) off the async worker threads.
-async fn blocking<T, F>(f: F) -> Result<T, StoreError>
+/// Runs a redb write (which fsyncs) off the async worker threads, or inline on a simulated
+/// disk (which keeps a simulation on one thread).
+async fn blocking<T, F>(db: &Arc<Db>, f: F) -> Result<T, StoreError>
 where
     T: Send + 'static,
-    F: FnOnce() -> Result<T, StoreError> + Send + 'static,
+    F: FnOnce(&Db) -> Result<T, StoreError> + Send + 'static,
 {
-    tokio::task::spawn_blocking(f)
+    if db.inline {
+        return f(db);
+    }
+    let db = db.clone();
+    tokio::task::spawn_blocking(move || f(&db))
         .await
         .map_err(|e| StoreError::Task(e.to_string()))?
 }
@@ -145,6 +151,8 @@ pub(crate) struct Counters {
 /// The open database, shared by the log store, the state machine and their clones.
 struct Db {
     db: Database,
+    /// On a simulated disk: I/O runs inline, not on the blocking threads.
+    inline: bool,
     counters: Arc<Counters>,
     // Fields drop in order: this sender goes only once the database is closed (its file
     // lock released), which is what the receiver from `open_watched` waits for.
@@ -206,7 +214,21 @@ pub fn open(path: impl AsRef<Path>) -> Result<(LogStore, StateMachineStore), Sto
 pub(crate) fn open_watched(
     path: impl AsRef<Path>,
 ) -> Result<(LogStore, StateMachineStore, oneshot::Receiver<()>), StoreError> {
-    let db = Database::create(path)?;
+    open_on(&Disk::Files, path)
+}
+
+/// Like [`open_watched`], on `disk` (`path` is the file for [`Disk::Files`]).
+pub(crate) fn open_on(
+    disk: &Disk,
+    path: impl AsRef<Path>,
+) -> Result<(LogStore, StateMachineStore, oneshot::Receiver<()>), StoreError> {
+    let (db, inline) = match disk {
+        Disk::Files => (Database::create(path)?, false),
+        Disk::Simulated(sim) => (
+            redb::Builder::new().create_with_backend(sim.backend())?,
+            true,
+        ),
+    };
     let txn = db.begin_write()?;
     txn.open_table(LOG)?;
     txn.open_table(META)?;
@@ -214,6 +236,7 @@ pub(crate) fn open_watched(
     let (tx, rx) = oneshot::channel();
     let db = Arc::new(Db {
         db,
+        inline,
         counters: Arc::default(),
         _closed: tx,
     });
@@ -308,9 +331,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_vote(&mut self, vote: &Vote<RaftId>) -> StorageResult<()> {
-        let db = self.db.clone();
         let vote = *vote;
-        blocking(move || meta_put(&db, KEY_VOTE, &encode(&vote)?))
+        blocking(&self.db, move |db| meta_put(db, KEY_VOTE, &encode(&vote)?))
             .await
             .map_err(|e| io_err(ErrorSubject::Vote, ErrorVerb::Write, &e))
     }
@@ -365,8 +387,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         counters
             .entries_appended
             .fetch_add(records.len() as u64, Ordering::Relaxed);
-        let db = self.db.clone();
-        let written = blocking(move || {
+        let written = blocking(&self.db, move |db| {
             let txn = db.begin_write()?;
             {
                 let mut table = txn.open_table(LOG)?;
@@ -390,8 +411,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn truncate(&mut self, log_id: LogId<RaftId>) -> StorageResult<()> {
-        let db = self.db.clone();
-        blocking(move || {
+        blocking(&self.db, move |db| {
             let txn = db.begin_write()?;
             {
                 let mut table = txn.open_table(LOG)?;
@@ -404,8 +424,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn purge(&mut self, log_id: LogId<RaftId>) -> StorageResult<()> {
-        let db = self.db.clone();
-        blocking(move || {
+        blocking(&self.db, move |db| {
             let txn = db.begin_write()?;
             {
                 let mut meta = txn.open_table(META)?;
@@ -528,10 +547,11 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
             meta: meta.clone(),
             data: data.clone(),
         };
-        let db = self.db.clone();
-        blocking(move || meta_put(&db, KEY_SNAPSHOT, &encode(&stored)?))
-            .await
-            .map_err(|e| io_err(ErrorSubject::Snapshot(None), ErrorVerb::Write, &e))?;
+        blocking(&self.db, move |db| {
+            meta_put(db, KEY_SNAPSHOT, &encode(&stored)?)
+        })
+        .await
+        .map_err(|e| io_err(ErrorSubject::Snapshot(None), ErrorVerb::Write, &e))?;
         Ok(Snapshot {
             meta,
             snapshot: Box::new(Cursor::new(data)),
@@ -600,16 +620,17 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             meta: meta.clone(),
             data,
         };
-        let db = self.db.clone();
-        blocking(move || meta_put(&db, KEY_SNAPSHOT, &encode(&stored)?))
-            .await
-            .map_err(|e| {
-                io_err(
-                    ErrorSubject::Snapshot(Some(meta.signature())),
-                    ErrorVerb::Write,
-                    &e,
-                )
-            })?;
+        blocking(&self.db, move |db| {
+            meta_put(db, KEY_SNAPSHOT, &encode(&stored)?)
+        })
+        .await
+        .map_err(|e| {
+            io_err(
+                ErrorSubject::Snapshot(Some(meta.signature())),
+                ErrorVerb::Write,
+                &e,
+            )
+        })?;
         *self.write() = AppliedState {
             last_applied: meta.last_log_id,
             membership: meta.last_membership.clone(),

@@ -22,6 +22,8 @@
 //! ```
 #![deny(missing_docs)]
 
+pub mod cluster;
+
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 use std::net::{Ipv4Addr, SocketAddr};

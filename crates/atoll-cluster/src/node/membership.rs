@@ -6,7 +6,9 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, Weak};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use atoll_core::NodeId;
 use atoll_swim::{Identity, MemberEvent, MemberMeta, MemberState, Membership, Swim, Transport};

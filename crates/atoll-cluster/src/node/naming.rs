@@ -12,8 +12,8 @@ use atoll_actor::Actor;
 use atoll_core::{NodeId, Pid, Scope};
 use atoll_raft::network::{RaftRequest, RaftResponse, Refusal, decode, encode};
 use atoll_raft::{
-    Command, Consensus, ConsensusError, LockGrant, Node as RaftNode, Outcome, RaftId, RaftSettings,
-    RaftStatus, RaftTransport, Registry, Role, TransportError, raft_id_of,
+    Command, Consensus, ConsensusError, Disk, LockGrant, Node as RaftNode, Outcome, RaftId,
+    RaftSettings, RaftStatus, RaftTransport, Registry, Role, TransportError, raft_id_of,
 };
 use atoll_swim::MemberState;
 use atoll_wire::{Control, LockWait, RegistryView, Request, Response};
@@ -49,6 +49,8 @@ const RELEASE_RETRY: (Duration, Duration) = (Duration::from_millis(100), Duratio
 /// What a node knows about consensus: its voter (if it is one) and the registry view.
 pub(super) struct Naming {
     config: ConsensusConfig,
+    /// Where the voter's Raft store lives.
+    disk: Disk,
     directory: Arc<Directory>,
     /// This node's Raft voter, once started; `None` on a non-voter.
     raft: Option<watch::Sender<RaftState>>,
@@ -86,7 +88,11 @@ struct DialState {
 
 impl Naming {
     /// Checks the configuration; nothing starts yet.
-    pub(super) fn new(config: ConsensusConfig, me: NodeId) -> Result<Naming, StartError> {
+    pub(super) fn new(
+        config: ConsensusConfig,
+        me: NodeId,
+        disk: Disk,
+    ) -> Result<Naming, StartError> {
         let refuse = |why: String| Err(StartError::Consensus(why));
         if config.voters.is_empty() {
             return refuse("the voter set is empty".into());
@@ -105,6 +111,7 @@ impl Naming {
         let is_voter = voters.contains_key(&raft_id_of(&me));
         Ok(Naming {
             config,
+            disk,
             directory: Arc::new(Directory {
                 voters,
                 dials: Mutex::default(),
@@ -278,6 +285,7 @@ pub(super) fn start(inner: &Arc<Inner>) {
         id: raft_id_of(&inner.id),
         voters,
         data_dir: config.data_dir.clone(),
+        disk: naming.disk.clone(),
         heartbeat_interval: config.heartbeat_interval,
         election_timeout_min: config.election_timeout_min,
         election_timeout_max: config.election_timeout_max,
@@ -898,6 +906,7 @@ pub(super) fn watch_lock(
     let name = name.to_string();
     tokio::spawn(async move {
         let released = tokio::select! {
+            biased;
             _ = exited => false,
             r = rx => r.unwrap_or(false),
         };

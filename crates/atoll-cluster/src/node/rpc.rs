@@ -151,7 +151,7 @@ impl Inner {
         if peer.send_control(&Control::Request { id, body }).is_err() {
             return Err(AskError::NotSent);
         }
-        let sent = std::time::Instant::now();
+        let sent = tokio::time::Instant::now();
         match tokio::time::timeout(timeout, rx).await {
             Ok(Ok(response)) => {
                 self.request_rtt.record(sent.elapsed());
