@@ -373,7 +373,7 @@ impl<T: RaftTransport + std::fmt::Debug> Consensus<T> {
             }
             let Some(leader) = self.leader_hint() else {
                 last_error = ConsensusError::NoLeader;
-                self.await_news(deadline).await;
+                self.await_news(deadline).await?;
                 continue;
             };
             let answer = if leader == self.inner.id {
@@ -389,7 +389,7 @@ impl<T: RaftTransport + std::fmt::Debug> Consensus<T> {
                     }
                     Ok(Err(TransportError::Unreachable(_))) => {
                         last_error = ConsensusError::Unreachable { leader };
-                        self.await_news(deadline).await;
+                        self.await_news(deadline).await?;
                         continue;
                     }
                     Ok(Ok(RaftResponse::Propose(answer))) => answer,
@@ -400,7 +400,7 @@ impl<T: RaftTransport + std::fmt::Debug> Consensus<T> {
                 Ok(outcome) => return Ok(outcome),
                 Err(Refusal::NotLeader { .. } | Refusal::NoQuorum) => {
                     last_error = ConsensusError::NoLeader;
-                    self.await_news(deadline).await;
+                    self.await_news(deadline).await?;
                 }
                 Err(Refusal::Undecided) => return Err(ConsensusError::Timeout),
                 Err(Refusal::Stopped(e)) if leader == self.inner.id => {
@@ -408,7 +408,7 @@ impl<T: RaftTransport + std::fmt::Debug> Consensus<T> {
                 }
                 Err(Refusal::Stopped(_)) => {
                     last_error = ConsensusError::Unreachable { leader };
-                    self.await_news(deadline).await;
+                    self.await_news(deadline).await?;
                 }
             }
         }
@@ -449,7 +449,7 @@ impl<T: RaftTransport + std::fmt::Debug> Consensus<T> {
             }
             let Some(leader) = self.leader_hint() else {
                 last_error = ConsensusError::NoLeader;
-                self.await_news(deadline).await;
+                self.await_news(deadline).await?;
                 continue;
             };
             let answer = if leader == self.inner.id {
@@ -463,7 +463,7 @@ impl<T: RaftTransport + std::fmt::Debug> Consensus<T> {
                     // A read is safe to ask again, whatever happened to the last request.
                     Ok(_) => {
                         last_error = ConsensusError::Unreachable { leader };
-                        self.await_news(deadline).await;
+                        self.await_news(deadline).await?;
                         continue;
                     }
                 }
@@ -476,7 +476,7 @@ impl<T: RaftTransport + std::fmt::Debug> Consensus<T> {
                 }
                 Ok(Err(_)) => {
                     last_error = ConsensusError::NoLeader;
-                    self.await_news(deadline).await;
+                    self.await_news(deadline).await?;
                 }
             }
         };
@@ -629,11 +629,18 @@ impl<T: RaftTransport + std::fmt::Debug> Consensus<T> {
     }
 
     /// Waits for a change in this node's Raft metrics (e.g. a new leader), at most a short
-    /// pause, and never past `deadline`.
-    async fn await_news(&self, deadline: Instant) {
+    /// pause, and never past `deadline`. [`ConsensusError::Stopped`] once this voter's Raft
+    /// has stopped: no news will ever come (waiting on would spin).
+    async fn await_news(&self, deadline: Instant) -> Result<(), ConsensusError> {
         let mut metrics = self.inner.raft.metrics();
+        // A clone of openraft's receiver has not seen what changed since the start: without
+        // this, `changed` is ready at once and the caller spins.
+        metrics.borrow_and_update();
         let until = deadline.min(Instant::now() + RETRY_PAUSE);
-        let _ = tokio::time::timeout_at(until, metrics.changed()).await;
+        match tokio::time::timeout_at(until, metrics.changed()).await {
+            Ok(Err(_)) => Err(ConsensusError::Stopped("raft has stopped".into())),
+            Ok(Ok(())) | Err(_) => Ok(()),
+        }
     }
 
     fn read_state(&self) -> std::sync::RwLockReadGuard<'_, AppliedState> {

@@ -43,6 +43,34 @@ where
         .block_on(make())
 }
 
+/// Runs `scenario` for every seed in `seeds`, each on a fresh simulated runtime (see
+/// [`simulate`]). With `ATOLL_SIM_SEED` set, runs only that seed. A scenario that panics
+/// (a failed assertion) fails the whole call with a message naming its seed, so
+/// `ATOLL_SIM_SEED=<seed>` replays exactly that run.
+pub fn check_seeds<F, Fut>(seeds: impl IntoIterator<Item = u64>, scenario: F)
+where
+    F: Fn(u64) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let seeds: Vec<u64> = match std::env::var("ATOLL_SIM_SEED") {
+        Ok(s) => vec![s.trim().parse().expect("ATOLL_SIM_SEED must be a number")],
+        Err(_) => seeds.into_iter().collect(),
+    };
+    for seed in seeds {
+        let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            simulate(|| scenario(seed));
+        }));
+        if let Err(panic) = run {
+            let why = panic
+                .downcast_ref::<String>()
+                .map(String::as_str)
+                .or_else(|| panic.downcast_ref::<&str>().copied())
+                .unwrap_or("a panic");
+            panic!("seed {seed} failed (replay with ATOLL_SIM_SEED={seed}): {why}");
+        }
+    }
+}
+
 /// The shape of a simulated cluster.
 #[derive(Debug, Clone)]
 pub struct ClusterSpec {

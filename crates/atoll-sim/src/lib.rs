@@ -23,6 +23,8 @@
 #![deny(missing_docs)]
 
 pub mod cluster;
+pub mod history;
+pub mod workload;
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap};

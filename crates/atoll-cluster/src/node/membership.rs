@@ -50,8 +50,7 @@ pub(super) fn start(
             "membership announces an unspecified address: set the address to advertise"
         );
     }
-    // The node's incarnation is the member's generation: one clock for both.
-    let me = Identity::new(inner.id, u64::from(inner.rt.creation()), addr, meta)?;
+    let me = Identity::new(inner.id, generation_of(inner.rt.creation()), addr, meta)?;
     let generation = me.generation;
     let seed = inner.seed ^ generation;
     let probe_interval = settings.swim.probe_interval;
@@ -87,6 +86,13 @@ async fn report_load(weak: Weak<Inner>, every: Duration) {
 
 /// Milliseconds since the Unix epoch, at least 1: a restarted node always starts with a
 /// larger generation than its previous run (on a clock that does not go back).
+/// The member generation a node starts with: its incarnation (one clock for both), with
+/// room below the next incarnation's for the generations a rejoin after being declared
+/// down adds (one each).
+fn generation_of(creation: u32) -> u64 {
+    u64::from(creation) << 16
+}
+
 /// Leaves the membership gracefully and gives the goodbye datagrams a moment to go out.
 pub(super) async fn leave(inner: &Arc<Inner>) {
     let Some(swim) = inner.swim.get() else { return };

@@ -208,8 +208,11 @@ impl Naming {
             if now >= deadline {
                 return false;
             }
-            let _ = tokio::time::timeout_at(deadline.min(now + CHANGE_RECHECK), changes.changed())
-                .await;
+            let until = deadline.min(now + CHANGE_RECHECK);
+            if let Ok(Err(_)) = tokio::time::timeout_at(until, changes.changed()).await {
+                // The voter stopped under us: no change will be announced; wait, not spin.
+                tokio::time::sleep_until(until).await;
+            }
         }
     }
 
