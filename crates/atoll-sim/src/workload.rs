@@ -351,7 +351,7 @@ async fn registrar(shared: Arc<Shared>, machines: usize, seed: u64) {
             shared.done();
         }
         // Now and then an owner exits: its names go.
-        if rng.next_u64() % 5 == 0 && !mine.is_empty() {
+        if rng.next_u64().is_multiple_of(5) && !mine.is_empty() {
             let (j, pid) = mine.swap_remove((rng.next_u64() % mine.len() as u64) as usize);
             lock(&shared.history).released.insert(pid);
             if let Some(node) = shared.node(j) {
@@ -387,7 +387,7 @@ async fn grouper(shared: Arc<Shared>, machines: usize, seed: u64) {
         pause(&mut rng, 50, 200).await;
         let i = (rng.next_u64() % machines as u64) as usize;
         let Some(node) = shared.node(i) else { continue };
-        if rng.next_u64() % 3 == 0 {
+        if rng.next_u64().is_multiple_of(3) {
             // A member exits: it leaves the group everywhere.
             let mut joined = lock(&shared.joined);
             if let Some(pos) = joined.iter().position(|(m, _)| *m == i) {
@@ -453,7 +453,9 @@ async fn inject_faults(
         let disturbed: Vec<usize> = match rng.next_u64() % 4 {
             0 => {
                 // A partition: a random side against the rest.
-                let mut side: Vec<usize> = (0..n).filter(|_| rng.next_u64() % 2 == 0).collect();
+                let mut side: Vec<usize> = (0..n)
+                    .filter(|_| rng.next_u64().is_multiple_of(2))
+                    .collect();
                 if side.is_empty() || side.len() == n {
                     side = vec![(rng.next_u64() % n as u64) as usize];
                 }

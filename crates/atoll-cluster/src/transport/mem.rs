@@ -521,7 +521,7 @@ impl Connection {
         self.shared.nodes[1 - self.side]
     }
 
-    fn from_to(&self) -> (SocketAddr, SocketAddr) {
+    fn ends(&self) -> (SocketAddr, SocketAddr) {
         (
             self.shared.addrs[self.side],
             self.shared.addrs[1 - self.side],
@@ -636,7 +636,7 @@ impl Connection {
         if let Some(reason) = self.close_reason() {
             return Err(DatagramRefused::Unavailable(reason.to_string()));
         }
-        let (from, to) = self.from_to();
+        let (from, to) = self.ends();
         let deliveries = {
             let mut w = self.shared.net.lock();
             w.stats.datagrams_sent += 1;
@@ -727,7 +727,7 @@ impl SendStream {
         if self.conn.close_reason().is_some() {
             return Err(self.conn.gone());
         }
-        let (from, to) = self.conn.from_to();
+        let (from, to) = self.conn.ends();
         let delay = {
             let mut w = self.conn.shared.net.lock();
             w.stats.stream_bytes += buf.len() as u64;
@@ -763,7 +763,7 @@ pub(crate) struct RecvStream {
 
 impl RecvStream {
     pub(crate) async fn read_chunk(&mut self, max: usize) -> Result<Option<Bytes>, StreamError> {
-        let (to, from) = self.conn.from_to();
+        let (to, from) = self.conn.ends();
         loop {
             let mut changed = self.conn.shared.changed.subscribe();
             if self.conn.close_reason().is_some() {

@@ -92,14 +92,14 @@ pub(crate) enum RecvStream {
 
 /// A connection being accepted.
 pub(crate) enum Incoming {
-    Quic(quinn::Incoming),
+    Quic(Box<quinn::Incoming>),
     Mem(mem::Connection),
 }
 
 impl Incoming {
     pub(crate) async fn accept(self) -> Result<Connection, String> {
         match self {
-            Incoming::Quic(i) => i.await.map(Connection::Quic).map_err(|e| e.to_string()),
+            Incoming::Quic(i) => (*i).await.map(Connection::Quic).map_err(|e| e.to_string()),
             Incoming::Mem(c) => Ok(Connection::Mem(c)),
         }
     }
@@ -115,7 +115,7 @@ impl Endpoint {
 
     pub(crate) async fn accept(&self) -> Option<Incoming> {
         match self {
-            Endpoint::Quic(e) => e.accept().await.map(Incoming::Quic),
+            Endpoint::Quic(e) => e.accept().await.map(|i| Incoming::Quic(Box::new(i))),
             Endpoint::Mem(e) => e.accept().await.map(Incoming::Mem),
         }
     }
