@@ -59,6 +59,7 @@
 #![deny(missing_docs)]
 
 mod ca;
+mod directory;
 mod endpoint;
 mod files;
 mod identity;
@@ -71,6 +72,10 @@ pub use ca::{
     CA_CERT_FILE, CA_KEY_FILE, CertificateError, ClusterCa, CreateError, IssueError, MAX_NAME_LEN,
     NODE_NAME_SUFFIX, NodeCertificate, SHARED_CERT_FILE, SHARED_KEY_FILE, SharedIdentity,
     node_dns_name,
+};
+pub use directory::{
+    CaDirectory, DirectoryError, IssuedFiles, IssuedNode, Listing, REVOKED_FILE, Revoked,
+    SharedDirectory,
 };
 pub use endpoint::{BindError, bind, connect};
 pub use files::{LoadError, SaveError};
