@@ -9,7 +9,8 @@
 //! - Global names: [`Node::register_global`], [`Node::whereis_global`], [`Node::send_global`].
 //! - Remote spawn from registered factories: [`Node::register_spawnable`],
 //!   [`Node::spawn_remote`].
-//! - Live attach: [`Node::remote_processes`]; operator status: [`Node::status`].
+//! - Live attach: [`Node::remote_processes`]; operator status: [`Node::status`], and
+//!   the same as Prometheus metrics: [`Node::metrics`], [`render_metrics`].
 //! - SWIM membership ([`MembershipConfig`], [`Node::membership`], [`Node::member_events`]):
 //!   nodes find each other through seeds and gossip, members found that way are reachable
 //!   by name, and members declared unreachable or gone are disconnected.
@@ -25,6 +26,7 @@ mod config;
 mod convert;
 mod error;
 pub mod groups;
+mod metrics;
 mod node;
 mod peer;
 
@@ -39,6 +41,7 @@ pub use error::{
     ClusterSendError, ConnectError, DatagramError, GlobalError, GroupJoinError, LockError,
     NameError, RpcError, StartError,
 };
+pub use metrics::{METRICS_CONTENT_TYPE, render_metrics};
 pub use node::{
     GroupStatus, LockGuard, LockStatus, MAX_NAME_LEN, MemberStatus, NameLost, NameStatus, Node,
     NodeStatus, PeerInfo, PeerStatus, RTT_BUCKETS_US, RaftView, RemoteNode, RttSnapshot, WeakNode,
