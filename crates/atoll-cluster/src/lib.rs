@@ -14,6 +14,8 @@
 //! - SWIM membership ([`MembershipConfig`], [`Node::membership`], [`Node::member_events`]):
 //!   nodes find each other through seeds and gossip, members found that way are reachable
 //!   by name, and members declared unreachable or gone are disconnected.
+//! - Configuration ([`NodeConfig`]) checked by [`NodeConfig::validate`], with typed
+//!   [`ConfigError`]s.
 //! - Naming scopes and locks ([`ConsensusConfig`], [`Node::register`], [`Node::whereis`],
 //!   [`Node::lock`]): Local, Eventual and Consistent names, the Consistent ones and the
 //!   locks held by a fixed set of Raft voters and pushed to every member, so names resolve
@@ -29,6 +31,7 @@ pub mod groups;
 mod metrics;
 mod node;
 mod peer;
+mod validate;
 
 pub use atoll_raft::{ConsensusError, RaftStatus, Role as RaftRole};
 pub use atoll_swim::{
@@ -46,4 +49,8 @@ pub use node::{
     GroupStatus, LockGuard, LockStatus, MAX_NAME_LEN, MemberStatus, NameLost, NameStatus, Node,
     NodeStatus, PeerInfo, PeerStatus, RTT_BUCKETS_US, RaftView, RemoteNode, RttSnapshot, WeakNode,
     scope_name,
+};
+pub use validate::{
+    ConfigError, LabelKind, MAX_FRAME_LEN, MAX_INDIRECT_PROBES, MAX_MESSAGE_STREAMS, MAX_TIMING,
+    MIN_FRAME_LEN, MIN_TIMING, Setting,
 };
