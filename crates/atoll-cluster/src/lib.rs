@@ -39,7 +39,10 @@ pub use atoll_swim::{
     MemberEvent, MemberMeta, MemberState, Swim, SwimConfig, SwimStats,
 };
 pub use atoll_wire::{ProcessInfoWire, StatusWire};
-pub use config::{ConsensusConfig, MembershipConfig, NodeConfig, TlsIdentity};
+pub use config::{
+    ConsensusConfig, DEFAULT_MAX_FRAME_LEN, DEFAULT_MESSAGE_STREAMS, MembershipConfig, NodeConfig,
+    TlsIdentity,
+};
 pub use error::{
     ClusterSendError, ConnectError, DatagramError, GlobalError, GroupJoinError, LockError,
     NameError, RpcError, StartError,
