@@ -28,8 +28,12 @@ use tables::{consensus, is_host_port, membership};
 
 /// Worker threads when the configuration does not say.
 pub const DEFAULT_THREADS: usize = 2;
-/// `log.filter` when the configuration does not say.
-pub const DEFAULT_LOG_FILTER: &str = "info";
+/// `log.filter` when the configuration does not say: atoll's own INFO lines, warnings and
+/// errors from the libraries underneath, and nothing from openraft, which logs a dozen
+/// lines on every election and several per heartbeat while a voter is down. atoll reports
+/// what matters of the Raft core itself (`raft voter started`, `raft leader elected`,
+/// `raft core stopped`).
+pub const DEFAULT_LOG_FILTER: &str = "warn,atoll=info,openraft=off";
 
 // The file's shape. Values are checked by the library's configuration types they are
 // mapped onto; only what the file itself adds (paths, peers, threads, HTTP, logging) is

@@ -75,6 +75,7 @@ mod consensus;
 pub mod memory;
 pub mod network;
 pub mod registry;
+mod report;
 pub mod store;
 pub mod types;
 

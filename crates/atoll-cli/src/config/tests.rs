@@ -21,7 +21,7 @@ fn the_commented_example_file_parses() {
     assert_eq!(c.name, "london");
     assert_eq!(c.http, Some("127.0.0.1:7100".parse().unwrap()));
     assert_eq!(c.log_format, LogFormat::Text);
-    assert_eq!(c.log_filter, "info");
+    assert_eq!(c.log_filter, DEFAULT_LOG_FILTER);
     assert_eq!(c.threads, 2);
     let cluster = c.membership.as_ref().unwrap();
     assert_eq!(
@@ -31,6 +31,31 @@ fn the_commented_example_file_parses() {
     let consensus = c.consensus.as_ref().unwrap();
     assert_eq!(consensus.voters.len(), 3);
     assert_eq!(consensus.data_dir, Path::new("/srv/atoll/raft-london"));
+}
+
+#[test]
+fn the_default_log_filter_keeps_atoll_info_lines_and_drops_openraft() {
+    use tracing::Level;
+    let c =
+        parse("name = \"a\"\nlisten = \"[::1]:0\"\n[tls]\nkey = \"k\"\ncert = \"c\"\nca = \"a\"\n")
+            .unwrap();
+    assert_eq!(c.log_filter, DEFAULT_LOG_FILTER);
+    let filter = tracing_subscriber::EnvFilter::try_new(&c.log_filter).unwrap();
+    let subscriber = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::sink)
+        .finish();
+    tracing::subscriber::with_default(subscriber, || {
+        assert!(tracing::enabled!(target: "atoll_cluster::node", Level::INFO));
+        assert!(tracing::enabled!(target: "atoll_raft::report", Level::INFO));
+        assert!(tracing::enabled!(target: "atoll_net::revocation", Level::INFO));
+        assert!(tracing::enabled!(target: "atoll_cli::node", Level::INFO));
+        assert!(!tracing::enabled!(target: "atoll_cluster::node", Level::DEBUG));
+        assert!(!tracing::enabled!(target: "openraft::core::raft_core", Level::INFO));
+        assert!(!tracing::enabled!(target: "openraft::replication", Level::ERROR));
+        assert!(tracing::enabled!(target: "quinn::endpoint", Level::WARN));
+        assert!(!tracing::enabled!(target: "quinn::endpoint", Level::INFO));
+    });
 }
 
 #[test]
