@@ -14,7 +14,7 @@ use crate::files::{self, LoadError, Replace, SaveError};
 
 /// The set of revoked node ids, shared by every clone of the handle.
 ///
-/// Give a clone to [`TrustConfig::Ca`]; revoking through any clone (or reloading from a
+/// Give a clone to [`TrustConfig::Ca`](crate::TrustConfig::Ca); revoking through any clone (or reloading from a
 /// file) affects every handshake that starts afterwards, on every endpoint built with it.
 /// Connections already established are not closed: close them with the revoked peer.
 ///
