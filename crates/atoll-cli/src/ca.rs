@@ -13,7 +13,9 @@ use crate::error::Error;
 pub fn run_ca(cmd: CaCommand) -> Result<(), Error> {
     match cmd {
         CaCommand::Init { dir, name } => {
-            let files = CaDirectory::new(&dir).init(&name).map_err(for_ca(&dir))?;
+            let files = CaDirectory::new(&dir)
+                .init(&name)
+                .map_err(directory_error(&dir))?;
             println!("created cluster CA {name:?} in {}", dir.display());
             print_files(&files);
             eprintln!(
@@ -26,7 +28,7 @@ pub fn run_ca(cmd: CaCommand) -> Result<(), Error> {
             let out = out.unwrap_or_else(|| dir.clone());
             let issued = CaDirectory::new(&dir)
                 .issue(&node, &out)
-                .map_err(for_ca(&dir))?;
+                .map_err(directory_error(&dir))?;
             let id = issued.id;
             println!("{id}");
             eprintln!(
@@ -37,7 +39,7 @@ pub fn run_ca(cmd: CaCommand) -> Result<(), Error> {
         }
         CaCommand::Revoke { node, dir } => {
             let ca = CaDirectory::new(&dir);
-            let done = ca.revoke(&node).map_err(for_ca(&dir))?;
+            let done = ca.revoke(&node).map_err(directory_error(&dir))?;
             let who = match &done.name {
                 Some(name) => format!("{name} id={}", done.id),
                 None => format!("id={}", done.id),
@@ -53,7 +55,9 @@ pub fn run_ca(cmd: CaCommand) -> Result<(), Error> {
             }
         }
         CaCommand::List { dir } => {
-            let listing = CaDirectory::new(&dir).list().map_err(for_ca(&dir))?;
+            let listing = CaDirectory::new(&dir)
+                .list()
+                .map_err(directory_error(&dir))?;
             print_listing(&listing);
             for (path, why) in &listing.unreadable {
                 eprintln!("skipped {}: {why}", path.display());
@@ -69,7 +73,7 @@ pub fn run_shared(cmd: SharedCommand) -> Result<(), Error> {
         SharedCommand::Init { dir, name } => {
             let files = SharedDirectory::new(&dir)
                 .init(&name)
-                .map_err(for_ca(&dir))?;
+                .map_err(directory_error(&dir))?;
             println!("created shared identity {name:?} in {}", dir.display());
             print_files(&files);
             eprintln!("copy both files to every node: they are the cluster's only credential");
@@ -77,7 +81,7 @@ pub fn run_shared(cmd: SharedCommand) -> Result<(), Error> {
         SharedCommand::Key { node, dir } => {
             let (id, path) = SharedDirectory::new(&dir)
                 .node_key(&node)
-                .map_err(for_ca(&dir))?;
+                .map_err(directory_error(&dir))?;
             println!("{id}");
             eprintln!(
                 "generated the key of node {node:?} (id {id}): {} (secret, mode 0600)",
@@ -90,7 +94,7 @@ pub fn run_shared(cmd: SharedCommand) -> Result<(), Error> {
 
 /// The command's error for a directory operation on `dir`: a missing CA says how to make
 /// one.
-pub(crate) fn for_ca(dir: &Path) -> impl FnOnce(DirectoryError) -> Error + '_ {
+pub(crate) fn directory_error(dir: &Path) -> impl FnOnce(DirectoryError) -> Error + '_ {
     move |e| match e {
         DirectoryError::NoCa { missing, .. } => Error::MissingFile {
             what: "cluster CA".into(),

@@ -110,12 +110,13 @@ pub fn run() -> Result<(), Error> {
 
     let ca_dir = dir.join("ca");
     let ca = atoll_net::CaDirectory::new(&ca_dir);
-    ca.init("demo").map_err(crate::ca::for_ca(&ca_dir))?;
+    ca.init("demo")
+        .map_err(crate::ca::directory_error(&ca_dir))?;
     let mut ids = Vec::new();
     for name in NODES.iter().chain(&["demo"]) {
         ids.push(
             ca.issue(name, &ca_dir)
-                .map_err(crate::ca::for_ca(&ca_dir))?
+                .map_err(crate::ca::directory_error(&ca_dir))?
                 .id,
         );
     }
