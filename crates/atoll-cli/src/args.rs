@@ -63,7 +63,8 @@ pub enum Command {
             consensus voter raft_id=ID voters=N data=PATH\n\n\
             Any other node sends its proposals to the voters and prints at once:\n\n    \
             consensus member voters=N\n\n\
-            Logs go to stderr; filter them with RUST_LOG (default: info). On SIGINT or \
+            Logs go to stderr; `log.filter` or RUST_LOG picks them (default: atoll's own INFO \
+            lines, warnings from other libraries, nothing from openraft). On SIGINT or \
             SIGTERM the node leaves the membership, closes its connections, gives its \
             processes 5 s to stop and exits 0.",
         after_help = NODE_AFTER_HELP
@@ -153,8 +154,9 @@ Configuration (relative paths are relative to the configuration file's directory
 
   [log]
   format = \"text\"               # optional: \"text\" (default) or \"json\" (one object per line)
-  filter = \"info\"               # optional: which lines, e.g. \"info,atoll_raft=debug\";
-                                #   RUST_LOG overrides it
+  filter = \"info\"               # optional: which lines, e.g. \"info,atoll_raft=debug\"
+                                #   (default \"warn,atoll=info,openraft=off\": atoll's INFO
+                                #   lines, others' warnings); RUST_LOG overrides it
 
   [tls]
   mode = \"ca\"                   # \"ca\" (default) or \"shared\"

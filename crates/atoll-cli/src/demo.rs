@@ -108,10 +108,17 @@ pub fn run() -> Result<(), Error> {
         dir.display()
     ));
 
-    crate::ca::ca_init(&dir.join("ca"), "demo")?;
+    let ca_dir = dir.join("ca");
+    let ca = atoll_net::CaDirectory::new(&ca_dir);
+    ca.init("demo")
+        .map_err(crate::ca::directory_error(&ca_dir))?;
     let mut ids = Vec::new();
     for name in NODES.iter().chain(&["demo"]) {
-        ids.push(crate::ca::ca_issue(&dir.join("ca"), name, &dir.join("ca"))?.0);
+        ids.push(
+            ca.issue(name, &ca_dir)
+                .map_err(crate::ca::directory_error(&ca_dir))?
+                .id,
+        );
     }
     let ports = NODES
         .iter()

@@ -2,6 +2,8 @@
 
 use std::path::PathBuf;
 
+use atoll_net::DirectoryError;
+
 /// Exit code for a bad configuration, bad arguments or missing input files: fix the input
 /// and run again.
 pub const EXIT_CONFIG: u8 = 2;
@@ -63,30 +65,6 @@ pub enum Error {
         #[source]
         source: atoll_net::LoadError,
     },
-    /// A node or cluster name given on the command line is unusable.
-    #[error("invalid {what} name {name:?}: {reason}")]
-    BadName {
-        /// `node` or `cluster`.
-        what: &'static str,
-        /// The name.
-        name: String,
-        /// Why.
-        reason: String,
-    },
-    /// `ca revoke` was given something that is neither an issued node nor a node id.
-    #[error(
-        "{node:?} is neither a node with a certificate in {} nor a node id (32 hex digits)",
-        dir.display()
-    )]
-    UnknownNode {
-        /// The argument.
-        node: String,
-        /// The CA directory searched.
-        dir: PathBuf,
-    },
-    /// A file could not be written (including: it exists and would be overwritten).
-    #[error(transparent)]
-    Save(#[from] atoll_net::SaveError),
     /// A file or directory could not be read or written.
     #[error("{}: {source}", path.display())]
     Io {
@@ -96,15 +74,9 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
-    /// The CA or shared identity could not be created.
-    #[error("cannot create the identity: {0}")]
-    Create(#[from] atoll_net::CreateError),
-    /// A key could not be generated.
+    /// A CA or shared-identity directory operation failed.
     #[error(transparent)]
-    Generate(#[from] atoll_net::GenerateError),
-    /// A node certificate could not be issued.
-    #[error(transparent)]
-    Issue(#[from] atoll_net::IssueError),
+    Directory(#[from] atoll_net::DirectoryError),
     /// The node could not start.
     #[error("cannot start the node: {0}")]
     Start(#[from] atoll_cluster::StartError),
@@ -156,14 +128,19 @@ impl Error {
             | Error::ConfigField { .. }
             | Error::MissingFile { .. }
             | Error::BadFile { .. }
-            | Error::BadName { .. }
-            | Error::UnknownNode { .. }
             | Error::NoHttp { .. } => EXIT_CONFIG,
-            Error::Save(_)
-            | Error::Io { .. }
-            | Error::Create(_)
-            | Error::Generate(_)
-            | Error::Issue(_)
+            Error::Directory(e) => match e {
+                DirectoryError::BadName { .. }
+                | DirectoryError::NoCa { .. }
+                | DirectoryError::Unusable { .. }
+                | DirectoryError::UnknownNode { .. } => EXIT_CONFIG,
+                DirectoryError::Save(_)
+                | DirectoryError::Io { .. }
+                | DirectoryError::Create(_)
+                | DirectoryError::Generate(_)
+                | DirectoryError::Issue(_) => EXIT_FAILURE,
+            },
+            Error::Io { .. }
             | Error::Start(_)
             | Error::Unreachable { .. }
             | Error::BadAnswer { .. }

@@ -11,16 +11,13 @@
 //! | `/api/names`, `/api/names/NAME` | names in every scope |
 //! | `/api/groups`, `/api/groups/NAME` | process groups |
 //! | `/api/locks`, `/api/locks/NAME` | consensus locks |
-//! | `/metrics` | Prometheus text format |
+//! | `/metrics` | Prometheus text format ([`atoll_cluster::Node::metrics`]) |
 //!
 //! Unknown paths and unknown names answer 404 with `{"error": "..."}`.
 
-use std::fmt::Write as _;
 use std::net::SocketAddr;
 
-use atoll_cluster::{
-    MemberStatus, Node, NodeStatus, ProcessInfoWire, RTT_BUCKETS_US, RaftView, StatusWire,
-};
+use atoll_cluster::{MemberStatus, Node, NodeStatus, ProcessInfoWire, RaftView, StatusWire};
 use axum::Json;
 use axum::Router;
 use axum::extract::{Path, State};
@@ -255,193 +252,9 @@ async fn lock(State(node): State<Node>, Path(name): Path<String>) -> Response {
 }
 
 async fn metrics(State(node): State<Node>) -> Response {
-    let text = render_metrics(&node.status().await, &node.processes());
     (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        text,
+        [(header::CONTENT_TYPE, atoll_cluster::METRICS_CONTENT_TYPE)],
+        node.metrics().await,
     )
         .into_response()
-}
-
-/// The Prometheus text exposition of a node's status and processes.
-pub fn render_metrics(s: &NodeStatus, processes: &[ProcessInfoWire]) -> String {
-    let mut out = String::new();
-    let mut family = |name: &str, kind: &str, help: &str, samples: &[(String, f64)]| {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-        for (labels, value) in samples {
-            let _ = writeln!(out, "{name}{labels} {value}");
-        }
-    };
-    let peer = |name: &str| format!("{{peer=\"{}\"}}", escape(name));
-    let per_peer = |f: &dyn Fn(&atoll_cluster::PeerStatus) -> f64| -> Vec<(String, f64)> {
-        s.peers.iter().map(|p| (peer(&p.name), f(p))).collect()
-    };
-    family(
-        "atoll_peer_frames_sent_total",
-        "counter",
-        "Frames (messages, replies, signals, control) sent to a peer on its connection.",
-        &per_peer(&|p| p.frames_sent as f64),
-    );
-    family(
-        "atoll_peer_frames_received_total",
-        "counter",
-        "Frames received from a peer on its connection.",
-        &per_peer(&|p| p.frames_received as f64),
-    );
-    family(
-        "atoll_peer_bytes_sent_total",
-        "counter",
-        "UDP payload bytes sent to a peer on its connection.",
-        &per_peer(&|p| p.bytes_sent as f64),
-    );
-    family(
-        "atoll_peer_bytes_received_total",
-        "counter",
-        "UDP payload bytes received from a peer on its connection.",
-        &per_peer(&|p| p.bytes_received as f64),
-    );
-    family(
-        "atoll_peer_rtt_seconds",
-        "gauge",
-        "Smoothed QUIC round-trip time to a peer.",
-        &per_peer(&|p| p.rtt_us as f64 / 1e6),
-    );
-
-    let rtt = &s.request_rtt;
-    let mut buckets = Vec::new();
-    let mut cumulative = 0;
-    for (i, count) in rtt.counts.iter().enumerate() {
-        cumulative += count;
-        let le = RTT_BUCKETS_US
-            .get(i)
-            .map_or("+Inf".to_string(), |us| format!("{}", *us as f64 / 1e6));
-        buckets.push((format!("_bucket{{le=\"{le}\"}}"), cumulative as f64));
-    }
-    buckets.push(("_sum".into(), rtt.sum_us as f64 / 1e6));
-    buckets.push(("_count".into(), cumulative as f64));
-    family(
-        "atoll_request_rtt_seconds",
-        "histogram",
-        "Round trips of requests to peers (remote spawn, process lists, Raft RPCs, name acknowledgements).",
-        &buckets,
-    );
-
-    family(
-        "atoll_processes",
-        "gauge",
-        "Live processes on this node.",
-        &[(String::new(), s.processes as f64)],
-    );
-    let waiting: u64 = processes.iter().map(|p| p.mailbox_len).sum();
-    let longest = processes.iter().map(|p| p.mailbox_len).max().unwrap_or(0);
-    family(
-        "atoll_mailbox_messages",
-        "gauge",
-        "Messages waiting in the mailboxes of this node's processes.",
-        &[(String::new(), waiting as f64)],
-    );
-    family(
-        "atoll_mailbox_longest",
-        "gauge",
-        "The longest mailbox on this node.",
-        &[(String::new(), longest as f64)],
-    );
-
-    let states = ["joining", "active", "suspect", "unreachable", "left"];
-    let members: Vec<(String, f64)> = states
-        .iter()
-        .map(|state| {
-            let n = s.members.iter().filter(|m| m.state == *state).count();
-            (format!("{{state=\"{state}\"}}"), n as f64)
-        })
-        .collect();
-    family(
-        "atoll_members",
-        "gauge",
-        "Members by state, as this node sees them (itself included).",
-        &members,
-    );
-
-    if let Some(raft) = &s.raft {
-        let one = |v: Option<u64>| -> Vec<(String, f64)> {
-            v.map(|v| vec![(String::new(), v as f64)])
-                .unwrap_or_default()
-        };
-        family(
-            "atoll_raft_term",
-            "gauge",
-            "The current Raft term (voters).",
-            &one(raft.term),
-        );
-        family(
-            "atoll_raft_commit_index",
-            "gauge",
-            "The last committed Raft log index (voters).",
-            &one(raft.commit_index),
-        );
-        family(
-            "atoll_raft_last_applied",
-            "gauge",
-            "The last applied Raft log index (voters).",
-            &one(raft.last_applied),
-        );
-        family(
-            "atoll_raft_is_leader",
-            "gauge",
-            "1 if this node leads the Raft core.",
-            &[(String::new(), f64::from(u8::from(raft.role == "leader")))],
-        );
-        family(
-            "atoll_registry_index",
-            "gauge",
-            "The Raft log index of the registry this node resolves names from.",
-            &[(String::new(), raft.registry_index as f64)],
-        );
-    }
-
-    let scopes = ["local", "eventual", "consistent", "strong"];
-    let names: Vec<(String, f64)> = scopes
-        .iter()
-        .map(|scope| {
-            let n = s.names.iter().filter(|m| m.scope == *scope).count();
-            (format!("{{scope=\"{scope}\"}}"), n as f64)
-        })
-        .collect();
-    family(
-        "atoll_names",
-        "gauge",
-        "Names this node resolves, by scope.",
-        &names,
-    );
-    family(
-        "atoll_locks",
-        "gauge",
-        "Consensus locks held.",
-        &[(String::new(), s.locks.len() as f64)],
-    );
-    family(
-        "atoll_groups",
-        "gauge",
-        "Process groups with a member anywhere.",
-        &[(String::new(), s.groups.len() as f64)],
-    );
-    let members: usize = s.groups.iter().map(|g| g.members.len()).sum();
-    family(
-        "atoll_group_members",
-        "gauge",
-        "Members of all process groups.",
-        &[(String::new(), members as f64)],
-    );
-    out
-}
-
-/// A label value with `\`, `"` and newlines escaped.
-fn escape(value: &str) -> String {
-    value
-        .replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
 }

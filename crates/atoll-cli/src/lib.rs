@@ -25,17 +25,15 @@ pub mod http;
 pub mod node;
 pub mod status;
 
-use std::path::Path;
-
 pub use error::{EXIT_CONFIG, EXIT_FAILURE, Error};
 
-use args::{CaCommand, Cli, Command, SharedCommand};
+use args::{Cli, Command};
 
 /// Runs one command, printing its results to stdout (and notes to stderr).
 pub fn run(cli: Cli) -> Result<(), Error> {
     match cli.command {
-        Command::Ca(cmd) => run_ca(cmd),
-        Command::Shared(cmd) => run_shared(cmd),
+        Command::Ca(cmd) => ca::run_ca(cmd),
+        Command::Shared(cmd) => ca::run_shared(cmd),
         Command::Node(args) => node::run(&args.config),
         Command::Status(args) => run_status(args),
         Command::Demo => demo::run(),
@@ -80,97 +78,4 @@ fn run_status(args: args::StatusArgs) -> Result<(), Error> {
         print!("{}", status::render(&s));
     }
     Ok(())
-}
-
-fn run_ca(cmd: CaCommand) -> Result<(), Error> {
-    match cmd {
-        CaCommand::Init { dir, name } => {
-            let files = ca::ca_init(&dir, &name)?;
-            println!("created cluster CA {name:?} in {}", dir.display());
-            print_files(&files);
-            eprintln!(
-                "keep {} secret: it issues certificates. Nodes need only {}.",
-                files[1].display(),
-                files[0].display()
-            );
-        }
-        CaCommand::Issue { node, dir, out } => {
-            let out = out.unwrap_or_else(|| dir.clone());
-            let (id, key, cert) = ca::ca_issue(&dir, &node, &out)?;
-            println!("{id}");
-            eprintln!(
-                "issued node {node:?} (id {id}): {} (secret, mode 0600) and {}",
-                key.display(),
-                cert.display()
-            );
-        }
-        CaCommand::Revoke { node, dir } => {
-            let done = ca::ca_revoke(&dir, &node)?;
-            let who = match &done.name {
-                Some(name) => format!("{name} id={}", done.id),
-                None => format!("id={}", done.id),
-            };
-            if done.newly {
-                println!("revoked {who}");
-                eprintln!(
-                    "appended to {}; nodes refuse it on their next handshake",
-                    dir.join(ca::REVOKED_FILE).display()
-                );
-            } else {
-                println!("already revoked {who}");
-            }
-        }
-        CaCommand::List { dir } => {
-            let listing = ca::ca_list(&dir)?;
-            print_listing(&listing);
-            for (path, why) in &listing.unreadable {
-                eprintln!("skipped {}: {why}", path.display());
-            }
-        }
-    }
-    Ok(())
-}
-
-fn run_shared(cmd: SharedCommand) -> Result<(), Error> {
-    match cmd {
-        SharedCommand::Init { dir, name } => {
-            let files = ca::shared_init(&dir, &name)?;
-            println!("created shared identity {name:?} in {}", dir.display());
-            print_files(&files);
-            eprintln!("copy both files to every node: they are the cluster's only credential");
-        }
-        SharedCommand::Key { node, dir } => {
-            let (id, path) = ca::shared_key(&dir, &node)?;
-            println!("{id}");
-            eprintln!(
-                "generated the key of node {node:?} (id {id}): {} (secret, mode 0600)",
-                path.display()
-            );
-        }
-    }
-    Ok(())
-}
-
-fn print_files(files: &[impl AsRef<Path>]) {
-    for f in files {
-        println!("  {}", f.as_ref().display());
-    }
-}
-
-fn print_listing(listing: &ca::Listing) {
-    let width = listing
-        .nodes
-        .iter()
-        .map(|n| n.name.len())
-        .chain([4])
-        .max()
-        .unwrap_or(4);
-    println!("{:width$}  {:32}  STATUS", "NAME", "NODE ID");
-    for n in &listing.nodes {
-        let status = if n.revoked { "revoked" } else { "valid" };
-        println!("{:width$}  {}  {status}", n.name, n.id);
-    }
-    for id in &listing.revoked_elsewhere {
-        println!("{:width$}  {id}  revoked", "-");
-    }
 }

@@ -3,10 +3,10 @@
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use atoll_cluster::{MemberEvent, Node};
-use atoll_net::RevocationList;
+use atoll_net::REVOCATION_CHECK_INTERVAL;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::task::JoinSet;
 use tracing::{info, warn};
@@ -26,8 +26,6 @@ const PEER_CHECK_INTERVAL: Duration = Duration::from_millis(500);
 const VOTER_POLL_INTERVAL: Duration = Duration::from_millis(20);
 /// How long a Raft voter may take to start before a warning is logged.
 const VOTER_START_WARNING: Duration = Duration::from_secs(10);
-/// How often the revocation list file is checked for changes.
-const REVOKED_CHECK_INTERVAL: Duration = Duration::from_secs(2);
 
 /// `atoll node --config FILE`: loads the configuration, runs the node on a runtime of
 /// `threads` workers and returns after SIGINT or SIGTERM and an orderly shutdown.
@@ -79,10 +77,12 @@ async fn serve(file: NodeFile, loaded: crate::config::Loaded) -> Result<(), Erro
     // Taken before the ready line so no event is missed; printed after it.
     let member_events = node.member_events();
 
+    // Re-reads the revocation list when its file changes, so `atoll ca revoke` reaches a
+    // running node; kept until the node stops.
+    let _revocations = loaded
+        .revoked
+        .map(|(list, path)| list.watch(path, REVOCATION_CHECK_INTERVAL));
     let mut tasks = JoinSet::new();
-    if let Some((list, path)) = loaded.revoked {
-        tasks.spawn(watch_revocations(list, path));
-    }
     for peer in &file.peers {
         tasks.spawn(keep_connected(node.clone(), peer.clone()));
     }
@@ -264,29 +264,4 @@ async fn dial(node: &Node, peer: &str) -> Result<atoll_cluster::RemoteNode, Stri
         }
     }
     Err(last)
-}
-
-/// Re-reads the revocation list when its file changes, so `atoll ca revoke` reaches a
-/// running node. New handshakes consult it; connections already up stay up.
-async fn watch_revocations(list: RevocationList, path: PathBuf) {
-    let modified = |p: &Path| {
-        std::fs::metadata(p)
-            .and_then(|m| Ok((m.modified()?, m.len())))
-            .ok()
-    };
-    let mut last: Option<(SystemTime, u64)> = modified(&path);
-    loop {
-        tokio::time::sleep(REVOKED_CHECK_INTERVAL).await;
-        let now = modified(&path);
-        if now == last {
-            continue;
-        }
-        last = now;
-        match list.reload(&path) {
-            Ok(()) => {
-                info!(file = %path.display(), revoked = list.len(), "revocation list reloaded")
-            }
-            Err(e) => warn!("keeping the previous revocation list: {e}"),
-        }
-    }
 }

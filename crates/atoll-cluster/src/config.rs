@@ -7,7 +7,14 @@ use atoll_core::NodeId;
 use atoll_net::{NodeCertificate, NodeIdentity, SharedIdentity, TransportSettings, TrustConfig};
 use atoll_swim::SwimConfig;
 
+/// [`NodeConfig::max_frame_len`] unless set otherwise: 8 MiB.
+pub const DEFAULT_MAX_FRAME_LEN: usize = 8 << 20;
+/// [`NodeConfig::message_streams`] unless set otherwise.
+pub const DEFAULT_MESSAGE_STREAMS: usize = 4;
+
 /// Everything a node needs to start.
+///
+/// [`NodeConfig::validate`] checks the settings against their bounds.
 #[derive(Clone)]
 pub struct NodeConfig {
     /// The human name peers know this node by, e.g. `london`.
@@ -267,8 +274,8 @@ impl NodeConfig {
                 max_idle_timeout: Duration::from_secs(10),
                 ..TransportSettings::default()
             },
-            max_frame_len: 8 << 20,
-            message_streams: 4,
+            max_frame_len: DEFAULT_MAX_FRAME_LEN,
+            message_streams: DEFAULT_MESSAGE_STREAMS,
             reconnect_initial: Duration::from_millis(100),
             reconnect_max: Duration::from_secs(5),
             connect_timeout: Duration::from_secs(10),

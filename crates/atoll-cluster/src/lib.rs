@@ -9,10 +9,13 @@
 //! - Global names: [`Node::register_global`], [`Node::whereis_global`], [`Node::send_global`].
 //! - Remote spawn from registered factories: [`Node::register_spawnable`],
 //!   [`Node::spawn_remote`].
-//! - Live attach: [`Node::remote_processes`]; operator status: [`Node::status`].
+//! - Live attach: [`Node::remote_processes`]; operator status: [`Node::status`], and
+//!   the same as Prometheus metrics: [`Node::metrics`], [`render_metrics`].
 //! - SWIM membership ([`MembershipConfig`], [`Node::membership`], [`Node::member_events`]):
 //!   nodes find each other through seeds and gossip, members found that way are reachable
 //!   by name, and members declared unreachable or gone are disconnected.
+//! - Configuration ([`NodeConfig`]) checked by [`NodeConfig::validate`], with typed
+//!   [`ConfigError`]s.
 //! - Naming scopes and locks ([`ConsensusConfig`], [`Node::register`], [`Node::whereis`],
 //!   [`Node::lock`]): Local, Eventual and Consistent names, the Consistent ones and the
 //!   locks held by a fixed set of Raft voters and pushed to every member, so names resolve
@@ -25,10 +28,12 @@ mod config;
 mod convert;
 mod error;
 pub mod groups;
+mod metrics;
 mod node;
 mod peer;
 pub mod protocol;
 pub mod transport;
+mod validate;
 
 pub use atoll_raft::{ConsensusError, RaftStatus, Role as RaftRole};
 pub use atoll_swim::{
@@ -36,13 +41,21 @@ pub use atoll_swim::{
     MemberEvent, MemberMeta, MemberState, Swim, SwimConfig, SwimStats,
 };
 pub use atoll_wire::{ProcessInfoWire, StatusWire};
-pub use config::{ConsensusConfig, MembershipConfig, NodeConfig, TlsIdentity};
+pub use config::{
+    ConsensusConfig, DEFAULT_MAX_FRAME_LEN, DEFAULT_MESSAGE_STREAMS, MembershipConfig, NodeConfig,
+    TlsIdentity,
+};
 pub use error::{
     ClusterSendError, ConnectError, DatagramError, GlobalError, GroupJoinError, LockError,
     NameError, RpcError, StartError,
 };
+pub use metrics::{METRICS_CONTENT_TYPE, render_metrics};
 pub use node::{
     GroupStatus, LockGuard, LockStatus, MAX_NAME_LEN, MemberStatus, NameLost, NameStatus, Node,
     NodeStatus, PeerInfo, PeerStatus, RTT_BUCKETS_US, RaftView, RemoteNode, RttSnapshot, WeakNode,
     scope_name,
+};
+pub use validate::{
+    ConfigError, LabelKind, MAX_FRAME_LEN, MAX_INDIRECT_PROBES, MAX_MESSAGE_STREAMS, MAX_TIMING,
+    MIN_FRAME_LEN, MIN_TIMING, Setting,
 };

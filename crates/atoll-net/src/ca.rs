@@ -1,10 +1,8 @@
 //! The cluster certificate authority, node certificates, the revocation list and the
 //! shared-identity alternative.
 
-use std::collections::BTreeSet;
 use std::fmt;
 use std::path::Path;
-use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use atoll_core::{NodeId, ParseNodeIdError};
@@ -17,6 +15,7 @@ use x509_parser::oid_registry::OID_SIG_ED25519;
 
 use crate::files::{self, LoadError, Replace, SaveError};
 use crate::identity::{GenerateError, NodeIdentity, PUBLIC_KEY_LEN, node_id_of};
+use crate::revocation::RevocationList;
 use crate::tls::TrustConfig;
 
 /// Every node certificate names its node as the DNS name `<hex node id>` + this suffix.
@@ -643,185 +642,6 @@ fn save_pair(
     files::write(&cert_path, cert_pem, 0o644, replace)
 }
 
-/// The set of revoked node ids, shared by every clone of the handle.
-///
-/// Give a clone to [`TrustConfig::Ca`]; revoking through any clone (or reloading from a
-/// file) affects every handshake that starts afterwards, on every endpoint built with it.
-/// Connections already established are not closed: close them with the revoked peer.
-///
-/// The file format is text, one node id (32 hex digits) a line; blank lines and lines
-/// starting with `#` are ignored.
-///
-/// # Example
-///
-/// ```
-/// use atoll_net::RevocationList;
-/// use atoll_core::NodeId;
-///
-/// let list = RevocationList::new();
-/// let shared = list.clone();
-/// let id = NodeId::from_bytes([7; 16]);
-/// assert!(list.revoke(id));
-/// assert!(shared.is_revoked(&id));
-/// let parsed = RevocationList::parse(&list.to_text())?;
-/// assert_eq!(parsed.ids(), vec![id]);
-/// # Ok::<(), atoll_net::ParseRevocationError>(())
-/// ```
-#[derive(Clone, Default)]
-pub struct RevocationList {
-    ids: Arc<RwLock<BTreeSet<NodeId>>>,
-}
-
-/// A line of a revocation list that is not a node id.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("line {line}: {source}")]
-pub struct ParseRevocationError {
-    /// The 1-based line number.
-    pub line: usize,
-    /// Why it is not a node id.
-    #[source]
-    pub source: ParseNodeIdError,
-}
-
-impl RevocationList {
-    /// An empty list.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// A new list holding `ids` (not shared with any other list).
-    pub fn from_ids(ids: impl IntoIterator<Item = NodeId>) -> Self {
-        RevocationList {
-            ids: Arc::new(RwLock::new(ids.into_iter().collect())),
-        }
-    }
-
-    /// Revokes `id`; true if it was not revoked before.
-    pub fn revoke(&self, id: NodeId) -> bool {
-        self.ids
-            .write()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(id)
-    }
-
-    /// Lifts the revocation of `id`; true if it was revoked.
-    pub fn reinstate(&self, id: &NodeId) -> bool {
-        self.ids
-            .write()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(id)
-    }
-
-    /// Whether `id` is revoked.
-    pub fn is_revoked(&self, id: &NodeId) -> bool {
-        self.ids
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .contains(id)
-    }
-
-    /// The revoked ids, in order.
-    pub fn ids(&self) -> Vec<NodeId> {
-        self.ids
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .iter()
-            .copied()
-            .collect()
-    }
-
-    /// How many ids are revoked.
-    pub fn len(&self) -> usize {
-        self.ids
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .len()
-    }
-
-    /// Whether no id is revoked.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// Replaces the contents of this list (and so of every clone) with `other`'s.
-    pub fn replace_with(&self, other: &RevocationList) {
-        if Arc::ptr_eq(&self.ids, &other.ids) {
-            return;
-        }
-        let new = other
-            .ids
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone();
-        *self.ids.write().unwrap_or_else(PoisonError::into_inner) = new;
-    }
-
-    /// The list as text, one id a line.
-    pub fn to_text(&self) -> String {
-        let mut out = String::new();
-        for id in self.ids() {
-            out.push_str(&id.to_string());
-            out.push('\n');
-        }
-        out
-    }
-
-    /// Parses the text format (see the type docs) into a new list.
-    pub fn parse(text: &str) -> Result<Self, ParseRevocationError> {
-        let mut ids = BTreeSet::new();
-        for (i, line) in text.lines().enumerate() {
-            let line_text = line.trim();
-            if line_text.is_empty() || line_text.starts_with('#') {
-                continue;
-            }
-            let id = line_text
-                .parse::<NodeId>()
-                .map_err(|source| ParseRevocationError {
-                    line: i + 1,
-                    source,
-                })?;
-            ids.insert(id);
-        }
-        Ok(RevocationList {
-            ids: Arc::new(RwLock::new(ids)),
-        })
-    }
-
-    /// Reads a list saved by [`RevocationList::save`] into a new, unshared list.
-    pub fn load(path: impl AsRef<Path>) -> Result<Self, LoadError> {
-        let path = path.as_ref();
-        let text = files::read_text(path)?;
-        Self::parse(&text).map_err(|e| LoadError::RevocationEntry {
-            path: path.to_path_buf(),
-            line: e.line,
-            source: e.source,
-        })
-    }
-
-    /// Reloads this list (and every clone) from `path`. On error the list is unchanged.
-    pub fn reload(&self, path: impl AsRef<Path>) -> Result<(), LoadError> {
-        self.replace_with(&Self::load(path)?);
-        Ok(())
-    }
-
-    /// Writes the list to `path` (mode 0644), atomically replacing any existing file:
-    /// a revocation list is meant to be updated in place.
-    pub fn save(&self, path: impl AsRef<Path>) -> Result<(), SaveError> {
-        files::write(
-            path.as_ref(),
-            self.to_text().as_bytes(),
-            0o644,
-            Replace::Yes,
-        )
-    }
-}
-
-impl fmt::Debug for RevocationList {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_set().entries(self.ids()).finish()
-    }
-}
-
 /// Shared-identity mode: one self-signed certificate and key that every node of the
 /// cluster uses, pinned as the only trust root.
 ///
@@ -1193,50 +1013,6 @@ mod tests {
             loaded.certificate().cert_der(),
             shared.certificate().cert_der()
         );
-        std::fs::remove_dir_all(&dir).unwrap();
-    }
-
-    #[test]
-    fn revocation_list_round_trip() {
-        let dir = temp_dir("revoked");
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("revoked.txt");
-        let list = RevocationList::new();
-        let shared = list.clone();
-        let a = NodeId::from_bytes([1; 16]);
-        let b = NodeId::from_bytes([2; 16]);
-        assert!(list.revoke(b));
-        assert!(list.revoke(a));
-        assert!(!list.revoke(a));
-        assert!(shared.is_revoked(&a) && shared.is_revoked(&b));
-        assert_eq!(shared.len(), 2);
-        list.save(&path).unwrap();
-        assert_eq!(
-            std::fs::read_to_string(&path).unwrap(),
-            format!("{a}\n{b}\n")
-        );
-        let loaded = RevocationList::load(&path).unwrap();
-        assert_eq!(loaded.ids(), vec![a, b]);
-
-        // Reloading updates every clone in place.
-        assert!(list.reinstate(&a));
-        assert!(!shared.is_revoked(&a));
-        shared.reload(&path).unwrap();
-        assert!(list.is_revoked(&a));
-
-        // Comments and blank lines are ignored; a bad line is reported with its number.
-        let parsed = RevocationList::parse(&format!("# revoked\n\n  {a}  \n")).unwrap();
-        assert_eq!(parsed.ids(), vec![a]);
-        let err = RevocationList::parse(&format!("{a}\nnot-an-id\n")).unwrap_err();
-        assert_eq!(err.line, 2);
-        std::fs::write(&path, format!("{a}\nzz\n")).unwrap();
-        assert!(matches!(
-            RevocationList::load(&path),
-            Err(LoadError::RevocationEntry { line: 2, .. })
-        ));
-        // A failed reload leaves the list as it was.
-        assert!(shared.reload(&path).is_err());
-        assert_eq!(shared.ids(), vec![a, b]);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

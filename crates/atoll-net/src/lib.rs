@@ -59,22 +59,32 @@
 #![deny(missing_docs)]
 
 mod ca;
+mod directory;
 mod endpoint;
 mod files;
 mod identity;
 mod pem;
+mod revocation;
 mod tls;
 
 pub use atoll_core::NodeId;
 pub use ca::{
     CA_CERT_FILE, CA_KEY_FILE, CertificateError, ClusterCa, CreateError, IssueError, MAX_NAME_LEN,
-    NODE_NAME_SUFFIX, NodeCertificate, ParseRevocationError, RevocationList, SHARED_CERT_FILE,
-    SHARED_KEY_FILE, SharedIdentity, node_dns_name,
+    NODE_NAME_SUFFIX, NodeCertificate, SHARED_CERT_FILE, SHARED_KEY_FILE, SharedIdentity,
+    node_dns_name,
+};
+pub use directory::{
+    CaDirectory, DirectoryError, IssuedFiles, IssuedNode, Listing, REVOKED_FILE, Revoked,
+    SharedDirectory,
 };
 pub use endpoint::{BindError, bind, connect};
 pub use files::{LoadError, SaveError};
 pub use identity::{
     GenerateError, KeyError, NodeIdentity, PUBLIC_KEY_LEN, SIGNATURE_LEN, node_id_of, verify,
+};
+pub use revocation::{
+    ParseRevocationError, REVOCATION_CHECK_INTERVAL, RevocationList, RevocationWatch,
+    RevocationWatcher,
 };
 pub use tls::{
     ALPN, GENERIC_SERVER_NAME, TlsConfigError, TransportSettings, TrustConfig, client_config,

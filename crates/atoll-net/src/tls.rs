@@ -17,10 +17,9 @@ use rustls::{
     RootCertStore, SignatureScheme,
 };
 
-use crate::ca::{
-    CertificateError, NodeCertificate, RevocationList, inspect, node_dns_name, node_id_in_dns_name,
-};
+use crate::ca::{CertificateError, NodeCertificate, inspect, node_dns_name, node_id_in_dns_name};
 use crate::identity::NodeIdentity;
+use crate::revocation::RevocationList;
 
 /// The ALPN protocol id every atoll connection negotiates.
 pub const ALPN: &[u8] = b"atoll/1";

@@ -306,6 +306,7 @@ impl<T: RaftTransport + std::fmt::Debug> Consensus<T> {
         }
         let (proposals, queue) = mpsc::unbounded_channel();
         tokio::spawn(batch_proposals(raft.clone(), queue));
+        tokio::spawn(crate::report::report(settings.id, raft.metrics()));
         Ok(Consensus {
             inner: Arc::new(Inner {
                 id: settings.id,

@@ -76,6 +76,7 @@ pub mod disk;
 pub mod memory;
 pub mod network;
 pub mod registry;
+mod report;
 pub mod store;
 pub mod types;
 

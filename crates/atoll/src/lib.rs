@@ -31,11 +31,11 @@
 
 pub use atoll_actor::*;
 pub use atoll_cluster::{
-    ClusterSendError, ConnectError, ConsensusConfig, ConsensusError, GlobalError, GroupJoinError,
-    IdentityError, Load, LockError, LockGuard, MAX_NAME_LEN, Member, MemberEvent, MemberIdentity,
-    MemberMeta, MemberState, MembershipConfig, NameError, NameLost, Node, NodeConfig, NodeStatus,
-    PeerInfo, RaftRole, RaftStatus, RemoteNode, RpcError, StartError, Swim, SwimConfig, SwimStats,
-    WeakNode, builtin, chat,
+    ClusterSendError, ConfigError, ConnectError, ConsensusConfig, ConsensusError, GlobalError,
+    GroupJoinError, IdentityError, Load, LockError, LockGuard, MAX_NAME_LEN, METRICS_CONTENT_TYPE,
+    Member, MemberEvent, MemberIdentity, MemberMeta, MemberState, MembershipConfig, NameError,
+    NameLost, Node, NodeConfig, NodeStatus, PeerInfo, RaftRole, RaftStatus, RemoteNode, RpcError,
+    StartError, Swim, SwimConfig, SwimStats, WeakNode, builtin, chat, render_metrics,
 };
 pub use atoll_core::{Scope, SplitMix64};
 
