@@ -23,9 +23,9 @@ pub enum StartError {
     /// packets.
     #[error("membership identity: {0}")]
     Membership(#[from] atoll_swim::IdentityError),
-    /// The consensus configuration is unusable (no voters, duplicate voters, bad timeouts).
-    #[error("consensus configuration: {0}")]
-    Consensus(String),
+    /// The configuration is unusable (see [`NodeConfig::validate`](crate::NodeConfig::validate)).
+    #[error("configuration: {0}")]
+    Config(#[from] crate::ConfigError),
 }
 
 /// A connection attempt that failed; nothing was registered.

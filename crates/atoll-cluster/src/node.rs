@@ -256,10 +256,7 @@ impl Node {
             source,
         })?;
         let id = config.identity.node_id();
-        let naming = config
-            .consensus
-            .map(|c| naming::Naming::new(c, id, disk))
-            .transpose()?;
+        let naming = config.consensus.map(|c| naming::Naming::new(c, id, disk));
         let rt = Runtime::with_identity(id, creation);
         let inner = Arc::new(Inner {
             name: config.name,
@@ -554,8 +551,10 @@ struct Started {
     disk: Disk,
 }
 
-/// The membership metadata the configuration asks for, checked before anything is bound.
+/// Checks the configuration before anything is bound; returns the membership metadata it
+/// asks for.
 fn member_meta(config: &NodeConfig) -> Result<Option<MemberMeta>, StartError> {
+    config.validate()?;
     Ok(match &config.membership {
         Some(m) => {
             let meta = MemberMeta {

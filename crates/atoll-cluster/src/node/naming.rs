@@ -25,7 +25,7 @@ use tracing::{debug, info, warn};
 use super::Inner;
 use super::status::RaftView;
 use crate::config::ConsensusConfig;
-use crate::error::{ClusterSendError, LockError, NameError, StartError};
+use crate::error::{ClusterSendError, LockError, NameError};
 use crate::peer::Peer;
 use crate::protocol::release::{LostSince, Standing, orphans, releases};
 
@@ -87,29 +87,16 @@ struct DialState {
 }
 
 impl Naming {
-    /// Checks the configuration; nothing starts yet.
-    pub(super) fn new(
-        config: ConsensusConfig,
-        me: NodeId,
-        disk: Disk,
-    ) -> Result<Naming, StartError> {
-        let refuse = |why: String| Err(StartError::Consensus(why));
-        if config.voters.is_empty() {
-            return refuse("the voter set is empty".into());
-        }
-        let mut voters = BTreeMap::new();
-        for (node, addr) in &config.voters {
-            if voters.insert(raft_id_of(node), (*node, *addr)).is_some() {
-                return refuse(format!("voter {node} is listed twice or collides"));
-            }
-        }
-        if config.election_timeout_min <= config.heartbeat_interval
-            || config.election_timeout_max <= config.election_timeout_min
-        {
-            return refuse("election timeouts must exceed the heartbeat interval".into());
-        }
+    /// The naming state of a node; nothing starts yet.
+    pub(super) fn new(config: ConsensusConfig, me: NodeId, disk: Disk) -> Naming {
+        // Checked by `NodeConfig::validate` before the node starts: no duplicates.
+        let voters: BTreeMap<RaftId, (NodeId, SocketAddr)> = config
+            .voters
+            .iter()
+            .map(|(node, addr)| (raft_id_of(node), (*node, *addr)))
+            .collect();
         let is_voter = voters.contains_key(&raft_id_of(&me));
-        Ok(Naming {
+        Naming {
             config,
             disk,
             directory: Arc::new(Directory {
@@ -122,7 +109,7 @@ impl Naming {
             leader: AtomicU64::new(0),
             watched: Mutex::default(),
             lost: Mutex::default(),
-        })
+        }
     }
 
     fn is_voter(&self) -> bool {
