@@ -54,11 +54,11 @@ pub use gossip::{
 };
 pub use hlc::{Hlc, HlcTimestamp, Stamp};
 pub use lww::{
-    Claim, Delta, Digest, Entry, LwwMap, MAX_DELTA_BYTES, MergeError, MergeReport, OriginDelta,
-    decode_delta as decode_map_delta,
+    Claim, Delta, Digest, Entry, LeafSummary, LwwMap, MAX_DELTA_BYTES, MergeError, MergeReport,
+    OriginDelta, Reconciliation, decode_delta as decode_map_delta,
 };
 pub use merkle::{
-    KeyRange, MerkleError, MerkleMessage, MerkleProof, MerkleTree, NodeHash, NodeRef, ProofError,
+    KeyRange, MerkleError, MerkleMessage, MerkleProof, MerkleTree, NodeDigest, NodeRef, ProofError,
     SyncAction, SyncPlan, TreeRoot, compare_tree_roots,
 };
 pub use process::{

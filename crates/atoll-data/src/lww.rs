@@ -31,6 +31,10 @@ use serde::{Deserialize, Serialize};
 use crate::codec::{self, DecodeError};
 use crate::hlc::{Hlc, HlcTimestamp, Stamp};
 
+#[path = "lww_repair.rs"]
+mod repair;
+pub use repair::{LeafSummary, Reconciliation};
+
 /// Largest encoded delta accepted from the network.
 pub const MAX_DELTA_BYTES: usize = 8 << 20;
 
@@ -389,8 +393,6 @@ where
                 claim: None,
                 entries: Vec::new(),
             };
-            // Per origin header: id, claim and entry count, generously.
-            budget = budget.saturating_sub(48);
             let mut cut: Option<Stamp> = None;
             if let Some(stamps) = self.by_origin.get(&origin) {
                 for (&stamp, keys) in stamps.range((Bound::Excluded(after), Bound::Unbounded)) {
@@ -415,6 +417,8 @@ where
             }
             let stop = cut.is_some();
             if part.claim.is_some() || !part.entries.is_empty() {
+                // The origin's header: id, claim and entry count.
+                budget = budget.saturating_sub(40);
                 delta.origins.push(part);
             }
             if stop {
@@ -422,52 +426,6 @@ where
             }
         }
         delta
-    }
-
-    /// Every entry whose encoded key hashes into one of `ranges`, as a repair delta (no
-    /// claims): what a Merkle comparison asks to push.
-    pub fn select(&self, ranges: &[crate::merkle::KeyRange]) -> Delta<K, V>
-    where
-        K: Serialize,
-    {
-        let mut by_origin: BTreeMap<NodeId, Vec<(K, Stamp, Option<V>)>> = BTreeMap::new();
-        for (k, e) in &self.entries {
-            let h = crate::merkle::key_hash(&postcard_bytes(k));
-            if ranges.iter().any(|r| r.contains(h)) {
-                by_origin.entry(e.stamp.node).or_default().push((
-                    k.clone(),
-                    e.stamp.stamp(),
-                    e.value.clone(),
-                ));
-            }
-        }
-        Delta {
-            origins: by_origin
-                .into_iter()
-                .map(|(origin, mut entries)| {
-                    entries.sort_by_key(|e| e.1);
-                    OriginDelta {
-                        origin,
-                        claim: None,
-                        entries,
-                    }
-                })
-                .collect(),
-        }
-    }
-
-    /// The Merkle tree of this map's state at `depth` (see [`crate::merkle`]).
-    pub fn merkle_tree(&self, depth: u8) -> crate::merkle::MerkleTree
-    where
-        K: Serialize,
-        V: Serialize,
-    {
-        crate::merkle::MerkleTree::build(
-            depth,
-            self.entries
-                .iter()
-                .map(|(k, e)| (postcard_bytes(k), postcard_bytes(e))),
-        )
     }
 
     /// Merges a delta received at wall time `now_ms`. A refused delta changes nothing.
@@ -586,35 +544,45 @@ where
     }
 
     /// Collects tombstones every live member has seen. `live` maps each live member
-    /// (this node included) to its latest digest; only origins among them are collected,
-    /// each up to the lowest stamp all of them have seen. Returns how many were removed.
+    /// (this node included) to its latest digest.
+    ///
+    /// For each live origin, the lowest stamp every member has seen of it becomes its
+    /// floor: anything of that origin at or below it is already everywhere, so a late copy
+    /// is refused. A tombstone goes once it is at or below the floors of *all* live
+    /// origins: any older write of its key, by whichever live member, is then refused too,
+    /// so it cannot come back. (A write by a member outside `live`, older than a collected
+    /// tombstone, could; the process table and service registry have one writer per key,
+    /// so there it cannot happen.) Returns how many tombstones were removed.
     pub fn collect_tombstones(&mut self, live: &BTreeMap<NodeId, Digest>) -> usize {
-        let mut removed = 0;
+        let mut stable_all: Option<Stamp> = None;
         for &origin in live.keys() {
             let stable = live
                 .values()
                 .map(|d| d.get(origin))
                 .min()
                 .unwrap_or(Stamp::ZERO);
-            if stable == Stamp::ZERO {
-                continue;
-            }
             self.floors.advance(origin, stable);
-            let Some(stamps) = self.by_origin.get(&origin) else {
-                continue;
-            };
-            let dead: Vec<(Stamp, K)> = stamps
-                .range(..=stable)
-                .flat_map(|(s, keys)| keys.iter().map(|k| (*s, k.clone())))
-                .filter(|(_, k)| self.entries[k].value.is_none())
-                .collect();
-            for (s, k) in dead {
-                self.entries.remove(&k);
-                self.unindex(&k, s.at(origin));
-                removed += 1;
+            stable_all = Some(stable_all.map_or(stable, |s| s.min(stable)));
+        }
+        let Some(stable) = stable_all.filter(|s| *s > Stamp::ZERO) else {
+            return 0;
+        };
+        let mut dead: Vec<(HlcTimestamp, K)> = Vec::new();
+        for origin in live.keys() {
+            if let Some(stamps) = self.by_origin.get(origin) {
+                dead.extend(
+                    stamps
+                        .range(..=stable)
+                        .flat_map(|(s, keys)| keys.iter().map(|k| (s.at(*origin), k.clone())))
+                        .filter(|(_, k)| self.entries[k].value.is_none()),
+                );
             }
         }
-        removed
+        for (at, k) in &dead {
+            self.entries.remove(k);
+            self.unindex(k, *at);
+        }
+        dead.len()
     }
 
     /// Drops everything written by `origin` (a member that was lost for good), without
@@ -645,6 +613,6 @@ where
     }
 }
 
-fn postcard_bytes<T: Serialize>(v: &T) -> Vec<u8> {
+pub(crate) fn postcard_bytes<T: Serialize>(v: &T) -> Vec<u8> {
     postcard::to_stdvec(v).expect("every record type here is postcard-encodable")
 }

@@ -13,6 +13,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::codec::{self, DecodeError};
+use crate::lww::LeafSummary;
 
 /// A blake3 hash.
 pub type Hash = [u8; 32];
@@ -127,15 +128,6 @@ impl NodeRef {
     pub const ROOT: NodeRef = NodeRef { level: 0, index: 0 };
 }
 
-/// A node and the digest of its hash, as sent to a peer.
-#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
-pub struct NodeHash {
-    /// Which node.
-    pub node: NodeRef,
-    /// The first 16 bytes of its hash.
-    pub digest: NodeDigest,
-}
-
 /// What a replica advertises to start anti-entropy.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
 pub struct TreeRoot {
@@ -173,10 +165,16 @@ pub struct SyncPlan {
 pub enum MerkleMessage {
     /// "Here is my root."
     Root(TreeRoot),
-    /// "Send me the children of these nodes."
+    /// "Send me the children of these inner nodes."
     Children(Vec<NodeRef>),
-    /// The answer to [`MerkleMessage::Children`].
-    Hashes(Vec<NodeHash>),
+    /// The answer to [`MerkleMessage::Children`]: two digests per node asked, in order.
+    Hashes(Vec<NodeDigest>),
+    /// "Summarize your entries in these ranges."
+    Ranges(Vec<KeyRange>),
+    /// The answer to [`MerkleMessage::Ranges`].
+    Summaries(Vec<LeafSummary>),
+    /// "Send me the entries with these key hashes."
+    Pull(Vec<u64>),
 }
 
 impl MerkleMessage {
@@ -200,6 +198,22 @@ impl MerkleMessage {
 /// Why a peer's tree data was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum MerkleError {
+    /// A node at the bucket level has no children to ask for.
+    #[error("node {level}/{index} is a bucket: it has no children")]
+    NoChildren {
+        /// Its level.
+        level: u8,
+        /// Its index.
+        index: u64,
+    },
+    /// The answer does not hold two digests per node asked.
+    #[error("{got} digests for {asked} nodes")]
+    AnswerLength {
+        /// Nodes asked.
+        asked: usize,
+        /// Digests received.
+        got: usize,
+    },
     /// A node that does not exist in a tree of this depth.
     #[error("node {level}/{index} is outside a tree of depth {depth}")]
     NoSuchNode {
@@ -335,42 +349,58 @@ impl MerkleTree {
             })
     }
 
-    /// The children of each of `nodes` (nodes at the bucket level have none), for a peer
-    /// that asked with [`MerkleMessage::Children`].
-    pub fn children(&self, nodes: &[NodeRef]) -> Result<Vec<NodeHash>, MerkleError> {
+    /// The digests of the two children of each of `nodes`, in order, for a peer that asked
+    /// with [`MerkleMessage::Children`].
+    pub fn children(&self, nodes: &[NodeRef]) -> Result<Vec<NodeDigest>, MerkleError> {
         let mut out = Vec::with_capacity(nodes.len() * 2);
         for &n in nodes {
             self.hash(n)?;
             if n.level >= self.depth {
-                continue;
+                return Err(MerkleError::NoChildren {
+                    level: n.level,
+                    index: n.index,
+                });
             }
             for index in [2 * n.index, 2 * n.index + 1] {
-                let node = NodeRef {
+                out.push(digest(self.hash(NodeRef {
                     level: n.level + 1,
                     index,
-                };
-                out.push(NodeHash {
-                    node,
-                    digest: digest(self.hash(node)?),
-                });
+                })?));
             }
         }
         Ok(out)
     }
 
-    /// Compares a peer's node digests with ours: differing inner nodes are to be
-    /// descended into, differing buckets exchanged (adjacent buckets in one range).
-    pub fn compare_children(&self, remote: &[NodeHash]) -> Result<SyncAction, MerkleError> {
+    /// Compares the peer's digests of the children of `asked` with ours: differing inner
+    /// nodes are to be descended into, differing buckets exchanged (adjacent buckets in
+    /// one range).
+    pub fn compare_children(
+        &self,
+        asked: &[NodeRef],
+        digests: &[NodeDigest],
+    ) -> Result<SyncAction, MerkleError> {
+        if digests.len() != asked.len() * 2 {
+            return Err(MerkleError::AnswerLength {
+                asked: asked.len(),
+                got: digests.len(),
+            });
+        }
         let mut plan = SyncPlan::default();
-        for r in remote {
-            if digest(self.hash(r.node)?) == r.digest {
+        let children = asked.iter().flat_map(|n| {
+            [2 * n.index, 2 * n.index + 1].map(|index| NodeRef {
+                level: n.level + 1,
+                index,
+            })
+        });
+        for (node, remote) in children.zip(digests) {
+            if digest(self.hash(node)?) == *remote {
                 continue;
             }
-            if r.node.level < self.depth {
-                plan.descend.push(r.node);
+            if node.level < self.depth {
+                plan.descend.push(node);
                 continue;
             }
-            let range = KeyRange::of(r.node);
+            let range = KeyRange::of(node);
             match plan.exchange.last_mut() {
                 Some(last) if last.end.checked_add(1) == Some(range.start) => last.end = range.end,
                 _ => plan.exchange.push(range),

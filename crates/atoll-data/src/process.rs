@@ -7,7 +7,7 @@ use atoll_core::{NodeId, Pid};
 use serde::{Deserialize, Serialize};
 
 use crate::hlc::HlcTimestamp;
-use crate::lww::{Delta, Digest, LwwMap, MergeError, MergeReport};
+use crate::lww::{Delta, Digest, LeafSummary, LwwMap, MergeError, MergeReport, Reconciliation};
 use crate::merkle::{KeyRange, MerkleTree};
 
 /// Longest agent type or capability name, in bytes.
@@ -125,7 +125,9 @@ pub enum AdvertiseError {
 pub struct ProcessTable {
     map: LwwMap<Pid, ProcessAdvertisement>,
     by_type: BTreeMap<String, BTreeSet<Pid>>,
-    by_capability: BTreeMap<String, BTreeSet<Pid>>,
+    /// Copies of the advertisements per capability: placement queries read them without a
+    /// lookup per match in the main map.
+    by_capability: BTreeMap<String, BTreeMap<Pid, ProcessAdvertisement>>,
     loads: BTreeMap<NodeId, NodeLoad>,
     /// capability → node → processes with it.
     capable_nodes: BTreeMap<String, BTreeMap<NodeId, u64>>,
@@ -133,7 +135,7 @@ pub struct ProcessTable {
 
 struct Indexes<'a> {
     by_type: &'a mut BTreeMap<String, BTreeSet<Pid>>,
-    by_capability: &'a mut BTreeMap<String, BTreeSet<Pid>>,
+    by_capability: &'a mut BTreeMap<String, BTreeMap<Pid, ProcessAdvertisement>>,
     loads: &'a mut BTreeMap<NodeId, NodeLoad>,
     capable_nodes: &'a mut BTreeMap<String, BTreeMap<NodeId, u64>>,
 }
@@ -148,7 +150,12 @@ impl Indexes<'_> {
         if let Some(old) = old {
             remove_from(self.by_type, &old.agent_type, pid);
             for c in &old.capabilities {
-                remove_from(self.by_capability, c, pid);
+                if let Some(ads) = self.by_capability.get_mut(c) {
+                    ads.remove(pid);
+                    if ads.is_empty() {
+                        self.by_capability.remove(c);
+                    }
+                }
                 if let Some(nodes) = self.capable_nodes.get_mut(c) {
                     if let Some(n) = nodes.get_mut(&pid.node) {
                         *n -= 1;
@@ -178,7 +185,7 @@ impl Indexes<'_> {
                 self.by_capability
                     .entry(c.clone())
                     .or_default()
-                    .insert(*pid);
+                    .insert(*pid, new.clone());
                 *self
                     .capable_nodes
                     .entry(c.clone())
@@ -284,7 +291,10 @@ impl ProcessTable {
         &'a self,
         capability: &str,
     ) -> impl Iterator<Item = &'a ProcessAdvertisement> + 'a {
-        self.lookup(self.by_capability.get(capability))
+        self.by_capability
+            .get(capability)
+            .into_iter()
+            .flat_map(|ads| ads.values())
     }
 
     fn lookup<'a>(
@@ -369,6 +379,25 @@ impl ProcessTable {
     /// See [`LwwMap::select`].
     pub fn select(&self, ranges: &[KeyRange]) -> Delta<Pid, ProcessAdvertisement> {
         self.map.select(ranges)
+    }
+
+    /// See [`LwwMap::summarize`].
+    pub fn summarize(&self, ranges: &[KeyRange]) -> Vec<LeafSummary> {
+        self.map.summarize(ranges)
+    }
+
+    /// See [`LwwMap::reconcile`].
+    pub fn reconcile(
+        &self,
+        ranges: &[KeyRange],
+        remote: &[LeafSummary],
+    ) -> Reconciliation<Pid, ProcessAdvertisement> {
+        self.map.reconcile(ranges, remote)
+    }
+
+    /// See [`LwwMap::select_keys`].
+    pub fn select_keys(&self, key_hashes: &[u64]) -> Delta<Pid, ProcessAdvertisement> {
+        self.map.select_keys(key_hashes)
     }
 
     /// See [`LwwMap::merkle_tree`].

@@ -7,7 +7,7 @@ use atoll_core::{NodeId, Pid};
 use serde::{Deserialize, Serialize};
 
 use crate::hlc::HlcTimestamp;
-use crate::lww::{Delta, Digest, LwwMap, MergeError, MergeReport};
+use crate::lww::{Delta, Digest, LeafSummary, LwwMap, MergeError, MergeReport, Reconciliation};
 use crate::merkle::{KeyRange, MerkleTree};
 use crate::process::MAX_NAME_LEN;
 
@@ -240,6 +240,25 @@ impl ServiceRegistry {
     /// See [`LwwMap::select`].
     pub fn select(&self, ranges: &[KeyRange]) -> Delta<ServiceKey, ServiceAdvertisement> {
         self.map.select(ranges)
+    }
+
+    /// See [`LwwMap::summarize`].
+    pub fn summarize(&self, ranges: &[KeyRange]) -> Vec<LeafSummary> {
+        self.map.summarize(ranges)
+    }
+
+    /// See [`LwwMap::reconcile`].
+    pub fn reconcile(
+        &self,
+        ranges: &[KeyRange],
+        remote: &[LeafSummary],
+    ) -> Reconciliation<ServiceKey, ServiceAdvertisement> {
+        self.map.reconcile(ranges, remote)
+    }
+
+    /// See [`LwwMap::select_keys`].
+    pub fn select_keys(&self, key_hashes: &[u64]) -> Delta<ServiceKey, ServiceAdvertisement> {
+        self.map.select_keys(key_hashes)
     }
 
     /// See [`LwwMap::merkle_tree`].

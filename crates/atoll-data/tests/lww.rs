@@ -312,6 +312,8 @@ proptest! {
             prop_assert_eq!(&live, &expected, "replica {}", i);
         }
         // Once every replica has every digest, every tombstone can go.
+        c.now += 2 * TEN_MINUTES;
+        c.quiesce();
         let now = c.now + TEN_MINUTES;
         let live: BTreeMap<NodeId, Digest> =
             (0..4).map(|i| (node(i), c.maps[i].digest(now))).collect();
@@ -323,39 +325,65 @@ proptest! {
     }
 }
 
+/// Full digest-and-delta exchanges between every pair.
+fn exchange_all(maps: &mut [Map], now: u64) {
+    for i in 0..maps.len() {
+        for j in 0..maps.len() {
+            if i != j {
+                let peer = maps[j].digest(now);
+                let d = maps[i].delta_for(&peer, usize::MAX);
+                maps[j].merge_delta(d, now).unwrap();
+            }
+        }
+    }
+}
+
+fn digests(maps: &mut [Map], now: u64) -> BTreeMap<NodeId, Digest> {
+    maps.iter_mut().map(|m| (m.node(), m.digest(now))).collect()
+}
+
 #[test]
 fn a_late_duplicate_of_a_deleted_value_is_refused_after_collection() {
-    let (a, b) = (node(0), node(1));
-    let mut left = Map::new(a);
-    let mut right = Map::new(b);
-    left.insert(1, 10, 100);
-    let old = left.delta_for(&Digest::default(), usize::MAX);
-    right.merge_delta(old.clone(), 101).unwrap();
-    left.remove(&1, 102);
-    right
-        .merge_delta(left.delta_for(&right.seen(), usize::MAX), 103)
-        .unwrap();
-    let live: BTreeMap<NodeId, Digest> = [(a, left.digest(104)), (b, right.digest(104))].into();
-    assert_eq!(right.collect_tombstones(&live), 1);
-    assert_eq!(right.tombstones(), 0);
-    // The first delta arrives again, late.
-    let report = right.merge_delta(old, 105).unwrap();
+    let mut maps = vec![Map::new(node(0)), Map::new(node(1))];
+    maps[0].insert(1, 10, 100);
+    let old = maps[0].delta_for(&Digest::default(), usize::MAX);
+    maps[1].merge_delta(old.clone(), 101).unwrap();
+    // The other member deletes it.
+    maps[1].remove(&1, 102);
+    exchange_all(&mut maps, 103);
+    exchange_all(&mut maps, 104);
+    let live = digests(&mut maps, 105);
+    assert_eq!(maps[0].collect_tombstones(&live), 1);
+    assert_eq!(maps[0].tombstones(), 0);
+    // The first write arrives again, late.
+    let report = maps[0].merge_delta(old, 106).unwrap();
     assert_eq!(report.below_floor, 1);
-    assert_eq!(right.get(&1), None);
+    assert_eq!(maps[0].get(&1), None);
 }
 
 #[test]
 fn a_tombstone_is_kept_until_every_live_member_has_seen_it() {
-    let (a, b, c) = (node(0), node(1), node(2));
-    let mut left = Map::new(a);
-    left.insert(1, 10, 100);
-    left.remove(&1, 101);
-    let mut live: BTreeMap<NodeId, Digest> = [(a, left.digest(102))].into();
-    live.insert(b, Digest::default());
-    live.insert(c, left.seen());
-    assert_eq!(left.collect_tombstones(&live), 0, "b has not seen it");
-    live.insert(b, left.seen());
-    assert_eq!(left.collect_tombstones(&live), 1);
+    let mut maps = vec![Map::new(node(0)), Map::new(node(1)), Map::new(node(2))];
+    exchange_all(&mut maps, 100);
+    maps[0].insert(1, 10, 101);
+    maps[0].remove(&1, 102);
+    // Only node 1 hears of it.
+    let peer = maps[1].digest(103);
+    let d = maps[0].delta_for(&peer, usize::MAX);
+    maps[1].merge_delta(d, 103).unwrap();
+    let live = digests(&mut maps, 104);
+    assert_eq!(
+        maps[0].collect_tombstones(&live),
+        0,
+        "node 2 has not seen it"
+    );
+    assert_eq!(maps[1].collect_tombstones(&live), 0);
+    exchange_all(&mut maps, 105);
+    exchange_all(&mut maps, 106);
+    let live = digests(&mut maps, 107);
+    for m in &mut maps {
+        assert_eq!(m.collect_tombstones(&live), 1);
+    }
 }
 
 #[test]

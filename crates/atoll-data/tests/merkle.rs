@@ -2,7 +2,7 @@
 
 use atoll_core::{NodeId, SplitMix64};
 use atoll_data::{
-    DecodeError, LwwMap, MerkleMessage, MerkleTree, NodeHash, NodeRef, ProofError, SyncAction,
+    DecodeError, LwwMap, MerkleError, MerkleMessage, MerkleTree, NodeRef, ProofError, SyncAction,
     TreeRoot, compare_tree_roots,
 };
 use proptest::prelude::*;
@@ -64,12 +64,17 @@ fn absent_keys_have_no_proof_and_roots_compare() {
         compare_tree_roots(&a.root(), &b.root()),
         SyncAction::Rebuild { depth: 6 }
     );
-    let bad = NodeHash {
-        node: NodeRef { level: 3, index: 8 },
-        digest: [0; 16],
-    };
-    assert!(a.compare_children(&[bad]).is_err());
-    assert!(a.children(&[bad.node]).is_err());
+    let beyond = NodeRef { level: 3, index: 8 };
+    assert!(a.children(&[beyond]).is_err());
+    let bucket = NodeRef { level: 6, index: 0 };
+    assert_eq!(
+        a.children(&[bucket]),
+        Err(MerkleError::NoChildren { level: 6, index: 0 })
+    );
+    assert_eq!(
+        a.compare_children(&[NodeRef::ROOT], &[[0; 16]]),
+        Err(MerkleError::AnswerLength { asked: 1, got: 1 })
+    );
 }
 
 type Map = LwwMap<u64, u64>;
@@ -82,13 +87,20 @@ struct Transfer {
     bytes: usize,
 }
 
-/// `a` starts a Merkle session with `b`; both end with the union of their states.
-fn anti_entropy(a: &mut Map, b: &mut Map, depth: u8) -> Transfer {
+/// Sends `m` over the wire and back.
+fn wire(t: &mut Transfer, m: MerkleMessage) -> MerkleMessage {
+    let bytes = m.encode();
+    t.bytes += bytes.len();
+    MerkleMessage::decode(&bytes).unwrap()
+}
+
+/// `a` starts a Merkle session with `b`; both end with the union of their states. With
+/// `summaries`, differing ranges are reconciled entry by entry; without, both sides send
+/// everything in them.
+fn anti_entropy(a: &mut Map, b: &mut Map, depth: u8, summaries: bool) -> Transfer {
     let mut t = Transfer::default();
     let (ta, tb) = (a.merkle_tree(depth), b.merkle_tree(depth));
-    let root = MerkleMessage::Root(tb.root()).encode();
-    t.bytes += root.len();
-    let MerkleMessage::Root(remote) = MerkleMessage::decode(&root).unwrap() else {
+    let MerkleMessage::Root(remote) = wire(&mut t, MerkleMessage::Root(tb.root())) else {
         unreachable!()
     };
     let mut action = compare_tree_roots(&ta.root(), &remote);
@@ -98,20 +110,33 @@ fn anti_entropy(a: &mut Map, b: &mut Map, depth: u8) -> Transfer {
         if plan.descend.is_empty() {
             break;
         }
-        let ask = MerkleMessage::Children(plan.descend).encode();
-        let MerkleMessage::Children(nodes) = MerkleMessage::decode(&ask).unwrap() else {
+        let MerkleMessage::Children(asked) = wire(&mut t, MerkleMessage::Children(plan.descend))
+        else {
             unreachable!()
         };
-        let answer = MerkleMessage::Hashes(tb.children(&nodes).unwrap()).encode();
-        t.bytes += ask.len() + answer.len();
-        let MerkleMessage::Hashes(hashes) = MerkleMessage::decode(&answer).unwrap() else {
+        let answer = MerkleMessage::Hashes(tb.children(&asked).unwrap());
+        let MerkleMessage::Hashes(digests) = wire(&mut t, answer) else {
             unreachable!()
         };
-        t.hashes += hashes.len();
-        action = ta.compare_children(&hashes).unwrap();
+        t.hashes += digests.len();
+        action = ta.compare_children(&asked, &digests).unwrap();
     }
-    let push = a.select(&exchange);
-    let pull = b.select(&exchange);
+    let (push, pull) = if summaries {
+        let MerkleMessage::Ranges(ranges) = wire(&mut t, MerkleMessage::Ranges(exchange)) else {
+            unreachable!()
+        };
+        let answer = MerkleMessage::Summaries(b.summarize(&ranges));
+        let MerkleMessage::Summaries(theirs) = wire(&mut t, answer) else {
+            unreachable!()
+        };
+        let plan = a.reconcile(&ranges, &theirs);
+        let MerkleMessage::Pull(wanted) = wire(&mut t, MerkleMessage::Pull(plan.pull)) else {
+            unreachable!()
+        };
+        (plan.push, b.select_keys(&wanted))
+    } else {
+        (a.select(&exchange), b.select(&exchange))
+    };
     t.entries += push.len() + pull.len();
     t.bytes += push.encode().len() + pull.encode().len();
     b.merge_delta(push, 1_000_000).unwrap();
@@ -133,7 +158,13 @@ fn a_diff_of_d_keys_in_n_costs_about_d_log_n_hashes() {
     let depth = MerkleTree::depth_for(N as usize);
     let base = replica(N, 1);
     let mut rng = SplitMix64::new(9);
-    for d in [1usize, 10, 100, 400] {
+    for (d, summaries) in [
+        (1usize, false),
+        (10, true),
+        (100, false),
+        (100, true),
+        (400, true),
+    ] {
         let mut a = base.clone();
         let mut b = base.clone();
         // Differences of every kind: missing on either side, and changed.
@@ -151,13 +182,15 @@ fn a_diff_of_d_keys_in_n_costs_about_d_log_n_hashes() {
                 }
             }
         }
-        let t = anti_entropy(&mut a, &mut b, depth);
+        let t = anti_entropy(&mut a, &mut b, depth, summaries);
         assert_eq!(a.state(), b.state(), "d = {d}: repaired");
         assert_eq!(a.merkle_tree(depth).root(), b.merkle_tree(depth).root());
         let bound = 2 * d * (usize::from(depth) + 1);
         assert!(t.hashes <= bound, "d = {d}: {} hashes > {bound}", t.hashes);
-        // Each differing bucket holds one or two entries at this depth.
-        assert!(t.entries <= 8 * d, "d = {d}: {} entries", t.entries);
+        // Each differing bucket holds one or two entries at this depth; reconciled by
+        // summaries, only the differing entries travel, once.
+        let most = if summaries { d } else { 8 * d };
+        assert!(t.entries <= most, "d = {d}: {} entries", t.entries);
         // Entries here are ~10 bytes, smaller than a node digest; up to 0.5% of the table
         // the session still costs a fraction of sending it.
         let full = a.delta_for(&Default::default(), usize::MAX).encode().len();
@@ -169,7 +202,7 @@ fn a_diff_of_d_keys_in_n_costs_about_d_log_n_hashes() {
             );
         }
         // And a second session finds nothing.
-        let again = anti_entropy(&mut a, &mut b, depth);
+        let again = anti_entropy(&mut a, &mut b, depth, summaries);
         assert_eq!((again.hashes, again.entries), (0, 0));
     }
 }
@@ -178,10 +211,10 @@ fn a_diff_of_d_keys_in_n_costs_about_d_log_n_hashes() {
 fn a_replica_that_lost_everything_is_rebuilt() {
     let mut a = replica(500, 1);
     let mut empty = Map::new(NodeId::from_bytes([2; 16]));
-    anti_entropy(&mut empty, &mut a, 3);
+    anti_entropy(&mut empty, &mut a, 3, true);
     assert_eq!(empty.state(), a.state());
     let mut b = replica(0, 3);
-    anti_entropy(&mut a, &mut b, 0);
+    anti_entropy(&mut a, &mut b, 0, false);
     assert_eq!(a.state(), b.state());
 }
 

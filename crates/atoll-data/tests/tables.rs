@@ -297,11 +297,11 @@ fn gossip_state_converges_through_encoded_budgeted_deltas() {
     let mut rng = SplitMix64::new(7);
     let mut states: Vec<CrdtGossipState> = (0..5).map(|i| CrdtGossipState::new(node(i))).collect();
     let mut now = 10_000;
-    for i in 0..5 {
+    for (i, state) in states.iter_mut().enumerate() {
         for s in 0..40 {
             let pid = Pid::new(node(i), 1, s);
             let caps = (rng.next_u64() % 16) as u8;
-            states[i]
+            state
                 .processes
                 .advertise(
                     ad(pid, s as usize, caps, (rng.next_u64() % 500) as u32),
@@ -309,7 +309,7 @@ fn gossip_state_converges_through_encoded_budgeted_deltas() {
                 )
                 .unwrap();
         }
-        states[i]
+        state
             .services
             .advertise(offer(i, "db", i as u32), now)
             .unwrap();
