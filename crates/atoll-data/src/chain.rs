@@ -424,6 +424,27 @@ pub(crate) fn take_budget(
 }
 
 /// A hash-linked log over a [`ChainStore`]: the source appends, replicas pull.
+///
+/// ```
+/// use atoll_data::{Chain, ChainSyncResponse, ChainView, ForkStatus, MemoryChainStore};
+///
+/// let mut source = Chain::new(MemoryChainStore::default());
+/// for i in 0..10u8 {
+///     source.append(vec![i; 100]).unwrap();
+/// }
+/// let mut replica = Chain::new(MemoryChainStore::default());
+/// loop {
+///     // About 500 bytes per pull: several rounds.
+///     let request = replica.sync_request(500);
+///     let bytes = source.serve(&request).unwrap().encode();
+///     let response = ChainSyncResponse::decode(&bytes).unwrap();
+///     let outcome = replica.apply(request.after_sequence, &response).unwrap();
+///     if outcome.status == ForkStatus::InSync {
+///         break;
+///     }
+/// }
+/// assert_eq!(replica.head(), source.head());
+/// ```
 #[derive(Clone, Debug)]
 pub struct Chain<S> {
     store: S,
