@@ -361,3 +361,50 @@ fn gossip_decoders_refuse_bad_input() {
     assert!(decode_delta(&[1, 0xff, 0xff, 0xff, 0xff, 0x0f]).is_err());
     assert!(GossipDigest::decode(&GossipDigest::default().encode()).is_ok());
 }
+
+#[test]
+fn withdrawn_processes_are_collected_everywhere_and_stay_gone() {
+    let mut states: Vec<CrdtGossipState> = (0..3).map(|i| CrdtGossipState::new(node(i))).collect();
+    let p = Pid::new(node(0), 1, 1);
+    states[0].processes.advertise(ad(p, 0, 1, 10), 100).unwrap();
+    states[0]
+        .services
+        .advertise(offer(0, "db", 1), 100)
+        .unwrap();
+    let old = states[0].delta_for(&GossipDigest::default(), usize::MAX);
+    let round = |states: &mut Vec<CrdtGossipState>, now| {
+        for i in 0..3 {
+            for j in 0..3 {
+                if i != j {
+                    let peer = states[j].digest(now);
+                    let d = states[i].delta_for(&peer, usize::MAX);
+                    states[j].merge_delta(d, now).unwrap();
+                }
+            }
+        }
+    };
+    round(&mut states, 101);
+    states[0].processes.withdraw(&p, 102).unwrap();
+    states[0].services.withdraw("db", 102).unwrap();
+    round(&mut states, 103);
+    // Without every live member's digest nothing is collected.
+    let mut all_known: BTreeMap<NodeId, GossipDigest> = [(node(0), states[0].digest(103))].into();
+    all_known.insert(node(1), GossipDigest::default());
+    assert_eq!(states[0].collect_tombstones(&all_known), 0);
+    round(&mut states, 104);
+    let live: BTreeMap<NodeId, GossipDigest> =
+        (0..3).map(|i| (node(i), states[i].digest(105))).collect();
+    for s in &mut states {
+        assert_eq!(s.collect_tombstones(&live), 2, "the process and the offer");
+        assert_eq!(
+            s.processes.map().tombstones() + s.services.map().tombstones(),
+            0
+        );
+    }
+    // The first advertisement arrives again, late: refused.
+    let report = states[2].merge_delta(old, 106).unwrap();
+    assert_eq!(report.below_floor, 2);
+    assert!(states[2].processes.get(&p).is_none());
+    assert!(states[2].services.resolve("db").is_empty());
+    assert_eq!(states[2].processes.least_loaded_node(Some("gpu")), None);
+}
