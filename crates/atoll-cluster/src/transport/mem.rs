@@ -28,6 +28,11 @@ use tokio::time::Instant;
 
 use super::{Closed, DatagramRefused, LinkStats, StreamError};
 
+mod stream;
+
+use stream::Pipe;
+pub(crate) use stream::{RecvStream, SendStream};
+
 /// The largest datagram the in-memory network carries (as a typical QUIC path).
 pub const MAX_DATAGRAM: usize = 1200;
 
@@ -702,108 +707,5 @@ impl Connection {
             bytes_received: s.sent[1 - self.side],
             rtt: Duration::ZERO,
         }
-    }
-}
-
-/// One direction of a stream.
-#[derive(Default)]
-struct Pipe {
-    /// Chunks with the time each may be read.
-    chunks: VecDeque<(Instant, Bytes)>,
-    /// The latest delivery time so far (bytes never overtake each other).
-    last: Option<Instant>,
-    finished: bool,
-    stopped: bool,
-}
-
-/// The sending half of an in-memory stream.
-pub(crate) struct SendStream {
-    conn: Connection,
-    pipe: Arc<Mutex<Pipe>>,
-}
-
-impl SendStream {
-    pub(crate) fn write(&mut self, buf: &[u8]) -> Result<usize, StreamError> {
-        if self.conn.close_reason().is_some() {
-            return Err(self.conn.gone());
-        }
-        let (from, to) = self.conn.ends();
-        let delay = {
-            let mut w = self.conn.shared.net.lock();
-            w.stats.stream_bytes += buf.len() as u64;
-            w.record(&[9, port_word(from), port_word(to), buf.len() as u64]);
-            w.delay()
-        };
-        {
-            let mut pipe = self.pipe.lock().unwrap_or_else(|e| e.into_inner());
-            if pipe.stopped {
-                return Err(StreamError("stream stopped by the reader".into()));
-            }
-            let at = (Instant::now() + delay).max(pipe.last.unwrap_or(Instant::now()));
-            pipe.last = Some(at);
-            pipe.chunks.push_back((at, Bytes::copy_from_slice(buf)));
-        }
-        self.conn.shared.lock().sent[self.conn.side] += buf.len() as u64;
-        self.conn.shared.bump();
-        Ok(buf.len())
-    }
-
-    pub(crate) fn finish(&mut self) {
-        self.pipe.lock().unwrap_or_else(|e| e.into_inner()).finished = true;
-        self.conn.shared.bump();
-    }
-}
-
-/// The receiving half of an in-memory stream.
-pub(crate) struct RecvStream {
-    /// The receiving side's end.
-    conn: Connection,
-    pipe: Arc<Mutex<Pipe>>,
-}
-
-impl RecvStream {
-    pub(crate) async fn read_chunk(&mut self, max: usize) -> Result<Option<Bytes>, StreamError> {
-        let (to, from) = self.conn.ends();
-        loop {
-            let mut changed = self.conn.shared.changed.subscribe();
-            if self.conn.close_reason().is_some() {
-                return Err(self.conn.gone());
-            }
-            let wait_until = {
-                let mut pipe = self.pipe.lock().unwrap_or_else(|e| e.into_inner());
-                let finished = pipe.finished;
-                match pipe.chunks.front_mut() {
-                    Some(_) if self.conn.shared.net.is_blocked(from, to) => None,
-                    Some((at, _)) if *at > Instant::now() => Some(*at),
-                    Some((_, chunk)) => {
-                        let taken = chunk.split_to(chunk.len().min(max.max(1)));
-                        if chunk.is_empty() {
-                            pipe.chunks.pop_front();
-                        }
-                        return Ok(Some(taken));
-                    }
-                    None if finished => return Ok(None),
-                    None => None,
-                }
-            };
-            match wait_until {
-                Some(at) => {
-                    tokio::select! {
-                        biased;
-                        _ = changed.changed() => {}
-                        _ = tokio::time::sleep_until(at) => {}
-                    }
-                }
-                None => {
-                    let _ = changed.changed().await;
-                }
-            }
-        }
-    }
-
-    pub(crate) fn stop(&mut self) {
-        let mut pipe = self.pipe.lock().unwrap_or_else(|e| e.into_inner());
-        pipe.stopped = true;
-        pipe.chunks.clear();
     }
 }

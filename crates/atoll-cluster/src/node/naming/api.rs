@@ -1,0 +1,339 @@
+//! The node's naming and lock API.
+
+use super::*;
+
+pub(in crate::node) fn check_name(name: &str) -> Result<(), usize> {
+    if name.len() > MAX_NAME_LEN {
+        Err(name.len())
+    } else {
+        Ok(())
+    }
+}
+
+/// The right to a consensus lock, held until dropped.
+///
+/// Dropping the guard releases the lock in the background; [`LockGuard::unlock`] releases it
+/// and waits until the release is applied. The lock is also released when its holder
+/// process exits or the holder's node is lost, so a holder must pass [`LockGuard::token`] to
+/// whatever the lock protects and that resource must refuse tokens smaller than the largest
+/// it has seen (a fencing token).
+#[must_use = "the lock is released when the guard is dropped"]
+pub struct LockGuard {
+    inner: Weak<Inner>,
+    name: String,
+    holder: Pid,
+    token: u64,
+    release: Option<oneshot::Sender<bool>>,
+}
+
+impl std::fmt::Debug for LockGuard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LockGuard")
+            .field("name", &self.name)
+            .field("holder", &self.holder)
+            .field("token", &self.token)
+            .finish()
+    }
+}
+
+impl LockGuard {
+    /// The lock's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The process holding the lock.
+    pub fn holder(&self) -> Pid {
+        self.holder
+    }
+
+    /// The fencing token of this grant: larger than the token of every earlier grant of the
+    /// same lock.
+    pub fn token(&self) -> u64 {
+        self.token
+    }
+
+    /// Releases the lock and waits until the release is applied (or fails with a typed
+    /// error; the lock is then still released in the background, as on drop).
+    pub async fn unlock(mut self) -> Result<(), LockError> {
+        let inner = self.inner.upgrade().ok_or(LockError::NoConsensus)?;
+        let command = Command::Unlock {
+            name: self.name.clone(),
+            token: self.token,
+        };
+        propose(&inner, command).await?;
+        if let Some(release) = self.release.take() {
+            let _ = release.send(true);
+        }
+        Ok(())
+    }
+}
+
+impl Drop for LockGuard {
+    fn drop(&mut self) {
+        if let Some(release) = self.release.take() {
+            let _ = release.send(false);
+        }
+    }
+}
+
+impl crate::node::Node {
+    pub(in crate::node) fn naming(&self) -> Option<&Naming> {
+        self.inner.naming.as_ref()
+    }
+
+    /// Registers the local process `pid` under `name` in `scope`.
+    ///
+    /// - `Local`: this node's runtime registry.
+    /// - `Eventual`: the gossiped global names ([`crate::node::Node::register_global`]). Two
+    ///   processes that claimed the name while their nodes were apart: the smaller pid keeps
+    ///   it on every node once they meet; the other loses the binding without being stopped,
+    ///   and gets a [`crate::node::NameLost`] message if it asked with
+    ///   [`crate::node::Node::notify_name_lost`].
+    /// - `Consistent`: the Raft registry, a linearizable singleton: the first registration
+    ///   committed wins and every later one fails with [`NameError::Taken`] naming the
+    ///   owner. The name is released when the process exits, and by the Raft leader when
+    ///   membership declares the node unreachable or gone, or a newer incarnation of the
+    ///   node joins. Fails within the consensus request timeout when no quorum answers.
+    /// - `Strong`: a Consistent registration that returns only once every member that was
+    ///   `Active` (in this node's membership view) when it committed, and this node, resolve
+    ///   the name to `pid`: after `Ok`, [`crate::node::Node::whereis`] on any of them finds it.
+    ///   Members that have not applied it within the consensus request timeout are named
+    ///   in [`NameError::StrongTimeout`]; the binding is then withdrawn again (unregistered)
+    ///   before the error returns, or in the background if that fails too. Every Active
+    ///   member must run consensus (a node without it never acknowledges).
+    pub async fn register(&self, name: &str, pid: Pid, scope: Scope) -> Result<(), NameError> {
+        let inner = &self.inner;
+        if pid.node != inner.id || !inner.rt.is_alive(pid) {
+            return Err(NameError::NotLocal(pid));
+        }
+        check_name(name).map_err(|len| NameError::TooLong {
+            len,
+            max: MAX_NAME_LEN,
+        })?;
+        match scope {
+            Scope::Local => inner.rt.register(name, pid).map_err(|e| match e {
+                atoll_actor::RegisterError::NameTaken { owner, .. } => NameError::Taken {
+                    name: name.to_string(),
+                    owner,
+                },
+                other => NameError::Local(other),
+            }),
+            Scope::Eventual => self.register_global(name, pid).map_err(|e| match e {
+                crate::GlobalError::NameTaken { owner, .. } => NameError::Taken {
+                    name: name.to_string(),
+                    owner,
+                },
+                crate::GlobalError::NotLocal(pid) => NameError::NotLocal(pid),
+            }),
+            Scope::Consistent | Scope::Strong => {
+                let Some(naming) = self.naming() else {
+                    return Err(NameError::NoConsensus);
+                };
+                let command = Command::Register {
+                    name: name.to_string(),
+                    pid,
+                    scope,
+                };
+                match propose(inner, command).await? {
+                    Outcome::Registered => {
+                        watch_owner(inner, name, pid);
+                        if scope != Scope::Strong {
+                            return Ok(());
+                        }
+                        let missing = await_strong(inner, naming, name, pid).await;
+                        if missing.is_empty() {
+                            return Ok(());
+                        }
+                        warn!(node = %inner.name, %name, %pid, ?missing, "a Strong registration was not acknowledged by every active member; withdrawing it");
+                        let command = Command::Unregister {
+                            name: name.to_string(),
+                            pid,
+                        };
+                        if propose(inner, command.clone()).await.is_err() {
+                            tokio::spawn(propose_until_applied(Arc::downgrade(inner), command));
+                        }
+                        Err(NameError::StrongTimeout {
+                            name: name.to_string(),
+                            missing,
+                        })
+                    }
+                    Outcome::NameTaken { owner } => Err(NameError::Taken {
+                        name: name.to_string(),
+                        owner,
+                    }),
+                    other => Err(NameError::Unexpected(format!("{other:?}"))),
+                }
+            }
+        }
+    }
+
+    /// Releases `name` if a local process holds it, in the scope [`Self::whereis`] resolves
+    /// it from (Consistent, then Eventual, then Local). Returns the process that held it, or
+    /// `None` if no local process holds it in that scope.
+    pub async fn unregister(&self, name: &str) -> Result<Option<Pid>, NameError> {
+        let inner = &self.inner;
+        if let Some(pid) = self.naming().and_then(|n| n.whereis(name)) {
+            if pid.node != inner.id {
+                return Ok(None);
+            }
+            let command = Command::Unregister {
+                name: name.to_string(),
+                pid,
+            };
+            return match propose(inner, command).await? {
+                Outcome::Unregistered => Ok(Some(pid)),
+                _ => Ok(None),
+            };
+        }
+        if self.whereis_global(name).is_some() {
+            return Ok(self.unregister_global(name));
+        }
+        Ok(inner.rt.unregister(name))
+    }
+
+    /// The process holding `name`, resolved on this node without any network round trip:
+    /// a Consistent name (from this node's Raft replica, or the registry the voters last
+    /// pushed here) shadows an Eventual one, which shadows a Local one. Keeps answering in a
+    /// partition, possibly with a stale binding.
+    pub fn whereis(&self, name: &str) -> Option<Pid> {
+        self.naming()
+            .and_then(|n| n.whereis(name))
+            .or_else(|| self.whereis_global(name))
+            .or_else(|| self.inner.rt.whereis(name))
+    }
+
+    /// The Raft log index of the registry this node resolves Consistent names from (0 when
+    /// it has none, or consensus is not configured).
+    pub fn registry_index(&self) -> u64 {
+        self.naming().map_or(0, Naming::applied)
+    }
+
+    /// The holder and fencing token of the consensus lock `name`, as this node's registry
+    /// shows it (no network round trip).
+    pub fn lock_holder(&self, name: &str) -> Option<(Pid, u64)> {
+        let grant = self.naming()?.lock_grant(name)?;
+        Some((grant.holder, grant.token))
+    }
+
+    /// This node's Raft state (`system.raft`), if it runs a voter.
+    pub async fn raft_status(&self) -> Option<RaftStatus> {
+        self.naming()?.status().await
+    }
+
+    /// Sends `msg` to the process [`Self::whereis`] resolves `name` to, wherever it runs.
+    pub fn send_named<A: Actor>(
+        &self,
+        name: &str,
+        msg: A::Msg,
+    ) -> Result<(), ClusterSendError<A::Msg>>
+    where
+        A::Msg: Serialize,
+    {
+        self.send_resolved::<A>(name, self.whereis(name), msg)
+    }
+
+    /// Takes the consensus lock `name` for the local process `holder` if it is free now;
+    /// [`LockError::Busy`] names the current holder otherwise. Taking a lock the process
+    /// already holds returns another guard for the same grant (same token): releasing either
+    /// releases the grant.
+    pub async fn try_lock(&self, name: &str, holder: Pid) -> Result<LockGuard, LockError> {
+        self.check_lock(name, holder)?;
+        match self.propose_lock(name, holder).await? {
+            Ok(guard) => Ok(guard),
+            Err((holder, token)) => Err(LockError::Busy { holder, token }),
+        }
+    }
+
+    /// Takes the consensus lock `name` for the local process `holder`, waiting up to
+    /// `timeout` for it ([`LockError::Timeout`] then). A waiter is queued at the lock and
+    /// handed it, in turn, by the entry that releases it. On timeout it leaves the queue (and
+    /// releases the lock if it was handed it meanwhile). The attempt under way when the
+    /// timeout passes is allowed to finish, so the call may overrun `timeout` by up to the
+    /// consensus request timeout.
+    pub async fn lock(
+        &self,
+        name: &str,
+        holder: Pid,
+        timeout: Duration,
+    ) -> Result<LockGuard, LockError> {
+        self.check_lock(name, holder)?;
+        let inner = &self.inner;
+        let deadline = Instant::now() + timeout;
+        loop {
+            let command = Command::LockOrWait {
+                name: name.to_string(),
+                holder,
+            };
+            let token = match propose(inner, command).await? {
+                Outcome::LockGranted { token } => return Ok(self.guard(name, holder, token)),
+                Outcome::LockQueued { token, .. } => token,
+                other => return Err(LockError::Unexpected(format!("{other:?}"))),
+            };
+            let Some(naming) = self.naming() else {
+                return Err(LockError::NoConsensus);
+            };
+            // Handed the lock by a grant after the one it queued behind (this node's view
+            // may still show an earlier grant to the same process), or (rarely: the entry
+            // that freed it could not grant it again) the lock free.
+            match await_lock(inner, naming, name, holder, token, deadline).await {
+                LockWait::Free => continue,
+                LockWait::Granted(token) => return Ok(self.guard(name, holder, token)),
+                LockWait::Waiting => {
+                    // Out of the queue, and the lock released if it was handed over after
+                    // all: whatever happened to the last request, this call has failed.
+                    let command = Command::Abandon {
+                        name: name.to_string(),
+                        holder,
+                    };
+                    if propose(inner, command.clone()).await.is_err() {
+                        tokio::spawn(propose_until_applied(Arc::downgrade(inner), command));
+                    }
+                    return Err(LockError::Timeout);
+                }
+            }
+        }
+    }
+
+    fn guard(&self, name: &str, holder: Pid, token: u64) -> LockGuard {
+        let inner = &self.inner;
+        LockGuard {
+            inner: Arc::downgrade(inner),
+            name: name.to_string(),
+            holder,
+            token,
+            release: Some(watch_lock(inner, name, holder, token)),
+        }
+    }
+
+    fn check_lock(&self, name: &str, holder: Pid) -> Result<(), LockError> {
+        if self.naming().is_none() {
+            return Err(LockError::NoConsensus);
+        }
+        if holder.node != self.inner.id || !self.inner.rt.is_alive(holder) {
+            return Err(LockError::NotLocal(holder));
+        }
+        check_name(name).map_err(|len| LockError::TooLong {
+            len,
+            max: MAX_NAME_LEN,
+        })
+    }
+
+    /// One attempt: a guard, or the current (holder, token).
+    async fn propose_lock(
+        &self,
+        name: &str,
+        holder: Pid,
+    ) -> Result<Result<LockGuard, (Pid, u64)>, LockError> {
+        let inner = &self.inner;
+        let command = Command::Lock {
+            name: name.to_string(),
+            holder,
+        };
+        match propose(inner, command).await? {
+            Outcome::LockGranted { token } => Ok(Ok(self.guard(name, holder, token))),
+            Outcome::LockBusy { holder, token } => Ok(Err((holder, token))),
+            other => Err(LockError::Unexpected(format!("{other:?}"))),
+        }
+    }
+}

@@ -1,0 +1,181 @@
+//! Reaching the voters: proposals from any node, and the transport Raft speaks over the node's requests.
+
+use super::*;
+
+/// Proposes `command`: to this node's voter, or, on a non-voter, to the voters (the known
+/// leader first). Ends within the request timeout.
+pub(in crate::node) async fn propose(
+    inner: &Arc<Inner>,
+    command: Command,
+) -> Result<Outcome, ConsensusError> {
+    let Some(naming) = &inner.naming else {
+        return Err(ConsensusError::Config("consensus is not configured".into()));
+    };
+    if naming.is_voter() {
+        return naming.voter().await?.propose(command).await;
+    }
+    let transport = NodeTransport {
+        inner: Arc::downgrade(inner),
+        directory: naming.directory.clone(),
+    };
+    let voters: Vec<RaftId> = naming.directory.voters.keys().copied().collect();
+    let deadline = Instant::now() + naming.config.request_timeout;
+    let mut target = naming
+        .leader_hint()
+        .filter(|l| voters.contains(l))
+        .unwrap_or(voters[0]);
+    let mut last_error = ConsensusError::NoLeader;
+    let mut misses = 0usize;
+    let body = encode(&RaftRequest::Propose(command));
+    let next = |t: RaftId| {
+        let i = voters.iter().position(|v| *v == t).map_or(0, |i| i + 1);
+        voters[i % voters.len()]
+    };
+    loop {
+        if Instant::now() >= deadline {
+            return Err(last_error);
+        }
+        if misses > 0 && misses.is_multiple_of(voters.len()) {
+            tokio::time::sleep_until(deadline.min(Instant::now() + RETRY_PAUSE)).await;
+        }
+        let answer = match tokio::time::timeout_at(deadline, transport.call(target, body.clone()))
+            .await
+        {
+            Err(_) | Ok(Err(TransportError::Failed { .. })) => return Err(ConsensusError::Timeout),
+            Ok(Err(TransportError::Unreachable(_))) => {
+                last_error = ConsensusError::Unreachable { leader: target };
+                target = next(target);
+                misses += 1;
+                continue;
+            }
+            Ok(Ok(body)) => decode::<RaftResponse>(&body),
+        };
+        match answer {
+            Ok(RaftResponse::Propose(Ok(outcome))) => {
+                naming.leader.store(target, Ordering::Relaxed);
+                return Ok(outcome);
+            }
+            Ok(RaftResponse::Propose(Err(Refusal::Undecided))) => {
+                return Err(ConsensusError::Timeout);
+            }
+            Ok(RaftResponse::Propose(Err(Refusal::NotLeader {
+                leader: Some(leader),
+            }))) if leader != target && voters.contains(&leader) => {
+                naming.leader.store(leader, Ordering::Relaxed);
+                last_error = ConsensusError::NoLeader;
+                target = leader;
+                misses += 1;
+            }
+            Ok(RaftResponse::Propose(Err(Refusal::NotLeader { .. } | Refusal::NoQuorum))) => {
+                last_error = ConsensusError::NoLeader;
+                target = next(target);
+                misses += 1;
+            }
+            // A stopped voter, or one that does not run Raft: ask another.
+            Ok(_) | Err(_) => {
+                last_error = ConsensusError::Unreachable { leader: target };
+                target = next(target);
+                misses += 1;
+            }
+        }
+    }
+}
+
+/// Raft over the node's connections: a Raft id names a configured voter; its connection is
+/// opened on demand.
+#[derive(Clone)]
+pub(in crate::node) struct NodeTransport {
+    pub(in crate::node) inner: Weak<Inner>,
+    pub(in crate::node) directory: Arc<Directory>,
+}
+
+impl std::fmt::Debug for NodeTransport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeTransport")
+            .field("voters", &self.directory.voters)
+            .finish_non_exhaustive()
+    }
+}
+
+impl NodeTransport {
+    /// The connection to voter `target`, opening one if there is none. While an attempt is
+    /// under way, or shortly after one failed, the voter counts as unreachable.
+    pub(in crate::node) async fn peer(&self, target: RaftId) -> Result<Arc<Peer>, TransportError> {
+        let unreachable = TransportError::Unreachable(target);
+        let inner = self.inner.upgrade().ok_or(unreachable.clone())?;
+        let &(node, addr) = self
+            .directory
+            .voters
+            .get(&target)
+            .ok_or(unreachable.clone())?;
+        if node == inner.id || inner.closing.load(Ordering::SeqCst) {
+            return Err(unreachable);
+        }
+        if let Some(peer) = inner.peer(node) {
+            return Ok(peer);
+        }
+        {
+            let mut dials = self
+                .directory
+                .dials
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            let state = dials.entry(target).or_default();
+            let backing_off = state.failed_at.is_some_and(|t| t.elapsed() < DIAL_BACKOFF);
+            if state.in_flight || backing_off {
+                return Err(unreachable);
+            }
+            state.in_flight = true;
+        }
+        // The attempt runs as its own task: a caller that gives up does not cancel it.
+        let directory = self.directory.clone();
+        let weak = self.inner.clone();
+        let attempt = tokio::spawn(async move {
+            let inner = weak.upgrade()?;
+            let timeout = inner.connect_timeout.min(DIAL_TIMEOUT);
+            let peer = match crate::node::connect::dial_within(&inner, addr, timeout).await {
+                Ok(peer) if peer.id == node => Some(peer),
+                Ok(_) | Err(_) => None,
+            };
+            let mut dials = directory.dials.lock().unwrap_or_else(|e| e.into_inner());
+            let state = dials.entry(target).or_default();
+            state.in_flight = false;
+            state.failed_at = if peer.is_some() {
+                None
+            } else {
+                Some(Instant::now())
+            };
+            peer
+        });
+        drop(inner);
+        match attempt.await {
+            Ok(Some(peer)) => Ok(peer),
+            _ => Err(unreachable),
+        }
+    }
+}
+
+impl RaftTransport for NodeTransport {
+    async fn call(&self, target: RaftId, body: Vec<u8>) -> Result<Vec<u8>, TransportError> {
+        let peer = self.peer(target).await?;
+        let inner = self
+            .inner
+            .upgrade()
+            .ok_or(TransportError::Unreachable(target))?;
+        let failed = |reason: &str| TransportError::Failed {
+            target,
+            reason: reason.to_string(),
+        };
+        let timeout = inner
+            .naming
+            .as_ref()
+            .map_or(inner.request_timeout, |n| n.config.request_timeout);
+        match inner.ask(&peer, Request::Raft(body), timeout).await {
+            Ok(Response::Raft(answer)) => Ok(answer),
+            Ok(_) => Err(failed("unexpected response")),
+            Err(crate::node::rpc::AskError::NotSent) => Err(TransportError::Unreachable(target)),
+            Err(crate::node::rpc::AskError::Lost) => Err(failed("connection lost")),
+            Err(crate::node::rpc::AskError::TimedOut) => Err(failed("timed out")),
+        }
+    }
+}
