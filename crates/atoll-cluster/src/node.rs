@@ -201,7 +201,12 @@ impl Node {
                 source: std::io::Error::other(e.to_string()),
             })?;
         let id = config.identity.node_id();
-        let data_dir = config.consensus.as_ref().map(|c| c.data_dir.clone());
+        // Only a voter owns its data directory; a member's stays uncreated.
+        let data_dir = config
+            .consensus
+            .as_ref()
+            .filter(|c| c.is_voter(id))
+            .map(|c| c.data_dir.clone());
         let creation = incarnation::next(data_dir.as_deref());
         let seed = std::hash::BuildHasher::hash_one(&std::hash::RandomState::new(), (id, creation));
         let started = Started {

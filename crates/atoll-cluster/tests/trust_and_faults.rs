@@ -123,7 +123,7 @@ async fn garbage_and_oversized_frames_close_only_their_stream() {
     init_logs();
     let cluster = Cluster::new();
     let mut config = cluster.config("a");
-    config.max_frame_len = 1024;
+    config.max_frame_len = atoll_cluster::MIN_FRAME_LEN;
     let a = Node::start(config).unwrap();
     let (pa, mut seen) = probe(&a);
     let (conn, _key) = raw_client(&cluster, &a).await;
