@@ -40,29 +40,9 @@ use bytes::Bytes;
 use tokio::sync::{Notify, mpsc};
 use tokio::time::Instant;
 
-/// How the simulated network misbehaves. Applies to every datagram.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct Faults {
-    /// Probability a datagram is lost.
-    pub loss: f64,
-    /// Probability a datagram is delivered twice.
-    pub duplicate: f64,
-    /// Shortest one-way delay.
-    pub delay_min: Duration,
-    /// Longest one-way delay.
-    pub delay_max: Duration,
-}
-
-impl Default for Faults {
-    fn default() -> Self {
-        Faults {
-            loss: 0.0,
-            duplicate: 0.0,
-            delay_min: Duration::from_micros(200),
-            delay_max: Duration::from_millis(2),
-        }
-    }
-}
+/// How the simulated network misbehaves (the in-memory network's faults, applied here to
+/// every datagram).
+pub use atoll_cluster::transport::Faults;
 
 /// Datagram counters of the whole network.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -464,6 +464,22 @@ impl Shared {
     }
 }
 
+/// Waits for the next change of a connection, or until `at` if given.
+async fn wait_for_change(changed: &mut watch::Receiver<u64>, at: Option<Instant>) {
+    match at {
+        Some(at) => {
+            tokio::select! {
+                biased;
+                _ = changed.changed() => {}
+                _ = tokio::time::sleep_until(at) => {}
+            }
+        }
+        None => {
+            let _ = changed.changed().await;
+        }
+    }
+}
+
 /// Ends a connection whose link stayed blocked (either way) for the idle timeout.
 async fn watchdog(weak: Weak<Shared>) {
     let mut blocked_since: Option<Instant> = None;
@@ -685,18 +701,7 @@ impl Connection {
                     other => other.map(|k| k.0),
                 }
             };
-            match next {
-                Some(at) => {
-                    tokio::select! {
-                        biased;
-                        _ = changed.changed() => {}
-                        _ = tokio::time::sleep_until(at) => {}
-                    }
-                }
-                None => {
-                    let _ = changed.changed().await;
-                }
-            }
+            wait_for_change(&mut changed, next).await;
         }
     }
 

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 use tokio::time::Instant;
 
-use super::{Connection, port_word};
+use super::{Connection, port_word, wait_for_change};
 use crate::transport::StreamError;
 
 /// One direction of a stream.
@@ -90,18 +90,7 @@ impl RecvStream {
                     None => None,
                 }
             };
-            match wait_until {
-                Some(at) => {
-                    tokio::select! {
-                        biased;
-                        _ = changed.changed() => {}
-                        _ = tokio::time::sleep_until(at) => {}
-                    }
-                }
-                None => {
-                    let _ = changed.changed().await;
-                }
-            }
+            wait_for_change(&mut changed, wait_until).await;
         }
     }
 
