@@ -27,6 +27,7 @@ use std::time::Duration;
 
 use atoll_actor::{Actor, ActorRef, LookupError, Runtime};
 use atoll_core::{NodeId, Pid};
+use atoll_raft::{Disk, SimDisk};
 use atoll_swim::{Member, MemberEvent, MemberMeta, Swim};
 use atoll_wire::{Control, ProcessInfoWire, RemoteError};
 use serde::Serialize;
@@ -40,7 +41,6 @@ use crate::peer::Peer;
 use crate::protocol::eventual::EventualNames;
 use crate::protocol::routes::Routes;
 use crate::transport::{DatagramRefused, Endpoint, MemNetwork};
-use atoll_raft::{Disk, SimDisk};
 use connect::{accept_loop, dial, forget_peer};
 use eventual::NameLostSink;
 use routing::{Link, send_named, send_named_routed};
