@@ -85,7 +85,10 @@ fn a_service_survives_a_partition_by_being_replaced() {
 
         // After the heal a replacement takes the name, and every node agrees on it.
         sim.heal();
-        sim.run_for(Duration::from_secs(5)).await;
+        assert!(
+            sim.wait_until(Duration::from_secs(60), |s| s.converged())
+                .await
+        );
         let node = sim.node(2).unwrap();
         let replacement = node.runtime().spawn(Account::default()).pid();
         node.register("account", replacement, Scope::Consistent)

@@ -11,7 +11,8 @@
 //!   across a blocked link, or to an address nobody listens on, never completes (the
 //!   caller's timeout ends it).
 //! - A connection closed by one side is seen closed by the other (with the code) when the
-//!   link carries the close; otherwise the other side times out.
+//!   link carries the close; otherwise the other side learns it is gone (a reset) when the
+//!   link carries packets again, or times out if it never does.
 //!
 //! Everything random comes from the network's seed, and everything happens on tokio's
 //! clock, so a seeded run on a paused current-thread runtime repeats.
@@ -486,17 +487,25 @@ async fn watchdog(weak: Weak<Shared>) {
     loop {
         let Some(shared) = weak.upgrade() else { return };
         let mut changed = shared.changed.subscribe();
-        {
+        let half_open = {
             let s = shared.lock();
             if s.closed[0].is_some() && s.closed[1].is_some() {
                 return;
             }
-        }
+            s.closed[0].is_some() || s.closed[1].is_some()
+        };
         let [a, b] = shared.addrs;
         let (blocked, idle) = {
             let w = shared.net.lock();
             (w.blocked(a, b) || w.blocked(b, a), w.idle_timeout)
         };
+        if half_open && !blocked {
+            // One side closed while the link was cut, so the other never heard. Once the
+            // link carries packets again the closed side answers them with a reset, as a
+            // QUIC endpoint does for a connection it no longer has.
+            shared.lose("reset by the peer");
+            return;
+        }
         blocked_since = if blocked {
             Some(blocked_since.unwrap_or_else(Instant::now))
         } else {
