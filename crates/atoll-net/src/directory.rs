@@ -16,13 +16,12 @@ use std::path::{Path, PathBuf};
 
 use atoll_core::NodeId;
 
-use crate::ca::{
-    CA_CERT_FILE, CA_KEY_FILE, ClusterCa, CreateError, IssueError, MAX_NAME_LEN, NodeCertificate,
-    SHARED_CERT_FILE, SHARED_KEY_FILE, SharedIdentity,
-};
+use crate::ca::{CA_CERT_FILE, CA_KEY_FILE, ClusterCa, CreateError, IssueError, MAX_NAME_LEN};
+use crate::certificate::NodeCertificate;
 use crate::files::{self, LoadError, SaveError};
 use crate::identity::{GenerateError, NodeIdentity};
 use crate::revocation::RevocationList;
+use crate::shared::{SHARED_CERT_FILE, SHARED_KEY_FILE, SharedIdentity};
 
 /// File name of the revocation list inside a CA directory.
 pub const REVOKED_FILE: &str = "revoked.txt";

@@ -4,13 +4,7 @@ struct TempDir(PathBuf);
 
 impl TempDir {
     fn new(tag: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!(
-            "atoll-net-dir-{tag}-{}-{:?}",
-            std::process::id(),
-            std::thread::current().id()
-        ));
-        let _ = std::fs::remove_dir_all(&dir);
-        TempDir(dir)
+        TempDir(crate::test_path(&format!("dir-{tag}")))
     }
 }
 

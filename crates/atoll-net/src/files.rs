@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use ring::rand::{SecureRandom, SystemRandom};
 
-use crate::ca::CertificateError;
+use crate::certificate::CertificateError;
 use crate::identity::KeyError;
 
 /// Why a key, certificate or revocation file could not be written.

@@ -216,12 +216,7 @@ mod tests {
     use std::os::unix::fs::PermissionsExt;
 
     fn temp_dir(tag: &str) -> std::path::PathBuf {
-        let dir = std::env::temp_dir().join(format!(
-            "atoll-net-identity-{tag}-{}-{:?}",
-            std::process::id(),
-            std::thread::current().id()
-        ));
-        let _ = std::fs::remove_dir_all(&dir);
+        let dir = crate::test_path(&format!("identity-{tag}"));
         std::fs::create_dir_all(&dir).unwrap();
         dir
     }

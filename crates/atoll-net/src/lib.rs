@@ -59,20 +59,19 @@
 #![deny(missing_docs)]
 
 mod ca;
+mod certificate;
 mod directory;
 mod endpoint;
 mod files;
 mod identity;
 mod pem;
 mod revocation;
+mod shared;
 mod tls;
 
 pub use atoll_core::NodeId;
-pub use ca::{
-    CA_CERT_FILE, CA_KEY_FILE, CertificateError, ClusterCa, CreateError, IssueError, MAX_NAME_LEN,
-    NODE_NAME_SUFFIX, NodeCertificate, SHARED_CERT_FILE, SHARED_KEY_FILE, SharedIdentity,
-    node_dns_name,
-};
+pub use ca::{CA_CERT_FILE, CA_KEY_FILE, ClusterCa, CreateError, IssueError, MAX_NAME_LEN};
+pub use certificate::{CertificateError, NODE_NAME_SUFFIX, NodeCertificate, node_dns_name};
 pub use directory::{
     CaDirectory, DirectoryError, IssuedFiles, IssuedNode, Listing, REVOKED_FILE, Revoked,
     SharedDirectory,
@@ -86,7 +85,21 @@ pub use revocation::{
     ParseRevocationError, REVOCATION_CHECK_INTERVAL, RevocationList, RevocationWatch,
     RevocationWatcher,
 };
+pub use shared::{SHARED_CERT_FILE, SHARED_KEY_FILE, SharedIdentity};
 pub use tls::{
     ALPN, GENERIC_SERVER_NAME, TlsConfigError, TransportSettings, TrustConfig, client_config,
     peer_node_id, server_config, server_name,
 };
+
+/// A fresh path under the system's temporary directory for one test: unique to the process
+/// and thread, and removed first if an earlier run left it behind (not created).
+#[cfg(test)]
+pub(crate) fn test_path(tag: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "atoll-net-{tag}-{}-{:?}",
+        std::process::id(),
+        std::thread::current().id()
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}

@@ -337,12 +337,7 @@ mod tests {
     use std::time::Instant;
 
     fn temp_dir(tag: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!(
-            "atoll-net-revocation-{tag}-{}-{:?}",
-            std::process::id(),
-            std::thread::current().id()
-        ));
-        let _ = std::fs::remove_dir_all(&dir);
+        let dir = crate::test_path(&format!("revocation-{tag}"));
         std::fs::create_dir_all(&dir).unwrap();
         dir
     }

@@ -17,7 +17,9 @@ use rustls::{
     RootCertStore, SignatureScheme,
 };
 
-use crate::ca::{CertificateError, NodeCertificate, inspect, node_dns_name, node_id_in_dns_name};
+use crate::certificate::{
+    CertificateError, NodeCertificate, inspect, node_dns_name, node_id_in_dns_name,
+};
 use crate::identity::NodeIdentity;
 use crate::revocation::RevocationList;
 
@@ -626,8 +628,8 @@ mod tests {
 
     #[test]
     fn shared_verifiers_pin_the_certificate() {
-        let shared = crate::ca::SharedIdentity::generate("s").unwrap();
-        let other = crate::ca::SharedIdentity::generate("s").unwrap();
+        let shared = crate::shared::SharedIdentity::generate("s").unwrap();
+        let other = crate::shared::SharedIdentity::generate("s").unwrap();
         let provider = provider();
         let pinned = shared.certificate().cert_der().clone();
         let sv = ServerVerifier {
