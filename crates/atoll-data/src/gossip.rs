@@ -138,10 +138,11 @@ impl CrdtGossipState {
     /// What a peer with digest `peer` lacks, within about `max_bytes`: service offers
     /// first (they are few and change seldom), the process table in the rest.
     pub fn delta_for(&self, peer: &GossipDigest, max_bytes: usize) -> GossipDelta {
-        let services = self.services.delta_for(&peer.services, max_bytes / 2);
+        let services = self.services.map().delta_for(&peer.services, max_bytes / 2);
         let used = codec::encoded_len(&services);
         let processes = self
             .processes
+            .map()
             .delta_for(&peer.processes, max_bytes.saturating_sub(used));
         GossipDelta {
             processes,
@@ -178,16 +179,16 @@ impl CrdtGossipState {
     /// comparison must use the same depths: see [`crate::compare_tree_roots`]).
     pub fn merkle_trees(&self, process_depth: u8, service_depth: u8) -> GossipTrees {
         GossipTrees {
-            processes: self.processes.merkle_tree(process_depth),
-            services: self.services.merkle_tree(service_depth),
+            processes: self.processes.map().merkle_tree(process_depth),
+            services: self.services.map().merkle_tree(service_depth),
         }
     }
 
     /// The repair delta for key ranges found by Merkle comparison.
     pub fn select(&self, processes: &[KeyRange], services: &[KeyRange]) -> GossipDelta {
         GossipDelta {
-            processes: self.processes.select(processes),
-            services: self.services.select(services),
+            processes: self.processes.map().select(processes),
+            services: self.services.map().select(services),
         }
     }
 

@@ -7,8 +7,7 @@ use atoll_core::{NodeId, Pid};
 use serde::{Deserialize, Serialize};
 
 use crate::hlc::HlcTimestamp;
-use crate::lww::{Delta, Digest, LeafSummary, LwwMap, MergeError, MergeReport, Reconciliation};
-use crate::merkle::{KeyRange, MerkleTree};
+use crate::lww::{Delta, Digest, LwwMap, MergeError, MergeReport};
 use crate::process::MAX_NAME_LEN;
 
 /// Most metadata pairs one advertisement may carry.
@@ -226,44 +225,6 @@ impl ServiceRegistry {
     /// See [`LwwMap::digest`].
     pub fn digest(&mut self, now_ms: u64) -> Digest {
         self.map.digest(now_ms)
-    }
-
-    /// See [`LwwMap::delta_for`].
-    pub fn delta_for(
-        &self,
-        peer: &Digest,
-        max_bytes: usize,
-    ) -> Delta<ServiceKey, ServiceAdvertisement> {
-        self.map.delta_for(peer, max_bytes)
-    }
-
-    /// See [`LwwMap::select`].
-    pub fn select(&self, ranges: &[KeyRange]) -> Delta<ServiceKey, ServiceAdvertisement> {
-        self.map.select(ranges)
-    }
-
-    /// See [`LwwMap::summarize`].
-    pub fn summarize(&self, ranges: &[KeyRange]) -> Vec<LeafSummary> {
-        self.map.summarize(ranges)
-    }
-
-    /// See [`LwwMap::reconcile`].
-    pub fn reconcile(
-        &self,
-        ranges: &[KeyRange],
-        remote: &[LeafSummary],
-    ) -> Reconciliation<ServiceKey, ServiceAdvertisement> {
-        self.map.reconcile(ranges, remote)
-    }
-
-    /// See [`LwwMap::select_keys`].
-    pub fn select_keys(&self, key_hashes: &[u64]) -> Delta<ServiceKey, ServiceAdvertisement> {
-        self.map.select_keys(key_hashes)
-    }
-
-    /// See [`LwwMap::merkle_tree`].
-    pub fn merkle_tree(&self, depth: u8) -> MerkleTree {
-        self.map.merkle_tree(depth)
     }
 
     /// See [`LwwMap::collect_tombstones`].

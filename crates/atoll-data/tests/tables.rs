@@ -137,7 +137,7 @@ proptest! {
                 }
                 Op::Gossip { from, to, budget } if from != to => {
                     let peer = tables[to].digest(now);
-                    let delta = tables[from].delta_for(&peer, budget);
+                    let delta = tables[from].map().delta_for(&peer, budget);
                     tables[to].merge_delta(delta, now).unwrap();
                 }
                 Op::Gossip { .. } => {}
@@ -198,7 +198,9 @@ fn a_lost_node_is_forgotten_and_its_stale_entries_stay_out() {
     let (mut a, mut b) = (ProcessTable::new(node(0)), ProcessTable::new(node(1)));
     let p = Pid::new(node(1), 1, 1);
     b.advertise(ad(p, 0, 1, 10), 100).unwrap();
-    let old = b.delta_for(&GossipDigest::default().processes, usize::MAX);
+    let old = b
+        .map()
+        .delta_for(&GossipDigest::default().processes, usize::MAX);
     a.merge_delta(old.clone(), 101).unwrap();
     assert_eq!(a.least_loaded_node(Some("gpu")), Some(node(1)));
     assert_eq!(a.forget_node(node(1)), vec![p]);
@@ -210,7 +212,7 @@ fn a_lost_node_is_forgotten_and_its_stale_entries_stay_out() {
     // The node comes back with a new incarnation and a clock past what was seen.
     let p2 = Pid::new(node(1), 2, 1);
     b.advertise(ad(p2, 0, 1, 10), 200).unwrap();
-    a.merge_delta(b.delta_for(&a.map().seen(), usize::MAX), 201)
+    a.merge_delta(b.map().delta_for(&a.map().seen(), usize::MAX), 201)
         .unwrap();
     assert!(a.get(&p2).is_some());
 }
@@ -251,7 +253,7 @@ fn resolve_preferred_tries_the_node_then_the_least_loaded_replicas() {
     regs[2].advertise(offer(2, "db", 5), 102).unwrap();
     regs[1].withdraw("db", 102).unwrap();
     for r in &regs {
-        let d = r.delta_for(&all.map().seen(), usize::MAX);
+        let d = r.map().delta_for(&all.map().seen(), usize::MAX);
         all.merge_delta(d, 103).unwrap();
     }
     assert_eq!(

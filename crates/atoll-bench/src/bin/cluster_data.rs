@@ -126,7 +126,7 @@ fn big_table(
 /// side lacks or holds older, all as encoded messages.
 fn merkle_repair_bytes(a: &mut ProcessTable, b: &mut ProcessTable) -> (usize, usize) {
     let depth = MerkleTree::depth_for(a.len().max(b.len()));
-    let (ta, tb) = (a.merkle_tree(depth), b.merkle_tree(depth));
+    let (ta, tb) = (a.map().merkle_tree(depth), b.map().merkle_tree(depth));
     let mut bytes = MerkleMessage::Root(ta.root()).encode().len() * 2;
     let mut digests = 0;
     let mut exchange = Vec::new();
@@ -142,12 +142,12 @@ fn merkle_repair_bytes(a: &mut ProcessTable, b: &mut ProcessTable) -> (usize, us
         bytes += MerkleMessage::Children(plan.descend.clone()).encode().len();
         action = ta.compare_children(&plan.descend, &answer).unwrap();
     }
-    let summaries = b.summarize(&exchange);
+    let summaries = b.map().summarize(&exchange);
     bytes += MerkleMessage::Ranges(exchange.clone()).encode().len();
     bytes += MerkleMessage::Summaries(summaries.clone()).encode().len();
-    let plan = a.reconcile(&exchange, &summaries);
+    let plan = a.map().reconcile(&exchange, &summaries);
     bytes += MerkleMessage::Pull(plan.pull.clone()).encode().len();
-    let pulled = b.select_keys(&plan.pull);
+    let pulled = b.map().select_keys(&plan.pull);
     bytes += plan.push.encode().len() + pulled.encode().len();
     b.merge_delta(plan.push, 2_000).unwrap();
     a.merge_delta(pulled, 2_000).unwrap();
@@ -337,6 +337,7 @@ fn main() {
     let (mut table, mut writers) = big_table(table_nodes, table_per_node, &mut rng);
     let entries = table.len();
     let full_bytes = table
+        .map()
         .delta_for(&Default::default(), usize::MAX)
         .encode()
         .len();
@@ -354,7 +355,7 @@ fn main() {
     }
     for w in &writers {
         table
-            .merge_delta(w.delta_for(&table.map().seen(), usize::MAX), 1_601)
+            .merge_delta(w.map().delta_for(&table.map().seen(), usize::MAX), 1_601)
             .unwrap();
     }
     let changes = changed.len();
