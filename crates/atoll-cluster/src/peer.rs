@@ -20,9 +20,6 @@ pub(crate) struct Peer {
     pub(crate) creation: u32,
     pub(crate) listen: Option<String>,
     pub(crate) conn: Connection,
-    /// The node that opened the connection: decides which of two simultaneous connections
-    /// survives.
-    pub(crate) dialer: NodeId,
     /// The address this node dialed, if it opened the connection.
     pub(crate) dialed_addr: Option<std::net::SocketAddr>,
     control: Arc<Outbox>,
@@ -45,7 +42,6 @@ impl Peer {
     pub(crate) fn new(
         hello: &atoll_wire::Hello,
         conn: Connection,
-        dialer: NodeId,
         dialed_addr: Option<std::net::SocketAddr>,
         control: SendStream,
         streams: Vec<SendStream>,
@@ -56,7 +52,6 @@ impl Peer {
             creation: hello.creation,
             listen: hello.listen.clone(),
             conn,
-            dialer,
             dialed_addr,
             control: Outbox::new(control),
             streams: streams.into_iter().map(Outbox::new).collect(),

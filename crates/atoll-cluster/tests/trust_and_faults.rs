@@ -111,8 +111,16 @@ async fn raw_client(cluster: &Cluster, target: &Node) -> (quinn::Connection, Nod
     send.write_all(&encode_frame(&hello).unwrap())
         .await
         .unwrap();
-    let mut header = [0u8; 5];
-    recv.read_exact(&mut header).await.unwrap();
+    // The node's introduction answers; the smaller id of the pair then keeps the connection.
+    let mut len = [0u8; 4];
+    recv.read_exact(&mut len).await.unwrap();
+    let mut body = vec![0u8; u32::from_be_bytes(len) as usize];
+    recv.read_exact(&mut body).await.unwrap();
+    if key.node_id() < target.id() {
+        send.write_all(&encode_frame(&Control::Kept).unwrap())
+            .await
+            .unwrap();
+    }
     // Keep the control stream open for the life of the connection.
     std::mem::forget((send, recv));
     (conn, key)
@@ -138,7 +146,7 @@ async fn garbage_and_oversized_frames_close_only_their_stream() {
     // Garbage that is a well-sized frame but no envelope.
     let mut garbage = conn.open_uni().await.unwrap();
     garbage
-        .write_all(&[0, 0, 0, 4, 1, 0xff, 0xff, 0xff])
+        .write_all(&[0, 0, 0, 4, atoll_wire::WIRE_VERSION, 0xff, 0xff, 0xff])
         .await
         .unwrap();
     // Random bytes.
@@ -170,7 +178,7 @@ async fn garbage_and_oversized_frames_close_only_their_stream() {
     // And the node serves other peers.
     let b = cluster.node("b");
     b.connect(a.local_addr()).await.unwrap();
-    assert!(a.peers().iter().any(|p| p.name == "b"));
+    eventually("a adopts b", || a.peers().iter().any(|p| p.name == "b")).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

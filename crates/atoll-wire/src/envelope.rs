@@ -6,6 +6,10 @@ use serde::{Deserialize, Serialize};
 pub enum Control {
     /// The first frame each side sends.
     Hello(Hello),
+    /// Sent by the node of a pair that decides which connection between them survives (the
+    /// smaller id), after it dialed and read the other side's introduction: it keeps this
+    /// connection. The other side uses a connection only once it is kept.
+    Kept,
     /// Global registry dissemination.
     Gossip(RegistryGossip),
     /// A request; answered by a [`Control::Response`] with the same id.

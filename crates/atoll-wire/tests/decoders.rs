@@ -121,6 +121,7 @@ fn control() -> impl Strategy<Value = Control> {
                     snapshot,
                 })
             ),
+        Just(Control::Kept),
     ]
 }
 

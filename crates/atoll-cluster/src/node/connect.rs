@@ -54,20 +54,23 @@ pub(super) async fn accept_loop(weak: Weak<Inner>, endpoint: Arc<Endpoint>) {
         tokio::spawn(async move {
             let Some(inner) = weak.upgrade() else { return };
             let attempt = async {
-                let conn = incoming.accept().await.map_err(ConnectError::Connection)?;
-                establish(&inner, conn, None).await.map_err(|e| match e {
-                    EstablishError::Refused(e) => e,
-                    EstablishError::Superseded(_) => {
-                        ConnectError::Handshake("superseded by a simultaneous connection".into())
-                    }
-                })
+                let conn = incoming
+                    .accept()
+                    .await
+                    .map_err(|e| EstablishError::Refused(ConnectError::Connection(e)))?;
+                establish(&inner, conn, None).await
             };
             match tokio::time::timeout(inner.connect_timeout, attempt).await {
                 Ok(Ok(_)) => {}
-                Ok(Err(ConnectError::ToItself)) => {
+                Ok(Err(EstablishError::Superseded(_))) => {
+                    debug!(node = %inner.name, "an incoming connection lost to a simultaneous one")
+                }
+                Ok(Err(EstablishError::Refused(ConnectError::ToItself))) => {
                     debug!(node = %inner.name, "a connection from this node to itself was closed")
                 }
-                Ok(Err(e)) => warn!(node = %inner.name, "refused an incoming connection: {e}"),
+                Ok(Err(EstablishError::Refused(e))) => {
+                    warn!(node = %inner.name, "refused an incoming connection: {e}")
+                }
                 Err(_) => warn!(node = %inner.name, "an incoming connection timed out"),
             }
         });
@@ -125,7 +128,8 @@ enum EstablishError {
 const DUPLICATE: u32 = 2;
 
 /// Exchanges introductions on a new connection (`dialed_addr` is the address this node
-/// dialed, if it opened the connection) and makes it a peer.
+/// dialed, if it opened the connection) and makes it a peer once the node that decides for
+/// the pair (see [`protocol::decides`]) has kept it.
 async fn establish(
     inner: &Arc<Inner>,
     conn: Connection,
@@ -135,9 +139,18 @@ async fn establish(
         Some(Closed::ByPeer(DUPLICATE)) => EstablishError::Superseded(id),
         _ => EstablishError::Refused(e),
     };
-    let (hello, send, reader) = introduce(inner, &conn, dialed_addr.is_some())
+    let dialed = dialed_addr.is_some();
+    let (hello, mut send, mut reader) = introduce(inner, &conn, dialed)
         .await
         .map_err(|e| fail(e, None))?;
+    let decides = protocol::decides(inner.id, hello.node_id);
+    if !decides && !dialed {
+        // Answer, then wait until the decider keeps this connection (a dialing follower
+        // got the decider's introduction only because it kept it).
+        follow(inner, &conn, &mut send, &mut reader)
+            .await
+            .map_err(|e| fail(e, Some(hello.node_id)))?;
+    }
     let mut streams = Vec::with_capacity(inner.message_streams);
     for _ in 0..inner.message_streams {
         let stream = conn
@@ -146,20 +159,15 @@ async fn establish(
             .map_err(|e| fail(ConnectError::Handshake(e.to_string()), Some(hello.node_id)))?;
         streams.push(stream);
     }
-    let dialer = if dialed_addr.is_some() {
-        inner.id
-    } else {
-        hello.node_id
+    let peer = Arc::new(Peer::new(&hello, conn.clone(), dialed_addr, send, streams));
+    let answer = match (decides, dialed) {
+        (false, _) => None,
+        (true, true) => Some(Control::Kept),
+        (true, false) => Some(Control::Hello(
+            inner.hello(&conn).map_err(|e| fail(e, None))?,
+        )),
     };
-    let peer = Arc::new(Peer::new(
-        &hello,
-        conn.clone(),
-        dialer,
-        dialed_addr,
-        send,
-        streams,
-    ));
-    let peer = adopt(inner, peer);
+    let peer = adopt(inner, peer, decides, answer);
     if peer.conn.stable_id() == conn.stable_id() {
         start_peer_tasks(inner, &peer, reader);
         let _ = peer.send_control(&inner.globals_snapshot());
@@ -171,11 +179,15 @@ async fn establish(
         let _ = peer.send_control(&Control::Groups(groups));
         naming::greet(inner, &peer);
         info!(node = %inner.name, peer = %peer.name, id = %peer.id, creation = peer.creation, "peer connected");
+    } else if !dialed {
+        return Err(EstablishError::Superseded(Some(peer.id)));
     }
     Ok(peer)
 }
 
-/// The introductions: the dialer speaks first, each side checks the other's proof.
+/// The introductions: the dialer speaks first, the accepting side checks it and (if it
+/// decides for the pair) answers only once it keeps the connection; the dialer checks the
+/// answer.
 async fn introduce(
     inner: &Inner,
     conn: &Connection,
@@ -188,38 +200,66 @@ async fn introduce(
         conn.accept_bi().await.map_err(|e| io(&e))?
     };
     let mut reader = FrameReader::new(recv, inner.max_frame_len);
-    let mine = atoll_wire::encode_frame(&Control::Hello(inner.hello(conn)?)).map_err(|e| io(&e))?;
     // The dialer speaks first: a QUIC stream reaches the other side with its first bytes.
     if dialed {
-        send.write_all(&mine).await.map_err(|e| io(&e))?;
+        write_control(&mut send, &Control::Hello(inner.hello(conn)?)).await?;
     }
-    let hello = match reader.next().await.map_err(|e| io(&e))? {
-        Some(body) => match decode::<Control>(&body).map_err(|e| io(&e))? {
-            Control::Hello(h) => h,
-            _ => return Err(ConnectError::Handshake("expected an introduction".into())),
-        },
-        None => return Err(ConnectError::Handshake("stream closed".into())),
+    let hello = match read_control(&mut reader).await? {
+        Control::Hello(h) => h,
+        _ => return Err(ConnectError::Handshake("expected an introduction".into())),
     };
     if let Err(e) = inner.check_hello(&hello, conn) {
         if !dialed && e == ConnectError::ToItself {
             // Answer, so the dialing side learns it reached this very node; it closes the
             // connection then.
-            if send.write_all(&mine).await.is_ok() {
+            if write_control(&mut send, &Control::Hello(inner.hello(conn)?))
+                .await
+                .is_ok()
+            {
                 let _ = tokio::time::timeout(inner.connect_timeout, conn.closed()).await;
             }
         }
         return Err(e);
     }
-    if !dialed {
-        send.write_all(&mine).await.map_err(|e| io(&e))?;
-    }
     Ok((hello, send, reader))
 }
 
-/// Registers a freshly introduced peer, resolving a duplicate: of two live connections
-/// between the same pair, the one dialed by the smaller node id survives; a connection from
-/// a new incarnation replaces the old one.
-fn adopt(inner: &Arc<Inner>, peer: Arc<Peer>) -> Arc<Peer> {
+/// On an accepted connection from the node that decides for the pair: answers its
+/// introduction and waits for it to keep the connection.
+async fn follow(
+    inner: &Inner,
+    conn: &Connection,
+    send: &mut SendStream,
+    reader: &mut FrameReader,
+) -> Result<(), ConnectError> {
+    write_control(send, &Control::Hello(inner.hello(conn)?)).await?;
+    match read_control(reader).await? {
+        Control::Kept => Ok(()),
+        _ => Err(ConnectError::Handshake(
+            "expected the connection kept".into(),
+        )),
+    }
+}
+
+async fn write_control(send: &mut SendStream, msg: &Control) -> Result<(), ConnectError> {
+    let io = |e: &dyn std::fmt::Display| ConnectError::Handshake(e.to_string());
+    let frame = atoll_wire::encode_frame(msg).map_err(|e| io(&e))?;
+    send.write_all(&frame).await.map_err(|e| io(&e))
+}
+
+async fn read_control(reader: &mut FrameReader) -> Result<Control, ConnectError> {
+    let io = |e: &dyn std::fmt::Display| ConnectError::Handshake(e.to_string());
+    match reader.next().await.map_err(|e| io(&e))? {
+        Some(body) => decode::<Control>(&body).map_err(|e| io(&e)),
+        None => Err(ConnectError::Handshake("stream closed".into())),
+    }
+}
+
+/// Registers a freshly introduced peer unless the node keeps another connection to it (see
+/// [`protocol::adopt`]); returns the peer kept. A deciding node's `answer` (its
+/// introduction or [`Control::Kept`]) is queued while the peer table is locked, so it is
+/// the first frame the other side reads after the introductions.
+fn adopt(inner: &Arc<Inner>, peer: Arc<Peer>, decides: bool, answer: Option<Control>) -> Arc<Peer> {
     let address = peer
         .dialed_addr
         .or_else(|| peer.listen.as_deref().and_then(|a| a.parse().ok()));
@@ -227,34 +267,27 @@ fn adopt(inner: &Arc<Inner>, peer: Arc<Peer>) -> Arc<Peer> {
         inner.routes().reachable(peer.id, addr);
     }
     let view = |p: &Peer| protocol::Connection {
-        dialer: p.dialer,
         creation: p.creation,
         alive: p.conn.close_reason().is_none(),
     };
     let mut peers = inner.peers.write().unwrap_or_else(|e| e.into_inner());
     let existing = peers.get(&peer.id).cloned();
-    let decision = protocol::adopt(
-        inner.id,
-        peer.id,
-        existing.as_deref().map(view),
-        view(&peer),
-    );
+    let decision = protocol::adopt(decides, existing.as_deref().map(view), view(&peer));
+    if decision != Adopt::KeepExisting
+        && let Some(answer) = &answer
+    {
+        let _ = peer.send_control(answer);
+    }
     match (decision, existing) {
         (Adopt::KeepExisting, Some(existing)) => {
             peer.conn.close(DUPLICATE, b"duplicate connection");
             existing
         }
-        (Adopt::ReplaceDuplicate | Adopt::ReplaceStale, Some(existing)) => {
+        (Adopt::Replace, Some(existing)) => {
             peers.insert(peer.id, peer.clone());
             drop(peers);
             existing.conn.close(DUPLICATE, b"replaced");
-            if decision == Adopt::ReplaceDuplicate {
-                // The same peer over the other of two simultaneous connections: its
-                // processes are as alive as before, so links and monitors stand.
-                existing.fail_requests();
-            } else {
-                forget_peer(inner, &existing);
-            }
+            forget_peer(inner, &existing);
             peer
         }
         _ => {

@@ -56,7 +56,9 @@ async fn control_loop(weak: Weak<Inner>, peer: Arc<Peer>, mut reader: FrameReade
             }
         };
         match msg {
-            Control::Hello(_) => warn!(peer = %peer.name, "ignored a second introduction"),
+            Control::Hello(_) | Control::Kept => {
+                warn!(peer = %peer.name, "ignored a repeated introduction")
+            }
             Control::Gossip(gossip) => inner.learn_globals(peer.id, gossip),
             Control::Request { id, body } => {
                 // Served off this loop, so a slow request never holds up gossip.

@@ -1,10 +1,10 @@
 //! Connection establishment decisions: whether a peer's introduction is accepted, and which
 //! of two connections between the same pair of nodes survives.
 //!
-//! Both nodes may dial each other at once. Each side decides alone, with the same rule, so
-//! both keep the same connection: of two live connections of one incarnation, the one
-//! dialed by the smaller node id survives. A connection from a new incarnation of the peer
-//! always replaces the old one (the old one's processes are gone).
+//! Both nodes may dial each other at once. One node of each pair, the smaller id, decides
+//! which connection survives; the other uses a connection only after the decider kept it.
+//! A connection from a new incarnation of the peer always replaces the old one (the old
+//! one's processes are gone).
 
 use atoll_core::NodeId;
 use atoll_wire::Hello;
@@ -48,11 +48,17 @@ pub fn check_hello(me: NodeId, hello: &Hello, proven: Proven<'_>) -> Result<(), 
     Ok(())
 }
 
+/// Whether the node `me` decides which connection to `peer` survives: of each pair, the
+/// smaller id does. The other node uses a connection only once the decider kept it (its
+/// introduction answers a dial, a [`atoll_wire::Control::Kept`] confirms one it opened), so
+/// nothing is ever sent on a connection one side is about to drop.
+pub fn decides(me: NodeId, peer: NodeId) -> bool {
+    me < peer
+}
+
 /// One connection to a peer, as the duplicate rule sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Connection {
-    /// The node that dialed it.
-    pub dialer: NodeId,
     /// The peer's incarnation on it.
     pub creation: u32,
     /// Not closed yet.
@@ -66,26 +72,20 @@ pub enum Adopt {
     Take,
     /// The existing connection wins: close the new one as a duplicate.
     KeepExisting,
-    /// The new connection wins over the other of two simultaneous ones to the same
-    /// incarnation: close the existing one; links and monitors stand.
-    ReplaceDuplicate,
-    /// The existing connection is closed or to an older incarnation: close it and forget
-    /// what the peer had (links and monitors across it break).
-    ReplaceStale,
+    /// The existing connection is closed, to an older incarnation, or (on the node that
+    /// does not decide) one the decider has dropped: close it and forget what the peer had
+    /// (links and monitors across it break, as messages on it may be lost).
+    Replace,
 }
 
-/// The duplicate rule, decided on the node `me` for a new connection to `peer`.
-pub fn adopt(me: NodeId, peer: NodeId, existing: Option<Connection>, new: Connection) -> Adopt {
-    let Some(existing) = existing else {
-        return Adopt::Take;
-    };
-    if !(existing.alive && existing.creation == new.creation) {
-        return Adopt::ReplaceStale;
-    }
-    if new.dialer == peer.min(me) && existing.dialer != new.dialer {
-        Adopt::ReplaceDuplicate
-    } else {
-        Adopt::KeepExisting
+/// The duplicate rule for a new connection, on a node that [`decides`] for its pair or
+/// follows the decider. The decider keeps a live connection to the same incarnation; a
+/// follower takes whatever the decider kept.
+pub fn adopt(decides: bool, existing: Option<Connection>, new: Connection) -> Adopt {
+    match existing {
+        None => Adopt::Take,
+        Some(e) if decides && e.alive && e.creation >= new.creation => Adopt::KeepExisting,
+        Some(_) => Adopt::Replace,
     }
 }
 
@@ -97,53 +97,39 @@ mod tests {
         NodeId::from_bytes([b; 16])
     }
 
-    fn conn(dialer: u8, creation: u32) -> Connection {
+    fn conn(creation: u32) -> Connection {
         Connection {
-            dialer: node(dialer),
             creation,
             alive: true,
         }
     }
 
     #[test]
-    fn both_sides_of_simultaneous_connects_keep_the_same_connection() {
-        // Nodes 1 and 2 dial each other; each side sees both orders of arrival.
-        for (first, second) in [(1, 2), (2, 1)] {
-            let on_1 = adopt(node(1), node(2), Some(conn(first, 5)), conn(second, 5));
-            let on_2 = adopt(node(2), node(1), Some(conn(first, 5)), conn(second, 5));
-            assert_eq!(on_1, on_2);
-            let survivor = if on_1 == Adopt::KeepExisting {
-                first
-            } else {
-                second
-            };
-            assert_eq!(survivor, 1, "the smaller id's dial survives");
-        }
+    fn the_smaller_id_decides_and_only_one_side_does() {
+        assert!(decides(node(1), node(2)));
+        assert!(!decides(node(2), node(1)));
+    }
+
+    #[test]
+    fn the_decider_keeps_a_live_connection_and_the_follower_takes_the_kept_one() {
+        // Simultaneous dials: whichever arrives second at the decider is closed; the
+        // follower adopts only the one the decider kept, so it never holds the other.
+        assert_eq!(adopt(true, Some(conn(5)), conn(5)), Adopt::KeepExisting);
+        assert_eq!(adopt(false, None, conn(5)), Adopt::Take);
+        // A kept connection replaces whatever the follower still holds: the decider has
+        // dropped that one.
+        assert_eq!(adopt(false, Some(conn(5)), conn(5)), Adopt::Replace);
     }
 
     #[test]
     fn a_new_incarnation_or_a_closed_connection_is_replaced() {
-        assert_eq!(
-            adopt(node(1), node(2), Some(conn(1, 5)), conn(2, 6)),
-            Adopt::ReplaceStale
-        );
+        assert_eq!(adopt(true, Some(conn(5)), conn(6)), Adopt::Replace);
         let closed = Connection {
             alive: false,
-            ..conn(1, 5)
+            ..conn(5)
         };
-        assert_eq!(
-            adopt(node(1), node(2), Some(closed), conn(2, 5)),
-            Adopt::ReplaceStale
-        );
-        assert_eq!(adopt(node(1), node(2), None, conn(2, 5)), Adopt::Take);
-    }
-
-    #[test]
-    fn a_second_dial_the_same_way_does_not_replace_the_first() {
-        assert_eq!(
-            adopt(node(1), node(2), Some(conn(1, 5)), conn(1, 5)),
-            Adopt::KeepExisting
-        );
+        assert_eq!(adopt(true, Some(closed), conn(5)), Adopt::Replace);
+        assert_eq!(adopt(true, None, conn(5)), Adopt::Take);
     }
 
     #[test]
