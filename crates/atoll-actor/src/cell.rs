@@ -86,6 +86,7 @@ pub(crate) struct Meta {
     pub(crate) actor_type: TypeId,
     pub(crate) actor_name: &'static str,
     pub(crate) capacity: Option<usize>,
+    pub(crate) capabilities: Box<[String]>,
     pub(crate) started: Instant,
 }
 
@@ -519,6 +520,7 @@ impl<M: Send + 'static> ProcessCell for Cell<M> {
             actor_type: self.meta.actor_name,
             mailbox_len: s.items.len() + in_batch as usize,
             mailbox_capacity: self.meta.capacity,
+            capabilities: self.meta.capabilities.to_vec(),
             status,
             uptime: self.meta.started.elapsed(),
             messages_handled: self.handled.load(Ordering::Relaxed),

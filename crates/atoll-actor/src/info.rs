@@ -28,6 +28,8 @@ pub struct ProcessInfo {
     pub mailbox_len: usize,
     /// The bound of its mailbox, `None` when unbounded.
     pub mailbox_capacity: Option<usize>,
+    /// What it can do, as spawned ([`crate::SpawnOptions::capabilities`]).
+    pub capabilities: Vec<String>,
     /// What it is doing.
     pub status: ProcessStatus,
     /// Time since it was spawned.

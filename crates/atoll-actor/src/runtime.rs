@@ -30,6 +30,9 @@ pub struct SpawnOptions {
     pub mailbox_capacity: Option<usize>,
     /// Trap exit signals from the first instant (before `started` runs).
     pub trap_exit: bool,
+    /// What the process can do, e.g. `"gpu"`: a node advertises them in the cluster's
+    /// process table, where `find_by_capability` and placement read them.
+    pub capabilities: Vec<String>,
 }
 
 impl SpawnOptions {
@@ -39,6 +42,19 @@ impl SpawnOptions {
             mailbox_capacity: Some(capacity),
             ..Default::default()
         }
+    }
+
+    /// These options with the capabilities `caps`.
+    ///
+    /// ```
+    /// use atoll_actor::SpawnOptions;
+    ///
+    /// let opts = SpawnOptions::default().with_capabilities(["gpu", "ssd"]);
+    /// assert_eq!(opts.capabilities, ["gpu", "ssd"]);
+    /// ```
+    pub fn with_capabilities<S: Into<String>>(mut self, caps: impl IntoIterator<Item = S>) -> Self {
+        self.capabilities = caps.into_iter().map(Into::into).collect();
+        self
     }
 }
 
@@ -244,6 +260,7 @@ impl Runtime {
             actor_type: TypeId::of::<A>(),
             actor_name: std::any::type_name::<A>(),
             capacity: opts.mailbox_capacity.map(|c| c.max(1)),
+            capabilities: opts.capabilities.into_boxed_slice(),
             started: Instant::now(),
         };
         let cell = Arc::new(Cell::<A::Msg>::new(

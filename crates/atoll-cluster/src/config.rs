@@ -48,6 +48,28 @@ pub struct NodeConfig {
     pub membership: Option<MembershipConfig>,
     /// Consensus names and locks: `None` (the default) runs the node without them.
     pub consensus: Option<ConsensusConfig>,
+    /// How the process table and service registry gossip.
+    pub data: DataConfig,
+}
+
+/// How a node gossips cluster data (the process table and the service registry).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DataConfig {
+    /// How often the node advertises what changed and opens gossip rounds.
+    pub period: Duration,
+    /// Fanout, byte budget and the rhythm of repairs.
+    pub gossip: crate::protocol::data::DataSettings,
+}
+
+impl Default for DataConfig {
+    /// A round every 500 ms with three members, 256 KiB of deltas per period, a Merkle
+    /// comparison every fifth round.
+    fn default() -> Self {
+        DataConfig {
+            period: Duration::from_millis(500),
+            gossip: Default::default(),
+        }
+    }
 }
 
 /// How a node takes part in the cluster's consensus (Consistent names and locks).
@@ -282,6 +304,7 @@ impl NodeConfig {
             request_timeout: Duration::from_secs(10),
             membership: None,
             consensus: None,
+            data: DataConfig::default(),
         }
     }
 }

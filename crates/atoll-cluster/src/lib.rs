@@ -35,6 +35,10 @@ pub mod protocol;
 pub mod transport;
 mod validate;
 
+pub use atoll_data::{
+    HashRing, ProcessAdvertisement, ProcessStatus as AdvertisedStatus, ResourceSummary,
+    ServiceAdvertisement,
+};
 pub use atoll_raft::{ConsensusError, RaftStatus, Role as RaftRole};
 pub use atoll_swim::{
     Identity as MemberIdentity, IdentityError, Load, MAX_LABEL_LEN, MAX_LABELS, Member,
@@ -42,8 +46,8 @@ pub use atoll_swim::{
 };
 pub use atoll_wire::{ProcessInfoWire, StatusWire};
 pub use config::{
-    ConsensusConfig, DEFAULT_MAX_FRAME_LEN, DEFAULT_MESSAGE_STREAMS, MembershipConfig, NodeConfig,
-    TlsIdentity,
+    ConsensusConfig, DEFAULT_MAX_FRAME_LEN, DEFAULT_MESSAGE_STREAMS, DataConfig, MembershipConfig,
+    NodeConfig, TlsIdentity,
 };
 pub use error::{
     ClusterSendError, ConnectError, DatagramError, GlobalError, GroupJoinError, LockError,
@@ -52,9 +56,10 @@ pub use error::{
 pub use metrics::{METRICS_CONTENT_TYPE, render_metrics};
 pub use node::{
     GroupStatus, LockGuard, LockStatus, MAX_NAME_LEN, MemberStatus, NameLost, NameStatus, Node,
-    NodeStatus, PeerInfo, PeerStatus, RTT_BUCKETS_US, RaftView, RemoteNode, RttSnapshot, WeakNode,
-    scope_name,
+    NodeStatus, PeerInfo, PeerStatus, RTT_BUCKETS_US, RaftView, RemoteNode, RttSnapshot,
+    ServiceError, WeakNode, scope_name,
 };
+pub use protocol::data::{DataSettings, DataStats};
 pub use validate::{
     ConfigError, LabelKind, MAX_FRAME_LEN, MAX_INDIRECT_PROBES, MAX_MESSAGE_STREAMS, MAX_TIMING,
     MIN_FRAME_LEN, MIN_TIMING, Setting,

@@ -2,6 +2,7 @@
 
 mod connect;
 mod control;
+mod data;
 mod eventual;
 mod groups;
 mod incarnation;
@@ -11,6 +12,7 @@ mod routing;
 mod rpc;
 mod status;
 
+pub use data::ServiceError;
 pub use eventual::NameLost;
 
 pub use naming::{LockGuard, MAX_NAME_LEN};
@@ -129,6 +131,8 @@ struct Inner {
     naming: Option<naming::Naming>,
     /// Round trips of the requests this node sent.
     request_rtt: status::RttHistogram,
+    /// The process table and service registry.
+    data: data::DataShell,
 }
 
 /// A handle to a node that does not keep it running (for processes and factories the node
@@ -293,6 +297,7 @@ impl Node {
             backlog_count: std::sync::atomic::AtomicUsize::new(0),
             naming,
             request_rtt: status::RttHistogram::default(),
+            data: data::DataShell::new(id, &config.data, seed),
         });
         rt.set_remote(Arc::new(Link(Arc::downgrade(&inner))));
         tokio::spawn(accept_loop(Arc::downgrade(&inner), inner.endpoint.clone()));
@@ -301,6 +306,7 @@ impl Node {
             membership::start(&inner, settings, meta)?;
         }
         naming::start(&inner);
+        data::start(&inner);
         Ok(Node { inner })
     }
 

@@ -32,12 +32,16 @@ pub enum ProcessStatus {
     Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Default, Serialize, Deserialize,
 )]
 pub struct ResourceSummary {
-    /// Load in thousandths of a core (1000 = one busy core); what placement balances.
+    /// Relative load, what placement balances. An atoll node reports one unit per waiting
+    /// message plus ten for the process itself; an application may report its own measure
+    /// (e.g. thousandths of a core) as long as every node uses the same.
     pub load: u32,
     /// Memory held, in bytes.
     pub memory_bytes: u64,
     /// Messages waiting in its mailbox.
     pub mailbox_len: u32,
+    /// Messages handled so far.
+    pub messages_handled: u64,
 }
 
 /// What one process advertises to the cluster.

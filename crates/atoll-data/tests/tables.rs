@@ -32,6 +32,7 @@ fn ad(pid: Pid, ty: usize, caps: u8, load: u32) -> ProcessAdvertisement {
             load,
             memory_bytes: 1 << 20,
             mailbox_len: 0,
+            messages_handled: 0,
         },
     }
 }

@@ -31,6 +31,9 @@ pub enum Control {
     Registry(RegistryView),
     /// The sender's own process-group members: all of them, or a change.
     Groups(GroupMessage),
+    /// Cluster data gossip (the process table and service registry), encoded by the
+    /// node's data plane; its own decoder checks it.
+    Data(#[serde(with = "serde_bytes")] Vec<u8>),
 }
 
 /// What a node tells its peers about its own process-group members. A receiver accepts

@@ -122,6 +122,7 @@ fn control() -> impl Strategy<Value = Control> {
                 })
             ),
         Just(Control::Kept),
+        prop::collection::vec(any::<u8>(), 0..64).prop_map(Control::Data),
     ]
 }
 

@@ -73,6 +73,7 @@ fn advertisement(pid: Pid, rng: &mut SplitMix64) -> ProcessAdvertisement {
             load: (rng.next_u64() % 1000) as u32,
             memory_bytes: rng.next_u64() % (64 << 20),
             mailbox_len: (rng.next_u64() % 16) as u32,
+            messages_handled: rng.next_u64() % 100_000,
         },
     }
 }

@@ -178,6 +178,7 @@ async fn establish(
             .sync();
         let _ = peer.send_control(&Control::Groups(groups));
         naming::greet(inner, &peer);
+        super::data::connected(inner);
         info!(node = %inner.name, peer = %peer.name, id = %peer.id, creation = peer.creation, "peer connected");
     } else if !dialed {
         return Err(EstablishError::Superseded(Some(peer.id)));
@@ -312,6 +313,10 @@ pub(super) fn forget_peer(inner: &Arc<Inner>, peer: &Arc<Peer>) {
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .node_down(peer.id);
+    if inner.swim.get().is_none() {
+        // Without membership, a lost connection is the only word that a node went.
+        super::data::node_lost(inner, peer.id);
+    }
 }
 
 pub(super) async fn watch_connection(weak: Weak<Inner>, peer: Arc<Peer>) {

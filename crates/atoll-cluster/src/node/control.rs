@@ -81,6 +81,7 @@ async fn control_loop(weak: Weak<Inner>, peer: Arc<Peer>, mut reader: FrameReade
                 });
             }
             Control::Registry(view) => naming::learn_view(&inner, peer.id, view),
+            Control::Data(bytes) => super::data::receive(&inner, peer.id, &bytes),
             Control::Groups(message) => {
                 let applied = inner
                     .groups

@@ -314,6 +314,7 @@ async fn apply_events(weak: Weak<Inner>, mut events: mpsc::UnboundedReceiver<Mem
     while let Some(event) = events.recv().await {
         let Some(inner) = weak.upgrade() else { return };
         apply(&inner, &event);
+        super::data::member_event(&inner, &event);
         inner
             .member_events
             .lock()

@@ -3,6 +3,7 @@
 //! out what they decide; the tests here drive them without sockets.
 //!
 //! - [`connect`]: checking a peer's introduction and resolving simultaneous connections;
+//! - [`data`]: the process table and service registry on one node, and their gossip;
 //! - [`routes`]: addresses of known nodes and the backlog of a connection opened on demand;
 //! - [`eventual`]: Eventual (global) names and their conflicts;
 //! - [`incarnation`]: incarnation numbers that grow across restarts;
@@ -11,6 +12,7 @@
 //! - process groups live in [`crate::groups`].
 
 pub mod connect;
+pub mod data;
 pub mod eventual;
 pub mod incarnation;
 pub mod release;
