@@ -7,7 +7,8 @@
 //! | `/api/cluster` | this node, the members and the Raft core |
 //! | `/api/nodes/NAME` | one member, 404 if unknown |
 //! | `/api/nodes/NAME/processes` | that node's processes (live attach RPC), 404 if unknown |
-//! | `/api/processes` | this node's processes |
+//! | `/api/processes` | every process in the cluster, from the replicated process table |
+//! | `/api/services`, `/api/services/NAME` | services offered in the cluster and their offers |
 //! | `/api/names`, `/api/names/NAME` | names in every scope |
 //! | `/api/groups`, `/api/groups/NAME` | process groups |
 //! | `/api/locks`, `/api/locks/NAME` | consensus locks |
@@ -70,7 +71,9 @@ pub fn router(node: Node) -> Router {
         .route("/api/cluster", get(cluster))
         .route("/api/nodes/{name}", get(member))
         .route("/api/nodes/{name}/processes", get(node_processes))
-        .route("/api/processes", get(processes))
+        .route("/api/processes", get(table))
+        .route("/api/services", get(services))
+        .route("/api/services/{name}", get(service))
         .route("/api/names", get(names))
         .route("/api/names/{name}", get(name))
         .route("/api/groups", get(groups))
@@ -171,6 +174,75 @@ impl From<ProcessInfoWire> for ProcessView {
             monitors: p.monitors.len(),
             trap_exit: p.trap_exit,
         }
+    }
+}
+
+/// One entry of the cluster's process table, as `/api/processes` shows it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TableEntry {
+    /// Its pid.
+    pub pid: String,
+    /// Its node's name (or id, when it is not a known member).
+    pub node: String,
+    /// Its actor type's name.
+    pub agent_type: String,
+    /// What it can do.
+    pub capabilities: Vec<String>,
+    /// `starting`, `running`, `busy` or `stopping`.
+    pub status: String,
+    /// Its load.
+    pub load: u32,
+    /// Messages waiting in its mailbox.
+    pub mailbox_len: u32,
+    /// Messages it has handled.
+    pub messages_handled: u64,
+}
+
+async fn table(State(node): State<Node>) -> Json<Vec<TableEntry>> {
+    let s = node.status().await;
+    let name_of = |id: atoll_core::NodeId| {
+        s.members
+            .iter()
+            .rev()
+            .find(|m| m.id == id.to_string())
+            .map_or_else(|| id.to_string(), |m| m.name.clone())
+    };
+    let mut entries: Vec<TableEntry> = node
+        .cluster_processes()
+        .into_iter()
+        .map(|ad| TableEntry {
+            pid: ad.pid.to_string(),
+            node: if ad.pid.node == node.id() {
+                node.name().to_string()
+            } else {
+                name_of(ad.pid.node)
+            },
+            agent_type: ad.agent_type,
+            capabilities: ad.capabilities.into_iter().collect(),
+            status: format!("{:?}", ad.status).to_lowercase(),
+            load: ad.resource_summary.load,
+            mailbox_len: ad.resource_summary.mailbox_len,
+            messages_handled: ad.resource_summary.messages_handled,
+        })
+        .collect();
+    entries.sort_by(|a, b| a.node.cmp(&b.node).then(a.pid.cmp(&b.pid)));
+    Json(entries)
+}
+
+async fn services(State(node): State<Node>) -> Json<Vec<atoll_cluster::ServiceStatus>> {
+    Json(node.status().await.services)
+}
+
+async fn service(State(node): State<Node>, Path(name): Path<String>) -> Response {
+    match node
+        .status()
+        .await
+        .services
+        .into_iter()
+        .find(|s| s.name == name)
+    {
+        Some(s) => Json(s).into_response(),
+        None => not_found(format!("no service named {name:?}")),
     }
 }
 

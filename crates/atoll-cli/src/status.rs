@@ -146,6 +146,35 @@ pub fn render(s: &NodeStatus) -> String {
         .collect();
     table(&mut out, &["GROUP", "MEMBERS", "HERE"], rows);
 
+    out.push_str("\nSERVICES\n");
+    let rows = s
+        .services
+        .iter()
+        .flat_map(|sv| {
+            sv.offers.iter().map(|o| {
+                vec![
+                    sv.name.clone(),
+                    o.node.clone(),
+                    o.pid.clone(),
+                    o.load.to_string(),
+                ]
+            })
+        })
+        .collect();
+    table(&mut out, &["SERVICE", "NODE", "PID", "LOAD"], rows);
+
+    out.push_str(&format!(
+        "\nPROCESS TABLE ({} processes)\n",
+        s.data.table_size
+    ));
+    let rows = s
+        .data
+        .per_node
+        .iter()
+        .map(|(node, n)| vec![node.clone(), n.to_string()])
+        .collect();
+    table(&mut out, &["NODE", "PROCESSES"], rows);
+
     out.push_str("\nLOCKS\n");
     let rows = s
         .locks

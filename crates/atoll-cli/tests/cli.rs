@@ -1050,6 +1050,8 @@ fn status_api_and_metrics_show_members_raft_names_and_a_node_going_down() {
         "echo",
         "local",
         "GROUPS",
+        "SERVICES",
+        "PROCESS TABLE",
         "LOCKS",
     ] {
         assert!(text.contains(needle), "no {needle:?} in:\n{text}");
@@ -1079,6 +1081,35 @@ fn status_api_and_metrics_show_members_raft_names_and_a_node_going_down() {
     }
     let (code, body) = get("/api/names/echo");
     assert_eq!(code, 200, "{body}");
+    // Cluster data: every node's echo in the process table and offering the echo service.
+    let echoes = |body: &str| -> Vec<String> {
+        let all: serde_json::Value = serde_json::from_str(body).unwrap();
+        let mut nodes: Vec<String> = all
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|p| p["agent_type"] == "Echo")
+            .map(|p| p["node"].as_str().unwrap().to_string())
+            .collect();
+        nodes.sort();
+        nodes
+    };
+    let len = |v: &serde_json::Value| v.as_array().map_or(0, Vec::len);
+    wait_status(
+        dir,
+        &http[0],
+        "every node's echo in the table and its service",
+        |s| {
+            len(&s["data"]["per_node"]) == 3
+                && len(&s["services"]) == 1
+                && len(&s["services"][0]["offers"]) == 3
+        },
+    );
+    assert_eq!(echoes(&get("/api/processes").1), ["v1", "v2", "v3"]);
+    let (code, body) = get("/api/services/echo");
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body.matches("\"pid\"").count(), 3, "{body}");
+    assert_eq!(get("/api/services/none").0, 404);
     let (code, metrics) = get("/metrics");
     assert_eq!(code, 200);
     for needle in [
@@ -1092,6 +1123,9 @@ fn status_api_and_metrics_show_members_raft_names_and_a_node_going_down() {
         "atoll_peer_rtt_seconds{peer=\"v3\"}",
         "atoll_processes ",
         "atoll_mailbox_longest ",
+        "atoll_process_table_entries ",
+        "atoll_services 1",
+        "atoll_data_deltas_sent_total ",
     ] {
         assert!(metrics.contains(needle), "no {needle:?} in:\n{metrics}");
     }
@@ -1220,6 +1254,7 @@ fn the_status_page_shows_the_cluster_in_a_browser_and_a_node_going_down() {
             .all(|n| p.contains(&row(n, "active")))
             && p.contains("data-key=\"leader\"")
             && !p.contains("<td>unknown</td>")
+            && p.contains("data-service=\"echo\" data-node=\"v3\"")
     });
     assert!(page.contains("data-ready=\"1\""), "{page}");
     assert!(page.contains("v1 (this node)"), "{page}");

@@ -135,7 +135,8 @@ impl Actor for Holder {
     }
 }
 
-/// Starts the built-in services on `node`: an [`Echo`] registered as `echo`, and the
+/// Starts the built-in services on `node`: an [`Echo`] registered as `echo` and offered
+/// as the cluster service `echo` (see [`Node::resolve_preferred`]), and the
 /// spawnable factories `echo` (no arguments), `chat_room` (the room's name, a
 /// [`chat::Room`]), `chat_member` (no arguments, a [`chat::Member`]) and `holder`
 /// ([`HoldArgs`], a [`Holder`]).
@@ -143,6 +144,7 @@ pub fn install(node: &Node) {
     let echo = node.runtime().spawn(Echo);
     // A fresh node has no `echo` yet; if the application took the name, it keeps it.
     let _ = node.runtime().register("echo", echo.pid());
+    let _ = node.advertise_service("echo", echo.pid(), Default::default());
     node.register_spawnable("echo", |(): ()| Echo);
     node.register_spawnable("chat_room", |name: String| chat::Room::new(name));
     node.register_spawnable("chat_member", |(): ()| chat::Member::default());

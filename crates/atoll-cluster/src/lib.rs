@@ -55,9 +55,9 @@ pub use error::{
 };
 pub use metrics::{METRICS_CONTENT_TYPE, render_metrics};
 pub use node::{
-    GroupStatus, LockGuard, LockStatus, MAX_NAME_LEN, MemberStatus, NameLost, NameStatus, Node,
-    NodeStatus, PeerInfo, PeerStatus, RTT_BUCKETS_US, RaftView, RemoteNode, RttSnapshot,
-    ServiceError, WeakNode, scope_name,
+    DataStatus, GroupStatus, LockGuard, LockStatus, MAX_NAME_LEN, MemberStatus, NameLost,
+    NameStatus, Node, NodeStatus, PeerInfo, PeerStatus, RTT_BUCKETS_US, RaftView, RemoteNode,
+    RttSnapshot, ServiceError, ServiceOffer, ServiceStatus, WeakNode, scope_name,
 };
 pub use protocol::data::{DataSettings, DataStats};
 pub use validate::{

@@ -14,6 +14,10 @@
 //! | `atoll_raft_is_leader`, `atoll_registry_index` | gauge | with consensus |
 //! | `atoll_names` | gauge | names by `scope` |
 //! | `atoll_locks`, `atoll_groups`, `atoll_group_members` | gauge | locks held, groups, group members |
+//! | `atoll_process_table_entries`, `atoll_services` | gauge | the replicated process table's size, services offered |
+//! | `atoll_data_deltas_sent_total`, `atoll_data_delta_bytes_sent_total` | counter | gossip deltas sent and their bytes |
+//! | `atoll_data_entries_applied_total` | counter | table entries applied from gossip |
+//! | `atoll_data_repairs_total`, `atoll_data_entries_repaired_total` | counter | anti-entropy repairs and the entries they applied |
 //!
 //! ```no_run
 //! # async fn serve(node: atoll_cluster::Node) {
@@ -209,6 +213,54 @@ pub fn render_metrics(s: &NodeStatus, processes: &[ProcessInfoWire]) -> String {
         "Members of all process groups.",
         &[(String::new(), members as f64)],
     );
+    let one = |v: f64| [(String::new(), v)];
+    let d = &s.data.stats;
+    for (name, kind, help, value) in [
+        (
+            "atoll_process_table_entries",
+            "gauge",
+            "Processes in the replicated process table, cluster-wide.",
+            s.data.table_size as f64,
+        ),
+        (
+            "atoll_services",
+            "gauge",
+            "Services offered in the cluster.",
+            s.services.len() as f64,
+        ),
+        (
+            "atoll_data_deltas_sent_total",
+            "counter",
+            "Gossip deltas sent that carried entries.",
+            d.deltas_sent as f64,
+        ),
+        (
+            "atoll_data_delta_bytes_sent_total",
+            "counter",
+            "Bytes of the gossip deltas sent.",
+            d.delta_bytes_sent as f64,
+        ),
+        (
+            "atoll_data_entries_applied_total",
+            "counter",
+            "Table entries applied from gossip deltas.",
+            d.entries_applied as f64,
+        ),
+        (
+            "atoll_data_repairs_total",
+            "counter",
+            "Anti-entropy repairs that changed this node's tables.",
+            d.repairs as f64,
+        ),
+        (
+            "atoll_data_entries_repaired_total",
+            "counter",
+            "Table entries applied by anti-entropy repairs.",
+            d.entries_repaired as f64,
+        ),
+    ] {
+        family(name, kind, help, &one(value));
+    }
     out
 }
 
@@ -321,6 +373,18 @@ mod tests {
                 counts,
                 sum_us: 2_000_300,
             },
+            services: vec![crate::ServiceStatus {
+                name: "db".into(),
+                offers: vec![],
+            }],
+            data: crate::DataStatus {
+                table_size: 12,
+                per_node: vec![("london".into(), 12)],
+                stats: crate::DataStats {
+                    repairs: 3,
+                    ..Default::default()
+                },
+            },
         }
     }
 
@@ -356,6 +420,9 @@ mod tests {
             "atoll_names{scope=\"strong\"} 0",
             "atoll_locks 1",
             "atoll_groups 1",
+            "atoll_process_table_entries 12",
+            "atoll_services 1",
+            "atoll_data_repairs_total 3",
             "atoll_group_members 2",
         ] {
             assert!(

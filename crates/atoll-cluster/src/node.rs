@@ -17,8 +17,8 @@ pub use eventual::NameLost;
 
 pub use naming::{LockGuard, MAX_NAME_LEN};
 pub use status::{
-    GroupStatus, LockStatus, MemberStatus, NameStatus, NodeStatus, PeerStatus, RTT_BUCKETS_US,
-    RaftView, RttSnapshot, scope_name,
+    DataStatus, GroupStatus, LockStatus, MemberStatus, NameStatus, NodeStatus, PeerStatus,
+    RTT_BUCKETS_US, RaftView, RttSnapshot, ServiceOffer, ServiceStatus, scope_name,
 };
 
 use std::collections::{HashMap, HashSet};

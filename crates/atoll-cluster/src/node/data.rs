@@ -348,6 +348,16 @@ impl Node {
         ring
     }
 
+    /// How many processes of each node the table holds.
+    pub fn table_per_node(&self) -> Vec<(NodeId, usize)> {
+        let plane = self.inner.data.plane();
+        let mut counts: std::collections::BTreeMap<NodeId, usize> = Default::default();
+        for (pid, _) in plane.state().processes.map().iter() {
+            *counts.entry(pid.node).or_default() += 1;
+        }
+        counts.into_iter().collect()
+    }
+
     /// The process table's size and what its gossip has done.
     pub fn data_stats(&self) -> (usize, DataStats) {
         let plane = self.inner.data.plane();

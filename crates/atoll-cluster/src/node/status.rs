@@ -87,6 +87,43 @@ pub struct NodeStatus {
     pub groups: Vec<GroupStatus>,
     /// Request round trips to peers.
     pub request_rtt: RttSnapshot,
+    /// Services offered in the cluster, in name order.
+    pub services: Vec<ServiceStatus>,
+    /// The process table and its gossip.
+    pub data: DataStatus,
+}
+
+/// One service and its offers, least loaded first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceStatus {
+    /// The service name.
+    pub name: String,
+    /// Who offers it.
+    pub offers: Vec<ServiceOffer>,
+}
+
+/// One node's offer of a service.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceOffer {
+    /// The offering node's name (or id, when it is not a known member).
+    pub node: String,
+    /// The process serving it.
+    pub pid: String,
+    /// Its load; lower is preferred.
+    pub load: u32,
+    /// Its attributes.
+    pub metadata: std::collections::BTreeMap<String, String>,
+}
+
+/// The replicated process table as this node holds it, and what its gossip has done.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DataStatus {
+    /// Processes in the table, cluster-wide.
+    pub table_size: usize,
+    /// Processes in the table per node (name or id), in name order.
+    pub per_node: Vec<(String, usize)>,
+    /// The gossip's counters.
+    pub stats: crate::protocol::data::DataStats,
 }
 
 /// One member of the membership.
@@ -332,6 +369,36 @@ impl Node {
             locks,
             groups,
             request_rtt: inner.request_rtt.snapshot(),
+            services: self
+                .services()
+                .into_iter()
+                .map(|(name, offers)| ServiceStatus {
+                    name,
+                    offers: offers
+                        .into_iter()
+                        .map(|o| ServiceOffer {
+                            node: node_name(o.pid.node),
+                            pid: o.pid.to_string(),
+                            load: o.load,
+                            metadata: o.metadata,
+                        })
+                        .collect(),
+                })
+                .collect(),
+            data: {
+                let (table_size, stats) = self.data_stats();
+                let mut per_node: Vec<(String, usize)> = self
+                    .table_per_node()
+                    .into_iter()
+                    .map(|(n, count)| (node_name(n), count))
+                    .collect();
+                per_node.sort();
+                DataStatus {
+                    table_size,
+                    per_node,
+                    stats,
+                }
+            },
         }
     }
 }

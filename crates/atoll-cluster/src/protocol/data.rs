@@ -86,7 +86,7 @@ impl Default for DataSettings {
 }
 
 /// What the data plane has done, for metrics.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DataStats {
     /// Deltas sent (answers and closing deltas that carried entries).
     pub deltas_sent: u64,
