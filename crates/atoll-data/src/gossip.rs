@@ -204,6 +204,12 @@ impl CrdtGossipState {
         self.processes.collect_tombstones(&p) + self.services.collect_tombstones(&s)
     }
 
+    /// A member declared lost is back: its processes and offers are taken again.
+    pub fn readmit_node(&mut self, node: NodeId) {
+        self.processes.readmit_node(node);
+        self.services.readmit_node(node);
+    }
+
     /// A member was lost for good: its processes and offers are gone.
     pub fn forget_node(&mut self, node: NodeId) {
         self.processes.forget_node(node);

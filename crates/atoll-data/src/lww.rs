@@ -607,6 +607,15 @@ where
         gone
     }
 
+    /// Takes entries of `origin` again after [`forget_origin`](Self::forget_origin): a
+    /// member declared lost turned out alive (a partition healed). What was seen of it is
+    /// reset too, so the next digest asks for all of its entries; being its only writer,
+    /// it answers with its current state.
+    pub fn readmit_origin(&mut self, origin: NodeId) {
+        self.floors.0.remove(&origin);
+        self.seen.0.remove(&origin);
+    }
+
     /// Per origin, the point at or below which entries are refused.
     pub fn floors(&self) -> &Digest {
         &self.floors

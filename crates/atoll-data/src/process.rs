@@ -379,6 +379,12 @@ impl ProcessTable {
         self.map.collect_tombstones(live)
     }
 
+    /// A node declared lost is back: its processes are taken again (see
+    /// [`LwwMap::readmit_origin`]).
+    pub fn readmit_node(&mut self, node: NodeId) {
+        self.map.readmit_origin(node);
+    }
+
     /// A node was lost for good: its processes are gone (see [`LwwMap::forget_origin`]).
     pub fn forget_node(&mut self, node: NodeId) -> Vec<Pid> {
         let (map, mut ix) = self.indexes();

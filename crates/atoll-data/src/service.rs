@@ -232,6 +232,11 @@ impl ServiceRegistry {
         self.map.collect_tombstones(live)
     }
 
+    /// A node declared lost is back: its offers are taken again.
+    pub fn readmit_node(&mut self, node: NodeId) {
+        self.map.readmit_origin(node);
+    }
+
     /// A node was lost for good: its offers are gone.
     pub fn forget_node(&mut self, node: NodeId) -> Vec<ServiceKey> {
         self.map

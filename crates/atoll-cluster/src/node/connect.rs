@@ -178,7 +178,7 @@ async fn establish(
             .sync();
         let _ = peer.send_control(&Control::Groups(groups));
         naming::greet(inner, &peer);
-        super::data::connected(inner);
+        super::data::connected(inner, peer.id);
         info!(node = %inner.name, peer = %peer.name, id = %peer.id, creation = peer.creation, "peer connected");
     } else if !dialed {
         return Err(EstablishError::Superseded(Some(peer.id)));

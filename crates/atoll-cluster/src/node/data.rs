@@ -28,8 +28,6 @@ const RING_VNODES: u32 = 128;
 pub(super) struct DataShell {
     plane: Mutex<DataPlane>,
     period: Duration,
-    /// The generation this node was first active with, to tell a rejoin.
-    first_generation: Mutex<Option<u64>>,
 }
 
 impl DataShell {
@@ -37,7 +35,6 @@ impl DataShell {
         DataShell {
             plane: Mutex::new(DataPlane::new(me, config.gossip, seed)),
             period: config.period.max(Duration::from_millis(10)),
-            first_generation: Mutex::new(None),
         }
     }
 
@@ -175,31 +172,18 @@ pub(super) fn node_lost(inner: &Inner, node: NodeId) {
     inner.data.plane().node_lost(node);
 }
 
-/// A connection to a peer was set up; without membership, a peer that forgot this node
-/// when the connection dropped needs its entries again.
-pub(super) fn connected(inner: &Inner) {
+/// A connection to `peer` was set up; without membership that is how a node forgotten
+/// when its connection dropped comes back.
+pub(super) fn connected(inner: &Inner, peer: NodeId) {
     if inner.swim.get().is_none() {
-        inner.data.plane().rejoined(now_ms());
+        inner.data.plane().node_back(peer);
     }
 }
 
 /// Membership events that concern the tables.
 pub(super) fn member_event(inner: &Inner, event: &MemberEvent) {
     match event {
-        MemberEvent::Active(me) => {
-            let mut first = inner
-                .data
-                .first_generation
-                .lock()
-                .unwrap_or_else(|e| e.into_inner());
-            match *first {
-                None => *first = Some(me.generation),
-                // Back as a new generation after being declared down: the others dropped
-                // this node's entries.
-                Some(g) if me.generation > g => inner.data.plane().rejoined(now_ms()),
-                Some(_) => {}
-            }
-        }
+        MemberEvent::Joined(m) | MemberEvent::Recovered(m) => inner.data.plane().node_back(m.node),
         MemberEvent::Unreachable(m) | MemberEvent::Left(m) => node_lost(inner, m.node),
         _ => {}
     }

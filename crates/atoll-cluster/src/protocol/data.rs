@@ -115,8 +115,10 @@ pub struct DataPlane {
     settings: DataSettings,
     /// This node's processes as last advertised.
     advertised: BTreeMap<Pid, Advertised>,
-    /// This node's service offers, to advertise again after a rejoin.
+    /// This node's service offers, to withdraw when their process exits.
     offers: BTreeMap<String, ServiceAdvertisement>,
+    /// Members declared lost, whose entries are refused until they are back.
+    lost: std::collections::BTreeSet<NodeId>,
     /// The latest digest from each member, for collecting tombstones.
     digests: BTreeMap<NodeId, GossipDigest>,
     period: u64,
@@ -138,6 +140,7 @@ impl DataPlane {
             settings,
             advertised: BTreeMap::new(),
             offers: BTreeMap::new(),
+            lost: Default::default(),
             digests: BTreeMap::new(),
             period: 0,
             allowance: settings.budget_bytes,
@@ -321,25 +324,25 @@ impl DataPlane {
         gone
     }
 
-    /// A member was declared lost: its processes and offers are gone everywhere.
+    /// A member was declared lost: its processes and offers are gone, and what it wrote
+    /// until now is refused (late copies from others do not bring them back).
     pub fn node_lost(&mut self, node: NodeId) {
         if node == self.me {
             return;
         }
         self.state.forget_node(node);
         self.digests.remove(&node);
+        self.lost.insert(node);
         self.version += 1;
     }
 
-    /// This node rejoined after the cluster declared it lost, which dropped its entries
-    /// there: everything it holds is advertised again, with fresh stamps above any the
-    /// others refuse.
-    pub fn rejoined(&mut self, now_ms: u64) {
-        self.advertised.clear();
-        for ad in self.offers.values().cloned().collect::<Vec<_>>() {
-            let _ = self.state.services.advertise(ad, now_ms);
+    /// A member declared lost is back (a partition healed, or it restarted): its entries
+    /// are taken again, all of them asked for in the next rounds.
+    pub fn node_back(&mut self, node: NodeId) {
+        if self.lost.remove(&node) {
+            self.state.readmit_node(node);
+            self.version += 1;
         }
-        self.version += 1;
     }
 
     fn delta_within(&mut self, digest: &GossipDigest) -> GossipDelta {

@@ -229,9 +229,10 @@ fn a_lost_members_entries_go_and_come_back_when_it_rejoins() {
         net.period();
     }
     assert_eq!(net.planes[0].state().processes.len(), 8);
-    // ...until it rejoins and advertises them again.
-    let now = net.now;
-    net.planes[2].rejoined(now);
+    // ...until it is back.
+    for i in [0, 1] {
+        net.planes[i].node_back(node(2));
+    }
     net.run_until_converged(30);
     assert_eq!(net.planes[0].state().processes.len(), 12);
 }
