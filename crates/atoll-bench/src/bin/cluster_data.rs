@@ -8,22 +8,25 @@
 //! - queries: `find_by_capability` (collecting the matches) and `least_loaded_node` on the
 //!   100,000-entry table;
 //! - gossip: periods until one new advertisement reaches every member of 100 and 500,
-//!   with each member opening a push-pull exchange (digest, then deltas both ways) with
-//!   `fanout` random peers per period, in synchronous rounds over the real
-//!   `CrdtGossipState` merges;
-//! - gossip bytes per node per second with 10,000 processes per node and 1% of them
-//!   re-advertised each second (one period per second).
+//!   driving the node's own data planes (`atoll_cluster::protocol::data::DataPlane`: push-pull
+//!   digest rounds with `fanout` random members per period, Merkle repair every fifth),
+//!   every message through its wire encoding;
+//! - gossip bytes per node per second (every data message, both directions) with 10,000
+//!   processes per node and 1% of them replaced each second (one period per second);
+//! - real nodes: five nodes in this process over QUIC with SWIM membership and the default
+//!   500 ms data period, 1,000 processes each: time until a process spawned on one node is
+//!   in every node's table, and `Node::find_by_capability` on the 5,000-entry table.
 //!
 //! Deterministic (seeded), so every figure but the query latencies repeats exactly.
 
 use std::hint::black_box;
 use std::time::Instant;
 
+use atoll_cluster::protocol::data::{DataPlane, DataSettings};
 use atoll_core::{NodeId, Pid, SplitMix64};
 use atoll_data::{
-    CrdtGossipState, GossipDelta, GossipDigest, HashRing, MerkleMessage, MerkleTree,
-    ProcessAdvertisement, ProcessStatus, ProcessTable, ResourceSummary, SyncAction,
-    compare_tree_roots,
+    HashRing, MerkleMessage, MerkleTree, ProcessAdvertisement, ProcessStatus, ProcessTable,
+    ResourceSummary, SyncAction, compare_tree_roots,
 };
 
 struct Args {
@@ -156,88 +159,81 @@ fn merkle_repair_bytes(a: &mut ProcessTable, b: &mut ProcessTable) -> (usize, us
     (bytes, digests)
 }
 
-/// Synchronous push-pull gossip over `CrdtGossipState`s.
-struct Gossip {
-    states: Vec<CrdtGossipState>,
-    rng: SplitMix64,
-    fanout: usize,
-    budget: usize,
+/// Members' data planes (the node's own gossip core, `atoll_cluster::protocol::data`),
+/// each period ticked in turn and every message delivered, answers included, before the
+/// next: a round trip is much shorter than a period.
+struct Planes {
+    planes: Vec<DataPlane>,
+    ids: Vec<NodeId>,
+    local: Vec<Vec<ProcessAdvertisement>>,
     bytes: u64,
     now: u64,
 }
 
-impl Gossip {
-    /// One period: every member opens an exchange with `fanout` random peers; all messages
-    /// are computed from the state at the start of the period and merged at its end.
+impl Planes {
+    fn new(nodes: usize, settings: DataSettings, rng: &mut SplitMix64) -> Planes {
+        let ids: Vec<NodeId> = (0..nodes).map(|_| node_id(rng)).collect();
+        Planes {
+            planes: ids
+                .iter()
+                .map(|id| DataPlane::new(*id, settings, rng.next_u64()))
+                .collect(),
+            local: vec![Vec::new(); nodes],
+            ids,
+            bytes: 0,
+            now: 1_000,
+        }
+    }
+
     fn period(&mut self) {
-        let n = self.states.len();
         self.now += 1_000;
-        let now = self.now;
-        let digests: Vec<GossipDigest> = self.states.iter_mut().map(|s| s.digest(now)).collect();
-        let digest_bytes: Vec<u64> = digests.iter().map(|d| d.encode().len() as u64).collect();
-        let mut inbox: Vec<(usize, GossipDelta)> = Vec::new();
-        for i in 0..n {
-            let mut peers = Vec::with_capacity(self.fanout);
-            while peers.len() < self.fanout.min(n - 1) {
-                let p = (self.rng.next_u64() % n as u64) as usize;
-                if p != i && !peers.contains(&p) {
-                    peers.push(p);
-                }
-            }
-            for p in peers {
-                // i → p: digest; p → i: delta and digest; i → p: delta.
-                let to_i = self.states[p].delta_for(&digests[i], self.budget);
-                let to_p = self.states[i].delta_for(&digests[p], self.budget);
-                self.bytes += digest_bytes[i] + digest_bytes[p];
-                self.bytes += (to_i.encode().len() + to_p.encode().len()) as u64;
-                inbox.push((i, to_i));
-                inbox.push((p, to_p));
+        let mut queue = std::collections::VecDeque::new();
+        for i in 0..self.planes.len() {
+            for (to, msg) in self.planes[i].tick(self.now, &self.ids, &self.local[i]) {
+                queue.push_back((i, to, msg));
             }
         }
-        for (to, delta) in inbox {
-            if !delta.is_empty() {
-                self.states[to].merge_delta(delta, now).unwrap();
+        while let Some((from, to, msg)) = queue.pop_front() {
+            self.bytes += msg.encode().len() as u64;
+            let to = self.ids.iter().position(|id| *id == to).expect("a member");
+            for (next, answer) in self.planes[to].receive(self.ids[from], msg, self.now) {
+                queue.push_back((to, next, answer));
             }
         }
+    }
+
+    fn everywhere(&self, pid: Pid) -> bool {
+        self.planes
+            .iter()
+            .all(|p| p.state().processes.get(&pid).is_some())
     }
 }
 
 /// Members that all hold one process each, converged, then one new advertisement:
 /// periods until every member has it (mean over `trials`).
 fn converge_periods(nodes: usize, fanout: usize, trials: usize, rng: &mut SplitMix64) -> f64 {
-    let mut states: Vec<CrdtGossipState> = (0..nodes)
-        .map(|_| CrdtGossipState::new(node_id(rng)))
-        .collect();
-    for s in &mut states {
-        let me = s.processes.map().node();
-        s.processes
-            .advertise(advertisement(Pid::new(me, 1, 1), rng), 1_000)
-            .unwrap();
-    }
-    let mut g = Gossip {
-        states,
-        rng: SplitMix64::new(rng.next_u64()),
+    let settings = DataSettings {
         fanout,
-        budget: 64 << 10,
-        bytes: 0,
-        now: 1_000,
+        ..DataSettings::default()
     };
+    let mut g = Planes::new(nodes, settings, rng);
+    for i in 0..nodes {
+        g.local[i].push(advertisement(Pid::new(g.ids[i], 1, 1), rng));
+    }
     let mut warm = 0;
-    while !g.states.iter().all(|s| s.processes.len() == nodes) {
+    while !g.planes.iter().all(|p| p.state().processes.len() == nodes) {
         g.period();
         warm += 1;
         assert!(warm < 200, "initial dissemination did not converge");
     }
     let mut total = 0;
     for t in 0..trials {
-        let writer = (g.rng.next_u64() % nodes as u64) as usize;
-        let me = g.states[writer].processes.map().node();
-        let pid = Pid::new(me, 1, 100 + t as u64);
-        let ad = advertisement(pid, rng);
-        let now = g.now;
-        g.states[writer].processes.advertise(ad, now).unwrap();
+        let writer = (rng.next_u64() % nodes as u64) as usize;
+        let pid = Pid::new(g.ids[writer], 1, 100 + t as u64);
+        g.local[writer].push(advertisement(pid, rng));
+        // The period that advertises it counts as the first.
         let mut periods = 0;
-        while !g.states.iter().all(|s| s.processes.get(&pid).is_some()) {
+        while periods == 0 || !g.everywhere(pid) {
             g.period();
             periods += 1;
             assert!(periods < 100, "an update did not spread");
@@ -247,8 +243,9 @@ fn converge_periods(nodes: usize, fanout: usize, trials: usize, rng: &mut SplitM
     total as f64 / trials as f64
 }
 
-/// Gossip bytes per node per second with `per_node` processes on each of `nodes` members
-/// and 1% of each member's processes re-advertised every second.
+/// Gossip bytes (every message, both directions) per node per second with `per_node`
+/// processes on each of `nodes` members and 1% of each member's processes replaced every
+/// second (one exits, another starts), one period per second.
 fn gossip_bytes_per_node_per_s(
     nodes: usize,
     per_node: u64,
@@ -256,42 +253,39 @@ fn gossip_bytes_per_node_per_s(
     seconds: usize,
     rng: &mut SplitMix64,
 ) -> f64 {
-    let mut states: Vec<CrdtGossipState> = (0..nodes)
-        .map(|_| CrdtGossipState::new(node_id(rng)))
-        .collect();
-    for s in &mut states {
-        let me = s.processes.map().node();
-        for serial in 1..=per_node {
-            s.processes
-                .advertise(advertisement(Pid::new(me, 1, serial), rng), 1_000)
-                .unwrap();
-        }
-    }
-    // Start converged (a full-state sync, not measured).
-    let snapshot = states.clone();
-    for s in &mut states {
-        for o in &snapshot {
-            s.merge(o, 1_001);
-        }
-    }
-    let mut g = Gossip {
-        states,
-        rng: SplitMix64::new(rng.next_u64()),
+    // A budget that lets the initial full sync finish quickly; churn stays far below it.
+    let settings = DataSettings {
         fanout,
-        budget: 1 << 20,
-        bytes: 0,
-        now: 2_000,
+        budget_bytes: 64 << 20,
+        ..DataSettings::default()
     };
+    let mut g = Planes::new(nodes, settings, rng);
+    for i in 0..nodes {
+        g.local[i] = (1..=per_node)
+            .map(|s| advertisement(Pid::new(g.ids[i], 1, s), rng))
+            .collect();
+    }
+    let total = nodes as u64 * per_node;
+    let mut warm = 0;
+    while !g
+        .planes
+        .iter()
+        .all(|p| p.state().processes.len() as u64 == total)
+    {
+        g.period();
+        warm += 1;
+        assert!(warm < 100, "the initial sync did not converge");
+    }
     let churn = (per_node / 100).max(1);
-    let step = |g: &mut Gossip, rng: &mut SplitMix64| {
-        let now = g.now + 1;
-        for s in &mut g.states {
-            let me = s.processes.map().node();
+    let mut next_serial = per_node + 1;
+    let mut step = |g: &mut Planes, rng: &mut SplitMix64| {
+        for i in 0..nodes {
             for _ in 0..churn {
-                let serial = 1 + rng.next_u64() % per_node;
-                s.processes
-                    .advertise(advertisement(Pid::new(me, 1, serial), rng), now)
-                    .unwrap();
+                let gone = (rng.next_u64() % g.local[i].len() as u64) as usize;
+                g.local[i].swap_remove(gone);
+                let pid = Pid::new(g.ids[i], 1, next_serial);
+                next_serial += 1;
+                g.local[i].push(advertisement(pid, rng));
             }
         }
         g.period();
@@ -304,6 +298,82 @@ fn gossip_bytes_per_node_per_s(
         step(&mut g, rng);
     }
     g.bytes as f64 / nodes as f64 / seconds as f64
+}
+
+struct Idle;
+
+impl atoll::Actor for Idle {
+    type Msg = ();
+
+    async fn handle(&mut self, _: (), _: &mut atoll::Ctx<Self>) -> atoll::ActorResult {
+        Ok(())
+    }
+}
+
+/// Five real nodes (QUIC, SWIM, default data settings) with `per_node` processes each:
+/// milliseconds until a new process is in every node's table (p50, p99 over `trials`), and
+/// `find_by_capability` on one node's table in microseconds.
+async fn real_nodes(per_node: usize, trials: usize) -> (f64, f64, f64) {
+    use atoll::net::{ClusterCa, NodeIdentity, RevocationList};
+    use atoll::{MembershipConfig, Node, NodeConfig, SpawnOptions};
+
+    let ca = ClusterCa::create("bench").expect("CA");
+    let mut nodes: Vec<Node> = Vec::new();
+    for i in 0..5 {
+        let key = NodeIdentity::generate().expect("key");
+        let name = format!("n{i}");
+        let cert = ca.issue(&name, &key.public_key()).expect("certificate");
+        let seeds: Vec<_> = nodes.first().map(Node::local_addr).into_iter().collect();
+        let config = NodeConfig::with_ca(
+            &name,
+            "127.0.0.1:0".parse().expect("address"),
+            key,
+            cert,
+            ca.trust(RevocationList::new()),
+        )
+        .with_membership(MembershipConfig::new(seeds));
+        nodes.push(Node::start(config).expect("node starts"));
+    }
+    for (i, node) in nodes.iter().enumerate() {
+        for s in 0..per_node {
+            let opts = SpawnOptions::default()
+                .with_capabilities([format!("cap-{}", (i * per_node + s) % 100)]);
+            node.runtime().spawn_opts(Idle, opts);
+        }
+    }
+    let total = 5 * per_node;
+    let started = Instant::now();
+    while !nodes.iter().all(|n| n.find_by_type("Idle").len() == total) {
+        assert!(
+            started.elapsed().as_secs() < 60,
+            "the tables did not converge"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let mut samples = Vec::new();
+    for t in 0..trials {
+        let spawned_on = &nodes[t % 5];
+        let pid = spawned_on.runtime().spawn(Idle).pid();
+        let t0 = Instant::now();
+        while !nodes
+            .iter()
+            .all(|n| n.find_by_type("Idle").iter().any(|a| a.pid == pid))
+        {
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+        samples.push(t0.elapsed().as_micros() as u64);
+    }
+    let (p50, p99) = atoll_bench::p50_p99(samples);
+    let queries = 1_000;
+    let t = Instant::now();
+    for q in 0..queries {
+        black_box(nodes[1].find_by_capability(&format!("cap-{}", q % 100)));
+    }
+    let find_us = t.elapsed().as_secs_f64() * 1e6 / queries as f64;
+    for n in nodes {
+        n.shutdown(std::time::Duration::from_secs(1)).await;
+    }
+    (p50 as f64 / 1e3, p99 as f64 / 1e3, find_us)
 }
 
 fn main() {
@@ -397,12 +467,22 @@ fn main() {
     let gossip_bytes_per_node_per_s =
         gossip_bytes_per_node_per_s(churn_nodes, churn_per_node, a.fanout, churn_s, &mut rng);
     println!(
-        "gossip: {churn_nodes} nodes × {churn_per_node} processes, 1%/s re-advertised: {:.1} KiB per node per second (digests and deltas, both directions, {churn_s} s)",
+        "gossip: {churn_nodes} nodes × {churn_per_node} processes, 1%/s replaced: {:.1} KiB per node per second (every data message, both directions, {churn_s} s)",
         gossip_bytes_per_node_per_s / 1024.0
+    );
+    let (real_per_node, real_trials) = if a.quick { (200, 10) } else { (1_000, 30) };
+    let (real_converge_ms_p50, real_converge_ms_p99, real_find_us) =
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .expect("runtime")
+            .block_on(real_nodes(real_per_node, real_trials));
+    println!(
+        "real nodes: 5 over QUIC, {real_per_node} processes each, 500 ms periods: a new process is in every table after {real_converge_ms_p50:.0} ms p50, {real_converge_ms_p99:.0} ms p99 ({real_trials} trials); Node::find_by_capability {real_find_us:.1} µs"
     );
     println!("real time {:.1} s", started.elapsed().as_secs_f64());
     println!(
-        "BENCH {{\"bench\":\"cluster_data\",\"quick\":{},\"fanout\":{},\"ring_moved_ratio\":{:.3},\"repair_bytes_ratio\":{:.4},\"find_by_capability_us\":{:.2},\"least_loaded_node_us\":{:.3},\"converge_periods_100\":{:.2},\"converge_periods_500\":{:.2},\"gossip_bytes_per_node_per_s\":{:.0}}}",
+        "BENCH {{\"bench\":\"cluster_data\",\"quick\":{},\"fanout\":{},\"ring_moved_ratio\":{:.3},\"repair_bytes_ratio\":{:.4},\"find_by_capability_us\":{:.2},\"least_loaded_node_us\":{:.3},\"converge_periods_100\":{:.2},\"converge_periods_500\":{:.2},\"gossip_bytes_per_node_per_s\":{:.0},\"real_converge_ms_p50\":{:.0},\"real_converge_ms_p99\":{:.0},\"real_find_by_capability_us\":{:.1}}}",
         a.quick,
         a.fanout,
         ring_moved_ratio,
@@ -411,6 +491,9 @@ fn main() {
         least_loaded_node_us,
         converge_periods_100,
         converge_periods_500,
-        gossip_bytes_per_node_per_s
+        gossip_bytes_per_node_per_s,
+        real_converge_ms_p50,
+        real_converge_ms_p99,
+        real_find_us
     );
 }
