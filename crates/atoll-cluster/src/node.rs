@@ -19,7 +19,7 @@ pub use status::{
     RaftView, RttSnapshot, scope_name,
 };
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock, Weak};
@@ -35,13 +35,13 @@ use tokio::sync::mpsc;
 use tracing::info;
 
 use crate::config::NodeConfig;
-use crate::error::{ClusterSendError, ConnectError, DatagramError, RpcError, StartError};
+use crate::error::{ClusterSendError, DatagramError, RpcError, StartError};
 use crate::groups::Groups;
 use crate::peer::Peer;
 use crate::protocol::eventual::EventualNames;
 use crate::protocol::routes::Routes;
 use crate::transport::{DatagramRefused, Endpoint, MemNetwork};
-use connect::{accept_loop, dial, forget_peer};
+use connect::{accept_loop, forget_peer};
 use eventual::NameLostSink;
 use routing::{Link, send_named, send_named_routed};
 
@@ -100,8 +100,9 @@ struct Inner {
     connect_timeout: Duration,
     request_timeout: Duration,
     peers: RwLock<HashMap<NodeId, Arc<Peer>, NodeIdHash>>,
-    /// Addresses this node keeps connections to, reconnecting when they drop.
-    wanted: Mutex<HashSet<SocketAddr>>,
+    /// Addresses this node keeps connections to, reconnecting when they drop, and where
+    /// each was asked for.
+    wanted: Mutex<HashMap<SocketAddr, crate::PeerAddress>>,
     /// Eventual (global) names.
     globals: RwLock<EventualNames>,
     /// Local processes that asked to be told when they lose an Eventual name.
@@ -329,18 +330,6 @@ impl Node {
         &self.inner.rt
     }
 
-    /// Connects to the node at `addr` (or returns the existing connection to it) and keeps
-    /// the connection up: if it drops, it is re-established with backoff.
-    pub async fn connect(&self, addr: SocketAddr) -> Result<RemoteNode, ConnectError> {
-        let peer = dial(&self.inner, addr).await?;
-        self.inner
-            .wanted
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(addr);
-        Ok(self.remote_node(&peer))
-    }
-
     fn remote_node(&self, peer: &Peer) -> RemoteNode {
         RemoteNode {
             node: self.clone(),
@@ -348,29 +337,6 @@ impl Node {
             name: peer.name.clone(),
             creation: peer.creation,
         }
-    }
-
-    /// Closes the connection to `node` and stops keeping it up. Links and monitors across
-    /// it break with `NoConnection`; a later send to the node opens a new connection on
-    /// demand.
-    pub fn disconnect(&self, node: NodeId) -> bool {
-        let Some(peer) = self.inner.peer(node) else {
-            return false;
-        };
-        let mut wanted = self.inner.wanted.lock().unwrap_or_else(|e| e.into_inner());
-        for addr in [
-            peer.dialed_addr,
-            peer.listen.as_deref().and_then(|a| a.parse().ok()),
-        ]
-        .into_iter()
-        .flatten()
-        {
-            wanted.remove(&addr);
-        }
-        drop(wanted);
-        peer.closed_on_purpose.store(true, Ordering::Release);
-        peer.conn.close(0, b"disconnect");
-        true
     }
 
     /// A handle that does not keep this node running.

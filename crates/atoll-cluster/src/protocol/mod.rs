@@ -2,6 +2,7 @@
 //! tasks, no locks, no clock reads. The node's shell feeds them what happens and carries
 //! out what they decide; the tests here drive them without sockets.
 //!
+//! - [`backoff`]: the delays between attempts to reach a peer;
 //! - [`connect`]: checking a peer's introduction and resolving simultaneous connections;
 //! - [`routes`]: addresses of known nodes and the backlog of a connection opened on demand;
 //! - [`eventual`]: Eventual (global) names and their conflicts;
@@ -10,6 +11,7 @@
 //!   are lost or restart;
 //! - process groups live in [`crate::groups`].
 
+pub mod backoff;
 pub mod connect;
 pub mod eventual;
 pub mod incarnation;
