@@ -278,9 +278,23 @@ async fn a_kept_peer_is_dialed_until_it_answers_and_again_after_it_is_lost() {
     })
     .await;
 
-    // b drops the connection (for a, it is lost): a dials again by itself.
+    // b drops the connection (for a, it is lost; a monitor across it fires): a dials again
+    // by itself.
+    let (target, _) = probe(&b);
+    let (watcher, mut seen) = probe(&a);
+    watcher.send(ProbeMsg::Monitor(target.pid())).unwrap();
+    eventually("b records the monitor", || {
+        b.runtime()
+            .process_info(target.pid())
+            .is_some_and(|i| !i.monitored_by.is_empty())
+    })
+    .await;
     assert!(b.disconnect(a.id()));
-    eventually("a reconnects", || b.peers().iter().any(|p| p.id == a.id())).await;
+    match next(&mut seen, "the monitor fires").await {
+        Seen::Down(d) => assert!(matches!(d.reason, ExitReason::NoConnection)),
+        other => panic!("{other:?}"),
+    }
+    eventually("a reconnects", || a.peers().iter().any(|p| p.id == b.id())).await;
 
     // Once a lets the peer go, it stays gone.
     assert!(a.disconnect(b.id()));
