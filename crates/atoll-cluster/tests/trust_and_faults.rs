@@ -255,10 +255,10 @@ async fn a_kept_peer_is_dialed_until_it_answers_and_again_after_it_is_lost() {
     let cluster = Cluster::new();
     let a = cluster.node("a");
     // A free address: a node that held it has gone.
-    let probe = cluster.node("b");
-    let addr = probe.local_addr();
-    probe.shutdown(Duration::from_secs(1)).await;
-    drop(probe);
+    let gone = cluster.node("b");
+    let addr = gone.local_addr();
+    gone.shutdown(Duration::from_secs(1)).await;
+    drop(gone);
 
     a.keep_connected(addr.into());
     let mut config = cluster.config("b");
