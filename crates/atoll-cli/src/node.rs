@@ -1,7 +1,6 @@
 //! `atoll node`: run a node until told to stop.
 
 use std::io::Write;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -16,12 +15,6 @@ use crate::error::Error;
 
 /// How long processes get to stop on shutdown.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
-/// First delay before re-dialing a configured peer; doubles up to [`DIAL_BACKOFF_MAX`].
-pub const DIAL_BACKOFF_INITIAL: Duration = Duration::from_millis(200);
-/// Longest delay between attempts to dial a configured peer.
-pub const DIAL_BACKOFF_MAX: Duration = Duration::from_secs(5);
-/// How often a connected configured peer is checked for having gone away.
-const PEER_CHECK_INTERVAL: Duration = Duration::from_millis(500);
 /// How often a starting Raft voter is checked for having started.
 const VOTER_POLL_INTERVAL: Duration = Duration::from_millis(20);
 /// How long a Raft voter may take to start before a warning is logged.
@@ -82,10 +75,15 @@ async fn serve(file: NodeFile, loaded: crate::config::Loaded) -> Result<(), Erro
     let _revocations = loaded
         .revoked
         .map(|(list, path)| list.watch(path, REVOCATION_CHECK_INTERVAL));
-    let mut tasks = JoinSet::new();
+    // The library dials each configured peer until it answers and keeps it connected, with
+    // backoff; checked as HOST:PORT when the file was loaded.
     for peer in &file.peers {
-        tasks.spawn(keep_connected(node.clone(), peer.clone()));
+        match peer.parse() {
+            Ok(peer) => node.keep_connected(peer),
+            Err(e) => warn!("{e}"),
+        }
     }
+    let mut tasks = JoinSet::new();
 
     {
         let mut out = std::io::stdout().lock();
@@ -218,50 +216,4 @@ pub fn member_line(event: &MemberEvent) -> String {
             new.generation
         ),
     }
-}
-
-/// Dials `peer` until it answers, then watches the connection and dials again whenever
-/// it is lost. Failures are logged, never fatal.
-async fn keep_connected(node: Node, peer: String) {
-    let mut delay = DIAL_BACKOFF_INITIAL;
-    loop {
-        match dial(&node, &peer).await {
-            Ok(remote) => {
-                info!(
-                    %peer,
-                    name = remote.name(),
-                    id = %remote.id(),
-                    "connected to configured peer"
-                );
-                delay = DIAL_BACKOFF_INITIAL;
-                while remote.is_connected() {
-                    tokio::time::sleep(PEER_CHECK_INTERVAL).await;
-                }
-                info!(%peer, name = remote.name(), "configured peer lost; dialing again");
-            }
-            Err(e) => {
-                warn!(%peer, "cannot connect: {e}; retrying in {delay:?}");
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(DIAL_BACKOFF_MAX);
-            }
-        }
-    }
-}
-
-async fn dial(node: &Node, peer: &str) -> Result<atoll_cluster::RemoteNode, String> {
-    let addrs: Vec<SocketAddr> = match peer.parse() {
-        Ok(addr) => vec![addr],
-        Err(_) => tokio::net::lookup_host(peer)
-            .await
-            .map_err(|e| format!("cannot resolve: {e}"))?
-            .collect(),
-    };
-    let mut last = format!("{peer} resolves to no address");
-    for addr in addrs {
-        match node.connect(addr).await {
-            Ok(remote) => return Ok(remote),
-            Err(e) => last = format!("{addr}: {e}"),
-        }
-    }
-    Err(last)
 }

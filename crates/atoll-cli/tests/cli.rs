@@ -665,7 +665,7 @@ async fn nodes_connect_serve_echo_and_a_killed_node_breaks_monitors() {
         ca_with(&dir, &["n1", "n2", "probe"]);
         let first = NodeProcess::start(&dir, &write_config(&dir, "n1", &[]));
         let second = NodeProcess::start(&dir, &write_config(&dir, "n2", &[first.addr]));
-        second.wait_for_log(&["connected to configured peer", &first.id.to_string()]);
+        second.wait_for_log(&["kept connection established", &first.id.to_string()]);
         n1 = Some(first);
         n2 = Some(second);
     });

@@ -43,6 +43,14 @@ pub enum ConnectError {
     /// The address is this node's own.
     #[error("the address is this node's own")]
     ToItself,
+    /// A host name could not be looked up, or stands for no address.
+    #[error("cannot resolve {host}: {reason}")]
+    Resolve {
+        /// The host name and port.
+        host: String,
+        /// Why.
+        reason: String,
+    },
 }
 
 /// A send by node and name that did not go out. The message is handed back.

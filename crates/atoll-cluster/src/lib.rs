@@ -2,6 +2,8 @@
 //! mutually authenticated QUIC.
 //!
 //! - [`Node::connect`] joins a peer; [`RemoteNode`] is the handle to it.
+//!   [`Node::keep_connected`] keeps a connection to a [`PeerAddress`] up from the start,
+//!   with backoff, whether or not the peer answers at first.
 //! - `ActorRef<A>` works the same for remote processes: messages are encoded with serde and
 //!   decoded on arrival with the process's own message type (actors opt in with
 //!   `Actor::remote_decoder`). Pids and reply handles inside messages survive the trip.
@@ -22,6 +24,7 @@
 //!   locally.
 #![deny(missing_docs)]
 
+mod address;
 pub mod builtin;
 pub mod chat;
 mod config;
@@ -35,6 +38,7 @@ pub mod protocol;
 pub mod transport;
 mod validate;
 
+pub use address::{PeerAddress, PeerAddressError};
 pub use atoll_data::{
     HashRing, ProcessAdvertisement, ProcessStatus as AdvertisedStatus, ResourceSummary,
     ServiceAdvertisement,

@@ -10,6 +10,7 @@ mod membership;
 mod naming;
 mod routing;
 mod rpc;
+mod start;
 mod status;
 
 pub use data::ServiceError;
@@ -21,7 +22,7 @@ pub use status::{
     RTT_BUCKETS_US, RaftView, RttSnapshot, ServiceOffer, ServiceStatus, scope_name,
 };
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock, Weak};
@@ -29,23 +30,20 @@ use std::time::Duration;
 
 use atoll_actor::{Actor, ActorRef, LookupError, Runtime};
 use atoll_core::{NodeId, Pid};
-use atoll_raft::{Disk, SimDisk};
-use atoll_swim::{Member, MemberEvent, MemberMeta, Swim};
+use atoll_swim::{Member, MemberEvent, Swim};
 use atoll_wire::{Control, ProcessInfoWire, RemoteError};
 use serde::Serialize;
 use tokio::sync::mpsc;
-use tracing::info;
 
-use crate::config::NodeConfig;
-use crate::error::{ClusterSendError, ConnectError, DatagramError, RpcError, StartError};
+use crate::error::{ClusterSendError, DatagramError, RpcError};
 use crate::groups::Groups;
 use crate::peer::Peer;
 use crate::protocol::eventual::EventualNames;
 use crate::protocol::routes::Routes;
-use crate::transport::{DatagramRefused, Endpoint, MemNetwork};
-use connect::{accept_loop, dial, forget_peer};
+use crate::transport::{DatagramRefused, Endpoint};
+use connect::forget_peer;
 use eventual::NameLostSink;
-use routing::{Link, send_named, send_named_routed};
+use routing::{send_named, send_named_routed};
 
 /// Node ids are already uniformly random (a hash of a public key): their first eight bytes
 /// serve as the hash, which keeps the peer lookup on every remote send cheap.
@@ -102,8 +100,9 @@ struct Inner {
     connect_timeout: Duration,
     request_timeout: Duration,
     peers: RwLock<HashMap<NodeId, Arc<Peer>, NodeIdHash>>,
-    /// Addresses this node keeps connections to, reconnecting when they drop.
-    wanted: Mutex<HashSet<SocketAddr>>,
+    /// Addresses this node keeps connections to, reconnecting when they drop, and where
+    /// each was asked for.
+    wanted: Mutex<HashMap<SocketAddr, crate::PeerAddress>>,
     /// Eventual (global) names.
     globals: RwLock<EventualNames>,
     /// Local processes that asked to be told when they lose an Eventual name.
@@ -176,140 +175,6 @@ impl std::fmt::Debug for Node {
 }
 
 impl Node {
-    /// Starts a node: binds its QUIC endpoint and accepts peers.
-    ///
-    /// Must run inside a tokio runtime. The node's incarnation (`creation`) is new on every
-    /// start, so pids of an earlier run are never taken for pids of this one.
-    ///
-    /// With [`NodeConfig::membership`] set, the node also joins the cluster through the
-    /// configured seeds (see [`Node::membership`]).
-    pub fn start(config: NodeConfig) -> Result<Node, StartError> {
-        let member_meta = member_meta(&config)?;
-        let server = atoll_net::server_config(
-            &config.tls.key,
-            &config.tls.cert,
-            &config.tls.trust,
-            &config.transport,
-        )
-        .map_err(|e| StartError::Tls(e.to_string()))?;
-        let client = atoll_net::client_config(
-            &config.tls.key,
-            &config.tls.cert,
-            &config.tls.trust,
-            &config.transport,
-        )
-        .map_err(|e| StartError::Tls(e.to_string()))?;
-        let endpoint =
-            atoll_net::bind(config.listen, server, client).map_err(|e| StartError::Bind {
-                addr: config.listen,
-                source: std::io::Error::other(e.to_string()),
-            })?;
-        let id = config.identity.node_id();
-        // Only a voter owns its data directory; a member's stays uncreated.
-        let data_dir = config
-            .consensus
-            .as_ref()
-            .filter(|c| c.is_voter(id))
-            .map(|c| c.data_dir.clone());
-        let creation = incarnation::next(data_dir.as_deref());
-        let seed = std::hash::BuildHasher::hash_one(&std::hash::RandomState::new(), (id, creation));
-        let started = Started {
-            endpoint: Endpoint::Quic(endpoint),
-            creation,
-            seed,
-            member_meta,
-            disk: Disk::Files,
-        };
-        Self::start_on(config, started)
-    }
-
-    /// Starts a node on a simulated network instead of QUIC: the same node, its
-    /// connections in memory (see [`MemNetwork`]), its incarnation and randomness from the
-    /// network, and a Raft voter's store on the simulated `disk` (which loses unsynced
-    /// writes when it crashes). TLS settings are not used; node ids still come from
-    /// `config.identity`. Must run inside a tokio runtime (a current-thread one on a paused
-    /// clock makes the run repeatable).
-    pub fn start_simulated(
-        config: NodeConfig,
-        network: &MemNetwork,
-        disk: SimDisk,
-    ) -> Result<Node, StartError> {
-        let member_meta = member_meta(&config)?;
-        let id = config.identity.node_id();
-        let endpoint = network
-            .bind(config.listen, id)
-            .map_err(|e| StartError::Bind {
-                addr: config.listen,
-                source: std::io::Error::other(e),
-            })?;
-        let started = Started {
-            endpoint: Endpoint::Mem(endpoint),
-            creation: network.next_incarnation(config.listen),
-            seed: network.next_seed(),
-            member_meta,
-            disk: Disk::Simulated(disk),
-        };
-        Self::start_on(config, started)
-    }
-
-    fn start_on(config: NodeConfig, started: Started) -> Result<Node, StartError> {
-        let Started {
-            endpoint,
-            creation,
-            seed,
-            member_meta,
-            disk,
-        } = started;
-        let local_addr = endpoint.local_addr().map_err(|source| StartError::Bind {
-            addr: config.listen,
-            source,
-        })?;
-        let id = config.identity.node_id();
-        let naming = config.consensus.map(|c| naming::Naming::new(c, id, disk));
-        let rt = Runtime::with_identity(id, creation);
-        let inner = Arc::new(Inner {
-            name: config.name,
-            id,
-            rt: rt.clone(),
-            identity: config.identity,
-            certificate_proves_id: config.tls.proves_node_id,
-            endpoint: Arc::new(endpoint),
-            local_addr,
-            seed,
-            max_frame_len: config.max_frame_len,
-            message_streams: config.message_streams.max(1),
-            reconnect: (config.reconnect_initial, config.reconnect_max),
-            connect_timeout: config.connect_timeout,
-            request_timeout: config.request_timeout,
-            peers: RwLock::default(),
-            wanted: Mutex::default(),
-            globals: RwLock::new(EventualNames::new(id)),
-            name_lost: Mutex::default(),
-            groups: Mutex::new(Groups::new(id)),
-            spawnables: RwLock::default(),
-            next_request: AtomicU64::new(1),
-            closing: AtomicBool::new(false),
-            datagrams: Mutex::default(),
-            datagram_send_buffer: config.transport.datagram_send_buffer,
-            swim: OnceLock::new(),
-            member_events: Mutex::default(),
-            routes: Mutex::default(),
-            backlog_count: std::sync::atomic::AtomicUsize::new(0),
-            naming,
-            request_rtt: status::RttHistogram::default(),
-            data: data::DataShell::new(id, &config.data, seed),
-        });
-        rt.set_remote(Arc::new(Link(Arc::downgrade(&inner))));
-        tokio::spawn(accept_loop(Arc::downgrade(&inner), inner.endpoint.clone()));
-        info!(node = %inner.name, id = %id, addr = %local_addr, creation, "node started");
-        if let (Some(settings), Some(meta)) = (config.membership, member_meta) {
-            membership::start(&inner, settings, meta)?;
-        }
-        naming::start(&inner);
-        data::start(&inner);
-        Ok(Node { inner })
-    }
-
     /// This node's id.
     pub fn id(&self) -> NodeId {
         self.inner.id
@@ -335,18 +200,6 @@ impl Node {
         &self.inner.rt
     }
 
-    /// Connects to the node at `addr` (or returns the existing connection to it) and keeps
-    /// the connection up: if it drops, it is re-established with backoff.
-    pub async fn connect(&self, addr: SocketAddr) -> Result<RemoteNode, ConnectError> {
-        let peer = dial(&self.inner, addr).await?;
-        self.inner
-            .wanted
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(addr);
-        Ok(self.remote_node(&peer))
-    }
-
     fn remote_node(&self, peer: &Peer) -> RemoteNode {
         RemoteNode {
             node: self.clone(),
@@ -354,29 +207,6 @@ impl Node {
             name: peer.name.clone(),
             creation: peer.creation,
         }
-    }
-
-    /// Closes the connection to `node` and stops keeping it up. Links and monitors across
-    /// it break with `NoConnection`; a later send to the node opens a new connection on
-    /// demand.
-    pub fn disconnect(&self, node: NodeId) -> bool {
-        let Some(peer) = self.inner.peer(node) else {
-            return false;
-        };
-        let mut wanted = self.inner.wanted.lock().unwrap_or_else(|e| e.into_inner());
-        for addr in [
-            peer.dialed_addr,
-            peer.listen.as_deref().and_then(|a| a.parse().ok()),
-        ]
-        .into_iter()
-        .flatten()
-        {
-            wanted.remove(&addr);
-        }
-        drop(wanted);
-        peer.closed_on_purpose.store(true, Ordering::Release);
-        peer.conn.close(0, b"disconnect");
-        true
     }
 
     /// A handle that does not keep this node running.
@@ -528,7 +358,7 @@ impl Node {
 
     /// Stops the node at once, as a crashed process: no goodbye to the membership, no
     /// grace for its processes. On a simulated network, crash its address first
-    /// ([`MemNetwork::crash`]) so that nothing it still says gets out.
+    /// ([`MemNetwork::crash`](crate::transport::MemNetwork::crash)) so that nothing it still says gets out.
     pub async fn halt(&self) {
         self.stop(Duration::ZERO).await;
     }
@@ -551,33 +381,6 @@ impl Node {
         drop(peers);
         self.inner.rt.shutdown(grace).await;
     }
-}
-
-/// What starting a node needs besides its configuration.
-struct Started {
-    endpoint: Endpoint,
-    creation: u32,
-    seed: u64,
-    member_meta: Option<MemberMeta>,
-    disk: Disk,
-}
-
-/// Checks the configuration before anything is bound; returns the membership metadata it
-/// asks for.
-fn member_meta(config: &NodeConfig) -> Result<Option<MemberMeta>, StartError> {
-    config.validate()?;
-    Ok(match &config.membership {
-        Some(m) => {
-            let meta = MemberMeta {
-                name: config.name.clone(),
-                roles: m.roles.clone(),
-                capabilities: m.capabilities.clone(),
-            };
-            meta.validate()?;
-            Some(meta)
-        }
-        None => None,
-    })
 }
 
 /// A connected peer node.

@@ -248,3 +248,58 @@ async fn a_restarted_peer_is_a_new_incarnation_and_old_pids_are_dead() {
     );
     assert!(!b2.runtime().is_alive(old.pid()));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kept_peer_is_dialed_until_it_answers_and_again_after_it_is_lost() {
+    init_logs();
+    let cluster = Cluster::new();
+    let a = cluster.node("a");
+    // A free address: a node that held it has gone.
+    let gone = cluster.node("b");
+    let addr = gone.local_addr();
+    gone.shutdown(Duration::from_secs(1)).await;
+    drop(gone);
+
+    a.keep_connected(addr.into());
+    let mut config = cluster.config("b");
+    config.listen = addr;
+    let start = tokio::time::Instant::now();
+    let b = loop {
+        match Node::start(config.clone()) {
+            Ok(node) => break node,
+            Err(_) if start.elapsed() < DEADLINE => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(e) => panic!("cannot rebind {addr}: {e}"),
+        }
+    };
+    eventually("a connects once b listens", || {
+        a.peers().iter().any(|p| p.id == b.id())
+    })
+    .await;
+
+    // b drops the connection (for a, it is lost; a monitor across it fires): a dials again
+    // by itself.
+    let (target, _) = probe(&b);
+    let (watcher, mut seen) = probe(&a);
+    watcher.send(ProbeMsg::Monitor(target.pid())).unwrap();
+    eventually("b records the monitor", || {
+        b.runtime()
+            .process_info(target.pid())
+            .is_some_and(|i| !i.monitored_by.is_empty())
+    })
+    .await;
+    assert!(b.disconnect(a.id()));
+    match next(&mut seen, "the monitor fires").await {
+        Seen::Down(d) => assert!(matches!(d.reason, ExitReason::NoConnection)),
+        other => panic!("{other:?}"),
+    }
+    eventually("a reconnects", || a.peers().iter().any(|p| p.id == b.id())).await;
+
+    // Once a lets the peer go, it stays gone.
+    assert!(a.disconnect(b.id()));
+    eventually("both sides forget the connection", || {
+        a.peers().is_empty() && b.peers().is_empty()
+    })
+    .await;
+}

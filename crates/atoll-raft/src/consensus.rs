@@ -11,6 +11,7 @@ use openraft::{Config, Raft, ServerState};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio::time::Instant;
 
+use crate::chase::{Answer, ChaseError, Hints, LeaderChase, Next};
 use crate::disk::Disk;
 use crate::network::{
     NetworkFactory, RaftRequest, RaftResponse, RaftTransport, Refusal, TransportError, decode,
@@ -89,6 +90,17 @@ pub enum ConsensusError {
     Config(String),
 }
 
+impl From<ChaseError> for ConsensusError {
+    fn from(e: ChaseError) -> Self {
+        match e {
+            ChaseError::NoLeader => ConsensusError::NoLeader,
+            ChaseError::Unreachable { leader } => ConsensusError::Unreachable { leader },
+            ChaseError::Timeout => ConsensusError::Timeout,
+            ChaseError::Stopped(reason) => ConsensusError::Stopped(reason),
+        }
+    }
+}
+
 impl From<StoreError> for ConsensusError {
     fn from(e: StoreError) -> Self {
         ConsensusError::Storage(e.to_string())
@@ -136,6 +148,8 @@ struct Inner<T> {
     counters: Arc<Counters>,
     proposals: mpsc::UnboundedSender<Pending>,
     request_timeout: Duration,
+    /// The voters' Raft ids.
+    voters: Vec<RaftId>,
     closed: tokio::sync::Mutex<Option<tokio::sync::oneshot::Receiver<()>>>,
 }
 
@@ -252,9 +266,6 @@ async fn batch_proposals(raft: Raft<TypeConfig>, mut queue: mpsc::UnboundedRecei
     }
 }
 
-/// How long to wait for leadership news before asking again.
-const RETRY_PAUSE: Duration = Duration::from_millis(50);
-
 impl<T: RaftTransport + std::fmt::Debug> Consensus<T> {
     /// Opens the store in `settings.data_dir` and starts this voter. If the log is empty and
     /// this is the voter with the smallest id, it initializes the cluster with the voter set.
@@ -317,6 +328,7 @@ impl<T: RaftTransport + std::fmt::Debug> Consensus<T> {
                 counters,
                 proposals,
                 request_timeout: settings.request_timeout,
+                voters: ids.into_iter().collect(),
                 closed: tokio::sync::Mutex::new(Some(closed)),
             }),
         })
@@ -363,54 +375,42 @@ impl<T: RaftTransport + std::fmt::Debug> Consensus<T> {
     /// At the leader the command is appended directly; at a follower it is forwarded to the
     /// leader through the transport. While no leader is known, the leader is unreachable, or
     /// the leader changes before the command was appended, it retries until the request
-    /// timeout. Once a leader has accepted the command it is never sent again: a failure
-    /// after that point is [`ConsensusError::Timeout`] (outcome unknown).
+    /// timeout (the retries follow [`LeaderChase`]). Once a leader has accepted the command
+    /// it is never sent again: a failure after that point is [`ConsensusError::Timeout`]
+    /// (outcome unknown).
     pub async fn propose(&self, command: Command) -> Result<Outcome, ConsensusError> {
-        let deadline = Instant::now() + self.inner.request_timeout;
-        let mut last_error = ConsensusError::NoLeader;
+        let started = Instant::now();
+        let mut chase = self.chase();
+        let deadline = started + chase.timeout();
+        let mut next = chase.start(self.leader_hint());
         loop {
-            if Instant::now() >= deadline {
-                return Err(last_error);
-            }
-            let Some(leader) = self.leader_hint() else {
-                last_error = ConsensusError::NoLeader;
-                self.await_news(deadline).await?;
-                continue;
-            };
-            let answer = if leader == self.inner.id {
-                match tokio::time::timeout_at(deadline, self.propose_here(command.clone())).await {
-                    Ok(answer) => answer,
-                    Err(_) => return Err(ConsensusError::Timeout),
+            let answer = match next {
+                Next::GiveUp(e) => return Err(e.into()),
+                Next::Wait(pause) => {
+                    self.await_news(pause).await?;
+                    next = chase.resume(started.elapsed(), self.leader_hint());
+                    continue;
                 }
-            } else {
-                let request = RaftRequest::Propose(command.clone());
-                match tokio::time::timeout_at(deadline, self.ask(leader, &request)).await {
-                    Err(_) | Ok(Err(TransportError::Failed { .. })) => {
-                        return Err(ConsensusError::Timeout);
+                Next::Try(leader) if leader == self.inner.id => {
+                    tokio::time::timeout_at(deadline, self.propose_here(command.clone()))
+                        .await
+                        .unwrap_or(Err(Refusal::Undecided))
+                        .map_err(Answer::from_refusal)
+                }
+                Next::Try(leader) => {
+                    let request = RaftRequest::Propose(command.clone());
+                    match tokio::time::timeout_at(deadline, self.ask(leader, &request)).await {
+                        Ok(Ok(RaftResponse::Propose(answer))) => {
+                            answer.map_err(Answer::from_refusal)
+                        }
+                        Err(_) | Ok(Ok(_)) => Err(Answer::Unknown),
+                        Ok(Err(e)) => Err(Answer::from_transport(&e)),
                     }
-                    Ok(Err(TransportError::Unreachable(_))) => {
-                        last_error = ConsensusError::Unreachable { leader };
-                        self.await_news(deadline).await?;
-                        continue;
-                    }
-                    Ok(Ok(RaftResponse::Propose(answer))) => answer,
-                    Ok(Ok(_)) => return Err(ConsensusError::Timeout),
                 }
             };
             match answer {
                 Ok(outcome) => return Ok(outcome),
-                Err(Refusal::NotLeader { .. } | Refusal::NoQuorum) => {
-                    last_error = ConsensusError::NoLeader;
-                    self.await_news(deadline).await?;
-                }
-                Err(Refusal::Undecided) => return Err(ConsensusError::Timeout),
-                Err(Refusal::Stopped(e)) if leader == self.inner.id => {
-                    return Err(ConsensusError::Stopped(e));
-                }
-                Err(Refusal::Stopped(_)) => {
-                    last_error = ConsensusError::Unreachable { leader };
-                    self.await_news(deadline).await?;
-                }
+                Err(answer) => next = chase.answer(started.elapsed(), answer, self.leader_hint()),
             }
         }
     }
@@ -442,43 +442,43 @@ impl<T: RaftTransport + std::fmt::Debug> Consensus<T> {
     /// for (a follower asks the leader through the transport); this node then waits until
     /// it has applied that far.
     pub async fn linearizable_read(&self) -> Result<(), ConsensusError> {
-        let deadline = Instant::now() + self.inner.request_timeout;
-        let mut last_error = ConsensusError::NoLeader;
+        let started = Instant::now();
+        // A read is safe to ask again, whatever happened to the last request.
+        let mut chase = self.chase().retrying_unknown();
+        let deadline = started + chase.timeout();
+        let mut next = chase.start(self.leader_hint());
         let read_index = loop {
-            if Instant::now() >= deadline {
-                return Err(last_error);
-            }
-            let Some(leader) = self.leader_hint() else {
-                last_error = ConsensusError::NoLeader;
-                self.await_news(deadline).await?;
-                continue;
-            };
-            let answer = if leader == self.inner.id {
-                tokio::time::timeout_at(deadline, self.read_index_here()).await
-            } else {
-                match tokio::time::timeout_at(deadline, self.ask(leader, &RaftRequest::ReadIndex))
+            let answer = match next {
+                Next::GiveUp(e) => return Err(e.into()),
+                Next::Wait(pause) => {
+                    self.await_news(pause).await?;
+                    next = chase.resume(started.elapsed(), self.leader_hint());
+                    continue;
+                }
+                Next::Try(leader) if leader == self.inner.id => {
+                    tokio::time::timeout_at(deadline, self.read_index_here())
+                        .await
+                        .map_err(|_| Answer::Unknown)
+                        .and_then(|answer| answer.map_err(Answer::from_refusal))
+                }
+                Next::Try(leader) => {
+                    match tokio::time::timeout_at(
+                        deadline,
+                        self.ask(leader, &RaftRequest::ReadIndex),
+                    )
                     .await
-                {
-                    Ok(Ok(RaftResponse::ReadIndex(answer))) => Ok(answer),
-                    Err(_) => return Err(ConsensusError::Timeout),
-                    // A read is safe to ask again, whatever happened to the last request.
-                    Ok(_) => {
-                        last_error = ConsensusError::Unreachable { leader };
-                        self.await_news(deadline).await?;
-                        continue;
+                    {
+                        Ok(Ok(RaftResponse::ReadIndex(answer))) => {
+                            answer.map_err(Answer::from_refusal)
+                        }
+                        Err(_) | Ok(Ok(_)) => Err(Answer::Unknown),
+                        Ok(Err(e)) => Err(Answer::from_transport(&e)),
                     }
                 }
             };
             match answer {
-                Err(_) => return Err(ConsensusError::Timeout),
-                Ok(Ok(index)) => break index,
-                Ok(Err(Refusal::Stopped(e))) if leader == self.inner.id => {
-                    return Err(ConsensusError::Stopped(e));
-                }
-                Ok(Err(_)) => {
-                    last_error = ConsensusError::NoLeader;
-                    self.await_news(deadline).await?;
-                }
+                Ok(index) => break index,
+                Err(answer) => next = chase.answer(started.elapsed(), answer, self.leader_hint()),
             }
         };
         let Some(index) = read_index else {
@@ -629,16 +629,24 @@ impl<T: RaftTransport + std::fmt::Debug> Consensus<T> {
         })
     }
 
-    /// Waits for a change in this node's Raft metrics (e.g. a new leader), at most a short
-    /// pause, and never past `deadline`. [`ConsensusError::Stopped`] once this voter's Raft
-    /// has stopped: no news will ever come (waiting on would spin).
-    async fn await_news(&self, deadline: Instant) -> Result<(), ConsensusError> {
+    /// The chase of the leader for one request from this voter.
+    fn chase(&self) -> LeaderChase {
+        LeaderChase::new(
+            self.inner.voters.iter().copied(),
+            Hints::OwnVoter(self.inner.id),
+            self.inner.request_timeout,
+        )
+    }
+
+    /// Waits for a change in this node's Raft metrics (e.g. a new leader), at most `pause`.
+    /// [`ConsensusError::Stopped`] once this voter's Raft has stopped: no news will ever come
+    /// (waiting on would spin).
+    async fn await_news(&self, pause: Duration) -> Result<(), ConsensusError> {
         let mut metrics = self.inner.raft.metrics();
         // A clone of openraft's receiver has not seen what changed since the start: without
         // this, `changed` is ready at once and the caller spins.
         metrics.borrow_and_update();
-        let until = deadline.min(Instant::now() + RETRY_PAUSE);
-        match tokio::time::timeout_at(until, metrics.changed()).await {
+        match tokio::time::timeout(pause, metrics.changed()).await {
             Ok(Err(_)) => Err(ConsensusError::Stopped("raft has stopped".into())),
             Ok(Ok(())) | Err(_) => Ok(()),
         }

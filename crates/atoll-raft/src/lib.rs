@@ -16,6 +16,9 @@
 //!   requests are postcard bodies carried by any [`RaftTransport`] (request in, response
 //!   out). [`MemRouter`] is an in-process transport for tests; the node crate provides the
 //!   QUIC one.
+//! - [`chase`] decides where a request that must reach the leader goes next, when to pause
+//!   and when to give up ([`LeaderChase`]); every proposal and linearizable read, on a voter
+//!   or (in the node crate) on a node without one, follows it.
 //! - [`Consensus`] is the thin async shell the node uses. At the leader it groups concurrent
 //!   proposals: while one log entry is under way, new proposals queue and then go together
 //!   as one [`Command::Batch`] entry, so many share one durable append and one replication
@@ -71,6 +74,7 @@
 //! - The voter set is fixed by configuration; there is no membership change here.
 #![deny(missing_docs)]
 
+pub mod chase;
 mod consensus;
 pub mod disk;
 pub mod memory;
@@ -80,6 +84,7 @@ mod report;
 pub mod store;
 pub mod types;
 
+pub use chase::{ChaseError, LeaderChase};
 pub use consensus::{Consensus, ConsensusError, RaftSettings, RaftStatus, Role};
 pub use disk::{Disk, SimDisk, SimDiskStats};
 pub use memory::{MemRouter, MemTransport};

@@ -34,8 +34,9 @@ pub use atoll_cluster::{
     ClusterSendError, ConfigError, ConnectError, ConsensusConfig, ConsensusError, GlobalError,
     GroupJoinError, IdentityError, Load, LockError, LockGuard, MAX_NAME_LEN, METRICS_CONTENT_TYPE,
     Member, MemberEvent, MemberIdentity, MemberMeta, MemberState, MembershipConfig, NameError,
-    NameLost, Node, NodeConfig, NodeStatus, PeerInfo, RaftRole, RaftStatus, RemoteNode, RpcError,
-    StartError, Swim, SwimConfig, SwimStats, WeakNode, builtin, chat, render_metrics,
+    NameLost, Node, NodeConfig, NodeStatus, PeerAddress, PeerAddressError, PeerInfo, RaftRole,
+    RaftStatus, RemoteNode, RpcError, StartError, Swim, SwimConfig, SwimStats, WeakNode, builtin,
+    chat, render_metrics,
 };
 pub use atoll_core::{Scope, SplitMix64};
 

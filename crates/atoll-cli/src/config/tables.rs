@@ -141,17 +141,8 @@ fn resolve_addr(s: &str) -> Result<std::vec::IntoIter<SocketAddr>, String> {
     Ok(addrs.into_iter())
 }
 
-/// `HOST:PORT` with a numeric port; IPv6 hosts in brackets.
+/// `HOST:PORT` with a numeric port; IPv6 hosts in brackets (what
+/// [`atoll_cluster::PeerAddress`] accepts).
 pub(super) fn is_host_port(s: &str) -> bool {
-    if s.parse::<SocketAddr>().is_ok() {
-        return true;
-    }
-    let Some((host, port)) = s.rsplit_once(':') else {
-        return false;
-    };
-    !host.is_empty()
-        && port.parse::<u16>().is_ok()
-        && host
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
+    s.parse::<atoll_cluster::PeerAddress>().is_ok()
 }

@@ -11,9 +11,11 @@ use atoll_wire::{Control, Hello, decode};
 use tracing::{debug, info, warn};
 
 use super::control::start_peer_tasks;
-use super::{Inner, naming};
+use super::{Inner, Node, RemoteNode, naming};
+use crate::PeerAddress;
 use crate::error::ConnectError;
 use crate::peer::{FrameReader, Peer};
+use crate::protocol::backoff::Backoff;
 use crate::protocol::connect::{self as protocol, Adopt, Proven, check_hello};
 use crate::transport::{Closed, Connection, Endpoint, SendStream};
 
@@ -46,6 +48,58 @@ impl Inner {
 fn exporter_secret(conn: &Connection) -> Result<[u8; 32], ConnectError> {
     conn.exporter_secret(EXPORTER_LABEL)
         .ok_or_else(|| ConnectError::Handshake("no TLS exporter secret".into()))
+}
+
+impl Node {
+    /// Connects to the node at `addr` (or returns the existing connection to it) and keeps
+    /// the connection up: if it drops, it is re-established with backoff.
+    pub async fn connect(&self, addr: SocketAddr) -> Result<RemoteNode, ConnectError> {
+        let peer = dial(&self.inner, addr).await?;
+        keep(&self.inner, &peer, addr, &PeerAddress::Addr(addr));
+        Ok(self.remote_node(&peer))
+    }
+
+    /// Closes the connection to `node` and stops keeping it up. Links and monitors across
+    /// it break with `NoConnection`; a later send to the node opens a new connection on
+    /// demand.
+    pub fn disconnect(&self, node: NodeId) -> bool {
+        let Some(peer) = self.inner.peer(node) else {
+            return false;
+        };
+        let mut wanted = self.inner.wanted.lock().unwrap_or_else(|e| e.into_inner());
+        for addr in [
+            peer.dialed_addr,
+            peer.listen.as_deref().and_then(|a| a.parse().ok()),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            wanted.remove(&addr);
+        }
+        drop(wanted);
+        peer.closed_on_purpose.store(true, Ordering::Release);
+        peer.conn.close(0, b"disconnect");
+        true
+    }
+
+    /// Keeps a connection to `peer` up from now on, whether or not it answers at first: dials
+    /// it at once and, until it answers, again and again with backoff (from
+    /// [`NodeConfig::reconnect_initial`](crate::NodeConfig::reconnect_initial), doubling up to
+    /// [`NodeConfig::reconnect_max`](crate::NodeConfig::reconnect_max)); once connected, the
+    /// connection is kept up as [`Node::connect`] keeps it. A host name is looked up anew on
+    /// every attempt. Returns at once; failed attempts are logged. Ends when the node stops;
+    /// [`Node::disconnect`] stops keeping a connection that is up.
+    ///
+    /// ```no_run
+    /// # async fn demo(node: atoll_cluster::Node) -> Result<(), atoll_cluster::PeerAddressError> {
+    /// node.keep_connected("seed-1.internal:7000".parse()?);
+    /// node.keep_connected("10.0.0.2:7000".parse()?);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn keep_connected(&self, peer: PeerAddress) {
+        tokio::spawn(reconnect(self.downgrade().0, peer, false));
+    }
 }
 
 pub(super) async fn accept_loop(weak: Weak<Inner>, endpoint: Arc<Endpoint>) {
@@ -351,35 +405,91 @@ pub(super) async fn watch_connection(weak: Weak<Inner>, peer: Arc<Peer>) {
         .listen
         .as_deref()
         .and_then(|a| a.parse::<SocketAddr>().ok());
-    let wanted = [peer.dialed_addr, advertised]
-        .into_iter()
-        .flatten()
-        .find(|a| {
-            inner
-                .wanted
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .contains(a)
-        });
-    if let Some(addr) = wanted {
-        tokio::spawn(reconnect(weak, addr));
+    let wanted = {
+        let wanted = inner.wanted.lock().unwrap_or_else(|e| e.into_inner());
+        [peer.dialed_addr, advertised]
+            .into_iter()
+            .flatten()
+            .find_map(|a| wanted.get(&a).cloned())
+    };
+    if let Some(target) = wanted {
+        tokio::spawn(reconnect(weak, target, true));
     }
 }
 
-async fn reconnect(weak: Weak<Inner>, addr: SocketAddr) {
-    let Some((mut delay, max)) = weak.upgrade().map(|i| i.reconnect) else {
+/// Remembers that the connection to `peer`, reached by dialing `addr` for `target`, is to be
+/// kept up: when it drops, [`watch_connection`] reconnects.
+fn keep(inner: &Inner, peer: &Peer, addr: SocketAddr, target: &PeerAddress) {
+    let mut wanted = inner.wanted.lock().unwrap_or_else(|e| e.into_inner());
+    for addr in [Some(addr), peer.dialed_addr].into_iter().flatten() {
+        wanted.insert(addr, target.clone());
+    }
+}
+
+/// Dials `target` until a connection to it is up and kept (see [`keep`]), waiting as
+/// [`Backoff`] says between attempts (and before the first, if `wait_first`). Ends when the
+/// node stops.
+async fn reconnect(weak: Weak<Inner>, target: PeerAddress, wait_first: bool) {
+    let Some((initial, max)) = weak.upgrade().map(|i| i.reconnect) else {
         return;
     };
+    let mut backoff = Backoff::new(initial, max);
+    let mut failures = 0u32;
+    if wait_first {
+        tokio::time::sleep(backoff.next_delay()).await;
+    }
     loop {
-        tokio::time::sleep(delay).await;
         let Some(inner) = weak.upgrade() else { return };
         if inner.closing.load(Ordering::SeqCst) {
             return;
         }
-        match dial(&inner, addr).await {
-            Ok(_) => return,
-            Err(e) => debug!(node = %inner.name, %addr, "reconnect failed: {e}"),
+        match dial_target(&inner, &target).await {
+            Ok((peer, addr)) => {
+                keep(&inner, &peer, addr, &target);
+                // A connection that went before it was marked as kept was not reconnected
+                // by `watch_connection`: go on here.
+                if inner.peer(peer.id).is_some_and(|p| Arc::ptr_eq(&p, &peer)) {
+                    info!(node = %inner.name, to = %target, peer = %peer.name, id = %peer.id, "kept connection established");
+                    return;
+                }
+                backoff.reset();
+            }
+            Err(e) => {
+                failures += 1;
+                let delay = backoff.next_delay();
+                if failures == 1 {
+                    warn!(node = %inner.name, to = %target, "cannot connect: {e}; retrying with backoff");
+                } else {
+                    debug!(node = %inner.name, to = %target, "cannot connect: {e}; retrying in {delay:?}");
+                }
+                drop(inner);
+                tokio::time::sleep(delay).await;
+                continue;
+            }
         }
-        delay = (delay * 2).min(max);
+        drop(inner);
+        tokio::time::sleep(backoff.next_delay()).await;
     }
+}
+
+/// Connects to the first of `target`'s addresses that answers.
+async fn dial_target(
+    inner: &Arc<Inner>,
+    target: &PeerAddress,
+) -> Result<(Arc<Peer>, SocketAddr), ConnectError> {
+    let addrs = target.resolve().await.map_err(|e| ConnectError::Resolve {
+        host: target.to_string(),
+        reason: e.to_string(),
+    })?;
+    let mut last = ConnectError::Resolve {
+        host: target.to_string(),
+        reason: "no address".into(),
+    };
+    for addr in addrs {
+        match dial(inner, addr).await {
+            Ok(peer) => return Ok((peer, addr)),
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
 }

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use atoll_actor::Actor;
 use atoll_core::{NodeId, Pid, Scope};
-use atoll_raft::network::{RaftRequest, RaftResponse, Refusal, decode, encode};
+use atoll_raft::network::{RaftRequest, RaftResponse, decode, encode};
 use atoll_raft::{
     Command, Consensus, ConsensusError, Disk, LockGrant, Node as RaftNode, Outcome, RaftId,
     RaftSettings, RaftStatus, RaftTransport, Registry, Role, TransportError, raft_id_of,
@@ -47,7 +47,8 @@ pub const MAX_NAME_LEN: usize = 255;
 const DIAL_BACKOFF: Duration = Duration::from_millis(300);
 /// The longest a connection attempt to a voter may take.
 const DIAL_TIMEOUT: Duration = Duration::from_secs(1);
-/// The pause between two rounds of asking the voters when none could take a proposal.
+/// The pause before asking again when a wait got no answer, and the margin a waiting
+/// request's timeout adds to the wait it asks for.
 const RETRY_PAUSE: Duration = Duration::from_millis(50);
 /// The sweep for names and locks of this node's exited processes runs this many release
 /// intervals apart.

@@ -2,6 +2,7 @@
 //! tasks, no locks, no clock reads. The node's shell feeds them what happens and carries
 //! out what they decide; the tests here drive them without sockets.
 //!
+//! - [`backoff`]: the delays between attempts to reach a peer;
 //! - [`connect`]: checking a peer's introduction and resolving simultaneous connections;
 //! - [`data`]: the process table and service registry on one node, and their gossip;
 //! - [`routes`]: addresses of known nodes and the backlog of a connection opened on demand;
@@ -11,6 +12,7 @@
 //!   are lost or restart;
 //! - process groups live in [`crate::groups`].
 
+pub mod backoff;
 pub mod connect;
 pub mod data;
 pub mod eventual;

@@ -1,9 +1,11 @@
 //! Reaching the voters: proposals from any node, and the transport Raft speaks over the node's requests.
 
+use atoll_raft::chase::{Answer, Hints, LeaderChase, Next};
+
 use super::*;
 
 /// Proposes `command`: to this node's voter, or, on a non-voter, to the voters (the known
-/// leader first). Ends within the request timeout.
+/// leader first, then as [`LeaderChase`] decides). Ends within the request timeout.
 pub(in crate::node) async fn propose(
     inner: &Arc<Inner>,
     command: Command,
@@ -18,65 +20,39 @@ pub(in crate::node) async fn propose(
         inner: Arc::downgrade(inner),
         directory: naming.directory.clone(),
     };
-    let voters: Vec<RaftId> = naming.directory.voters.keys().copied().collect();
-    let deadline = Instant::now() + naming.config.request_timeout;
-    let mut target = naming
-        .leader_hint()
-        .filter(|l| voters.contains(l))
-        .unwrap_or(voters[0]);
-    let mut last_error = ConsensusError::NoLeader;
-    let mut misses = 0usize;
+    let voters = naming.directory.voters.keys().copied();
+    let mut chase = LeaderChase::new(voters, Hints::Heard, naming.config.request_timeout);
+    let started = Instant::now();
+    let deadline = started + chase.timeout();
     let body = encode(&RaftRequest::Propose(command));
-    let next = |t: RaftId| {
-        let i = voters.iter().position(|v| *v == t).map_or(0, |i| i + 1);
-        voters[i % voters.len()]
-    };
+    let mut next = chase.start(naming.leader_hint());
     loop {
-        if Instant::now() >= deadline {
-            return Err(last_error);
-        }
-        if misses > 0 && misses.is_multiple_of(voters.len()) {
-            tokio::time::sleep_until(deadline.min(Instant::now() + RETRY_PAUSE)).await;
-        }
-        let answer = match tokio::time::timeout_at(deadline, transport.call(target, body.clone()))
-            .await
-        {
-            Err(_) | Ok(Err(TransportError::Failed { .. })) => return Err(ConsensusError::Timeout),
-            Ok(Err(TransportError::Unreachable(_))) => {
-                last_error = ConsensusError::Unreachable { leader: target };
-                target = next(target);
-                misses += 1;
+        let target = match next {
+            Next::GiveUp(e) => return Err(e.into()),
+            Next::Wait(pause) => {
+                tokio::time::sleep(pause).await;
+                next = chase.resume(started.elapsed(), naming.leader_hint());
                 continue;
             }
-            Ok(Ok(body)) => decode::<RaftResponse>(&body),
+            Next::Try(target) => target,
         };
-        match answer {
-            Ok(RaftResponse::Propose(Ok(outcome))) => {
-                naming.leader.store(target, Ordering::Relaxed);
-                return Ok(outcome);
-            }
-            Ok(RaftResponse::Propose(Err(Refusal::Undecided))) => {
-                return Err(ConsensusError::Timeout);
-            }
-            Ok(RaftResponse::Propose(Err(Refusal::NotLeader {
-                leader: Some(leader),
-            }))) if leader != target && voters.contains(&leader) => {
-                naming.leader.store(leader, Ordering::Relaxed);
-                last_error = ConsensusError::NoLeader;
-                target = leader;
-                misses += 1;
-            }
-            Ok(RaftResponse::Propose(Err(Refusal::NotLeader { .. } | Refusal::NoQuorum))) => {
-                last_error = ConsensusError::NoLeader;
-                target = next(target);
-                misses += 1;
-            }
-            // A stopped voter, or one that does not run Raft: ask another.
-            Ok(_) | Err(_) => {
-                last_error = ConsensusError::Unreachable { leader: target };
-                target = next(target);
-                misses += 1;
-            }
+        let answer =
+            match tokio::time::timeout_at(deadline, transport.call(target, body.clone())).await {
+                Err(_) => Answer::Unknown,
+                Ok(Err(e)) => Answer::from_transport(&e),
+                Ok(Ok(body)) => match decode::<RaftResponse>(&body) {
+                    Ok(RaftResponse::Propose(Ok(outcome))) => {
+                        naming.leader.store(target, Ordering::Relaxed);
+                        return Ok(outcome);
+                    }
+                    Ok(RaftResponse::Propose(Err(refusal))) => Answer::from_refusal(refusal),
+                    // A voter that does not run Raft, or that did not understand: ask another.
+                    Ok(_) | Err(_) => Answer::Unreachable,
+                },
+            };
+        next = chase.answer(started.elapsed(), answer, naming.leader_hint());
+        if let Some(leader) = chase.named_leader() {
+            naming.leader.store(leader, Ordering::Relaxed);
         }
     }
 }
