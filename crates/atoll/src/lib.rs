@@ -38,6 +38,10 @@ pub use atoll_cluster::{
     RaftStatus, RemoteNode, RpcError, StartError, Swim, SwimConfig, SwimStats, WeakNode, builtin,
     chat, render_metrics,
 };
+pub use atoll_cluster::{
+    DataConfig, DataSettings, DataStats, HashRing, ProcessAdvertisement, ServiceAdvertisement,
+    ServiceError,
+};
 pub use atoll_core::{Scope, SplitMix64};
 
 /// Identity, certificates and trust: what a node needs to join a cluster.

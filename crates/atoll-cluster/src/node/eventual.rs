@@ -201,6 +201,11 @@ impl Inner {
                 Learned::Foreign => {
                     warn!(peer = %from, "ignored a global name claimed for another node's process")
                 }
+                Learned::Rebut { gossip } => {
+                    if let Some(peer) = self.peer(from) {
+                        let _ = peer.send_control(&Control::Gossip(gossip));
+                    }
+                }
                 Learned::LocalLost {
                     name,
                     loser,

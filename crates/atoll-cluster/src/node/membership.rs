@@ -71,8 +71,9 @@ pub(super) fn start(
     Ok(())
 }
 
-/// Keeps the load summary that every membership packet carries current, once per probe
-/// interval, while the node lives.
+/// Once per probe interval, while the node lives: keeps the load summary that every
+/// membership packet carries current, and a connection to every active member (one lost
+/// without a membership event, e.g. idle during a one-way block, comes back).
 async fn report_load(weak: Weak<Inner>, every: Duration) {
     let mut tick = tokio::time::interval(every.max(Duration::from_millis(100)));
     loop {
@@ -81,6 +82,11 @@ async fn report_load(weak: Weak<Inner>, every: Duration) {
         let Some(swim) = inner.swim.get() else { return };
         let processes = u32::try_from(inner.rt.process_count()).unwrap_or(u32::MAX);
         swim.set_load(atoll_swim::Load { processes });
+        for m in swim.members() {
+            if m.state == MemberState::Active {
+                connect_to_member(&inner, m.identity.node, m.identity.addr);
+            }
+        }
     }
 }
 
@@ -267,6 +273,8 @@ pub(super) struct EventHub {
     active: Option<Identity>,
     /// The highest generation of this node announced active.
     announced: u64,
+    /// Members a connection is being opened to.
+    dialing: std::collections::HashSet<NodeId>,
 }
 
 impl EventHub {
@@ -315,12 +323,48 @@ async fn apply_events(weak: Weak<Inner>, mut events: mpsc::UnboundedReceiver<Mem
         let Some(inner) = weak.upgrade() else { return };
         apply(&inner, &event);
         super::data::member_event(&inner, &event);
+        if let MemberEvent::Joined(m) | MemberEvent::Recovered(m) = &event {
+            connect_to_member(&inner, m.node, m.addr);
+        }
         inner
             .member_events
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .publish(event);
     }
+}
+
+/// Opens a connection to a member, unless there is one or an attempt is under way: what
+/// spreads over connections (Eventual names, group members, the registry pushed to
+/// members) then reaches every member, as each side tells the other its state when they
+/// connect.
+fn connect_to_member(inner: &Arc<Inner>, node: NodeId, addr: SocketAddr) {
+    if node == inner.id || inner.peer(node).is_some() || inner.closing.load(Ordering::SeqCst) {
+        return;
+    }
+    let fresh = inner
+        .member_events
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .dialing
+        .insert(node);
+    if !fresh {
+        return;
+    }
+    let weak = Arc::downgrade(inner);
+    tokio::spawn(async move {
+        let Some(inner) = weak.upgrade() else { return };
+        let timeout = inner.connect_timeout;
+        if let Err(e) = dial_within(&inner, addr, timeout).await {
+            debug!(node = %inner.name, member = %node, %addr, "no connection to a member: {e}");
+        }
+        inner
+            .member_events
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .dialing
+            .remove(&node);
+    });
 }
 
 fn apply(inner: &Inner, event: &MemberEvent) {

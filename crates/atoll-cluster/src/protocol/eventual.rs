@@ -34,6 +34,13 @@ pub enum Learned {
     },
     /// A node claimed a name for another node's process: refused.
     Foreign,
+    /// The claim lost to a local process: tell the claiming node (the gossip), which may
+    /// never have heard of the local claim (it missed the broadcast, or forgot it with a
+    /// connection that dropped), so it does not keep the name too.
+    Rebut {
+        /// For the peer the losing claim came from.
+        gossip: RegistryGossip,
+    },
 }
 
 /// This node's view of the Eventual names of the cluster.
@@ -100,6 +107,9 @@ impl EventualNames {
             return Learned::Foreign;
         }
         match self.names.get(&name) {
+            Some(owner) if *owner < pid && owner.node == self.me => Learned::Rebut {
+                gossip: RegistryGossip::Registered { name, pid: *owner },
+            },
             Some(owner) if *owner <= pid => Learned::Nothing,
             Some(owner) => {
                 let loser = *owner;
@@ -183,8 +193,12 @@ mod tests {
         let mut two = EventualNames::new(node(2));
         let g1 = one.register("x", pid(1, 9)).unwrap();
         let g2 = two.register("x", pid(2, 3)).unwrap();
-        // node(1) < node(2), so pid(1, 9) is the smaller pid.
-        assert_eq!(one.apply(node(2), g2), vec![Learned::Nothing]);
+        // node(1) < node(2), so pid(1, 9) is the smaller pid: node(1) answers the losing
+        // claim with its own.
+        assert!(matches!(
+            one.apply(node(2), g2)[..],
+            [Learned::Rebut { .. }]
+        ));
         let lost = two.apply(node(1), g1);
         assert!(matches!(
             &lost[..],
@@ -242,5 +256,43 @@ mod tests {
             RegistryGossip::Snapshot(vec![("mine".into(), pid(1, 1))])
         );
         assert_eq!(names.all().len(), 2);
+    }
+
+    #[test]
+    fn a_losing_claim_is_answered_by_the_winners_node_so_the_loser_learns_it_lost() {
+        // Node 2 never heard of node 1's claim (it forgot it with a dropped connection).
+        let mut on_1 = EventualNames::new(node(1));
+        let mut on_2 = EventualNames::new(node(2));
+        on_1.register("a", pid(1, 5)).unwrap();
+        let claim = on_2.register("a", pid(2, 3)).unwrap();
+        let out = on_1.apply(node(2), claim);
+        let [Learned::Rebut { gossip }] = out.as_slice() else {
+            panic!("{out:?}")
+        };
+        let told = on_2.apply(node(1), gossip.clone());
+        assert!(
+            matches!(told.as_slice(), [Learned::LocalLost { winner, .. }] if *winner == pid(1, 5))
+        );
+        assert_eq!(on_2.whereis("a"), on_1.whereis("a"));
+        // A third node's losing claim to a name another node holds is not this node's to
+        // answer.
+        let mut on_3 = EventualNames::new(node(3));
+        on_3.apply(
+            node(1),
+            RegistryGossip::Registered {
+                name: "a".into(),
+                pid: pid(1, 5),
+            },
+        );
+        assert_eq!(
+            on_3.apply(
+                node(2),
+                RegistryGossip::Registered {
+                    name: "a".into(),
+                    pid: pid(2, 3)
+                }
+            ),
+            [Learned::Nothing]
+        );
     }
 }

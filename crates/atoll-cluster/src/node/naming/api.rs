@@ -260,16 +260,32 @@ impl crate::node::Node {
         self.check_lock(name, holder)?;
         let inner = &self.inner;
         let deadline = Instant::now() + timeout;
+        let abandon = || {
+            let command = Command::Abandon {
+                name: name.to_string(),
+                holder,
+            };
+            tokio::spawn(propose_until_applied(Arc::downgrade(inner), command));
+        };
+        let mut waited = false;
         loop {
             let command = Command::LockOrWait {
                 name: name.to_string(),
                 holder,
             };
-            let token = match propose(inner, command).await? {
-                Outcome::LockGranted { token } => return Ok(self.guard(name, holder, token)),
-                Outcome::LockQueued { token, .. } => token,
-                other => return Err(LockError::Unexpected(format!("{other:?}"))),
+            let token = match propose(inner, command).await {
+                Ok(Outcome::LockGranted { token }) => return Ok(self.guard(name, holder, token)),
+                Ok(Outcome::LockQueued { token, .. }) => token,
+                Ok(other) => return Err(LockError::Unexpected(format!("{other:?}"))),
+                Err(e) => {
+                    if waited {
+                        // It may have been handed the lock meanwhile: give it up.
+                        abandon();
+                    }
+                    return Err(e.into());
+                }
             };
+            waited = true;
             let Some(naming) = self.naming() else {
                 return Err(LockError::NoConsensus);
             };
@@ -277,8 +293,10 @@ impl crate::node::Node {
             // may still show an earlier grant to the same process), or (rarely: the entry
             // that freed it could not grant it again) the lock free.
             match await_lock(inner, naming, name, holder, token, deadline).await {
-                LockWait::Free => continue,
-                LockWait::Granted(token) => return Ok(self.guard(name, holder, token)),
+                // Proposed again: the log's answer, not the view a wait reads (which may
+                // lag, e.g. a partitioned voter's), says whether this process holds the
+                // lock now, and with which token.
+                LockWait::Free | LockWait::Granted(_) => continue,
                 LockWait::Waiting => {
                     // Out of the queue, and the lock released if it was handed over after
                     // all: whatever happened to the last request, this call has failed.
