@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use atoll_actor::{Actor, ActorResult, Ctx, Decoder, ReplyTo, serde_decoder};
 use atoll_cluster::transport::Faults;
-use atoll_cluster::{MemberEvent, NameLost, Node};
+use atoll_cluster::{NameLost, Node};
 use atoll_core::{Pid, Scope, SplitMix64};
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
@@ -261,29 +261,9 @@ fn boot_machine(shared: &Arc<Shared>, i: usize) {
         let mut mine = swim.identity().generation;
         tokio::spawn(async move {
             while let Some(event) = events.recv().await {
-                let (id, live, what) = match &event {
-                    MemberEvent::Active(me) => {
-                        mine = me.generation;
-                        continue;
-                    }
-                    MemberEvent::Fenced { new, .. } => {
-                        mine = new.generation;
-                        continue;
-                    }
-                    MemberEvent::Joined(id) => (id, true, "joined"),
-                    MemberEvent::Recovered(id) => (id, true, "recovered"),
-                    MemberEvent::Unreachable(id) => (id, false, "unreachable"),
-                    MemberEvent::Left(id) => (id, false, "left"),
-                    _ => continue,
-                };
-                let sighting = Sighting {
-                    observer: i,
-                    observer_generation: mine,
-                    node: id.node,
-                    generation: id.generation,
-                    live,
-                    event: what,
-                    at: shared.now(),
+                mine = Sighting::observer_generation_after(mine, &event);
+                let Some(sighting) = Sighting::from_event(i, mine, &event, shared.now()) else {
+                    continue;
                 };
                 lock(&shared.history).sightings.push(sighting);
             }
