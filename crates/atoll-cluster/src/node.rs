@@ -3,6 +3,7 @@
 mod connect;
 mod control;
 mod eventual;
+mod fence;
 mod groups;
 mod incarnation;
 mod membership;
@@ -127,6 +128,8 @@ struct Inner {
     member_events: Mutex<membership::EventHub>,
     /// Consensus names and locks, when configured.
     naming: Option<naming::Naming>,
+    /// Local processes that asked to be told when this node is fenced.
+    fence_sinks: fence::FenceSinks,
     /// Round trips of the requests this node sent.
     request_rtt: status::RttHistogram,
 }
@@ -292,6 +295,7 @@ impl Node {
             routes: Mutex::default(),
             backlog_count: std::sync::atomic::AtomicUsize::new(0),
             naming,
+            fence_sinks: fence::FenceSinks::default(),
             request_rtt: status::RttHistogram::default(),
         });
         rt.set_remote(Arc::new(Link(Arc::downgrade(&inner))));

@@ -5,6 +5,7 @@
 //! - [`connect`]: checking a peer's introduction and resolving simultaneous connections;
 //! - [`routes`]: addresses of known nodes and the backlog of a connection opened on demand;
 //! - [`eventual`]: Eventual (global) names and their conflicts;
+//! - [`fence`]: what a node stops claiming once it learns it was declared down;
 //! - [`incarnation`]: incarnation numbers that grow across restarts;
 //! - [`release`]: which consensus names and locks to release when processes exit, nodes
 //!   are lost or restart;
@@ -12,6 +13,7 @@
 
 pub mod connect;
 pub mod eventual;
+pub mod fence;
 pub mod incarnation;
 pub mod release;
 pub mod routes;
