@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use atoll_actor::{Actor, ActorResult, Ctx, Decoder, ReplyTo, serde_decoder};
 use atoll_cluster::transport::Faults;
-use atoll_cluster::{NameLost, Node};
+use atoll_cluster::{MemberEvent, NameLost, Node};
 use atoll_core::{Pid, Scope, SplitMix64};
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
@@ -261,8 +261,23 @@ fn boot_machine(shared: &Arc<Shared>, i: usize) {
         let mut mine = swim.identity().generation;
         tokio::spawn(async move {
             while let Some(event) = events.recv().await {
+                let now = shared.now();
+                if let MemberEvent::Fenced { .. } = event {
+                    // Declared down by the others: the machine dropped what it held
+                    // (self-fencing), so its earlier names and holds may go, and its
+                    // processes left the group (the node did that before this event).
+                    lock(&shared.history).disturbances.push(Disturbance {
+                        node: i,
+                        from: now,
+                        to: now,
+                    });
+                    if let Some(node) = shared.node(i) {
+                        let members = node.local_group_members("the-group");
+                        lock(&shared.joined).retain(|(m, pid)| *m != i || members.contains(pid));
+                    }
+                }
                 mine = Sighting::observer_generation_after(mine, &event);
-                let Some(sighting) = Sighting::from_event(i, mine, &event, shared.now()) else {
+                let Some(sighting) = Sighting::from_event(i, mine, &event, now) else {
                     continue;
                 };
                 lock(&shared.history).sightings.push(sighting);
