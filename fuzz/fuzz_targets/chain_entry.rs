@@ -1,13 +1,7 @@
 //! Arbitrary bytes as a chain entry read from disk: refused or decoded to an entry whose
 //! hash matches and which round-trips (postcard accepts overlong varints, so the bytes
 //! themselves may differ).
+//! The body is shared with the stable smoke run (`crates/atoll-fuzz-targets`).
 #![no_main]
-use atoll_data::ChainEntry;
-use libfuzzer_sys::fuzz_target;
 
-fuzz_target!(|data: &[u8]| {
-    if let Ok(entry) = ChainEntry::decode(data) {
-        assert!(entry.is_valid());
-        assert_eq!(ChainEntry::decode(&entry.encode()).as_ref(), Ok(&entry));
-    }
-});
+libfuzzer_sys::fuzz_target!(|data: &[u8]| atoll_fuzz_targets::targets::chain_entry(data));

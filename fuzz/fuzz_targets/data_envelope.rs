@@ -1,10 +1,5 @@
 //! Arbitrary bytes as a message-stream envelope body.
+//! The body is shared with the stable smoke run (`crates/atoll-fuzz-targets`).
 #![no_main]
-use libfuzzer_sys::fuzz_target;
 
-fuzz_target!(|data: &[u8]| {
-    if let Ok(envelope) = atoll_wire::decode::<atoll_wire::Data>(data) {
-        // Whatever decodes must encode again.
-        atoll_wire::encode_frame(&envelope).expect("a decoded envelope re-encodes");
-    }
-});
+libfuzzer_sys::fuzz_target!(|data: &[u8]| atoll_fuzz_targets::targets::data_envelope(data));

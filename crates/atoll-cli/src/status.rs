@@ -39,8 +39,12 @@ fn fetch(target: SocketAddr, host: &str, path: &str) -> std::io::Result<(u16, St
     let mut stream = TcpStream::connect_timeout(&target, TIMEOUT)?;
     stream.set_read_timeout(Some(TIMEOUT))?;
     stream.set_write_timeout(Some(TIMEOUT))?;
-    // HTTP/1.0: the server closes after one answer and never chunks it.
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n")?;
+    // HTTP/1.0: the server closes after one answer and never chunks it. The request goes
+    // out in one write: `write!` on the stream would send each piece of the format string
+    // as its own segment, and a server that answers after its first read would close with
+    // the rest unread, which resets the connection under its answer.
+    let request = format!("GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n");
+    stream.write_all(request.as_bytes())?;
     let mut raw = Vec::new();
     stream.take(MAX_ANSWER).read_to_end(&mut raw)?;
     let text = String::from_utf8_lossy(&raw);
@@ -245,8 +249,16 @@ mod tests {
         let addr = listener.local_addr().unwrap().to_string();
         let server = std::thread::spawn(move || {
             let (mut s, _) = listener.accept().unwrap();
+            // The whole request, up to its blank line, before answering: closing with
+            // request bytes unread would reset the connection rather than end the answer.
+            let mut request = Vec::new();
             let mut buf = [0; 1024];
-            let _ = s.read(&mut buf);
+            while !request.ends_with(b"\r\n\r\n") {
+                let n = s.read(&mut buf).unwrap();
+                assert!(n > 0, "the client closed mid-request: {request:?}");
+                request.extend_from_slice(&buf[..n]);
+            }
+            assert!(request.starts_with(b"GET /api/status HTTP/1.0\r\n"));
             s.write_all(b"HTTP/1.0 200 OK\r\n\r\n{\"hello\": 1}")
                 .unwrap();
         });

@@ -111,17 +111,112 @@ fn assert_present(c: &Cluster, i: usize, acked: &[Registration]) {
     }
 }
 
-/// Failures are typed and come within the bound: a minority or an election never hangs a
-/// caller.
+/// The error kinds a registration may fail with while voters die or are cut off: consensus
+/// was unavailable (no leader, the leader unreachable) or did not answer in time. Anything
+/// else (`Taken`, `NotLocal`, `Unexpected`, a stopped Raft ...) is a bug, not unavailability.
+const UNAVAILABLE: [&str; 3] = [
+    "Consensus::NoLeader",
+    "Consensus::Unreachable",
+    "Consensus::Timeout",
+];
+
+/// Failures are typed as unavailability and come within the bound: a minority or an
+/// election never hangs a caller, nor makes it fail for another reason.
 fn assert_failures_bounded(records: &[Registration]) {
     for r in records.iter().filter(|r| r.error.is_some()) {
         assert!(
-            r.returned - r.invoked <= FAIL_BOUND_US,
+            r.returned >= r.invoked && r.returned - r.invoked <= FAIL_BOUND_US,
             "a registration failed only after {} ms: {r:?}",
-            (r.returned - r.invoked) / 1000
+            r.returned.saturating_sub(r.invoked) / 1000
         );
-        let kind = r.error.as_deref().unwrap();
-        assert!(!kind.is_empty(), "{r:?}");
+        let error = r.error.as_deref().unwrap();
+        let kind = error.split(' ').next().unwrap_or_default();
+        assert!(
+            UNAVAILABLE.contains(&kind),
+            "a registration failed with {kind:?}, not one of {UNAVAILABLE:?}: {r:?}"
+        );
+        assert!(
+            error.len() > kind.len() + 1,
+            "a failure without its message: {r:?}"
+        );
+    }
+}
+
+/// The checker above, fed records it must refuse.
+mod checker {
+    use super::{FAIL_BOUND_US, Registration, assert_failures_bounded};
+
+    fn failure(error: &str, took_us: u64) -> Registration {
+        Registration {
+            name: "c1-7".into(),
+            pid: None,
+            invoked: 1_000_000,
+            returned: 1_000_000 + took_us,
+            error: Some(error.into()),
+        }
+    }
+
+    fn refused(records: &[Registration]) -> bool {
+        std::panic::catch_unwind(|| assert_failures_bounded(records)).is_err()
+    }
+
+    #[test]
+    fn typed_unavailability_within_the_bound_passes() {
+        assert_failures_bounded(&[
+            failure("Consensus::NoLeader no raft leader", 10),
+            failure(
+                "Consensus::Timeout raft request timed out; its outcome is unknown",
+                FAIL_BOUND_US,
+            ),
+            failure("Consensus::Unreachable raft leader 2 is unreachable", 5_000),
+        ]);
+    }
+
+    #[test]
+    fn a_slow_failure_is_caught() {
+        assert!(refused(&[failure(
+            "Consensus::NoLeader no raft leader",
+            FAIL_BOUND_US + 1
+        )]));
+    }
+
+    #[test]
+    fn a_failure_of_another_kind_is_caught() {
+        for error in [
+            "Taken name \"c1-7\" is already registered by <1.2.3>",
+            "Consensus broke",
+            "Consensus::Stopped raft stopped: fatal",
+            "Unexpected unexpected consensus outcome: Released",
+        ] {
+            assert!(refused(&[failure(error, 10)]), "{error}");
+        }
+    }
+
+    #[test]
+    fn a_kind_names_the_wrapped_variant() {
+        use atoll_cluster::{ConsensusError, NameError};
+        use atoll_core::Scope;
+
+        let kind = super::client::kind;
+        assert_eq!(
+            kind(&NameError::Consensus(ConsensusError::NoLeader)),
+            "Consensus::NoLeader"
+        );
+        assert_eq!(
+            kind(&NameError::Consensus(ConsensusError::Stopped("x".into()))),
+            "Consensus::Stopped"
+        );
+        assert_eq!(
+            kind(&NameError::Unsupported(Scope::Strong)),
+            "Unsupported::Strong"
+        );
+        assert_eq!(kind(&NameError::NoConsensus), "NoConsensus");
+    }
+
+    #[test]
+    fn a_failure_without_its_message_is_caught() {
+        assert!(refused(&[failure("Consensus::NoLeader", 10)]));
+        assert!(refused(&[failure("", 10)]));
     }
 }
 
@@ -399,13 +494,27 @@ mod client {
         println!("W {line}");
     }
 
-    /// The variant of a typed error, as one word.
-    fn kind(e: &impl std::fmt::Debug) -> String {
+    /// The variant of a typed error and of the errors it wraps, as one word:
+    /// `Consensus(Unreachable { leader: .. })` is `Consensus::Unreachable`.
+    pub fn kind(e: &impl std::fmt::Debug) -> String {
         let text = format!("{e:?}");
-        text.split(['(', ' ', '{'])
-            .next()
-            .unwrap_or_default()
-            .to_string()
+        let mut parts = Vec::new();
+        let mut rest = text.as_str();
+        loop {
+            let end = rest
+                .find(|c: char| !(c.is_alphanumeric() || c == '_'))
+                .unwrap_or(rest.len());
+            let word = &rest[..end];
+            if !word.starts_with(char::is_uppercase) {
+                break;
+            }
+            parts.push(word);
+            match rest[end..].strip_prefix('(') {
+                Some(inner) => rest = inner,
+                None => break,
+            }
+        }
+        parts.join("::")
     }
 
     pub fn run(work: &str, config: &Path) {

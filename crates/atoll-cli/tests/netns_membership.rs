@@ -180,7 +180,7 @@ fn a_one_way_block_is_bridged_by_indirect_probes() {
         return;
     };
     if !netns::have("nft") {
-        eprintln!("skipping: needs nft (nftables) for a one-way block");
+        netns::skip("needs nft (nftables) for a one-way block");
         return;
     }
     c.start_all();
@@ -203,7 +203,7 @@ fn twenty_percent_loss_everywhere_makes_nobody_unreachable() {
     match c.loss(20) {
         Ok(how) => eprintln!("20% loss on every node's link, by {how}"),
         Err(why) => {
-            eprintln!("skipping: cannot drop packets at random here: {why}");
+            netns::skip(&format!("cannot drop packets at random here: {why}"));
             return;
         }
     }

@@ -4,6 +4,7 @@ mod connect;
 mod control;
 mod data;
 mod eventual;
+mod fence;
 mod groups;
 mod incarnation;
 mod membership;
@@ -128,6 +129,8 @@ struct Inner {
     member_events: Mutex<membership::EventHub>,
     /// Consensus names and locks, when configured.
     naming: Option<naming::Naming>,
+    /// Local processes that asked to be told when this node is fenced.
+    fence_sinks: fence::FenceSinks,
     /// Round trips of the requests this node sent.
     request_rtt: status::RttHistogram,
     /// The process table and service registry.

@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use atoll_core::{NodeId, Pid};
+use atoll_swim::MemberEvent;
 
 /// One broken invariant.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -127,6 +128,48 @@ pub struct Sighting {
     pub event: &'static str,
     /// When.
     pub at: Duration,
+}
+
+impl Sighting {
+    /// What `event`, seen by `observer` while it runs as `observer_generation`, says about
+    /// another member's generation: live for `Joined`, `Recovered` and `Suspect` (a suspect
+    /// is still in the member list), down for `Unreachable` and `Left`. `None` for the
+    /// events about the observer itself (`Active`, `Fenced`).
+    pub fn from_event(
+        observer: usize,
+        observer_generation: u64,
+        event: &MemberEvent,
+        at: Duration,
+    ) -> Option<Sighting> {
+        let (id, live, event) = match event {
+            MemberEvent::Joined(id) => (id, true, "joined"),
+            MemberEvent::Recovered(id) => (id, true, "recovered"),
+            MemberEvent::Suspect(id) => (id, true, "suspect"),
+            MemberEvent::Unreachable(id) => (id, false, "unreachable"),
+            MemberEvent::Left(id) => (id, false, "left"),
+            MemberEvent::Active(_) | MemberEvent::Fenced { .. } => return None,
+        };
+        Some(Sighting {
+            observer,
+            observer_generation,
+            node: id.node,
+            generation: id.generation,
+            live,
+            event,
+            at,
+        })
+    }
+
+    /// The generation an observer runs as after `event`, which it saw running as
+    /// `current`: a `Fenced` event moves it to the new generation it rejoins as, an
+    /// `Active` event names the generation that was acknowledged.
+    pub fn observer_generation_after(current: u64, event: &MemberEvent) -> u64 {
+        match event {
+            MemberEvent::Active(me) => me.generation,
+            MemberEvent::Fenced { new, .. } => new.generation,
+            _ => current,
+        }
+    }
 }
 
 /// Everything a run recorded.
@@ -508,5 +551,57 @@ mod tests {
         };
         assert_eq!(h.check_generations().len(), 1);
         assert_eq!(h.check_calls().len(), 1);
+    }
+
+    #[test]
+    fn an_observers_events_become_sightings_keyed_by_the_generation_it_ran_as() {
+        use atoll_swim::{Identity, MemberMeta};
+
+        let id = |byte, generation| {
+            Identity::new(
+                NodeId::from_bytes([byte; 16]),
+                generation,
+                "10.0.0.1:7000".parse().unwrap(),
+                MemberMeta::named("n"),
+            )
+            .unwrap()
+        };
+        let (me, other) = (1, 2);
+        let log = [
+            MemberEvent::Active(id(me, 1)),
+            MemberEvent::Joined(id(other, 4)),
+            MemberEvent::Unreachable(id(other, 4)),
+            // Declared down itself, the observer rejoins as generation 3 and may see the
+            // other node's generation 4 live again: its verdicts start over.
+            MemberEvent::Fenced {
+                old: id(me, 1),
+                new: id(me, 3),
+            },
+            MemberEvent::Joined(id(other, 4)),
+            MemberEvent::Unreachable(id(other, 4)),
+            // But not once more while it runs as generation 3, not even as a suspect.
+            MemberEvent::Suspect(id(other, 4)),
+        ];
+        let mut mine = 0;
+        let mut sightings = Vec::new();
+        for (at, event) in log.iter().enumerate() {
+            mine = Sighting::observer_generation_after(mine, event);
+            sightings.extend(Sighting::from_event(0, mine, event, ms(at as u64)));
+        }
+        let generations: Vec<(u64, bool)> = sightings
+            .iter()
+            .map(|s| (s.observer_generation, s.live))
+            .collect();
+        assert_eq!(
+            generations,
+            [(1, true), (1, false), (3, true), (3, false), (3, true)]
+        );
+        let v = History {
+            sightings,
+            ..History::default()
+        }
+        .check_generations();
+        assert_eq!(v.len(), 1, "{v:?}");
+        assert!(v[0].detail.contains("suspect"), "{v:?}");
     }
 }

@@ -37,6 +37,7 @@ use atoll_swim::{
     Identity, MemberEvent, MemberMeta, MemberState, Membership, Swim, SwimConfig, Transport,
 };
 use bytes::Bytes;
+use history::Sighting;
 use tokio::sync::{Notify, mpsc};
 use tokio::time::Instant;
 
@@ -303,6 +304,8 @@ pub struct SimNode {
     pub name: String,
     swim: Option<Swim>,
     events: Arc<Mutex<Vec<TimedEvent>>>,
+    /// What its events said about other members, with the generation it ran as then.
+    sightings: Arc<Mutex<Vec<Sighting>>>,
 }
 
 /// A simulated cluster.
@@ -365,6 +368,7 @@ impl Sim {
             name: format!("n{index}"),
             swim: None,
             events: Arc::default(),
+            sightings: Arc::default(),
         });
         self.start_node(index, seeds);
         index
@@ -391,12 +395,17 @@ impl Sim {
         );
         let mut events = swim.subscribe();
         let log = node.events.clone();
+        let sightings = node.sightings.clone();
         let start = self.start;
         tokio::spawn(async move {
+            let mut mine = generation;
             while let Some(e) = events.recv().await {
-                log.lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .push((start.elapsed(), e));
+                let at = start.elapsed();
+                mine = Sighting::observer_generation_after(mine, &e);
+                if let Some(s) = Sighting::from_event(index, mine, &e, at) {
+                    sightings.lock().unwrap_or_else(|e| e.into_inner()).push(s);
+                }
+                log.lock().unwrap_or_else(|e| e.into_inner()).push((at, e));
             }
         });
         node.swim = Some(swim);
@@ -436,7 +445,19 @@ impl Sim {
         self.nodes[index].swim.as_ref()
     }
 
-    /// Every event a node has emitted (across restarts), with its time.
+    /// What node `index`'s events said about other members (across its restarts), each
+    /// with the generation it ran as then: the input of [`History::check_generations`].
+    ///
+    /// [`History::check_generations`]: history::History::check_generations
+    pub fn sightings(&self, index: usize) -> Vec<Sighting> {
+        self.nodes[index]
+            .sightings
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Every membership event node `index` saw, across its restarts, in order.
     pub fn events(&self, index: usize) -> Vec<TimedEvent> {
         self.nodes[index]
             .events

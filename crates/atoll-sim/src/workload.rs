@@ -261,29 +261,24 @@ fn boot_machine(shared: &Arc<Shared>, i: usize) {
         let mut mine = swim.identity().generation;
         tokio::spawn(async move {
             while let Some(event) = events.recv().await {
-                let (id, live, what) = match &event {
-                    MemberEvent::Active(me) => {
-                        mine = me.generation;
-                        continue;
+                let now = shared.now();
+                if let MemberEvent::Fenced { .. } = event {
+                    // Declared down by the others: the machine dropped what it held
+                    // (self-fencing), so its earlier names and holds may go, and its
+                    // processes left the group (the node did that before this event).
+                    lock(&shared.history).disturbances.push(Disturbance {
+                        node: i,
+                        from: now,
+                        to: now,
+                    });
+                    if let Some(node) = shared.node(i) {
+                        let members = node.local_group_members("the-group");
+                        lock(&shared.joined).retain(|(m, pid)| *m != i || members.contains(pid));
                     }
-                    MemberEvent::Fenced { new, .. } => {
-                        mine = new.generation;
-                        continue;
-                    }
-                    MemberEvent::Joined(id) => (id, true, "joined"),
-                    MemberEvent::Recovered(id) => (id, true, "recovered"),
-                    MemberEvent::Unreachable(id) => (id, false, "unreachable"),
-                    MemberEvent::Left(id) => (id, false, "left"),
-                    _ => continue,
-                };
-                let sighting = Sighting {
-                    observer: i,
-                    observer_generation: mine,
-                    node: id.node,
-                    generation: id.generation,
-                    live,
-                    event: what,
-                    at: shared.now(),
+                }
+                mine = Sighting::observer_generation_after(mine, &event);
+                let Some(sighting) = Sighting::from_event(i, mine, &event, now) else {
+                    continue;
                 };
                 lock(&shared.history).sightings.push(sighting);
             }

@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use atoll_core::NodeId;
+use atoll_sim::history::{History, Sighting};
 use atoll_sim::{Faults, Sim};
 use atoll_swim::{MemberEvent, SwimConfig};
 
@@ -22,8 +23,15 @@ fn seeds() -> Vec<u64> {
     }
 }
 
-/// Runs one random schedule; returns every node's event log.
-async fn run(seed: u64) -> Vec<Vec<(Duration, MemberEvent)>> {
+/// What one run left: every node's event log, and what those events said about the other
+/// members (with the generation the observer ran as).
+struct Run {
+    logs: Vec<Vec<(Duration, MemberEvent)>>,
+    sightings: Vec<Sighting>,
+}
+
+/// Runs one random schedule.
+async fn run(seed: u64) -> Run {
     let mut sim = Sim::new(seed, SwimConfig::default());
     sim.add_node(&[]);
     for _ in 1..NODES {
@@ -113,13 +121,17 @@ async fn run(seed: u64) -> Vec<Vec<(Duration, MemberEvent)>> {
             );
         }
     }
-    (0..NODES).map(|i| sim.events(i)).collect()
+    Run {
+        logs: (0..NODES).map(|i| sim.events(i)).collect(),
+        sightings: (0..NODES).flat_map(|i| sim.sightings(i)).collect(),
+    }
 }
 
 /// Per observer, the generations it reports for a member never go backwards, and a
-/// generation it saw declared down never comes back to life in its own right.
-fn check_history(seed: u64, logs: &[Vec<(Duration, MemberEvent)>]) {
-    for (observer, log) in logs.iter().enumerate() {
+/// generation it saw declared down never comes back to life for it (while it runs as the
+/// same generation: a fenced observer rejoins with fresh verdicts).
+fn check_history(seed: u64, run: &Run) {
+    for (observer, log) in run.logs.iter().enumerate() {
         let mut newest: BTreeMap<NodeId, u64> = BTreeMap::new();
         for (at, e) in log {
             let id = match e {
@@ -141,20 +153,33 @@ fn check_history(seed: u64, logs: &[Vec<(Duration, MemberEvent)>]) {
             *seen = id.generation;
         }
     }
+    let history = History {
+        sightings: run.sightings.clone(),
+        ..History::default()
+    };
+    let back = history.check_generations();
+    assert!(
+        back.is_empty(),
+        "seed {seed}: {} (replay: ATOLL_SIM_SEED={seed})",
+        back.iter()
+            .map(|v| v.to_string())
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
 }
 
 #[tokio::test(start_paused = true)]
 async fn random_schedules_converge_after_heal() {
     for seed in seeds() {
-        let logs = run(seed).await;
-        check_history(seed, &logs);
+        check_history(seed, &run(seed).await);
     }
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_seed_replays_exactly() {
-    let strip = |logs: Vec<Vec<(Duration, MemberEvent)>>| {
-        logs.into_iter()
+    let strip = |run: Run| {
+        run.logs
+            .into_iter()
             .map(|l| {
                 l.into_iter()
                     .map(|(t, e)| (t, format!("{e:?}")))

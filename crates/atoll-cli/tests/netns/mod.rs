@@ -1,7 +1,8 @@
 //! A cluster of real `atoll node` processes, one per network namespace, all on one private
 //! bridge, with faults injected per node and per direction (see `cluster.sh` beside this
 //! file for the topology). Needs root; [`Cluster::new`] returns `None` (and says why)
-//! where namespaces cannot be made, so the tests using it skip.
+//! where namespaces cannot be made, so the tests using it skip, unless
+//! `ATOLL_REQUIRE_NETNS` is set: then every reason to skip is a failure (see [`skip`]).
 //!
 //! With consensus ([`Cluster::with_voters`]) the first nodes are Raft voters, every node
 //! serves HTTP (read with [`Cluster::status`]), and client nodes ([`Cluster::start_client`])
@@ -170,6 +171,20 @@ fn script_ok(args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
+/// Set (to anything) where the namespace tests must run, as in CI: then [`skip`] fails the
+/// test instead of letting it pass without having run.
+pub const REQUIRE: &str = "ATOLL_REQUIRE_NETNS";
+
+/// Says why this machine cannot run a namespace test, which then returns early (skips).
+/// With [`REQUIRE`] set it panics instead, so a test can never pass without having run.
+pub fn skip(why: &str) {
+    assert!(
+        std::env::var_os(REQUIRE).is_none(),
+        "{REQUIRE} is set, but this test cannot run here: {why}"
+    );
+    eprintln!("skipping: {why} (set {REQUIRE}=1 to make this a failure)");
+}
+
 fn is_root() -> bool {
     std::fs::read_to_string("/proc/self/status").is_ok_and(|s| {
         s.lines()
@@ -201,11 +216,11 @@ impl Cluster {
     pub fn with_voters(tag: &str, net: u8, n: usize, voters: usize) -> Option<Cluster> {
         let serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
         if !is_root() {
-            eprintln!("skipping: needs root for network namespaces (uid is not 0)");
+            skip("needs root for network namespaces (uid is not 0)");
             return None;
         }
         if !have("ip") {
-            eprintln!("skipping: needs `ip` (iproute2) for network namespaces");
+            skip("needs `ip` (iproute2) for network namespaces");
             return None;
         }
         // Clusters left behind by test runs that were killed.
@@ -215,10 +230,10 @@ impl Cluster {
         let up = script(&["up", &prefix, &subnet, &n.to_string()]);
         if !up.status.success() {
             let _ = script(&["down", &prefix]);
-            eprintln!(
-                "skipping: cannot create network namespaces: {}",
+            skip(&format!(
+                "cannot create network namespaces: {}",
                 String::from_utf8_lossy(&up.stderr).trim()
-            );
+            ));
             return None;
         }
         let nanos = SystemTime::now()

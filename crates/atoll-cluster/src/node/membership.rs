@@ -20,6 +20,7 @@ use super::connect::dial_within;
 use super::{Inner, NodeIdHash};
 use crate::config::MembershipConfig;
 use crate::error::{ConnectError, StartError};
+use crate::protocol::fence::Fence;
 
 /// Membership datagrams that wait unread before more are dropped.
 const INBOUND_CAPACITY: usize = 4096;
@@ -319,12 +320,20 @@ async fn apply_events(weak: Weak<Inner>, mut events: mpsc::UnboundedReceiver<Mem
             .unwrap_or_else(|e| e.into_inner())
             .publish(MemberEvent::Active(me));
     }
+    let mut fence = match weak.upgrade() {
+        Some(inner) => Fence::new(inner.id, inner.rt.creation()),
+        None => return,
+    };
     while let Some(event) = events.recv().await {
         let Some(inner) = weak.upgrade() else { return };
         apply(&inner, &event);
         super::data::member_event(&inner, &event);
         if let MemberEvent::Joined(m) | MemberEvent::Recovered(m) = &event {
             connect_to_member(&inner, m.node, m.addr);
+        }
+        if let MemberEvent::Fenced { old, new } = &event {
+            // Before anyone hears of the rejoin, this node stops claiming what it held.
+            super::fence::fence(&inner, &mut fence, old.generation, new.generation);
         }
         inner
             .member_events

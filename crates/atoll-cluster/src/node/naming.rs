@@ -77,7 +77,21 @@ pub(super) struct Naming {
     watched: Mutex<HashSet<(String, Pid)>>,
     /// The members this node saw declared lost: what a leader releases of each.
     lost: Mutex<HashMap<NodeId, LostSince>>,
+    /// Whether each lock grant held through a [`LockGuard`] here was lost (this node was
+    /// fenced), by lock name and token, while a guard may exist.
+    guards: Mutex<HashMap<(String, u64), GuardWatch>>,
 }
+
+/// The holder of a grant held through guards, and whether the grant was lost.
+struct GuardWatch {
+    holder: Pid,
+    lost: watch::Sender<bool>,
+}
+
+/// Consensus names held: (name, owner).
+pub(super) type HeldNames = Vec<(String, Pid)>;
+/// Consensus locks held: (lock, holder, token).
+pub(super) type HeldLocks = Vec<(String, Pid, u64)>;
 
 #[derive(Clone)]
 pub(in crate::node) enum RaftState {
@@ -122,7 +136,83 @@ impl Naming {
             leader: AtomicU64::new(0),
             watched: Mutex::default(),
             lost: Mutex::default(),
+            guards: Mutex::default(),
         }
+    }
+
+    /// The consensus names and locks processes of node `me` hold as far as this node
+    /// knows: what its registry gives them, and what they took through this node and have
+    /// not given up (a registry view pushed after a partition may already lack them):
+    /// (name, owner) and (lock, holder, token).
+    pub(super) fn held_by(&self, me: NodeId) -> (HeldNames, HeldLocks) {
+        let (mut names, mut locks): (HeldNames, HeldLocks) = self.read(|r| {
+            let names = r
+                .names()
+                .iter()
+                .filter(|(_, b)| b.pid.node == me)
+                .map(|(name, b)| (name.clone(), b.pid))
+                .collect();
+            let locks = r
+                .locks()
+                .iter()
+                .filter(|(_, g)| g.holder.node == me)
+                .map(|(name, g)| (name.clone(), g.holder, g.token))
+                .collect();
+            (names, locks)
+        });
+        names.extend(
+            self.watched
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .iter()
+                .cloned(),
+        );
+        locks.extend(
+            self.guards
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .iter()
+                .map(|((name, token), g)| (name.clone(), g.holder, *token)),
+        );
+        names.sort();
+        names.dedup();
+        locks.sort();
+        locks.dedup();
+        (names, locks)
+    }
+
+    /// Where a guard of the grant `name`/`token` learns that the grant was lost.
+    fn guard_watch(&self, name: &str, holder: Pid, token: u64) -> watch::Receiver<bool> {
+        self.guards
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry((name.to_string(), token))
+            .or_insert_with(|| GuardWatch {
+                holder,
+                lost: watch::channel(false).0,
+            })
+            .lost
+            .subscribe()
+    }
+
+    /// Marks every guard of the grant `name`/`token` lost.
+    pub(super) fn lose_guards(&self, name: &str, token: u64) {
+        if let Some(g) = self
+            .guards
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&(name.to_string(), token))
+        {
+            g.lost.send_replace(true);
+        }
+    }
+
+    /// The grant `name`/`token` was released: no guard asks about it any more.
+    fn forget_guards(&self, name: &str, token: u64) {
+        self.guards
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&(name.to_string(), token));
     }
 
     fn is_voter(&self) -> bool {

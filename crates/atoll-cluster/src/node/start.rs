@@ -11,7 +11,7 @@ use tracing::info;
 
 use super::connect::accept_loop;
 use super::routing::Link;
-use super::{Inner, Node, data, incarnation, membership, naming, status};
+use super::{Inner, Node, data, fence, incarnation, membership, naming, status};
 use crate::config::NodeConfig;
 use crate::error::StartError;
 use crate::groups::Groups;
@@ -139,6 +139,7 @@ impl Node {
             routes: Mutex::default(),
             backlog_count: std::sync::atomic::AtomicUsize::new(0),
             naming,
+            fence_sinks: fence::FenceSinks::default(),
             request_rtt: status::RttHistogram::default(),
             data: data::DataShell::new(id, &config.data, seed),
         });

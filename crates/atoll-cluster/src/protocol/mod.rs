@@ -7,6 +7,7 @@
 //! - [`data`]: the process table and service registry on one node, and their gossip;
 //! - [`routes`]: addresses of known nodes and the backlog of a connection opened on demand;
 //! - [`eventual`]: Eventual (global) names and their conflicts;
+//! - [`fence`]: what a node stops claiming once it learns it was declared down;
 //! - [`incarnation`]: incarnation numbers that grow across restarts;
 //! - [`release`]: which consensus names and locks to release when processes exit, nodes
 //!   are lost or restart;
@@ -16,6 +17,7 @@ pub mod backoff;
 pub mod connect;
 pub mod data;
 pub mod eventual;
+pub mod fence;
 pub mod incarnation;
 pub mod release;
 pub mod routes;

@@ -17,6 +17,9 @@ pub(in crate::node) fn check_name(name: &str) -> Result<(), usize> {
 /// process exits or the holder's node is lost, so a holder must pass [`LockGuard::token`] to
 /// whatever the lock protects and that resource must refuse tokens smaller than the largest
 /// it has seen (a fencing token).
+///
+/// When this node learns that the cluster declared it down (it is fenced), the lock was
+/// released by the others: the guard then reports it [lost](LockGuard::is_lost).
 #[must_use = "the lock is released when the guard is dropped"]
 pub struct LockGuard {
     inner: Weak<Inner>,
@@ -24,6 +27,7 @@ pub struct LockGuard {
     holder: Pid,
     token: u64,
     release: Option<oneshot::Sender<bool>>,
+    lost: watch::Receiver<bool>,
 }
 
 impl std::fmt::Debug for LockGuard {
@@ -51,6 +55,21 @@ impl LockGuard {
     /// same lock.
     pub fn token(&self) -> u64 {
         self.token
+    }
+
+    /// True once this node was fenced while holding the lock: the cluster released it and
+    /// may have granted it to another process, so the holder must stop acting on it.
+    pub fn is_lost(&self) -> bool {
+        *self.lost.borrow()
+    }
+
+    /// Waits until the lock is [lost](LockGuard::is_lost) (forever, while it is held).
+    pub async fn lost(&self) {
+        let mut lost = self.lost.clone();
+        if lost.wait_for(|l| *l).await.is_err() {
+            // The node is gone: nothing will say so again.
+            std::future::pending::<()>().await;
+        }
     }
 
     /// Releases the lock and waits until the release is applied (or fails with a typed
@@ -182,7 +201,17 @@ impl crate::node::Node {
                 pid,
             };
             return match propose(inner, command).await? {
-                Outcome::Unregistered => Ok(Some(pid)),
+                Outcome::Unregistered => {
+                    if let Some(naming) = self.naming() {
+                        // Given up: no longer among what this node holds (see `held_by`).
+                        naming
+                            .watched
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .remove(&(name.to_string(), pid));
+                    }
+                    Ok(Some(pid))
+                }
                 _ => Ok(None),
             };
         }
@@ -315,12 +344,17 @@ impl crate::node::Node {
 
     fn guard(&self, name: &str, holder: Pid, token: u64) -> LockGuard {
         let inner = &self.inner;
+        let lost = match self.naming() {
+            Some(naming) => naming.guard_watch(name, holder, token),
+            None => watch::channel(false).1,
+        };
         LockGuard {
             inner: Arc::downgrade(inner),
             name: name.to_string(),
             holder,
             token,
             release: Some(watch_lock(inner, name, holder, token)),
+            lost,
         }
     }
 

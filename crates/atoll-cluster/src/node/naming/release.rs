@@ -188,7 +188,19 @@ pub(in crate::node) fn watch_lock(
             r = rx => r.unwrap_or(false),
         };
         if !released {
-            propose_until_applied(weak, Command::Unlock { name, token }).await;
+            propose_until_applied(
+                weak.clone(),
+                Command::Unlock {
+                    name: name.clone(),
+                    token,
+                },
+            )
+            .await;
+        }
+        if let Some(inner) = weak.upgrade()
+            && let Some(naming) = &inner.naming
+        {
+            naming.forget_guards(&name, token);
         }
     });
     tx

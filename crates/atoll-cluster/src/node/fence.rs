@@ -1,0 +1,128 @@
+//! Self-fencing in the node: gathers what this node holds when membership says it was
+//! declared down, and carries out what [`Fence`](crate::protocol::fence::Fence) decides.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use atoll_actor::Actor;
+use atoll_core::Pid;
+use atoll_raft::Command;
+use atoll_wire::Control;
+use tracing::warn;
+
+use super::{Inner, Node};
+use crate::error::NameError;
+use crate::protocol::fence::{Fence, FenceAction, FenceNotice, Holdings};
+
+/// How a process that asked hears that its node was fenced.
+type NoticeSink = Arc<dyn Fn(FenceNotice) + Send + Sync>;
+
+/// The processes that asked to be told ([`Node::notify_fenced`]).
+#[derive(Default)]
+pub(super) struct FenceSinks {
+    sinks: Mutex<HashMap<Pid, NoticeSink>>,
+}
+
+impl Node {
+    /// Asks that the local process `pid` receive a [`FenceNotice`] when this node learns
+    /// that the cluster declared it down while `pid` held Consistent or Strong names, locks
+    /// or group memberships. By then the node has already dropped them (released the names
+    /// and locks, marked their [`LockGuard`](super::LockGuard)s lost, left the groups); the
+    /// process may claim them again once the node has rejoined. Processes that did not ask
+    /// lose them all the same, without a message.
+    pub fn notify_fenced<A: Actor>(&self, pid: Pid) -> Result<(), NameError>
+    where
+        A::Msg: From<FenceNotice>,
+    {
+        let inner = &self.inner;
+        if pid.node != inner.id || !inner.rt.is_alive(pid) {
+            return Err(NameError::NotLocal(pid));
+        }
+        let target = inner.rt.actor_ref::<A>(pid).map_err(NameError::Lookup)?;
+        let sink: NoticeSink = Arc::new(move |notice| {
+            let _ = target.send(A::Msg::from(notice));
+        });
+        let fresh = lock(&inner.fence_sinks.sinks).insert(pid, sink).is_none();
+        if fresh {
+            let exited = inner.rt.wait_exit(pid);
+            let weak = Arc::downgrade(inner);
+            tokio::spawn(async move {
+                exited.await;
+                if let Some(inner) = weak.upgrade() {
+                    lock(&inner.fence_sinks.sinks).remove(&pid);
+                }
+            });
+        }
+        Ok(())
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// What this node believes it holds: the consensus names and locks its registry gives its
+/// processes, and its processes' group memberships.
+fn holdings(inner: &Inner) -> Holdings {
+    let mut h = Holdings::default();
+    if let Some(naming) = &inner.naming {
+        let (names, locks) = naming.held_by(inner.id);
+        h.names = names;
+        h.locks = locks;
+    }
+    let groups = lock(&inner.groups);
+    for group in groups.groups() {
+        for pid in groups.local_members(&group) {
+            h.groups.push((group.clone(), pid));
+        }
+    }
+    h
+}
+
+/// This node's generation `old` was declared down; it rejoins as `new`. Drops what it held
+/// before the rejoin is announced to anyone listening: its lock guards report the loss and
+/// its processes leave their groups at once; the names and locks are released through
+/// consensus in the background, and only then is each process that asked told, so that a
+/// process claiming a name again on the notice never races the release of its old claim.
+pub(super) fn fence(inner: &Arc<Inner>, state: &mut Fence, old: u64, new: u64) {
+    let actions = state.on_fenced(old, new, &holdings(inner));
+    if actions.is_empty() {
+        return;
+    }
+    warn!(node = %inner.name, old, new, dropped = actions.len(), "fenced: dropping the names, locks and group memberships held before");
+    let mut releases = Vec::new();
+    let mut notices = Vec::new();
+    for action in actions {
+        match action {
+            FenceAction::Unregister { name, pid } => {
+                releases.push(Command::Unregister { name, pid });
+            }
+            FenceAction::Unlock { name, token, .. } => {
+                if let Some(naming) = &inner.naming {
+                    naming.lose_guards(&name, token);
+                }
+                releases.push(Command::Unlock { name, token });
+            }
+            FenceAction::LeaveGroup { group, pid } => {
+                let left = lock(&inner.groups).leave(&group, pid);
+                if let Some(message) = left {
+                    inner.broadcast(&Control::Groups(message));
+                }
+            }
+            FenceAction::Tell { pid, notice } => notices.push((pid, notice)),
+        }
+    }
+    let weak = Arc::downgrade(inner);
+    tokio::spawn(async move {
+        for command in releases {
+            super::naming::propose_until_applied(weak.clone(), command).await;
+        }
+        let Some(inner) = weak.upgrade() else { return };
+        for (pid, notice) in notices {
+            let sink = lock(&inner.fence_sinks.sinks).get(&pid).cloned();
+            if let Some(sink) = sink {
+                sink(notice);
+            }
+        }
+    });
+}

@@ -1,0 +1,308 @@
+//! Valid inputs for each target, made with the same encoders the runtime sends with: the
+//! starting points the smoke run mutates, so mutations reach past the first decode step.
+
+use std::time::{Duration, Instant};
+
+use atoll_core::{ExitReason, NodeId, Pid};
+use atoll_data::{
+    ChainView, KeyRange, MemoryChainStore, MerkleMessage, NodeRef, ProcessAdvertisement,
+    ProcessStatus,
+};
+use atoll_swim::{Identity, MemberMeta, Membership, SwimConfig};
+use atoll_wire::{
+    Control, Data, ExitKind, GroupMessage, Hello, RegistryGossip, RegistryView, Request, Response,
+    Signal,
+};
+
+use crate::targets;
+
+fn pid(node: u8, serial: u64) -> Pid {
+    Pid::new(NodeId::from_bytes([node; 16]), 1, serial)
+}
+
+/// An envelope as one whole frame, as a peer sends it.
+fn frame<T: serde::Serialize>(envelope: &T) -> Vec<u8> {
+    atoll_wire::encode_frame(envelope).expect("a seed envelope encodes")
+}
+
+/// A frame's body: the encoded envelope without its length and version.
+fn body<T: serde::Serialize>(envelope: &T) -> Vec<u8> {
+    frame(envelope)[atoll_wire::HEADER_LEN..].to_vec()
+}
+
+fn data() -> Vec<Data> {
+    vec![
+        Data::Send {
+            to: pid(1, 7),
+            payload: b"hello".to_vec(),
+        },
+        Data::SendNamed {
+            name: "greeter".into(),
+            payload: vec![0, 1, 2, 255],
+        },
+        Data::Reply {
+            call: 42,
+            payload: vec![9; 20],
+        },
+        Data::Signal(Signal::Exit {
+            from: pid(2, 1),
+            to: pid(1, 2),
+            reason: ExitReason::error("boom"),
+            kind: ExitKind::Link,
+        }),
+        Data::Signal(Signal::Down {
+            to: pid(1, 3),
+            monitor: 5,
+            pid: pid(2, 4),
+            reason: ExitReason::NoConnection,
+        }),
+    ]
+}
+
+fn control() -> Vec<Control> {
+    vec![
+        Control::Hello(Hello {
+            node_name: "london".into(),
+            node_id: NodeId::from_bytes([2; 16]),
+            creation: 3,
+            listen: Some("127.0.0.1:7000".into()),
+            public_key: vec![7; 32],
+            proof: vec![9; 64],
+        }),
+        Control::Kept,
+        Control::Gossip(RegistryGossip::Snapshot(vec![("a".into(), pid(2, 1))])),
+        Control::Gossip(RegistryGossip::Registered {
+            name: "b".into(),
+            pid: pid(2, 2),
+        }),
+        Control::Request {
+            id: 1,
+            body: Request::Spawn {
+                factory: "worker".into(),
+                args: vec![1, 2],
+            },
+        },
+        Control::Request {
+            id: 2,
+            body: Request::AwaitLock {
+                name: "l".into(),
+                holder: pid(2, 3),
+                after: 4,
+                wait_ms: 100,
+            },
+        },
+        Control::Response {
+            id: 2,
+            body: Response::NameApplied(Some(9)),
+        },
+        Control::Registry(RegistryView {
+            applied: 12,
+            leader: Some(1),
+            snapshot: vec![1, 2, 3],
+        }),
+        Control::Groups(GroupMessage::Sync {
+            groups: vec![("room".into(), vec![pid(2, 5), pid(2, 6)])],
+        }),
+        Control::Groups(GroupMessage::Leave {
+            group: "room".into(),
+            pids: vec![pid(2, 5)],
+        }),
+    ]
+}
+
+/// Seeds of [`targets::frame_decoder`]: two whole frames, cut in various places.
+pub fn frame_decoder() -> Vec<Vec<u8>> {
+    let frames: Vec<Vec<u8>> = data().iter().map(frame).collect();
+    let stream: Vec<u8> = frames.concat();
+    [0u8, 3, 9, 40, 255]
+        .iter()
+        .map(|cut| [&[*cut][..], &stream].concat())
+        .chain(frames.iter().map(|f| [&[2u8][..], f].concat()))
+        .collect()
+}
+
+/// Seeds of [`targets::data_envelope`].
+pub fn data_envelope() -> Vec<Vec<u8>> {
+    data().iter().map(body).collect()
+}
+
+/// Seeds of [`targets::control_envelope`].
+pub fn control_envelope() -> Vec<Vec<u8>> {
+    control().iter().map(body).collect()
+}
+
+/// Seeds of [`targets::swim_datagram`]: what a peer (`[2; 16]`) really sends the fuzzed
+/// member while it joins and probes, each behind the peer's id.
+pub fn swim_datagram() -> Vec<Vec<u8>> {
+    let start = Instant::now();
+    let mut me = targets::swim_member(start);
+    let peer_id = NodeId::from_bytes([2; 16]);
+    let peer_identity = Identity::new(
+        peer_id,
+        3,
+        "127.0.0.2:7000".parse().expect("an address"),
+        MemberMeta::named("peer"),
+    )
+    .expect("a short name");
+    let mut peer = Membership::new(peer_identity, SwimConfig::default(), 2);
+    let my_addr = me.identity().addr;
+    peer.join(start, &[my_addr]);
+    while let Some(addr) = peer.poll_dial() {
+        peer.dial_result(start, addr, Some(me.identity().node));
+    }
+    let mut seeds = Vec::new();
+    for round in 0..8u64 {
+        let now = start + Duration::from_millis(700 * round);
+        peer.handle_timeout(now);
+        me.handle_timeout(now);
+        while let Some(t) = peer.poll_transmit() {
+            seeds.push([&peer_id.as_bytes()[..], &t.payload].concat());
+            let _ = me.handle_datagram(now, peer_id, &t.payload);
+        }
+        while let Some(t) = me.poll_transmit() {
+            let _ = peer.handle_datagram(now, me.identity().node, &t.payload);
+        }
+        while me.poll_event().is_some() {}
+        while peer.poll_event().is_some() {}
+    }
+    seeds
+}
+
+/// Seeds of [`targets::gossip_delta`]: a peer's whole state and an empty delta.
+pub fn gossip_delta() -> Vec<Vec<u8>> {
+    let peer = NodeId::from_bytes([2; 16]);
+    let mut state = atoll_data::CrdtGossipState::new(peer);
+    for serial in 1..4 {
+        let _ = state.processes.advertise(
+            ProcessAdvertisement {
+                pid: Pid::new(peer, 1, serial),
+                agent_type: "worker".into(),
+                capabilities: ["a".to_string(), "b".to_string()].into(),
+                status: ProcessStatus::Running,
+                resource_summary: Default::default(),
+            },
+            1_500,
+        );
+    }
+    vec![
+        state.delta_for(&Default::default(), 4_096).encode(),
+        atoll_data::GossipDelta::default().encode(),
+    ]
+}
+
+/// Seeds of [`targets::gossip_digest`]: a live state's digest, and an empty one.
+pub fn gossip_digest() -> Vec<Vec<u8>> {
+    vec![
+        targets::gossip_state().digest(2_000).encode(),
+        atoll_data::GossipDigest::default().encode(),
+    ]
+}
+
+/// A source log that extends [`targets::chain_replica`] by two entries.
+fn chain_source() -> atoll_data::Chain<MemoryChainStore> {
+    let mut source = targets::chain_replica();
+    for payload in [&b"second"[..], b"third"] {
+        source
+            .append(payload.to_vec())
+            .expect("an in-memory append");
+    }
+    source
+}
+
+/// Seeds of [`targets::chain_entry`].
+pub fn chain_entry() -> Vec<Vec<u8>> {
+    let source = chain_source();
+    (1..=source.head().sequence)
+        .filter_map(|s| source.get(s).ok().flatten())
+        .map(|e| e.encode())
+        .collect()
+}
+
+/// Seeds of [`targets::chain_sync`]: the answer to the replica's request, and to a request
+/// from an empty log.
+pub fn chain_sync() -> Vec<Vec<u8>> {
+    let source = chain_source();
+    let replica = targets::chain_replica();
+    let empty = atoll_data::Chain::new(MemoryChainStore::default());
+    [replica.sync_request(4_096), empty.sync_request(4_096)]
+        .iter()
+        .map(|r| source.serve(r).expect("serves").encode())
+        .collect()
+}
+
+/// Seeds of [`targets::merkle_message`]: one of each message, about the target's own map
+/// (so comparisons go deep).
+pub fn merkle_message() -> Vec<Vec<u8>> {
+    let mut map = targets::merkle_map();
+    map.insert(7, 99, 2_000);
+    let tree = map.merkle_tree(targets::MERKLE_DEPTH);
+    let asked = [NodeRef::ROOT, NodeRef { level: 1, index: 1 }];
+    [
+        MerkleMessage::Root(tree.root()),
+        MerkleMessage::Children(asked.to_vec()),
+        MerkleMessage::Hashes(tree.children(&asked).unwrap_or_default()),
+        MerkleMessage::Ranges(vec![KeyRange::ALL]),
+        MerkleMessage::Summaries(map.summarize(&[KeyRange::ALL])),
+        MerkleMessage::Pull(vec![1, 2, 3]),
+    ]
+    .iter()
+    .map(MerkleMessage::encode)
+    .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    //! Every seed is valid: it gets past the decoder its target starts with.
+
+    use super::*;
+    use atoll_data::{ChainEntry, ChainSyncResponse, GossipDigest, decode_delta};
+
+    #[test]
+    fn wire_seeds_decode() {
+        for s in data_envelope() {
+            atoll_wire::decode::<Data>(&s).unwrap();
+        }
+        for s in control_envelope() {
+            atoll_wire::decode::<Control>(&s).unwrap();
+        }
+        for s in frame_decoder() {
+            let mut decoder = atoll_wire::FrameDecoder::new(targets::MAX_FRAME);
+            decoder.push(&s[1..]);
+            let body = decoder.next_frame().unwrap().expect("a whole frame");
+            atoll_wire::decode::<Data>(&body).unwrap();
+        }
+    }
+
+    #[test]
+    fn swim_seeds_are_taken_by_the_fuzzed_member() {
+        let seeds = swim_datagram();
+        assert!(seeds.len() >= 3, "{} datagrams", seeds.len());
+        let now = Instant::now();
+        let mut me = targets::swim_member(now);
+        for s in &seeds {
+            let from = NodeId::from_bytes(s[..16].try_into().unwrap());
+            me.handle_datagram(now, from, &s[16..]).unwrap();
+        }
+    }
+
+    #[test]
+    fn data_seeds_decode() {
+        for s in gossip_delta() {
+            decode_delta(&s).unwrap();
+        }
+        for s in gossip_digest() {
+            GossipDigest::decode(&s).unwrap();
+        }
+        for s in chain_entry() {
+            ChainEntry::decode(&s).unwrap();
+        }
+        let sync = chain_sync();
+        let first = ChainSyncResponse::decode(&sync[0]).unwrap();
+        let mut replica = targets::chain_replica();
+        let head = replica.head().sequence;
+        assert_eq!(replica.apply(head, &first).unwrap().appended, 2);
+        for s in merkle_message() {
+            MerkleMessage::decode(&s).unwrap();
+        }
+    }
+}

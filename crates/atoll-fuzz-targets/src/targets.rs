@@ -1,0 +1,196 @@
+//! One function per fuzz target: arbitrary bytes in, a panic only on a real bug. The
+//! cargo-fuzz binaries in `fuzz/fuzz_targets/` call these and nothing else.
+
+use std::time::{Duration, Instant};
+
+use atoll_core::{NodeId, Pid};
+use atoll_data::{
+    Chain, ChainEntry, ChainSyncResponse, ChainView, CrdtGossipState, GossipDigest, KeyRange,
+    LwwMap, MemoryChainStore, MerkleMessage, MerkleTree, NodeRef, ProcessAdvertisement,
+    ProcessStatus, compare_tree_roots, decode_delta,
+};
+use atoll_swim::{Identity, MemberMeta, Membership, SwimConfig};
+
+/// The largest frame [`frame_decoder`] accepts.
+pub const MAX_FRAME: usize = 4096;
+
+/// Arbitrary bytes through the frame decoder, in two chunks: the first byte says where the
+/// rest is cut.
+pub fn frame_decoder(data: &[u8]) {
+    let Some((&split, rest)) = data.split_first() else {
+        return;
+    };
+    let mut decoder = atoll_wire::FrameDecoder::new(MAX_FRAME);
+    let cut = (split as usize).min(rest.len());
+    for chunk in [&rest[..cut], &rest[cut..]] {
+        decoder.push(chunk);
+        while let Ok(Some(body)) = decoder.next_frame() {
+            assert!(body.len() < MAX_FRAME);
+            let _ = atoll_wire::decode::<atoll_wire::Data>(&body);
+        }
+    }
+}
+
+/// Arbitrary bytes as a message-stream envelope body: whatever decodes encodes again.
+pub fn data_envelope(data: &[u8]) {
+    if let Ok(envelope) = atoll_wire::decode::<atoll_wire::Data>(data) {
+        atoll_wire::encode_frame(&envelope).expect("a decoded envelope re-encodes");
+    }
+}
+
+/// Arbitrary bytes as a control-stream envelope body: whatever decodes encodes again.
+pub fn control_envelope(data: &[u8]) {
+    if let Ok(envelope) = atoll_wire::decode::<atoll_wire::Control>(data) {
+        atoll_wire::encode_frame(&envelope).expect("a decoded envelope re-encodes");
+    }
+}
+
+/// The membership [`swim_datagram`] feeds: node `[1; 16]`, generation 5, a founder.
+pub fn swim_member(now: Instant) -> Membership {
+    let me = Identity::new(
+        NodeId::from_bytes([1; 16]),
+        5,
+        "127.0.0.1:7000".parse().expect("an address"),
+        MemberMeta::named("fuzz"),
+    )
+    .expect("a short name");
+    let mut m = Membership::new(me, SwimConfig::default(), 1);
+    m.join(now, &[]);
+    m
+}
+
+/// Arbitrary bytes as a membership datagram from an authenticated peer, handled by a live
+/// membership: it may refuse them, never panic. The sender id comes from the first 16
+/// bytes when present, so forged and matching senders are both explored.
+pub fn swim_datagram(data: &[u8]) {
+    let now = Instant::now();
+    let mut m = swim_member(now);
+    let from = data.get(..16).map_or(NodeId::from_bytes([2; 16]), |b| {
+        NodeId::from_bytes(b.try_into().expect("16 bytes"))
+    });
+    let _ = m.handle_datagram(now, from, data.get(16..).unwrap_or_default());
+    m.handle_timeout(now + Duration::from_secs(2));
+    while m.poll_transmit().is_some() {}
+    while m.poll_event().is_some() {}
+}
+
+/// The live gossip state [`gossip_delta`] merges into: one advertised process.
+pub fn gossip_state() -> CrdtGossipState {
+    let me = NodeId::from_bytes([1; 16]);
+    let mut state = CrdtGossipState::new(me);
+    let _ = state.processes.advertise(
+        ProcessAdvertisement {
+            pid: Pid::new(me, 1, 1),
+            agent_type: "fuzz".into(),
+            capabilities: ["a".to_string()].into(),
+            status: ProcessStatus::Running,
+            resource_summary: Default::default(),
+        },
+        1_000,
+    );
+    state
+}
+
+/// Arbitrary bytes as a gossip delta from a peer: decoded (and re-encoded to the same
+/// delta), then merged into a live state that answers with a delta of its own. It may be
+/// refused, never panic.
+pub fn gossip_delta(data: &[u8]) {
+    let Ok(delta) = decode_delta(data) else {
+        return;
+    };
+    assert_eq!(decode_delta(&delta.encode()).as_ref(), Ok(&delta));
+    let mut state = gossip_state();
+    let _ = state.merge_delta(delta, 2_000);
+    let _ = state.processes.least_loaded_node(Some("a"));
+    let digest = state.digest(3_000);
+    let _ = state.delta_for(&digest, 4_096);
+    let _ = state.delta_for(&Default::default(), 4_096);
+}
+
+/// Arbitrary bytes as a peer's gossip digest: decoded, then answered with a delta.
+pub fn gossip_digest(data: &[u8]) {
+    if let Ok(digest) = GossipDigest::decode(data) {
+        let state = CrdtGossipState::new(NodeId::from_bytes([1; 16]));
+        let _ = state.delta_for(&digest, 4_096);
+    }
+}
+
+/// Arbitrary bytes as a chain entry read from disk: refused, or decoded to an entry whose
+/// hash matches and which round-trips (postcard accepts overlong varints, so the bytes
+/// themselves may differ).
+pub fn chain_entry(data: &[u8]) {
+    if let Ok(entry) = ChainEntry::decode(data) {
+        assert!(entry.is_valid());
+        assert_eq!(ChainEntry::decode(&entry.encode()).as_ref(), Ok(&entry));
+    }
+}
+
+/// The replica [`chain_sync`] applies responses to: one entry, `first`.
+pub fn chain_replica() -> Chain<MemoryChainStore> {
+    let mut replica = Chain::new(MemoryChainStore::default());
+    replica
+        .append(b"first".to_vec())
+        .expect("an in-memory append");
+    replica
+}
+
+/// Arbitrary bytes as a chain sync response from a source: decoded, then applied to a
+/// replica, which appends only entries that link onto its log and changes nothing when it
+/// refuses.
+pub fn chain_sync(data: &[u8]) {
+    let Ok(response) = ChainSyncResponse::decode(data) else {
+        return;
+    };
+    let mut replica = chain_replica();
+    let before = replica.head();
+    match replica.apply(before.sequence, &response) {
+        Ok(outcome) => assert_eq!(
+            replica.head().sequence,
+            before.sequence + outcome.appended as u64
+        ),
+        Err(_) => assert_eq!(replica.head(), before),
+    }
+}
+
+/// The map whose tree [`merkle_message`] compares against: keys 0..50.
+pub fn merkle_map() -> LwwMap<u8, u8> {
+    let mut map: LwwMap<u8, u8> = LwwMap::new(NodeId::from_bytes([1; 16]));
+    for i in 0..50 {
+        map.insert(i, i, 1_000);
+    }
+    map
+}
+
+/// The depth of [`merkle_message`]'s tree.
+pub const MERKLE_DEPTH: u8 = 4;
+
+/// Arbitrary bytes as an anti-entropy message from a peer, handled by a live tree.
+pub fn merkle_message(data: &[u8]) {
+    let Ok(message) = MerkleMessage::decode(data) else {
+        return;
+    };
+    let map = merkle_map();
+    let tree: MerkleTree = map.merkle_tree(MERKLE_DEPTH);
+    match message {
+        MerkleMessage::Root(root) => {
+            let _ = compare_tree_roots(&tree.root(), &root);
+        }
+        MerkleMessage::Children(nodes) => {
+            let _ = tree.children(&nodes);
+        }
+        MerkleMessage::Hashes(digests) => {
+            let asked = [NodeRef::ROOT, NodeRef { level: 1, index: 1 }];
+            let _ = tree.compare_children(&asked, &digests);
+        }
+        MerkleMessage::Ranges(ranges) => {
+            let _ = map.summarize(&ranges);
+            let _ = map.select(&ranges);
+        }
+        MerkleMessage::Summaries(summaries) => {
+            let _ = map.reconcile(&[KeyRange::ALL], &summaries);
+        }
+        MerkleMessage::Pull(keys) => {
+            let _ = map.select_keys(&keys);
+        }
+    }
+}
