@@ -385,6 +385,17 @@ impl MerkleTree {
                 got: digests.len(),
             });
         }
+        // The nodes asked about come from the peer: each must be an inner node of this
+        // tree before its children's indices are computed.
+        for &n in asked {
+            self.hash(n)?;
+            if n.level >= self.depth {
+                return Err(MerkleError::NoChildren {
+                    level: n.level,
+                    index: n.index,
+                });
+            }
+        }
         let mut plan = SyncPlan::default();
         let children = asked.iter().flat_map(|n| {
             [2 * n.index, 2 * n.index + 1].map(|index| NodeRef {
@@ -508,5 +519,22 @@ impl MerkleProof {
         } else {
             Err(ProofError::RootMismatch)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn children_compared_for_nodes_outside_the_tree_are_an_error() {
+        let tree = MerkleTree::build(3, (0..20u8).map(|i| (vec![i], vec![i])));
+        let far = NodeRef {
+            level: 2,
+            index: u64::MAX,
+        };
+        assert!(tree.compare_children(&[far], &[[0; 16]; 2]).is_err());
+        let bucket = NodeRef { level: 3, index: 0 };
+        assert!(tree.compare_children(&[bucket], &[[0; 16]; 2]).is_err());
     }
 }

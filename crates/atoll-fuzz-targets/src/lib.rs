@@ -48,6 +48,7 @@ targets!(
     chain_entry,
     chain_sync,
     merkle_message,
+    data_message,
 );
 
 /// The target named `name`.

@@ -194,3 +194,43 @@ pub fn merkle_message(data: &[u8]) {
         }
     }
 }
+
+/// A member's data plane with a few processes of its own and of one peer.
+pub fn data_plane() -> atoll_cluster::protocol::data::DataPlane {
+    use atoll_cluster::protocol::data::{DataPlane, DataSettings};
+    let me = NodeId::from_bytes([1; 16]);
+    let mut plane = DataPlane::new(me, DataSettings::default(), 7);
+    let local: Vec<ProcessAdvertisement> = (1..4)
+        .map(|serial| ProcessAdvertisement {
+            pid: Pid::new(me, 1, serial),
+            agent_type: "worker".into(),
+            capabilities: ["a".to_string()].into(),
+            status: atoll_data::ProcessStatus::Running,
+            resource_summary: Default::default(),
+        })
+        .collect();
+    let _ = plane.tick(1_000, &[me, NodeId::from_bytes([2; 16])], &local);
+    plane
+}
+
+/// Arbitrary bytes as a peer's data-plane message (process table and service gossip,
+/// Merkle repair steps): decoded, then handled by a live plane.
+pub fn data_message(data: &[u8]) {
+    use atoll_cluster::protocol::data::DataMessage;
+    let Ok(message) = DataMessage::decode(data) else {
+        return;
+    };
+    assert_eq!(
+        DataMessage::decode(&message.encode()).as_ref().ok(),
+        Some(&message)
+    );
+    static BASE: std::sync::OnceLock<atoll_cluster::protocol::data::DataPlane> =
+        std::sync::OnceLock::new();
+    let mut plane = BASE.get_or_init(data_plane).clone();
+    let _ = plane.receive(NodeId::from_bytes([2; 16]), message, 2_000);
+    let _ = plane.tick(
+        3_000,
+        &[NodeId::from_bytes([1; 16]), NodeId::from_bytes([2; 16])],
+        &[],
+    );
+}

@@ -86,6 +86,7 @@ smoke_tests!(
     chain_entry,
     chain_sync,
     merkle_message,
+    data_message,
 );
 
 /// The `[[bin]]` names of the cargo-fuzz crate.

@@ -108,7 +108,7 @@ pub struct DataStats {
 pub type Outgoing = (NodeId, DataMessage);
 
 /// One node's cluster data and its gossip.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct DataPlane {
     me: NodeId,
     state: CrdtGossipState,

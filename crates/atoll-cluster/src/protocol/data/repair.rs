@@ -79,6 +79,17 @@ pub fn depth_for(len: usize) -> u8 {
     MerkleTree::depth_for(len / 8)
 }
 
+/// The deepest tree this member builds for a peer's step: the depth its own table calls
+/// for, or up to 16 times that table's size. A tree of depth d costs 2^d hashes, so a peer
+/// cannot make this member build a million-leaf tree for a small table.
+pub fn depth_limit(state: &CrdtGossipState, table: Table) -> u8 {
+    let len = match table {
+        Table::Processes => state.processes.map().entries().len(),
+        Table::Services => state.services.map().entries().len(),
+    };
+    depth_for(len).saturating_add(4).min(MAX_DEPTH)
+}
+
 /// Steps to send after a comparison.
 fn after_compare(action: SyncAction, depth: u8) -> Vec<RepairStep> {
     let SyncAction::Repair(mut plan) = action else {
@@ -107,13 +118,14 @@ pub fn answer(
     step: RepairStep,
     tree_at: &mut dyn FnMut(u8) -> MerkleTree,
 ) -> Vec<RepairStep> {
+    let limit = depth_limit(state, table);
     match step {
-        RepairStep::Root(root) if root.depth <= MAX_DEPTH => {
+        RepairStep::Root(root) if root.depth <= limit => {
             let mine = tree_at(root.depth);
             after_compare(compare_tree_roots(&mine.root(), &root), root.depth)
         }
         RepairStep::Children { depth, nodes }
-            if depth <= MAX_DEPTH && nodes.len() <= MAX_NODES_PER_STEP =>
+            if depth <= limit && nodes.len() <= MAX_NODES_PER_STEP =>
         {
             match tree_at(depth).children(&nodes) {
                 Ok(digests) => vec![RepairStep::Hashes {
@@ -128,7 +140,7 @@ pub fn answer(
             depth,
             nodes,
             digests,
-        } if depth <= MAX_DEPTH && nodes.len() <= MAX_NODES_PER_STEP => {
+        } if depth <= limit && nodes.len() <= MAX_NODES_PER_STEP => {
             match tree_at(depth).compare_children(&nodes, &digests) {
                 Ok(action) => after_compare(action, depth),
                 Err(_) => Vec::new(),
