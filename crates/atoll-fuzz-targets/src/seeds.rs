@@ -250,6 +250,43 @@ pub fn merkle_message() -> Vec<Vec<u8>> {
     .collect()
 }
 
+/// Every kind of data-plane message, from a real exchange between two planes that differ.
+pub fn data_message() -> Vec<Vec<u8>> {
+    use atoll_cluster::protocol::data::{DataPlane, DataSettings};
+    let (a, b) = (NodeId::from_bytes([1; 16]), NodeId::from_bytes([2; 16]));
+    let settings = DataSettings {
+        repair_every: 1,
+        ..DataSettings::default()
+    };
+    let mut planes = [
+        DataPlane::new(a, settings, 1),
+        DataPlane::new(b, settings, 2),
+    ];
+    let ad = |node: NodeId, serial: u64| ProcessAdvertisement {
+        pid: Pid::new(node, 1, serial),
+        agent_type: "worker".into(),
+        capabilities: ["a".to_string()].into(),
+        status: ProcessStatus::Running,
+        resource_summary: Default::default(),
+    };
+    let mut out = Vec::new();
+    let mut queue: Vec<(usize, atoll_cluster::protocol::data::DataMessage)> = Vec::new();
+    for (i, node) in [a, b].into_iter().enumerate() {
+        let local: Vec<_> = (1..=20).map(|s| ad(node, s)).collect();
+        for (to, msg) in planes[i].tick(1_000, &[a, b], &local) {
+            queue.push((usize::from(to == b), msg));
+        }
+    }
+    while let Some((to, msg)) = queue.pop() {
+        out.push(msg.encode());
+        let from = if to == 0 { b } else { a };
+        for (next, answer) in planes[to].receive(from, msg, 1_001) {
+            queue.push((usize::from(next == b), answer));
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     //! Every seed is valid: it gets past the decoder its target starts with.
@@ -305,41 +342,4 @@ mod tests {
             MerkleMessage::decode(&s).unwrap();
         }
     }
-}
-
-/// Every kind of data-plane message, from a real exchange between two planes that differ.
-pub fn data_message() -> Vec<Vec<u8>> {
-    use atoll_cluster::protocol::data::{DataPlane, DataSettings};
-    let (a, b) = (NodeId::from_bytes([1; 16]), NodeId::from_bytes([2; 16]));
-    let settings = DataSettings {
-        repair_every: 1,
-        ..DataSettings::default()
-    };
-    let mut planes = [
-        DataPlane::new(a, settings, 1),
-        DataPlane::new(b, settings, 2),
-    ];
-    let ad = |node: NodeId, serial: u64| ProcessAdvertisement {
-        pid: Pid::new(node, 1, serial),
-        agent_type: "worker".into(),
-        capabilities: ["a".to_string()].into(),
-        status: ProcessStatus::Running,
-        resource_summary: Default::default(),
-    };
-    let mut out = Vec::new();
-    let mut queue: Vec<(usize, atoll_cluster::protocol::data::DataMessage)> = Vec::new();
-    for (i, node) in [a, b].into_iter().enumerate() {
-        let local: Vec<_> = (1..=20).map(|s| ad(node, s)).collect();
-        for (to, msg) in planes[i].tick(1_000, &[a, b], &local) {
-            queue.push((usize::from(to == b), msg));
-        }
-    }
-    while let Some((to, msg)) = queue.pop() {
-        out.push(msg.encode());
-        let from = if to == 0 { b } else { a };
-        for (next, answer) in planes[to].receive(from, msg, 1_001) {
-            queue.push((usize::from(next == b), answer));
-        }
-    }
-    out
 }
