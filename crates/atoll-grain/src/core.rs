@@ -327,8 +327,14 @@ mod tests {
     fn route_prefers_the_newer_known_activation_and_places_only_without_one() {
         assert_eq!(route(None, None, || Some(node(3))), Route::Place(node(3)));
         assert_eq!(route(None, None, || None), Route::Nowhere);
-        assert_eq!(route(Some(act(1, 5)), None, || None), Route::Known(act(1, 5)));
-        assert_eq!(route(None, Some(act(2, 5)), || None), Route::Known(act(2, 5)));
+        assert_eq!(
+            route(Some(act(1, 5)), None, || None),
+            Route::Known(act(1, 5))
+        );
+        assert_eq!(
+            route(None, Some(act(2, 5)), || None),
+            Route::Known(act(2, 5))
+        );
         // The registry lags behind what an answer taught the cache.
         assert_eq!(
             route(Some(act(1, 9)), Some(act(2, 5)), || None),
@@ -450,7 +456,10 @@ mod tests {
     #[test]
     fn arrivals_activate_redirect_or_retry_from_the_registry_view() {
         assert_eq!(arrival(node(1), None), Arrival::Activate);
-        assert_eq!(arrival(node(1), Some(act(2, 7))), Arrival::Redirect(act(2, 7)));
+        assert_eq!(
+            arrival(node(1), Some(act(2, 7))),
+            Arrival::Redirect(act(2, 7))
+        );
         assert_eq!(arrival(node(1), Some(act(1, 7))), Arrival::Retry);
         assert_eq!(on_busy(node(1), act(1, 7)), Answer::Retry);
         assert_eq!(on_busy(node(1), act(2, 7)), Answer::Redirect(act(2, 7)));

@@ -298,7 +298,13 @@ impl Grains {
         self.shared.cache.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn place(&self, node: &Node, id: &GrainId, requires: &[&str]) -> Option<NodeId> {
+    fn place(
+        &self,
+        node: &Node,
+        id: &GrainId,
+        requires: &[&str],
+        durability: Durability,
+    ) -> Option<NodeId> {
         let ring = node.ring();
         let mut load: HashMap<NodeId, u64> = HashMap::new();
         for ad in node.cluster_processes() {
@@ -309,6 +315,7 @@ impl Grains {
             requires,
             ring: &ring,
             load: &load,
+            durability,
         })
     }
 
@@ -350,6 +357,7 @@ impl Grains {
         &self,
         id: &GrainId,
         requires: &[&str],
+        durability: Durability,
         payload: Vec<u8>,
         want_reply: bool,
     ) -> Result<Option<Vec<u8>>, GrainError> {
@@ -360,7 +368,7 @@ impl Grains {
         loop {
             let cached = self.cache().get(id).copied();
             let route = core::route(cached, Shared::registry(&node, id), || {
-                self.place(&node, id, requires)
+                self.place(&node, id, requires, durability)
             });
             let outcome = match route {
                 Route::Nowhere => {
@@ -498,7 +506,7 @@ impl<G: Grain> GrainRef<G> {
         let payload = postcard::to_allocvec(&msg).map_err(|e| GrainError::Codec(e.to_string()))?;
         let reply = self
             .grains
-            .deliver(&self.id, G::REQUIRES, payload, true)
+            .deliver(&self.id, G::REQUIRES, G::DURABILITY, payload, true)
             .await?
             .ok_or_else(|| GrainError::Codec("a call answered without a reply".into()))?;
         postcard::from_bytes(&reply).map_err(|e| GrainError::Codec(e.to_string()))
@@ -510,7 +518,7 @@ impl<G: Grain> GrainRef<G> {
     pub async fn send(&self, msg: G::Msg) -> Result<(), GrainError> {
         let payload = postcard::to_allocvec(&msg).map_err(|e| GrainError::Codec(e.to_string()))?;
         self.grains
-            .deliver(&self.id, G::REQUIRES, payload, false)
+            .deliver(&self.id, G::REQUIRES, G::DURABILITY, payload, false)
             .await
             .map(|_| ())
     }

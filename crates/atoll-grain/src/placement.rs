@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use atoll_cluster::HashRing;
 use atoll_core::NodeId;
 
+use crate::Durability;
 use crate::core::{GrainId, eligible, place_two_choices};
 
 /// What a placement decision sees: the grain, its type's requirements, the ring over the
@@ -20,6 +21,8 @@ pub struct PlacementView<'a> {
     pub ring: &'a HashRing,
     /// The summed load of each node's processes, as last advertised.
     pub load: &'a HashMap<NodeId, u64>,
+    /// Where the grain type keeps its state.
+    pub durability: Durability,
 }
 
 impl PlacementView<'_> {
@@ -44,15 +47,21 @@ pub trait Placement: Send + Sync + 'static {
 }
 
 /// The default placement: of the ring's eligible candidates for the grain, the less loaded
-/// of the first two (the first on a tie).
+/// of the first two (the first on a tie). A `LocalExclusive` grain goes to the first
+/// candidate, its ring owner, whatever the load: its state is on that node's disk, and
+/// the owner stays the same while membership does.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct TwoChoices;
 
 impl Placement for TwoChoices {
     fn place(&self, view: &PlacementView<'_>) -> Option<NodeId> {
-        place_two_choices(&view.candidates(), |n| {
-            view.load.get(&n).copied().unwrap_or(0)
-        })
+        let candidates = view.candidates();
+        match view.durability {
+            Durability::LocalExclusive => candidates.first().copied(),
+            Durability::Volatile => {
+                place_two_choices(&candidates, |n| view.load.get(&n).copied().unwrap_or(0))
+            }
+        }
     }
 }
 
@@ -75,6 +84,7 @@ mod tests {
             requires: &["gpu"],
             ring: &ring,
             load: &none,
+            durability: Durability::Volatile,
         };
         let candidates = view.candidates();
         assert_eq!(candidates.len(), 2);
@@ -82,8 +92,17 @@ mod tests {
         assert_eq!(TwoChoices.place(&view), Some(candidates[0]));
         // Loaded first candidate: the second wins.
         let load: HashMap<NodeId, u64> = [(candidates[0], 100)].into();
-        let view = PlacementView { load: &load, ..view };
+        let view = PlacementView {
+            load: &load,
+            ..view
+        };
         assert_eq!(TwoChoices.place(&view), Some(candidates[1]));
+        // State on the owner's disk: the owner, loaded or not.
+        let sticky = PlacementView {
+            durability: Durability::LocalExclusive,
+            ..view
+        };
+        assert_eq!(TwoChoices.place(&sticky), Some(candidates[0]));
         // Nobody fits.
         let view = PlacementView {
             requires: &["tpu"],
