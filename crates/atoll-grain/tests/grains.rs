@@ -277,3 +277,66 @@ fn unknown_types_and_unmet_requirements_are_typed_errors() {
         Err(GrainError::KeyTooLong { .. })
     ));
 }
+
+/// A grain whose state lives in memory only.
+struct Tally;
+
+impl Grain for Tally {
+    const TYPE: &'static str = "tally";
+    type State = u64;
+    type Msg = ();
+    type Reply = u64;
+
+    async fn handle(&mut self, _: (), ctx: &mut GrainCtx<Self>) -> u64 {
+        *ctx.state_mut() += 1;
+        *ctx.state()
+    }
+}
+
+#[test]
+fn a_grain_whose_node_is_lost_reactivates_on_a_survivor() {
+    let _serial = serial();
+    init_logs();
+    let mut setup = start_cluster(redb(None));
+    for h in &setup.hosts {
+        h.grains.register(|_key| Tally).unwrap();
+    }
+    let id = GrainId::new("tally", "lost");
+    for (i, h) in setup.hosts.iter().enumerate() {
+        let n = h
+            .run(|g| async move { g.get::<Tally>("lost")?.call(()).await })
+            .unwrap();
+        assert_eq!(n, i as u64 + 1);
+    }
+    let first = setup.hosts[0].grains.cached(&id).unwrap();
+    let victim = setup
+        .hosts
+        .iter()
+        .position(|h| h.id() == first.pid.node)
+        .unwrap();
+    setup.hosts.remove(victim).kill();
+    let survivors = &setup.hosts;
+
+    // Once the survivors have declared the node lost, its claim is released and the next
+    // call activates the grain on a survivor (Volatile: its state starts again).
+    wait_until("the survivors declare the node lost", || {
+        survivors.iter().all(|h| {
+            let swim = h.node().membership().unwrap();
+            swim.members()
+                .iter()
+                .all(|m| m.identity.node != first.pid.node || !m.state.is_live())
+        })
+    });
+    let n = survivors[0]
+        .run(|g| async move { g.get::<Tally>("lost")?.call(()).await })
+        .unwrap();
+    assert_eq!(n, 1, "Volatile state is lost with its node");
+    let second = survivors[0].grains.cached(&id).unwrap();
+    assert_ne!(second.pid.node, first.pid.node);
+    assert!(second.epoch > first.epoch);
+    let n = survivors[1]
+        .run(|g| async move { g.get::<Tally>("lost")?.call(()).await })
+        .unwrap();
+    assert_eq!(n, 2);
+    assert_eq!(survivors[1].grains.cached(&id), Some(second));
+}

@@ -133,6 +133,15 @@ impl Host {
         self.rt().block_on(handle).expect("task panicked")
     }
 
+    /// Kills the node without a word: its runtime, with every task and the endpoint
+    /// driver, is dropped in the background.
+    pub fn kill(mut self) {
+        if let Some(rt) = self.rt.take() {
+            rt.shutdown_background();
+        }
+        drop(self.node.take());
+    }
+
     /// Kills the process `pid` of this node.
     pub fn kill_process(&self, pid: atoll_core::Pid) {
         let _in = self.rt().enter();
