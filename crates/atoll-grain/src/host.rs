@@ -6,7 +6,9 @@ use std::collections::HashMap;
 use std::marker::PhantomData;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use atoll_actor::{
     Actor, ActorRef, ActorResult, Ctx, Decoder, ExitReason, ReplyTo, Runtime, serde_decoder,
