@@ -302,6 +302,15 @@ pub fn fence(seen: Option<u64>, epoch: u64) -> Result<(), StaleEpoch> {
     }
 }
 
+/// Whether the activation `me` has lost its claim, from this node's registry replica: the
+/// replica has applied the claim's log entry (`applied >= me.epoch`, the epoch being the
+/// grant's log index) and no longer shows it as the holder (the leader released it when
+/// the node was declared lost, or a newer activation holds it). A replica that has not yet
+/// applied the grant says nothing.
+pub fn claim_lost(me: Activation, applied: u64, holder: Option<Activation>) -> bool {
+    applied >= me.epoch && holder != Some(me)
+}
+
 /// Whether an activation idle since `idle_for` deactivates, given the configured limit
 /// (`None`: never).
 pub fn idle_expired(idle_for: Duration, limit: Option<Duration>) -> bool {
@@ -471,6 +480,17 @@ mod tests {
         assert_eq!(fence(Some(4), 4), Ok(()));
         assert_eq!(fence(Some(4), 9), Ok(()));
         assert_eq!(fence(Some(9), 4), Err(StaleEpoch { epoch: 4, seen: 9 }));
+    }
+
+    #[test]
+    fn a_claim_is_lost_only_once_the_replica_has_applied_it_and_shows_another() {
+        let me = act(1, 10);
+        assert!(!claim_lost(me, 9, None), "the replica lags: no verdict");
+        assert!(!claim_lost(me, 9, Some(act(2, 4))));
+        assert!(!claim_lost(me, 10, Some(me)));
+        assert!(!claim_lost(me, 50, Some(me)));
+        assert!(claim_lost(me, 10, None), "released");
+        assert!(claim_lost(me, 12, Some(act(2, 12))), "superseded");
     }
 
     #[test]

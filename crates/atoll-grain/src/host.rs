@@ -287,7 +287,40 @@ impl<G: Grain> GrainHost<G> {
         }
     }
 
-    async fn deliver(&mut self, d: Delivery) {
+    /// Whether this activation has lost its claim, as this node's registry replica shows.
+    fn claim_lost(&self) -> bool {
+        let Phase::Active(live) = &self.phase else {
+            return false;
+        };
+        let Some(node) = self.shared.node.upgrade() else {
+            return true;
+        };
+        let me = Activation {
+            pid: live.ctx.pid(),
+            epoch: live.ctx.epoch(),
+        };
+        core::claim_lost(me, node.registry_index(), Shared::registry(&node, &self.id))
+    }
+
+    /// Ends an activation that lost its claim or was fenced off by the store: a newer one
+    /// may exist, so nothing is saved; queued deliveries are answered "try again".
+    fn abandon(&mut self, ctx: &Ctx<Self>) {
+        if let Phase::Active(live) = std::mem::replace(&mut self.phase, Phase::Claiming) {
+            warn!(grain = %self.id, epoch = live.ctx.epoch(), "activation lost its claim; stopping without saving");
+            self.shared
+                .cache
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&self.id);
+            self.shared.deactivations.fetch_add(1, Ordering::Relaxed);
+        }
+        self.leave(Answer::Retry, ctx);
+    }
+
+    async fn deliver(&mut self, d: Delivery, ctx: &Ctx<Self>) {
+        if self.claim_lost() {
+            self.abandon(ctx);
+        }
         let Phase::Active(live) = &mut self.phase else {
             let answer = match &self.phase {
                 Phase::Leaving(a) => a.clone(),
@@ -312,17 +345,20 @@ impl<G: Grain> GrainHost<G> {
         if !d.want_reply {
             d.reply.reply(Answer::Done { by, reply: None });
             live.grain.handle(msg, &mut live.ctx).await;
-            return;
+        } else {
+            let reply = live.grain.handle(msg, &mut live.ctx).await;
+            let answer = match postcard::to_allocvec(&reply) {
+                Ok(bytes) => Answer::Done {
+                    by,
+                    reply: Some(bytes),
+                },
+                Err(e) => Answer::Failed(format!("reply of {}: {e}", self.id)),
+            };
+            d.reply.reply(answer);
         }
-        let reply = live.grain.handle(msg, &mut live.ctx).await;
-        let answer = match postcard::to_allocvec(&reply) {
-            Ok(bytes) => Answer::Done {
-                by,
-                reply: Some(bytes),
-            },
-            Err(e) => Answer::Failed(format!("reply of {}: {e}", self.id)),
-        };
-        d.reply.reply(answer);
+        if live.ctx.is_fenced() {
+            self.abandon(ctx);
+        }
     }
 
     async fn deactivate(&mut self, ctx: &Ctx<Self>) {
@@ -403,7 +439,8 @@ impl<G: Grain> Actor for GrainHost<G> {
 
     async fn handle(&mut self, msg: HostMsg, ctx: &mut Ctx<Self>) -> ActorResult {
         match msg {
-            HostMsg::Deliver(d) => self.deliver(d).await,
+            HostMsg::Deliver(d) => self.deliver(d, ctx).await,
+            HostMsg::Idle if self.claim_lost() => self.abandon(ctx),
             HostMsg::Idle => {
                 let idle_for = self.last.elapsed();
                 if core::idle_expired(idle_for, self.shared.idle_timeout) {

@@ -136,6 +136,7 @@ pub struct GrainCtx<G: Grain> {
     epoch: u64,
     state: G::State,
     store: Option<Arc<dyn GrainStore>>,
+    fenced: bool,
 }
 
 impl<G: Grain> std::fmt::Debug for GrainCtx<G> {
@@ -162,7 +163,14 @@ impl<G: Grain> GrainCtx<G> {
             epoch,
             state,
             store,
+            fenced: false,
         }
+    }
+
+    /// True once a save was refused as stale: a newer activation exists, and this one
+    /// stops after the current message without saving again.
+    pub fn is_fenced(&self) -> bool {
+        self.fenced
     }
 
     /// The grain's identity.
@@ -196,7 +204,8 @@ impl<G: Grain> GrainCtx<G> {
     }
 
     /// Saves the state now, fenced by this activation's epoch: [`StoreError::Stale`] if a
-    /// newer activation of the grain has used the store since. A `Volatile` grain saves
+    /// newer activation of the grain has used the store since (this activation then stops
+    /// after the current message: see [`Self::is_fenced`]). A `Volatile` grain saves
     /// nothing and always succeeds.
     pub async fn save(&mut self) -> Result<(), StoreError> {
         let Some(store) = &self.store else {
@@ -204,6 +213,10 @@ impl<G: Grain> GrainCtx<G> {
         };
         let bytes =
             postcard::to_allocvec(&self.state).map_err(|e| StoreError::Codec(e.to_string()))?;
-        store.save(&self.id, self.epoch, &bytes)
+        let saved = store.save(&self.id, self.epoch, &bytes);
+        if let Err(StoreError::Stale(_)) = saved {
+            self.fenced = true;
+        }
+        saved
     }
 }

@@ -97,8 +97,12 @@ const KEYS: [&str; 3] = ["a", "b", "c"];
 
 #[test]
 fn activations_never_overlap_in_epoch_order_under_partitions() {
-    check_seeds(0..8, |seed| async move {
-        let mut sim = SimCluster::start(seed, ClusterSpec::new(5)).unwrap();
+    check_seeds(0..16, |seed| async move {
+        let mut spec = ClusterSpec::new(5);
+        spec.swim.probe_interval = Duration::from_millis(300);
+        spec.swim.ping_timeout = Duration::from_millis(150);
+        spec.swim.suspect_timeout = Duration::from_millis(1500);
+        let mut sim = SimCluster::start(seed, spec).unwrap();
         assert!(
             sim.wait_until(Duration::from_secs(60), |s| s.converged())
                 .await
@@ -115,10 +119,12 @@ fn activations_never_overlap_in_epoch_order_under_partitions() {
         let mut services: Vec<Grains> = Vec::new();
         for i in 0..sim.len() {
             let node = sim.node(i).unwrap();
-            let mut config = GrainsConfig::default();
-            config.store = Some(Arc::new(Shared(store.clone())));
-            config.idle_timeout = Some(Duration::from_secs(4));
-            config.call_timeout = Duration::from_secs(5);
+            let config = GrainsConfig {
+                store: Some(Arc::new(Shared(store.clone()))),
+                idle_timeout: None,
+                call_timeout: Duration::from_secs(5),
+                ..GrainsConfig::default()
+            };
             let grains = Grains::start(node, config);
             let seen = seen.clone();
             grains
@@ -135,13 +141,15 @@ fn activations_never_overlap_in_epoch_order_under_partitions() {
 
         // Callers on every node increment random cells while the network splits and heals.
         let acked: Arc<Mutex<Vec<(String, u64)>>> = Arc::default();
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let mut callers = Vec::new();
         for (i, grains) in services.iter().enumerate() {
             let grains = grains.clone();
             let acked = acked.clone();
-            let mut rng = atoll_core::SplitMix64::new(seed ^ (i as u64 + 1) * 0x9e37);
+            let stop = stop.clone();
+            let mut rng = atoll_core::SplitMix64::new(seed ^ ((i as u64 + 1) * 0x9e37));
             callers.push(tokio::spawn(async move {
-                for _ in 0..40 {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                     let key = KEYS[(rng.next_u64() % 3) as usize];
                     let cell = grains.get::<Cell>(key).unwrap();
                     if let Ok(n) = cell.call(()).await
@@ -158,11 +166,15 @@ fn activations_never_overlap_in_epoch_order_under_partitions() {
             let lonely = (sim.random() % 5) as usize;
             let rest: Vec<usize> = (0..5).filter(|&j| j != lonely).collect();
             sim.partition(&[lonely], &rest);
-            let split = 2 + sim.random() % 10;
+            if std::env::var("GRAIN_SIM_DEBUG").is_ok() {
+                eprintln!("{:?} isolate {lonely}", sim.elapsed());
+            }
+            let split = 2 + sim.random() % 8;
             sim.run_for(Duration::from_secs(split)).await;
             sim.heal();
             sim.run_for(Duration::from_secs(3)).await;
         }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
         for caller in callers {
             caller.await.unwrap();
         }
@@ -174,7 +186,16 @@ fn activations_never_overlap_in_epoch_order_under_partitions() {
                 let cell = grains.get::<Cell>(key).unwrap();
                 let mut ok = false;
                 for _ in 0..10 {
-                    if cell.call(()).await.is_ok_and(|n| n != FENCED) {
+                    let r = cell.call(()).await;
+                    if std::env::var("GRAIN_SIM_DEBUG").is_ok() {
+                        eprintln!(
+                            "{:?} {key}: {r:?} cached {:?} registered {:?}",
+                            sim.elapsed(),
+                            grains.cached(cell.id()),
+                            grains.registered(cell.id())
+                        );
+                    }
+                    if r.is_ok_and(|n| n != FENCED) {
                         ok = true;
                         break;
                     }
@@ -216,6 +237,11 @@ fn activations_never_overlap_in_epoch_order_under_partitions() {
             );
         }
         assert!(!acked.is_empty());
+        if std::env::var("GRAIN_SIM_DEBUG").is_ok() {
+            for (key, epoch, node) in &seen {
+                eprintln!("activation {key}@{epoch} on {:?}", sim.index_of(*node));
+            }
+        }
         let refused = log.iter().filter(|op| !op.accepted).count();
         eprintln!(
             "seed {seed}: {} activations, {} acknowledged increments, {refused} of {} store operations refused",
