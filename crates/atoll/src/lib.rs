@@ -49,6 +49,12 @@ pub mod net {
     pub use atoll_net::*;
 }
 
+/// Grains: virtual actors addressed by (type, key), with single activation fenced by
+/// consensus, placement and epoch-fenced state (see [`grain::Grains`]).
+pub mod grain {
+    pub use atoll_grain::*;
+}
+
 /// A deterministic test kit for a cluster of your own actors: real nodes in one process,
 /// connected by an in-memory network on a paused clock, every random choice (network
 /// delays, losses, the workload's and the faults' choices) drawn from one seed.

@@ -1,0 +1,511 @@
+//! The decisions behind grain calls, as plain functions: where a call goes, what an answer
+//! means for the next attempt, where a new activation is placed, and whether a state write
+//! is fenced off. State in, decision out: no clock, no locks, no I/O.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use atoll_core::{NodeId, Pid};
+use serde::{Deserialize, Serialize};
+
+/// The longest grain key, in bytes (the activation lock's name must fit the node's limit).
+pub const MAX_KEY_LEN: usize = 200;
+
+/// A grain's identity: its type name and its key.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct GrainId {
+    /// The grain type's name ([`crate::Grain::TYPE`]).
+    pub grain_type: String,
+    /// The key within that type.
+    pub key: String,
+}
+
+impl GrainId {
+    /// The identity of the grain `key` of type `grain_type`.
+    ///
+    /// ```
+    /// use atoll_grain::GrainId;
+    ///
+    /// let id = GrainId::new("account", "alice");
+    /// assert_eq!(id.lock_name(), "grain:account/alice");
+    /// ```
+    pub fn new(grain_type: impl Into<String>, key: impl Into<String>) -> Self {
+        GrainId {
+            grain_type: grain_type.into(),
+            key: key.into(),
+        }
+    }
+
+    /// The name of the consensus lock whose grant is this grain's activation.
+    pub fn lock_name(&self) -> String {
+        format!("grain:{}/{}", self.grain_type, self.key)
+    }
+
+    /// The bytes the placement ring hashes.
+    pub fn ring_key(&self) -> Vec<u8> {
+        format!("{}/{}", self.grain_type, self.key).into_bytes()
+    }
+}
+
+impl std::fmt::Display for GrainId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.grain_type, self.key)
+    }
+}
+
+/// One activation: the process that hosts it and its epoch (the fencing token of its claim).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Activation {
+    /// The hosting process.
+    pub pid: Pid,
+    /// The activation epoch: larger than every earlier activation's of the same grain.
+    pub epoch: u64,
+}
+
+/// Where the next attempt of a call goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    /// To the node hosting a known activation.
+    Known(Activation),
+    /// To the node placement chose, which activates the grain if nobody holds it.
+    Place(NodeId),
+    /// No node can host the grain (none meets its requirements).
+    Nowhere,
+}
+
+impl Route {
+    /// The node the attempt goes to.
+    pub fn node(&self) -> Option<NodeId> {
+        match self {
+            Route::Known(a) => Some(a.pid.node),
+            Route::Place(n) => Some(*n),
+            Route::Nowhere => None,
+        }
+    }
+}
+
+/// Chooses where a call goes: the newer of the locally cached activation and the one this
+/// node's registry replica shows (the larger epoch wins: a replica may lag behind what an
+/// answer already taught the cache, and a cache may hold an activation since ended);
+/// placement only when neither knows one.
+pub fn route(
+    cached: Option<Activation>,
+    registry: Option<Activation>,
+    place: impl FnOnce() -> Option<NodeId>,
+) -> Route {
+    let known = match (cached, registry) {
+        (Some(c), Some(r)) => Some(if r.epoch >= c.epoch { r } else { c }),
+        (c, r) => c.or(r),
+    };
+    match known {
+        Some(a) => Route::Known(a),
+        None => place().map_or(Route::Nowhere, Route::Place),
+    }
+}
+
+/// Chooses the node for a new activation: of the ring's candidates in ring order (already
+/// filtered by the grain's requirements), the less loaded of the first two; the first on a
+/// tie, so that every node with the same view chooses the same.
+///
+/// ```
+/// use atoll_grain::core::place_two_choices;
+/// use atoll_core::NodeId;
+///
+/// let (a, b) = (NodeId::from_bytes([1; 16]), NodeId::from_bytes([2; 16]));
+/// assert_eq!(place_two_choices(&[a, b], |n| if n == a { 50 } else { 10 }), Some(b));
+/// assert_eq!(place_two_choices(&[a, b], |_| 10), Some(a));
+/// ```
+pub fn place_two_choices(candidates: &[NodeId], load: impl Fn(NodeId) -> u64) -> Option<NodeId> {
+    match candidates {
+        [] => None,
+        [only] => Some(*only),
+        [first, second, ..] => Some(if load(*second) < load(*first) {
+            *second
+        } else {
+            *first
+        }),
+    }
+}
+
+/// Keeps the nodes, in order, whose capabilities include every requirement.
+pub fn eligible<'a>(
+    nodes: impl IntoIterator<Item = (NodeId, &'a BTreeSet<String>)>,
+    requirements: &[&str],
+) -> Vec<NodeId> {
+    nodes
+        .into_iter()
+        .filter(|(_, caps)| requirements.iter().all(|r| caps.contains(*r)))
+        .map(|(n, _)| n)
+        .collect()
+}
+
+/// What a node's grain router answers a delivery with.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Answer {
+    /// Handled by `by`: the encoded reply, or none for a one-way send (accepted).
+    Done {
+        /// The activation that took the message.
+        by: Activation,
+        /// The encoded reply of a call.
+        reply: Option<Vec<u8>>,
+    },
+    /// Another activation holds the grain: try it.
+    Redirect(Activation),
+    /// No activation here right now (one just ended or is still being claimed): try again.
+    Retry,
+    /// This node has no factory for the grain type.
+    UnknownType,
+    /// The activation could not be claimed for a reason that may pass (no quorum).
+    Unavailable(String),
+    /// The message or reply did not decode or encode, or the grain failed to activate.
+    Failed(String),
+}
+
+/// What happened to one attempt of a call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// The target node answered.
+    Answered(Answer),
+    /// The target node is not connected, or its router is not known yet: nothing was sent.
+    Unreachable,
+    /// The request went out and no answer came back within the time left: it may have been
+    /// handled.
+    NoAnswer,
+}
+
+/// What the caller does next.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    /// The call is done: the reply (none for a one-way send) and the activation to cache.
+    Done {
+        /// The activation that handled it.
+        by: Activation,
+        /// The encoded reply.
+        reply: Option<Vec<u8>>,
+    },
+    /// Try again after `backoff`, first caching `learn` or forgetting the cached entry.
+    Retry {
+        /// Drop the cached activation: it is gone or unreachable.
+        forget: bool,
+        /// An activation to cache and go to next.
+        learn: Option<Activation>,
+        /// How long to wait first.
+        backoff: Duration,
+        /// What to report if the deadline passes before a later attempt succeeds.
+        last_error: Option<Failure>,
+    },
+    /// Stop with this error.
+    Fail(Failure),
+}
+
+/// Why a call failed, before it becomes a public error.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Failure {
+    /// The target node has no factory for the grain type.
+    UnknownType,
+    /// The claim could not be made (consensus unavailable).
+    Unavailable(String),
+    /// A codec or activation failure.
+    Failed(String),
+    /// The request went out and no answer came back.
+    NoAnswer,
+    /// No node could be reached.
+    Unreachable,
+}
+
+/// The pause before the `attempt`-th retry (from 0): 5 ms doubling to 200 ms.
+pub fn backoff(attempt: u32) -> Duration {
+    Duration::from_millis(5u64.saturating_mul(1 << attempt.min(6)).min(200))
+}
+
+/// Decides what a call does after one attempt (`attempt` counts from 0).
+///
+/// A redirect or "not here" is always safe to retry: the message was not handled. An
+/// unreachable node is retried too (the cached entry dropped), since the claim of a lost
+/// node's activation is released when membership declares it lost. A request without an
+/// answer is not retried: it may have been handled, and calls are at most once.
+pub fn after(outcome: Outcome, attempt: u32) -> Step {
+    let retry = |forget, learn, last_error| Step::Retry {
+        forget,
+        learn,
+        backoff: backoff(attempt),
+        last_error,
+    };
+    match outcome {
+        Outcome::Answered(Answer::Done { by, reply }) => Step::Done { by, reply },
+        Outcome::Answered(Answer::Redirect(a)) => Step::Retry {
+            forget: true,
+            learn: Some(a),
+            backoff: Duration::ZERO,
+            last_error: None,
+        },
+        Outcome::Answered(Answer::Retry) => retry(true, None, None),
+        Outcome::Answered(Answer::UnknownType) => Step::Fail(Failure::UnknownType),
+        Outcome::Answered(Answer::Unavailable(e)) => {
+            retry(false, None, Some(Failure::Unavailable(e)))
+        }
+        Outcome::Answered(Answer::Failed(e)) => Step::Fail(Failure::Failed(e)),
+        Outcome::Unreachable => retry(true, None, Some(Failure::Unreachable)),
+        Outcome::NoAnswer => Step::Fail(Failure::NoAnswer),
+    }
+}
+
+/// What a node's router does with a delivery for a grain it has no live activation of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Arrival {
+    /// Start an activation here (it claims the grain first).
+    Activate,
+    /// The registry shows an activation on another node: send the caller there.
+    Redirect(Activation),
+    /// The registry shows one of this node's processes holding the claim without a live
+    /// activation here (it is ending): the caller tries again.
+    Retry,
+}
+
+/// Decides what a router does with a delivery it has no live activation for, from the
+/// claim its registry replica shows.
+pub fn arrival(me: NodeId, registry: Option<Activation>) -> Arrival {
+    match registry {
+        None => Arrival::Activate,
+        Some(a) if a.pid.node == me => Arrival::Retry,
+        Some(a) => Arrival::Redirect(a),
+    }
+}
+
+/// What a claim attempt's refusal means for the messages waiting on it: the holder's
+/// activation, or (a holder on this node that is ending) try again.
+pub fn on_busy(me: NodeId, holder: Activation) -> Answer {
+    if holder.pid.node == me {
+        Answer::Retry
+    } else {
+        Answer::Redirect(holder)
+    }
+}
+
+/// A write fenced off: the store has seen a newer activation of the grain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("stale epoch {epoch}: the store has seen epoch {seen}")]
+pub struct StaleEpoch {
+    /// The epoch the write carried.
+    pub epoch: u64,
+    /// The highest epoch the store has seen for the grain.
+    pub seen: u64,
+}
+
+/// Whether a read or write at `epoch` may proceed when the store has seen `seen` (none: the
+/// grain was never written): an equal epoch is the same activation, a smaller one a stale
+/// activation that must not overwrite its successor.
+pub fn fence(seen: Option<u64>, epoch: u64) -> Result<(), StaleEpoch> {
+    match seen {
+        Some(seen) if epoch < seen => Err(StaleEpoch { epoch, seen }),
+        _ => Ok(()),
+    }
+}
+
+/// Whether the activation `me` has lost its claim, from this node's registry replica: the
+/// replica has applied the claim's log entry (`applied >= me.epoch`, the epoch being the
+/// grant's log index) and no longer shows it as the holder (the leader released it when
+/// the node was declared lost, or a newer activation holds it). A replica that has not yet
+/// applied the grant says nothing.
+pub fn claim_lost(me: Activation, applied: u64, holder: Option<Activation>) -> bool {
+    applied >= me.epoch && holder != Some(me)
+}
+
+/// Whether an activation idle since `idle_for` deactivates, given the configured limit
+/// (`None`: never).
+pub fn idle_expired(idle_for: Duration, limit: Option<Duration>) -> bool {
+    limit.is_some_and(|limit| idle_for >= limit)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(n: u8) -> NodeId {
+        NodeId::from_bytes([n; 16])
+    }
+
+    fn act(n: u8, epoch: u64) -> Activation {
+        Activation {
+            pid: Pid::new(node(n), 1, u64::from(n)),
+            epoch,
+        }
+    }
+
+    #[test]
+    fn route_prefers_the_newer_known_activation_and_places_only_without_one() {
+        assert_eq!(route(None, None, || Some(node(3))), Route::Place(node(3)));
+        assert_eq!(route(None, None, || None), Route::Nowhere);
+        assert_eq!(
+            route(Some(act(1, 5)), None, || None),
+            Route::Known(act(1, 5))
+        );
+        assert_eq!(
+            route(None, Some(act(2, 5)), || None),
+            Route::Known(act(2, 5))
+        );
+        // The registry lags behind what an answer taught the cache.
+        assert_eq!(
+            route(Some(act(1, 9)), Some(act(2, 5)), || None),
+            Route::Known(act(1, 9))
+        );
+        // The cache holds an activation since replaced.
+        assert_eq!(
+            route(Some(act(1, 5)), Some(act(2, 9)), || None),
+            Route::Known(act(2, 9))
+        );
+        assert_eq!(Route::Known(act(2, 9)).node(), Some(node(2)));
+    }
+
+    #[test]
+    fn placement_takes_the_less_loaded_of_the_first_two() {
+        let load = |n: NodeId| match n.as_bytes()[0] {
+            1 => 30,
+            2 => 20,
+            _ => 0,
+        };
+        assert_eq!(place_two_choices(&[], load), None);
+        assert_eq!(place_two_choices(&[node(1)], load), Some(node(1)));
+        assert_eq!(
+            place_two_choices(&[node(1), node(2), node(3)], load),
+            Some(node(2))
+        );
+        assert_eq!(
+            place_two_choices(&[node(2), node(1), node(3)], load),
+            Some(node(2))
+        );
+        assert_eq!(place_two_choices(&[node(1), node(4)], |_| 7), Some(node(1)));
+    }
+
+    #[test]
+    fn eligibility_needs_every_requirement() {
+        let gpu: BTreeSet<String> = ["gpu".to_string()].into();
+        let both: BTreeSet<String> = ["gpu".to_string(), "ssd".to_string()].into();
+        let none = BTreeSet::new();
+        let nodes = [(node(1), &gpu), (node(2), &both), (node(3), &none)];
+        assert_eq!(eligible(nodes, &[]), vec![node(1), node(2), node(3)]);
+        assert_eq!(eligible(nodes, &["gpu"]), vec![node(1), node(2)]);
+        assert_eq!(eligible(nodes, &["gpu", "ssd"]), vec![node(2)]);
+        assert!(eligible(nodes, &["tpu"]).is_empty());
+    }
+
+    #[test]
+    fn answers_decide_the_next_attempt() {
+        let done = after(
+            Outcome::Answered(Answer::Done {
+                by: act(1, 3),
+                reply: Some(vec![1]),
+            }),
+            0,
+        );
+        assert_eq!(
+            done,
+            Step::Done {
+                by: act(1, 3),
+                reply: Some(vec![1])
+            }
+        );
+        match after(Outcome::Answered(Answer::Redirect(act(2, 4))), 3) {
+            Step::Retry {
+                forget: true,
+                learn: Some(a),
+                backoff,
+                last_error: None,
+            } => {
+                assert_eq!(a, act(2, 4));
+                assert_eq!(backoff, Duration::ZERO);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            after(Outcome::Answered(Answer::Retry), 0),
+            Step::Retry {
+                forget: true,
+                learn: None,
+                ..
+            }
+        ));
+        assert_eq!(
+            after(Outcome::Answered(Answer::UnknownType), 0),
+            Step::Fail(Failure::UnknownType)
+        );
+        assert_eq!(
+            after(Outcome::Answered(Answer::Failed("x".into())), 0),
+            Step::Fail(Failure::Failed("x".into()))
+        );
+        assert!(matches!(
+            after(Outcome::Answered(Answer::Unavailable("q".into())), 0),
+            Step::Retry {
+                forget: false,
+                last_error: Some(Failure::Unavailable(_)),
+                ..
+            }
+        ));
+        // A stale entry whose node is gone is dropped and the call retried.
+        assert!(matches!(
+            after(Outcome::Unreachable, 1),
+            Step::Retry {
+                forget: true,
+                last_error: Some(Failure::Unreachable),
+                ..
+            }
+        ));
+        // Possibly handled: never retried.
+        assert_eq!(after(Outcome::NoAnswer, 0), Step::Fail(Failure::NoAnswer));
+    }
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        assert_eq!(backoff(0), Duration::from_millis(5));
+        assert_eq!(backoff(1), Duration::from_millis(10));
+        assert!(backoff(5) > backoff(4));
+        assert_eq!(backoff(50), Duration::from_millis(200));
+    }
+
+    #[test]
+    fn arrivals_activate_redirect_or_retry_from_the_registry_view() {
+        assert_eq!(arrival(node(1), None), Arrival::Activate);
+        assert_eq!(
+            arrival(node(1), Some(act(2, 7))),
+            Arrival::Redirect(act(2, 7))
+        );
+        assert_eq!(arrival(node(1), Some(act(1, 7))), Arrival::Retry);
+        assert_eq!(on_busy(node(1), act(1, 7)), Answer::Retry);
+        assert_eq!(on_busy(node(1), act(2, 7)), Answer::Redirect(act(2, 7)));
+    }
+
+    #[test]
+    fn the_fence_refuses_only_older_epochs() {
+        assert_eq!(fence(None, 1), Ok(()));
+        assert_eq!(fence(Some(4), 4), Ok(()));
+        assert_eq!(fence(Some(4), 9), Ok(()));
+        assert_eq!(fence(Some(9), 4), Err(StaleEpoch { epoch: 4, seen: 9 }));
+    }
+
+    #[test]
+    fn a_claim_is_lost_only_once_the_replica_has_applied_it_and_shows_another() {
+        let me = act(1, 10);
+        assert!(!claim_lost(me, 9, None), "the replica lags: no verdict");
+        assert!(!claim_lost(me, 9, Some(act(2, 4))));
+        assert!(!claim_lost(me, 10, Some(me)));
+        assert!(!claim_lost(me, 50, Some(me)));
+        assert!(claim_lost(me, 10, None), "released");
+        assert!(claim_lost(me, 12, Some(act(2, 12))), "superseded");
+    }
+
+    #[test]
+    fn idleness_expires_only_with_a_limit() {
+        let s = Duration::from_secs;
+        assert!(!idle_expired(s(100), None));
+        assert!(!idle_expired(s(1), Some(s(2))));
+        assert!(idle_expired(s(2), Some(s(2))));
+    }
+
+    #[test]
+    fn ids_name_their_lock_and_ring_key() {
+        let id = GrainId::new("kv", "a/b");
+        assert_eq!(id.lock_name(), "grain:kv/a/b");
+        assert_eq!(id.ring_key(), b"kv/a/b".to_vec());
+        assert_eq!(id.to_string(), "kv/a/b");
+    }
+}

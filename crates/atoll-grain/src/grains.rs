@@ -1,0 +1,525 @@
+//! The grain service of one node and the references callers use.
+
+use std::collections::HashMap;
+use std::marker::PhantomData;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use atoll_actor::{ActorRef, CallError};
+use atoll_cluster::Node;
+use atoll_core::NodeId;
+use tokio::time::Instant;
+
+use crate::core::{self, Activation, Failure, GrainId, MAX_KEY_LEN, Outcome, Route, Step};
+use crate::host::{GrainRouter, ROUTER, RouterMsg, Shared, TypedActivator};
+use crate::placement::{Placement, PlacementView, TwoChoices};
+use crate::{Durability, Grain, GrainStore};
+
+/// How a node runs grains.
+#[derive(Clone)]
+pub struct GrainsConfig {
+    /// Deactivate an activation after this long without a message (`None`: never). The
+    /// default is five minutes.
+    pub idle_timeout: Option<Duration>,
+    /// How long a call (or a one-way send, until the grain accepts it) may take, retries
+    /// included. The default is ten seconds.
+    pub call_timeout: Duration,
+    /// Where `LocalExclusive` state lives on this node ([`crate::RedbStore`] for the
+    /// embedded default). Without one, only `Volatile` grain types can be registered.
+    pub store: Option<Arc<dyn GrainStore>>,
+    /// Chooses the node for new activations; [`TwoChoices`] by default.
+    pub placement: Arc<dyn Placement>,
+}
+
+impl std::fmt::Debug for GrainsConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GrainsConfig")
+            .field("idle_timeout", &self.idle_timeout)
+            .field("call_timeout", &self.call_timeout)
+            .field("store", &self.store.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for GrainsConfig {
+    fn default() -> Self {
+        GrainsConfig {
+            idle_timeout: Some(Duration::from_secs(300)),
+            call_timeout: Duration::from_secs(10),
+            store: None,
+            placement: Arc::new(TwoChoices),
+        }
+    }
+}
+
+impl GrainsConfig {
+    /// This configuration with `store` for `LocalExclusive` state.
+    pub fn with_store(mut self, store: impl GrainStore) -> Self {
+        self.store = Some(Arc::new(store));
+        self
+    }
+
+    /// This configuration with idle activations deactivating after `idle`.
+    pub fn with_idle_timeout(mut self, idle: Duration) -> Self {
+        self.idle_timeout = Some(idle);
+        self
+    }
+}
+
+/// A grain call or send that did not complete.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum GrainError {
+    /// The node asked to host the grain has no factory for its type (every node that may
+    /// host a type must register it). Nothing was handled.
+    #[error("grain type {grain_type:?} is not registered on the hosting node")]
+    UnknownType {
+        /// The grain type.
+        grain_type: String,
+    },
+    /// No live member announces every capability the grain type requires. Nothing was
+    /// handled.
+    #[error("no node can host {grain_type:?} (requires {requires:?})")]
+    NoEligibleNode {
+        /// The grain type.
+        grain_type: String,
+        /// Its requirements.
+        requires: Vec<String>,
+    },
+    /// The key is longer than [`MAX_KEY_LEN`]. Nothing was sent.
+    #[error("grain key of {len} bytes is longer than {max}")]
+    KeyTooLong {
+        /// The key's length.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The message was sent and no answer came back in time: it may have been handled.
+    #[error("no answer from the grain within the call timeout")]
+    Timeout,
+    /// The grain could not be claimed within the call timeout (no consensus quorum).
+    /// Nothing was handled.
+    #[error("the grain could not be activated: {0}")]
+    Unavailable(String),
+    /// No node that hosts or may host the grain could be reached within the call timeout.
+    /// Nothing was handled.
+    #[error("the grain's node could not be reached")]
+    Unreachable,
+    /// The message or reply did not encode or decode. The message was not handled, or (a
+    /// reply that does not decode) handled and its answer lost.
+    #[error("grain codec: {0}")]
+    Codec(String),
+    /// The activation failed (its state did not load or `on_activate` failed).
+    #[error("{0}")]
+    Failed(String),
+    /// This node has shut down.
+    #[error("the node has shut down")]
+    NodeGone,
+}
+
+impl From<Failure> for GrainError {
+    fn from(f: Failure) -> Self {
+        match f {
+            // The grain type is filled in by the caller.
+            Failure::UnknownType => GrainError::UnknownType {
+                grain_type: String::new(),
+            },
+            Failure::Unavailable(e) => GrainError::Unavailable(e),
+            Failure::Failed(e) => GrainError::Failed(e),
+            Failure::NoAnswer => GrainError::Timeout,
+            Failure::Unreachable => GrainError::Unreachable,
+        }
+    }
+}
+
+/// Registering a grain type failed; nothing was registered.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RegisterError {
+    /// The type keeps `LocalExclusive` state and this node has no store.
+    #[error("grain type {0:?} needs a store: set GrainsConfig::store")]
+    NoStore(String),
+    /// The type name is empty or holds a '/'.
+    #[error("grain type name {0:?} must be non-empty and hold no '/'")]
+    BadName(String),
+}
+
+/// What a node's grain service has done.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct GrainStats {
+    /// Activations started here.
+    pub activations: u64,
+    /// Activations that deactivated here (idle).
+    pub deactivations: u64,
+    /// Activations live here now.
+    pub active: usize,
+}
+
+/// One node's grain service: hosts activations placed here and makes [`GrainRef`]s.
+///
+/// Start one on every node of the cluster that may host or call grains, and register the
+/// same grain types on each ([`Grains::register`]). Grains need consensus
+/// ([`atoll_cluster::ConsensusConfig`]) for their activation claims.
+///
+/// ```no_run
+/// # use atoll_grain::{Grain, GrainCtx, Grains, GrainsConfig, RedbStore};
+/// # struct Account;
+/// # impl Grain for Account {
+/// #     const TYPE: &'static str = "account";
+/// #     type State = u64; type Msg = u64; type Reply = u64;
+/// #     async fn handle(&mut self, n: u64, ctx: &mut GrainCtx<Self>) -> u64 {
+/// #         *ctx.state_mut() += n; *ctx.state()
+/// #     }
+/// # }
+/// # async fn demo(node: atoll_cluster::Node) -> Result<(), Box<dyn std::error::Error>> {
+/// let config = GrainsConfig::default().with_store(RedbStore::open("grains.redb")?);
+/// let grains = Grains::start(&node, config);
+/// grains.register(|_key| Account)?;
+/// let alice = grains.get::<Account>("alice")?;
+/// let balance = alice.call(100).await?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Grains {
+    shared: Arc<Shared>,
+    router: ActorRef<GrainRouter>,
+    call_timeout: Duration,
+    placement: Arc<dyn Placement>,
+}
+
+impl std::fmt::Debug for Grains {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Grains")
+            .field("node", &self.shared.me)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Grains {
+    /// Starts the grain service on `node`: its router process, registered locally as
+    /// `atoll.grains` and found by other nodes in the process table.
+    pub fn start(node: &Node, config: GrainsConfig) -> Grains {
+        let shared = Arc::new(Shared {
+            node: node.downgrade(),
+            me: node.id(),
+            idle_timeout: config.idle_timeout,
+            store: config.store,
+            types: RwLock::new(HashMap::new()),
+            active: Mutex::new(HashMap::new()),
+            cache: Mutex::new(HashMap::new()),
+            routers: Mutex::new(HashMap::new()),
+            activations: Default::default(),
+            deactivations: Default::default(),
+        });
+        let router = node.runtime().spawn(GrainRouter {
+            shared: shared.clone(),
+        });
+        // A second service on the same node keeps working through its own handle.
+        let _ = node.runtime().register(ROUTER, router.pid());
+        Grains {
+            shared,
+            router,
+            call_timeout: config.call_timeout,
+            placement: config.placement,
+        }
+    }
+
+    /// Lets this node host grains of type `G`, built by `make` from the key on activation.
+    pub fn register<G: Grain>(
+        &self,
+        make: impl Fn(&str) -> G + Send + Sync + 'static,
+    ) -> Result<(), RegisterError> {
+        if G::TYPE.is_empty() || G::TYPE.contains('/') {
+            return Err(RegisterError::BadName(G::TYPE.to_string()));
+        }
+        if G::DURABILITY == Durability::LocalExclusive && self.shared.store.is_none() {
+            return Err(RegisterError::NoStore(G::TYPE.to_string()));
+        }
+        let activator = TypedActivator::<G> {
+            make: Arc::new(make),
+        };
+        self.shared
+            .types
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(G::TYPE.to_string(), Arc::new(activator));
+        Ok(())
+    }
+
+    /// A reference to the grain `key` of type `G`. Nothing is sent until it is called.
+    pub fn get<G: Grain>(&self, key: &str) -> Result<GrainRef<G>, GrainError> {
+        if key.len() > MAX_KEY_LEN {
+            return Err(GrainError::KeyTooLong {
+                len: key.len(),
+                max: MAX_KEY_LEN,
+            });
+        }
+        Ok(GrainRef {
+            grains: self.clone(),
+            id: GrainId::new(G::TYPE, key),
+            _grain: PhantomData,
+        })
+    }
+
+    /// What this node's service has done.
+    pub fn stats(&self) -> GrainStats {
+        GrainStats {
+            activations: self.shared.activations.load(Ordering::Relaxed),
+            deactivations: self.shared.deactivations.load(Ordering::Relaxed),
+            active: self.active().len(),
+        }
+    }
+
+    /// The grains with a live activation on this node.
+    pub fn active(&self) -> Vec<GrainId> {
+        let active = self.shared.active.lock().unwrap_or_else(|e| e.into_inner());
+        let mut ids: Vec<GrainId> = active.keys().cloned().collect();
+        ids.sort();
+        ids
+    }
+
+    /// Where this node last found `id` (its directory cache), if it knows.
+    pub fn cached(&self, id: &GrainId) -> Option<Activation> {
+        let cache = self.shared.cache.lock().unwrap_or_else(|e| e.into_inner());
+        cache.get(id).copied()
+    }
+
+    /// The activation of `id` as this node's registry replica shows its claim.
+    pub fn registered(&self, id: &GrainId) -> Option<Activation> {
+        let node = self.shared.node.upgrade()?;
+        Shared::registry(&node, id)
+    }
+
+    /// This node's store for `LocalExclusive` state, if it has one.
+    pub fn store(&self) -> Option<Arc<dyn GrainStore>> {
+        self.shared.store.clone()
+    }
+
+    fn cache(&self) -> std::sync::MutexGuard<'_, HashMap<GrainId, Activation>> {
+        self.shared.cache.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn place(
+        &self,
+        node: &Node,
+        id: &GrainId,
+        requires: &[&str],
+        durability: Durability,
+    ) -> Option<NodeId> {
+        let ring = node.ring();
+        let mut load: HashMap<NodeId, u64> = HashMap::new();
+        for ad in node.cluster_processes() {
+            *load.entry(ad.pid.node).or_default() += u64::from(ad.resource_summary.load);
+        }
+        self.placement.place(&PlacementView {
+            id,
+            requires,
+            ring: &ring,
+            load: &load,
+            durability,
+        })
+    }
+
+    /// The router of `target`: this node's own, or another's from the process table.
+    fn router(&self, node: &Node, target: NodeId) -> Option<ActorRef<GrainRouter>> {
+        if target == self.shared.me {
+            return Some(self.router.clone());
+        }
+        let mut routers = self
+            .shared
+            .routers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(r) = routers.get(&target) {
+            return Some(r.clone());
+        }
+        let pid = node
+            .find_by_type("GrainRouter")
+            .into_iter()
+            .map(|ad| ad.pid)
+            .filter(|pid| pid.node == target)
+            .max_by_key(|pid| (pid.creation, pid.serial))?;
+        let router = node.runtime().remote_ref::<GrainRouter>(pid);
+        routers.insert(target, router.clone());
+        Some(router)
+    }
+
+    fn forget_router(&self, target: NodeId) {
+        self.shared
+            .routers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&target);
+    }
+
+    /// Delivers an encoded message to grain `id`, retrying redirects and unreachable nodes
+    /// until the call timeout; the encoded reply of a call.
+    async fn deliver(
+        &self,
+        id: &GrainId,
+        requires: &[&str],
+        durability: Durability,
+        payload: Vec<u8>,
+        want_reply: bool,
+    ) -> Result<Option<Vec<u8>>, GrainError> {
+        let node = self.shared.node.upgrade().ok_or(GrainError::NodeGone)?;
+        let deadline = Instant::now() + self.call_timeout;
+        let mut last: Option<Failure> = None;
+        let mut attempt = 0;
+        loop {
+            let cached = self.cache().get(id).copied();
+            let route = core::route(cached, Shared::registry(&node, id), || {
+                self.place(&node, id, requires, durability)
+            });
+            let outcome = match route {
+                Route::Nowhere => {
+                    return Err(GrainError::NoEligibleNode {
+                        grain_type: id.grain_type.clone(),
+                        requires: requires.iter().map(|r| r.to_string()).collect(),
+                    });
+                }
+                Route::Known(Activation { pid, .. }) => {
+                    self.attempt(&node, pid.node, id, &payload, want_reply, deadline)
+                        .await
+                }
+                Route::Place(target) => {
+                    self.attempt(&node, target, id, &payload, want_reply, deadline)
+                        .await
+                }
+            };
+            match core::after(outcome, attempt) {
+                Step::Done { by, reply } => {
+                    self.cache().insert(id.clone(), by);
+                    return Ok(reply);
+                }
+                Step::Retry {
+                    forget,
+                    learn,
+                    backoff,
+                    last_error,
+                } => {
+                    {
+                        let mut cache = self.cache();
+                        if forget {
+                            cache.remove(id);
+                        }
+                        if let Some(a) = learn {
+                            cache.insert(id.clone(), a);
+                        }
+                    }
+                    last = last_error.or(last);
+                    if Instant::now() + backoff >= deadline {
+                        return Err(self.error(id, last.unwrap_or(Failure::NoAnswer)));
+                    }
+                    tokio::time::sleep(backoff).await;
+                }
+                Step::Fail(f) => return Err(self.error(id, f)),
+            }
+            attempt += 1;
+        }
+    }
+
+    fn error(&self, id: &GrainId, failure: Failure) -> GrainError {
+        match GrainError::from(failure) {
+            GrainError::UnknownType { .. } => GrainError::UnknownType {
+                grain_type: id.grain_type.clone(),
+            },
+            other => other,
+        }
+    }
+
+    /// One attempt: the delivery to `target`'s router, and what came of it.
+    async fn attempt(
+        &self,
+        node: &Node,
+        target: NodeId,
+        id: &GrainId,
+        payload: &[u8],
+        want_reply: bool,
+        deadline: Instant,
+    ) -> Outcome {
+        let Some(router) = self.router(node, target) else {
+            return Outcome::Unreachable;
+        };
+        let left = deadline.saturating_duration_since(Instant::now());
+        let call = router.call(
+            |reply| RouterMsg::Deliver {
+                grain_type: id.grain_type.clone(),
+                key: id.key.clone(),
+                payload: payload.to_vec(),
+                want_reply,
+                reply,
+            },
+            left,
+        );
+        match call.await {
+            Ok(answer) => Outcome::Answered(answer),
+            Err(CallError::NoProc | CallError::NoConnection) => {
+                self.forget_router(target);
+                Outcome::Unreachable
+            }
+            Err(CallError::Unencodable(e)) => {
+                Outcome::Answered(core::Answer::Failed(format!("cannot send: {e}")))
+            }
+            Err(CallError::Timeout | CallError::NoReply) => {
+                self.forget_router(target);
+                Outcome::NoAnswer
+            }
+        }
+    }
+}
+
+/// A reference to one grain, addressed by its type and key; any node can make one with
+/// [`Grains::get`] without knowing where (or whether) the grain is active.
+pub struct GrainRef<G: Grain> {
+    grains: Grains,
+    id: GrainId,
+    _grain: PhantomData<fn() -> G>,
+}
+
+impl<G: Grain> Clone for GrainRef<G> {
+    fn clone(&self) -> Self {
+        GrainRef {
+            grains: self.grains.clone(),
+            id: self.id.clone(),
+            _grain: PhantomData,
+        }
+    }
+}
+
+impl<G: Grain> std::fmt::Debug for GrainRef<G> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "GrainRef({})", self.id)
+    }
+}
+
+impl<G: Grain> GrainRef<G> {
+    /// The grain's identity.
+    pub fn id(&self) -> &GrainId {
+        &self.id
+    }
+
+    /// Sends `msg` and waits for the grain's reply, activating the grain if it is not
+    /// active. A message the grain surely did not take (redirected, its activation
+    /// ending, its node unreachable) is sent again until the call timeout; one that may
+    /// have been taken is not ([`GrainError::Timeout`]): a call is handled at most once.
+    pub async fn call(&self, msg: G::Msg) -> Result<G::Reply, GrainError> {
+        let payload = postcard::to_allocvec(&msg).map_err(|e| GrainError::Codec(e.to_string()))?;
+        let reply = self
+            .grains
+            .deliver(&self.id, G::REQUIRES, G::DURABILITY, payload, true)
+            .await?
+            .ok_or_else(|| GrainError::Codec("a call answered without a reply".into()))?;
+        postcard::from_bytes(&reply).map_err(|e| GrainError::Codec(e.to_string()))
+    }
+
+    /// Sends `msg` without waiting for it to be handled: returns once the activation has
+    /// taken it (activating the grain if needed). Awaiting each send before the next keeps
+    /// one sender's messages in order.
+    pub async fn send(&self, msg: G::Msg) -> Result<(), GrainError> {
+        let payload = postcard::to_allocvec(&msg).map_err(|e| GrainError::Codec(e.to_string()))?;
+        self.grains
+            .deliver(&self.id, G::REQUIRES, G::DURABILITY, payload, false)
+            .await
+            .map(|_| ())
+    }
+}

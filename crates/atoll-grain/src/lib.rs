@@ -1,0 +1,222 @@
+//! Grains: virtual actors addressed by (type, key).
+//!
+//! A grain exists virtually: any node makes a [`GrainRef`] to it with [`Grains::get`] and
+//! calls it, and the first message activates it on a node chosen by placement (the hash
+//! ring filtered by the grain type's requirements, the less loaded of the first two
+//! candidates; see [`Placement`]). At most one activation exists cluster-wide at a time:
+//! an activation is a consensus lock named after the grain, held by the hosting process,
+//! and the lock's fencing token is the activation's *epoch*. Callers cache where a grain
+//! lives, so calls to an active grain do not touch Raft.
+//!
+//! State ([`Grain::State`]) is restored on activation and saved on deactivation and on
+//! [`GrainCtx::save`], in the durability class the grain type declares ([`Durability`]);
+//! every durable write carries the epoch and the [`GrainStore`] refuses one older than the
+//! newest it has seen, so an old activation that was paused or cut off cannot overwrite its
+//! successor. Idle activations deactivate after [`GrainsConfig::idle_timeout`].
+//!
+//! ```
+//! use atoll_grain::{Durability, Grain, GrainCtx};
+//! use serde::{Deserialize, Serialize};
+//!
+//! /// A bank account: its balance is its state.
+//! struct Account;
+//!
+//! #[derive(Serialize, Deserialize)]
+//! enum AccountMsg { Deposit(u64), Balance }
+//!
+//! impl Grain for Account {
+//!     const TYPE: &'static str = "account";
+//!     const DURABILITY: Durability = Durability::LocalExclusive;
+//!     type State = u64;
+//!     type Msg = AccountMsg;
+//!     type Reply = u64;
+//!
+//!     async fn handle(&mut self, msg: AccountMsg, ctx: &mut GrainCtx<Self>) -> u64 {
+//!         if let AccountMsg::Deposit(n) = msg {
+//!             *ctx.state_mut() += n;
+//!         }
+//!         *ctx.state()
+//!     }
+//! }
+//! ```
+//!
+//! Every node that may host grains starts a [`Grains`] service on its node and registers
+//! the grain types with their factories; see [`Grains`] for a whole cluster.
+#![deny(missing_docs)]
+
+pub mod core;
+mod grains;
+mod host;
+mod placement;
+mod store;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use atoll_core::Pid;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+pub use crate::core::{Activation, GrainId, MAX_KEY_LEN, StaleEpoch};
+pub use grains::{GrainError, GrainRef, GrainStats, Grains, GrainsConfig, RegisterError};
+pub use placement::{Placement, PlacementView, TwoChoices};
+pub use store::{GrainStore, MemoryStore, RedbStore, StoreError};
+
+/// Where a grain type's state lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Durability {
+    /// Memory only: the state starts from `Default` on every activation and is lost when
+    /// the grain deactivates or its node is lost. Nothing is written anywhere.
+    Volatile,
+    /// The hosting node's [`GrainStore`] (redb by default): kept across deactivation and
+    /// node restarts, but only on that node's disk, so an activation on another node does
+    /// not see it.
+    LocalExclusive,
+}
+
+/// An activation that failed to start; its claim is released and callers get
+/// [`GrainError::Failed`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("activation failed: {0}")]
+pub struct ActivationFailed(pub String);
+
+/// A virtual actor type: a message type, its replies, and a serializable state.
+///
+/// Messages and replies travel encoded (serde + postcard) even to a grain on the caller's
+/// node, and must be plain data (no actor references or reply handles). Callbacks run one
+/// at a time on the activation's own process, in arrival order.
+pub trait Grain: Send + Sized + 'static {
+    /// The type's name, the same on every node: the first half of every grain's address.
+    const TYPE: &'static str;
+
+    /// Where the state lives. The default is [`Durability::Volatile`].
+    const DURABILITY: Durability = Durability::Volatile;
+
+    /// The capabilities a node must announce (in its membership metadata) to host this
+    /// type. The default is none.
+    const REQUIRES: &'static [&'static str] = &[];
+
+    /// The state restored on activation and saved on deactivation.
+    type State: Serialize + DeserializeOwned + Default + Send + 'static;
+
+    /// The messages the grain handles.
+    type Msg: Serialize + DeserializeOwned + Send + 'static;
+
+    /// What handling a message answers.
+    type Reply: Serialize + DeserializeOwned + Send + 'static;
+
+    /// Runs when the grain activates, after its state is restored and before the first
+    /// message. An error ends the activation: the waiting messages fail.
+    fn on_activate(
+        &mut self,
+        ctx: &mut GrainCtx<Self>,
+    ) -> impl Future<Output = Result<(), ActivationFailed>> + Send {
+        let _ = ctx;
+        async { Ok(()) }
+    }
+
+    /// Handles one message.
+    fn handle(
+        &mut self,
+        msg: Self::Msg,
+        ctx: &mut GrainCtx<Self>,
+    ) -> impl Future<Output = Self::Reply> + Send;
+
+    /// Runs when the grain deactivates (idle), before its state is saved.
+    fn on_deactivate(&mut self, ctx: &mut GrainCtx<Self>) -> impl Future<Output = ()> + Send {
+        let _ = ctx;
+        async {}
+    }
+}
+
+/// An activation's handle on itself: its identity, epoch and state.
+pub struct GrainCtx<G: Grain> {
+    id: GrainId,
+    pid: Pid,
+    epoch: u64,
+    state: G::State,
+    store: Option<Arc<dyn GrainStore>>,
+    fenced: bool,
+}
+
+impl<G: Grain> std::fmt::Debug for GrainCtx<G> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GrainCtx")
+            .field("id", &self.id)
+            .field("pid", &self.pid)
+            .field("epoch", &self.epoch)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<G: Grain> GrainCtx<G> {
+    pub(crate) fn new(
+        id: GrainId,
+        pid: Pid,
+        epoch: u64,
+        state: G::State,
+        store: Option<Arc<dyn GrainStore>>,
+    ) -> Self {
+        GrainCtx {
+            id,
+            pid,
+            epoch,
+            state,
+            store,
+            fenced: false,
+        }
+    }
+
+    /// True once a save was refused as stale: a newer activation exists, and this one
+    /// stops after the current message without saving again.
+    pub fn is_fenced(&self) -> bool {
+        self.fenced
+    }
+
+    /// The grain's identity.
+    pub fn id(&self) -> &GrainId {
+        &self.id
+    }
+
+    /// The grain's key.
+    pub fn key(&self) -> &str {
+        &self.id.key
+    }
+
+    /// The process hosting this activation.
+    pub fn pid(&self) -> Pid {
+        self.pid
+    }
+
+    /// This activation's epoch: larger than that of every earlier activation of the grain.
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    /// The state.
+    pub fn state(&self) -> &G::State {
+        &self.state
+    }
+
+    /// The state, to change (saved on deactivation, or now with [`Self::save`]).
+    pub fn state_mut(&mut self) -> &mut G::State {
+        &mut self.state
+    }
+
+    /// Saves the state now, fenced by this activation's epoch: [`StoreError::Stale`] if a
+    /// newer activation of the grain has used the store since (this activation then stops
+    /// after the current message: see [`Self::is_fenced`]). A `Volatile` grain saves
+    /// nothing and always succeeds.
+    pub async fn save(&mut self) -> Result<(), StoreError> {
+        let Some(store) = &self.store else {
+            return Ok(());
+        };
+        let bytes =
+            postcard::to_allocvec(&self.state).map_err(|e| StoreError::Codec(e.to_string()))?;
+        let saved = store.save(&self.id, self.epoch, &bytes);
+        if let Err(StoreError::Stale(_)) = saved {
+            self.fenced = true;
+        }
+        saved
+    }
+}

@@ -1,0 +1,227 @@
+//! A cluster of real nodes for grain tests: three Raft voters over QUIC and TLS on
+//! loopback, each node on a tokio runtime of its own with a grain service.
+#![allow(dead_code)]
+
+use std::future::Future;
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use atoll_cluster::{
+    ConsensusConfig, MemberState, MembershipConfig, Node, NodeConfig, StartError, SwimConfig,
+};
+use atoll_core::NodeId;
+use atoll_grain::{Grains, GrainsConfig};
+use atoll_net::{ClusterCa, NodeIdentity, RevocationList};
+
+/// How long a test waits for anything before it fails.
+pub const DEADLINE: Duration = Duration::from_secs(30);
+
+/// Membership timings short enough for tests, long enough for a loaded 2-core machine.
+pub fn fast_swim() -> SwimConfig {
+    SwimConfig {
+        probe_interval: Duration::from_millis(300),
+        ping_timeout: Duration::from_millis(150),
+        suspect_timeout: Duration::from_millis(1500),
+        rejoin_interval: Duration::from_millis(500),
+        ..SwimConfig::default()
+    }
+}
+
+/// The tests start several nodes each: one at a time keeps them from starving each other.
+pub fn serial() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+pub fn init_logs() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+}
+
+fn free_addr() -> SocketAddr {
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket.local_addr().unwrap()
+}
+
+/// Polls `cond` from a plain thread until it holds, failing after [`DEADLINE`].
+pub fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let until = Instant::now() + DEADLINE;
+    while !cond() {
+        assert!(Instant::now() < until, "not within {DEADLINE:?}: {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// One node on a runtime of its own, with its grain service.
+pub struct Host {
+    rt: Option<tokio::runtime::Runtime>,
+    node: Option<Node>,
+    pub grains: Grains,
+}
+
+impl Host {
+    fn start(config: NodeConfig, grains: GrainsConfig) -> Host {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let until = Instant::now() + DEADLINE;
+        let node = loop {
+            let started = {
+                let _in = rt.enter();
+                Node::start(config.clone())
+            };
+            match started {
+                Ok(node) => break node,
+                Err(StartError::Bind { .. }) if Instant::now() < until => {
+                    std::thread::sleep(Duration::from_millis(20))
+                }
+                Err(e) => panic!("node did not start: {e}"),
+            }
+        };
+        let grains = {
+            let _in = rt.enter();
+            Grains::start(&node, grains)
+        };
+        Host {
+            rt: Some(rt),
+            node: Some(node),
+            grains,
+        }
+    }
+
+    pub fn node(&self) -> &Node {
+        self.node.as_ref().expect("node is running")
+    }
+
+    pub fn id(&self) -> NodeId {
+        self.node().id()
+    }
+
+    fn rt(&self) -> &tokio::runtime::Runtime {
+        self.rt.as_ref().expect("node is running")
+    }
+
+    /// Runs `f` on this node's runtime and waits for it.
+    pub fn run<F, Fut, R>(&self, f: F) -> R
+    where
+        F: FnOnce(Grains) -> Fut,
+        Fut: Future<Output = R> + Send + 'static,
+        R: Send + 'static,
+    {
+        let rt = self.rt();
+        rt.block_on(rt.spawn(f(self.grains.clone())))
+            .expect("task panicked")
+    }
+
+    /// Starts `f` on this node's runtime.
+    pub fn spawn<F, Fut, R>(&self, f: F) -> tokio::task::JoinHandle<R>
+    where
+        F: FnOnce(Grains) -> Fut,
+        Fut: Future<Output = R> + Send + 'static,
+        R: Send + 'static,
+    {
+        self.rt().spawn(f(self.grains.clone()))
+    }
+
+    /// Waits for a task started with [`spawn`](Self::spawn).
+    pub fn join<R>(&self, handle: tokio::task::JoinHandle<R>) -> R {
+        self.rt().block_on(handle).expect("task panicked")
+    }
+
+    /// Kills the node without a word: its runtime, with every task and the endpoint
+    /// driver, is dropped in the background.
+    pub fn kill(mut self) {
+        if let Some(rt) = self.rt.take() {
+            rt.shutdown_background();
+        }
+        drop(self.node.take());
+    }
+
+    /// Kills the process `pid` of this node.
+    pub fn kill_process(&self, pid: atoll_core::Pid) {
+        let _in = self.rt().enter();
+        self.node().runtime().kill(pid);
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        drop(self.node.take());
+        if let Some(rt) = self.rt.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+/// Three voters, joined, with a Raft leader, each with a grain service built by `grains`
+/// from its index and a directory of its own.
+pub struct Setup {
+    pub hosts: Vec<Host>,
+    pub dir: tempfile::TempDir,
+}
+
+pub fn start_cluster(grains: impl Fn(usize, &std::path::Path) -> GrainsConfig) -> Setup {
+    let ca = ClusterCa::create("test").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let keys: Vec<NodeIdentity> = (0..3).map(|_| NodeIdentity::generate().unwrap()).collect();
+    let addrs: Vec<SocketAddr> = (0..3).map(|_| free_addr()).collect();
+    let voters: Vec<(NodeId, SocketAddr)> = (0..3).map(|i| (keys[i].node_id(), addrs[i])).collect();
+    let mut hosts = Vec::new();
+    for (i, key) in keys.into_iter().enumerate() {
+        let name = format!("n{i}");
+        let cert = ca.issue(&name, &key.public_key()).unwrap();
+        let mut config =
+            NodeConfig::with_ca(&name, addrs[i], key, cert, ca.trust(RevocationList::new()));
+        config.reconnect_initial = Duration::from_millis(20);
+        config.reconnect_max = Duration::from_millis(200);
+        config.connect_timeout = Duration::from_secs(5);
+        let seeds = if i == 0 { vec![] } else { vec![addrs[0]] };
+        let mut consensus = ConsensusConfig::new(voters.clone(), dir.path().join(&name));
+        consensus.election_timeout_min = Duration::from_millis(600);
+        consensus.election_timeout_max = Duration::from_millis(1200);
+        consensus.request_timeout = Duration::from_secs(3);
+        let config = config
+            .with_membership(MembershipConfig::new(seeds).with_swim(fast_swim()))
+            .with_consensus(consensus);
+        let node_dir = dir.path().join(format!("{name}-grains"));
+        std::fs::create_dir_all(&node_dir).unwrap();
+        hosts.push(Host::start(config, grains(i, &node_dir)));
+    }
+    let setup = Setup { hosts, dir };
+    wait_until("every member active and seeing the others", || {
+        setup.hosts.iter().all(|h| {
+            let swim = h.node().membership().unwrap();
+            swim.state() == MemberState::Active
+                && swim
+                    .members()
+                    .iter()
+                    .filter(|m| m.state == MemberState::Active)
+                    .count()
+                    == 2
+        })
+    });
+    wait_until("a raft leader every voter agrees on", || {
+        let leaders: Vec<_> = setup
+            .hosts
+            .iter()
+            .map(|h| {
+                let node = h.node().clone();
+                h.rt()
+                    .block_on(async move { node.raft_status().await.and_then(|s| s.leader) })
+            })
+            .collect();
+        leaders[0].is_some() && leaders.iter().all(|l| *l == leaders[0])
+    });
+    wait_until("every node sees every grain router", || {
+        setup
+            .hosts
+            .iter()
+            .all(|h| h.node().find_by_type("GrainRouter").len() == 3)
+    });
+    setup
+}
