@@ -8,8 +8,9 @@ use crate::actor_ref::ActorRef;
 use crate::cell::Cell;
 use crate::error::{ActorError, RegisterError};
 use crate::monitor::{Down, MonitorRef};
+use crate::options::SpawnOptions;
 use crate::remote::Decoder;
-use crate::runtime::{Runtime, SpawnOptions};
+use crate::runtime::Runtime;
 use crate::timer::TimerRef;
 
 /// What an actor callback returns: `Err` stops the process with [`ExitReason::Error`].

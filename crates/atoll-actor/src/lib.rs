@@ -39,10 +39,12 @@ mod cell;
 mod error;
 mod info;
 mod monitor;
+mod options;
 mod process;
 mod remote;
 mod runtime;
 mod supervisor;
+mod table;
 mod timer;
 
 pub use actor::{Actor, ActorResult, Ctx};
@@ -51,8 +53,9 @@ pub use atoll_core::{ExitKind, ExitReason, NodeId, Pid, Signal};
 pub use error::{ActorError, CallError, DeliverError, LookupError, RegisterError, SendError};
 pub use info::{ProcessInfo, ProcessStatus};
 pub use monitor::{Down, MonitorRef};
+pub use options::SpawnOptions;
 pub use remote::{Decoder, NoConnection, Remote, decode_from, encode_for, serde_decoder};
-pub use runtime::{Runtime, SpawnOptions};
+pub use runtime::Runtime;
 pub use supervisor::{
     Backoff, ChildInfo, ChildSpec, ChildStarter, Intensity, Restart, Shutdown, Strategy,
     Supervisor, SupervisorMsg, SupervisorSpec,

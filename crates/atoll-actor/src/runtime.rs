@@ -1,6 +1,6 @@
 use std::any::TypeId;
 use std::collections::HashMap;
-use std::hash::{BuildHasher, BuildHasherDefault, Hasher, RandomState};
+use std::hash::{BuildHasher, RandomState};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -16,47 +16,12 @@ use crate::cell::{Cell, Meta, ProcessCell, SignalKind, StartWait};
 use crate::error::{DeliverError, LookupError, RegisterError};
 use crate::info::ProcessInfo;
 use crate::monitor::{Down, MonitorRef};
+use crate::options::SpawnOptions;
 use crate::process::run_process;
 use crate::remote::{self, NoConnection, PendingReply, Remote, RemoteRef};
+use crate::table::{SHARDS, Shard};
 use crate::timer::{self, TimerRef};
 use atoll_core::Signal;
-
-const SHARDS: usize = 64;
-
-/// How a process is spawned.
-#[derive(Debug, Clone, Default)]
-pub struct SpawnOptions {
-    /// Bound the mailbox to this many waiting messages (`None`: unbounded).
-    pub mailbox_capacity: Option<usize>,
-    /// Trap exit signals from the first instant (before `started` runs).
-    pub trap_exit: bool,
-    /// What the process can do, e.g. `"gpu"`: a node advertises them in the cluster's
-    /// process table, where `find_by_capability` and placement read them.
-    pub capabilities: Vec<String>,
-}
-
-impl SpawnOptions {
-    /// A bounded mailbox of `capacity` messages.
-    pub fn bounded(capacity: usize) -> Self {
-        SpawnOptions {
-            mailbox_capacity: Some(capacity),
-            ..Default::default()
-        }
-    }
-
-    /// These options with the capabilities `caps`.
-    ///
-    /// ```
-    /// use atoll_actor::SpawnOptions;
-    ///
-    /// let opts = SpawnOptions::default().with_capabilities(["gpu", "ssd"]);
-    /// assert_eq!(opts.capabilities, ["gpu", "ssd"]);
-    /// ```
-    pub fn with_capabilities<S: Into<String>>(mut self, caps: impl IntoIterator<Item = S>) -> Self {
-        self.capabilities = caps.into_iter().map(Into::into).collect();
-        self
-    }
-}
 
 /// One node's local runtime: its processes, names and timers.
 ///
@@ -101,29 +66,6 @@ struct Inner {
     remote: RwLock<Option<Arc<dyn Remote>>>,
     next_call: AtomicU64,
     pending: Mutex<HashMap<u64, Box<dyn PendingReply>>>,
-}
-
-/// One slice of the process table, keyed by serial.
-type Shard = Mutex<HashMap<u64, Arc<dyn ProcessCell>, SerialHash>>;
-
-/// Serials are sequential: a multiply spreads them well enough for the hash table.
-type SerialHash = BuildHasherDefault<SerialHasher>;
-
-#[derive(Default)]
-struct SerialHasher(u64);
-
-impl Hasher for SerialHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for b in bytes {
-            self.0 = (self.0 << 8 | *b as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-        }
-    }
-    fn write_u64(&mut self, n: u64) {
-        self.0 = n.wrapping_mul(0x9e37_79b9_7f4a_7c15);
-    }
 }
 
 impl std::fmt::Debug for Runtime {

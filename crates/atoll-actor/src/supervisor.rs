@@ -12,7 +12,8 @@ use tokio::time::Instant;
 use crate::actor::{Actor, ActorResult, Ctx};
 use crate::actor_ref::{ActorRef, ReplyTo};
 use crate::error::ActorError;
-use crate::runtime::{Runtime, SpawnOptions};
+use crate::options::SpawnOptions;
+use crate::runtime::Runtime;
 
 /// Which children restart when one of them fails.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
