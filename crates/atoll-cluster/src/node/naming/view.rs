@@ -176,11 +176,11 @@ pub(in crate::node) fn peer_holds(inner: &Inner, from: NodeId, applied: u64) {
     naming.feed.wake.notify_one();
 }
 
-/// On a new connection: tells a voter peer which registry index this node holds, so it
-/// is sent what it lacks.
+/// On a new connection: a non-voter tells a voter peer which registry index it holds, so
+/// it is sent what it lacks (voters resolve from their own replica).
 pub(in crate::node) fn greet(inner: &Inner, peer: &Peer) {
     let Some(naming) = &inner.naming else { return };
-    if naming.directory.voters.contains_key(&raft_id_of(&peer.id)) {
+    if !naming.is_voter() && naming.directory.voters.contains_key(&raft_id_of(&peer.id)) {
         let applied = naming.view.read().unwrap_or_else(|e| e.into_inner()).index;
         let _ = peer.send_control(&Control::RegistryAt { applied });
     }
