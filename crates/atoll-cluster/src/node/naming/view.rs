@@ -1,6 +1,6 @@
-//! How members follow the registry: each voter sends every peer that told it the index it
-//! holds ([`Control::RegistryAt`]) the entries applied since ([`Control::RegistryDelta`])
-//! right after they commit, or the whole registry ([`Control::Registry`]) when the peer is
+//! How members follow the registry: the Raft leader sends every peer that told the voters
+//! the index it holds ([`Control::RegistryAt`]) the entries applied since
+//! ([`Control::RegistryDelta`]) right after they commit, or the whole registry ([`Control::Registry`]) when the peer is
 //! behind the voter's retained window ([`plan_push`] decides). A peer whose copy a delta does
 //! not follow on from says again what it holds. With [`RegistryPush::Snapshots`] voters push
 //! the whole registry every `push_interval` instead (the former way).
@@ -15,6 +15,9 @@ use crate::config::RegistryPush;
 
 /// The least time between two [`Control::RegistryAt`] a member sends one voter after gaps.
 const GAP_RESEND: Duration = Duration::from_millis(100);
+/// The least time between two rounds of deltas: under a stream of commits, the entries of
+/// this long go out together (fewer, larger frames) instead of one round per entry.
+const ROUND_GAP: Duration = Duration::from_millis(1);
 
 /// A voter's pushes to the members and a member's copy: what each peer holds as far as this
 /// voter knows, and counters.
@@ -250,8 +253,14 @@ fn delta_frame(inner: &Inner, c: &Consensus<NodeTransport>, base: u64) -> Option
     encode_frame(&control).ok()
 }
 
-/// One round of pushes: each peer that said what it holds gets what it lacks.
+/// One round of pushes from the leader: each peer that said what it holds gets what it
+/// lacks. Followers send nothing (every member would get each change once per voter); the
+/// index a peer said it holds stays with them, so a follower that becomes leader catches
+/// each peer up from there (by a delta, or a snapshot if that is behind its window).
 fn push_round(inner: &Inner, naming: &Naming, c: &Consensus<NodeTransport>) {
+    if c.leader_hint() != Some(c.id()) {
+        return;
+    }
     let (applied, floor) = c.read_feed(|applied, _, recent| (applied, recent.floor()));
     let Some(applied) = applied else { return };
     let mut known = naming.feed.known.lock().unwrap_or_else(|e| e.into_inner());
@@ -291,13 +300,14 @@ fn push_round(inner: &Inner, naming: &Naming, c: &Consensus<NodeTransport>) {
     }
 }
 
-/// On a voter: pushes registry changes to its peers. With deltas, right after each
-/// applied change (changes that arrive while a round runs go together in the next), and
-/// every `every` anyway; with snapshots, the whole registry at most every `every`.
+/// On a voter: pushes registry changes to its peers. With deltas (from the leader), right
+/// after each applied change (changes that arrive while a round runs or within
+/// [`ROUND_GAP`] of the last go together in the next), and every `every` anyway; with snapshots, the whole registry at most every `every`.
 pub(in crate::node) async fn push_registry(weak: Weak<Inner>, every: Duration) {
     let every = every.max(Duration::from_millis(1));
     let mut pushed = None;
     let mut applied: Option<watch::Receiver<u64>> = None;
+    let mut last_round = Instant::now();
     loop {
         let Some(inner) = weak.upgrade() else { return };
         if inner.closing.load(Ordering::SeqCst) {
@@ -310,6 +320,7 @@ pub(in crate::node) async fn push_registry(weak: Weak<Inner>, every: Duration) {
                 let changes = applied.get_or_insert_with(|| c.watch_applied());
                 changes.borrow_and_update();
                 push_round(&inner, naming, c);
+                last_round = Instant::now();
             }
             (Some(c), RegistryPush::Snapshots) => {
                 if let Some((index, frame)) = snapshot_frame(&inner, c)
@@ -341,6 +352,7 @@ pub(in crate::node) async fn push_registry(weak: Weak<Inner>, every: Duration) {
                     _ = wake.notified() => {}
                     _ = tokio::time::sleep(every) => {}
                 }
+                tokio::time::sleep_until(last_round + ROUND_GAP).await;
             }
             None => tokio::time::sleep(every).await,
         }
