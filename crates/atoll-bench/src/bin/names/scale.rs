@@ -5,8 +5,9 @@
 //! the same cluster, first with 100 names and then with `N` (the rest registered in
 //! between), it measures:
 //!
-//! - registrations per second through `Node::register` at the leader's node, 64 in flight,
-//!   for a fixed number of registrations;
+//! - registrations per second through `Node::register` at the leader's node, 64 in flight:
+//!   the median of five rounds of a fixed number of registrations, each round unregistered
+//!   afterwards (untimed) so the registry stays at the size measured;
 //! - the bytes the voters sent to the members meanwhile (deltas and snapshots, framed), per
 //!   registration;
 //! - the member `whereis` lag: one registration at a time at the leader; from its return
@@ -32,6 +33,8 @@ use super::Holder;
 
 /// The registry size of the `_small` figures.
 const SMALL: usize = 100;
+/// Rounds of registrations per size; the median rate is reported.
+const ROUNDS: usize = 5;
 
 /// What the command line asked for.
 pub struct ScaleArgs {
@@ -55,9 +58,8 @@ impl ScaleArgs {
         if names.is_none() && members.is_none() {
             return None;
         }
-        let number = |v: Option<String>, default: usize| {
-            v.map_or(default, |v| v.parse().expect("a number"))
-        };
+        let number =
+            |v: Option<String>, default: usize| v.map_or(default, |v| v.parse().expect("a number"));
         let modes = match value("--push").as_deref() {
             None | Some("deltas") => vec![RegistryPush::Deltas],
             Some("snapshots") => vec![RegistryPush::Snapshots],
@@ -104,14 +106,18 @@ pub fn run(args: &ScaleArgs) {
         .build()
         .expect("runtime");
     let root = std::env::temp_dir().join(format!("atoll-names-scale-{}", std::process::id()));
-    let (per_size, lag_samples) = if args.quick { (1_000, 50) } else { (3_000, 200) };
+    let (per_size, lag_samples) = if args.quick {
+        (1_000, 50)
+    } else {
+        (2_000, 200)
+    };
     println!(
         "names at scale: 3 voter nodes + {} members over QUIC+TLS on loopback, one process, one 2-worker runtime; {} cores",
         args.members,
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
     println!(
-        "  registrations through Node::register at the leader's node, 64 in flight, {per_size} per size; whereis lag over {lag_samples} single registrations x {} members",
+        "  registrations through Node::register at the leader's node, 64 in flight, {ROUNDS} rounds of {per_size} per size (median rate; each round unregistered after, untimed); whereis lag over {lag_samples} single registrations x {} members",
         args.members
     );
     let mut last = None;
@@ -187,10 +193,18 @@ async fn measure(
     // Warm up, then fill the registry to the small size.
     let filled = register_many(&leader, owner, "fill", SMALL, 64, &counter).await;
     wait_members_at(&cluster, &leader).await;
-    let small = at_size(&cluster, owner, filled, per_size, lag_samples, &counter).await;
+    let small = at_size(
+        &cluster,
+        owner,
+        filled.len(),
+        per_size,
+        lag_samples,
+        &counter,
+    )
+    .await;
     let t = Instant::now();
     let target = args.names;
-    let have = SMALL + per_size + lag_samples;
+    let have = SMALL + lag_samples;
     if target > have {
         register_many(&leader, owner, "fill", target - have, 256, &counter).await;
     }
@@ -245,17 +259,32 @@ async fn at_size(
     counter: &Arc<AtomicU64>,
 ) -> AtSize {
     let leader = &cluster.voters[cluster.leader];
-    let (bytes0, snaps0) = pushed_bytes(cluster);
-    let t = Instant::now();
-    let done = register_many(leader, owner, "rate", count, 64, counter).await;
-    let elapsed = t.elapsed();
-    // What the registrations cost the members: wait for them to be delivered.
-    wait_members_at(cluster, leader).await;
-    let (bytes1, snaps1) = pushed_bytes(cluster);
+    let mut rates = Vec::new();
+    let (mut bytes, mut snapshots, mut registered) = (0, 0, 0);
+    for _ in 0..ROUNDS {
+        let (bytes0, snaps0) = pushed_bytes(cluster);
+        let t = Instant::now();
+        let done = register_many(leader, owner, "rate", count, 64, counter).await;
+        rates.push(per_second(done.len() as u64, t.elapsed()));
+        // What the registrations cost the members: wait for them to be delivered.
+        wait_members_at(cluster, leader).await;
+        let (bytes1, snaps1) = pushed_bytes(cluster);
+        bytes += bytes1 - bytes0;
+        snapshots += snaps1 - snaps0;
+        registered += done.len();
+        // Back to the registry size measured (not timed).
+        unregister_many(leader, done).await;
+        wait_members_at(cluster, leader).await;
+    }
+    rates.sort_by(f64::total_cmp);
     let mut lags = Vec::with_capacity(lag_samples * cluster.members.len());
     for _ in 0..lag_samples {
         let name = format!("lag-{}", counter.fetch_add(1, Ordering::Relaxed));
-        if leader.register(&name, owner, Scope::Consistent).await.is_err() {
+        if leader
+            .register(&name, owner, Scope::Consistent)
+            .await
+            .is_err()
+        {
             continue;
         }
         let start = Instant::now();
@@ -278,15 +307,15 @@ async fn at_size(
     let (lag_p50_us, lag_p99_us) = p50_p99(lags);
     AtSize {
         names,
-        register_per_s: per_second(done as u64, elapsed),
-        push_bytes_per_register: (bytes1 - bytes0) as f64 / done.max(1) as f64,
-        snapshots_sent: snaps1 - snaps0,
+        register_per_s: rates[rates.len() / 2],
+        push_bytes_per_register: bytes as f64 / registered.max(1) as f64,
+        snapshots_sent: snapshots,
         lag_p50_us,
         lag_p99_us,
     }
 }
 
-/// Registers `count` fresh names at `node` with `in_flight` at once; how many succeeded.
+/// Registers `count` fresh names at `node` with `in_flight` at once: those registered.
 async fn register_many(
     node: &Node,
     owner: Pid,
@@ -294,18 +323,42 @@ async fn register_many(
     count: usize,
     in_flight: usize,
     counter: &Arc<AtomicU64>,
-) -> usize {
+) -> Vec<String> {
     let next = Arc::new(AtomicU64::new(0));
-    let ok = Arc::new(AtomicU64::new(0));
     let tasks: Vec<_> = (0..in_flight)
         .map(|_| {
-            let (node, next, ok, counter) = (node.clone(), next.clone(), ok.clone(), counter.clone());
+            let (node, next, counter) = (node.clone(), next.clone(), counter.clone());
             tokio::spawn(async move {
+                let mut ok = Vec::new();
                 while next.fetch_add(1, Ordering::Relaxed) < count as u64 {
                     let name = format!("{prefix}-{}", counter.fetch_add(1, Ordering::Relaxed));
                     if node.register(&name, owner, Scope::Consistent).await.is_ok() {
-                        ok.fetch_add(1, Ordering::Relaxed);
+                        ok.push(name);
                     }
+                }
+                ok
+            })
+        })
+        .collect();
+    let mut all = Vec::with_capacity(count);
+    for t in tasks {
+        all.extend(t.await.unwrap_or_default());
+    }
+    all
+}
+
+/// Unregisters `names` at `node`, 64 at once.
+async fn unregister_many(node: &Node, names: Vec<String>) {
+    let names = Arc::new(names);
+    let next = Arc::new(AtomicU64::new(0));
+    let tasks: Vec<_> = (0..64)
+        .map(|_| {
+            let (node, names, next) = (node.clone(), names.clone(), next.clone());
+            tokio::spawn(async move {
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed) as usize;
+                    let Some(name) = names.get(i) else { return };
+                    let _ = node.unregister(name).await;
                 }
             })
         })
@@ -313,7 +366,6 @@ async fn register_many(
     for t in tasks {
         let _ = t.await;
     }
-    ok.load(Ordering::Relaxed) as usize
 }
 
 async fn start(root: &Path, members: usize, mode: RegistryPush) -> Cluster {
@@ -329,8 +381,7 @@ async fn start(root: &Path, members: usize, mode: RegistryPush) -> Cluster {
                 .expect("a free port")
         })
         .collect();
-    let voters: Vec<(NodeId, SocketAddr)> =
-        (0..3).map(|i| (keys[i].node_id(), addrs[i])).collect();
+    let voters: Vec<(NodeId, SocketAddr)> = (0..3).map(|i| (keys[i].node_id(), addrs[i])).collect();
     let mut nodes = Vec::new();
     for (i, key) in keys.into_iter().enumerate() {
         let name = if i < 3 {
@@ -359,7 +410,10 @@ async fn start(root: &Path, members: usize, mode: RegistryPush) -> Cluster {
     let leader = loop {
         let mut leading = None;
         for (i, n) in nodes.iter().enumerate() {
-            if n.raft_status().await.is_some_and(|s| s.role == Role::Leader) {
+            if n.raft_status()
+                .await
+                .is_some_and(|s| s.role == Role::Leader)
+            {
                 leading = Some(i);
             }
         }
