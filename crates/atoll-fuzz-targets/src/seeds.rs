@@ -294,6 +294,49 @@ pub fn data_message() -> Vec<Vec<u8>> {
     out
 }
 
+/// Registry delta entries as a voter sends them, after the base and reach bytes.
+pub fn registry_delta() -> Vec<Vec<u8>> {
+    use atoll_raft::{Command, Delta};
+    let holder = pid(2, 5);
+    let delta = Delta {
+        base: 12,
+        upto: 14,
+        entries: vec![
+            (
+                13,
+                vec![
+                    Command::Register {
+                        name: "db".into(),
+                        pid: holder,
+                        scope: atoll_core::Scope::Consistent,
+                    },
+                    Command::LockOrWait {
+                        name: "l".into(),
+                        holder,
+                    },
+                ],
+            ),
+            (
+                14,
+                vec![
+                    Command::Unlock {
+                        name: "l".into(),
+                        token: 13,
+                    },
+                    Command::ReleaseNode {
+                        node: NodeId::from_bytes([2; 16]),
+                        before_creation: Some(2),
+                        up_to_index: None,
+                    },
+                ],
+            ),
+        ],
+    };
+    let mut seed = vec![12, 2];
+    seed.extend(delta.encode_entries());
+    vec![seed]
+}
+
 #[cfg(test)]
 mod tests {
     //! Every seed is valid: it gets past the decoder its target starts with.
@@ -349,47 +392,4 @@ mod tests {
             MerkleMessage::decode(&s).unwrap();
         }
     }
-}
-
-/// Registry delta entries as a voter sends them, after the base and reach bytes.
-pub fn registry_delta() -> Vec<Vec<u8>> {
-    use atoll_raft::{Command, Delta};
-    let holder = pid(2, 5);
-    let delta = Delta {
-        base: 12,
-        upto: 14,
-        entries: vec![
-            (
-                13,
-                vec![
-                    Command::Register {
-                        name: "db".into(),
-                        pid: holder,
-                        scope: atoll_core::Scope::Consistent,
-                    },
-                    Command::LockOrWait {
-                        name: "l".into(),
-                        holder,
-                    },
-                ],
-            ),
-            (
-                14,
-                vec![
-                    Command::Unlock {
-                        name: "l".into(),
-                        token: 13,
-                    },
-                    Command::ReleaseNode {
-                        node: NodeId::from_bytes([2; 16]),
-                        before_creation: Some(2),
-                        up_to_index: None,
-                    },
-                ],
-            ),
-        ],
-    };
-    let mut seed = vec![12, 2];
-    seed.extend(delta.encode_entries());
-    vec![seed]
 }
