@@ -279,7 +279,7 @@ async fn at_size(
     rates.sort_by(f64::total_cmp);
     let mut lags = Vec::with_capacity(lag_samples * cluster.members.len());
     for _ in 0..lag_samples {
-        let name = format!("lag-{}", counter.fetch_add(1, Ordering::Relaxed));
+        let name = format!("lag-{:08}", counter.fetch_add(1, Ordering::Relaxed));
         if leader
             .register(&name, owner, Scope::Consistent)
             .await
@@ -331,7 +331,9 @@ async fn register_many(
             tokio::spawn(async move {
                 let mut ok = Vec::new();
                 while next.fetch_add(1, Ordering::Relaxed) < count as u64 {
-                    let name = format!("{prefix}-{}", counter.fetch_add(1, Ordering::Relaxed));
+                    // Names of one length at every size: the bytes pushed compare.
+                    let n = counter.fetch_add(1, Ordering::Relaxed);
+                    let name = format!("{prefix}-{n:08}");
                     if node.register(&name, owner, Scope::Consistent).await.is_ok() {
                         ok.push(name);
                     }
