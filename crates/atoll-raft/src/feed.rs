@@ -287,7 +287,19 @@ struct FlatRef<'a>(&'a Command);
 
 impl<'a> FlatRef<'a> {
     fn of(command: &'a Command) -> Option<Self> {
-        (!matches!(command, Command::Batch(_))).then_some(FlatRef(command))
+        // Every variant by name: a new command must be added to `Flat` as well (in the
+        // same place), or deltas would decode it as another.
+        match command {
+            Command::Batch(_) => None,
+            Command::Register { .. }
+            | Command::Unregister { .. }
+            | Command::ReleaseNode { .. }
+            | Command::Lock { .. }
+            | Command::LockOrWait { .. }
+            | Command::Abandon { .. }
+            | Command::Unlock { .. }
+            | Command::SetConfig { .. } => Some(FlatRef(command)),
+        }
     }
 }
 
@@ -557,6 +569,50 @@ mod tests {
             plan_push(Some(applied + 1), applied + 1, recent.floor()),
             Push::Nothing
         );
+    }
+
+    #[test]
+    fn every_command_round_trips_through_a_delta() {
+        let holder = pid(4);
+        let commands = vec![
+            register("a", 1),
+            Command::Unregister {
+                name: "a".into(),
+                pid: pid(1),
+            },
+            Command::ReleaseNode {
+                node: NodeId::from_bytes([5; 16]),
+                before_creation: Some(3),
+                up_to_index: Some(9),
+            },
+            Command::Lock {
+                name: "l".into(),
+                holder,
+            },
+            Command::LockOrWait {
+                name: "l".into(),
+                holder,
+            },
+            Command::Abandon {
+                name: "l".into(),
+                holder,
+            },
+            Command::Unlock {
+                name: "l".into(),
+                token: 7,
+            },
+            Command::SetConfig {
+                key: "k".into(),
+                value: "v".into(),
+            },
+        ];
+        let delta = Delta {
+            base: 0,
+            upto: 2,
+            entries: vec![(1, commands[..4].to_vec()), (2, commands[4..].to_vec())],
+        };
+        let again = Delta::decode(0, 2, &delta.encode_entries()).expect("decodes");
+        assert_eq!(again, delta);
     }
 
     #[test]
