@@ -574,7 +574,7 @@ mod tests {
     #[test]
     fn every_command_round_trips_through_a_delta() {
         let holder = pid(4);
-        let commands = vec![
+        let commands = [
             register("a", 1),
             Command::Unregister {
                 name: "a".into(),
