@@ -442,7 +442,28 @@ impl Membership {
         {
             m.load = Some(status.load);
         }
+        self.tell_suspected(now, &src);
         Ok(())
+    }
+
+    /// A member we suspect talks to us on its own connection: tell it, so that it refutes.
+    /// The gossip that spread the suspicion may have run out of transmissions while the two
+    /// could not reach each other (a short partition), and without a refutation the
+    /// suspicion would stand until the member is declared down.
+    fn tell_suspected(&mut self, now: Instant, src: &Identity) {
+        let Some(incarnation) = self
+            .foca
+            .iter_membership_state()
+            .find(|m| m.id() == src && m.state() == State::Suspect)
+            .map(|m| m.incarnation())
+        else {
+            return;
+        };
+        if self.recently_contacted(now, src.node) {
+            return;
+        }
+        let suspicion = foca::Member::new(src.clone(), incarnation, State::Suspect);
+        self.send_crafted(src.clone(), Message::Gossip, vec![suspicion]);
     }
 
     /// Whether this node accepts being declared down by `other` (a node it holds down too).

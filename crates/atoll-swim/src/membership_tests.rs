@@ -456,3 +456,26 @@ fn without_auto_down_a_partition_leaves_suspects_until_someone_decides() {
         }
     }
 }
+
+#[test]
+fn a_suspicion_outlived_by_its_gossip_is_still_refuted_after_a_short_partition() {
+    let mut b = Bench::new(5);
+    b.advance(Duration::from_secs(2));
+    // Shorter than the suspect timeout, long enough for probes to fail and the suspicion
+    // gossip to run out of transmissions on the side that holds it.
+    b.partition(&[0, 1], &[2, 3, 4]);
+    b.advance(Duration::from_secs(3));
+    assert!(
+        (2..5).any(|i| b.state(i, 0) == Some(MemberState::Suspect)
+            || b.state(i, 1) == Some(MemberState::Suspect)),
+        "nobody suspected anyone"
+    );
+    b.cut.clear();
+    b.advance(Duration::from_secs(10));
+    for i in 0..5 {
+        assert_eq!(b.nodes[i].identity().generation, 1, "node {i} was fenced");
+        for j in (0..5).filter(|&j| j != i) {
+            assert_eq!(b.state(i, j), Some(MemberState::Active), "{i} about {j}");
+        }
+    }
+}

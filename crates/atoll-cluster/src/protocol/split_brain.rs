@@ -15,9 +15,11 @@
 //! - any other side downs itself: the node fences itself (drops what it held, tells its
 //!   processes) and rejoins as a new generation once it reaches the others again.
 //!
-//! Graceful leaves are not partitions: a member that left is taken out of the membership
-//! at once. Members that joined during an incident count only once the view is stable
-//! again. Pure: time comes in as `now`.
+//! The membership split is the last stable one plus any member known but not heard from
+//! (one that joined since, then went quiet; on a young cluster whose view was never stable
+//! for a window, these are all it has). Graceful leaves are not partitions: a member that
+//! left is taken out of the membership at once. Members that joined during an incident and
+//! are heard from count only once the view is stable again. Pure: time comes in as `now`.
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
@@ -44,6 +46,8 @@ pub enum SplitBrainPolicy {
 pub struct Observation {
     /// The members this node hears from (answering probes), itself included.
     pub reachable: BTreeSet<NodeId>,
+    /// Members it knows but does not hear from, and that nobody declared down (suspects).
+    pub unreachable: BTreeSet<NodeId>,
     /// Members that left gracefully.
     pub left: BTreeSet<NodeId>,
     /// The Raft voters, as far as this node knows.
@@ -121,7 +125,20 @@ impl SplitBrain {
         if stable_for < self.window {
             return Decision::Wait;
         }
-        let missing: BTreeSet<NodeId> = self.stable.difference(&self.view).copied().collect();
+        // The membership to split: the last stable one, and whoever else is known but not
+        // heard from (a member that joined since, then went quiet).
+        // Never stable yet: what it sees now is all it has.
+        let stable = if self.stable.is_empty() {
+            &self.view
+        } else {
+            &self.stable
+        };
+        let base: BTreeSet<NodeId> = stable
+            .iter()
+            .chain(seen.unreachable.iter().filter(|n| **n != self.me))
+            .copied()
+            .collect();
+        let missing: BTreeSet<NodeId> = base.difference(&self.view).copied().collect();
         if self.fenced {
             // Back in touch with a majority of what it lost (it rejoined): armed again.
             if self.holds_majority() {
@@ -134,7 +151,7 @@ impl SplitBrain {
             self.settle(seen);
             return Decision::Wait;
         }
-        if self.survives() {
+        if self.survives(&base) {
             self.settle(seen);
             Decision::Down(missing)
         } else {
@@ -158,21 +175,24 @@ impl SplitBrain {
         here * 2 > self.stable.len()
     }
 
-    /// Whether the side this node sees survives the split of the stable membership.
-    fn survives(&self) -> bool {
-        let here = self.stable.intersection(&self.view).count();
-        let total = self.stable.len();
+    /// Whether the side this node sees survives the split of the membership `base`.
+    fn survives(&self, base: &BTreeSet<NodeId>) -> bool {
+        let here = base.intersection(&self.view).count();
+        let total = base.len();
         if here * 2 != total {
             return here * 2 > total;
         }
-        let voters_here = self.stable_voters.intersection(&self.view).count();
-        let voters = self.stable_voters.len();
-        if voters_here * 2 != voters {
-            return voters_here * 2 > voters;
+        let voters: BTreeSet<NodeId> = self
+            .stable_voters
+            .iter()
+            .filter(|v| base.contains(v))
+            .copied()
+            .collect();
+        let voters_here = voters.intersection(&self.view).count();
+        if voters_here * 2 != voters.len() {
+            return voters_here * 2 > voters.len();
         }
-        self.stable
-            .first()
-            .is_some_and(|lowest| self.view.contains(lowest))
+        base.first().is_some_and(|lowest| self.view.contains(lowest))
     }
 }
 

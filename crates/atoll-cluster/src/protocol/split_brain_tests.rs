@@ -13,6 +13,7 @@ fn set(ids: &[u8]) -> BTreeSet<NodeId> {
 fn sees(ids: &[u8], voters: &[u8]) -> Observation {
     Observation {
         reachable: set(ids),
+        unreachable: BTreeSet::new(),
         left: BTreeSet::new(),
         voters: set(voters),
     }
@@ -223,6 +224,7 @@ fn a_graceful_leave_is_not_a_partition() {
     // 3 and 4 left: the two that remain are the whole membership, not a losing half.
     let view = Observation {
         reachable: set(&[1, 2]),
+        unreachable: BTreeSet::new(),
         left: set(&[3, 4]),
         voters: BTreeSet::new(),
     };
@@ -238,4 +240,39 @@ fn members_that_join_during_a_split_do_not_count_for_it() {
         hold(&mut p, t, &sees(&[1, 2, 6, 7, 8], &[])),
         [Decision::DownMyself]
     );
+}
+
+#[test]
+fn a_young_cluster_splits_the_members_it_knows() {
+    // The view never stayed the same for a window before the split: the members known but
+    // not heard from still count.
+    let t = Instant::now();
+    let split = |reachable: &[u8], unreachable: &[u8]| Observation {
+        reachable: set(reachable),
+        unreachable: set(unreachable),
+        ..Observation::default()
+    };
+    let mut minority = SplitBrain::new(node(4), W);
+    assert_eq!(
+        hold(&mut minority, t, &split(&[4, 5], &[1, 2, 3])),
+        [Decision::DownMyself]
+    );
+    let mut majority = SplitBrain::new(node(1), W);
+    assert_eq!(
+        hold(&mut majority, t, &split(&[1, 2, 3], &[4, 5])),
+        [Decision::Down(set(&[4, 5]))]
+    );
+    assert_eq!(majority.stable_membership(), &set(&[1, 2, 3]));
+}
+
+#[test]
+fn a_member_that_joined_then_went_quiet_counts() {
+    let (mut p, t) = settled(1, &[1, 2, 3], &[]);
+    // 4 and 5 joined but were never heard from for a window; now quiet with 3.
+    let view = Observation {
+        reachable: set(&[1, 2]),
+        unreachable: set(&[3, 4, 5]),
+        ..Observation::default()
+    };
+    assert_eq!(hold(&mut p, t, &view), [Decision::DownMyself]);
 }
