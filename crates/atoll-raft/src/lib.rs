@@ -86,7 +86,7 @@ pub mod types;
 
 pub use chase::{ChaseError, LeaderChase};
 pub use consensus::{Consensus, ConsensusError, RaftSettings, RaftStatus, Role};
-pub use disk::{Disk, SimDisk, SimDiskStats};
+pub use disk::{Disk, Failpoint, SimDisk, SimDiskStats};
 pub use memory::{MemRouter, MemTransport};
 pub use network::{NetworkFactory, RaftTransport, TransportError};
 pub use registry::{Binding, Command, LockGrant, Outcome, Registry, SnapshotDecodeError};
