@@ -157,7 +157,10 @@ impl DiskState {
     fn tear(&mut self, seed: u64) {
         let undo = std::mem::take(&mut self.undo);
         let mut rng = atoll_core::SplitMix64::new(seed);
-        let kept: Vec<bool> = undo.iter().map(|_| rng.next_u64() % 2 == 0).collect();
+        let kept: Vec<bool> = undo
+            .iter()
+            .map(|_| rng.next_u64().is_multiple_of(2))
+            .collect();
         let lost: Vec<usize> = (0..undo.len()).filter(|i| !kept[*i]).collect();
         let torn = (!lost.is_empty()).then(|| lost[(rng.next_u64() % lost.len() as u64) as usize]);
         for (i, (offset, before)) in undo.iter().enumerate().rev() {
@@ -202,7 +205,9 @@ impl DiskState {
             }
             Failpoint::TornSync { seed } => self.tear(seed),
         }
-        Err(io::Error::other(format!("the disk crashed at a sync ({failpoint:?})")))
+        Err(io::Error::other(format!(
+            "the disk crashed at a sync ({failpoint:?})"
+        )))
     }
 }
 
@@ -341,7 +346,8 @@ mod tests {
                 let new = b'0' + i as u8;
                 let whole = chunk.iter().all(|c| *c == new);
                 let absent = chunk.iter().all(|c| *c == b'.');
-                let half = chunk[..8].iter().all(|c| *c == new) && chunk[8..].iter().all(|c| *c == b'.');
+                let half =
+                    chunk[..8].iter().all(|c| *c == new) && chunk[8..].iter().all(|c| *c == b'.');
                 assert!(whole || absent || half, "seed {seed}: {after:?}");
             }
             outcomes.insert(after);

@@ -53,14 +53,14 @@ async fn workload(log: &mut LogStore, sm: &mut StateMachineStore) -> Acked {
             return acked;
         }
         acked.last += BATCH;
-        if i % 2 == 0 {
+        if i.is_multiple_of(2) {
             let vote = Vote::new_committed(i, 1);
             if log.save_vote(&vote).await.is_err() {
                 return acked;
             }
             acked.vote = Some(vote);
         }
-        if i % 4 == 0 {
+        if i.is_multiple_of(4) {
             let applied = sm.applied_state().await.unwrap().0.map_or(0, |l| l.index);
             let todo: Vec<_> = (applied + 1..=acked.last).map(entry).collect();
             sm.apply(todo).await.unwrap();
@@ -80,9 +80,13 @@ async fn check(disk: &SimDisk, acked: &Acked, what: &str) {
         open_disk(disk).unwrap_or_else(|e| panic!("{what}: the store does not reopen: {e}"));
     let state = log.get_log_state().await.unwrap();
     let last = state.last_log_id.map_or(0, |l| l.index);
-    assert!(last >= acked.last, "{what}: acknowledged entries lost ({last} < {})", acked.last);
     assert!(
-        last % BATCH == 0 && last <= acked.last + BATCH,
+        last >= acked.last,
+        "{what}: acknowledged entries lost ({last} < {})",
+        acked.last
+    );
+    assert!(
+        last.is_multiple_of(BATCH) && last <= acked.last + BATCH,
         "{what}: a batch half there, or more than the one in flight: last {last}, acked {}",
         acked.last
     );
@@ -90,11 +94,18 @@ async fn check(disk: &SimDisk, acked: &Acked, what: &str) {
     let expected: Vec<_> = (1..=last).map(entry).collect();
     assert_eq!(entries, expected, "{what}: the log is not the one written");
     let vote = log.read_vote().await.unwrap();
-    assert!(vote >= acked.vote, "{what}: acknowledged vote lost: {vote:?} < {:?}", acked.vote);
+    assert!(
+        vote >= acked.vote,
+        "{what}: acknowledged vote lost: {vote:?} < {:?}",
+        acked.vote
+    );
     let (applied, _) = sm.applied_state().await.unwrap();
     let applied = applied.map_or(0, |l| l.index);
     if let Some(at) = acked.snapshot {
-        assert!(applied >= at, "{what}: acknowledged snapshot lost ({applied} < {at})");
+        assert!(
+            applied >= at,
+            "{what}: acknowledged snapshot lost ({applied} < {at})"
+        );
     }
     assert!(applied <= last, "{what}: a snapshot ahead of the log");
     let registry = sm.state().read().unwrap().registry.clone();
@@ -107,7 +118,11 @@ async fn check(disk: &SimDisk, acked: &Acked, what: &str) {
     let next: Vec<_> = (last + 1..=last + BATCH).map(entry).collect();
     log.blocking_append(next).await.unwrap();
     assert_eq!(
-        log.get_log_state().await.unwrap().last_log_id.map(|l| l.index),
+        log.get_log_state()
+            .await
+            .unwrap()
+            .last_log_id
+            .map(|l| l.index),
         Some(last + BATCH)
     );
 }

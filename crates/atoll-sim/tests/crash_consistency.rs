@@ -6,8 +6,8 @@
 use std::time::Duration;
 
 use atoll_actor::{Actor, ActorResult, Ctx};
-use atoll_raft::Failpoint;
 use atoll_core::Scope;
+use atoll_raft::Failpoint;
 use atoll_sim::cluster::{ClusterSpec, SimCluster, check_seeds};
 
 struct Idle;
@@ -57,7 +57,11 @@ fn crash_a_voter(failpoint: Failpoint, leader: bool) {
             }
         }
         assert!(restarted, "the failpoint never fired");
-        assert!(acked.len() >= 20, "too few registrations went through: {}", acked.len());
+        assert!(
+            acked.len() >= 20,
+            "too few registrations went through: {}",
+            acked.len()
+        );
         assert!(
             sim.wait_until(Duration::from_secs(60), |s| {
                 (0..4).all(|i| {

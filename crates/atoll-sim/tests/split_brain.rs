@@ -44,7 +44,14 @@ fn spec() -> ClusterSpec {
 
 fn generations(sim: &SimCluster) -> Vec<u64> {
     (0..sim.len())
-        .map(|i| sim.node(i).unwrap().membership().unwrap().identity().generation)
+        .map(|i| {
+            sim.node(i)
+                .unwrap()
+                .membership()
+                .unwrap()
+                .identity()
+                .generation
+        })
         .collect()
 }
 
@@ -53,7 +60,11 @@ fn views(sim: &SimCluster) -> String {
     let mut out = String::new();
     for i in 0..sim.len() {
         let swim = sim.node(i).unwrap().membership().unwrap();
-        out += &format!("\n{i} ({}, {:?}):", swim.identity().generation, swim.state());
+        out += &format!(
+            "\n{i} ({}, {:?}):",
+            swim.identity().generation,
+            swim.state()
+        );
         for j in (0..sim.len()).filter(|&j| j != i) {
             match swim.member(sim.id(j)) {
                 Some(m) => out += &format!(" {j}={}/{:?}", m.identity.generation, m.state),
@@ -113,7 +124,9 @@ async fn holder_on(
 fn free_everywhere(sim: &SimCluster, nodes: &[usize]) -> bool {
     nodes.iter().all(|&i| {
         let n = sim.node(i).unwrap();
-        n.whereis("x").is_none() && n.lock_holder("L").is_none() && n.group_members("room").is_empty()
+        n.whereis("x").is_none()
+            && n.lock_holder("L").is_none()
+            && n.group_members("room").is_empty()
     })
 }
 
@@ -175,14 +188,18 @@ fn two_three(minority: [usize; 2]) {
             sim.heal();
             // The two rejoin as the generations they continued as; nobody else moves.
             assert!(
-                sim.wait_until(Duration::from_secs(60), |s| whole(s, &cut)).await,
+                sim.wait_until(Duration::from_secs(60), |s| whole(s, &cut))
+                    .await,
                 "no rejoin after the heal: {}",
                 views(&sim)
             );
             assert_eq!(generations(&sim), cut);
             assert!(
-                sim.wait_until(Duration::from_secs(30), |s| free_everywhere(s, &[0, 1, 2, 3, 4]))
-                    .await,
+                sim.wait_until(Duration::from_secs(30), |s| free_everywhere(
+                    s,
+                    &[0, 1, 2, 3, 4]
+                ))
+                .await,
                 "a fenced claim came back"
             );
             // Told once; the process lives on and may claim its name again.
@@ -226,8 +243,8 @@ fn partitions_shorter_than_the_window_down_nobody() {
         let before = generations(&sim);
         // Cut and healed over and over, each state lasting less than the window, for
         // five windows: long enough for SWIM's suspect timeout to have downed someone.
-        for round in 0..10 {
-            if round % 2 == 0 {
+        for round in 0..10u64 {
+            if round.is_multiple_of(2) {
                 sim.partition(&[3, 4], &[0, 1, 2]);
             } else {
                 sim.heal();
@@ -246,9 +263,11 @@ fn partitions_shorter_than_the_window_down_nobody() {
         assert!(!guard.is_lost());
         assert!(told.lock().unwrap().is_empty());
         assert!((0..5).all(|i| sim.node(i).unwrap().whereis("x") == Some(holder)));
-        assert_eq!(sim.node(0).unwrap().lock_holder("L").map(|h| h.0), Some(holder));
+        assert_eq!(
+            sim.node(0).unwrap().lock_holder("L").map(|h| h.0),
+            Some(holder)
+        );
         drop(guard);
         sim.shutdown().await;
     });
 }
-

@@ -657,8 +657,10 @@ impl Membership {
         }
         self.forget_old(now);
         let view = &self.view;
-        self.reach_again
-            .retain(|node, _| !view.get(node).is_some_and(|m| m.state == MemberState::Active));
+        self.reach_again.retain(|node, _| {
+            view.get(node)
+                .is_none_or(|m| m.state != MemberState::Active)
+        });
         self.dials.extend(self.reach_again.values().copied());
         let alone = self.foca.num_members() == 0;
         if self.state == MemberState::Joining || alone {

@@ -438,7 +438,9 @@ fn without_auto_down_a_partition_leaves_suspects_until_someone_decides() {
         let events = b.events(i);
         if i >= 2 {
             assert!(
-                !events.iter().any(|e| matches!(e, MemberEvent::Fenced { .. })),
+                !events
+                    .iter()
+                    .any(|e| matches!(e, MemberEvent::Fenced { .. })),
                 "node {i}: {events:?}"
             );
             assert_eq!(b.nodes[i].identity().generation, 1);

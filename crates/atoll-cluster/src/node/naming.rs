@@ -142,7 +142,11 @@ impl Naming {
 
     /// The nodes that run the Raft voters.
     pub(super) fn voter_nodes(&self) -> std::collections::BTreeSet<NodeId> {
-        self.directory.voters.values().map(|(node, _)| *node).collect()
+        self.directory
+            .voters
+            .values()
+            .map(|(node, _)| *node)
+            .collect()
     }
 
     /// The consensus names and locks processes of node `me` hold as far as this node

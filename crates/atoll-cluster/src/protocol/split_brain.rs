@@ -163,11 +163,7 @@ impl SplitBrain {
     /// The view becomes the stable membership.
     fn settle(&mut self, seen: &Observation) {
         self.stable = self.view.clone();
-        self.stable_voters = seen
-            .voters
-            .intersection(&self.stable)
-            .copied()
-            .collect();
+        self.stable_voters = seen.voters.intersection(&self.stable).copied().collect();
     }
 
     fn holds_majority(&self) -> bool {
@@ -192,7 +188,8 @@ impl SplitBrain {
         if voters_here * 2 != voters.len() {
             return voters_here * 2 > voters.len();
         }
-        base.first().is_some_and(|lowest| self.view.contains(lowest))
+        base.first()
+            .is_some_and(|lowest| self.view.contains(lowest))
     }
 }
 

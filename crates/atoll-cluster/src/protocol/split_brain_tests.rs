@@ -122,7 +122,10 @@ fn nothing_is_decided_before_the_view_has_been_stable_for_the_window() {
     let (mut p, t) = settled(1, &[1, 2, 3, 4, 5], &[]);
     let split = sees(&[1, 2, 3], &[]);
     assert_eq!(p.step(t, &split), Decision::Wait);
-    assert_eq!(p.step(t + W - Duration::from_millis(1), &split), Decision::Wait);
+    assert_eq!(
+        p.step(t + W - Duration::from_millis(1), &split),
+        Decision::Wait
+    );
     assert_eq!(p.step(t + W, &split), Decision::Down(set(&[4, 5])));
 }
 
@@ -135,7 +138,11 @@ fn views_flapping_within_the_window_down_nobody() {
         // Split and healed again and again, each state lasting less than the window, for
         // ten windows.
         for i in 0..40 {
-            let view = if i % 2 == 0 { sees(side, &[]) } else { sees(&all, &[]) };
+            let view = if i % 2 == 0 {
+                sees(side, &[])
+            } else {
+                sees(&all, &[])
+            };
             assert_eq!(p.step(t, &view), Decision::Wait, "node {me}, step {i}");
             t += W / 4;
             assert_eq!(p.step(t, &view), Decision::Wait, "node {me}, step {i}");

@@ -149,8 +149,7 @@ impl crate::node::Node {
                 let Some(naming) = self.naming() else {
                     return Err(NameError::NoConsensus);
                 };
-                if !crate::node::fence::releases_applied(inner, naming.config.request_timeout)
-                    .await
+                if !crate::node::fence::releases_applied(inner, naming.config.request_timeout).await
                 {
                     return Err(NameError::Fencing);
                 }
