@@ -7,6 +7,8 @@ use atoll_core::NodeId;
 use atoll_net::{NodeCertificate, NodeIdentity, SharedIdentity, TransportSettings, TrustConfig};
 use atoll_swim::SwimConfig;
 
+use crate::protocol::split_brain::SplitBrainPolicy;
+
 /// [`NodeConfig::max_frame_len`] unless set otherwise: 8 MiB.
 pub const DEFAULT_MAX_FRAME_LEN: usize = 8 << 20;
 /// [`NodeConfig::message_streams`] unless set otherwise.
@@ -159,6 +161,10 @@ pub struct MembershipConfig {
     /// How long a connection opened for membership traffic may take (QUIC handshake plus
     /// introduction). Short, so an unreachable member does not hold attempts up.
     pub connect_timeout: Duration,
+    /// Which side of a partition downs the other. With keep-majority, SWIM's suspect
+    /// timeout no longer declares anyone down by itself: the policy does, once the view has
+    /// been stable for its window (see docs/semantics.md).
+    pub split_brain: SplitBrainPolicy,
 }
 
 impl Default for MembershipConfig {
@@ -170,6 +176,7 @@ impl Default for MembershipConfig {
             capabilities: Vec::new(),
             advertise: None,
             connect_timeout: Duration::from_secs(2),
+            split_brain: SplitBrainPolicy::Off,
         }
     }
 }
@@ -182,6 +189,12 @@ impl MembershipConfig {
             seeds: seeds.into_iter().collect(),
             ..MembershipConfig::default()
         }
+    }
+
+    /// With this split-brain policy.
+    pub fn with_split_brain(mut self, policy: SplitBrainPolicy) -> Self {
+        self.split_brain = policy;
+        self
     }
 
     /// With these protocol settings.

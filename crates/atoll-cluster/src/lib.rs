@@ -67,6 +67,7 @@ pub use node::{
 pub use protocol::data::{DataSettings, DataStats};
 /// What a process that asked ([`Node::notify_fenced`]) is told when its node was fenced.
 pub use protocol::fence::FenceNotice;
+pub use protocol::split_brain::SplitBrainPolicy;
 pub use validate::{
     ConfigError, LabelKind, MAX_FRAME_LEN, MAX_INDIRECT_PROBES, MAX_MESSAGE_STREAMS, MAX_TIMING,
     MIN_FRAME_LEN, MIN_TIMING, Setting,

@@ -11,6 +11,7 @@ mod membership;
 mod naming;
 mod routing;
 mod rpc;
+mod split_brain;
 mod start;
 mod status;
 

@@ -91,7 +91,7 @@ pub mod types;
 
 pub use chase::{ChaseError, LeaderChase};
 pub use consensus::{Consensus, ConsensusError, RaftSettings, RaftStatus, Role};
-pub use disk::{Disk, SimDisk, SimDiskStats};
+pub use disk::{Disk, Failpoint, SimDisk, SimDiskStats};
 pub use feed::{
     Delta, DeltaDecodeError, FollowedRegistry, Push, Receipt, RecentEntries, plan_push,
 };

@@ -663,3 +663,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         }))
     }
 }
+
+#[cfg(test)]
+#[path = "store_crash_tests.rs"]
+mod crash_tests;

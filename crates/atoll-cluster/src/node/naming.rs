@@ -144,6 +144,15 @@ impl Naming {
         }
     }
 
+    /// The nodes that run the Raft voters.
+    pub(super) fn voter_nodes(&self) -> std::collections::BTreeSet<NodeId> {
+        self.directory
+            .voters
+            .values()
+            .map(|(node, _)| *node)
+            .collect()
+    }
+
     /// The consensus names and locks processes of node `me` hold as far as this node
     /// knows: what its registry gives them, and what they took through this node and have
     /// not given up (a registry view pushed after a partition may already lack them):

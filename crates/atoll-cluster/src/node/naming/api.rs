@@ -149,6 +149,10 @@ impl crate::node::Node {
                 let Some(naming) = self.naming() else {
                     return Err(NameError::NoConsensus);
                 };
+                if !crate::node::fence::releases_applied(inner, naming.config.request_timeout).await
+                {
+                    return Err(NameError::Fencing);
+                }
                 let command = Command::Register {
                     name: name.to_string(),
                     pid,
