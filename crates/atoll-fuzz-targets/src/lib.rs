@@ -49,6 +49,7 @@ targets!(
     chain_sync,
     merkle_message,
     data_message,
+    grain_state,
 );
 
 /// The target named `name`.
