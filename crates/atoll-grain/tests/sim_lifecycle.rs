@@ -55,6 +55,9 @@ impl Grain for Stream {
 
 const KEYS: [&str; 3] = ["x", "y", "z"];
 
+/// Per grain key, the (sender, sequence number) pushes acknowledged.
+type Acked = BTreeMap<String, BTreeSet<(u32, u32)>>;
+
 /// Checks a grain's final messages against the acknowledged ones: each acknowledged one
 /// there exactly once, each sender's in increasing order (unacknowledged ones may be
 /// missing, or there if they were saved before the answer was lost).
@@ -163,7 +166,7 @@ fn migrations_and_partitions_lose_no_acknowledged_message() {
         );
 
         // A sender on every node, each awaiting every push before the next.
-        let acked: Arc<Mutex<BTreeMap<String, BTreeSet<(u32, u32)>>>> = Arc::default();
+        let acked: Arc<Mutex<Acked>> = Arc::default();
         let stop = Arc::new(AtomicBool::new(false));
         let mut tasks = Vec::new();
         for (i, grains) in services.iter().enumerate() {
