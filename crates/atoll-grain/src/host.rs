@@ -594,6 +594,8 @@ impl<G: Grain> Actor for GrainHost<G> {
     type Msg = HostMsg;
 
     async fn started(&mut self, ctx: &mut Ctx<Self>) -> ActorResult {
+        // The node's shutdown reaches hosts as an exit signal: saving needs to see it.
+        ctx.trap_exit(true);
         let Some(node) = self.shared.node.upgrade() else {
             self.leave(Answer::Retry, ctx);
             return Ok(());
@@ -670,6 +672,30 @@ impl<G: Grain> Actor for GrainHost<G> {
             }
             HostMsg::Finish => ctx.stop(ExitReason::Normal),
         }
+        Ok(())
+    }
+
+    /// The node shutting down: save what can be saved (the local store; `Replicated`
+    /// replicas are likely gone by now) and stop. The claim goes with the process.
+    async fn handle_exit(
+        &mut self,
+        _from: Pid,
+        reason: ExitReason,
+        ctx: &mut Ctx<Self>,
+    ) -> ActorResult {
+        if reason.is_normal() {
+            return Ok(());
+        }
+        if reason == ExitReason::Shutdown
+            && let Phase::Active(live) = &mut self.phase
+        {
+            live.grain.on_deactivate(&mut live.ctx).await;
+            if let Err(e) = live.ctx.save().await {
+                warn!(grain = %self.id, "state not saved on node shutdown: {e}");
+            }
+            self.shared.deactivations.fetch_add(1, Ordering::Relaxed);
+        }
+        ctx.stop(reason);
         Ok(())
     }
 }
