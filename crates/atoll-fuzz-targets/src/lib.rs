@@ -50,6 +50,7 @@ targets!(
     merkle_message,
     data_message,
     registry_delta,
+    grain_state,
 );
 
 /// The target named `name`.

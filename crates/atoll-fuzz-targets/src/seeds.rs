@@ -337,6 +337,26 @@ pub fn registry_delta() -> Vec<Vec<u8>> {
     vec![seed]
 }
 
+/// Seeds of [`targets::grain_state`]: stored copies and replica answers.
+pub fn grain_state() -> Vec<Vec<u8>> {
+    use atoll_grain::core::Versioned;
+    use atoll_grain::{ReplicaAnswer, StaleEpoch};
+    let copy = Versioned {
+        epoch: 42,
+        seq: 7,
+        state: b"balance: 100".to_vec(),
+    };
+    let answers = [
+        ReplicaAnswer::Ok(Some(postcard::to_allocvec(&copy).unwrap())),
+        ReplicaAnswer::Ok(None),
+        ReplicaAnswer::Stale(StaleEpoch { epoch: 3, seen: 9 }),
+        ReplicaAnswer::Failed("no grain store on this node".into()),
+    ];
+    let mut seeds = vec![postcard::to_allocvec(&copy).unwrap()];
+    seeds.extend(answers.iter().map(|a| postcard::to_allocvec(a).unwrap()));
+    seeds
+}
+
 #[cfg(test)]
 mod tests {
     //! Every seed is valid: it gets past the decoder its target starts with.

@@ -259,3 +259,18 @@ pub fn registry_delta(data: &[u8]) {
         .expect("re-encoded entries decode");
     assert_eq!(again, delta);
 }
+
+/// Arbitrary bytes as a copy of `Replicated` grain state, read from a store or carried in
+/// a peer's answer to a replica read: refused, or decoded within the size limit to a copy
+/// that round-trips; and the same bytes as a peer's replica answer.
+pub fn grain_state(data: &[u8]) {
+    if let Ok(copy) = atoll_grain::decode_versioned(data) {
+        assert!(copy.state.len() <= atoll_grain::MAX_STATE_BYTES + 32);
+        let bytes = postcard::to_allocvec(&copy).expect("a decoded copy encodes");
+        assert_eq!(atoll_grain::decode_versioned(&bytes).as_ref(), Ok(&copy));
+    }
+    if let Ok(answer) = postcard::from_bytes::<atoll_grain::ReplicaAnswer>(data) {
+        let bytes = postcard::to_allocvec(&answer).expect("a decoded answer encodes");
+        assert_eq!(postcard::from_bytes(&bytes).ok(), Some(answer));
+    }
+}

@@ -88,6 +88,7 @@ smoke_tests!(
     merkle_message,
     data_message,
     registry_delta,
+    grain_state,
 );
 
 /// The `[[bin]]` names of the cargo-fuzz crate.
