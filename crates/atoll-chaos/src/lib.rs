@@ -6,6 +6,13 @@
 #![deny(missing_docs)]
 
 pub mod check;
+pub mod client;
+pub mod cluster;
 pub mod history;
+pub mod nemesis;
+pub mod protocol;
 pub mod resource;
 pub mod rng;
+pub mod run;
+pub mod summary;
+pub mod workload;

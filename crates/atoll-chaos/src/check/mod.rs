@@ -124,6 +124,14 @@ pub enum Anomaly {
         /// Its bound.
         bound_ms: u64,
     },
+    /// A node or client process exited without being told to.
+    #[error("{process} exited on its own: {status}")]
+    Crashed {
+        /// `nI` or `cI`.
+        process: String,
+        /// How it exited.
+        status: String,
+    },
     /// An operation failed without a typed error.
     #[error("operation {op} failed untyped: {kind:?}")]
     Untyped {
