@@ -119,6 +119,7 @@ pub fn run(opts: &Options) -> Result<RunResult, SetupError> {
         .collect();
 
     let mut crashed: Vec<Anomaly> = Vec::new();
+    let mut round = Vec::new();
     let deadline = Instant::now() + Duration::from_secs_f64(opts.minutes * 60.0);
     let sleep_until_deadline = |ms: u64| {
         let left = deadline.saturating_duration_since(Instant::now());
@@ -129,7 +130,14 @@ pub fn run(opts: &Options) -> Result<RunResult, SetupError> {
         if Instant::now() >= deadline {
             break;
         }
-        let kind = *nemesis_rng.pick(&ALL);
+        // Every kind once per round, in an order the seed shuffles.
+        if round.is_empty() {
+            round = ALL.to_vec();
+            for i in (1..round.len()).rev() {
+                round.swap(i, nemesis_rng.range(0, i as u64 + 1) as usize);
+            }
+        }
+        let kind = round.pop().expect("refilled above");
         let start_ms = rec.now_ms();
         let injected = nemesis::inject(kind, &mut cluster, &mut nemesis_rng, &rec)?;
         let hold = nemesis_rng.range(3000, 8000);

@@ -10,6 +10,9 @@ use crate::workload::outcome_counts;
 /// How long after a fault's heal its unavailability is still measured.
 pub const RECOVERY_MS: u64 = 10_000;
 
+/// How long after a heal the quiet baseline starts.
+pub const QUIET_AFTER_MS: u64 = 2000;
+
 /// When consensus operations (registrations, unregistrations, lock cycles) succeeded.
 pub fn successes(history: &History) -> Vec<u64> {
     let mut at: Vec<u64> = history
@@ -57,7 +60,8 @@ pub struct Row {
     pub unavailable_ms: Vec<u64>,
 }
 
-/// The summary per fault kind, and the quiet baseline under the key `none`.
+/// The summary per fault kind, and the quiet baseline (the stretches between faults, from
+/// [`QUIET_AFTER_MS`] after a heal) under the key `none`.
 pub fn per_kind(history: &History, end_of_run: u64) -> BTreeMap<String, Row> {
     let ok = successes(history);
     let mut rows: BTreeMap<String, Row> = BTreeMap::new();
@@ -77,10 +81,10 @@ pub fn per_kind(history: &History, end_of_run: u64) -> BTreeMap<String, Row> {
         }
         row.unavailable_ms.push(longest_gap(&ok, from, to));
     }
-    // Quiet stretches: from a fault's recovery to the next fault.
+    // Quiet stretches: from QUIET_AFTER_MS after a heal to the next fault.
     let mut quiet = Row::default();
     let mut from = 0;
-    for (i, f) in history.faults.iter().enumerate() {
+    for f in &history.faults {
         if f.start_ms > from + 1000 {
             quiet.faults += 1;
             quiet
@@ -97,7 +101,7 @@ pub fn per_kind(history: &History, end_of_run: u64) -> BTreeMap<String, Row> {
                 *quiet.failed.entry(k).or_default() += n;
             }
         }
-        from = window(&history.faults, i, end_of_run).1;
+        from = f.end_ms + QUIET_AFTER_MS;
     }
     rows.insert("none".into(), quiet);
     rows

@@ -49,13 +49,13 @@ pub fn check(history: &History, limits: &Limits) -> Vec<Anomaly> {
             continue;
         }
         match (&op.request, &op.outcome) {
-            (Request::Join { group }, Some(Outcome::Joined)) => {
-                if !view.groups.get(group).is_some_and(|m| m.contains(pid)) {
-                    anomalies.push(Anomaly::LostWrite {
-                        what: format!("group {group}"),
-                        op: op.id,
-                    });
-                }
+            (Request::Join { group }, Some(Outcome::Joined))
+                if !view.groups.get(group).is_some_and(|m| m.contains(pid)) =>
+            {
+                anomalies.push(Anomaly::LostWrite {
+                    what: format!("group {group}"),
+                    op: op.id,
+                });
             }
             (Request::Register { name }, Some(Outcome::Registered)) => {
                 // Released on purpose (or possibly, by a failed unregistration) later?

@@ -250,9 +250,9 @@ pub fn check(history: &History, limits: &Limits) -> (Vec<Anomaly>, Vec<String>) 
             (&op.request, &op.outcome)
         {
             let before = op.complete_ms.unwrap_or(u64::MAX);
-            if !registered
+            if registered
                 .get(&(name.as_str(), pid.as_str()))
-                .is_some_and(|&t| t <= before)
+                .is_none_or(|&t| t > before)
             {
                 anomalies.push(Anomaly::PhantomRead {
                     name: name.clone(),
