@@ -84,6 +84,12 @@ fn main() -> ExitCode {
     };
     println!();
     print!("{}", result.summary);
+    let writes = &result.history.writes;
+    let refused = writes.iter().filter(|w| !w.accepted).count();
+    println!(
+        "fenced resource: {} writes offered, {refused} refused (tokens older than the newest accepted)",
+        writes.len()
+    );
     for name in &result.report.inconclusive {
         println!("inconclusive: the linearizability search for name {name:?} ran out of budget");
     }

@@ -120,6 +120,11 @@ impl Search<'_> {
                 let Some(next) = apply(state, &e.step, self.client_of) else {
                     continue;
                 };
+                // An optional operation that changes nothing never helps: leaving it out
+                // constrains nothing.
+                if e.optional && next == *state {
+                    continue;
+                }
                 done[i / 64] |= 1 << (i % 64);
                 let verdict = self.run(done, &next);
                 done[i / 64] &= !(1 << (i % 64));

@@ -137,28 +137,14 @@ fn a_read_of_a_name_never_registered_to_that_process_is_caught() {
 #[test]
 fn a_search_out_of_budget_is_inconclusive_not_passed() {
     let mut h = H::default();
-    // Many concurrent failed registrations: many orders to try, none needed.
-    for i in 0..40 {
+    // Many concurrent registrations and unregistrations: many orders to try, and the
+    // final view fits none of them.
+    for i in 0..20 {
         let pid = format!("p{i}");
-        h.reg(
-            1,
-            "a",
-            &pid,
-            (0, 10),
-            Failed {
-                kind: "Consensus::Timeout".into(),
-            },
-        );
+        h.reg(1, "a", &pid, (0, 10), Registered);
+        h.unreg(1, "a", (0, 10), Unregistered { pid: Some(pid) });
     }
-    h.reg(
-        2,
-        "a",
-        "q",
-        (20, 30),
-        Taken {
-            owner: "nobody".into(),
-        },
-    );
+    h.converged(20, &[1], &[("a", Some("nobody"))]);
     let tight = Limits {
         search_budget: 50,
         ..limits()
