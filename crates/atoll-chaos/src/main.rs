@@ -57,6 +57,32 @@ fn main() -> ExitCode {
                 }
             };
         }
+        Some("__check") => {
+            // Re-checks a saved history.json (the limits of a run).
+            let Some(path) = argv.get(2) else {
+                eprintln!("usage: atoll-chaos __check HISTORY.json");
+                return ExitCode::from(2);
+            };
+            let history: atoll_chaos::history::History = match std::fs::read(path)
+                .map_err(|e| e.to_string())
+                .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
+            {
+                Ok(h) => h,
+                Err(e) => {
+                    eprintln!("error: {path}: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            let report =
+                atoll_chaos::check::check_all(&history, &atoll_chaos::check::Limits::default());
+            print_report(&history, &report);
+            println!("{} anomalies", report.anomalies.len());
+            return if report.anomalies.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            };
+        }
         _ => {}
     }
     let args = Args::parse();
@@ -90,18 +116,7 @@ fn main() -> ExitCode {
         "fenced resource: {} writes offered, {refused} refused (tokens older than the newest accepted)",
         writes.len()
     );
-    for name in &result.report.inconclusive {
-        println!("inconclusive: the linearizability search for name {name:?} ran out of budget");
-    }
-    for anomaly in &result.report.anomalies {
-        println!("ANOMALY {anomaly}");
-        for line in atoll_chaos::run::excerpt(&result.history, anomaly)
-            .iter()
-            .take(20)
-        {
-            println!("  {line}");
-        }
-    }
+    print_report(&result.history, &result.report);
     let clean = result.report.anomalies.is_empty();
     if clean && !keep {
         let _ = std::fs::remove_dir_all(&result.dir);
@@ -113,5 +128,18 @@ fn main() -> ExitCode {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
+    }
+}
+
+/// Prints inconclusive names and each anomaly with its history excerpt.
+fn print_report(history: &atoll_chaos::history::History, report: &atoll_chaos::check::Report) {
+    for name in &report.inconclusive {
+        println!("inconclusive: the linearizability search for name {name:?} ran out of budget");
+    }
+    for anomaly in &report.anomalies {
+        println!("ANOMALY {anomaly}");
+        for line in atoll_chaos::run::excerpt(history, anomaly).iter().take(20) {
+            println!("  {line}");
+        }
     }
 }

@@ -215,6 +215,11 @@ pub fn run(opts: &Options) -> Result<RunResult, SetupError> {
     log(&rec, "views snapshotted; checking");
 
     let history = rec.finish();
+    // Saved before checking, so a check that fails or runs long leaves it to read.
+    let _ = std::fs::write(
+        dir.join("history.json"),
+        serde_json::to_string_pretty(&history).unwrap_or_default(),
+    );
     let mut report = check::check_all(&history, &limits);
     report.anomalies.extend(crashed);
     let end_ms = rec.now_ms();
@@ -234,10 +239,6 @@ pub fn run(opts: &Options) -> Result<RunResult, SetupError> {
         kinds.len(),
         report.anomalies.len(),
         summary::percentile(&all_unavailable, 99),
-    );
-    let _ = std::fs::write(
-        dir.join("history.json"),
-        serde_json::to_string_pretty(&history).unwrap_or_default(),
     );
     drop(cluster);
     Ok(RunResult {

@@ -154,6 +154,10 @@ pub struct Limits {
     pub lock_bound_ms: u64,
     /// The longest the views may take to agree after the heal.
     pub converge_bound_ms: u64,
+    /// How long after a failure whose outcome is unknown (a consensus timeout) its command
+    /// may still take effect: a proposal left in a leader's log is committed by the next
+    /// election or dropped.
+    pub indeterminate_ms: u64,
     /// How many search states the linearizability check may visit per name.
     pub search_budget: usize,
 }
@@ -165,7 +169,8 @@ impl Default for Limits {
             op_bound_ms: 12_000,
             lock_bound_ms: 20_000,
             converge_bound_ms: 30_000,
-            search_budget: 2_000_000,
+            indeterminate_ms: 30_000,
+            search_budget: 500_000,
         }
     }
 }

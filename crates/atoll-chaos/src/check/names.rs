@@ -4,8 +4,9 @@
 //! returned), apply it to the model, backtrack on a refusal, and remember every
 //! (operations done, model state) pair already explored.
 //!
-//! The model is one owner or none. Failed operations may or may not have taken effect, so
-//! they are optional. The cluster also releases a name by itself when its owner's node is
+//! The model is one owner or none. A failure whose error says the command was not applied
+//! (`NoLeader`, `Unreachable`) changed nothing; any other failure may or may not have taken
+//! effect, within [`Limits::indeterminate_ms`] of the failure, so it is optional. The cluster also releases a name by itself when its owner's node is
 //! declared unreachable: each fault that touched a client adds an optional "release what
 //! this client owns" operation spanning the fault and the grace after it. Nothing else may
 //! change the owner. The clients' converged view after the heal is a final read.
@@ -14,6 +15,9 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use super::{Anomaly, Limits};
 use crate::history::{History, Outcome, Request};
+
+/// Error kinds that say the command was not applied (see `ConsensusError`).
+const NOT_APPLIED: &[&str] = &["Consensus::NoLeader", "Consensus::Unreachable"];
 
 /// What one operation does to the model.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -73,29 +77,38 @@ pub enum Verdict {
 }
 
 struct Search<'a> {
+    /// Sorted by invocation.
     entries: &'a [Entry],
     client_of: &'a HashMap<String, usize>,
     seen: HashSet<(Vec<u64>, Option<String>)>,
     budget: usize,
 }
 
+fn is_done(done: &[u64], i: usize) -> bool {
+    done[i / 64] & (1 << (i % 64)) != 0
+}
+
 impl Search<'_> {
-    fn run(&mut self, done: &mut Vec<u64>, state: &Option<String>) -> Verdict {
-        let n = self.entries.len();
-        let is_done = |done: &Vec<u64>, i: usize| done[i / 64] & (1 << (i % 64)) != 0;
-        // Pending mandatory operations bound which operations may come next.
-        let mut min_resp = u64::MAX;
-        let mut all_mandatory_done = true;
-        let mut max_inv_done = 0;
-        for (i, e) in self.entries.iter().enumerate() {
-            if is_done(done, i) {
-                max_inv_done = max_inv_done.max(e.inv);
-            } else if !e.optional {
-                all_mandatory_done = false;
-                min_resp = min_resp.min(e.resp);
-            }
+    /// Moves `lo` past every entry that is done, or optional and no longer placeable
+    /// (it returned before an operation already placed was invoked).
+    fn advance(&self, done: &[u64], mut lo: usize, max_inv: u64) -> usize {
+        while lo < self.entries.len()
+            && (is_done(done, lo) || (self.entries[lo].optional && self.entries[lo].resp < max_inv))
+        {
+            lo += 1;
         }
-        if all_mandatory_done {
+        lo
+    }
+
+    fn run(
+        &mut self,
+        done: &mut Vec<u64>,
+        state: &Option<String>,
+        lo: usize,
+        max_inv: u64,
+        mandatory_left: usize,
+    ) -> Verdict {
+        if mandatory_left == 0 {
             return Verdict::Linearizable;
         }
         if !self.seen.insert((done.clone(), state.clone())) {
@@ -104,17 +117,30 @@ impl Search<'_> {
         if self.seen.len() > self.budget {
             return Verdict::Inconclusive;
         }
+        // Pending mandatory operations bound which operations may come next; entries are
+        // sorted by invocation, so the scan stops at the first one invoked after the bound.
+        let mut min_resp = u64::MAX;
+        let mut hi = lo;
+        for (i, e) in self.entries.iter().enumerate().skip(lo) {
+            if e.inv > min_resp {
+                break;
+            }
+            hi = i + 1;
+            if !is_done(done, i) && !e.optional {
+                min_resp = min_resp.min(e.resp);
+            }
+        }
         let mut inconclusive = false;
         // Mandatory candidates first: they are the ones that must fit.
         for pass_optional in [false, true] {
-            for i in 0..n {
+            for i in lo..hi {
                 let e = &self.entries[i];
                 if is_done(done, i) || e.optional != pass_optional || e.inv > min_resp {
                     continue;
                 }
                 // An optional operation placed after one invoked after it returned would
                 // break real-time order.
-                if e.optional && e.resp < max_inv_done {
+                if e.optional && e.resp < max_inv {
                     continue;
                 }
                 let Some(next) = apply(state, &e.step, self.client_of) else {
@@ -126,7 +152,10 @@ impl Search<'_> {
                     continue;
                 }
                 done[i / 64] |= 1 << (i % 64);
-                let verdict = self.run(done, &next);
+                let max_inv = max_inv.max(e.inv);
+                let next_lo = self.advance(done, lo, max_inv);
+                let left = mandatory_left - usize::from(!e.optional);
+                let verdict = self.run(done, &next, next_lo, max_inv, left);
                 done[i / 64] &= !(1 << (i % 64));
                 match verdict {
                     Verdict::Linearizable => return Verdict::Linearizable,
@@ -143,7 +172,9 @@ impl Search<'_> {
     }
 }
 
-fn search(entries: &[Entry], client_of: &HashMap<String, usize>, budget: usize) -> Verdict {
+fn search(entries: &mut [Entry], client_of: &HashMap<String, usize>, budget: usize) -> Verdict {
+    entries.sort_by_key(|e| (e.inv, e.resp));
+    let mandatory = entries.iter().filter(|e| !e.optional).count();
     let mut search = Search {
         entries,
         client_of,
@@ -151,7 +182,7 @@ fn search(entries: &[Entry], client_of: &HashMap<String, usize>, budget: usize) 
         budget,
     };
     let mut done = vec![0u64; entries.len().div_ceil(64)];
-    search.run(&mut done, &None)
+    search.run(&mut done, &None, 0, 0, mandatory)
 }
 
 /// Each name's operations as model steps.
@@ -163,6 +194,19 @@ fn entries(history: &History, limits: &Limits) -> BTreeMap<String, Vec<Entry>> {
             _ => (u64::MAX, None),
         };
         let failed = !matches!(outcome, Some(o) if o.is_ok());
+        if let Some(Outcome::Failed { kind }) = outcome
+            && NOT_APPLIED.iter().any(|k| kind.ends_with(k))
+        {
+            // The error says the command never reached the log: it changed nothing (and if
+            // it did, no order will fit).
+            continue;
+        }
+        // An outcome left unknown takes effect, if ever, within the bound after the
+        // failure (never completed: at any time).
+        let maybe_until = match outcome {
+            Some(_) => resp.saturating_add(limits.indeterminate_ms),
+            None => u64::MAX,
+        };
         let step = match (&op.request, outcome, &op.pid) {
             (Request::Register { .. }, Some(Outcome::Registered), Some(pid)) => {
                 Step::Register { pid: pid.clone() }
@@ -185,7 +229,7 @@ fn entries(history: &History, limits: &Limits) -> BTreeMap<String, Vec<Entry>> {
             .push(Entry {
                 op: op.id,
                 inv: op.invoke_ms,
-                resp: if failed { u64::MAX } else { resp },
+                resp: if failed { maybe_until } else { resp },
                 optional: failed,
                 step,
             });
@@ -221,6 +265,29 @@ fn entries(history: &History, limits: &Limits) -> BTreeMap<String, Vec<Entry>> {
     by_name
 }
 
+/// The operations just before the shortest prefix (by invocation) of `list` that no order
+/// fits: where the violation shows.
+fn excerpt(list: &mut [Entry], client_of: &HashMap<String, usize>, budget: usize) -> Vec<u64> {
+    list.sort_by_key(|e| (e.inv, e.resp));
+    let (mut ok, mut bad) = (0, list.len());
+    while bad - ok > 1 {
+        let mid = (ok + bad) / 2;
+        let mut prefix = list[..mid].to_vec();
+        match search(&mut prefix, client_of, budget) {
+            Verdict::Violation => bad = mid,
+            _ => ok = mid,
+        }
+    }
+    let ids: Vec<u64> = list[..bad]
+        .iter()
+        .rev()
+        .map(|e| e.op)
+        .filter(|&op| op != 0)
+        .take(12)
+        .collect();
+    ids.into_iter().rev().collect()
+}
+
 /// Checks every name; returns the anomalies and the names whose search ran out of budget.
 pub fn check(history: &History, limits: &Limits) -> (Vec<Anomaly>, Vec<String>) {
     let client_of: HashMap<String, usize> = history
@@ -230,12 +297,12 @@ pub fn check(history: &History, limits: &Limits) -> (Vec<Anomaly>, Vec<String>) 
         .collect();
     let mut anomalies = Vec::new();
     let mut inconclusive = Vec::new();
-    for (name, list) in entries(history, limits) {
-        match search(&list, &client_of, limits.search_budget) {
+    for (name, mut list) in entries(history, limits) {
+        match search(&mut list, &client_of, limits.search_budget) {
             Verdict::Linearizable => {}
             Verdict::Inconclusive => inconclusive.push(name),
             Verdict::Violation => anomalies.push(Anomaly::NotLinearizable {
-                ops: list.iter().map(|e| e.op).filter(|&op| op != 0).collect(),
+                ops: excerpt(&mut list, &client_of, limits.search_budget),
                 name,
             }),
         }

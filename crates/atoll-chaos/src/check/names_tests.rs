@@ -152,3 +152,45 @@ fn a_search_out_of_budget_is_inconclusive_not_passed() {
     let (anomalies, inconclusive) = check(&h.0, &tight);
     assert_eq!((anomalies, inconclusive), (vec![], vec!["a".to_string()]));
 }
+
+#[test]
+fn a_command_said_not_applied_that_took_effect_is_caught() {
+    let mut h = H::default();
+    h.reg(
+        1,
+        "a",
+        "p1",
+        (0, 10),
+        Failed {
+            kind: "Consensus::NoLeader".into(),
+        },
+    );
+    h.reg(2, "a", "p2", (20, 30), Taken { owner: "p1".into() });
+    assert_eq!(violations(&h).len(), 1);
+}
+
+#[test]
+fn an_unknown_outcome_taking_effect_long_after_is_caught() {
+    let mut h = H::default();
+    h.reg(
+        1,
+        "a",
+        "p1",
+        (0, 10),
+        Failed {
+            kind: "Consensus::Timeout".into(),
+        },
+    );
+    // p1 could only fit after p2 let go, long after its failure.
+    h.reg(2, "a", "p2", (40_000, 40_010), Registered);
+    h.unreg(
+        2,
+        "a",
+        (41_000, 41_010),
+        Unregistered {
+            pid: Some("p2".into()),
+        },
+    );
+    h.reg(3, "a", "p3", (60_000, 60_010), Taken { owner: "p1".into() });
+    assert_eq!(violations(&h).len(), 1);
+}
