@@ -71,8 +71,8 @@ pub fn atoll_command() -> Command {
     c
 }
 
-/// Stdout lines of a process, collected by a thread.
-pub type Lines = Arc<Mutex<Vec<String>>>;
+/// Stdout lines of a process, each with when it was read, collected by a thread.
+pub type Lines = Arc<Mutex<Vec<(Instant, String)>>>;
 
 /// The running cluster.
 #[derive(Debug)]
@@ -251,12 +251,15 @@ impl Cluster {
                 detail: e.to_string(),
             })?;
         let stdout = child.stdout.take().expect("piped");
-        let lines = Lines::default();
-        self.node_lines[i - 1] = lines.clone();
+        // Kept across restarts: every line the node ever printed.
+        let lines = self.node_lines[i - 1].clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { return };
-                lines.lock().unwrap_or_else(|e| e.into_inner()).push(line);
+                lines
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push((Instant::now(), line));
             }
         });
         self.nodes[i - 1] = Some(child);
@@ -277,13 +280,31 @@ impl Cluster {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .iter()
-                .any(|l| pick(l))
+                .any(|(_, l)| pick(l))
             {
                 return Ok(());
             }
             std::thread::sleep(Duration::from_millis(50));
         }
         Err(SetupError::Timeout(within, format!("n{i}: {what}")))
+    }
+
+    /// Every `member unreachable cI ...` line any node printed: `(when, node, client)`.
+    pub fn declarations(&self) -> Vec<(Instant, usize, usize)> {
+        let mut found = Vec::new();
+        for (n, lines) in self.node_lines.iter().enumerate() {
+            for (at, line) in lines.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+                let client = line
+                    .strip_prefix("member unreachable c")
+                    .and_then(|rest| rest.split(' ').next())
+                    .and_then(|c| c.parse().ok());
+                if let Some(c) = client {
+                    found.push((*at, n + 1, c));
+                }
+            }
+        }
+        found.sort();
+        found
     }
 
     /// Starts client `i` beside node `i`: returns its stdin and stdout.

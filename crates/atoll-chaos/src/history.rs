@@ -6,6 +6,10 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
+/// How long before its `member unreachable` line was read a declaration may already have
+/// been acted on (the line and the release race).
+pub const DECLARATION_LEAD_MS: u64 = 500;
+
 /// What a client was asked to do.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
@@ -175,6 +179,18 @@ pub struct Fault {
     pub end_ms: u64,
 }
 
+/// A node's membership declared a client's node unreachable (its `member unreachable cI`
+/// line): from then the Raft leader may release what that client held.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Declaration {
+    /// When the line was read.
+    pub at_ms: u64,
+    /// The node that printed it.
+    pub by: String,
+    /// The client declared.
+    pub client: usize,
+}
+
 /// What one client resolves after the final heal.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Snapshot {
@@ -197,6 +213,8 @@ pub struct History {
     pub writes: Vec<Write>,
     /// Every fault, in order.
     pub faults: Vec<Fault>,
+    /// Every time a node declared a client unreachable, in order.
+    pub declarations: Vec<Declaration>,
     /// When the last fault was healed (and every node was running again).
     pub healed_ms: u64,
     /// Rounds of snapshots (one per client each) taken after the heal, in order.
@@ -204,13 +222,14 @@ pub struct History {
 }
 
 impl History {
-    /// Whether client `c`'s network or process was touched by a fault overlapping
-    /// `[from, to]`, widened by `grace_ms` after each fault's end (the time the cluster
-    /// may take to act on what it saw).
+    /// Whether some node declared client `c` unreachable at a time that lets the cluster
+    /// release what `c` held during `[from, to]`: from `grace_ms` before `from` (a
+    /// declaration acted on late) to [`DECLARATION_LEAD_MS`] after `to` (a release applied
+    /// before its line was read).
     pub fn touched(&self, c: usize, from: u64, to: u64, grace_ms: u64) -> bool {
-        self.faults
-            .iter()
-            .any(|f| f.clients.contains(&c) && f.start_ms <= to && f.end_ms + grace_ms >= from)
+        self.declarations.iter().any(|d| {
+            d.client == c && d.at_ms + grace_ms >= from && d.at_ms <= to + DECLARATION_LEAD_MS
+        })
     }
 
     /// Whether client `c` was stopped (SIGSTOP) at some time in `[from, to]`.

@@ -116,6 +116,10 @@ fn main() -> ExitCode {
         "fenced resource: {} writes offered, {refused} refused (tokens older than the newest accepted)",
         writes.len()
     );
+    let (declared, unexplained) = atoll_chaos::summary::declarations(&result.history);
+    println!(
+        "clients declared unreachable: {declared} times, {unexplained} of them while no fault touched that client"
+    );
     print_report(&result.history, &result.report);
     let clean = result.report.anomalies.is_empty();
     if clean && !keep {

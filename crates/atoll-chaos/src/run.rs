@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use crate::check::{self, Anomaly, Limits, Report};
 use crate::cluster::{Cluster, NODES, SetupError, VOTERS};
-use crate::history::{Fault, History};
+use crate::history::{Declaration, Fault, History};
 use crate::nemesis::{self, ALL};
 use crate::rng::Rng;
 use crate::summary;
@@ -214,7 +214,16 @@ pub fn run(opts: &Options) -> Result<RunResult, SetupError> {
     crashed.extend(exited(&mut cluster));
     log(&rec, "views snapshotted; checking");
 
-    let history = rec.finish();
+    let mut history = rec.finish();
+    history.declarations = cluster
+        .declarations()
+        .into_iter()
+        .map(|(at, by, client)| Declaration {
+            at_ms: rec.ms_at(at),
+            by: format!("n{by}"),
+            client,
+        })
+        .collect();
     // Saved before checking, so a check that fails or runs long leaves it to read.
     let _ = std::fs::write(
         dir.join("history.json"),

@@ -170,3 +170,21 @@ mod tests {
         assert_eq!(percentile(&v, 50), 50);
     }
 }
+
+/// How often nodes declared a client unreachable, and how many of those declarations came
+/// while no fault touched that client's node or process (the client was reachable from the
+/// majority the whole time).
+pub fn declarations(history: &History) -> (usize, usize) {
+    let unexplained = history
+        .declarations
+        .iter()
+        .filter(|d| {
+            !history.faults.iter().any(|f| {
+                f.clients.contains(&d.client)
+                    && f.start_ms <= d.at_ms
+                    && d.at_ms <= f.end_ms + RECOVERY_MS
+            })
+        })
+        .count();
+    (history.declarations.len(), unexplained)
+}

@@ -56,6 +56,11 @@ impl Recorder {
         self.start.elapsed().as_millis() as u64
     }
 
+    /// Milliseconds from the run's start to `at`.
+    pub fn ms_at(&self, at: Instant) -> u64 {
+        at.saturating_duration_since(self.start).as_millis() as u64
+    }
+
     /// The history so far.
     pub fn history(&self) -> MutexGuard<'_, History> {
         self.history.lock().unwrap_or_else(|e| e.into_inner())

@@ -6,15 +6,16 @@
 //!
 //! The model is one owner or none. A failure whose error says the command was not applied
 //! (`NoLeader`, `Unreachable`) changed nothing; any other failure may or may not have taken
-//! effect, within [`Limits::indeterminate_ms`] of the failure, so it is optional. The cluster also releases a name by itself when its owner's node is
-//! declared unreachable: each fault that touched a client adds an optional "release what
-//! this client owns" operation spanning the fault and the grace after it. Nothing else may
-//! change the owner. The clients' converged view after the heal is a final read.
+//! effect, within [`Limits::indeterminate_ms`] of the failure, so it is optional. The
+//! cluster also releases a name by itself when membership declares its owner's node
+//! unreachable: each `member unreachable cI` line a node printed adds an optional "release
+//! what this client owns" operation from just before the line to the grace after it.
+//! Nothing else may change the owner. The clients' converged view after the heal is a final read.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use super::{Anomaly, Limits};
-use crate::history::{History, Outcome, Request};
+use crate::history::{DECLARATION_LEAD_MS, History, Outcome, Request};
 
 /// Error kinds that say the command was not applied (see `ConsensusError`).
 const NOT_APPLIED: &[&str] = &["Consensus::NoLeader", "Consensus::Unreachable"];
@@ -30,7 +31,7 @@ enum Step {
     MaybeRegister { pid: String },
     /// Unregistered `pid`, which held it.
     Unregister { pid: String },
-    /// Maybe released whatever `client` owned (a failed unregistration, or a fault).
+    /// Maybe released whatever `client` owned (a failed unregistration, or a declaration).
     ReleaseClient { client: usize },
     /// Read the state.
     Read { owner: Option<String> },
@@ -236,16 +237,14 @@ fn entries(history: &History, limits: &Limits) -> BTreeMap<String, Vec<Entry>> {
     }
     let final_view = super::converge::converged(history);
     for (name, list) in by_name.iter_mut() {
-        for fault in &history.faults {
-            for &client in &fault.clients {
-                list.push(Entry {
-                    op: 0,
-                    inv: fault.start_ms,
-                    resp: fault.end_ms.saturating_add(limits.grace_ms),
-                    optional: true,
-                    step: Step::ReleaseClient { client },
-                });
-            }
+        for d in &history.declarations {
+            list.push(Entry {
+                op: 0,
+                inv: d.at_ms.saturating_sub(DECLARATION_LEAD_MS),
+                resp: d.at_ms.saturating_add(limits.grace_ms),
+                optional: true,
+                step: Step::ReleaseClient { client: d.client },
+            });
         }
         if let Some(round) = final_view
             && let Some(owner) = round.first().and_then(|s| s.names.get(name))

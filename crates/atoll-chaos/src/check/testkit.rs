@@ -64,7 +64,16 @@ impl H {
         id
     }
 
+    /// A fault on `clients` during `span`, in which a node declared each of them
+    /// unreachable at its start.
     pub fn fault(&mut self, clients: &[usize], span: (u64, u64)) {
+        for &client in clients {
+            self.0.declarations.push(crate::history::Declaration {
+                at_ms: span.0,
+                by: "n1".into(),
+                client,
+            });
+        }
         self.0.faults.push(Fault {
             kind: "partition".into(),
             detail: String::new(),
