@@ -149,6 +149,24 @@ pub fn render(rows: &BTreeMap<String, Row>) -> String {
     out
 }
 
+/// How often nodes declared a client unreachable, and how many of those declarations came
+/// while no fault touched that client's node or process (the client was reachable from the
+/// majority the whole time).
+pub fn declarations(history: &History) -> (usize, usize) {
+    let unexplained = history
+        .declarations
+        .iter()
+        .filter(|d| {
+            !history.faults.iter().any(|f| {
+                f.clients.contains(&d.client)
+                    && f.start_ms <= d.at_ms
+                    && d.at_ms <= f.end_ms + RECOVERY_MS
+            })
+        })
+        .count();
+    (history.declarations.len(), unexplained)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -169,22 +187,4 @@ mod tests {
         assert_eq!(percentile(&v, 99), 99);
         assert_eq!(percentile(&v, 50), 50);
     }
-}
-
-/// How often nodes declared a client unreachable, and how many of those declarations came
-/// while no fault touched that client's node or process (the client was reachable from the
-/// majority the whole time).
-pub fn declarations(history: &History) -> (usize, usize) {
-    let unexplained = history
-        .declarations
-        .iter()
-        .filter(|d| {
-            !history.faults.iter().any(|f| {
-                f.clients.contains(&d.client)
-                    && f.start_ms <= d.at_ms
-                    && d.at_ms <= f.end_ms + RECOVERY_MS
-            })
-        })
-        .count();
-    (history.declarations.len(), unexplained)
 }
