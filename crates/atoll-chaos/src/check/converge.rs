@@ -1,6 +1,6 @@
 //! Convergence after the heal: the clients' views (Consistent names resolved locally,
 //! Eventual group members) agree within a bound, and nothing acknowledged by a client that
-//! no fault touched afterwards is missing from the agreed view.
+//! no node declared unreachable afterwards is missing from the agreed view.
 
 use std::collections::BTreeSet;
 
@@ -44,7 +44,7 @@ pub fn check(history: &History, limits: &Limits) -> Vec<Anomaly> {
         let (Some(pid), Some(_)) = (&op.pid, op.complete_ms) else {
             continue;
         };
-        // Anything a fault touching the client may have released is not required.
+        // Anything released because the client was declared unreachable is not required.
         if history.touched(op.client, op.invoke_ms, history.healed_ms, limits.grace_ms) {
             continue;
         }
@@ -172,7 +172,7 @@ mod tests {
     }
 
     #[test]
-    fn a_lost_join_is_caught_unless_a_fault_touched_its_client() {
+    fn a_lost_join_is_caught_unless_its_client_was_declared_unreachable() {
         let mut h = H::default();
         let op = join(&mut h, 1, "p1");
         h.0.healed_ms = 100;

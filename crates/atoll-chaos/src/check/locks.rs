@@ -4,7 +4,7 @@
 //! - a grant invoked after another was granted gets a larger token (tokens follow real
 //!   time);
 //! - the resource accepts no token older than the newest it accepted (0 stale writes);
-//! - no two holders overlap: while a holder that no fault touched holds the lock (from its
+//! - no two holders overlap: while a holder that no node declared unreachable holds the lock (from its
 //!   grant until it starts to unlock) no one else is granted it, and between a holder's
 //!   two accepted writes the resource accepts no one else's.
 
@@ -174,7 +174,7 @@ mod tests {
     }
 
     #[test]
-    fn a_grant_while_a_healthy_holder_holds_is_caught_unless_a_fault_touched_it() {
+    fn a_grant_while_a_healthy_holder_holds_is_caught_unless_it_was_declared_unreachable() {
         let mut h = H::default();
         let a = h.lock(1, 1, (0, 100), 10, 90);
         let b = h.lock(2, 2, (5, 120), 50, 110);

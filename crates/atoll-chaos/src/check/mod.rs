@@ -4,9 +4,9 @@
 //!
 //! | checker | guarantee |
 //! |---|---|
-//! | [`names::check`] | the Consistent registry is linearizable (register, unregister, the final converged view) against a single-owner model, allowing only the releases faults may cause; local reads never invent an owner |
+//! | [`names::check`] | the Consistent registry is linearizable (register, unregister, the final converged view) against a single-owner model, allowing only the releases membership declarations cause; local reads never invent an owner |
 //! | [`locks::check`] | a fencing token is granted once and grows with real time; the fenced resource accepts no token older than its newest; no two healthy holders overlap |
-//! | [`converge::check`] | after the heal every client's view agrees within a bound; no acknowledged registration or group join of an untouched client is lost |
+//! | [`converge::check`] | after the heal every client's view agrees within a bound; no acknowledged registration or group join of a client no node declared unreachable is lost |
 //! | [`bounds::check`] | every operation completes, within a bound unless its client was stopped, and every failure is typed |
 
 pub mod bounds;
@@ -82,7 +82,7 @@ pub enum Anomaly {
         /// The newest token accepted before.
         newest: u64,
     },
-    /// Two holders held one lock at once while neither was touched by a fault.
+    /// Two holders held one lock at once while the earlier was not declared unreachable.
     #[error("lock {lock:?}: {b} was granted while {a} still held it")]
     OverlappingHolds {
         /// The lock.
@@ -145,8 +145,8 @@ pub enum Anomaly {
 /// The limits the checkers hold a run to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
-    /// How long after a fault's end the cluster may still act on it (declare a node
-    /// unreachable, release its names and locks).
+    /// How long after a node declared a client unreachable the Raft leader may still
+    /// release that client's names and locks.
     pub grace_ms: u64,
     /// The longest a registration, unregistration, read or join may take.
     pub op_bound_ms: u64,

@@ -83,7 +83,7 @@ fn an_acknowledged_registration_lost_without_a_fault_is_caught() {
 }
 
 #[test]
-fn a_fault_on_the_owners_client_may_release_its_name() {
+fn a_declaration_of_the_owners_client_may_release_its_name() {
     let mut h = H::default();
     h.reg(1, "a", "p1", (0, 10), Registered);
     h.fault(&[1], (20, 40));
@@ -91,7 +91,7 @@ fn a_fault_on_the_owners_client_may_release_its_name() {
     h.converged(200, &[1, 2], &[("a", Some("p2"))]);
     assert_eq!(violations(&h), vec![]);
 
-    // A fault on another client does not excuse it, nor one long over.
+    // A declaration of another client does not excuse it, nor one long over.
     let mut h = H::default();
     h.reg(1, "a", "p1", (0, 10), Registered);
     h.fault(&[2], (20, 40));
