@@ -93,6 +93,7 @@ impl<G: Grain> HostSender for ActorRef<GrainHost<G>> {
 
 /// Starts activations of one grain type.
 pub(crate) trait Activator: Send + Sync {
+    fn durability(&self) -> Durability;
     fn start(&self, shared: &Arc<Shared>, rt: &Runtime, id: GrainId) -> Arc<dyn HostSender>;
 }
 
@@ -101,6 +102,10 @@ pub(crate) struct TypedActivator<G: Grain> {
 }
 
 impl<G: Grain> Activator for TypedActivator<G> {
+    fn durability(&self) -> Durability {
+        G::DURABILITY
+    }
+
     fn start(&self, shared: &Arc<Shared>, rt: &Runtime, id: GrainId) -> Arc<dyn HostSender> {
         let host = GrainHost::<G> {
             shared: shared.clone(),
