@@ -41,7 +41,7 @@ pub fn run(cli: Cli) -> Result<(), Error> {
         Command::Shared(cmd) => ca::run_shared(cmd),
         Command::Node(args) => node::run(&args.config),
         Command::Status(args) => run_status(args),
-        Command::Demo => demo::run(),
+        Command::Demo(args) => demo::run(args.keep),
         Command::Attach(args) => {
             let http = http_address(args.ask)?;
             if args.once {
