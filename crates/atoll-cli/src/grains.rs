@@ -11,18 +11,13 @@
 //! |---|---|---|
 //! | [`Counter`] (`counter`) | Volatile | a number |
 //! | [`DurableCounter`] (`durable-counter`) | LocalExclusive, saved on every change | a number |
-//! | [`KvShard`] (`kv`) | LocalExclusive, saved on every change | one replica of a shard of [`crate::kv::KvStore`] |
+//! | [`KvShard`] (`kv`) | Replicated ([`REPLICAS`] copy besides the host's), saved on every change | a shard of [`crate::kv::KvStore`] |
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
-use std::sync::Arc;
 
 use atoll_cluster::Node;
-use atoll_core::NodeId;
-use atoll_grain::{
-    Durability, Grain, GrainCtx, GrainId, Grains, GrainsConfig, Placement, PlacementView,
-    RedbStore, TwoChoices,
-};
+use atoll_grain::{Durability, Grain, GrainCtx, GrainId, Grains, GrainsConfig, RedbStore};
 use serde::{Deserialize, Serialize};
 
 use crate::error::Error;
@@ -85,31 +80,23 @@ impl Grain for DurableCounter {
     }
 }
 
-/// A value with its version: the larger version wins (a delete is a versioned `None`, so
-/// an older write arriving late cannot bring a deleted key back).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Versioned {
-    /// The write's version.
-    pub version: u64,
-    /// The value; `None` once deleted.
-    pub value: Option<String>,
-}
-
-/// One replica of one shard of the key-value store ([`crate::kv::KvStore`]): its keys and
-/// their versioned values, in the hosting node's redb store. Its grain key is
-/// `SHARD/REPLICA`; [`GrainPlacement`] puts the replicas of a shard on distinct nodes.
+/// One shard of the key-value store ([`crate::kv::KvStore`]): its keys and values,
+/// `Replicated`: every change is saved in the host's redb store and [`REPLICAS`] other
+/// node's before the caller hears of it, so it survives the loss of the host.
 #[derive(Debug, Default)]
 pub struct KvShard;
 
 /// What a [`KvShard`] understands.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum KvMsg {
-    /// The versioned value of a key.
+    /// The value of a key.
     Get(String),
-    /// Stores a versioned value unless the key holds a newer one; answers whether it did.
-    Put(String, Versioned),
-    /// The keys in `[from, to)` (to the end when `to` is `None`) with their versioned values,
-    /// deleted ones included, at most `limit`.
+    /// Sets a key's value.
+    Set(String, String),
+    /// Removes a key.
+    Delete(String),
+    /// The keys in `[from, to)` (to the end when `to` is `None`) with their values, at most
+    /// `limit`.
     Range {
         /// The first key.
         from: String,
@@ -124,39 +111,27 @@ pub enum KvMsg {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum KvReply {
     /// To `Get`.
-    Value(Option<Versioned>),
-    /// To `Put`: stored (or already newer), and saved.
-    Put(bool),
+    Value(Option<String>),
+    /// To `Set` and `Delete`: the value before; the change is saved.
+    Done(Option<String>),
     /// To `Range`.
-    Entries(Vec<(String, Versioned)>),
-    /// The change was not saved; it may be lost with the node.
+    Entries(Vec<(String, String)>),
+    /// The change was not saved (too few replicas answered, or a newer activation exists):
+    /// it is not acknowledged.
     NotSaved(String),
 }
 
 impl Grain for KvShard {
     const TYPE: &'static str = "kv";
-    const DURABILITY: Durability = Durability::LocalExclusive;
+    const DURABILITY: Durability = Durability::Replicated;
     const REQUIRES: &'static [&'static str] = &[GRAINS_CAPABILITY];
-    type State = BTreeMap<String, Versioned>;
+    type State = BTreeMap<String, String>;
     type Msg = KvMsg;
     type Reply = KvReply;
 
     async fn handle(&mut self, msg: KvMsg, ctx: &mut GrainCtx<Self>) -> KvReply {
-        match msg {
-            KvMsg::Get(key) => KvReply::Value(ctx.state().get(&key).cloned()),
-            KvMsg::Put(key, value) => {
-                let newer = ctx
-                    .state()
-                    .get(&key)
-                    .is_none_or(|old| old.version < value.version);
-                if newer {
-                    ctx.state_mut().insert(key, value);
-                    if let Err(e) = ctx.save().await {
-                        return KvReply::NotSaved(e.to_string());
-                    }
-                }
-                KvReply::Put(newer)
-            }
+        let before = match msg {
+            KvMsg::Get(key) => return KvReply::Value(ctx.state().get(&key).cloned()),
             KvMsg::Range { from, to, limit } => {
                 let entries = ctx
                     .state()
@@ -165,44 +140,36 @@ impl Grain for KvShard {
                     .take(limit)
                     .map(|(k, v)| (k.clone(), v.clone()))
                     .collect();
-                KvReply::Entries(entries)
+                return KvReply::Entries(entries);
+            }
+            KvMsg::Set(key, value) => (ctx.state_mut().insert(key.clone(), value), key),
+            KvMsg::Delete(key) => (ctx.state_mut().remove(&key), key),
+        };
+        let (before, key) = before;
+        match ctx.save().await {
+            Ok(()) => KvReply::Done(before),
+            Err(e) => {
+                // Not acknowledged, so not kept: later reads must not see it either.
+                match &before {
+                    Some(old) => ctx.state_mut().insert(key, old.clone()),
+                    None => ctx.state_mut().remove(&key),
+                };
+                KvReply::NotSaved(e.to_string())
             }
         }
     }
 }
 
-/// Placement for the built-in types: the replicas `SHARD/0`, `SHARD/1`, … of a [`KvShard`]
-/// go to the first, second, … eligible node in the ring order of `SHARD`, so they land on
-/// distinct nodes while there are enough; everything else is placed by [`TwoChoices`].
-#[derive(Debug, Clone, Copy, Default)]
-pub struct GrainPlacement;
+/// Copies of each `Replicated` save on nodes other than the host: with one, a save is on
+/// two nodes and survives the loss of either, and saving goes on while two of three nodes
+/// are up.
+pub const REPLICAS: usize = 1;
 
-impl Placement for GrainPlacement {
-    fn place(&self, view: &PlacementView<'_>) -> Option<NodeId> {
-        if view.id.grain_type == KvShard::TYPE
-            && let Some((shard, replica)) = view.id.key.rsplit_once('/')
-            && let Ok(replica) = replica.parse::<usize>()
-        {
-            let shard_id = GrainId::new(KvShard::TYPE, shard);
-            let shard_view = PlacementView {
-                id: &shard_id,
-                requires: view.requires,
-                ring: view.ring,
-                load: view.load,
-                durability: view.durability,
-            };
-            let candidates = shard_view.candidates();
-            return (!candidates.is_empty()).then(|| candidates[replica % candidates.len()]);
-        }
-        TwoChoices.place(view)
-    }
-}
-
-/// The grain configuration every participant uses (hosts and callers alike, so they place
-/// new activations the same way): [`GrainPlacement`], and `store` for durable state.
+/// The grain configuration of `atoll node` and of members that call its grains:
+/// [`REPLICAS`], and `store` for durable state.
 pub fn config(store: Option<RedbStore>) -> GrainsConfig {
     let mut config = GrainsConfig {
-        placement: Arc::new(GrainPlacement),
+        replicas: REPLICAS,
         ..GrainsConfig::default()
     };
     if let Some(store) = store {
@@ -271,6 +238,10 @@ pub struct GrainsView {
     pub activations: u64,
     /// Activations that ended on the answering node.
     pub deactivations: u64,
+    /// Activations that migrated from the answering node to another.
+    pub migrations: u64,
+    /// Activations that arrived at the answering node by migration.
+    pub adoptions: u64,
     /// Activations live on the answering node.
     pub active: usize,
 }
@@ -306,6 +277,8 @@ pub async fn view(node: &Node, grains: &Grains) -> GrainsView {
         per_node,
         activations: stats.activations,
         deactivations: stats.deactivations,
+        migrations: stats.migrations,
+        adoptions: stats.adoptions,
         active: stats.active,
     }
 }
@@ -316,6 +289,8 @@ pub async fn view(node: &Node, grains: &Grains) -> GrainsView {
 /// |---|---|---|
 /// | `atoll_grain_activations_total` | counter | activations started on this node |
 /// | `atoll_grain_deactivations_total` | counter | activations ended on this node |
+/// | `atoll_grain_migrations_total` | counter | activations migrated from this node to another |
+/// | `atoll_grain_adoptions_total` | counter | activations that arrived here by migration |
 /// | `atoll_grains_active` | gauge | activations live on this node |
 /// | `atoll_grains_cluster` | gauge | activations in the cluster, by `type` |
 pub fn metrics(view: &GrainsView) -> String {
@@ -332,12 +307,18 @@ pub fn metrics(view: &GrainsView) -> String {
          # HELP atoll_grain_deactivations_total Grain activations that ended on this node.\n\
          # TYPE atoll_grain_deactivations_total counter\n\
          atoll_grain_deactivations_total {}\n\
+         # HELP atoll_grain_migrations_total Grain activations migrated from this node to another.\n\
+         # TYPE atoll_grain_migrations_total counter\n\
+         atoll_grain_migrations_total {}\n\
+         # HELP atoll_grain_adoptions_total Grain activations that arrived here by migration.\n\
+         # TYPE atoll_grain_adoptions_total counter\n\
+         atoll_grain_adoptions_total {}\n\
          # HELP atoll_grains_active Grain activations live on this node.\n\
          # TYPE atoll_grains_active gauge\n\
          atoll_grains_active {}\n\
          # HELP atoll_grains_cluster Grain activations in the cluster, by type.\n\
          # TYPE atoll_grains_cluster gauge\n",
-        view.activations, view.deactivations, view.active
+        view.activations, view.deactivations, view.migrations, view.adoptions, view.active
     );
     for (t, n) in by_type {
         let t = t.replace('\\', "\\\\").replace('"', "\\\"");

@@ -100,8 +100,8 @@ pub fn render_grains(view: Option<&GrainsView>) -> String {
         return out;
     };
     out.push_str(&format!(
-        "  here: active={} activations={} deactivations={}\n",
-        view.active, view.activations, view.deactivations
+        "  here: active={} activations={} deactivations={} migrations={} adoptions={}\n",
+        view.active, view.activations, view.deactivations, view.migrations, view.adoptions
     ));
     table(
         &mut out,

@@ -643,7 +643,8 @@ fn demo_narrates_the_cluster_grains_and_a_node_loss_then_cleans_up() {
         "  demo-lock: held by",
         "== grains: virtual actors",
         "  counter/visits activated on n",
-        "  kv: 5 keys set, each saved by 3 replica grains on distinct nodes; banana deleted; range: apple=red cherry=dark red lime=green plum=purple",
+        "its state moved with it: value 2",
+        "  kv: 5 keys set in 8 Replicated shard grains (each change saved on two nodes before it is acknowledged); banana deleted; range: apple=red cherry=dark red lime=green plum=purple",
         "== n3 is killed (SIGKILL)",
         "s: n3 unreachable",
         "s: demo-consistent released",
@@ -651,7 +652,7 @@ fn demo_narrates_the_cluster_grains_and_a_node_loss_then_cleans_up() {
         "s: demo-lock released",
         "  demo-lock taken again by",
         "  chat: cat left with its node; present: ann",
-        "kv replica grains of n3 answer again from the survivors under new epochs",
+        "kv shard grains of n3 answer again from the survivors under new epochs",
         "s: kv: every key read back after n3's loss: apple=red cherry=dark red lime=green plum=purple",
         "== done: nodes stopped, files removed",
     ];

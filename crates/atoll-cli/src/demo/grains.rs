@@ -1,6 +1,6 @@
-//! The grain part of `atoll demo`: grains activated by their first call, the replicated
-//! key-value store on them, and, after the node is killed, its grains answering again from
-//! the survivors with every key still there.
+//! The grain part of `atoll demo`: a grain activated by its first call and migrated, the
+//! replicated key-value store on grains, and, after the node is killed, its grains
+//! answering again from the survivors with every key still there.
 
 use std::time::{Duration, Instant};
 
@@ -16,7 +16,7 @@ use crate::kv::KvStore;
 pub(super) struct GrainScene {
     kv: KvStore,
     pairs: Vec<(&'static str, &'static str)>,
-    /// The key-value replica grains on the node that will be killed, with their epochs.
+    /// The key-value shard grains on the node that will be killed, with their epochs.
     victim: Vec<(GrainId, u64)>,
 }
 
@@ -66,6 +66,30 @@ pub(super) async fn before_kill(grains: &Grains, ids: &[NodeId]) -> Result<Grain
         ms(first),
         ms(next)
     ));
+    // A migration: to the next node (not the one that will be killed, if it can help it).
+    let from = ids.iter().position(|n| *n == at.pid.node).unwrap_or(0);
+    let to = (0..NODES.len())
+        .map(|d| (from + 1 + d) % NODES.len())
+        .find(|i| *i != from && *i != VICTIM)
+        .unwrap_or((from + 1) % NODES.len());
+    let started = Instant::now();
+    let moved = grains
+        .migrate(visits.id(), ids[to])
+        .await
+        .map_err(grain_err("migrating counter/visits"))?;
+    let took = started.elapsed();
+    let value = visits
+        .call(CounterMsg::Get)
+        .await
+        .map_err(grain_err("counter/visits"))?;
+    say(&format!(
+        "  counter/visits migrated from {} to {} in {} (epoch {} -> {}); its state moved with it: value {value}",
+        NODES[from],
+        name_of(ids, moved.pid.node),
+        ms(took),
+        at.epoch,
+        moved.epoch
+    ));
 
     let kv = KvStore::new(grains.clone());
     let pairs = vec![
@@ -81,32 +105,56 @@ pub(super) async fn before_kill(grains: &Grains, ids: &[NodeId]) -> Result<Grain
     kv.delete("banana").await.map_err(kv_err("kv delete"))?;
     let listed = kv.range("", None, 100).await.map_err(kv_err("kv range"))?;
     say(&format!(
-        "  kv: {} keys set, each saved by {} replica grains on distinct nodes; banana deleted; range: {}",
+        "  kv: {} keys set in {} Replicated shard grains (each change saved on two nodes before it is acknowledged); banana deleted; range: {}",
         pairs.len(),
-        crate::kv::REPLICAS,
+        crate::kv::SHARDS,
         listed
             .iter()
             .map(|(k, v)| format!("{k}={v}"))
             .collect::<Vec<_>>()
             .join(" ")
     ));
+    // The shards of two keys go to the node that will be killed, if they are elsewhere: a
+    // Replicated grain's state moves with it.
+    for key in ["apple", "lime"] {
+        let id = GrainId::new(
+            crate::grains::KvShard::TYPE,
+            crate::kv::shard_of(key).to_string(),
+        );
+        if let Some(a) = grains.cached(&id)
+            && a.pid.node != ids[VICTIM]
+        {
+            let started = Instant::now();
+            let moved = grains
+                .migrate(&id, ids[VICTIM])
+                .await
+                .map_err(grain_err("migrating a shard"))?;
+            say(&format!(
+                "  kv/{} (holding {key}) migrated from {} to {} in {} (epoch {} -> {})",
+                id.key,
+                name_of(ids, a.pid.node),
+                name_of(ids, moved.pid.node),
+                ms(started.elapsed()),
+                a.epoch,
+                moved.epoch
+            ));
+        }
+    }
     let mut per_node = [0usize; NODES.len()];
     let mut victim = Vec::new();
     for shard in 0..crate::kv::SHARDS {
-        for r in 0..crate::kv::REPLICAS {
-            let id = GrainId::new(crate::grains::KvShard::TYPE, format!("{shard}/{r}"));
-            if let Some(a) = grains.cached(&id)
-                && let Some(i) = ids.iter().position(|n| *n == a.pid.node)
-            {
-                per_node[i] += 1;
-                if i == VICTIM {
-                    victim.push((id, a.epoch));
-                }
+        let id = GrainId::new(crate::grains::KvShard::TYPE, shard.to_string());
+        if let Some(a) = grains.cached(&id)
+            && let Some(i) = ids.iter().position(|n| *n == a.pid.node)
+        {
+            per_node[i] += 1;
+            if i == VICTIM {
+                victim.push((id, a.epoch));
             }
         }
     }
     say(&format!(
-        "  kv replica grains per node: {}",
+        "  kv shard grains per node: {}",
         NODES
             .iter()
             .zip(per_node)
@@ -128,19 +176,13 @@ pub(super) async fn after_kill(
     scene: &GrainScene,
     killed: Instant,
 ) -> Result<(), Error> {
-    // A range asks every replica of every shard: those of the lost node reactivate on
-    // the survivors (empty), and the others answer with every key. Then each of the lost
-    // node's replicas is asked until it answers.
-    let listed = scene
-        .kv
-        .range("", None, 100)
-        .await
-        .map_err(kv_err("kv range"))?;
+    // Each shard of the lost node is asked until it answers: reactivated on a survivor,
+    // with the freshest copy of its state.
     let mut moved = Vec::new();
     for (id, epoch) in &scene.victim {
         let replica = grains
             .get::<crate::grains::KvShard>(&id.key)
-            .map_err(grain_err("kv replica"))?;
+            .map_err(grain_err("kv shard"))?;
         let until = Instant::now() + super::STEP;
         let probe = crate::grains::KvMsg::Range {
             from: String::new(),
@@ -163,15 +205,14 @@ pub(super) async fn after_kill(
         if at.pid.node == ids[VICTIM] || at.epoch <= *epoch {
             return Err(fail(format!("{id} did not move: {at:?}")));
         }
-        moved.push(format!("{} on {}", id.key, name_of(ids, at.pid.node)));
+        moved.push(format!("kv/{} on {}", id.key, name_of(ids, at.pid.node)));
     }
     say(&format!(
-        "  {:.1} s: the {} kv replica grains of {} answer again from the survivors under new epochs ({}); range: {} keys",
+        "  {:.1} s: the {} kv shard grains of {} answer again from the survivors under new epochs ({})",
         killed.elapsed().as_secs_f64(),
         scene.victim.len(),
         NODES[VICTIM],
-        moved.join(", "),
-        listed.len()
+        moved.join(", ")
     ));
     let mut seen = Vec::new();
     for (k, v) in &scene.pairs {
