@@ -49,6 +49,7 @@ targets!(
     chain_sync,
     merkle_message,
     data_message,
+    registry_delta,
 );
 
 /// The target named `name`.

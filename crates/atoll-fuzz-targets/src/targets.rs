@@ -234,3 +234,28 @@ pub fn data_message(data: &[u8]) {
         &[],
     );
 }
+
+/// Arbitrary bytes as the entries of a registry delta from a voter: the first byte is the
+/// index the receiver holds (the delta's base), the second how far past it the delta
+/// reaches, the rest the encoded entries. Whatever decodes applies to a copy at the base,
+/// moves it to the delta's end, and encodes to entries that decode the same.
+pub fn registry_delta(data: &[u8]) {
+    let [base, ahead, entries @ ..] = data else {
+        return;
+    };
+    let (base, upto) = (u64::from(*base), u64::from(*base) + u64::from(*ahead));
+    let Ok(delta) = atoll_raft::Delta::decode(base, upto, entries) else {
+        return;
+    };
+    let mut copy = atoll_raft::FollowedRegistry {
+        index: base,
+        registry: atoll_raft::Registry::new(),
+    };
+    let receipt = copy.apply(&delta);
+    if upto > base {
+        assert_eq!(receipt, atoll_raft::Receipt::Advanced(upto));
+    }
+    let again = atoll_raft::Delta::decode(base, upto, &delta.encode_entries())
+        .expect("re-encoded entries decode");
+    assert_eq!(again, delta);
+}

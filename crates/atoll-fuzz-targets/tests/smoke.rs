@@ -87,6 +87,7 @@ smoke_tests!(
     chain_sync,
     merkle_message,
     data_message,
+    registry_delta,
 );
 
 /// The `[[bin]]` names of the cargo-fuzz crate.

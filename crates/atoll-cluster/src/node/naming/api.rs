@@ -221,6 +221,13 @@ impl crate::node::Node {
         Ok(inner.rt.unregister(name))
     }
 
+    /// How the registry pushes between this node and the voters went: what it sent as a
+    /// voter (deltas, whole registries, bytes) and what it received as a follower. Zero
+    /// without consensus.
+    pub fn registry_feed_stats(&self) -> RegistryFeedStats {
+        self.naming().map(Naming::feed_stats).unwrap_or_default()
+    }
+
     /// The process holding `name`, resolved on this node without any network round trip:
     /// a Consistent name (from this node's Raft replica, or the registry the voters last
     /// pushed here) shadows an Eventual one, which shadows a Local one. Keeps answering in a
