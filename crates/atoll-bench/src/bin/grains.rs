@@ -348,7 +348,8 @@ async fn run(quick: bool, node: Node, grains: Grains, children: &mut Children) {
         Duration::MAX
     });
     let mut set = tokio::task::JoinSet::new();
-    for g in lost.iter().cloned() {
+    let lost_count = lost.len();
+    for g in lost {
         set.spawn(async move {
             let until = Instant::now() + Duration::from_secs(60);
             loop {
@@ -366,7 +367,7 @@ async fn run(quick: bool, node: Node, grains: Grains, children: &mut Children) {
     let detection = detect.await.expect("detection");
     println!(
         "failover of {} grains             all answer after {:.0} ms | declared unreachable after {:.0} ms",
-        lost.len(),
+        lost_count,
         failover.as_secs_f64() * 1e3,
         detection.as_secs_f64() * 1e3
     );
@@ -375,7 +376,7 @@ async fn run(quick: bool, node: Node, grains: Grains, children: &mut Children) {
         mig_p50 as f64 / 1e3,
         failover.as_secs_f64() * 1e3,
         detection.as_secs_f64() * 1e3,
-        lost.len()
+        lost_count
     );
 }
 
