@@ -55,7 +55,8 @@ impl GrainId {
     /// use atoll_grain::GrainId;
     ///
     /// let id = GrainId::new("kv", "a/b");
-    /// assert_eq!(GrainId::from_lock_name(&id.lock_name()), Some(id));
+    /// let name = id.lock_name();
+    /// assert_eq!(GrainId::from_lock_name(&name), Some(id.clone()));
     /// assert_eq!(GrainId::from_lock_name("demo-lock"), None);
     /// ```
     pub fn from_lock_name(name: &str) -> Option<GrainId> {
