@@ -82,10 +82,14 @@ pub enum Command {
     /// Starts three `atoll node` processes on 127.0.0.1 (certificates and configuration
     /// in a temporary directory), joins them as a fourth member and narrates: membership
     /// and the Raft core, a chat room with members on every node, names in each scope, a
-    /// lock; then kills one node and shows it declared unreachable, its names and lock
-    /// released, and the lock taken again with a larger fencing token. Stops the nodes,
-    /// removes the directory and exits 0 (1 if a step does not happen in time).
-    Demo,
+    /// lock, grains (virtual actors) activated by their first call and a replicated
+    /// key-value store on them; then kills one node and shows it declared unreachable, its
+    /// names and lock released, the lock taken again with a larger fencing token, its
+    /// grains answering again from the survivors and every key still there. Stops the
+    /// nodes, removes the directory and exits 0 (1 if a step does not happen in time).
+    /// With --keep, restarts the killed node and leaves the cluster running with its
+    /// status pages until Ctrl-C.
+    Demo(DemoArgs),
     /// Watch a node's processes live: mailbox length, messages handled, uptime, status.
     ///
     /// NODE is a node name; any node of the cluster with an HTTP service (given with
@@ -93,6 +97,15 @@ pub enum Command {
     /// live-attach RPC. Keys: m, h, u sort by mailbox, handled, uptime; r refreshes; q
     /// quits. With --once, prints the list once and exits.
     Attach(AttachArgs),
+}
+
+/// `atoll demo` arguments.
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Leave the cluster running after the narration (the killed node restarted), with its
+    /// status pages, until Ctrl-C; then stop it and remove its files.
+    #[arg(long)]
+    pub keep: bool,
 }
 
 /// `atoll attach` arguments.

@@ -11,6 +11,7 @@ use ratatui::text::Line;
 use ratatui::widgets::{Block, Paragraph, Row, Table};
 
 use crate::error::Error;
+use crate::grains::GrainView;
 use crate::http::{ApiError, ProcessView};
 
 /// What the process list is sorted by (largest first).
@@ -52,6 +53,50 @@ pub fn fetch(http: &str, node: &str, sort: SortBy) -> Result<Vec<ProcessView>, E
     })?;
     sort_processes(&mut list, sort);
     Ok(list)
+}
+
+/// Fetches the grain activations on `node` through the HTTP service at `http`: `None` when
+/// the node asked hosts no grains.
+pub fn fetch_grains(http: &str, node: &str) -> Result<Option<Vec<GrainView>>, Error> {
+    let (code, body) = crate::status::get(http, &format!("/api/nodes/{node}/grains"))?;
+    match code {
+        200 => serde_json::from_str(&body)
+            .map(Some)
+            .map_err(|e| Error::BadAnswer {
+                addr: http.to_string(),
+                reason: format!("not a grain list: {e}"),
+            }),
+        404 => Ok(None),
+        _ => Err(Error::BadAnswer {
+            addr: http.to_string(),
+            reason: format!("HTTP {code}"),
+        }),
+    }
+}
+
+/// The grains table `atoll attach --once` prints after the processes.
+pub fn render_grains(node: &str, grains: Option<&[GrainView]>) -> String {
+    let Some(grains) = grains else {
+        return String::new();
+    };
+    let rows: Vec<Vec<String>> = grains.iter().map(|g| grain_cells(g).to_vec()).collect();
+    format!(
+        "\nnode {node}: {} grains\n{}",
+        grains.len(),
+        crate::status::aligned("", &GRAIN_HEADER, &rows)
+    )
+}
+
+const GRAIN_HEADER: [&str; 5] = ["TYPE", "KEY", "EPOCH", "DURABILITY", "PID"];
+
+fn grain_cells(g: &GrainView) -> [String; 5] {
+    [
+        g.grain_type.clone(),
+        g.key.clone(),
+        g.epoch.to_string(),
+        g.durability.clone(),
+        g.pid.clone(),
+    ]
 }
 
 /// Sorts largest first by `sort`, then by pid.
@@ -114,14 +159,18 @@ pub fn render_once(node: &str, list: &[ProcessView], sort: SortBy) -> String {
 pub fn run_live(http: &str, node: &str, mut sort: SortBy, every: Duration) -> Result<(), Error> {
     // Fails before the terminal is taken over, so a wrong node is a plain error.
     let mut list = fetch(http, node, sort)?;
+    let mut grains = fetch_grains(http, node)?;
     let mut problem: Option<String> = None;
     let mut terminal = ratatui::init();
     let mut fetched = Instant::now();
     let result = loop {
         let draw = terminal.draw(|frame| {
-            let [top, body, bottom] = Layout::vertical([
+            // The grains on the node below its processes, when it hosts any.
+            let grain_rows = grains.as_ref().map_or(0, |g| g.len().max(1) as u16 + 3);
+            let [top, body, grain_area, bottom] = Layout::vertical([
                 Constraint::Length(1),
                 Constraint::Min(1),
+                Constraint::Length(grain_rows.min(14)),
                 Constraint::Length(1),
             ])
             .areas(frame.area());
@@ -152,6 +201,22 @@ pub fn run_live(http: &str, node: &str, mut sort: SortBy, every: Duration) -> Re
             .header(Row::new(HEADER).style(Style::new().add_modifier(Modifier::BOLD)))
             .block(Block::bordered());
             frame.render_widget(table, body);
+            if let Some(grains) = &grains {
+                let rows = grains.iter().map(|g| Row::new(grain_cells(g)));
+                let table = Table::new(
+                    rows,
+                    [
+                        Constraint::Length(16),
+                        Constraint::Length(24),
+                        Constraint::Length(8),
+                        Constraint::Length(15),
+                        Constraint::Length(26),
+                    ],
+                )
+                .header(Row::new(GRAIN_HEADER).style(Style::new().add_modifier(Modifier::BOLD)))
+                .block(Block::bordered().title(format!(" {} grains ", grains.len())));
+                frame.render_widget(table, grain_area);
+            }
             frame.render_widget(
                 Line::from("m mailbox · h handled · u uptime · r refresh · q quit"),
                 bottom,
@@ -192,6 +257,10 @@ pub fn run_live(http: &str, node: &str, mut sort: SortBy, every: Duration) -> Re
                     list = fresh;
                     problem = None;
                 }
+                Err(e) => problem = Some(e.to_string()),
+            }
+            match fetch_grains(http, node) {
+                Ok(fresh) => grains = fresh,
                 Err(e) => problem = Some(e.to_string()),
             }
             fetched = Instant::now();

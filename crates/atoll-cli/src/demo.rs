@@ -1,6 +1,7 @@
 //! `atoll demo`: a three-node cluster on loopback, as separate `atoll node` processes, with
 //! the features narrated as they work: membership, the Raft core, a chat room with members
-//! on every node, names in each scope, a lock, and then a node killed and what follows.
+//! on every node, names in each scope, a lock, grains and the key-value store on them, and
+//! then a node killed and what follows. With `--keep` the cluster stays up afterwards.
 //!
 //! The demo itself joins as a fourth member (not a voter) to drive the others: it spawns
 //! processes on them from their built-in factories and calls them.
@@ -17,6 +18,8 @@ use atoll_cluster::{MemberEvent, MemberState, Node};
 use atoll_core::{NodeId, Pid, Scope};
 
 use crate::error::Error;
+
+mod grains;
 
 /// The longest any step may take before the demo gives up.
 const STEP: Duration = Duration::from_secs(30);
@@ -89,8 +92,8 @@ fn wait_line<T>(c: &NodeChild, what: &str, pick: impl Fn(&str) -> Option<T>) -> 
     }
 }
 
-/// `atoll demo`.
-pub fn run() -> Result<(), Error> {
+/// `atoll demo`; with `keep`, the cluster stays up after the narration until Ctrl-C.
+pub fn run(keep: bool) -> Result<(), Error> {
     let nanos = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos());
@@ -195,12 +198,35 @@ pub fn run() -> Result<(), Error> {
     let runtime = crate::node::runtime(2)?;
     let result = runtime.block_on(async {
         let node = Node::start(loaded.config)?;
-        let result = narrate(&node, &mut scene, &http).await;
+        let grains = crate::grains::caller(&node);
+        let result = narrate(&node, &grains, &mut scene, &http).await;
         node.shutdown(Duration::from_secs(2)).await;
         result
     });
-    runtime.shutdown_timeout(Duration::from_secs(1));
     result?;
+    if keep {
+        let victim = NODES[VICTIM];
+        scene.children[VICTIM] = start_node(&exe, &dir, victim)?;
+        wait_line(&scene.children[VICTIM], "its ready line", |l| {
+            l.starts_with("atoll node ").then_some(())
+        })?;
+        say(&format!(
+            "\n== {victim} restarted; the cluster keeps running until Ctrl-C"
+        ));
+        for (name, port) in NODES.iter().zip(&http) {
+            say(&format!(
+                "  {name}: http://127.0.0.1:{port}/  (atoll status --http 127.0.0.1:{port}; atoll attach {name} --http 127.0.0.1:{port})"
+            ));
+        }
+        runtime
+            .block_on(tokio::signal::ctrl_c())
+            .map_err(|source| Error::Runtime {
+                what: "Ctrl-C handler",
+                source,
+            })?;
+        say("");
+    }
+    runtime.shutdown_timeout(Duration::from_secs(1));
 
     for c in &scene.children {
         let _ = Command::new("kill")
@@ -275,7 +301,12 @@ fn call_err(what: &str) -> impl Fn(atoll_actor::CallError) -> Error + '_ {
     move |e| fail(format!("{what}: {e}"))
 }
 
-async fn narrate(node: &Node, scene: &mut Scene, http: &[u16]) -> Result<(), Error> {
+async fn narrate(
+    node: &Node,
+    grains: &atoll_grain::Grains,
+    scene: &mut Scene,
+    http: &[u16],
+) -> Result<(), Error> {
     let swim = node.membership().ok_or_else(|| fail("no membership"))?;
     let mut events = node
         .member_events()
@@ -490,6 +521,13 @@ async fn narrate(node: &Node, scene: &mut Scene, http: &[u16]) -> Result<(), Err
         NODES[VICTIM]
     ));
 
+    // Grain routers of the three nodes and this one's.
+    eventually("every grain router in the process table", || {
+        (node.find_by_type("GrainRouter").len() > NODES.len()).then_some(())
+    })
+    .await?;
+    let grain_scene = grains::before_kill(grains, ids).await?;
+
     let victim = NODES[VICTIM];
     say(&format!(
         "\n== {victim} is killed (SIGKILL): no goodbye, only silence"
@@ -568,7 +606,7 @@ async fn narrate(node: &Node, scene: &mut Scene, http: &[u16]) -> Result<(), Err
         "  demo-eventual still resolves to {} on n2",
         eventual.map_or("nothing".to_string(), |p: Pid| p.to_string())
     ));
-    Ok(())
+    grains::after_kill(grains, ids, &grain_scene, killed).await
 }
 
 async fn eventually_heard(

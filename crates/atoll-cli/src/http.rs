@@ -12,7 +12,9 @@
 //! | `/api/names`, `/api/names/NAME` | names in every scope |
 //! | `/api/groups`, `/api/groups/NAME` | process groups |
 //! | `/api/locks`, `/api/locks/NAME` | consensus locks |
-//! | `/metrics` | Prometheus text format ([`atoll_cluster::Node::metrics`]) |
+//! | `/api/grains` | grain activations in the cluster and this node's grain counters ([`crate::grains::GrainsView`]); 404 on a node without grains |
+//! | `/api/nodes/NAME/grains` | the activations on one node |
+//! | `/metrics` | Prometheus text format ([`atoll_cluster::Node::metrics`], and [`crate::grains::metrics`]) |
 //!
 //! Unknown paths and unknown names answer 404 with `{"error": "..."}`.
 
@@ -21,19 +23,26 @@ use std::net::SocketAddr;
 use atoll_cluster::{MemberStatus, Node, NodeStatus, ProcessInfoWire, RaftView, StatusWire};
 use axum::Json;
 use axum::Router;
-use axum::extract::{Path, State};
+use axum::extract::{FromRef, Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use serde::{Deserialize, Serialize};
 
+use atoll_grain::Grains;
+
 use crate::error::Error;
+use crate::grains::GrainsView;
 
 /// The status page.
 const STATUS_PAGE: &str = include_str!("status.html");
 
 /// Binds `addr` and serves `node` there until the returned task is dropped or aborted.
-pub async fn serve(node: Node, addr: SocketAddr) -> Result<(SocketAddr, ServeTask), Error> {
+pub async fn serve(
+    node: Node,
+    grains: Option<Grains>,
+    addr: SocketAddr,
+) -> Result<(SocketAddr, ServeTask), Error> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|source| Error::Runtime {
@@ -44,7 +53,7 @@ pub async fn serve(node: Node, addr: SocketAddr) -> Result<(SocketAddr, ServeTas
         what: "HTTP listener",
         source,
     })?;
-    let app = router(node);
+    let app = router(node, grains);
     let task = tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {
             tracing::warn!("the HTTP service stopped: {e}");
@@ -63,8 +72,21 @@ impl Drop for ServeTask {
     }
 }
 
-/// The routes, on `node`.
-pub fn router(node: Node) -> Router {
+/// What the handlers share: the node and its grain service, if it hosts grains.
+#[derive(Clone)]
+struct Api {
+    node: Node,
+    grains: Option<Grains>,
+}
+
+impl FromRef<Api> for Node {
+    fn from_ref(api: &Api) -> Node {
+        api.node.clone()
+    }
+}
+
+/// The routes, on `node` and its grain service.
+pub fn router(node: Node, grains: Option<Grains>) -> Router {
     Router::new()
         .route("/", get(|| async { Html(STATUS_PAGE) }))
         .route("/api/status", get(status))
@@ -80,9 +102,11 @@ pub fn router(node: Node) -> Router {
         .route("/api/groups/{name}", get(group))
         .route("/api/locks", get(locks))
         .route("/api/locks/{name}", get(lock))
+        .route("/api/grains", get(all_grains))
+        .route("/api/nodes/{name}/grains", get(node_grains))
         .route("/metrics", get(metrics))
         .fallback(|| async { not_found("no such path".into()) })
-        .with_state(node)
+        .with_state(Api { node, grains })
 }
 
 fn not_found(error: String) -> Response {
@@ -323,10 +347,45 @@ async fn lock(State(node): State<Node>, Path(name): Path<String>) -> Response {
     }
 }
 
-async fn metrics(State(node): State<Node>) -> Response {
+async fn metrics(State(api): State<Api>) -> Response {
+    let mut body = api.node.metrics().await;
+    if let Some(grains) = &api.grains {
+        body.push_str(&crate::grains::metrics(
+            &crate::grains::view(&api.node, grains).await,
+        ));
+    }
     (
         [(header::CONTENT_TYPE, atoll_cluster::METRICS_CONTENT_TYPE)],
-        node.metrics().await,
+        body,
     )
         .into_response()
+}
+
+async fn grains_view(api: &Api) -> Result<GrainsView, Response> {
+    match &api.grains {
+        Some(grains) => Ok(crate::grains::view(&api.node, grains).await),
+        None => Err(not_found(
+            "this node hosts no grains (it has no [consensus] table)".into(),
+        )),
+    }
+}
+
+async fn all_grains(State(api): State<Api>) -> Response {
+    match grains_view(&api).await {
+        Ok(view) => Json(view).into_response(),
+        Err(answer) => answer,
+    }
+}
+
+async fn node_grains(State(api): State<Api>, Path(name): Path<String>) -> Response {
+    let mut view = match grains_view(&api).await {
+        Ok(view) => view,
+        Err(answer) => return answer,
+    };
+    if name != api.node.name() && api.node.remote(&name).is_none() {
+        return not_found(format!("no reachable node named {name:?}"));
+    }
+    view.grains.retain(|g| g.node == name);
+    view.per_node.retain(|n, _| *n == name);
+    Json(view.grains).into_response()
 }

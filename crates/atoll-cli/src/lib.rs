@@ -10,6 +10,9 @@
 //! - `atoll status`: a running node's view of the cluster, from its HTTP service
 //!   ([`status`]).
 //!
+//! Every node configured for consensus hosts grains ([`grains`]): the built-in grain
+//! types, among them the shards of a replicated key-value store ([`kv`]).
+//!
 //! The binary only parses the command line ([`args::Cli`]) and calls [`run`]; failures
 //! are [`Error`]s whose text names the file, the field and, where one exists, the command
 //! that fixes it, and whose [`Error::exit_code`] is 2 for bad input and 1 otherwise.
@@ -21,7 +24,9 @@ pub mod ca;
 pub mod config;
 pub mod demo;
 mod error;
+pub mod grains;
 pub mod http;
+pub mod kv;
 pub mod node;
 pub mod status;
 
@@ -36,12 +41,14 @@ pub fn run(cli: Cli) -> Result<(), Error> {
         Command::Shared(cmd) => ca::run_shared(cmd),
         Command::Node(args) => node::run(&args.config),
         Command::Status(args) => run_status(args),
-        Command::Demo => demo::run(),
+        Command::Demo(args) => demo::run(args.keep),
         Command::Attach(args) => {
             let http = http_address(args.ask)?;
             if args.once {
                 let list = attach::fetch(&http, &args.node, args.sort)?;
                 print!("{}", attach::render_once(&args.node, &list, args.sort));
+                let grains = attach::fetch_grains(&http, &args.node)?;
+                print!("{}", attach::render_grains(&args.node, grains.as_deref()));
                 Ok(())
             } else {
                 let every = std::time::Duration::from_millis(args.interval_ms.max(100));
@@ -69,13 +76,17 @@ fn http_address(ask: args::AskNode) -> Result<String, Error> {
 fn run_status(args: args::StatusArgs) -> Result<(), Error> {
     let addr = http_address(args.ask)?;
     let s = status::fetch_status(&addr)?;
+    let grains = status::fetch_grains(&addr)?;
     if args.json {
+        let mut json = serde_json::to_value(&s).expect("a status serializes");
+        json["grains"] = serde_json::to_value(&grains).expect("grains serialize");
         println!(
             "{}",
-            serde_json::to_string_pretty(&s).expect("a status serializes")
+            serde_json::to_string_pretty(&json).expect("a status serializes")
         );
     } else {
         print!("{}", status::render(&s));
+        print!("{}", status::render_grains(grains.as_ref()));
     }
     Ok(())
 }

@@ -65,8 +65,25 @@ async fn serve(file: NodeFile, loaded: crate::config::Loaded) -> Result<(), Erro
     let mut sigterm = signal(SignalKind::terminate()).map_err(signals("SIGTERM handler"))?;
     let mut sigint = signal(SignalKind::interrupt()).map_err(signals("SIGINT handler"))?;
 
-    let node = Node::start(loaded.config)?;
+    let mut config = loaded.config;
+    // Grains need consensus for their activation claims; a node that has it hosts them.
+    let grain_dir = config.consensus.as_ref().map(|c| c.data_dir.clone());
+    if grain_dir.is_some()
+        && let Some(m) = config.membership.as_mut()
+        && !m
+            .capabilities
+            .iter()
+            .any(|c| c == crate::grains::GRAINS_CAPABILITY)
+    {
+        m.capabilities
+            .push(crate::grains::GRAINS_CAPABILITY.to_string());
+    }
+    let node = Node::start(config)?;
     atoll_cluster::builtin::install(&node);
+    let grains = match &grain_dir {
+        Some(dir) => Some(crate::grains::host(&node, dir)?),
+        None => None,
+    };
     // Taken before the ready line so no event is missed; printed after it.
     let member_events = node.member_events();
 
@@ -100,7 +117,7 @@ async fn serve(file: NodeFile, loaded: crate::config::Loaded) -> Result<(), Erro
     // Kept until the node stops: dropping it stops the HTTP service.
     let _http = match file.http {
         Some(addr) => {
-            let (bound, task) = crate::http::serve(node.clone(), addr).await?;
+            let (bound, task) = crate::http::serve(node.clone(), grains.clone(), addr).await?;
             print_line(&format!("http listening on {bound}"));
             Some(task)
         }

@@ -8,6 +8,7 @@ use std::time::Duration;
 use atoll_cluster::NodeStatus;
 
 use crate::error::Error;
+use crate::grains::GrainsView;
 
 /// How long `atoll status` waits to connect and for each read.
 pub const TIMEOUT: Duration = Duration::from_secs(5);
@@ -71,6 +72,43 @@ pub fn fetch_status(addr: &str) -> Result<NodeStatus, Error> {
         addr: addr.to_string(),
         reason: format!("not a node status: {e}"),
     })
+}
+
+/// Fetches `/api/grains` from the node at `addr`: `None` if the node hosts no grains.
+pub fn fetch_grains(addr: &str) -> Result<Option<GrainsView>, Error> {
+    let (code, body) = get(addr, "/api/grains")?;
+    match code {
+        200 => serde_json::from_str(&body)
+            .map(Some)
+            .map_err(|e| Error::BadAnswer {
+                addr: addr.to_string(),
+                reason: format!("not a grains view: {e}"),
+            }),
+        404 => Ok(None),
+        _ => Err(Error::BadAnswer {
+            addr: addr.to_string(),
+            reason: format!("HTTP {code}: {}", body.trim()),
+        }),
+    }
+}
+
+/// The GRAINS section of `atoll status`: this node's counters and every activation.
+pub fn render_grains(view: Option<&GrainsView>) -> String {
+    let mut out = String::from("\nGRAINS\n");
+    let Some(view) = view else {
+        out.push_str("  (this node hosts no grains)\n");
+        return out;
+    };
+    out.push_str(&format!(
+        "  here: active={} activations={} deactivations={} migrations={} adoptions={}\n",
+        view.active, view.activations, view.deactivations, view.migrations, view.adoptions
+    ));
+    table(
+        &mut out,
+        &crate::grains::HEADER,
+        crate::grains::rows(view, None),
+    );
+    out
 }
 
 /// The human-readable report `atoll status` prints.

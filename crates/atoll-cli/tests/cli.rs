@@ -575,7 +575,9 @@ fn three_voters_and_a_member_start_consensus_and_stop_cleanly() {
         l.starts_with("consensus ").then(|| l.to_string())
     });
     assert_eq!(line, "consensus member voters=3");
-    assert!(!dir.join("raft-w1").exists());
+    // It keeps no Raft log; its data directory holds only its grain store.
+    assert!(!dir.join("raft-w1/raft.redb").exists());
+    assert!(dir.join("raft-w1/grains.redb").is_file());
     nodes.push(member);
 
     // They stay up through elections and heartbeats, then stop cleanly.
@@ -598,7 +600,7 @@ fn three_voters_and_a_member_start_consensus_and_stop_cleanly() {
 
 /// A free TCP port on 127.0.0.1.
 #[test]
-fn demo_narrates_the_cluster_and_a_node_loss_then_cleans_up() {
+fn demo_narrates_the_cluster_grains_and_a_node_loss_then_cleans_up() {
     let started = Instant::now();
     let mut child = Command::new(BIN)
         .arg("demo")
@@ -639,6 +641,10 @@ fn demo_narrates_the_cluster_and_a_node_loss_then_cleans_up() {
         "  demo-consistent: consistent name of",
         "  demo-strong: strong name of",
         "  demo-lock: held by",
+        "== grains: virtual actors",
+        "  counter/visits activated on n",
+        "its state moved with it: value 2",
+        "  kv: 5 keys set in 8 Replicated shard grains (each change saved on two nodes before it is acknowledged); banana deleted; range: apple=red cherry=dark red lime=green plum=purple",
         "== n3 is killed (SIGKILL)",
         "s: n3 unreachable",
         "s: demo-consistent released",
@@ -646,6 +652,8 @@ fn demo_narrates_the_cluster_and_a_node_loss_then_cleans_up() {
         "s: demo-lock released",
         "  demo-lock taken again by",
         "  chat: cat left with its node; present: ann",
+        "kv shard grains of n3 answer again from the survivors under new epochs",
+        "s: kv: every key read back after n3's loss: apple=red cherry=dark red lime=green plum=purple",
         "== done: nodes stopped, files removed",
     ];
     let mut from = 0;

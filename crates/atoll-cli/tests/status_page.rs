@@ -131,7 +131,8 @@ fn status_api_and_metrics_show_members_raft_names_and_a_node_going_down() {
         "atoll_request_rtt_seconds_bucket{le=\"+Inf\"}",
         "atoll_raft_term ",
         "atoll_raft_commit_index ",
-        "atoll_names{scope=\"local\"} 1",
+        // `echo` and the grain router, `atoll.grains`.
+        "atoll_names{scope=\"local\"} 2",
         "atoll_peer_frames_sent_total{peer=\"v2\"}",
         "atoll_peer_rtt_seconds{peer=\"v3\"}",
         "atoll_processes ",
@@ -142,6 +143,110 @@ fn status_api_and_metrics_show_members_raft_names_and_a_node_going_down() {
     ] {
         assert!(metrics.contains(needle), "no {needle:?} in:\n{metrics}");
     }
+    // Grains: two activated from a member in this process, placed on the nodes (never on
+    // the caller, which hosts none), shown by every node's API, status, metrics and attach.
+    let client = GrainClient::start(dir, &nodes);
+    use atoll_cli::grains::{Counter, CounterMsg, DurableCounter};
+    assert_eq!(client.call::<Counter>("c1", CounterMsg::Add(2)), 2);
+    assert_eq!(client.call::<Counter>("c1", CounterMsg::Add(3)), 5);
+    assert_eq!(
+        client.call::<DurableCounter>("d1", CounterMsg::Add(7)),
+        Ok(7)
+    );
+    let grains_of = |addr: &str| -> serde_json::Value {
+        let (code, body) = atoll_cli::status::get(addr, "/api/grains").unwrap();
+        assert_eq!(code, 200, "{body}");
+        serde_json::from_str(&body).unwrap()
+    };
+    let until = Instant::now() + DEADLINE;
+    let view = loop {
+        let view = grains_of(&http[2]);
+        if len(&view["grains"]) == 2 {
+            break view;
+        }
+        assert!(Instant::now() < until, "{view:#}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let grain = |view: &serde_json::Value, key: &str| {
+        view["grains"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|g| g["key"] == key)
+            .cloned()
+            .unwrap_or_else(|| panic!("no {key}: {view:#}"))
+    };
+    let c1 = grain(&view, "c1");
+    assert_eq!(c1["grain_type"], "counter");
+    assert_eq!(c1["durability"], "Volatile");
+    assert!(c1["epoch"].as_u64().unwrap() > 0, "{c1}");
+    let c1_node = c1["node"].as_str().unwrap().to_string();
+    assert!(["v1", "v2", "v3"].contains(&c1_node.as_str()), "{c1}");
+    let d1 = grain(&view, "d1");
+    assert_eq!(d1["grain_type"], "durable-counter");
+    assert_eq!(d1["durability"], "LocalExclusive");
+    // The hosting node counts the activation.
+    let host_http = &http[["v1", "v2", "v3"]
+        .iter()
+        .position(|n| *n == c1_node)
+        .unwrap()];
+    let host_view = grains_of(host_http);
+    assert!(
+        host_view["activations"].as_u64().unwrap() >= 1,
+        "{host_view}"
+    );
+    assert!(host_view["active"].as_u64().unwrap() >= 1, "{host_view}");
+    let (code, body) = get(&format!("/api/nodes/{c1_node}/grains"));
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("\"c1\""), "{body}");
+    assert_eq!(get("/api/nodes/nowhere/grains").0, 404);
+    let text = ok(dir, &["status", "--http", &http[1]]);
+    let section = text
+        .split("\nGRAINS\n")
+        .nth(1)
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(
+        section.contains("NODE") && section.contains("DURABILITY"),
+        "{text}"
+    );
+    let row = section
+        .lines()
+        .find(|l| l.contains(" c1 "))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(
+        row.contains(&c1_node) && row.contains("counter") && row.contains("Volatile"),
+        "{text}"
+    );
+    let json = status_json(dir, &http[1]);
+    assert_eq!(len(&json["grains"]["grains"]), 2, "{json:#}");
+    let listing = ok(dir, &["attach", &c1_node, "--http", &http[0], "--once"]);
+    let grain_part = listing
+        .split(&format!("node {c1_node}: "))
+        .nth(2)
+        .unwrap_or_else(|| panic!("{listing}"));
+    assert!(
+        grain_part.contains("grains") && grain_part.contains("c1"),
+        "{listing}"
+    );
+    let (_, host_metrics) = atoll_cli::status::get(host_http, "/metrics").unwrap();
+    for needle in [
+        "# TYPE atoll_grain_activations_total counter",
+        "atoll_grain_deactivations_total ",
+        "atoll_grains_active ",
+        "atoll_grains_cluster{type=\"counter\"} 1",
+        "atoll_grains_cluster{type=\"durable-counter\"} 1",
+    ] {
+        assert!(
+            host_metrics.contains(needle),
+            "no {needle:?} in:\n{host_metrics}"
+        );
+    }
+    assert!(
+        !host_metrics.contains("atoll_grain_activations_total 0"),
+        "{host_metrics}"
+    );
+    drop(client);
+
     let (code, page) = get("/");
     assert_eq!(code, 200);
     assert!(page.contains("/api/status"), "{page}");
@@ -276,6 +381,14 @@ fn the_status_page_shows_the_cluster_in_a_browser_and_a_node_going_down() {
         page.contains("<circle"),
         "the cluster picture is drawn: {page}"
     );
+    let client = GrainClient::start(dir, &nodes);
+    client.call::<atoll_cli::grains::Counter>("page", atoll_cli::grains::CounterMsg::Add(1));
+    let page = wait_page(browser, &url, "the grain on the page", |p| {
+        p.contains("data-grain=\"counter/page\"")
+    });
+    assert!(page.contains("Volatile"), "{page}");
+    assert!(page.contains("this node:"), "{page}");
+    drop(client);
 
     nodes[2].child.kill().unwrap();
     nodes[2].wait();

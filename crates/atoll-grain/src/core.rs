@@ -48,6 +48,22 @@ impl GrainId {
         format!("grain:{}/{}", self.grain_type, self.key)
     }
 
+    /// The grain whose activation lock is named `name` ([`Self::lock_name`]), or `None` for
+    /// any other lock.
+    ///
+    /// ```
+    /// use atoll_grain::GrainId;
+    ///
+    /// let id = GrainId::new("kv", "a/b");
+    /// let name = id.lock_name();
+    /// assert_eq!(GrainId::from_lock_name(&name), Some(id.clone()));
+    /// assert_eq!(GrainId::from_lock_name("demo-lock"), None);
+    /// ```
+    pub fn from_lock_name(name: &str) -> Option<GrainId> {
+        let (grain_type, key) = name.strip_prefix("grain:")?.split_once('/')?;
+        (!grain_type.is_empty()).then(|| GrainId::new(grain_type, key))
+    }
+
     /// The bytes the placement ring hashes.
     pub fn ring_key(&self) -> Vec<u8> {
         format!("{}/{}", self.grain_type, self.key).into_bytes()

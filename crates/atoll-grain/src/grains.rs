@@ -356,6 +356,12 @@ impl Grains {
         ids
     }
 
+    /// The durability class of grain type `grain_type`, if it is registered on this node.
+    pub fn durability(&self, grain_type: &str) -> Option<Durability> {
+        let types = self.shared.types.read().unwrap_or_else(|e| e.into_inner());
+        types.get(grain_type).map(|a| a.durability())
+    }
+
     /// Where this node last found `id` (its directory cache), if it knows.
     pub fn cached(&self, id: &GrainId) -> Option<Activation> {
         let cache = self.shared.cache.lock().unwrap_or_else(|e| e.into_inner());

@@ -168,19 +168,31 @@ impl Saver {
     }
 }
 
-/// The nodes running a grain service now, in the grain's ring order.
-fn ring_order(node: &atoll_cluster::Node, id: &GrainId) -> Vec<NodeId> {
+/// The nodes running a grain service now that may host the grain's type (they announce
+/// its requirements: a member that only calls grains keeps no copies), in the grain's ring
+/// order.
+fn ring_order(node: &atoll_cluster::Node, shared: &Shared, id: &GrainId) -> Vec<NodeId> {
     let routers: std::collections::BTreeSet<NodeId> = node
         .find_by_type("GrainRouter")
         .iter()
         .map(|ad| ad.pid.node)
         .collect();
+    let requires = shared
+        .types
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(&id.grain_type)
+        .map_or(&[][..], |a| a.requires());
     let ring = node.ring();
-    let n = ring.nodes().len();
-    ring.replicas(&id.ring_key(), n, None)
-        .into_iter()
-        .filter(|n| routers.contains(n))
-        .collect()
+    let nodes = ring.nodes();
+    let order = ring.replicas(&id.ring_key(), nodes.len(), None);
+    core::eligible(
+        order
+            .iter()
+            .filter(|n| routers.contains(n))
+            .filter_map(|n| nodes.get(n).map(|r| (*n, &r.capabilities))),
+        requires,
+    )
 }
 
 fn timeout(shared: &Shared) -> Duration {
@@ -231,7 +243,7 @@ pub(crate) async fn load(
     if let Some(bytes) = local.load(id, epoch)? {
         copies.push(decode_versioned(&bytes)?);
     }
-    let others: Vec<NodeId> = ring_order(&node, id)
+    let others: Vec<NodeId> = ring_order(&node, shared, id)
         .into_iter()
         .filter(|n| *n != shared.me)
         .collect();
@@ -284,7 +296,7 @@ pub(crate) async fn save(
         .ok_or_else(|| StoreError::Backend("no grain store on this node".into()))?;
     let bytes = postcard::to_allocvec(copy).map_err(|e| StoreError::Codec(e.to_string()))?;
     local.save(id, copy.epoch, &bytes)?;
-    let targets = core::replicas(&ring_order(&node, id), shared.me, shared.replicas);
+    let targets = core::replicas(&ring_order(&node, shared, id), shared.me, shared.replicas);
     let (t, k, epoch) = (id.grain_type.clone(), id.key.clone(), copy.epoch);
     let answers = ask(shared, &node, &targets, move |reply| {
         RouterMsg::ReplicaSave {

@@ -407,3 +407,79 @@ pub fn member_state(s: &serde_json::Value, name: &str) -> Option<String> {
         .rfind(|m| m["name"] == name)
         .and_then(|m| m["state"].as_str().map(str::to_string))
 }
+
+/// A member in this test process that calls grains on the `atoll node` processes and hosts
+/// none (it announces no grains capability): a non-voting consensus member joined
+/// through the first node.
+pub struct GrainClient {
+    pub rt: tokio::runtime::Runtime,
+    pub node: atoll_cluster::Node,
+    pub grains: atoll_grain::Grains,
+}
+
+impl GrainClient {
+    pub fn start(dir: &Path, nodes: &[NodeProcess]) -> GrainClient {
+        ok(dir, &["ca", "issue", "client", "--dir", "ca"]);
+        let voters: Vec<String> = nodes
+            .iter()
+            .map(|n| format!("\"{}@{}\"", n.id, n.addr))
+            .collect();
+        let text = format!(
+            "name = \"client\"\nlisten = \"127.0.0.1:0\"\n\n\
+             [tls]\nkey = \"ca/client.key\"\ncert = \"ca/client.pem\"\nca = \"ca/ca.pem\"\n\n\
+             [cluster]\nenabled = true\nseeds = [\"{}\"]\n\n\
+             [cluster.swim]\nprobe_interval_ms = 300\nping_timeout_ms = 150\n\
+             suspect_timeout_ms = 1500\nindirect_probes = 2\n\n\
+             [consensus]\nvoters = [{}]\nheartbeat_interval_ms = 50\n\
+             election_timeout_min_ms = 200\nelection_timeout_max_ms = 400\n",
+            nodes[0].addr,
+            voters.join(", ")
+        );
+        let path = dir.join("client.toml");
+        std::fs::write(&path, text).unwrap();
+        let config = atoll_cli::config::NodeFile::load(&path)
+            .unwrap()
+            .node_config()
+            .unwrap()
+            .config;
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let (node, grains) = rt.block_on(async {
+            let node = atoll_cluster::Node::start(config).unwrap();
+            let grains = atoll_cli::grains::caller(&node);
+            (node, grains)
+        });
+        let client = GrainClient { rt, node, grains };
+        client.wait("every grain router in the process table", |c| {
+            c.node.find_by_type("GrainRouter").len() == nodes.len() + 1
+        });
+        client
+    }
+
+    /// Waits (polling) until `done` holds.
+    pub fn wait(&self, what: &str, done: impl Fn(&GrainClient) -> bool) {
+        let until = Instant::now() + DEADLINE;
+        while !done(self) {
+            assert!(Instant::now() < until, "not within {DEADLINE:?}: {what}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Calls the grain `key` of type `G` and waits for its reply.
+    pub fn call<G: atoll_grain::Grain>(&self, key: &str, msg: G::Msg) -> G::Reply {
+        let grain = self.grains.get::<G>(key).unwrap();
+        self.rt
+            .block_on(grain.call(msg))
+            .unwrap_or_else(|e| panic!("calling {key}: {e}"))
+    }
+}
+
+impl Drop for GrainClient {
+    fn drop(&mut self) {
+        let node = self.node.clone();
+        self.rt.block_on(node.shutdown(Duration::from_millis(500)));
+    }
+}
