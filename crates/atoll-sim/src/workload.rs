@@ -6,7 +6,8 @@
 //! group worker joins and exits group members; a caller calls counting echo processes on
 //! other nodes. Meanwhile the fault schedule partitions the cluster (majority/minority,
 //! either side holding the voters' majority), blocks links one way, crashes and restarts
-//! machines and turns datagram loss on and off. At the end it heals everything, lets the
+//! machines, jumps wall clocks forward and back (each starts skewed) and turns datagram loss
+//! on and off. At the end it heals everything, lets the
 //! cluster settle, reads every node's view and runs the checkers.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -15,7 +16,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use atoll_actor::{Actor, ActorResult, Ctx, Decoder, ReplyTo, serde_decoder};
-use atoll_cluster::transport::Faults;
+use atoll_cluster::transport::{Faults, TraceEvent};
 use atoll_cluster::{MemberEvent, NameLost, Node};
 use atoll_core::{Pid, Scope, SplitMix64};
 use serde::{Deserialize, Serialize};
@@ -35,6 +36,8 @@ pub struct WorkloadSpec {
     pub duration: Duration,
     /// Whether to inject faults.
     pub faults: bool,
+    /// Whether to keep every traced event in the report (to find where two runs part).
+    pub keep_trace_log: bool,
 }
 
 impl WorkloadSpec {
@@ -44,6 +47,7 @@ impl WorkloadSpec {
             nodes,
             duration: Duration::from_secs(20),
             faults: true,
+            keep_trace_log: false,
         }
     }
 }
@@ -61,6 +65,8 @@ pub struct Report {
     pub faults: u64,
     /// The network's trace hash at the end.
     pub trace_hash: u64,
+    /// Every traced event, if the spec asked for them.
+    pub trace_log: Vec<TraceEvent>,
     /// The record.
     pub history: History,
     /// What the checkers found.
@@ -166,8 +172,17 @@ impl Shared {
 /// [`simulate`](crate::cluster::simulate).
 pub async fn run(seed: u64, spec: WorkloadSpec) -> Result<Report, SimError> {
     let mut sim = SimCluster::start(seed, ClusterSpec::new(spec.nodes))?;
+    if spec.keep_trace_log {
+        sim.network().keep_trace_log();
+    }
     let started = Instant::now();
     let mut rng = SplitMix64::new(sim.random());
+    if spec.faults {
+        // Every machine's wall clock is off by up to two seconds either way.
+        for i in 0..sim.len() {
+            sim.shift_clock(i, (rng.next_u64() % 4001) as i64 - 2000);
+        }
+    }
     sim.wait_until(Duration::from_secs(60), |s| s.converged())
         .await;
     let shared = Arc::new(Shared {
@@ -243,6 +258,7 @@ pub async fn run(seed: u64, spec: WorkloadSpec) -> Result<Report, SimError> {
         ops: shared.ops.load(Ordering::Relaxed),
         faults,
         trace_hash: sim.trace_hash(),
+        trace_log: sim.network().trace_log(),
         history,
         violations,
     };
@@ -445,7 +461,7 @@ async fn inject_faults(
         pause(rng, 500, 1500).await;
         let from = shared.now();
         let hold = Duration::from_millis(1000 + rng.next_u64() % 5000);
-        let disturbed: Vec<usize> = match rng.next_u64() % 4 {
+        let disturbed: Vec<usize> = match rng.next_u64() % 5 {
             0 => {
                 // A partition: a random side against the rest.
                 let mut side: Vec<usize> = (0..n)
@@ -476,6 +492,13 @@ async fn inject_faults(
                 sim.crash(i).await;
                 lock(&shared.nodes)[i] = None;
                 vec![i]
+            }
+            3 => {
+                // A wall clock jumps, forward or back, by up to a minute.
+                let i = (rng.next_u64() % n as u64) as usize;
+                let by = 1 + (rng.next_u64() % 60_000) as i64;
+                sim.shift_clock(i, if rng.next_u64().is_multiple_of(2) { by } else { -by });
+                Vec::new()
             }
             _ => {
                 sim.network().set_faults(Faults {

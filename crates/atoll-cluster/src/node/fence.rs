@@ -1,7 +1,7 @@
 //! Self-fencing in the node: gathers what this node holds when membership says it was
 //! declared down, and carries out what [`Fence`](crate::protocol::fence::Fence) decides.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use atoll_actor::Actor;
@@ -20,7 +20,7 @@ type NoticeSink = Arc<dyn Fn(FenceNotice) + Send + Sync>;
 /// The processes that asked to be told ([`Node::notify_fenced`]).
 #[derive(Default)]
 pub(super) struct FenceSinks {
-    sinks: Mutex<HashMap<Pid, NoticeSink>>,
+    sinks: Mutex<BTreeMap<Pid, NoticeSink>>,
 }
 
 impl Node {

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 use tokio::time::Instant;
 
-use super::{Connection, port_word, wait_for_change};
+use super::{Connection, payload_word, port_word, wait_for_change};
 use crate::transport::StreamError;
 
 /// One direction of a stream.
@@ -35,7 +35,7 @@ impl SendStream {
         let delay = {
             let mut w = self.conn.shared.net.lock();
             w.stats.stream_bytes += buf.len() as u64;
-            w.record(&[9, port_word(from), port_word(to), buf.len() as u64]);
+            w.record(&[9, port_word(from), port_word(to), payload_word(buf)]);
             w.delay()
         };
         {
@@ -69,7 +69,7 @@ impl RecvStream {
     pub(crate) async fn read_chunk(&mut self, max: usize) -> Result<Option<Bytes>, StreamError> {
         let (to, from) = self.conn.ends();
         loop {
-            let mut changed = self.conn.shared.changed.subscribe();
+            let changed = self.conn.shared.changed.notified();
             if self.conn.close_reason().is_some() {
                 return Err(self.conn.gone());
             }
@@ -90,7 +90,7 @@ impl RecvStream {
                     None => None,
                 }
             };
-            wait_for_change(&mut changed, wait_until).await;
+            wait_for_change(changed, wait_until).await;
         }
     }
 
