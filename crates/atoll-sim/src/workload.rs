@@ -4,11 +4,12 @@
 //! under their token; a registrar registers Consistent names (and lets some owners exit);
 //! a claimant takes Eventual names (conflicting claims meet after partitions heal); a
 //! group worker joins and exits group members; a caller calls counting echo processes on
-//! other nodes. Meanwhile the fault schedule partitions the cluster (majority/minority,
-//! either side holding the voters' majority), blocks links one way, crashes and restarts
-//! machines, jumps wall clocks forward and back (each starts skewed) and turns datagram loss
-//! on and off. At the end it heals everything, lets the
-//! cluster settle, reads every node's view and runs the checkers.
+//! other nodes; a watcher links to and monitors processes on other machines. Meanwhile
+//! the fault schedule partitions the cluster (majority/minority, either side holding the
+//! voters' majority), blocks links one way, crashes and restarts machines, jumps wall
+//! clocks forward and back (each starts skewed) and turns datagram loss on and off. At the
+//! end it heals everything, lets the cluster settle, reads every node's view and runs the
+//! checkers.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -24,7 +25,8 @@ use tokio::time::Instant;
 
 use crate::cluster::{ClusterSpec, SimCluster, SimError};
 use crate::history::{
-    Disturbance, FencedResource, History, Hold, Registration, Sighting, Violation,
+    Disturbance, FencedResource, Fired, History, Hold, Registration, Sighting, Violation, Watch,
+    WatchFired,
 };
 
 /// What to run.
@@ -134,6 +136,56 @@ impl Actor for Counter {
     }
 }
 
+/// Links to and monitors a process on another machine, trapping exits, and notes how
+/// each fired.
+struct Watcher {
+    id: u64,
+    target: Pid,
+    shared: Arc<Shared>,
+}
+
+impl Watcher {
+    fn fired(&self, how: Fired, reason: atoll_core::ExitReason) {
+        let at = self.shared.now();
+        lock(&self.shared.history).watch_fired.push(WatchFired {
+            id: self.id,
+            how,
+            reason,
+            at,
+        });
+    }
+}
+
+impl Actor for Watcher {
+    type Msg = ();
+
+    async fn started(&mut self, ctx: &mut Ctx<Self>) -> ActorResult {
+        ctx.trap_exit(true);
+        ctx.link(self.target);
+        ctx.monitor(self.target);
+        Ok(())
+    }
+
+    async fn handle(&mut self, _: (), _: &mut Ctx<Self>) -> ActorResult {
+        Ok(())
+    }
+
+    async fn handle_exit(
+        &mut self,
+        _: Pid,
+        reason: atoll_core::ExitReason,
+        _: &mut Ctx<Self>,
+    ) -> ActorResult {
+        self.fired(Fired::Exit, reason);
+        Ok(())
+    }
+
+    async fn handle_down(&mut self, down: atoll_actor::Down, _: &mut Ctx<Self>) -> ActorResult {
+        self.fired(Fired::Down, down.reason);
+        Ok(())
+    }
+}
+
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -220,6 +272,11 @@ pub async fn run(seed: u64, spec: WorkloadSpec) -> Result<Report, SimError> {
         rng.next_u64(),
     )));
     workers.push(tokio::spawn(caller(
+        shared.clone(),
+        sim.len(),
+        rng.next_u64(),
+    )));
+    workers.push(tokio::spawn(watcher(
         shared.clone(),
         sim.len(),
         rng.next_u64(),
@@ -439,9 +496,42 @@ async fn caller(shared: Arc<Shared>, machines: usize, seed: u64) {
                 Duration::from_secs(1),
             )
             .await;
-        if answer.is_ok() {
+        if let Ok(answer) = answer {
+            lock(&shared.history).answers.push((call, answer));
             shared.done();
         }
+    }
+}
+
+/// Now and then links and monitors a process on one machine from a process on another.
+async fn watcher(shared: Arc<Shared>, machines: usize, seed: u64) {
+    let mut rng = SplitMix64::new(seed);
+    let mut id = 0u64;
+    while !shared.stop.load(Ordering::SeqCst) {
+        pause(&mut rng, 300, 700).await;
+        let w = (rng.next_u64() % machines as u64) as usize;
+        let t = (w + 1 + (rng.next_u64() % (machines as u64 - 1)) as usize) % machines;
+        let (Some(watching), Some(watched)) = (shared.node(w), shared.node(t)) else {
+            continue;
+        };
+        id += 1;
+        let target = watched.runtime().spawn(Idle).pid();
+        let watcher = watching
+            .runtime()
+            .spawn(Watcher {
+                id,
+                target,
+                shared: shared.clone(),
+            })
+            .pid();
+        lock(&shared.history).watches.push(Watch {
+            id,
+            watcher,
+            watcher_machine: w,
+            target,
+            target_node: watched.id(),
+            since: shared.now(),
+        });
     }
 }
 
@@ -550,6 +640,7 @@ fn collect(sim: &SimCluster, shared: &Shared) -> History {
         .map(|r| r.pid)
         .chain(history.eventual_claims.iter().map(|c| c.1))
         .chain(lock(&shared.joined).iter().map(|j| j.1))
+        .chain(history.watches.iter().flat_map(|w| [w.watcher, w.target]))
         .collect::<Vec<_>>();
     history.alive = tracked.into_iter().filter(|p| alive(*p)).collect();
     history.expected_group = lock(&shared.joined)
