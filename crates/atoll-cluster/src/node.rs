@@ -371,6 +371,11 @@ impl Node {
 
     async fn stop(&self, grace: Duration) {
         self.inner.closing.store(true, Ordering::SeqCst);
+        // Membership stops too (after a graceful leave it already has): a halted node's
+        // driver would otherwise go on probing, and suspecting, everyone.
+        if let Some(swim) = self.inner.swim.get() {
+            swim.stop();
+        }
         naming::shutdown(&self.inner).await;
         self.inner.endpoint.close(0, b"shutdown");
         let peers: Vec<Arc<Peer>> = self

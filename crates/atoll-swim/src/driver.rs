@@ -31,6 +31,7 @@ const EARLY_EVENTS: usize = 1024;
 
 enum Command {
     Leave(oneshot::Sender<()>),
+    Stop,
 }
 
 struct Shared {
@@ -159,6 +160,12 @@ impl Swim {
             let _ = rx.await;
         }
     }
+
+    /// Stops the driver at once, telling nobody: what a crashed process does. The
+    /// membership's last state stays readable.
+    pub fn stop(&self) {
+        let _ = self.commands.send(Command::Stop);
+    }
 }
 
 struct Driver<T> {
@@ -198,7 +205,7 @@ impl<T: Transport> Driver<T> {
                         let _ = done.send(());
                         return;
                     }
-                    None => return,
+                    Some(Command::Stop) | None => return,
                 },
                 datagram = self.inbound.recv() => match datagram {
                     Some((from, bytes)) => self.step(|m| {

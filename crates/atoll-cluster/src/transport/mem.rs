@@ -425,6 +425,7 @@ impl Endpoint {
                         net: self.net.clone(),
                         state: Mutex::new(ConnState::default()),
                         changed: tokio::sync::Notify::new(),
+                        datagrams: tokio::sync::Notify::new(),
                     });
                     w.connections.push(Arc::downgrade(&shared));
                     w.stats.connections += 1;

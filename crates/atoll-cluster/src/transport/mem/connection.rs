@@ -29,6 +29,9 @@ pub(super) struct Shared {
     /// fixed order; a `watch` channel spreads them over shards at random, which would
     /// make same-instant wake-ups run in a different order on every run.)
     pub(super) changed: Notify,
+    /// Woken when a datagram is queued for either side (only datagram readers wait on it,
+    /// so stream traffic does not wake them, nor datagrams the stream readers).
+    pub(super) datagrams: Notify,
 }
 
 #[derive(Default)]
@@ -86,16 +89,20 @@ impl Shared {
 }
 
 /// Waits for the next change of a connection, or until `at` if given.
-pub(super) async fn wait_for_change(changed: Notified<'_>, at: Option<Instant>) {
-    match at {
-        Some(at) => {
-            tokio::select! {
-                biased;
-                _ = changed => {}
-                _ = tokio::time::sleep_until(at) => {}
-            }
+/// Waits for the next change of a connection (`changed`) or of what one reader reads
+/// (`data`), or until `at` if given.
+pub(super) async fn wait_for_change(changed: Notified<'_>, data: Notified<'_>, at: Option<Instant>) {
+    let deadline = async {
+        match at {
+            Some(at) => tokio::time::sleep_until(at).await,
+            None => std::future::pending().await,
         }
-        None => changed.await,
+    };
+    tokio::select! {
+        biased;
+        _ = changed => {}
+        _ = data => {}
+        _ = deadline => {}
     }
 }
 
@@ -201,10 +208,12 @@ impl Connection {
 
     fn pipe(&self) -> (SendStream, RecvStream) {
         let pipe = Arc::new(Mutex::new(Pipe::default()));
+        let data = Arc::new(Notify::new());
         (
             SendStream {
                 conn: self.clone(),
                 pipe: pipe.clone(),
+                data: data.clone(),
             },
             RecvStream {
                 conn: Connection {
@@ -212,6 +221,7 @@ impl Connection {
                     side: 1 - self.side,
                 },
                 pipe,
+                data,
             },
         )
     }
@@ -305,13 +315,14 @@ impl Connection {
             }
             s.sent[self.side] += payload.len() as u64;
         }
-        self.shared.bump();
+        self.shared.datagrams.notify_waiters();
         Ok(())
     }
 
     pub(crate) async fn read_datagram(&self) -> Result<Bytes, StreamError> {
         loop {
             let changed = self.shared.changed.notified();
+            let queued = self.shared.datagrams.notified();
             let next = {
                 let mut s = self.shared.lock();
                 if s.closed[self.side].is_some() {
@@ -326,7 +337,7 @@ impl Connection {
                     other => other.map(|k| k.0),
                 }
             };
-            wait_for_change(changed, next).await;
+            wait_for_change(changed, queued, next).await;
         }
     }
 

@@ -4,6 +4,7 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
+use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use super::{Connection, payload_word, port_word, wait_for_change};
@@ -24,6 +25,8 @@ pub(super) struct Pipe {
 pub(crate) struct SendStream {
     pub(super) conn: Connection,
     pub(super) pipe: Arc<Mutex<Pipe>>,
+    /// Wakes the reader (only it: other streams' readers sleep on).
+    pub(super) data: Arc<Notify>,
 }
 
 impl SendStream {
@@ -48,13 +51,13 @@ impl SendStream {
             pipe.chunks.push_back((at, Bytes::copy_from_slice(buf)));
         }
         self.conn.shared.lock().sent[self.conn.side] += buf.len() as u64;
-        self.conn.shared.bump();
+        self.data.notify_waiters();
         Ok(buf.len())
     }
 
     pub(crate) fn finish(&mut self) {
         self.pipe.lock().unwrap_or_else(|e| e.into_inner()).finished = true;
-        self.conn.shared.bump();
+        self.data.notify_waiters();
     }
 }
 
@@ -63,6 +66,8 @@ pub(crate) struct RecvStream {
     /// The receiving side's end.
     pub(super) conn: Connection,
     pub(super) pipe: Arc<Mutex<Pipe>>,
+    /// Woken when the writer adds bytes or finishes.
+    pub(super) data: Arc<Notify>,
 }
 
 impl RecvStream {
@@ -70,6 +75,7 @@ impl RecvStream {
         let (to, from) = self.conn.ends();
         loop {
             let changed = self.conn.shared.changed.notified();
+            let data = self.data.notified();
             if self.conn.close_reason().is_some() {
                 return Err(self.conn.gone());
             }
@@ -90,7 +96,7 @@ impl RecvStream {
                     None => None,
                 }
             };
-            wait_for_change(changed, wait_until).await;
+            wait_for_change(changed, data, wait_until).await;
         }
     }
 
