@@ -90,7 +90,7 @@ pub use consensus::{Consensus, ConsensusError, RaftSettings, RaftStatus, Role};
 pub use disk::{Disk, SimDisk, SimDiskStats};
 pub use memory::{MemRouter, MemTransport};
 pub use network::{NetworkFactory, RaftTransport, TransportError};
-pub use runtime::seed_thread_rng;
 pub use registry::{Binding, Command, LockGrant, Outcome, Registry, SnapshotDecodeError};
+pub use runtime::seed_thread_rng;
 pub use store::{LogStore, StateMachineStore, StoreError, StoreStats, open};
 pub use types::{Node, RaftId, TypeConfig, raft_id_of};

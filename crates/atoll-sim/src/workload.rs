@@ -587,7 +587,14 @@ async fn inject_faults(
                 // A wall clock jumps, forward or back, by up to a minute.
                 let i = (rng.next_u64() % n as u64) as usize;
                 let by = 1 + (rng.next_u64() % 60_000) as i64;
-                sim.shift_clock(i, if rng.next_u64().is_multiple_of(2) { by } else { -by });
+                sim.shift_clock(
+                    i,
+                    if rng.next_u64().is_multiple_of(2) {
+                        by
+                    } else {
+                        -by
+                    },
+                );
                 Vec::new()
             }
             _ => {

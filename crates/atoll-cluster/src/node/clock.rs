@@ -10,7 +10,10 @@ use crate::transport::MemNetwork;
 /// Where a node reads wall time.
 pub(super) enum WallClock {
     System,
-    Simulated { network: MemNetwork, addr: SocketAddr },
+    Simulated {
+        network: MemNetwork,
+        addr: SocketAddr,
+    },
 }
 
 impl WallClock {

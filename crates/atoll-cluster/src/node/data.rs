@@ -92,7 +92,10 @@ async fn gossip(weak: Weak<Inner>, period: Duration) {
         let local: Vec<ProcessAdvertisement> =
             inner.rt.processes().iter().map(advertisement).collect();
         let members = members(&inner);
-        let out = inner.data.plane().tick(inner.clock.now_ms(), &members, &local);
+        let out = inner
+            .data
+            .plane()
+            .tick(inner.clock.now_ms(), &members, &local);
         send(&inner, out);
     }
 }
@@ -267,12 +270,19 @@ impl Node {
             load: advertisement(&info).resource_summary.load,
             metadata,
         };
-        Ok(self.inner.data.plane().advertise_service(ad, self.inner.clock.now_ms())?)
+        Ok(self
+            .inner
+            .data
+            .plane()
+            .advertise_service(ad, self.inner.clock.now_ms())?)
     }
 
     /// Withdraws this node's offer of `service`; returns whether there was one.
     pub fn withdraw_service(&self, service: &str) -> bool {
-        self.inner.data.plane().withdraw_service(service, self.inner.clock.now_ms())
+        self.inner
+            .data
+            .plane()
+            .withdraw_service(service, self.inner.clock.now_ms())
     }
 
     /// The offers of `service`: the one on `node` first if there is one, then the others,

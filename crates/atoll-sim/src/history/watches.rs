@@ -211,18 +211,21 @@ mod tests {
         let mut h = watched();
         let v = h.check_links_and_monitors();
         assert_eq!(v.len(), 2, "neither the monitor nor the link fired: {v:?}");
-        h.watch_fired.push(fired(Fired::Down, ExitReason::NoConnection));
+        h.watch_fired
+            .push(fired(Fired::Down, ExitReason::NoConnection));
         let v = h.check_links_and_monitors();
         assert_eq!(v.len(), 1, "the link did not fire: {v:?}");
         assert!(v[0].detail.contains("Exit"), "{v:?}");
-        h.watch_fired.push(fired(Fired::Exit, ExitReason::NoConnection));
+        h.watch_fired
+            .push(fired(Fired::Exit, ExitReason::NoConnection));
         assert!(h.check_links_and_monitors().is_empty());
     }
 
     #[test]
     fn a_watch_of_a_live_target_firing_another_reason_is_caught() {
         let mut h = watched();
-        h.watch_fired.push(fired(Fired::Down, ExitReason::NoConnection));
+        h.watch_fired
+            .push(fired(Fired::Down, ExitReason::NoConnection));
         h.watch_fired.push(fired(Fired::Exit, ExitReason::Killed));
         let v = h.check_links_and_monitors();
         assert_eq!(v.len(), 1, "{v:?}");
@@ -233,16 +236,28 @@ mod tests {
     fn a_declaration_before_the_watch_or_about_a_replaced_generation_needs_no_firing() {
         let mut h = watched();
         h.sightings = vec![sighting(4, false, 5)];
-        assert!(h.check_links_and_monitors().is_empty(), "down before the watch");
+        assert!(
+            h.check_links_and_monitors().is_empty(),
+            "down before the watch"
+        );
         h.sightings = vec![sighting(5, true, 20), sighting(4, false, 30)];
-        assert!(h.check_links_and_monitors().is_empty(), "a newer generation lives");
+        assert!(
+            h.check_links_and_monitors().is_empty(),
+            "a newer generation lives"
+        );
         h.sightings = vec![sighting(4, false, 30), sighting(5, true, 30)];
-        assert!(h.check_links_and_monitors().is_empty(), "replaced in one go");
+        assert!(
+            h.check_links_and_monitors().is_empty(),
+            "replaced in one go"
+        );
         h.sightings = vec![sighting(4, false, 30), sighting(5, true, 31)];
         assert_eq!(h.check_links_and_monitors().len(), 2, "replaced later");
         h.alive.remove(&pid(1, 1));
         h.sightings = vec![sighting(4, false, 30)];
-        assert!(h.check_links_and_monitors().is_empty(), "the watcher is gone");
+        assert!(
+            h.check_links_and_monitors().is_empty(),
+            "the watcher is gone"
+        );
     }
 
     #[test]

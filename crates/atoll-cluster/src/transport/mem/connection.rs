@@ -91,7 +91,11 @@ impl Shared {
 /// Waits for the next change of a connection, or until `at` if given.
 /// Waits for the next change of a connection (`changed`) or of what one reader reads
 /// (`data`), or until `at` if given.
-pub(super) async fn wait_for_change(changed: Notified<'_>, data: Notified<'_>, at: Option<Instant>) {
+pub(super) async fn wait_for_change(
+    changed: Notified<'_>,
+    data: Notified<'_>,
+    at: Option<Instant>,
+) {
     let deadline = async {
         match at {
             Some(at) => tokio::time::sleep_until(at).await,
