@@ -2,6 +2,13 @@
 //! means for the next attempt, where a new activation is placed, and whether a state write
 //! is fenced off. State in, decision out: no clock, no locks, no I/O.
 
+mod lifecycle;
+
+pub use lifecycle::{
+    Queue, Refusal, Versioned, WriteResult, after_handover, freshest, migration, queue,
+    read_quorum, rebalance, replicas, write_result,
+};
+
 use std::collections::BTreeSet;
 use std::time::Duration;
 
@@ -159,6 +166,10 @@ pub enum Answer {
     Unavailable(String),
     /// The message or reply did not decode or encode, or the grain failed to activate.
     Failed(String),
+    /// A migration asked of a grain with no live activation here.
+    NotActive,
+    /// A migration refused.
+    Refused(Refusal),
 }
 
 /// What happened to one attempt of a call.
@@ -211,6 +222,10 @@ pub enum Failure {
     NoAnswer,
     /// No node could be reached.
     Unreachable,
+    /// A migration found no live activation.
+    NotActive,
+    /// A migration was refused.
+    Refused(Refusal),
 }
 
 /// The pause before the `attempt`-th retry (from 0): 5 ms doubling to 200 ms.
@@ -245,6 +260,8 @@ pub fn after(outcome: Outcome, attempt: u32) -> Step {
             retry(false, None, Some(Failure::Unavailable(e)))
         }
         Outcome::Answered(Answer::Failed(e)) => Step::Fail(Failure::Failed(e)),
+        Outcome::Answered(Answer::NotActive) => Step::Fail(Failure::NotActive),
+        Outcome::Answered(Answer::Refused(r)) => Step::Fail(Failure::Refused(r)),
         Outcome::Unreachable => retry(true, None, Some(Failure::Unreachable)),
         Outcome::NoAnswer => Step::Fail(Failure::NoAnswer),
     }
@@ -283,7 +300,7 @@ pub fn on_busy(me: NodeId, holder: Activation) -> Answer {
 }
 
 /// A write fenced off: the store has seen a newer activation of the grain.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 #[error("stale epoch {epoch}: the store has seen epoch {seen}")]
 pub struct StaleEpoch {
     /// The epoch the write carried.

@@ -11,9 +11,10 @@ use atoll_cluster::Node;
 use atoll_core::NodeId;
 use tokio::time::Instant;
 
-use crate::core::{self, Activation, Failure, GrainId, MAX_KEY_LEN, Outcome, Route, Step};
-use crate::host::{GrainRouter, ROUTER, RouterMsg, Shared, TypedActivator};
+use crate::core::{self, Activation, Failure, GrainId, MAX_KEY_LEN, Outcome, Refusal, Route, Step};
+use crate::host::{GrainRouter, ROUTER, Request, RouterMsg, Shared, TypedActivator};
 use crate::placement::{Placement, PlacementView, TwoChoices};
+use crate::rebalance::Rebalance;
 use crate::{Durability, Grain, GrainStore};
 
 /// How a node runs grains.
@@ -30,6 +31,12 @@ pub struct GrainsConfig {
     pub store: Option<Arc<dyn GrainStore>>,
     /// Chooses the node for new activations; [`TwoChoices`] by default.
     pub placement: Arc<dyn Placement>,
+    /// How many nodes other than the host hold each save of a `Replicated` grain before it
+    /// is acknowledged. The default is 2.
+    pub replicas: usize,
+    /// Moves activations off this node when it holds too many more than the least loaded
+    /// node (`None`, the default: never on its own).
+    pub rebalance: Option<Rebalance>,
 }
 
 impl std::fmt::Debug for GrainsConfig {
@@ -38,6 +45,8 @@ impl std::fmt::Debug for GrainsConfig {
             .field("idle_timeout", &self.idle_timeout)
             .field("call_timeout", &self.call_timeout)
             .field("store", &self.store.is_some())
+            .field("replicas", &self.replicas)
+            .field("rebalance", &self.rebalance)
             .finish_non_exhaustive()
     }
 }
@@ -49,6 +58,8 @@ impl Default for GrainsConfig {
             call_timeout: Duration::from_secs(10),
             store: None,
             placement: Arc::new(TwoChoices),
+            replicas: 2,
+            rebalance: None,
         }
     }
 }
@@ -115,6 +126,17 @@ pub enum GrainError {
     /// This node has shut down.
     #[error("the node has shut down")]
     NodeGone,
+    /// No grain service runs on the node a reference was made from
+    /// ([`crate::NodeGrainsExt::grain`]).
+    #[error("no grain service runs on this node")]
+    NoService,
+    /// A migration found the grain not active anywhere (nothing to move: its next call
+    /// activates it wherever placement chooses).
+    #[error("the grain is not active")]
+    NotActive,
+    /// A migration was refused.
+    #[error("migration refused: {0}")]
+    Refused(Refusal),
 }
 
 impl From<Failure> for GrainError {
@@ -128,6 +150,8 @@ impl From<Failure> for GrainError {
             Failure::Failed(e) => GrainError::Failed(e),
             Failure::NoAnswer => GrainError::Timeout,
             Failure::Unreachable => GrainError::Unreachable,
+            Failure::NotActive => GrainError::NotActive,
+            Failure::Refused(r) => GrainError::Refused(r),
         }
     }
 }
@@ -135,7 +159,7 @@ impl From<Failure> for GrainError {
 /// Registering a grain type failed; nothing was registered.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RegisterError {
-    /// The type keeps `LocalExclusive` state and this node has no store.
+    /// The type keeps `LocalExclusive` or `Replicated` state and this node has no store.
     #[error("grain type {0:?} needs a store: set GrainsConfig::store")]
     NoStore(String),
     /// The type name is empty or holds a '/'.
@@ -146,10 +170,15 @@ pub enum RegisterError {
 /// What a node's grain service has done.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct GrainStats {
-    /// Activations started here.
+    /// Activations started here (those that arrived by migration included).
     pub activations: u64,
-    /// Activations that deactivated here (idle).
+    /// Activations that deactivated here (idle, shutdown, or stopped on losing their
+    /// claim).
     pub deactivations: u64,
+    /// Activations that migrated from here to another node.
+    pub migrations: u64,
+    /// Activations that arrived here by migration.
+    pub adoptions: u64,
     /// Activations live here now.
     pub active: usize,
 }
@@ -180,10 +209,8 @@ pub struct GrainStats {
 /// ```
 #[derive(Clone)]
 pub struct Grains {
-    shared: Arc<Shared>,
-    router: ActorRef<GrainRouter>,
-    call_timeout: Duration,
-    placement: Arc<dyn Placement>,
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) router: ActorRef<GrainRouter>,
 }
 
 impl std::fmt::Debug for Grains {
@@ -202,25 +229,32 @@ impl Grains {
             node: node.downgrade(),
             me: node.id(),
             idle_timeout: config.idle_timeout,
+            call_timeout: config.call_timeout,
             store: config.store,
+            replicas: config.replicas,
+            placement: config.placement,
+            router: Default::default(),
             types: RwLock::new(HashMap::new()),
             active: Mutex::new(HashMap::new()),
             cache: Mutex::new(HashMap::new()),
             routers: Mutex::new(HashMap::new()),
             activations: Default::default(),
             deactivations: Default::default(),
+            migrations: Default::default(),
+            adoptions: Default::default(),
         });
         let router = node.runtime().spawn(GrainRouter {
             shared: shared.clone(),
         });
+        let _ = shared.router.set(router.clone());
         // A second service on the same node keeps working through its own handle.
         let _ = node.runtime().register(ROUTER, router.pid());
-        Grains {
-            shared,
-            router,
-            call_timeout: config.call_timeout,
-            placement: config.placement,
+        let grains = Grains { shared, router };
+        crate::ext::publish(node, &grains);
+        if let Some(rebalance) = config.rebalance {
+            crate::rebalance::start(&grains, rebalance);
         }
+        grains
     }
 
     /// Lets this node host grains of type `G`, built by `make` from the key on activation.
@@ -231,7 +265,7 @@ impl Grains {
         if G::TYPE.is_empty() || G::TYPE.contains('/') {
             return Err(RegisterError::BadName(G::TYPE.to_string()));
         }
-        if G::DURABILITY == Durability::LocalExclusive && self.shared.store.is_none() {
+        if G::DURABILITY != Durability::Volatile && self.shared.store.is_none() {
             return Err(RegisterError::NoStore(G::TYPE.to_string()));
         }
         let activator = TypedActivator::<G> {
@@ -254,10 +288,53 @@ impl Grains {
             });
         }
         Ok(GrainRef {
-            grains: self.clone(),
+            grains: Ok(self.clone()),
             id: GrainId::new(G::TYPE, key),
             _grain: PhantomData,
         })
+    }
+
+    /// Moves the activation of `id` to `target`, and returns the new activation.
+    ///
+    /// The activation finishes the message it is handling, runs `on_deactivate`, saves
+    /// (durable classes), and starts a new activation on `target` with its state (for
+    /// `Volatile` grains too: the state travels in memory); the claim passes to it
+    /// directly, under a larger epoch. Messages that arrive during the move wait and are
+    /// then handed to the new activation: none is lost, each sender's stay in order, and
+    /// callers get their replies as usual. `LocalExclusive` grains do not move
+    /// ([`Refusal::Pinned`]); a grain with no activation gives [`GrainError::NotActive`].
+    /// If the move cannot complete (the target does not answer or cannot host the type)
+    /// the activation stays where it was, `on_deactivate` having run.
+    pub async fn migrate(&self, id: &GrainId, target: NodeId) -> Result<Activation, GrainError> {
+        match self
+            .deliver(id, &[], None, Request::Migrate { target })
+            .await
+        {
+            Ok((by, _)) => Ok(by),
+            // Already moved (a retry after the move, or a second request).
+            Err(GrainError::Refused(Refusal::AlreadyThere)) => self
+                .cached(id)
+                .ok_or(GrainError::Refused(Refusal::AlreadyThere)),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Deactivates every activation on this node, saving durable state and releasing the
+    /// claims, and waits (up to the call timeout) until none is left. Do this before
+    /// [`Node::shutdown`], while the cluster is still reachable: the claims are released
+    /// through consensus, and `Replicated` saves need their replicas.
+    pub async fn shutdown(&self) {
+        let hosts: Vec<Arc<dyn crate::host::HostSender>> = {
+            let active = self.shared.active.lock().unwrap_or_else(|e| e.into_inner());
+            active.values().cloned().collect()
+        };
+        for host in &hosts {
+            host.deactivate();
+        }
+        let deadline = Instant::now() + self.shared.call_timeout;
+        while !self.active().is_empty() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
     }
 
     /// What this node's service has done.
@@ -265,6 +342,8 @@ impl Grains {
         GrainStats {
             activations: self.shared.activations.load(Ordering::Relaxed),
             deactivations: self.shared.deactivations.load(Ordering::Relaxed),
+            migrations: self.shared.migrations.load(Ordering::Relaxed),
+            adoptions: self.shared.adoptions.load(Ordering::Relaxed),
             active: self.active().len(),
         }
     }
@@ -310,7 +389,7 @@ impl Grains {
         for ad in node.cluster_processes() {
             *load.entry(ad.pid.node).or_default() += u64::from(ad.resource_summary.load);
         }
-        self.placement.place(&PlacementView {
+        self.shared.placement.place(&PlacementView {
             id,
             requires,
             ring: &ring,
@@ -319,56 +398,25 @@ impl Grains {
         })
     }
 
-    /// The router of `target`: this node's own, or another's from the process table.
-    fn router(&self, node: &Node, target: NodeId) -> Option<ActorRef<GrainRouter>> {
-        if target == self.shared.me {
-            return Some(self.router.clone());
-        }
-        let mut routers = self
-            .shared
-            .routers
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        if let Some(r) = routers.get(&target) {
-            return Some(r.clone());
-        }
-        let pid = node
-            .find_by_type("GrainRouter")
-            .into_iter()
-            .map(|ad| ad.pid)
-            .filter(|pid| pid.node == target)
-            .max_by_key(|pid| (pid.creation, pid.serial))?;
-        let router = node.runtime().remote_ref::<GrainRouter>(pid);
-        routers.insert(target, router.clone());
-        Some(router)
-    }
-
-    fn forget_router(&self, target: NodeId) {
-        self.shared
-            .routers
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&target);
-    }
-
-    /// Delivers an encoded message to grain `id`, retrying redirects and unreachable nodes
-    /// until the call timeout; the encoded reply of a call.
+    /// Delivers `request` to grain `id`, retrying redirects and unreachable nodes until the
+    /// call timeout: the activation that took it and the encoded reply of a call. A
+    /// migration (`durability` none) goes only to a known activation.
     async fn deliver(
         &self,
         id: &GrainId,
         requires: &[&str],
-        durability: Durability,
-        payload: Vec<u8>,
-        want_reply: bool,
-    ) -> Result<Option<Vec<u8>>, GrainError> {
+        durability: Option<Durability>,
+        request: Request,
+    ) -> Result<(Activation, Option<Vec<u8>>), GrainError> {
         let node = self.shared.node.upgrade().ok_or(GrainError::NodeGone)?;
-        let deadline = Instant::now() + self.call_timeout;
+        let deadline = Instant::now() + self.shared.call_timeout;
         let mut last: Option<Failure> = None;
         let mut attempt = 0;
         loop {
             let cached = self.cache().get(id).copied();
-            let route = core::route(cached, Shared::registry(&node, id), || {
-                self.place(&node, id, requires, durability)
+            let route = core::route(cached, Shared::registry(&node, id), || match durability {
+                Some(d) => self.place(&node, id, requires, d),
+                None => Some(self.shared.me),
             });
             let outcome = match route {
                 Route::Nowhere => {
@@ -378,18 +426,14 @@ impl Grains {
                     });
                 }
                 Route::Known(Activation { pid, .. }) => {
-                    self.attempt(&node, pid.node, id, &payload, want_reply, deadline)
-                        .await
+                    self.attempt(&node, pid.node, id, &request, deadline).await
                 }
-                Route::Place(target) => {
-                    self.attempt(&node, target, id, &payload, want_reply, deadline)
-                        .await
-                }
+                Route::Place(target) => self.attempt(&node, target, id, &request, deadline).await,
             };
             match core::after(outcome, attempt) {
                 Step::Done { by, reply } => {
                     self.cache().insert(id.clone(), by);
-                    return Ok(reply);
+                    return Ok((by, reply));
                 }
                 Step::Retry {
                     forget,
@@ -433,11 +477,10 @@ impl Grains {
         node: &Node,
         target: NodeId,
         id: &GrainId,
-        payload: &[u8],
-        want_reply: bool,
+        request: &Request,
         deadline: Instant,
     ) -> Outcome {
-        let Some(router) = self.router(node, target) else {
+        let Some(router) = self.shared.router_of(node, target) else {
             return Outcome::Unreachable;
         };
         let left = deadline.saturating_duration_since(Instant::now());
@@ -445,8 +488,7 @@ impl Grains {
             |reply| RouterMsg::Deliver {
                 grain_type: id.grain_type.clone(),
                 key: id.key.clone(),
-                payload: payload.to_vec(),
-                want_reply,
+                request: request.clone(),
                 reply,
             },
             left,
@@ -454,14 +496,14 @@ impl Grains {
         match call.await {
             Ok(answer) => Outcome::Answered(answer),
             Err(CallError::NoProc | CallError::NoConnection) => {
-                self.forget_router(target);
+                self.shared.forget_router(target);
                 Outcome::Unreachable
             }
             Err(CallError::Unencodable(e)) => {
                 Outcome::Answered(core::Answer::Failed(format!("cannot send: {e}")))
             }
             Err(CallError::Timeout | CallError::NoReply) => {
-                self.forget_router(target);
+                self.shared.forget_router(target);
                 Outcome::NoAnswer
             }
         }
@@ -471,7 +513,8 @@ impl Grains {
 /// A reference to one grain, addressed by its type and key; any node can make one with
 /// [`Grains::get`] without knowing where (or whether) the grain is active.
 pub struct GrainRef<G: Grain> {
-    grains: Grains,
+    /// The service calls go through, or why there is none (reported by the first call).
+    grains: Result<Grains, GrainError>,
     id: GrainId,
     _grain: PhantomData<fn() -> G>,
 }
@@ -503,12 +546,17 @@ impl<G: Grain> GrainRef<G> {
     /// ending, its node unreachable) is sent again until the call timeout; one that may
     /// have been taken is not ([`GrainError::Timeout`]): a call is handled at most once.
     pub async fn call(&self, msg: G::Msg) -> Result<G::Reply, GrainError> {
+        let grains = self.grains.as_ref().map_err(Clone::clone)?;
         let payload = postcard::to_allocvec(&msg).map_err(|e| GrainError::Codec(e.to_string()))?;
-        let reply = self
-            .grains
-            .deliver(&self.id, G::REQUIRES, G::DURABILITY, payload, true)
-            .await?
-            .ok_or_else(|| GrainError::Codec("a call answered without a reply".into()))?;
+        let request = Request::Msg {
+            payload,
+            want_reply: true,
+        };
+        let (_, reply) = grains
+            .deliver(&self.id, G::REQUIRES, Some(G::DURABILITY), request)
+            .await?;
+        let reply =
+            reply.ok_or_else(|| GrainError::Codec("a call answered without a reply".into()))?;
         postcard::from_bytes(&reply).map_err(|e| GrainError::Codec(e.to_string()))
     }
 
@@ -516,10 +564,29 @@ impl<G: Grain> GrainRef<G> {
     /// taken it (activating the grain if needed). Awaiting each send before the next keeps
     /// one sender's messages in order.
     pub async fn send(&self, msg: G::Msg) -> Result<(), GrainError> {
+        let grains = self.grains.as_ref().map_err(Clone::clone)?;
         let payload = postcard::to_allocvec(&msg).map_err(|e| GrainError::Codec(e.to_string()))?;
-        self.grains
-            .deliver(&self.id, G::REQUIRES, G::DURABILITY, payload, false)
+        let request = Request::Msg {
+            payload,
+            want_reply: false,
+        };
+        grains
+            .deliver(&self.id, G::REQUIRES, Some(G::DURABILITY), request)
             .await
             .map(|_| ())
+    }
+
+    /// Moves this grain's activation to `target` ([`Grains::migrate`]).
+    pub async fn migrate(&self, target: NodeId) -> Result<Activation, GrainError> {
+        let grains = self.grains.as_ref().map_err(Clone::clone)?;
+        grains.migrate(&self.id, target).await
+    }
+
+    pub(crate) fn unavailable(id: GrainId, why: GrainError) -> Self {
+        GrainRef {
+            grains: Err(why),
+            id,
+            _grain: PhantomData,
+        }
     }
 }

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::marker::PhantomData;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -18,7 +18,9 @@ use atoll_core::{NodeId, Pid};
 use serde::{Deserialize, Serialize};
 use tracing::{debug, warn};
 
-use crate::core::{self, Activation, Answer, Arrival, GrainId};
+use crate::core::{self, Activation, Answer, Arrival, GrainId, Refusal};
+use crate::placement::Placement;
+use crate::replica::{self, ReplicaAnswer, Saver};
 use crate::{Durability, Grain, GrainCtx, GrainStore};
 
 /// The local name of every node's grain router.
@@ -32,7 +34,13 @@ pub(crate) struct Shared {
     pub(crate) node: WeakNode,
     pub(crate) me: NodeId,
     pub(crate) idle_timeout: Option<Duration>,
+    pub(crate) call_timeout: Duration,
     pub(crate) store: Option<Arc<dyn GrainStore>>,
+    /// Copies of `Replicated` state on other nodes.
+    pub(crate) replicas: usize,
+    pub(crate) placement: Arc<dyn Placement>,
+    /// This node's own router.
+    pub(crate) router: OnceLock<ActorRef<GrainRouter>>,
     pub(crate) types: RwLock<HashMap<String, Arc<dyn Activator>>>,
     /// The live activations on this node. A router delivers to one while holding this
     /// lock, and a host leaves it under the same lock before it answers "try again", so no
@@ -44,12 +52,51 @@ pub(crate) struct Shared {
     pub(crate) routers: Mutex<HashMap<NodeId, ActorRef<GrainRouter>>>,
     pub(crate) activations: AtomicU64,
     pub(crate) deactivations: AtomicU64,
+    pub(crate) migrations: AtomicU64,
+    pub(crate) adoptions: AtomicU64,
 }
 
 impl Shared {
     pub(crate) fn registry(node: &Node, id: &GrainId) -> Option<Activation> {
         node.lock_holder(&id.lock_name())
             .map(|(pid, epoch)| Activation { pid, epoch })
+    }
+
+    /// The router of `target`: this node's own, or another's from the process table.
+    pub(crate) fn router_of(&self, node: &Node, target: NodeId) -> Option<ActorRef<GrainRouter>> {
+        if target == self.me {
+            return self.router.get().cloned();
+        }
+        let mut routers = self.routers.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(r) = routers.get(&target) {
+            return Some(r.clone());
+        }
+        let pid = node
+            .find_by_type("GrainRouter")
+            .into_iter()
+            .map(|ad| ad.pid)
+            .filter(|pid| pid.node == target)
+            .max_by_key(|pid| (pid.creation, pid.serial))?;
+        let router = node.runtime().remote_ref::<GrainRouter>(pid);
+        routers.insert(target, router.clone());
+        Some(router)
+    }
+
+    pub(crate) fn forget_router(&self, target: NodeId) {
+        self.routers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&target);
+    }
+
+    pub(crate) fn cache_insert(&self, id: &GrainId, a: Activation) {
+        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        cache.insert(id.clone(), a);
+    }
+
+    pub(crate) fn cache_remove(&self, id: &GrainId) {
+        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        cache.remove(id);
     }
 
     fn forget_host(&self, id: &GrainId, pid: Pid, then: impl FnOnce()) {
@@ -61,11 +108,19 @@ impl Shared {
     }
 }
 
-/// One message for a grain, as its router hands it to the activation.
+/// What a caller asks of a grain.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) enum Request {
+    /// Handle this encoded message (and answer with the reply, for a call).
+    Msg { payload: Vec<u8>, want_reply: bool },
+    /// Move to `target`: answered with the new activation once it holds the claim.
+    Migrate { target: NodeId },
+}
+
+/// One request for a grain, as its router hands it to the activation.
 pub(crate) struct Delivery {
-    payload: Vec<u8>,
-    want_reply: bool,
-    reply: ReplyTo<Answer>,
+    pub(crate) request: Request,
+    pub(crate) reply: ReplyTo<Answer>,
 }
 
 /// A host process of some grain type, seen by the router.
@@ -73,6 +128,10 @@ pub(crate) trait HostSender: Send + Sync {
     fn pid(&self) -> Pid;
     /// Queues `delivery`, or hands it back if the host has exited.
     fn deliver(&self, delivery: Delivery) -> Result<(), Delivery>;
+    /// Asks the host to deactivate now (saving its state).
+    fn deactivate(&self);
+    /// The grain type's durability and requirements.
+    fn kind(&self) -> (Durability, &'static [&'static str]);
 }
 
 impl<G: Grain> HostSender for ActorRef<GrainHost<G>> {
@@ -80,12 +139,20 @@ impl<G: Grain> HostSender for ActorRef<GrainHost<G>> {
         ActorRef::pid(self)
     }
 
+    fn deactivate(&self) {
+        let _ = self.send(HostMsg::Deactivate);
+    }
+
+    fn kind(&self) -> (Durability, &'static [&'static str]) {
+        (G::DURABILITY, G::REQUIRES)
+    }
+
     fn deliver(&self, delivery: Delivery) -> Result<(), Delivery> {
         match self.send(HostMsg::Deliver(delivery)) {
             Ok(()) => Ok(()),
             Err(e) => match e.into_inner() {
                 HostMsg::Deliver(d) => Err(d),
-                HostMsg::Idle | HostMsg::Finish => Ok(()),
+                _ => Ok(()),
             },
         }
     }
@@ -93,7 +160,14 @@ impl<G: Grain> HostSender for ActorRef<GrainHost<G>> {
 
 /// Starts activations of one grain type.
 pub(crate) trait Activator: Send + Sync {
-    fn start(&self, shared: &Arc<Shared>, rt: &Runtime, id: GrainId) -> Arc<dyn HostSender>;
+    /// Starts a host for `id`; `adopt` carries the state of a migrating activation.
+    fn start(
+        &self,
+        shared: &Arc<Shared>,
+        rt: &Runtime,
+        id: GrainId,
+        adopt: Option<Vec<u8>>,
+    ) -> Arc<dyn HostSender>;
 }
 
 pub(crate) struct TypedActivator<G: Grain> {
@@ -101,11 +175,18 @@ pub(crate) struct TypedActivator<G: Grain> {
 }
 
 impl<G: Grain> Activator for TypedActivator<G> {
-    fn start(&self, shared: &Arc<Shared>, rt: &Runtime, id: GrainId) -> Arc<dyn HostSender> {
+    fn start(
+        &self,
+        shared: &Arc<Shared>,
+        rt: &Runtime,
+        id: GrainId,
+        adopt: Option<Vec<u8>>,
+    ) -> Arc<dyn HostSender> {
         let host = GrainHost::<G> {
             shared: shared.clone(),
             id,
             make: self.make.clone(),
+            adopt,
             phase: Phase::Claiming,
             last: Instant::now(),
             _grain: PhantomData,
@@ -114,15 +195,48 @@ impl<G: Grain> Activator for TypedActivator<G> {
     }
 }
 
-/// A delivery from a caller to a node's router.
+/// What a node's router answers an adoption with.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum AdoptAnswer {
+    /// A host was started here and is queueing for the claim.
+    Started(Pid),
+    /// The grain is already active here, or this node cannot host it.
+    Refused(Refusal),
+    /// This node has no factory for the grain type.
+    UnknownType,
+}
+
+/// What a node's router takes: deliveries from callers, adoptions of migrating grains,
+/// and replica reads and writes of `Replicated` state.
 #[derive(Serialize, Deserialize)]
 pub(crate) enum RouterMsg {
     Deliver {
         grain_type: String,
         key: String,
-        payload: Vec<u8>,
-        want_reply: bool,
+        request: Request,
         reply: ReplyTo<Answer>,
+    },
+    /// Start an activation here with this (encoded) state, to take over the claim.
+    Adopt {
+        grain_type: String,
+        key: String,
+        state: Vec<u8>,
+        reply: ReplyTo<AdoptAnswer>,
+    },
+    /// Read this node's copy of a `Replicated` grain for the activation at `epoch`.
+    ReplicaLoad {
+        grain_type: String,
+        key: String,
+        epoch: u64,
+        reply: ReplyTo<ReplicaAnswer>,
+    },
+    /// Store a copy of a `Replicated` grain's state for the activation at `epoch`.
+    ReplicaSave {
+        grain_type: String,
+        key: String,
+        epoch: u64,
+        state: Vec<u8>,
+        reply: ReplyTo<ReplicaAnswer>,
     },
 }
 
@@ -140,24 +254,70 @@ impl Actor for GrainRouter {
     }
 
     async fn handle(&mut self, msg: RouterMsg, ctx: &mut Ctx<Self>) -> ActorResult {
-        let RouterMsg::Deliver {
-            grain_type,
-            key,
-            payload,
-            want_reply,
-            reply,
-        } = msg;
-        let id = GrainId::new(grain_type, key);
-        let delivery = Delivery {
-            payload,
-            want_reply,
-            reply,
-        };
-        let shared = &self.shared;
+        match msg {
+            RouterMsg::Deliver {
+                grain_type,
+                key,
+                request,
+                reply,
+            } => self.deliver(
+                GrainId::new(grain_type, key),
+                Delivery { request, reply },
+                ctx,
+            ),
+            RouterMsg::Adopt {
+                grain_type,
+                key,
+                state,
+                reply,
+            } => {
+                reply.reply(self.adopt(GrainId::new(grain_type, key), state, ctx));
+            }
+            RouterMsg::ReplicaLoad {
+                grain_type,
+                key,
+                epoch,
+                reply,
+            } => {
+                let id = GrainId::new(grain_type, key);
+                reply.reply(replica::serve_load(
+                    self.shared.store.as_deref(),
+                    &id,
+                    epoch,
+                ));
+            }
+            RouterMsg::ReplicaSave {
+                grain_type,
+                key,
+                epoch,
+                state,
+                reply,
+            } => {
+                let id = GrainId::new(grain_type, key);
+                let store = self.shared.store.as_deref();
+                reply.reply(replica::serve_save(store, &id, epoch, &state));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl GrainRouter {
+    fn activator(&self, id: &GrainId) -> Option<Arc<dyn Activator>> {
+        self.shared
+            .types
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&id.grain_type)
+            .cloned()
+    }
+
+    fn deliver(&mut self, id: GrainId, delivery: Delivery, ctx: &Ctx<Self>) {
+        let shared = self.shared.clone();
         let mut active = shared.active.lock().unwrap_or_else(|e| e.into_inner());
         let delivery = match active.get(&id) {
             Some(host) => match host.deliver(delivery) {
-                Ok(()) => return Ok(()),
+                Ok(()) => return,
                 Err(d) => {
                     active.remove(&id);
                     d
@@ -165,23 +325,22 @@ impl Actor for GrainRouter {
             },
             None => delivery,
         };
-        let activator = shared
-            .types
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&id.grain_type)
-            .cloned();
-        let Some(activator) = activator else {
+        let Some(activator) = self.activator(&id) else {
             delivery.reply.reply(Answer::UnknownType);
-            return Ok(());
+            return;
         };
         let Some(node) = shared.node.upgrade() else {
             delivery.reply.reply(Answer::Retry);
-            return Ok(());
+            return;
         };
-        match core::arrival(shared.me, Shared::registry(&node, &id)) {
-            Arrival::Activate => {
-                let host = activator.start(shared, ctx.runtime(), id.clone());
+        let arrival = core::arrival(shared.me, Shared::registry(&node, &id));
+        match (arrival, &delivery.request) {
+            // Only a message activates a grain; a migration needs a live activation.
+            (Arrival::Activate, Request::Migrate { .. }) => {
+                delivery.reply.reply(Answer::NotActive);
+            }
+            (Arrival::Activate, Request::Msg { .. }) => {
+                let host = activator.start(&shared, ctx.runtime(), id.clone(), None);
                 match host.deliver(delivery) {
                     Ok(()) => {
                         active.insert(id, host);
@@ -191,32 +350,50 @@ impl Actor for GrainRouter {
                     }
                 }
             }
-            Arrival::Redirect(a) => {
+            (Arrival::Redirect(a), _) => {
                 delivery.reply.reply(Answer::Redirect(a));
             }
-            Arrival::Retry => {
+            (Arrival::Retry, _) => {
                 delivery.reply.reply(Answer::Retry);
             }
         }
-        Ok(())
+    }
+
+    /// Starts a host for a migrating grain, which queues for the claim: deliveries that
+    /// arrive meanwhile wait in its mailbox until it holds the claim.
+    fn adopt(&mut self, id: GrainId, state: Vec<u8>, ctx: &Ctx<Self>) -> AdoptAnswer {
+        let Some(activator) = self.activator(&id) else {
+            return AdoptAnswer::UnknownType;
+        };
+        let shared = self.shared.clone();
+        let mut active = shared.active.lock().unwrap_or_else(|e| e.into_inner());
+        if active.contains_key(&id) {
+            return AdoptAnswer::Refused(Refusal::AlreadyThere);
+        }
+        let host = activator.start(&shared, ctx.runtime(), id.clone(), Some(state));
+        let pid = host.pid();
+        active.insert(id, host);
+        AdoptAnswer::Started(pid)
     }
 }
 
 pub(crate) enum HostMsg {
     Deliver(Delivery),
+    /// Deactivate now (graceful shutdown of the grain service).
+    Deactivate,
     /// Time to check whether the activation has been idle long enough.
     Idle,
     /// Every delivery queued before this one has been answered: stop.
     Finish,
 }
 
-struct Live<G: Grain> {
-    grain: G,
-    ctx: GrainCtx<G>,
-    guard: LockGuard,
+pub(crate) struct Live<G: Grain> {
+    pub(crate) grain: G,
+    pub(crate) ctx: GrainCtx<G>,
+    pub(crate) guard: LockGuard,
 }
 
-enum Phase<G: Grain> {
+pub(crate) enum Phase<G: Grain> {
     /// Claiming the grain (in `started`, before any delivery is handled).
     Claiming,
     Active(Box<Live<G>>),
@@ -226,17 +403,19 @@ enum Phase<G: Grain> {
 
 /// One activation: holds the grain's claim (the consensus lock) and runs it.
 pub(crate) struct GrainHost<G: Grain> {
-    shared: Arc<Shared>,
-    id: GrainId,
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) id: GrainId,
     make: Factory<G>,
-    phase: Phase<G>,
+    /// The state a migrating activation handed over, until this one holds the claim.
+    adopt: Option<Vec<u8>>,
+    pub(crate) phase: Phase<G>,
     last: Instant,
     _grain: PhantomData<fn() -> G>,
 }
 
 impl<G: Grain> GrainHost<G> {
     /// Leaves the router's table and answers every queued delivery with `answer`.
-    fn leave(&mut self, answer: Answer, ctx: &Ctx<Self>) {
+    pub(crate) fn leave(&mut self, answer: Answer, ctx: &Ctx<Self>) {
         self.phase = Phase::Leaving(answer);
         let me = ctx.myself();
         self.shared.forget_host(&self.id, ctx.pid(), || {
@@ -244,36 +423,43 @@ impl<G: Grain> GrainHost<G> {
         });
     }
 
-    /// Restores the state and runs `on_activate` for the claim `guard`. Takes what it
-    /// needs rather than `&self`: the host holds a grain, which need not be `Sync`.
+    /// Restores the state (or takes the state a migrating activation handed over) and runs
+    /// `on_activate` for the claim `guard`. Takes what it needs rather than `&self`: the
+    /// host holds a grain, which need not be `Sync`.
     async fn activate(
         shared: Arc<Shared>,
         id: GrainId,
         make: Factory<G>,
         guard: LockGuard,
         pid: Pid,
+        adopt: Option<Vec<u8>>,
     ) -> Result<Live<G>, Answer> {
         let epoch = guard.token();
-        let store = match G::DURABILITY {
-            Durability::Volatile => None,
-            Durability::LocalExclusive => Some(
-                shared
-                    .store
-                    .clone()
-                    .ok_or_else(|| Answer::Failed("no grain store on this node".into()))?,
-            ),
+        let mut saver = Saver::for_type(G::DURABILITY, &shared).map_err(Answer::Failed)?;
+        let bytes = match adopt {
+            Some(bytes) => {
+                // Written at the new epoch at once: every copy now fences the old one.
+                match saver.save(&id, epoch, &bytes).await {
+                    Err(e @ crate::StoreError::Stale(_)) => {
+                        return Err(Answer::Failed(e.to_string()));
+                    }
+                    Err(e) => warn!(grain = %id, epoch, "moved state not saved yet: {e}"),
+                    Ok(()) => {}
+                }
+                Some(bytes)
+            }
+            None => saver
+                .load(&id, epoch)
+                .await
+                .map_err(|e| Answer::Failed(e.to_string()))?,
         };
-        let state = match &store {
+        let state = match bytes {
+            Some(bytes) => postcard::from_bytes(&bytes)
+                .map_err(|e| Answer::Failed(format!("state of {id}: {e}")))?,
             None => G::State::default(),
-            Some(store) => match store.load(&id, epoch) {
-                Ok(Some(bytes)) => postcard::from_bytes(&bytes)
-                    .map_err(|e| Answer::Failed(format!("state of {id}: {e}")))?,
-                Ok(None) => G::State::default(),
-                Err(e) => return Err(Answer::Failed(e.to_string())),
-            },
         };
         let mut grain = make(&id.key);
-        let mut ctx = GrainCtx::new(id, pid, epoch, state, store);
+        let mut ctx = GrainCtx::new(id, pid, epoch, state, saver);
         grain
             .on_activate(&mut ctx)
             .await
@@ -288,7 +474,7 @@ impl<G: Grain> GrainHost<G> {
     }
 
     /// Whether this activation has lost its claim, as this node's registry replica shows.
-    fn claim_lost(&self) -> bool {
+    pub(crate) fn claim_lost(&self) -> bool {
         let Phase::Active(live) = &self.phase else {
             return false;
         };
@@ -304,7 +490,7 @@ impl<G: Grain> GrainHost<G> {
 
     /// Ends an activation that lost its claim or was fenced off by the store: a newer one
     /// may exist, so nothing is saved; queued deliveries are answered "try again".
-    fn abandon(&mut self, ctx: &Ctx<Self>) {
+    pub(crate) fn abandon(&mut self, ctx: &Ctx<Self>) {
         if let Phase::Active(live) = std::mem::replace(&mut self.phase, Phase::Claiming) {
             warn!(grain = %self.id, epoch = live.ctx.epoch(), "activation lost its claim; stopping without saving");
             self.shared
@@ -329,12 +515,22 @@ impl<G: Grain> GrainHost<G> {
             d.reply.reply(answer);
             return;
         };
+        let (payload, want_reply) = match d.request {
+            Request::Msg {
+                payload,
+                want_reply,
+            } => (payload, want_reply),
+            Request::Migrate { target } => {
+                self.migrate_out(target, d.reply, ctx).await;
+                return;
+            }
+        };
         self.last = Instant::now();
         let by = Activation {
             pid: live.ctx.pid(),
             epoch: live.ctx.epoch(),
         };
-        let msg: G::Msg = match postcard::from_bytes(&d.payload) {
+        let msg: G::Msg = match postcard::from_bytes(&payload) {
             Ok(m) => m,
             Err(e) => {
                 d.reply
@@ -342,7 +538,7 @@ impl<G: Grain> GrainHost<G> {
                 return;
             }
         };
-        if !d.want_reply {
+        if !want_reply {
             d.reply.reply(Answer::Done { by, reply: None });
             live.grain.handle(msg, &mut live.ctx).await;
         } else {
@@ -361,7 +557,7 @@ impl<G: Grain> GrainHost<G> {
         }
     }
 
-    async fn deactivate(&mut self, ctx: &Ctx<Self>) {
+    pub(crate) async fn deactivate(&mut self, ctx: &Ctx<Self>) {
         let Phase::Active(_) = &self.phase else {
             return;
         };
@@ -393,8 +589,17 @@ impl<G: Grain> Actor for GrainHost<G> {
             self.leave(Answer::Retry, ctx);
             return Ok(());
         };
-        let claim = node.try_lock(&self.id.lock_name(), ctx.pid()).await;
+        // A migrating grain's new host queues for the claim, which the old one hands over.
+        let claim = match &self.adopt {
+            Some(_) => {
+                node.lock(&self.id.lock_name(), ctx.pid(), crate::migrate::ADOPT_WAIT)
+                    .await
+            }
+            None => node.try_lock(&self.id.lock_name(), ctx.pid()).await,
+        };
         drop(node);
+        let adopted = self.adopt.take();
+        let adopting = adopted.is_some();
         match claim {
             Ok(guard) => match Self::activate(
                 self.shared.clone(),
@@ -402,6 +607,7 @@ impl<G: Grain> Actor for GrainHost<G> {
                 self.make.clone(),
                 guard,
                 ctx.pid(),
+                adopted,
             )
             .await
             {
@@ -416,6 +622,9 @@ impl<G: Grain> Actor for GrainHost<G> {
                         .unwrap_or_else(|e| e.into_inner())
                         .insert(self.id.clone(), by);
                     self.shared.activations.fetch_add(1, Ordering::Relaxed);
+                    if adopting {
+                        self.shared.adoptions.fetch_add(1, Ordering::Relaxed);
+                    }
                     debug!(grain = %self.id, epoch = by.epoch, "activated");
                     self.phase = Phase::Active(Box::new(live));
                     self.last = Instant::now();
@@ -440,6 +649,7 @@ impl<G: Grain> Actor for GrainHost<G> {
     async fn handle(&mut self, msg: HostMsg, ctx: &mut Ctx<Self>) -> ActorResult {
         match msg {
             HostMsg::Deliver(d) => self.deliver(d, ctx).await,
+            HostMsg::Deactivate => self.deactivate(ctx).await,
             HostMsg::Idle if self.claim_lost() => self.abandon(ctx),
             HostMsg::Idle => {
                 let idle_for = self.last.elapsed();

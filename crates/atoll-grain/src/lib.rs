@@ -45,21 +45,26 @@
 #![deny(missing_docs)]
 
 pub mod core;
+mod ext;
 mod grains;
 mod host;
+mod migrate;
 mod placement;
+mod rebalance;
+mod replica;
 mod store;
-
-use std::future::Future;
-use std::sync::Arc;
 
 use atoll_core::Pid;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use std::future::Future;
 
-pub use crate::core::{Activation, GrainId, MAX_KEY_LEN, StaleEpoch};
+pub use crate::core::{Activation, GrainId, MAX_KEY_LEN, Refusal, StaleEpoch};
+pub use ext::NodeGrainsExt;
 pub use grains::{GrainError, GrainRef, GrainStats, Grains, GrainsConfig, RegisterError};
 pub use placement::{Placement, PlacementView, TwoChoices};
+pub use rebalance::Rebalance;
+pub use replica::{MAX_STATE_BYTES, ReplicaAnswer, decode_versioned};
 pub use store::{GrainStore, MemoryStore, RedbStore, StoreError};
 
 /// Where a grain type's state lives.
@@ -70,8 +75,13 @@ pub enum Durability {
     Volatile,
     /// The hosting node's [`GrainStore`] (redb by default): kept across deactivation and
     /// node restarts, but only on that node's disk, so an activation on another node does
-    /// not see it.
+    /// not see it. Such a grain is always placed on its ring owner and never migrates.
     LocalExclusive,
+    /// Every save is written to the hosting node's store and to `R` other nodes' stores
+    /// ([`GrainsConfig::replicas`], 2 by default) before it is acknowledged, each copy
+    /// fenced by epoch. A new activation on any node restores the freshest copy, so every
+    /// acknowledged save survives the loss of the host (and of up to `R - 1` replicas).
+    Replicated,
 }
 
 /// An activation that failed to start; its claim is released and callers get
@@ -135,7 +145,7 @@ pub struct GrainCtx<G: Grain> {
     pid: Pid,
     epoch: u64,
     state: G::State,
-    store: Option<Arc<dyn GrainStore>>,
+    saver: replica::Saver,
     fenced: bool,
 }
 
@@ -155,14 +165,14 @@ impl<G: Grain> GrainCtx<G> {
         pid: Pid,
         epoch: u64,
         state: G::State,
-        store: Option<Arc<dyn GrainStore>>,
+        saver: replica::Saver,
     ) -> Self {
         GrainCtx {
             id,
             pid,
             epoch,
             state,
-            store,
+            saver,
             fenced: false,
         }
     }
@@ -204,16 +214,19 @@ impl<G: Grain> GrainCtx<G> {
     }
 
     /// Saves the state now, fenced by this activation's epoch: [`StoreError::Stale`] if a
-    /// newer activation of the grain has used the store since (this activation then stops
-    /// after the current message: see [`Self::is_fenced`]). A `Volatile` grain saves
+    /// newer activation of the grain has used the store (or, `Replicated`, any replica)
+    /// since (this activation then stops after the current message: see
+    /// [`Self::is_fenced`]). A `Replicated` save returns once the host's store and
+    /// [`GrainsConfig::replicas`] other nodes hold it ([`StoreError::Backend`] if too few
+    /// answered: the save may or may not survive the host). A `Volatile` grain saves
     /// nothing and always succeeds.
     pub async fn save(&mut self) -> Result<(), StoreError> {
-        let Some(store) = &self.store else {
+        if !self.saver.is_durable() {
             return Ok(());
-        };
+        }
         let bytes =
             postcard::to_allocvec(&self.state).map_err(|e| StoreError::Codec(e.to_string()))?;
-        let saved = store.save(&self.id, self.epoch, &bytes);
+        let saved = self.saver.save(&self.id, self.epoch, &bytes).await;
         if let Err(StoreError::Stale(_)) = saved {
             self.fenced = true;
         }

@@ -49,7 +49,8 @@ pub trait Placement: Send + Sync + 'static {
 /// The default placement: of the ring's eligible candidates for the grain, the less loaded
 /// of the first two (the first on a tie). A `LocalExclusive` grain goes to the first
 /// candidate, its ring owner, whatever the load: its state is on that node's disk, and
-/// the owner stays the same while membership does.
+/// the owner stays the same while membership does. `Volatile` and `Replicated` grains
+/// (whose state any node can restore) go by load.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct TwoChoices;
 
@@ -58,7 +59,7 @@ impl Placement for TwoChoices {
         let candidates = view.candidates();
         match view.durability {
             Durability::LocalExclusive => candidates.first().copied(),
-            Durability::Volatile => {
+            Durability::Volatile | Durability::Replicated => {
                 place_two_choices(&candidates, |n| view.load.get(&n).copied().unwrap_or(0))
             }
         }

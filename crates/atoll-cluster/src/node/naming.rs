@@ -273,6 +273,15 @@ impl Naming {
         self.read(|r| r.locks().get(name).copied())
     }
 
+    pub(super) fn lock_waiters(&self, name: &str) -> Vec<Pid> {
+        self.read(|r| {
+            r.lock_waiters()
+                .filter(|(n, _)| *n == name)
+                .map(|(_, pid)| pid)
+                .collect()
+        })
+    }
+
     /// The index of the registry this node resolves from.
     pub(super) fn applied(&self) -> u64 {
         self.read_indexed(|index, _| index)

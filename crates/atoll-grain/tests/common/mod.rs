@@ -142,6 +142,19 @@ impl Host {
         drop(self.node.take());
     }
 
+    /// Stops the node gracefully: its grain service deactivates every activation (saving
+    /// state, releasing claims), then the node leaves the cluster and shuts down.
+    pub fn stop(mut self) {
+        if let (Some(rt), Some(node)) = (self.rt.take(), self.node.take()) {
+            let grains = self.grains.clone();
+            rt.block_on(async move {
+                grains.shutdown().await;
+                node.shutdown(Duration::from_secs(2)).await;
+            });
+            rt.shutdown_background();
+        }
+    }
+
     /// Kills the process `pid` of this node.
     pub fn kill_process(&self, pid: atoll_core::Pid) {
         let _in = self.rt().enter();
@@ -163,6 +176,71 @@ impl Drop for Host {
 pub struct Setup {
     pub hosts: Vec<Host>,
     pub dir: tempfile::TempDir,
+    /// Each node's configuration, to start it again on the same keys, address and disk.
+    pub configs: Vec<NodeConfig>,
+}
+
+impl Setup {
+    /// Stops every node gracefully, then starts them all again from their directories,
+    /// waiting as [`start_cluster`] does.
+    pub fn restart_all(&mut self, grains: impl Fn(usize, &std::path::Path) -> GrainsConfig) {
+        for host in self.hosts.drain(..) {
+            host.stop();
+        }
+        for (i, config) in self.configs.iter().enumerate() {
+            let node_dir = self.dir.path().join(format!("n{i}-grains"));
+            self.hosts
+                .push(Host::start(config.clone(), grains(i, &node_dir)));
+        }
+        self.settle();
+    }
+
+    fn settle(&self) {
+        wait_until("every member active and seeing the others", || {
+            self.hosts.iter().all(|h| {
+                let swim = h.node().membership().unwrap();
+                swim.state() == MemberState::Active
+                    && swim
+                        .members()
+                        .iter()
+                        .filter(|m| m.state == MemberState::Active)
+                        .count()
+                        == self.hosts.len() - 1
+            })
+        });
+        wait_until("a raft leader every voter agrees on", || {
+            let leaders: Vec<_> = self
+                .hosts
+                .iter()
+                .map(|h| {
+                    let node = h.node().clone();
+                    h.rt()
+                        .block_on(async move { node.raft_status().await.and_then(|s| s.leader) })
+                })
+                .collect();
+            leaders[0].is_some() && leaders.iter().all(|l| *l == leaders[0])
+        });
+        wait_until("every node sees every grain router", || {
+            self.hosts
+                .iter()
+                .all(|h| h.node().find_by_type("GrainRouter").len() == self.hosts.len())
+        });
+    }
+}
+
+/// Opens a redb grain store, waiting for a previous incarnation's to close.
+pub fn open_store(path: &std::path::Path) -> atoll_grain::RedbStore {
+    let until = Instant::now() + DEADLINE;
+    loop {
+        match atoll_grain::RedbStore::open(path) {
+            Ok(store) => return store,
+            Err(e) if Instant::now() < until => {
+                let _ = e;
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(e) => panic!("grain store did not open: {e}"),
+        }
+    }
 }
 
 pub fn start_cluster(grains: impl Fn(usize, &std::path::Path) -> GrainsConfig) -> Setup {
@@ -172,6 +250,7 @@ pub fn start_cluster(grains: impl Fn(usize, &std::path::Path) -> GrainsConfig) -
     let addrs: Vec<SocketAddr> = (0..3).map(|_| free_addr()).collect();
     let voters: Vec<(NodeId, SocketAddr)> = (0..3).map(|i| (keys[i].node_id(), addrs[i])).collect();
     let mut hosts = Vec::new();
+    let mut configs = Vec::new();
     for (i, key) in keys.into_iter().enumerate() {
         let name = format!("n{i}");
         let cert = ca.issue(&name, &key.public_key()).unwrap();
@@ -190,38 +269,14 @@ pub fn start_cluster(grains: impl Fn(usize, &std::path::Path) -> GrainsConfig) -
             .with_consensus(consensus);
         let node_dir = dir.path().join(format!("{name}-grains"));
         std::fs::create_dir_all(&node_dir).unwrap();
+        configs.push(config.clone());
         hosts.push(Host::start(config, grains(i, &node_dir)));
     }
-    let setup = Setup { hosts, dir };
-    wait_until("every member active and seeing the others", || {
-        setup.hosts.iter().all(|h| {
-            let swim = h.node().membership().unwrap();
-            swim.state() == MemberState::Active
-                && swim
-                    .members()
-                    .iter()
-                    .filter(|m| m.state == MemberState::Active)
-                    .count()
-                    == 2
-        })
-    });
-    wait_until("a raft leader every voter agrees on", || {
-        let leaders: Vec<_> = setup
-            .hosts
-            .iter()
-            .map(|h| {
-                let node = h.node().clone();
-                h.rt()
-                    .block_on(async move { node.raft_status().await.and_then(|s| s.leader) })
-            })
-            .collect();
-        leaders[0].is_some() && leaders.iter().all(|l| *l == leaders[0])
-    });
-    wait_until("every node sees every grain router", || {
-        setup
-            .hosts
-            .iter()
-            .all(|h| h.node().find_by_type("GrainRouter").len() == 3)
-    });
+    let setup = Setup {
+        hosts,
+        dir,
+        configs,
+    };
+    setup.settle();
     setup
 }

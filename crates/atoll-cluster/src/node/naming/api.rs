@@ -245,6 +245,14 @@ impl crate::node::Node {
         Some((grant.holder, grant.token))
     }
 
+    /// The processes queued for the consensus lock `name` (by [`Self::lock`]), in the order
+    /// they are handed it, as this node's registry shows them (no network round trip).
+    pub fn lock_waiters(&self, name: &str) -> Vec<Pid> {
+        self.naming()
+            .map(|n| n.lock_waiters(name))
+            .unwrap_or_default()
+    }
+
     /// This node's Raft state (`system.raft`), if it runs a voter.
     pub async fn raft_status(&self) -> Option<RaftStatus> {
         self.naming()?.status().await

@@ -1,0 +1,106 @@
+//! The periodic step that moves activations off an overloaded node.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use atoll_core::NodeId;
+use tracing::debug;
+
+use crate::core::{self, GrainId};
+use crate::{Durability, Grains};
+
+/// When a node sheds activations ([`crate::GrainsConfig::rebalance`]).
+///
+/// Every `interval`, each node counts the grain activations of every node running a grain
+/// service (from the process table) and, if it is the most loaded and holds more than
+/// `threshold` more than the least loaded, migrates half the difference there
+/// ([`core::rebalance`]). `LocalExclusive` grains never move, nor grains the target cannot
+/// host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rebalance {
+    /// How often to look.
+    pub interval: Duration,
+    /// The largest difference in activations between two nodes left alone.
+    pub threshold: usize,
+}
+
+impl Default for Rebalance {
+    fn default() -> Self {
+        Rebalance {
+            interval: Duration::from_secs(10),
+            threshold: 10,
+        }
+    }
+}
+
+/// Activations per node running a grain service, as the process table shows them.
+fn counts(node: &atoll_cluster::Node) -> BTreeMap<NodeId, usize> {
+    let mut counts: BTreeMap<NodeId, usize> = node
+        .find_by_type("GrainRouter")
+        .iter()
+        .map(|ad| (ad.pid.node, 0))
+        .collect();
+    for ad in node.find_by_type("GrainHost") {
+        if let Some(n) = counts.get_mut(&ad.pid.node) {
+            *n += 1;
+        }
+    }
+    counts
+}
+
+/// Starts the periodic step for `grains`; it ends with the service.
+pub(crate) fn start(grains: &Grains, rebalance: Rebalance) {
+    let shared = Arc::downgrade(&grains.shared);
+    let router = grains.router.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(rebalance.interval).await;
+            let Some(shared) = shared.upgrade() else {
+                return;
+            };
+            let grains = Grains {
+                shared,
+                router: router.clone(),
+            };
+            step(&grains, rebalance.threshold).await;
+        }
+    });
+}
+
+/// One look: migrates what [`core::rebalance`] says this node should shed.
+async fn step(grains: &Grains, threshold: usize) {
+    let Some(node) = grains.shared.node.upgrade() else {
+        return;
+    };
+    // This node's own count is exact; the others come from the process table.
+    let mut counts = counts(&node);
+    counts.insert(grains.shared.me, grains.active().len());
+    let Some((target, k)) = core::rebalance(grains.shared.me, &counts, threshold) else {
+        return;
+    };
+    let movable: Vec<GrainId> = {
+        let active = grains
+            .shared
+            .active
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let mut ids: Vec<(GrainId, &'static [&'static str])> = active
+            .iter()
+            .filter(|(_, h)| h.kind().0 != Durability::LocalExclusive)
+            .map(|(id, h)| (id.clone(), h.kind().1))
+            .collect();
+        ids.sort();
+        ids.into_iter()
+            .filter(|(_, requires)| crate::migrate::eligible(&node, target, requires))
+            .map(|(id, _)| id)
+            .take(k)
+            .collect()
+    };
+    debug!(to = %target, moving = movable.len(), "rebalancing grains");
+    for id in movable {
+        if let Err(e) = grains.migrate(&id, target).await {
+            debug!(grain = %id, "not moved: {e}");
+        }
+    }
+}
