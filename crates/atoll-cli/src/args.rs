@@ -195,7 +195,8 @@ Configuration (relative paths are relative to the configuration file's directory
   election_timeout_min_ms = 400 #   more than heartbeat_interval_ms
   election_timeout_max_ms = 800 #   more than election_timeout_min_ms
   request_timeout_ms = 5000     # a registration or lock request fails after this long
-  push_interval_ms = 50         # least time between registry pushes to non-voters
+  push_interval_ms = 50         # how often voters look for non-voters to bring up to date
+                                #   (registry changes go out as deltas at once)
   release_interval_ms = 250     # how often names and locks of lost nodes are released
 
 Unknown fields are errors. Exit code 2 means the configuration or a file it names is

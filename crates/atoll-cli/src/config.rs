@@ -92,6 +92,27 @@ struct RawCluster {
     advertise: Option<String>,
     #[serde(default)]
     swim: RawSwim,
+    #[serde(default)]
+    split_brain: RawSplitBrain,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSplitBrain {
+    #[serde(default)]
+    policy: SplitBrainMode,
+    window_ms: Option<u64>,
+}
+
+/// Which split-brain policy the `[cluster.split_brain]` table names.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+enum SplitBrainMode {
+    /// No policy: SWIM's suspect timeout downs members (the default).
+    #[default]
+    Off,
+    /// Keep-majority with a stability window.
+    KeepMajority,
 }
 
 #[derive(Debug, Default, Deserialize)]

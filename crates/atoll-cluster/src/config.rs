@@ -7,6 +7,8 @@ use atoll_core::NodeId;
 use atoll_net::{NodeCertificate, NodeIdentity, SharedIdentity, TransportSettings, TrustConfig};
 use atoll_swim::SwimConfig;
 
+use crate::protocol::split_brain::SplitBrainPolicy;
+
 /// [`NodeConfig::max_frame_len`] unless set otherwise: 8 MiB.
 pub const DEFAULT_MAX_FRAME_LEN: usize = 8 << 20;
 /// [`NodeConfig::message_streams`] unless set otherwise.
@@ -93,8 +95,15 @@ pub struct ConsensusConfig {
     /// How long a registration, unregistration or lock request may take before it fails
     /// with a typed error (no leader, unreachable, or outcome unknown).
     pub request_timeout: Duration,
-    /// The least time between two pushes of the registry from a voter to the members.
+    /// With [`RegistryPush::Deltas`], how often a voter looks for peers to bring up to date
+    /// besides right after each change; with [`RegistryPush::Snapshots`], the least time
+    /// between two pushes of the whole registry.
     pub push_interval: Duration,
+    /// How voters keep the other nodes' registry copies up to date.
+    pub push: RegistryPush,
+    /// How many commands of the latest registry entries a voter keeps to send as deltas; a
+    /// node further behind is sent the whole registry.
+    pub delta_window: usize,
     /// How often the Raft leader looks for names and locks of lost nodes and of exited
     /// incarnations to release.
     pub release_interval: Duration,
@@ -102,8 +111,9 @@ pub struct ConsensusConfig {
 
 impl ConsensusConfig {
     /// Consensus with these voters and this node's Raft directory, with defaults suited to a
-    /// LAN: 100 ms heartbeats, 400–800 ms election timeouts, 5 s requests, pushes at most
-    /// every 50 ms, release checks every 250 ms.
+    /// LAN: 100 ms heartbeats, 400–800 ms election timeouts, 5 s requests, registry
+    /// changes pushed as deltas (a look for peers to bring up to date every 50 ms besides),
+    /// release checks every 250 ms.
     pub fn new(voters: Vec<(NodeId, SocketAddr)>, data_dir: impl Into<PathBuf>) -> Self {
         ConsensusConfig {
             voters,
@@ -113,9 +123,23 @@ impl ConsensusConfig {
             election_timeout_max: Duration::from_millis(800),
             request_timeout: Duration::from_secs(5),
             push_interval: Duration::from_millis(50),
+            push: RegistryPush::Deltas,
+            delta_window: atoll_raft::feed::DEFAULT_WINDOW,
             release_interval: Duration::from_millis(250),
         }
     }
+}
+
+/// How voters keep the registry copies of the other nodes up to date.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum RegistryPush {
+    /// Each node is sent the entries it lacks right after they are applied, and the whole
+    /// registry only to catch up (it is new, restarted, or behind the retained window).
+    #[default]
+    Deltas,
+    /// Every node is sent the whole registry whenever it changed, at most every
+    /// `push_interval` (costs every node a full copy per change: kept for comparison).
+    Snapshots,
 }
 
 /// How a node takes part in SWIM membership (see [`crate::Node::membership`]).
@@ -137,6 +161,10 @@ pub struct MembershipConfig {
     /// How long a connection opened for membership traffic may take (QUIC handshake plus
     /// introduction). Short, so an unreachable member does not hold attempts up.
     pub connect_timeout: Duration,
+    /// Which side of a partition downs the other. With keep-majority, SWIM's suspect
+    /// timeout no longer declares anyone down by itself: the policy does, once the view has
+    /// been stable for its window (see docs/semantics.md).
+    pub split_brain: SplitBrainPolicy,
 }
 
 impl Default for MembershipConfig {
@@ -148,6 +176,7 @@ impl Default for MembershipConfig {
             capabilities: Vec::new(),
             advertise: None,
             connect_timeout: Duration::from_secs(2),
+            split_brain: SplitBrainPolicy::Off,
         }
     }
 }
@@ -160,6 +189,12 @@ impl MembershipConfig {
             seeds: seeds.into_iter().collect(),
             ..MembershipConfig::default()
         }
+    }
+
+    /// With this split-brain policy.
+    pub fn with_split_brain(mut self, policy: SplitBrainPolicy) -> Self {
+        self.split_brain = policy;
+        self
     }
 
     /// With these protocol settings.

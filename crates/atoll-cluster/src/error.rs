@@ -197,6 +197,10 @@ pub enum NameError {
     /// Consensus answered with an outcome that does not fit the request.
     #[error("unexpected consensus outcome: {0}")]
     Unexpected(String),
+    /// This node was fenced and the release of what it held then is not applied yet (no
+    /// quorum reachable within the consensus request timeout); nothing was proposed.
+    #[error("the releases of this node's fencing are not applied yet")]
+    Fencing,
 }
 
 /// A lock that was not taken or released.

@@ -51,7 +51,7 @@ pub use atoll_swim::{
 pub use atoll_wire::{ProcessInfoWire, StatusWire};
 pub use config::{
     ConsensusConfig, DEFAULT_MAX_FRAME_LEN, DEFAULT_MESSAGE_STREAMS, DataConfig, MembershipConfig,
-    NodeConfig, TlsIdentity,
+    NodeConfig, RegistryPush, TlsIdentity,
 };
 pub use error::{
     ClusterSendError, ConnectError, DatagramError, GlobalError, GroupJoinError, LockError,
@@ -60,12 +60,14 @@ pub use error::{
 pub use metrics::{METRICS_CONTENT_TYPE, render_metrics};
 pub use node::{
     DataStatus, GroupStatus, LockGuard, LockStatus, MAX_NAME_LEN, MemberStatus, NameLost,
-    NameStatus, Node, NodeStatus, PeerInfo, PeerStatus, RTT_BUCKETS_US, RaftView, RemoteNode,
-    RttSnapshot, ServiceError, ServiceOffer, ServiceStatus, WeakNode, scope_name,
+    NameStatus, Node, NodeStatus, PeerInfo, PeerStatus, RTT_BUCKETS_US, RaftView,
+    RegistryFeedStats, RemoteNode, RttSnapshot, ServiceError, ServiceOffer, ServiceStatus,
+    WeakNode, scope_name,
 };
 pub use protocol::data::{DataSettings, DataStats};
 /// What a process that asked ([`Node::notify_fenced`]) is told when its node was fenced.
 pub use protocol::fence::FenceNotice;
+pub use protocol::split_brain::SplitBrainPolicy;
 pub use validate::{
     ConfigError, LabelKind, MAX_FRAME_LEN, MAX_INDIRECT_PROBES, MAX_MESSAGE_STREAMS, MAX_TIMING,
     MIN_FRAME_LEN, MIN_TIMING, Setting,

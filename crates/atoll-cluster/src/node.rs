@@ -12,13 +12,14 @@ mod membership;
 mod naming;
 mod routing;
 mod rpc;
+mod split_brain;
 mod start;
 mod status;
 
 pub use data::ServiceError;
 pub use eventual::NameLost;
 
-pub use naming::{LockGuard, MAX_NAME_LEN};
+pub use naming::{LockGuard, MAX_NAME_LEN, RegistryFeedStats};
 pub use status::{
     DataStatus, GroupStatus, LockStatus, MemberStatus, NameStatus, NodeStatus, PeerStatus,
     RTT_BUCKETS_US, RaftView, RttSnapshot, ServiceOffer, ServiceStatus, scope_name,
@@ -519,15 +520,17 @@ impl Inner {
             .cloned()
     }
 
-    fn broadcast(&self, msg: &Control) {
-        let peers: Vec<Arc<Peer>> = self
-            .peers
+    fn connected_peers(&self) -> Vec<Arc<Peer>> {
+        self.peers
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .values()
             .cloned()
-            .collect();
-        for p in peers {
+            .collect()
+    }
+
+    fn broadcast(&self, msg: &Control) {
+        for p in self.connected_peers() {
             let _ = p.send_control(msg);
         }
     }

@@ -69,6 +69,13 @@ impl Peer {
         Ok(())
     }
 
+    /// Queues a control frame encoded once for several peers.
+    pub(crate) fn send_control_frame(&self, frame: &[u8]) -> Result<(), Gone> {
+        self.control.send(frame)?;
+        self.frames_sent.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
     /// Queues a data envelope on the stream `key` picks (a pid's serial or a call id).
     pub(crate) fn send_data(&self, key: u64, data: &Data) -> Result<(), Gone> {
         let frame = encode_frame(data).map_err(|_| Gone)?;

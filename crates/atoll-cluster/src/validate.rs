@@ -38,6 +38,8 @@ pub enum Setting {
     SuspectTimeout,
     /// [`atoll_swim::SwimConfig::indirect_probes`].
     IndirectProbes,
+    /// The window of [`crate::SplitBrainPolicy::KeepMajority`], in milliseconds.
+    SplitBrainWindow,
     /// [`ConsensusConfig::heartbeat_interval`], in milliseconds.
     HeartbeatInterval,
     /// [`ConsensusConfig::election_timeout_min`], in milliseconds.
@@ -62,6 +64,7 @@ impl Setting {
             Setting::PingTimeout => "membership.swim.ping_timeout",
             Setting::SuspectTimeout => "membership.swim.suspect_timeout",
             Setting::IndirectProbes => "membership.swim.indirect_probes",
+            Setting::SplitBrainWindow => "membership.split_brain.window",
             Setting::HeartbeatInterval => "consensus.heartbeat_interval",
             Setting::ElectionTimeoutMin => "consensus.election_timeout_min",
             Setting::ElectionTimeoutMax => "consensus.election_timeout_max",
@@ -325,6 +328,9 @@ impl MembershipConfig {
         timing(Setting::ProbeInterval, swim.probe_interval)?;
         timing(Setting::PingTimeout, swim.ping_timeout)?;
         timing(Setting::SuspectTimeout, swim.suspect_timeout)?;
+        if let crate::SplitBrainPolicy::KeepMajority { window } = self.split_brain {
+            timing(Setting::SplitBrainWindow, window)?;
+        }
         if swim.ping_timeout >= swim.probe_interval {
             return Err(ConfigError::PingTimeoutNotBelowProbeInterval {
                 ping_timeout: ms(swim.ping_timeout),

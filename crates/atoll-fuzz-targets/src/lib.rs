@@ -49,6 +49,8 @@ targets!(
     chain_sync,
     merkle_message,
     data_message,
+    registry_delta,
+    grain_state,
 );
 
 /// The target named `name`.

@@ -10,8 +10,8 @@ use atoll_data::{
 };
 use atoll_swim::{Identity, MemberMeta, Membership, SwimConfig};
 use atoll_wire::{
-    Control, Data, ExitKind, GroupMessage, Hello, RegistryGossip, RegistryView, Request, Response,
-    Signal,
+    Control, Data, ExitKind, GroupMessage, Hello, RegistryDelta, RegistryGossip, RegistryView,
+    Request, Response, Signal,
 };
 
 use crate::targets;
@@ -100,6 +100,13 @@ fn control() -> Vec<Control> {
             leader: Some(1),
             snapshot: vec![1, 2, 3],
         }),
+        Control::RegistryDelta(RegistryDelta {
+            base: 12,
+            upto: 14,
+            leader: Some(1),
+            entries: registry_delta().remove(0)[2..].to_vec(),
+        }),
+        Control::RegistryAt { applied: 12 },
         Control::Groups(GroupMessage::Sync {
             groups: vec![("room".into(), vec![pid(2, 5), pid(2, 6)])],
         }),
@@ -285,6 +292,69 @@ pub fn data_message() -> Vec<Vec<u8>> {
         }
     }
     out
+}
+
+/// Registry delta entries as a voter sends them, after the base and reach bytes.
+pub fn registry_delta() -> Vec<Vec<u8>> {
+    use atoll_raft::{Command, Delta};
+    let holder = pid(2, 5);
+    let delta = Delta {
+        base: 12,
+        upto: 14,
+        entries: vec![
+            (
+                13,
+                vec![
+                    Command::Register {
+                        name: "db".into(),
+                        pid: holder,
+                        scope: atoll_core::Scope::Consistent,
+                    },
+                    Command::LockOrWait {
+                        name: "l".into(),
+                        holder,
+                    },
+                ],
+            ),
+            (
+                14,
+                vec![
+                    Command::Unlock {
+                        name: "l".into(),
+                        token: 13,
+                    },
+                    Command::ReleaseNode {
+                        node: NodeId::from_bytes([2; 16]),
+                        before_creation: Some(2),
+                        up_to_index: None,
+                    },
+                ],
+            ),
+        ],
+    };
+    let mut seed = vec![12, 2];
+    seed.extend(delta.encode_entries());
+    vec![seed]
+}
+
+/// Seeds of [`targets::grain_state`]: stored copies and replica answers.
+pub fn grain_state() -> Vec<Vec<u8>> {
+    use atoll_grain::core::Versioned;
+    use atoll_grain::{ReplicaAnswer, StaleEpoch};
+    let copy = Versioned {
+        epoch: 42,
+        seq: 7,
+        state: b"balance: 100".to_vec(),
+    };
+    let answers = [
+        ReplicaAnswer::Ok(Some(postcard::to_allocvec(&copy).unwrap())),
+        ReplicaAnswer::Ok(None),
+        ReplicaAnswer::Stale(StaleEpoch { epoch: 3, seen: 9 }),
+        ReplicaAnswer::Failed("no grain store on this node".into()),
+    ];
+    let mut seeds = vec![postcard::to_allocvec(&copy).unwrap()];
+    seeds.extend(answers.iter().map(|a| postcard::to_allocvec(a).unwrap()));
+    seeds
 }
 
 #[cfg(test)]

@@ -234,3 +234,43 @@ pub fn data_message(data: &[u8]) {
         &[],
     );
 }
+
+/// Arbitrary bytes as the entries of a registry delta from a voter: the first byte is the
+/// index the receiver holds (the delta's base), the second how far past it the delta
+/// reaches, the rest the encoded entries. Whatever decodes applies to a copy at the base,
+/// moves it to the delta's end, and encodes to entries that decode the same.
+pub fn registry_delta(data: &[u8]) {
+    let [base, ahead, entries @ ..] = data else {
+        return;
+    };
+    let (base, upto) = (u64::from(*base), u64::from(*base) + u64::from(*ahead));
+    let Ok(delta) = atoll_raft::Delta::decode(base, upto, entries) else {
+        return;
+    };
+    let mut copy = atoll_raft::FollowedRegistry {
+        index: base,
+        registry: atoll_raft::Registry::new(),
+    };
+    let receipt = copy.apply(&delta);
+    if upto > base {
+        assert_eq!(receipt, atoll_raft::Receipt::Advanced(upto));
+    }
+    let again = atoll_raft::Delta::decode(base, upto, &delta.encode_entries())
+        .expect("re-encoded entries decode");
+    assert_eq!(again, delta);
+}
+
+/// Arbitrary bytes as a copy of `Replicated` grain state, read from a store or carried in
+/// a peer's answer to a replica read: refused, or decoded within the size limit to a copy
+/// that round-trips; and the same bytes as a peer's replica answer.
+pub fn grain_state(data: &[u8]) {
+    if let Ok(copy) = atoll_grain::decode_versioned(data) {
+        assert!(copy.state.len() <= atoll_grain::MAX_STATE_BYTES + 32);
+        let bytes = postcard::to_allocvec(&copy).expect("a decoded copy encodes");
+        assert_eq!(atoll_grain::decode_versioned(&bytes).as_ref(), Ok(&copy));
+    }
+    if let Ok(answer) = postcard::from_bytes::<atoll_grain::ReplicaAnswer>(data) {
+        let bytes = postcard::to_allocvec(&answer).expect("a decoded answer encodes");
+        assert_eq!(postcard::from_bytes(&bytes).ok(), Some(answer));
+    }
+}

@@ -87,6 +87,8 @@ smoke_tests!(
     chain_sync,
     merkle_message,
     data_message,
+    registry_delta,
+    grain_state,
 );
 
 /// The `[[bin]]` names of the cargo-fuzz crate.

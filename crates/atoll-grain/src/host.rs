@@ -117,6 +117,13 @@ pub(crate) enum Request {
     Migrate { target: NodeId },
 }
 
+/// The state a migrating activation hands to its successor.
+pub(crate) struct Handed {
+    pub(crate) state: Vec<u8>,
+    /// The epoch of the activation that handed it over.
+    pub(crate) from_epoch: u64,
+}
+
 /// One request for a grain, as its router hands it to the activation.
 pub(crate) struct Delivery {
     pub(crate) request: Request,
@@ -166,7 +173,7 @@ pub(crate) trait Activator: Send + Sync {
         shared: &Arc<Shared>,
         rt: &Runtime,
         id: GrainId,
-        adopt: Option<Vec<u8>>,
+        adopt: Option<Handed>,
     ) -> Arc<dyn HostSender>;
 }
 
@@ -180,7 +187,7 @@ impl<G: Grain> Activator for TypedActivator<G> {
         shared: &Arc<Shared>,
         rt: &Runtime,
         id: GrainId,
-        adopt: Option<Vec<u8>>,
+        adopt: Option<Handed>,
     ) -> Arc<dyn HostSender> {
         let host = GrainHost::<G> {
             shared: shared.clone(),
@@ -216,11 +223,13 @@ pub(crate) enum RouterMsg {
         request: Request,
         reply: ReplyTo<Answer>,
     },
-    /// Start an activation here with this (encoded) state, to take over the claim.
+    /// Start an activation here with this (encoded) state, to take over the claim from
+    /// the activation at `from_epoch`.
     Adopt {
         grain_type: String,
         key: String,
         state: Vec<u8>,
+        from_epoch: u64,
         reply: ReplyTo<AdoptAnswer>,
     },
     /// Read this node's copy of a `Replicated` grain for the activation at `epoch`.
@@ -269,9 +278,11 @@ impl Actor for GrainRouter {
                 grain_type,
                 key,
                 state,
+                from_epoch,
                 reply,
             } => {
-                reply.reply(self.adopt(GrainId::new(grain_type, key), state, ctx));
+                let handed = Handed { state, from_epoch };
+                reply.reply(self.adopt(GrainId::new(grain_type, key), handed, ctx));
             }
             RouterMsg::ReplicaLoad {
                 grain_type,
@@ -361,7 +372,7 @@ impl GrainRouter {
 
     /// Starts a host for a migrating grain, which queues for the claim: deliveries that
     /// arrive meanwhile wait in its mailbox until it holds the claim.
-    fn adopt(&mut self, id: GrainId, state: Vec<u8>, ctx: &Ctx<Self>) -> AdoptAnswer {
+    fn adopt(&mut self, id: GrainId, handed: Handed, ctx: &Ctx<Self>) -> AdoptAnswer {
         let Some(activator) = self.activator(&id) else {
             return AdoptAnswer::UnknownType;
         };
@@ -370,7 +381,7 @@ impl GrainRouter {
         if active.contains_key(&id) {
             return AdoptAnswer::Refused(Refusal::AlreadyThere);
         }
-        let host = activator.start(&shared, ctx.runtime(), id.clone(), Some(state));
+        let host = activator.start(&shared, ctx.runtime(), id.clone(), Some(handed));
         let pid = host.pid();
         active.insert(id, host);
         AdoptAnswer::Started(pid)
@@ -407,7 +418,7 @@ pub(crate) struct GrainHost<G: Grain> {
     pub(crate) id: GrainId,
     make: Factory<G>,
     /// The state a migrating activation handed over, until this one holds the claim.
-    adopt: Option<Vec<u8>>,
+    adopt: Option<Handed>,
     pub(crate) phase: Phase<G>,
     last: Instant,
     _grain: PhantomData<fn() -> G>,
@@ -432,20 +443,18 @@ impl<G: Grain> GrainHost<G> {
         make: Factory<G>,
         guard: LockGuard,
         pid: Pid,
-        adopt: Option<Vec<u8>>,
+        adopt: Option<Handed>,
     ) -> Result<Live<G>, Answer> {
         let epoch = guard.token();
         let mut saver = Saver::for_type(G::DURABILITY, &shared).map_err(Answer::Failed)?;
         let bytes = match adopt {
-            Some(bytes) => {
-                // Written at the new epoch at once: every copy now fences the old one.
-                match saver.save(&id, epoch, &bytes).await {
-                    Err(e @ crate::StoreError::Stale(_)) => {
-                        return Err(Answer::Failed(e.to_string()));
-                    }
-                    Err(e) => warn!(grain = %id, epoch, "moved state not saved yet: {e}"),
-                    Ok(()) => {}
-                }
+            Some(handed) => {
+                // The stores' state wins if an activation newer than the one that handed
+                // this state over wrote it (the claim came by way of another holder).
+                let bytes = saver
+                    .adopt(&id, epoch, handed)
+                    .await
+                    .map_err(|e| Answer::Failed(e.to_string()))?;
                 Some(bytes)
             }
             None => saver
@@ -585,6 +594,8 @@ impl<G: Grain> Actor for GrainHost<G> {
     type Msg = HostMsg;
 
     async fn started(&mut self, ctx: &mut Ctx<Self>) -> ActorResult {
+        // The node's shutdown reaches hosts as an exit signal: saving needs to see it.
+        ctx.trap_exit(true);
         let Some(node) = self.shared.node.upgrade() else {
             self.leave(Answer::Retry, ctx);
             return Ok(());
@@ -661,6 +672,30 @@ impl<G: Grain> Actor for GrainHost<G> {
             }
             HostMsg::Finish => ctx.stop(ExitReason::Normal),
         }
+        Ok(())
+    }
+
+    /// The node shutting down: save what can be saved (the local store; `Replicated`
+    /// replicas are likely gone by now) and stop. The claim goes with the process.
+    async fn handle_exit(
+        &mut self,
+        _from: Pid,
+        reason: ExitReason,
+        ctx: &mut Ctx<Self>,
+    ) -> ActorResult {
+        if reason.is_normal() {
+            return Ok(());
+        }
+        if reason == ExitReason::Shutdown
+            && let Phase::Active(live) = &mut self.phase
+        {
+            live.grain.on_deactivate(&mut live.ctx).await;
+            if let Err(e) = live.ctx.save().await {
+                warn!(grain = %self.id, "state not saved on node shutdown: {e}");
+            }
+            self.shared.deactivations.fetch_add(1, Ordering::Relaxed);
+        }
+        ctx.stop(reason);
         Ok(())
     }
 }

@@ -41,7 +41,18 @@
 //! ```
 //!
 //! Every node that may host grains starts a [`Grains`] service on its node and registers
-//! the grain types with their factories; see [`Grains`] for a whole cluster.
+//! the grain types with their factories; see [`Grains`] for a whole cluster. Any node then
+//! reaches a grain with `node.grain::<Account>("alice")` ([`NodeGrainsExt`]) or
+//! [`Grains::get`].
+//!
+//! Lifecycle: [`Grains::migrate`] moves an activation to another node with its state
+//! (messages sent meanwhile wait and follow it; none is lost), [`GrainsConfig::rebalance`]
+//! moves activations off a node holding more than a threshold above the least loaded, and
+//! [`Grains::shutdown`] saves and releases every activation of a node. `Replicated` state
+//! ([`Durability::Replicated`]) is acknowledged only once `R` other nodes hold it and
+//! survives the loss of its host. [`GrainStats`] counts activations, deactivations and
+//! migrations. The repository's `docs/grains.md` describes the classes and what each
+//! survives.
 #![deny(missing_docs)]
 
 pub mod core;

@@ -82,7 +82,7 @@ impl<G: Grain> GrainHost<G> {
                 return;
             }
         };
-        let started = adopt_at(&self.shared, &self.id, &node, target, state).await;
+        let started = adopt_at(&self.shared, &self.id, &node, target, state, me.epoch).await;
         let new_pid = match started {
             Ok(pid) => pid,
             Err(answer) => {
@@ -110,6 +110,17 @@ impl<G: Grain> GrainHost<G> {
                 }
             }
         }
+        // A claim the cluster took back meanwhile (this node declared lost) is not ours to
+        // hand over: stop without saving, as any activation that lost its claim.
+        self.phase = Phase::Active(live);
+        if self.claim_lost() {
+            self.abandon(ctx);
+            reply.reply(Answer::Retry);
+            return;
+        }
+        let Phase::Active(live) = std::mem::replace(&mut self.phase, Phase::Claiming) else {
+            unreachable!("set just above");
+        };
         let Live { guard, .. } = *live;
         if let Err(e) = guard.unlock().await {
             debug!(grain = %self.id, "claim handed over in the background: {e}");
@@ -147,6 +158,7 @@ async fn adopt_at(
     node: &atoll_cluster::Node,
     target: NodeId,
     state: Vec<u8>,
+    from_epoch: u64,
 ) -> Result<atoll_core::Pid, Answer> {
     let Some(router) = shared.router_of(node, target) else {
         return Err(Answer::Refused(Refusal::Ineligible));
@@ -156,6 +168,7 @@ async fn adopt_at(
             grain_type: id.grain_type.clone(),
             key: id.key.clone(),
             state,
+            from_epoch,
             reply,
         },
         ADOPT_WAIT,

@@ -121,6 +121,30 @@ impl Saver {
         }
     }
 
+    /// The state an activation at `epoch` starts from when a migrating one handed it
+    /// `handed`: the handed state, saved at once at `epoch` (every copy then fences the old
+    /// activation), unless the stores hold a copy written by an activation newer than the
+    /// one that handed it over, which wins.
+    pub(crate) async fn adopt(
+        &mut self,
+        id: &GrainId,
+        epoch: u64,
+        handed: crate::host::Handed,
+    ) -> Result<Vec<u8>, StoreError> {
+        if let Saver::Replicated { shared, .. } = self
+            && let Some(newer) = load(shared, id, epoch).await?
+            && newer.epoch > handed.from_epoch
+        {
+            return Ok(newer.state);
+        }
+        match self.save(id, epoch, &handed.state).await {
+            Err(e @ StoreError::Stale(_)) => return Err(e),
+            Err(e) => tracing::warn!(grain = %id, epoch, "moved state not saved yet: {e}"),
+            Ok(()) => {}
+        }
+        Ok(handed.state)
+    }
+
     /// Saves `state` for the activation at `epoch`.
     pub(crate) async fn save(
         &mut self,

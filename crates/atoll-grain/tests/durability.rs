@@ -206,3 +206,26 @@ fn durable_state_survives_a_full_restart_and_volatile_state_does_not() {
         assert!(epoch > epochs[i], "epochs keep growing across the restart");
     }
 }
+
+#[test]
+fn a_node_shutting_down_saves_its_local_grains() {
+    let _serial = serial();
+    init_logs();
+    let mut setup = start_cluster(config(2));
+    register(&setup);
+    for (i, key) in ["p", "q", "r"].into_iter().enumerate() {
+        let n = setup.hosts[i]
+            .run(move |g| async move { g.get::<Local>(key)?.call(5 + i as u64).await })
+            .unwrap();
+        assert_eq!(n, 5 + i as u64);
+    }
+    // Only the nodes' own shutdown: no Grains::shutdown, no save by the grain.
+    setup.restart_all_with(false, config(2));
+    register(&setup);
+    for (i, key) in ["p", "q", "r"].into_iter().enumerate() {
+        let n = setup.hosts[(i + 2) % 3]
+            .run(move |g| async move { g.get::<Local>(key)?.call(0).await })
+            .unwrap();
+        assert_eq!(n, 5 + i as u64, "{key} saved by its node's shutdown");
+    }
+}

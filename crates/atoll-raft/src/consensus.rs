@@ -41,6 +41,9 @@ pub struct RaftSettings {
     /// How long [`Consensus::propose`] and [`Consensus::linearizable_read`] try before they give
     /// up.
     pub request_timeout: Duration,
+    /// How many commands of the latest applied entries are kept for members that follow
+    /// by deltas ([`Consensus::read_feed`]); a member further behind gets a snapshot.
+    pub delta_window: usize,
 }
 
 impl RaftSettings {
@@ -56,6 +59,7 @@ impl RaftSettings {
             election_timeout_min: Duration::from_millis(400),
             election_timeout_max: Duration::from_millis(800),
             request_timeout: Duration::from_secs(5),
+            delta_window: crate::feed::DEFAULT_WINDOW,
         }
     }
 }
@@ -297,6 +301,11 @@ impl<T: RaftTransport + std::fmt::Debug> Consensus<T> {
         let (log, sm, closed) =
             store::open_on(&settings.disk, settings.data_dir.join("raft.redb"))?;
         let state = sm.state();
+        state
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .recent
+            .set_capacity(settings.delta_window);
         let applied = sm.watch_applied();
         let counters = log.counters();
         let network = NetworkFactory::new(settings.id, transport.clone());
@@ -505,6 +514,20 @@ impl<T: RaftTransport + std::fmt::Debug> Consensus<T> {
     pub fn read_registry<R>(&self, f: impl FnOnce(Option<u64>, &Registry) -> R) -> R {
         let state = self.read_state();
         f(state.last_applied.map(|l| l.index), &state.registry)
+    }
+
+    /// Like [`Consensus::read_registry`], with the commands of the latest applied entries
+    /// (what members that follow by deltas are sent).
+    pub fn read_feed<R>(
+        &self,
+        f: impl FnOnce(Option<u64>, &Registry, &crate::feed::RecentEntries) -> R,
+    ) -> R {
+        let state = self.read_state();
+        f(
+            state.last_applied.map(|l| l.index),
+            &state.registry,
+            &state.recent,
+        )
     }
 
     /// A copy of this node's replica of the registry together with the index of the last

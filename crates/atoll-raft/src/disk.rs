@@ -6,6 +6,10 @@
 //! process writes nothing more. A store opened on the disk afterwards recovers from what
 //! was durable. Its I/O runs inline on the caller's task, so a simulation stays on one
 //! thread and repeats.
+//!
+//! A [`Failpoint`] armed on the disk crashes it at a chosen sync: before the sync (the batch
+//! is lost), after it (the batch is durable but its store never hears so), or in the middle
+//! (a torn batch: some of its writes reach the disk, one of them only in part).
 
 use std::io;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -38,6 +42,27 @@ struct DiskState {
     generation: u64,
     syncs: u64,
     lost_writes: u64,
+    /// The armed failpoint and how many syncs until it fires (1: the next).
+    armed: Option<(Failpoint, u64)>,
+    tripped: u64,
+}
+
+/// A crash at a sync, armed with [`SimDisk::arm`]. The sync fails, and the store that had
+/// the disk open is cut off as by [`SimDisk::crash`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Failpoint {
+    /// The power goes before the sync: every write since the last sync is lost.
+    CrashBeforeSync,
+    /// The power goes right after the sync: the writes are durable, but the store sees the
+    /// sync fail and acknowledges nothing.
+    CrashAfterSync,
+    /// The power goes during the sync: of the writes since the last sync, a part chosen by
+    /// `seed` reaches the disk and the rest is lost, one lost write having reached it in
+    /// part (its first half).
+    TornSync {
+        /// Chooses which writes survive.
+        seed: u64,
+    },
 }
 
 /// Counters of a simulated disk.
@@ -49,6 +74,8 @@ pub struct SimDiskStats {
     pub lost_writes: u64,
     /// Bytes on the disk.
     pub len: u64,
+    /// Failpoints that fired.
+    pub tripped: u64,
 }
 
 impl SimDisk {
@@ -64,20 +91,18 @@ impl SimDisk {
     /// A power cut: every write since the last sync is lost, and the store that had the
     /// disk open can no longer touch it.
     pub fn crash(&self) {
-        let mut s = self.lock();
-        let undo = std::mem::take(&mut s.undo);
-        s.lost_writes += undo.len() as u64;
-        for (offset, before) in undo.into_iter().rev() {
-            let at = offset as usize;
-            if s.bytes.len() < at + before.len() {
-                s.bytes.resize(at + before.len(), 0);
-            }
-            s.bytes[at..at + before.len()].copy_from_slice(&before);
-        }
-        if let Some(len) = s.synced_len.take() {
-            s.bytes.resize(len, 0);
-        }
-        s.generation += 1;
+        self.lock().crash();
+    }
+
+    /// Arms `failpoint` to fire at the `nth` sync from now (1: the next one; 0 disarms).
+    /// One failpoint at a time: arming replaces the one armed before.
+    pub fn arm(&self, failpoint: Failpoint, nth: u64) {
+        self.lock().armed = (nth > 0).then_some((failpoint, nth));
+    }
+
+    /// How many armed failpoints have fired.
+    pub fn tripped(&self) -> u64 {
+        self.lock().tripped
     }
 
     /// The disk's counters.
@@ -87,6 +112,7 @@ impl SimDisk {
             syncs: s.syncs,
             lost_writes: s.lost_writes,
             len: s.bytes.len() as u64,
+            tripped: s.tripped,
         }
     }
 
@@ -96,6 +122,92 @@ impl SimDisk {
             disk: self.clone(),
             generation: self.lock().generation,
         }
+    }
+}
+
+impl DiskState {
+    fn crash(&mut self) {
+        let undo = std::mem::take(&mut self.undo);
+        self.lost_writes += undo.len() as u64;
+        for (offset, before) in undo.into_iter().rev() {
+            self.put_back(offset, &before);
+        }
+        if let Some(len) = self.synced_len.take() {
+            self.bytes.resize(len, 0);
+        }
+        self.generation += 1;
+    }
+
+    /// Puts back what a write overwrote.
+    fn put_back(&mut self, offset: u64, before: &[u8]) {
+        let at = offset as usize;
+        if self.bytes.len() < at + before.len() {
+            self.bytes.resize(at + before.len(), 0);
+        }
+        self.bytes[at..at + before.len()].copy_from_slice(before);
+    }
+
+    fn sync(&mut self) {
+        self.undo.clear();
+        self.synced_len = None;
+        self.syncs += 1;
+    }
+
+    /// Some of the writes since the last sync reach the disk, then the power goes.
+    fn tear(&mut self, seed: u64) {
+        let undo = std::mem::take(&mut self.undo);
+        let mut rng = atoll_core::SplitMix64::new(seed);
+        let kept: Vec<bool> = undo
+            .iter()
+            .map(|_| rng.next_u64().is_multiple_of(2))
+            .collect();
+        let lost: Vec<usize> = (0..undo.len()).filter(|i| !kept[*i]).collect();
+        let torn = (!lost.is_empty()).then(|| lost[(rng.next_u64() % lost.len() as u64) as usize]);
+        for (i, (offset, before)) in undo.iter().enumerate().rev() {
+            if kept[i] {
+                continue;
+            }
+            self.lost_writes += 1;
+            if Some(i) == torn {
+                // Its first half made it.
+                let half = before.len() / 2;
+                self.put_back(offset + half as u64, &before[half..]);
+            } else {
+                self.put_back(*offset, before);
+            }
+        }
+        // The file keeps the length the surviving writes gave it.
+        self.synced_len = None;
+        self.generation += 1;
+    }
+
+    /// A sync: fires the armed failpoint when its turn comes.
+    fn sync_or_fail(&mut self) -> io::Result<()> {
+        let fire = match &mut self.armed {
+            Some((failpoint, n)) if *n <= 1 => Some(*failpoint),
+            Some((_, n)) => {
+                *n -= 1;
+                None
+            }
+            None => None,
+        };
+        let Some(failpoint) = fire else {
+            self.sync();
+            return Ok(());
+        };
+        self.armed = None;
+        self.tripped += 1;
+        match failpoint {
+            Failpoint::CrashBeforeSync => self.crash(),
+            Failpoint::CrashAfterSync => {
+                self.sync();
+                self.generation += 1;
+            }
+            Failpoint::TornSync { seed } => self.tear(seed),
+        }
+        Err(io::Error::other(format!(
+            "the disk crashed at a sync ({failpoint:?})"
+        )))
     }
 }
 
@@ -147,11 +259,7 @@ impl redb::StorageBackend for SimBackend {
     }
 
     fn sync_data(&self, _eventual: bool) -> io::Result<()> {
-        let mut s = self.live()?;
-        s.undo.clear();
-        s.synced_len = None;
-        s.syncs += 1;
-        Ok(())
+        self.live()?.sync_or_fail()
     }
 
     fn write(&self, offset: u64, data: &[u8]) -> io::Result<()> {
@@ -189,6 +297,75 @@ mod tests {
         assert_eq!(after.len().unwrap(), 5);
         assert_eq!(after.read(0, 5).unwrap(), b"hello");
         assert_eq!(disk.stats().lost_writes, 1);
+    }
+
+    #[test]
+    fn a_crash_before_a_sync_loses_the_batch_and_cuts_the_store_off() {
+        let disk = SimDisk::new();
+        let b = disk.backend();
+        b.write(0, b"aaaa").unwrap();
+        b.sync_data(false).unwrap();
+        disk.arm(Failpoint::CrashBeforeSync, 2);
+        b.write(0, b"bbbb").unwrap();
+        b.sync_data(false).unwrap();
+        b.write(0, b"cccc").unwrap();
+        assert!(b.sync_data(false).is_err());
+        assert!(b.read(0, 4).is_err(), "cut off");
+        assert_eq!(disk.backend().read(0, 4).unwrap(), b"bbbb");
+        assert_eq!(disk.tripped(), 1);
+    }
+
+    #[test]
+    fn a_crash_after_a_sync_keeps_the_batch_but_fails_the_sync() {
+        let disk = SimDisk::new();
+        let b = disk.backend();
+        disk.arm(Failpoint::CrashAfterSync, 1);
+        b.write(0, b"abcd").unwrap();
+        assert!(b.sync_data(false).is_err());
+        assert!(b.write(0, b"x").is_err(), "cut off");
+        assert_eq!(disk.backend().read(0, 4).unwrap(), b"abcd");
+    }
+
+    #[test]
+    fn a_torn_sync_keeps_part_of_the_batch_and_tears_one_write() {
+        let before = vec![b'.'; 64];
+        let mut outcomes = std::collections::BTreeSet::new();
+        for seed in 0..32 {
+            let disk = SimDisk::new();
+            let b = disk.backend();
+            b.write(0, &before).unwrap();
+            b.sync_data(false).unwrap();
+            disk.arm(Failpoint::TornSync { seed }, 1);
+            for i in 0..4u8 {
+                b.write(u64::from(i) * 16, &[b'0' + i; 16]).unwrap();
+            }
+            assert!(b.sync_data(false).is_err());
+            let after = disk.backend().read(0, 64).unwrap();
+            // Each 16-byte write is whole, absent, or only its first half made it.
+            for (i, chunk) in after.chunks(16).enumerate() {
+                let new = b'0' + i as u8;
+                let whole = chunk.iter().all(|c| *c == new);
+                let absent = chunk.iter().all(|c| *c == b'.');
+                let half =
+                    chunk[..8].iter().all(|c| *c == new) && chunk[8..].iter().all(|c| *c == b'.');
+                assert!(whole || absent || half, "seed {seed}: {after:?}");
+            }
+            outcomes.insert(after);
+        }
+        assert!(outcomes.len() > 4, "the seed chooses what survives");
+    }
+
+    #[test]
+    fn a_failpoint_fires_once_at_its_turn() {
+        let disk = SimDisk::new();
+        let b = disk.backend();
+        disk.arm(Failpoint::CrashBeforeSync, 3);
+        b.sync_data(false).unwrap();
+        b.sync_data(false).unwrap();
+        assert!(b.sync_data(false).is_err());
+        let b = disk.backend();
+        b.sync_data(false).unwrap();
+        assert_eq!(disk.tripped(), 1);
     }
 
     #[test]

@@ -16,6 +16,10 @@
 //!   requests are postcard bodies carried by any [`RaftTransport`] (request in, response
 //!   out). [`MemRouter`] is an in-process transport for tests; the node crate provides the
 //!   QUIC one.
+//! - [`feed`] is how nodes outside the voter set follow the registry: a voter remembers
+//!   the commands of its latest entries and sends each member the entries it lacks
+//!   ([`Delta`]), or a snapshot when the member is behind that window ([`plan_push`]);
+//!   the member replays them into its copy ([`FollowedRegistry`]).
 //! - [`chase`] decides where a request that must reach the leader goes next, when to pause
 //!   and when to give up ([`LeaderChase`]); every proposal and linearizable read, on a voter
 //!   or (in the node crate) on a node without one, follows it.
@@ -77,6 +81,7 @@
 pub mod chase;
 mod consensus;
 pub mod disk;
+pub mod feed;
 pub mod memory;
 pub mod network;
 pub mod registry;
@@ -87,7 +92,10 @@ pub mod types;
 
 pub use chase::{ChaseError, LeaderChase};
 pub use consensus::{Consensus, ConsensusError, RaftSettings, RaftStatus, Role};
-pub use disk::{Disk, SimDisk, SimDiskStats};
+pub use disk::{Disk, Failpoint, SimDisk, SimDiskStats};
+pub use feed::{
+    Delta, DeltaDecodeError, FollowedRegistry, Push, Receipt, RecentEntries, plan_push,
+};
 pub use memory::{MemRouter, MemTransport};
 pub use network::{NetworkFactory, RaftTransport, TransportError};
 pub use registry::{Binding, Command, LockGrant, Outcome, Registry, SnapshotDecodeError};

@@ -29,6 +29,7 @@ use serde::de::DeserializeOwned;
 use tokio::sync::{oneshot, watch};
 
 use crate::disk::Disk;
+use crate::feed::{DEFAULT_WINDOW, RecentEntries};
 use crate::registry::{Outcome, Registry, SnapshotDecodeError};
 use crate::types::{Node, RaftId, TypeConfig};
 
@@ -448,6 +449,8 @@ pub struct AppliedState {
     pub membership: StoredMembership<RaftId, Node>,
     /// The registry.
     pub registry: Registry,
+    /// The commands of the latest applied entries, for members that follow by deltas.
+    pub recent: RecentEntries,
 }
 
 /// The stored form of the last snapshot.
@@ -482,6 +485,10 @@ impl StateMachineStore {
                 last_applied: snap.meta.last_log_id,
                 membership: snap.meta.last_membership,
                 registry: Registry::from_bytes(&snap.data)?,
+                recent: RecentEntries::new(
+                    DEFAULT_WINDOW,
+                    snap.meta.last_log_id.map_or(0, |l| l.index),
+                ),
             };
         }
         let applied = state.last_applied.map_or(0, |l| l.index);
@@ -582,6 +589,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 EntryPayload::Blank => out.push(Outcome::Noop),
                 EntryPayload::Normal(cmd) => {
                     out.push(state.registry.apply(entry.log_id.index, &cmd));
+                    state.recent.record(entry.log_id.index, cmd);
                 }
                 EntryPayload::Membership(m) => {
                     state.membership = StoredMembership::new(Some(entry.log_id), m);
@@ -631,11 +639,16 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 &e,
             )
         })?;
-        *self.write() = AppliedState {
+        let mut state = self.write();
+        let mut recent = std::mem::take(&mut state.recent);
+        recent.reset(meta.last_log_id.map_or(0, |l| l.index));
+        *state = AppliedState {
             last_applied: meta.last_log_id,
             membership: meta.last_membership.clone(),
             registry,
+            recent,
         };
+        drop(state);
         self.publish_applied(meta.last_log_id);
         Ok(())
     }
@@ -650,3 +663,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         }))
     }
 }
+
+#[cfg(test)]
+#[path = "store_crash_tests.rs"]
+mod crash_tests;

@@ -21,7 +21,8 @@ use std::time::Duration;
 
 use atoll_cluster::transport::{Faults, MemNetwork};
 use atoll_cluster::{
-    ConsensusConfig, MemberState, MembershipConfig, Node, NodeConfig, StartError, SwimConfig,
+    ConsensusConfig, MemberState, MembershipConfig, Node, NodeConfig, SplitBrainPolicy, StartError,
+    SwimConfig,
 };
 use atoll_core::{NodeId, SplitMix64};
 use atoll_net::{NodeIdentity, SharedIdentity};
@@ -80,6 +81,8 @@ pub struct ClusterSpec {
     pub voters: usize,
     /// Membership settings.
     pub swim: SwimConfig,
+    /// Which side of a partition downs the other.
+    pub split_brain: SplitBrainPolicy,
     /// Network faults from the start.
     pub faults: Faults,
 }
@@ -91,8 +94,15 @@ impl ClusterSpec {
             nodes,
             voters: nodes.min(3),
             swim: SwimConfig::default(),
+            split_brain: SplitBrainPolicy::Off,
             faults: Faults::default(),
         }
+    }
+
+    /// With this split-brain policy on every node.
+    pub fn with_split_brain(mut self, policy: SplitBrainPolicy) -> Self {
+        self.split_brain = policy;
+        self
     }
 
     /// With `voters` Raft voters (0: no consensus).
@@ -207,7 +217,9 @@ impl SimCluster {
         let mut config = NodeConfig::with_shared_identity(&m.name, m.addr, key, &self.tls)
             .map_err(|e| SimError::Tls(e.to_string()))?
             .with_membership(
-                MembershipConfig::new([self.machines[0].addr]).with_swim(self.spec.swim.clone()),
+                MembershipConfig::new([self.machines[0].addr])
+                    .with_swim(self.spec.swim.clone())
+                    .with_split_brain(self.spec.split_brain),
             );
         if !self.voters.is_empty() {
             config = config.with_consensus(ConsensusConfig::new(

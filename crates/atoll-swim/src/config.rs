@@ -4,6 +4,10 @@ use std::time::Duration;
 /// Bytes the membership envelope adds around a foca packet (version, kind, load summary).
 pub(crate) const ENVELOPE_OVERHEAD: usize = 24;
 
+/// A suspicion timeout that does not run out (a year) when membership does not down by
+/// itself.
+const NEVER: Duration = Duration::from_secs(365 * 24 * 3600);
+
 /// SWIM settings. The defaults are the product's: probe every second, wait 500 ms for a
 /// direct answer, ask 3 witnesses to probe indirectly, and declare a suspect unreachable after
 /// 5 s without a refutation.
@@ -25,6 +29,11 @@ pub struct SwimConfig {
     pub forget_down_after: Duration,
     /// How often a node with no live member (or still joining) retries its seeds.
     pub rejoin_interval: Duration,
+    /// Whether a suspect that does not refute within `suspect_timeout` is declared
+    /// unreachable by membership itself (true, the default). False leaves suspects suspect
+    /// until [`Membership::declare_down`](crate::Membership::declare_down) says otherwise: a
+    /// split-brain policy decides who is down.
+    pub auto_down: bool,
 }
 
 impl Default for SwimConfig {
@@ -38,6 +47,7 @@ impl Default for SwimConfig {
             max_transmissions: 10,
             forget_down_after: Duration::from_secs(3600),
             rejoin_interval: Duration::from_millis(2000),
+            auto_down: true,
         }
     }
 }
@@ -62,7 +72,12 @@ impl SwimConfig {
         c.probe_rtt = self.ping_timeout.min(self.probe_interval.mul_f32(0.9));
         c.num_indirect_probes = NonZeroUsize::new(self.indirect_probes.max(1)).expect("max(1)");
         c.max_transmissions = NonZeroU8::new(self.max_transmissions.max(1)).expect("max(1)");
-        c.suspect_to_down_after = self.suspect_timeout;
+        c.suspect_to_down_after = if self.auto_down {
+            self.suspect_timeout
+        } else {
+            // Never, in practice: someone else downs.
+            NEVER
+        };
         c.remove_down_after = Some(self.forget_down_after);
         c.max_packet_size =
             NonZeroUsize::new(self.max_datagram.saturating_sub(ENVELOPE_OVERHEAD).max(256))

@@ -32,6 +32,8 @@ const EARLY_EVENTS: usize = 1024;
 enum Command {
     Leave(oneshot::Sender<()>),
     Stop,
+    DeclareDown(NodeId),
+    FenceSelf,
 }
 
 struct Shared {
@@ -153,6 +155,17 @@ impl Swim {
         rx
     }
 
+    /// Declares `node` down now (see [`Membership::declare_down`]).
+    pub fn declare_down(&self, node: NodeId) {
+        let _ = self.commands.send(Command::DeclareDown(node));
+    }
+
+    /// Downs this node itself: it is fenced and rejoins as a new generation (see
+    /// [`Membership::fence_self`]).
+    pub fn fence_self(&self) {
+        let _ = self.commands.send(Command::FenceSelf);
+    }
+
     /// Leaves gracefully (every live member is told directly) and stops the driver.
     pub async fn leave(&self) {
         let (tx, rx) = oneshot::channel();
@@ -205,6 +218,8 @@ impl<T: Transport> Driver<T> {
                         let _ = done.send(());
                         return;
                     }
+                    Some(Command::DeclareDown(node)) => self.step(|m| m.declare_down(now(), node)),
+                    Some(Command::FenceSelf) => self.step(|m| m.fence_self(now())),
                     Some(Command::Stop) | None => return,
                 },
                 datagram = self.inbound.recv() => match datagram {

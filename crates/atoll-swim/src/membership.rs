@@ -235,6 +235,9 @@ pub struct Membership {
     /// When each node was last asked directly (hint or fencing notice), to rate-limit.
     contacted: BTreeMap<NodeId, Instant>,
     seeds: Vec<SocketAddr>,
+    /// Members to reach again after this node fenced itself (their addresses), until they
+    /// are active again.
+    reach_again: BTreeMap<NodeId, SocketAddr>,
     load: Load,
     timers: BinaryHeap<Reverse<Scheduled>>,
     seq: u64,
@@ -278,6 +281,7 @@ impl Membership {
             departed: BTreeSet::new(),
             contacted: BTreeMap::new(),
             seeds: Vec::new(),
+            reach_again: BTreeMap::new(),
             load: Load::default(),
             timers: BinaryHeap::new(),
             seq: 0,
@@ -438,7 +442,28 @@ impl Membership {
         {
             m.load = Some(status.load);
         }
+        self.tell_suspected(now, &src);
         Ok(())
+    }
+
+    /// A member we suspect talks to us on its own connection: tell it, so that it refutes.
+    /// The gossip that spread the suspicion may have run out of transmissions while the two
+    /// could not reach each other (a short partition), and without a refutation the
+    /// suspicion would stand until the member is declared down.
+    fn tell_suspected(&mut self, now: Instant, src: &Identity) {
+        let Some(incarnation) = self
+            .foca
+            .iter_membership_state()
+            .find(|m| m.id() == src && m.state() == State::Suspect)
+            .map(|m| m.incarnation())
+        else {
+            return;
+        };
+        if self.recently_contacted(now, src.node) {
+            return;
+        }
+        let suspicion = foca::Member::new(src.clone(), incarnation, State::Suspect);
+        self.send_crafted(src.clone(), Message::Gossip, vec![suspicion]);
     }
 
     /// Whether this node accepts being declared down by `other` (a node it holds down too).
@@ -631,6 +656,12 @@ impl Membership {
             return;
         }
         self.forget_old(now);
+        let view = &self.view;
+        self.reach_again.retain(|node, _| {
+            view.get(node)
+                .is_none_or(|m| m.state != MemberState::Active)
+        });
+        self.dials.extend(self.reach_again.values().copied());
         let alone = self.foca.num_members() == 0;
         if self.state == MemberState::Joining || alone {
             self.dials.extend(self.seeds.iter().copied());
@@ -716,16 +747,56 @@ impl Membership {
             match note {
                 Note::Active => self.become_active(),
                 Note::Idle => {}
-                Note::Defunct if !self.left_cluster => self.rejoin_as_new_generation(now),
+                Note::Defunct if !self.left_cluster => self.rejoin_as_new_generation(now, false),
                 Note::Defunct => {}
             }
         }
     }
 
+    /// Declares `node` down now, as a suspect timeout would have (for a split-brain policy
+    /// that decided so; see [`SwimConfig::auto_down`]). Nothing if it is not live.
+    pub fn declare_down(&mut self, now: Instant, node: NodeId) {
+        if self.left_cluster {
+            return;
+        }
+        let Some(target) = self
+            .foca
+            .iter_membership_state()
+            .find(|m| m.id().node == node && m.state() != State::Down)
+            .map(|m| (m.id().clone(), m.incarnation()))
+        else {
+            return;
+        };
+        tracing::debug!(member = %node, generation = target.0.generation, "declared down");
+        let mut io = FocaIo::default();
+        let verdict = foca::Member::new(target.0, target.1, State::Down);
+        let _ = self
+            .foca
+            .apply_many(std::iter::once(verdict), true, &mut io);
+        self.absorb(now, io);
+    }
+
+    /// This node downs itself (its side of a partition lost): it stops acting for its
+    /// generation (a [`MemberEvent::Fenced`]) and continues as the next one, knowing only
+    /// the members it still hears from, so that it never holds the others down; it dials
+    /// the others every `rejoin_interval` until they are active again.
+    pub fn fence_self(&mut self, now: Instant) {
+        if self.left_cluster {
+            return;
+        }
+        self.reach_again = self
+            .view
+            .values()
+            .filter(|m| m.state != MemberState::Active && m.state != MemberState::Left)
+            .map(|m| (m.identity.node, m.identity.addr))
+            .collect();
+        self.rejoin_as_new_generation(now, true);
+    }
+
     /// Called when the cluster declared this node down: a fresh foca under the next
-    /// generation, knowing the members that were live, announcing itself to them and to the
-    /// seeds.
-    fn rejoin_as_new_generation(&mut self, now: Instant) {
+    /// generation, knowing the members that were live (only the active ones when
+    /// `active_only`), announcing itself to them and to the seeds.
+    fn rejoin_as_new_generation(&mut self, now: Instant, active_only: bool) {
         let old = self.identity().clone();
         let new = Identity {
             generation: old.generation + 1,
@@ -742,7 +813,13 @@ impl Membership {
         let live: Vec<foca::Member<Identity>> = self
             .view
             .values()
-            .filter(|m| m.state.is_live())
+            .filter(|m| {
+                if active_only {
+                    m.state == MemberState::Active
+                } else {
+                    m.state.is_live()
+                }
+            })
             .map(|m| foca::Member::new(m.identity.clone(), m.incarnation, State::Alive))
             .collect();
         let mut io = FocaIo::default();
@@ -847,6 +924,9 @@ impl Membership {
                 }
                 events.push_back(e);
             }
+        }
+        if !self.config.auto_down {
+            return;
         }
         for (id, incarnation) in suspicions {
             let at = now + self.config.suspect_timeout;

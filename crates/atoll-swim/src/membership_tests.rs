@@ -7,6 +7,8 @@ use std::time::{Duration, Instant};
 use atoll_core::NodeId;
 use foca::{Header, Message, State};
 
+use std::collections::HashSet;
+
 use super::*;
 use crate::identity::MemberMeta;
 use crate::packet::{FocaPacket, Status, seal};
@@ -27,14 +29,20 @@ struct Bench {
     nodes: Vec<Membership>,
     /// Node ids (by index) whose traffic is dropped.
     dead: Vec<bool>,
+    /// Pairs (by index, lower first) whose traffic is dropped both ways.
+    cut: HashSet<(usize, usize)>,
 }
 
 impl Bench {
     fn new(n: u8) -> Bench {
+        Bench::with_config(n, SwimConfig::default())
+    }
+
+    fn with_config(n: u8, config: SwimConfig) -> Bench {
         let now = Instant::now();
         let mut nodes = Vec::new();
         for i in 0..n {
-            let mut m = Membership::new(ident(i + 1, 1), SwimConfig::default(), u64::from(i));
+            let mut m = Membership::new(ident(i + 1, 1), config.clone(), u64::from(i));
             let seeds: Vec<SocketAddr> = if i == 0 {
                 vec![]
             } else {
@@ -47,6 +55,7 @@ impl Bench {
             now,
             nodes,
             dead: vec![false; usize::from(n)],
+            cut: HashSet::new(),
         };
         bench.pump();
         bench
@@ -67,7 +76,7 @@ impl Bench {
                         .nodes
                         .iter()
                         .position(|m| m.identity().addr == addr)
-                        .filter(|j| !self.dead[*j])
+                        .filter(|j| !self.dead[*j] && !self.is_cut(i, *j))
                         .map(|j| self.nodes[j].identity().node);
                     self.nodes[i].dial_result(self.now, addr, who);
                 }
@@ -77,7 +86,10 @@ impl Bench {
                     if self.dead[i] {
                         continue;
                     }
-                    if let Some(j) = self.index(t.to.node).filter(|j| !self.dead[*j]) {
+                    if let Some(j) = self
+                        .index(t.to.node)
+                        .filter(|j| !self.dead[*j] && !self.is_cut(i, *j))
+                    {
                         let _ = self.nodes[j].handle_datagram(self.now, from, &t.payload);
                     }
                 }
@@ -98,6 +110,19 @@ impl Bench {
                 m.handle_timeout(self.now);
             }
             self.pump();
+        }
+    }
+
+    fn is_cut(&self, a: usize, b: usize) -> bool {
+        self.cut.contains(&(a.min(b), a.max(b)))
+    }
+
+    /// Cuts every link between `a` and `b`.
+    fn partition(&mut self, a: &[usize], b: &[usize]) {
+        for &x in a {
+            for &y in b {
+                self.cut.insert((x.min(y), x.max(y)));
+            }
         }
     }
 
@@ -355,5 +380,104 @@ fn a_refuted_suspicion_never_fences_the_member() {
         );
         assert_eq!(b.nodes[i].identity().generation, 1);
         assert_eq!(b.state(i, 1 - i), Some(MemberState::Active));
+    }
+}
+
+#[test]
+fn without_auto_down_a_partition_leaves_suspects_until_someone_decides() {
+    let config = SwimConfig {
+        auto_down: false,
+        ..SwimConfig::default()
+    };
+    let mut b = Bench::with_config(5, config);
+    b.advance(Duration::from_secs(2));
+    b.partition(&[0, 1], &[2, 3, 4]);
+    b.advance(Duration::from_secs(30));
+    for (observer, target) in [(0, 2), (1, 4), (2, 0), (4, 1)] {
+        assert_eq!(
+            b.state(observer, target),
+            Some(MemberState::Suspect),
+            "{observer} about {target}"
+        );
+    }
+    for i in 0..5 {
+        b.events(i);
+    }
+    // The majority downs the minority, and the minority fences itself.
+    for i in 2..5 {
+        for lost in [0, 1] {
+            let node = b.nodes[lost].identity().node;
+            b.nodes[i].declare_down(b.now, node);
+        }
+    }
+    for i in [0, 1] {
+        b.nodes[i].fence_self(b.now);
+    }
+    b.advance(Duration::from_secs(3));
+    for i in 2..5 {
+        for lost in [0, 1] {
+            assert_eq!(b.state(i, lost), Some(MemberState::Unreachable));
+        }
+    }
+    for i in [0, 1] {
+        let events = b.events(i);
+        assert!(
+            events.iter().any(|e| matches!(e, MemberEvent::Fenced { old, new } if old.generation == 1 && new.generation == 2)),
+            "{events:?}"
+        );
+        // The fenced side does not hold the majority down.
+        for j in 2..5 {
+            assert_ne!(b.state(i, j), Some(MemberState::Unreachable));
+        }
+    }
+    // Healed: the fenced nodes reach the majority again as generation 2, and nobody on
+    // the majority side is fenced.
+    b.cut.clear();
+    b.advance(Duration::from_secs(10));
+    for i in 0..5 {
+        let events = b.events(i);
+        if i >= 2 {
+            assert!(
+                !events
+                    .iter()
+                    .any(|e| matches!(e, MemberEvent::Fenced { .. })),
+                "node {i}: {events:?}"
+            );
+            assert_eq!(b.nodes[i].identity().generation, 1);
+        }
+        for j in 0..5 {
+            if i != j {
+                let m = b.nodes[i].member(b.nodes[j].identity().node).unwrap();
+                let generation = if j < 2 { 2 } else { 1 };
+                assert_eq!(
+                    (m.identity.generation, m.state),
+                    (generation, MemberState::Active),
+                    "{i} about {j}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn a_suspicion_outlived_by_its_gossip_is_still_refuted_after_a_short_partition() {
+    let mut b = Bench::new(5);
+    b.advance(Duration::from_secs(2));
+    // Shorter than the suspect timeout, long enough for probes to fail and the suspicion
+    // gossip to run out of transmissions on the side that holds it.
+    b.partition(&[0, 1], &[2, 3, 4]);
+    b.advance(Duration::from_secs(3));
+    assert!(
+        (2..5).any(|i| b.state(i, 0) == Some(MemberState::Suspect)
+            || b.state(i, 1) == Some(MemberState::Suspect)),
+        "nobody suspected anyone"
+    );
+    b.cut.clear();
+    b.advance(Duration::from_secs(10));
+    for i in 0..5 {
+        assert_eq!(b.nodes[i].identity().generation, 1, "node {i} was fenced");
+        for j in (0..5).filter(|&j| j != i) {
+            assert_eq!(b.state(i, j), Some(MemberState::Active), "{i} about {j}");
+        }
     }
 }

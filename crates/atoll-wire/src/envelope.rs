@@ -34,6 +34,16 @@ pub enum Control {
     /// Cluster data gossip (the process table and service registry), encoded by the
     /// node's data plane; its own decoder checks it.
     Data(#[serde(with = "serde_bytes")] Vec<u8>),
+    /// The registry entries a Raft voter applied since the index the receiver holds: how
+    /// members follow the registry without a whole [`Control::Registry`] per change.
+    RegistryDelta(RegistryDelta),
+    /// Sent to a voter: the registry index the sender holds (when it connects, or when a
+    /// delta did not follow on from what it holds). The voter answers with the entries
+    /// since then, or a whole registry if it no longer has them.
+    RegistryAt {
+        /// The index of the registry the sender resolves from (0: none).
+        applied: u64,
+    },
 }
 
 /// What a node tells its peers about its own process-group members. A receiver accepts
@@ -71,6 +81,20 @@ pub struct RegistryView {
     /// The registry, encoded by the consensus crate (versioned, opaque here).
     #[serde(with = "serde_bytes")]
     pub snapshot: Vec<u8>,
+}
+
+/// Registry entries a Raft voter applied after `base` up to `upto`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegistryDelta {
+    /// The index the receiver must hold at least to apply it.
+    pub base: u64,
+    /// The voter's applied index: what the receiver holds after applying it.
+    pub upto: u64,
+    /// The Raft leader the sender knows of (a Raft id), a hint for where to propose.
+    pub leader: Option<u64>,
+    /// The entries, encoded by the consensus crate (opaque here).
+    #[serde(with = "serde_bytes")]
+    pub entries: Vec<u8>,
 }
 
 /// A node introducing itself on a new connection.

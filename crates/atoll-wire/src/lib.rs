@@ -26,8 +26,8 @@ mod frame;
 pub use atoll_core::{ExitKind, Signal};
 pub use envelope::{Control, Data, DataRef, GroupMessage, LockWait};
 pub use envelope::{
-    Hello, ProcessInfoWire, RegistryGossip, RegistryView, RemoteError, Request, Response,
-    StatusWire,
+    Hello, ProcessInfoWire, RegistryDelta, RegistryGossip, RegistryView, RemoteError, Request,
+    Response, StatusWire,
 };
 pub use frame::{
     DecodeError, EncodeError, FrameDecoder, FrameError, HEADER_LEN, WIRE_VERSION, decode,

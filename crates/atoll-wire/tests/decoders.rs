@@ -123,6 +123,21 @@ fn control() -> impl Strategy<Value = Control> {
             ),
         Just(Control::Kept),
         prop::collection::vec(any::<u8>(), 0..64).prop_map(Control::Data),
+        (
+            any::<u64>(),
+            any::<u64>(),
+            any::<Option<u64>>(),
+            prop::collection::vec(any::<u8>(), 0..64)
+        )
+            .prop_map(|(base, upto, leader, entries)| Control::RegistryDelta(
+                RegistryDelta {
+                    base,
+                    upto,
+                    leader,
+                    entries,
+                }
+            )),
+        any::<u64>().prop_map(|applied| Control::RegistryAt { applied }),
     ]
 }
 

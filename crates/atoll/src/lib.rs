@@ -35,8 +35,8 @@ pub use atoll_cluster::{
     GroupJoinError, IdentityError, Load, LockError, LockGuard, MAX_NAME_LEN, METRICS_CONTENT_TYPE,
     Member, MemberEvent, MemberIdentity, MemberMeta, MemberState, MembershipConfig, NameError,
     NameLost, Node, NodeConfig, NodeStatus, PeerAddress, PeerAddressError, PeerInfo, RaftRole,
-    RaftStatus, RemoteNode, RpcError, StartError, Swim, SwimConfig, SwimStats, WeakNode, builtin,
-    chat, render_metrics,
+    RaftStatus, RegistryFeedStats, RegistryPush, RemoteNode, RpcError, StartError, Swim,
+    SwimConfig, SwimStats, WeakNode, builtin, chat, render_metrics,
 };
 pub use atoll_cluster::{
     DataConfig, DataSettings, DataStats, HashRing, ProcessAdvertisement, ServiceAdvertisement,

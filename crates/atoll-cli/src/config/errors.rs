@@ -17,6 +17,7 @@ fn toml_key(setting: Setting) -> &'static str {
         Setting::PingTimeout => "cluster.swim.ping_timeout_ms",
         Setting::SuspectTimeout => "cluster.swim.suspect_timeout_ms",
         Setting::IndirectProbes => "cluster.swim.indirect_probes",
+        Setting::SplitBrainWindow => "cluster.split_brain.window_ms",
         Setting::HeartbeatInterval => "consensus.heartbeat_interval_ms",
         Setting::ElectionTimeoutMin => "consensus.election_timeout_min_ms",
         Setting::ElectionTimeoutMax => "consensus.election_timeout_max_ms",

@@ -5,11 +5,15 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use atoll_cluster::{ConsensusConfig, MembershipConfig, SwimConfig};
+use atoll_cluster::{ConsensusConfig, MembershipConfig, SplitBrainPolicy, SwimConfig};
 use atoll_core::NodeId;
 
-use super::{RawCluster, RawConsensus};
+use super::{RawCluster, RawConsensus, SplitBrainMode};
 use crate::error::Error;
+
+/// The keep-majority window unless `window_ms` says otherwise: twice SWIM's default
+/// suspect timeout.
+const DEFAULT_SPLIT_BRAIN_WINDOW: Duration = Duration::from_secs(10);
 
 /// The `[cluster]` table as membership settings (seeds and `advertise` resolved).
 pub(super) fn membership(
@@ -44,11 +48,18 @@ pub(super) fn membership(
             }),
         ..defaults
     };
+    let split_brain = match raw.split_brain.policy {
+        SplitBrainMode::Off => SplitBrainPolicy::Off,
+        SplitBrainMode::KeepMajority => SplitBrainPolicy::KeepMajority {
+            window: millis(raw.split_brain.window_ms, DEFAULT_SPLIT_BRAIN_WINDOW),
+        },
+    };
     Ok(MembershipConfig {
         seeds,
         advertise,
         ..MembershipConfig::new([])
             .with_swim(swim)
+            .with_split_brain(split_brain)
             .with_roles(raw.roles.iter().cloned())
             .with_capabilities(raw.capabilities.iter().cloned())
     })

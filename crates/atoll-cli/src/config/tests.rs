@@ -471,3 +471,38 @@ fn host_port() {
     assert!(!is_host_port("a:70000"));
     assert!(!is_host_port("a b:1"));
 }
+
+#[test]
+fn the_split_brain_table_names_a_policy_and_its_window() {
+    let cluster = |table: &str| {
+        parse(&format!("{GOOD}{CLUSTER}{table}"))
+            .unwrap()
+            .membership
+            .unwrap()
+            .split_brain
+    };
+    assert_eq!(cluster(""), atoll_cluster::SplitBrainPolicy::Off);
+    assert_eq!(
+        cluster("\n[cluster.split_brain]\npolicy = \"keep-majority\"\n"),
+        atoll_cluster::SplitBrainPolicy::KeepMajority {
+            window: Duration::from_secs(10)
+        }
+    );
+    assert_eq!(
+        cluster("\n[cluster.split_brain]\npolicy = \"keep-majority\"\nwindow_ms = 2500\n"),
+        atoll_cluster::SplitBrainPolicy::KeepMajority {
+            window: Duration::from_millis(2500)
+        }
+    );
+    let e = err(&format!(
+        "{GOOD}{CLUSTER}\n[cluster.split_brain]\npolicy = \"keep-minority\"\n"
+    ));
+    assert!(e.contains("field \"cluster.split_brain.policy\""), "{e}");
+    let e = err(&format!(
+        "{GOOD}{CLUSTER}\n[cluster.split_brain]\npolicy = \"keep-majority\"\nwindow_ms = 0\n"
+    ));
+    assert!(
+        e.contains("field \"cluster.split_brain.window_ms\": 0 is not between"),
+        "{e}"
+    );
+}

@@ -81,6 +81,8 @@ async fn control_loop(weak: Weak<Inner>, peer: Arc<Peer>, mut reader: FrameReade
                 });
             }
             Control::Registry(view) => naming::learn_view(&inner, peer.id, view),
+            Control::RegistryDelta(delta) => naming::learn_delta(&inner, &peer, delta),
+            Control::RegistryAt { applied } => naming::peer_holds(&inner, peer.id, applied),
             Control::Data(bytes) => super::data::receive(&inner, peer.id, &bytes),
             Control::Groups(message) => {
                 let applied = inner

@@ -3,11 +3,13 @@
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use atoll_actor::Actor;
 use atoll_core::Pid;
 use atoll_raft::Command;
 use atoll_wire::Control;
+use tokio::sync::watch;
 use tracing::warn;
 
 use super::{Inner, Node};
@@ -17,19 +19,44 @@ use crate::protocol::fence::{Fence, FenceAction, FenceNotice, Holdings};
 /// How a process that asked hears that its node was fenced.
 type NoticeSink = Arc<dyn Fn(FenceNotice) + Send + Sync>;
 
-/// The processes that asked to be told ([`Node::notify_fenced`]).
-#[derive(Default)]
+/// The processes that asked to be told ([`Node::notify_fenced`]), and the fencings whose
+/// releases are still under way.
 pub(super) struct FenceSinks {
     sinks: Mutex<BTreeMap<Pid, NoticeSink>>,
+    /// Fencings whose releases through consensus are not all applied yet.
+    releasing: watch::Sender<usize>,
+}
+
+impl Default for FenceSinks {
+    fn default() -> Self {
+        FenceSinks {
+            sinks: Mutex::default(),
+            releasing: watch::channel(0).0,
+        }
+    }
+}
+
+/// Waits up to `limit` until the releases of every fencing so far are applied: a name
+/// claimed again before them could be dropped by the release of the old claim (an
+/// unregistration names the process, not the claim). False if they were not.
+pub(in crate::node) async fn releases_applied(inner: &Inner, limit: Duration) -> bool {
+    let mut pending = inner.fence_sinks.releasing.subscribe();
+    matches!(
+        tokio::time::timeout(limit, pending.wait_for(|n| *n == 0)).await,
+        Ok(Ok(_))
+    )
 }
 
 impl Node {
     /// Asks that the local process `pid` receive a [`FenceNotice`] when this node learns
     /// that the cluster declared it down while `pid` held Consistent or Strong names, locks
-    /// or group memberships. By then the node has already dropped them (released the names
-    /// and locks, marked their [`LockGuard`](super::LockGuard)s lost, left the groups); the
-    /// process may claim them again once the node has rejoined. Processes that did not ask
-    /// lose them all the same, without a message.
+    /// or group memberships. By then the node has already dropped them locally (marked
+    /// their [`LockGuard`](super::LockGuard)s lost, left the groups) and queued the release
+    /// of the names and locks through consensus; the process may claim them again (a
+    /// Consistent or Strong registration from this node waits for those releases first,
+    /// failing with [`NameError::Fencing`] if they are not applied within the consensus
+    /// request timeout). Processes that did not ask lose them all the same, without a
+    /// message.
     pub fn notify_fenced<A: Actor>(&self, pid: Pid) -> Result<(), NameError>
     where
         A::Msg: From<FenceNotice>,
@@ -79,11 +106,13 @@ fn holdings(inner: &Inner) -> Holdings {
     h
 }
 
-/// This node's generation `old` was declared down; it rejoins as `new`. Drops what it held
-/// before the rejoin is announced to anyone listening: its lock guards report the loss and
-/// its processes leave their groups at once; the names and locks are released through
-/// consensus in the background, and only then is each process that asked told, so that a
-/// process claiming a name again on the notice never races the release of its old claim.
+/// This node's generation `old` was declared down (or it downed itself); it rejoins as
+/// `new`. Drops what it held before the rejoin is announced to anyone listening: its lock
+/// guards report the loss and its processes leave their groups at once, and each process
+/// that asked is told at once; the names and locks are released through consensus in the
+/// background (cut off from a quorum, that waits for the heal), and registrations from this
+/// node wait for them, so that a name claimed again on the notice never races the release
+/// of its old claim.
 pub(super) fn fence(inner: &Arc<Inner>, state: &mut Fence, old: u64, new: u64) {
     let actions = state.on_fenced(old, new, &holdings(inner));
     if actions.is_empty() {
@@ -112,17 +141,25 @@ pub(super) fn fence(inner: &Arc<Inner>, state: &mut Fence, old: u64, new: u64) {
             FenceAction::Tell { pid, notice } => notices.push((pid, notice)),
         }
     }
-    let weak = Arc::downgrade(inner);
-    tokio::spawn(async move {
-        for command in releases {
-            super::naming::propose_until_applied(weak.clone(), command).await;
-        }
-        let Some(inner) = weak.upgrade() else { return };
-        for (pid, notice) in notices {
-            let sink = lock(&inner.fence_sinks.sinks).get(&pid).cloned();
-            if let Some(sink) = sink {
-                sink(notice);
+    if !releases.is_empty() {
+        inner.fence_sinks.releasing.send_modify(|n| *n += 1);
+        let weak = Arc::downgrade(inner);
+        tokio::spawn(async move {
+            for command in releases {
+                super::naming::propose_until_applied(weak.clone(), command).await;
             }
+            if let Some(inner) = weak.upgrade() {
+                inner
+                    .fence_sinks
+                    .releasing
+                    .send_modify(|n| *n = n.saturating_sub(1));
+            }
+        });
+    }
+    for (pid, notice) in notices {
+        let sink = lock(&inner.fence_sinks.sinks).get(&pid).cloned();
+        if let Some(sink) = sink {
+            sink(notice);
         }
-    });
+    }
 }

@@ -21,6 +21,7 @@ use super::{Inner, NodeIdHash};
 use crate::config::MembershipConfig;
 use crate::error::{ConnectError, StartError};
 use crate::protocol::fence::Fence;
+use crate::protocol::split_brain::SplitBrainPolicy;
 
 /// Membership datagrams that wait unread before more are dropped.
 const INBOUND_CAPACITY: usize = 4096;
@@ -55,7 +56,16 @@ pub(super) fn start(
     let generation = me.generation;
     let seed = inner.seed ^ generation;
     let probe_interval = settings.swim.probe_interval;
-    let membership = Membership::new(me, settings.swim, seed);
+    let mut swim_config = settings.swim;
+    let window = match settings.split_brain {
+        SplitBrainPolicy::Off => None,
+        SplitBrainPolicy::KeepMajority { window } => {
+            // The policy decides who is down, not the suspect timeout.
+            swim_config.auto_down = false;
+            Some(window)
+        }
+    };
+    let membership = Membership::new(me, swim_config, seed);
     let inbound = inner.datagram_receiver(INBOUND_CAPACITY);
     let transport = Arc::new(SwimTransport {
         inner: Arc::downgrade(inner),
@@ -68,6 +78,9 @@ pub(super) fn start(
     let _ = inner.swim.set(swim);
     tokio::spawn(apply_events(Arc::downgrade(inner), events));
     tokio::spawn(report_load(Arc::downgrade(inner), probe_interval));
+    if let Some(window) = window {
+        tokio::spawn(super::split_brain::run(Arc::downgrade(inner), window));
+    }
     info!(node = %inner.name, generation, %addr, "membership started");
     Ok(())
 }

@@ -37,6 +37,7 @@ use crate::peer::Peer;
 use crate::protocol::release::{LostSince, Standing, orphans, releases};
 pub use api::LockGuard;
 pub(in crate::node) use release::*;
+pub use view::RegistryFeedStats;
 pub(in crate::node) use view::*;
 pub(in crate::node) use voters::*;
 pub(in crate::node) use waits::*;
@@ -67,8 +68,10 @@ pub(super) struct Naming {
     directory: Arc<Directory>,
     /// This node's Raft voter, once started; `None` on a non-voter.
     raft: Option<watch::Sender<RaftState>>,
-    /// The newest registry pushed by a voter (what a non-voter resolves from).
-    view: RwLock<(u64, Registry)>,
+    /// The registry copy voters keep up to date (what a non-voter resolves from).
+    view: RwLock<atoll_raft::FollowedRegistry>,
+    /// Registry pushes: what peers hold (on a voter) and counters.
+    feed: Feed,
     /// The index of `view`, announced whenever it changes.
     view_changed: watch::Sender<u64>,
     /// The voter believed to lead, as a Raft id (0: unknown).
@@ -131,13 +134,23 @@ impl Naming {
                 dials: Mutex::default(),
             }),
             raft: is_voter.then(|| watch::channel(RaftState::Starting).0),
-            view: RwLock::new((0, Registry::new())),
+            view: RwLock::default(),
+            feed: Feed::default(),
             view_changed: watch::channel(0).0,
             leader: AtomicU64::new(0),
             watched: Mutex::default(),
             lost: Mutex::default(),
             guards: Mutex::default(),
         }
+    }
+
+    /// The nodes that run the Raft voters.
+    pub(super) fn voter_nodes(&self) -> std::collections::BTreeSet<NodeId> {
+        self.directory
+            .voters
+            .values()
+            .map(|(node, _)| *node)
+            .collect()
     }
 
     /// The consensus names and locks processes of node `me` hold as far as this node
@@ -253,7 +266,7 @@ impl Naming {
             return c.read_registry(|index, r| f(index.unwrap_or(0), r));
         }
         let view = self.view.read().unwrap_or_else(|e| e.into_inner());
-        f(view.0, &view.1)
+        f(view.index, &view.registry)
     }
 
     /// Like [`Self::read_indexed`], without the index.
@@ -266,7 +279,7 @@ impl Naming {
             return c.whereis(name).map(|b| b.pid);
         }
         let view = self.view.read().unwrap_or_else(|e| e.into_inner());
-        view.1.whereis(name).map(|b| b.pid)
+        view.registry.whereis(name).map(|b| b.pid)
     }
 
     pub(super) fn lock_grant(&self, name: &str) -> Option<LockGrant> {
@@ -356,6 +369,11 @@ impl Naming {
         }
     }
 
+    /// How this node's registry pushes went.
+    pub(super) fn feed_stats(&self) -> RegistryFeedStats {
+        self.feed.stats()
+    }
+
     fn leader_hint(&self) -> Option<RaftId> {
         if let Some(c) = self.ready() {
             return c.leader_hint();
@@ -392,6 +410,7 @@ pub(super) fn start(inner: &Arc<Inner>) {
         election_timeout_min: config.election_timeout_min,
         election_timeout_max: config.election_timeout_max,
         request_timeout: config.request_timeout,
+        delta_window: config.delta_window,
     };
     let transport = NodeTransport {
         inner: weak.clone(),

@@ -11,6 +11,7 @@
 //! - [`incarnation`]: incarnation numbers that grow across restarts;
 //! - [`release`]: which consensus names and locks to release when processes exit, nodes
 //!   are lost or restart;
+//! - [`split_brain`]: which side of a gossip-plane partition downs the other;
 //! - process groups live in [`crate::groups`].
 
 pub mod backoff;
@@ -21,3 +22,4 @@ pub mod fence;
 pub mod incarnation;
 pub mod release;
 pub mod routes;
+pub mod split_brain;

@@ -144,11 +144,18 @@ impl Host {
 
     /// Stops the node gracefully: its grain service deactivates every activation (saving
     /// state, releasing claims), then the node leaves the cluster and shuts down.
-    pub fn stop(mut self) {
+    pub fn stop(self) {
+        self.stop_with(true);
+    }
+
+    /// Stops the node gracefully, first stopping its grain service (`grains`) or not.
+    pub fn stop_with(mut self, grains_first: bool) {
         if let (Some(rt), Some(node)) = (self.rt.take(), self.node.take()) {
             let grains = self.grains.clone();
             rt.block_on(async move {
-                grains.shutdown().await;
+                if grains_first {
+                    grains.shutdown().await;
+                }
                 node.shutdown(Duration::from_secs(2)).await;
             });
             rt.shutdown_background();
@@ -184,8 +191,18 @@ impl Setup {
     /// Stops every node gracefully, then starts them all again from their directories,
     /// waiting as [`start_cluster`] does.
     pub fn restart_all(&mut self, grains: impl Fn(usize, &std::path::Path) -> GrainsConfig) {
+        self.restart_all_with(true, grains);
+    }
+
+    /// Like [`Self::restart_all`], stopping the grain services first or leaving them to
+    /// the nodes' shutdown.
+    pub fn restart_all_with(
+        &mut self,
+        grains_first: bool,
+        grains: impl Fn(usize, &std::path::Path) -> GrainsConfig,
+    ) {
         for host in self.hosts.drain(..) {
-            host.stop();
+            host.stop_with(grains_first);
         }
         for (i, config) in self.configs.iter().enumerate() {
             let node_dir = self.dir.path().join(format!("n{i}-grains"));

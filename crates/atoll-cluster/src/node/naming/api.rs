@@ -149,6 +149,10 @@ impl crate::node::Node {
                 let Some(naming) = self.naming() else {
                     return Err(NameError::NoConsensus);
                 };
+                if !crate::node::fence::releases_applied(inner, naming.config.request_timeout).await
+                {
+                    return Err(NameError::Fencing);
+                }
                 let command = Command::Register {
                     name: name.to_string(),
                     pid,
@@ -219,6 +223,13 @@ impl crate::node::Node {
             return Ok(self.unregister_global(name));
         }
         Ok(inner.rt.unregister(name))
+    }
+
+    /// How the registry pushes between this node and the voters went: what it sent as a
+    /// voter (deltas, whole registries, bytes) and what it received as a follower. Zero
+    /// without consensus.
+    pub fn registry_feed_stats(&self) -> RegistryFeedStats {
+        self.naming().map(Naming::feed_stats).unwrap_or_default()
     }
 
     /// The process holding `name`, resolved on this node without any network round trip:

@@ -100,7 +100,17 @@ pub(in crate::node) async fn release_orphans(weak: Weak<Inner>, every: Duration)
         }
         let Some(naming) = &inner.naming else { return };
         let creation = inner.rt.creation();
-        let orphans = naming.read(|r| orphans(inner.id, creation, r, |pid| inner.rt.is_alive(pid)));
+        // Many names may share an owner: ask the runtime once per process, not per name
+        // (the sweep holds the registry's read lock).
+        let alive = std::cell::RefCell::new(HashMap::<Pid, bool>::new());
+        let orphans = naming.read(|r| {
+            orphans(inner.id, creation, r, |pid| {
+                *alive
+                    .borrow_mut()
+                    .entry(pid)
+                    .or_insert_with(|| inner.rt.is_alive(pid))
+            })
+        });
         for command in orphans {
             match propose(&inner, command.clone()).await {
                 Ok(outcome) => {

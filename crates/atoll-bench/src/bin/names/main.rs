@@ -1,4 +1,5 @@
-//! Consensus naming and locks: `names [--quick]`.
+//! Consensus naming and locks: `names [--quick]`; names at scale (registry pushes to
+//! members): `names --names 100000 --members 16` (see `scale.rs`).
 //!
 //! Three voters run in this one process, each with its own durable redb store (every append
 //! and vote fsynced before it is acknowledged) in a temporary directory, talking through the
@@ -29,6 +30,8 @@ use atoll_raft::{
     Command, Consensus, MemRouter, MemTransport, Node, Outcome, RaftId, RaftSettings, Role,
     StoreStats, raft_id_of,
 };
+
+mod scale;
 
 type Voter = Consensus<MemTransport>;
 
@@ -254,7 +257,12 @@ fn redb_floor(dir: &Path, count: u64) -> Vec<u64> {
 }
 
 fn main() {
-    let quick = std::env::args().any(|a| a == "--quick");
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(scale) = scale::ScaleArgs::parse(&args) {
+        scale::run(&scale);
+        return;
+    }
+    let quick = args.iter().any(|a| a == "--quick");
     let (n_lat, run) = if quick {
         (200, Duration::from_secs(2))
     } else {

@@ -1,0 +1,241 @@
+//! What a chaos run records: every operation with when it was invoked and completed (one
+//! clock, the runner's, in milliseconds since the run started) and its typed outcome; every
+//! write the fenced resource saw; every fault with the clients it touched.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+
+/// How long before its `member unreachable` line was read a declaration may already have
+/// been acted on (the line and the release race).
+pub const DECLARATION_LEAD_MS: u64 = 500;
+
+/// What a client was asked to do.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Request {
+    /// Register a fresh local process under `name` in the Consistent scope.
+    Register {
+        /// The name.
+        name: String,
+    },
+    /// Release `name` if a process of the client holds it.
+    Unregister {
+        /// The name.
+        name: String,
+    },
+    /// Resolve `name` on the client (its local view of the registry).
+    Read {
+        /// The name.
+        name: String,
+    },
+    /// Take the consensus lock `name`, write twice to the fenced resource with the token,
+    /// `hold_ms` apart, and unlock.
+    Lock {
+        /// The lock.
+        name: String,
+        /// How long to hold it between the two writes.
+        hold_ms: u64,
+    },
+    /// Add a fresh local process to the Eventual group `group`.
+    Join {
+        /// The group.
+        group: String,
+    },
+}
+
+impl Request {
+    /// The name, lock or group the request is about.
+    pub fn key(&self) -> &str {
+        match self {
+            Request::Register { name }
+            | Request::Unregister { name }
+            | Request::Read { name }
+            | Request::Lock { name, .. } => name,
+            Request::Join { group } => group,
+        }
+    }
+
+    /// A short word for summaries.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Request::Register { .. } => "register",
+            Request::Unregister { .. } => "unregister",
+            Request::Read { .. } => "read",
+            Request::Lock { .. } => "lock",
+            Request::Join { .. } => "join",
+        }
+    }
+}
+
+/// How an operation ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum Outcome {
+    /// The registration committed.
+    Registered,
+    /// The name was held by `owner`; nothing changed.
+    Taken {
+        /// The holder.
+        owner: String,
+    },
+    /// The unregistration ran: `pid` is the local process that held the name, if any.
+    Unregistered {
+        /// The process that lost the name.
+        pid: Option<String>,
+    },
+    /// What the client's view resolved the name to.
+    Found {
+        /// The holder, if any.
+        pid: Option<String>,
+    },
+    /// The lock was granted with `token`, held and released.
+    Locked {
+        /// The fencing token.
+        token: u64,
+    },
+    /// The process joined the group.
+    Joined,
+    /// A typed error (`Consensus::Timeout`, `Timeout`, `Unlock::Consensus::NoLeader`...):
+    /// the operation may or may not have taken effect.
+    Failed {
+        /// The error's variant path.
+        kind: String,
+    },
+}
+
+impl Outcome {
+    /// Whether the operation succeeded (a `Taken` answer or a `None` unregistration counts:
+    /// the registry answered).
+    pub fn is_ok(&self) -> bool {
+        !matches!(self, Outcome::Failed { .. })
+    }
+}
+
+/// A lock grant as the holder saw it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hold {
+    /// The fencing token granted.
+    pub token: u64,
+    /// When the grant reached the runner.
+    pub granted_ms: u64,
+    /// When the holder started to unlock, once it did.
+    pub unlock_ms: Option<u64>,
+    /// Whether the unlock succeeded, once it finished.
+    pub unlocked: Option<bool>,
+}
+
+/// One operation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Op {
+    /// Unique in the run.
+    pub id: u64,
+    /// The client (1-based, co-located with node `client`).
+    pub client: usize,
+    /// What was asked.
+    pub request: Request,
+    /// The process the client acted for (registered, locked, joined), when it made one.
+    pub pid: Option<String>,
+    /// When the request was sent.
+    pub invoke_ms: u64,
+    /// When the answer arrived; `None` while pending.
+    pub complete_ms: Option<u64>,
+    /// The answer.
+    pub outcome: Option<Outcome>,
+    /// For a lock request that was granted: the grant.
+    pub hold: Option<Hold>,
+}
+
+/// A write offered to the fenced resource.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Write {
+    /// When it arrived.
+    pub at_ms: u64,
+    /// The lock operation that wrote.
+    pub op: u64,
+    /// The lock (one resource per lock).
+    pub lock: String,
+    /// The token it carried.
+    pub token: u64,
+    /// Whether the resource accepted it.
+    pub accepted: bool,
+}
+
+/// One fault the nemesis injected.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Fault {
+    /// Its kind (`kill9`, `pause-leader`, `partition-leader-minority`...).
+    pub kind: String,
+    /// What exactly was done, for the report.
+    pub detail: String,
+    /// The clients whose network or process it touched: their names and locks may be
+    /// released by the cluster (their node declared unreachable) during the window.
+    pub clients: BTreeSet<usize>,
+    /// Whether it stopped client processes (their operations may take as long as it lasts).
+    pub paused_clients: BTreeSet<usize>,
+    /// When it began.
+    pub start_ms: u64,
+    /// When it was healed.
+    pub end_ms: u64,
+}
+
+/// A node's membership declared a client's node unreachable (its `member unreachable cI`
+/// line): from then the Raft leader may release what that client held.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Declaration {
+    /// When the line was read.
+    pub at_ms: u64,
+    /// The node that printed it.
+    pub by: String,
+    /// The client declared.
+    pub client: usize,
+}
+
+/// What one client resolves after the final heal.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Snapshot {
+    /// The client.
+    pub client: usize,
+    /// When it answered.
+    pub at_ms: u64,
+    /// Each name asked about, and its holder in the client's view.
+    pub names: BTreeMap<String, Option<String>>,
+    /// Each group asked about, and its members in the client's view.
+    pub groups: BTreeMap<String, BTreeSet<String>>,
+}
+
+/// A whole run.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct History {
+    /// Every operation, in invocation order.
+    pub ops: Vec<Op>,
+    /// Every write the fenced resource saw, in arrival order.
+    pub writes: Vec<Write>,
+    /// Every fault, in order.
+    pub faults: Vec<Fault>,
+    /// Every time a node declared a client unreachable, in order.
+    pub declarations: Vec<Declaration>,
+    /// When the last fault was healed (and every node was running again).
+    pub healed_ms: u64,
+    /// Rounds of snapshots (one per client each) taken after the heal, in order.
+    pub snapshots: Vec<Vec<Snapshot>>,
+}
+
+impl History {
+    /// Whether some node declared client `c` unreachable at a time that lets the cluster
+    /// release what `c` held during `[from, to]`: from `grace_ms` before `from` (a
+    /// declaration acted on late) to [`DECLARATION_LEAD_MS`] after `to` (a release applied
+    /// before its line was read).
+    pub fn touched(&self, c: usize, from: u64, to: u64, grace_ms: u64) -> bool {
+        self.declarations.iter().any(|d| {
+            d.client == c && d.at_ms + grace_ms >= from && d.at_ms <= to + DECLARATION_LEAD_MS
+        })
+    }
+
+    /// Whether client `c` was stopped (SIGSTOP) at some time in `[from, to]`.
+    pub fn paused(&self, c: usize, from: u64, to: u64) -> bool {
+        self.faults
+            .iter()
+            .any(|f| f.paused_clients.contains(&c) && f.start_ms <= to && f.end_ms >= from)
+    }
+}

@@ -1,0 +1,250 @@
+//! The nemesis: which fault comes next and on whom is a function of the seed (and of which
+//! node leads, which the cluster decides); each fault is injected, held, then healed.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use crate::cluster::{Cluster, NODES, SetupError, VOTERS};
+use crate::rng::Rng;
+use crate::workload::Recorder;
+
+/// The kinds of fault.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Kind {
+    /// SIGKILL a node, start it again later with the same data directory.
+    Kill9,
+    /// SIGTERM a node, start it again with the same data directory.
+    Restart,
+    /// SIGSTOP the Raft leader, SIGCONT it later.
+    PauseLeader,
+    /// SIGSTOP a client that holds a lock (or any client), SIGCONT it later.
+    PauseHolder,
+    /// The leader and a non-voter apart from the other three.
+    PartitionLeaderMinority,
+    /// The leader, a voter and a non-voter apart from the other two.
+    PartitionLeaderMajority,
+    /// Two halves that cannot reach each other, and a node that reaches both.
+    Bridge,
+    /// The leader's packets to everyone are dropped; theirs to it pass.
+    OneWay,
+    /// Every node loses a share of its packets.
+    Loss,
+    /// Every node sends at a low rate.
+    RateLimit,
+}
+
+/// Every kind, in the order summaries list them.
+pub const ALL: [Kind; 10] = [
+    Kind::Kill9,
+    Kind::Restart,
+    Kind::PauseLeader,
+    Kind::PauseHolder,
+    Kind::PartitionLeaderMinority,
+    Kind::PartitionLeaderMajority,
+    Kind::Bridge,
+    Kind::OneWay,
+    Kind::Loss,
+    Kind::RateLimit,
+];
+
+impl Kind {
+    /// Its name in summaries and histories.
+    pub fn label(self) -> &'static str {
+        match self {
+            Kind::Kill9 => "kill9",
+            Kind::Restart => "restart",
+            Kind::PauseLeader => "pause-leader",
+            Kind::PauseHolder => "pause-holder",
+            Kind::PartitionLeaderMinority => "partition-leader-minority",
+            Kind::PartitionLeaderMajority => "partition-leader-majority",
+            Kind::Bridge => "bridge",
+            Kind::OneWay => "one-way",
+            Kind::Loss => "loss",
+            Kind::RateLimit => "rate-limit",
+        }
+    }
+}
+
+/// How to undo an injected fault.
+#[derive(Debug)]
+pub enum Undo {
+    /// Start node `i` again.
+    StartNode(usize),
+    /// SIGCONT this pid.
+    Continue(u32),
+    /// Heal the network.
+    Network,
+}
+
+/// An injected fault.
+#[derive(Debug)]
+pub struct Injected {
+    /// Its kind.
+    pub kind: Kind,
+    /// What was done.
+    pub detail: String,
+    /// Clients whose node may be declared unreachable because of it.
+    pub clients: BTreeSet<usize>,
+    /// Clients stopped by it.
+    pub paused_clients: BTreeSet<usize>,
+    /// How to heal it.
+    pub undo: Undo,
+}
+
+fn others(of: &[usize]) -> Vec<usize> {
+    (1..=NODES).filter(|i| !of.contains(i)).collect()
+}
+
+fn cut_between(cluster: &Cluster, a: &[usize], b: &[usize]) -> Result<(), SetupError> {
+    for &x in a {
+        for &y in b {
+            cluster.cut(x, y)?;
+        }
+    }
+    Ok(())
+}
+
+/// Injects a fault of `kind`.
+pub fn inject(
+    kind: Kind,
+    cluster: &mut Cluster,
+    rng: &mut Rng,
+    rec: &Recorder,
+) -> Result<Injected, SetupError> {
+    let all: BTreeSet<usize> = (1..=NODES).collect();
+    // Without a known leader (an election under way), a voter stands in.
+    let leader = cluster
+        .leader()
+        .unwrap_or_else(|| rng.range(1, VOTERS as u64 + 1) as usize);
+    let non_voters: Vec<usize> = (VOTERS + 1..=NODES).collect();
+    let injected =
+        |detail: String, clients: BTreeSet<usize>, paused: BTreeSet<usize>, undo| Injected {
+            kind,
+            detail,
+            clients,
+            paused_clients: paused,
+            undo,
+        };
+    Ok(match kind {
+        Kind::Kill9 => {
+            let i = rng.range(1, NODES as u64 + 1) as usize;
+            cluster.kill_node(i);
+            injected(
+                format!("SIGKILL n{i}"),
+                BTreeSet::new(),
+                BTreeSet::new(),
+                Undo::StartNode(i),
+            )
+        }
+        Kind::Restart => {
+            let i = rng.range(1, NODES as u64 + 1) as usize;
+            cluster.stop_node(i, Duration::from_secs(15));
+            injected(
+                format!("SIGTERM n{i}"),
+                BTreeSet::new(),
+                BTreeSet::new(),
+                Undo::StartNode(i),
+            )
+        }
+        Kind::PauseLeader => {
+            let pid = cluster.node_pid(leader).unwrap_or(0);
+            cluster.signal(pid, "-STOP");
+            injected(
+                format!("SIGSTOP leader n{leader}"),
+                BTreeSet::new(),
+                BTreeSet::new(),
+                Undo::Continue(pid),
+            )
+        }
+        Kind::PauseHolder => {
+            let (c, holding) = match rec.a_holder() {
+                Some(c) => (c, "lock holder"),
+                None => (
+                    rng.range(1, NODES as u64 + 1) as usize,
+                    "client (no lock held)",
+                ),
+            };
+            let pid = cluster.client_pid(c).unwrap_or(0);
+            cluster.signal(pid, "-STOP");
+            injected(
+                format!("SIGSTOP {holding} c{c}"),
+                [c].into(),
+                [c].into(),
+                Undo::Continue(pid),
+            )
+        }
+        Kind::PartitionLeaderMinority => {
+            let minority = vec![leader, *rng.pick(&non_voters)];
+            let majority = others(&minority);
+            cut_between(cluster, &minority, &majority)?;
+            let detail = format!("{minority:?} | {majority:?} (leader n{leader} in the minority)");
+            injected(
+                detail,
+                minority.into_iter().collect(),
+                BTreeSet::new(),
+                Undo::Network,
+            )
+        }
+        Kind::PartitionLeaderMajority => {
+            let voters: Vec<usize> = (1..=VOTERS).filter(|&v| v != leader).collect();
+            let majority = vec![leader, *rng.pick(&voters), *rng.pick(&non_voters)];
+            let minority = others(&majority);
+            cut_between(cluster, &majority, &minority)?;
+            let detail = format!("{majority:?} | {minority:?} (leader n{leader} in the majority)");
+            injected(
+                detail,
+                minority.into_iter().collect(),
+                BTreeSet::new(),
+                Undo::Network,
+            )
+        }
+        Kind::Bridge => {
+            let mut order: Vec<usize> = (1..=NODES).collect();
+            for i in (1..order.len()).rev() {
+                order.swap(i, rng.range(0, i as u64 + 1) as usize);
+            }
+            let (a, bridge, b) = (&order[..2], order[2], &order[3..]);
+            cut_between(cluster, a, b)?;
+            let detail = format!("{a:?} | {b:?}, n{bridge} reaches both");
+            injected(detail, all, BTreeSet::new(), Undo::Network)
+        }
+        Kind::OneWay => {
+            for i in others(&[leader]) {
+                cluster.block(leader, i)?;
+            }
+            injected(
+                format!("n{leader} (leader) -> everyone dropped"),
+                all,
+                BTreeSet::new(),
+                Undo::Network,
+            )
+        }
+        Kind::Loss => {
+            let pct = rng.range(10, 35);
+            cluster.loss(pct)?;
+            injected(format!("{pct}% loss"), all, BTreeSet::new(), Undo::Network)
+        }
+        Kind::RateLimit => {
+            let kbit = rng.range(64, 512);
+            cluster.rate(kbit)?;
+            injected(
+                format!("{kbit} kbit/s"),
+                all,
+                BTreeSet::new(),
+                Undo::Network,
+            )
+        }
+    })
+}
+
+/// Heals `fault`.
+pub fn heal(fault: &Injected, cluster: &mut Cluster) -> Result<(), SetupError> {
+    match fault.undo {
+        Undo::StartNode(i) => cluster.start_node(i),
+        Undo::Continue(pid) => {
+            cluster.signal(pid, "-CONT");
+            Ok(())
+        }
+        Undo::Network => cluster.heal(),
+    }
+}

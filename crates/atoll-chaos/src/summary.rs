@@ -1,0 +1,190 @@
+//! The figures of a run: per fault kind, the operations attempted during its faults, how
+//! many succeeded, the failures by type, and how long the registry and locks were
+//! unavailable; beside it the same for the quiet stretches between faults (the baseline).
+
+use std::collections::{BTreeMap, HashMap};
+
+use crate::history::{Fault, History, Request};
+use crate::workload::outcome_counts;
+
+/// How long after a fault's heal its unavailability is still measured.
+pub const RECOVERY_MS: u64 = 10_000;
+
+/// How long after a heal the quiet baseline starts.
+pub const QUIET_AFTER_MS: u64 = 2000;
+
+/// When consensus operations (registrations, unregistrations, lock cycles) succeeded.
+pub fn successes(history: &History) -> Vec<u64> {
+    let mut at: Vec<u64> = history
+        .ops
+        .iter()
+        .filter(|op| !matches!(op.request, Request::Read { .. } | Request::Join { .. }))
+        .filter(|op| matches!(&op.outcome, Some(o) if o.is_ok()))
+        .filter_map(|op| op.complete_ms)
+        .collect();
+    at.sort_unstable();
+    at
+}
+
+/// The longest stretch of `[from, to]` in which no consensus operation succeeded.
+pub fn longest_gap(successes: &[u64], from: u64, to: u64) -> u64 {
+    let mut last = from;
+    let mut gap = 0;
+    for &t in successes.iter().filter(|&&t| t > from && t <= to) {
+        gap = gap.max(t - last);
+        last = t;
+    }
+    gap.max(to.saturating_sub(last))
+}
+
+/// The stretch a fault's unavailability is measured over: the fault and its recovery,
+/// cut at the next fault's start.
+pub fn window(faults: &[Fault], i: usize, end_of_run: u64) -> (u64, u64) {
+    let f = &faults[i];
+    let next = faults.get(i + 1).map_or(end_of_run, |n| n.start_ms);
+    (f.start_ms, (f.end_ms + RECOVERY_MS).min(next).max(f.end_ms))
+}
+
+/// One row of the summary.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Row {
+    /// Faults of this kind.
+    pub faults: usize,
+    /// Operations invoked during them.
+    pub attempted: usize,
+    /// Of those, succeeded.
+    pub succeeded: usize,
+    /// Of those, failed, by error type.
+    pub failed: HashMap<String, usize>,
+    /// The unavailability of each fault, in ms.
+    pub unavailable_ms: Vec<u64>,
+}
+
+/// The summary per fault kind, and the quiet baseline (the stretches between faults, from
+/// [`QUIET_AFTER_MS`] after a heal) under the key `none`.
+pub fn per_kind(history: &History, end_of_run: u64) -> BTreeMap<String, Row> {
+    let ok = successes(history);
+    let mut rows: BTreeMap<String, Row> = BTreeMap::new();
+    for (i, f) in history.faults.iter().enumerate() {
+        let (from, to) = window(&history.faults, i, end_of_run);
+        let ops = history
+            .ops
+            .iter()
+            .filter(|op| op.invoke_ms >= f.start_ms && op.invoke_ms <= f.end_ms);
+        let (attempted, succeeded, failed) = outcome_counts(ops);
+        let row = rows.entry(f.kind.clone()).or_default();
+        row.faults += 1;
+        row.attempted += attempted;
+        row.succeeded += succeeded;
+        for (k, n) in failed {
+            *row.failed.entry(k).or_default() += n;
+        }
+        row.unavailable_ms.push(longest_gap(&ok, from, to));
+    }
+    // Quiet stretches: from QUIET_AFTER_MS after a heal to the next fault.
+    let mut quiet = Row::default();
+    let mut from = 0;
+    for f in &history.faults {
+        if f.start_ms > from + 1000 {
+            quiet.faults += 1;
+            quiet
+                .unavailable_ms
+                .push(longest_gap(&ok, from, f.start_ms));
+            let ops = history
+                .ops
+                .iter()
+                .filter(|op| op.invoke_ms >= from && op.invoke_ms < f.start_ms);
+            let (attempted, succeeded, failed) = outcome_counts(ops);
+            quiet.attempted += attempted;
+            quiet.succeeded += succeeded;
+            for (k, n) in failed {
+                *quiet.failed.entry(k).or_default() += n;
+            }
+        }
+        from = f.end_ms + QUIET_AFTER_MS;
+    }
+    rows.insert("none".into(), quiet);
+    rows
+}
+
+/// The `p`th percentile (0..=100) of `values`, nearest rank; 0 when empty.
+pub fn percentile(values: &[u64], p: u64) -> u64 {
+    if values.is_empty() {
+        return 0;
+    }
+    let mut v = values.to_vec();
+    v.sort_unstable();
+    let rank = (p as usize * v.len()).div_ceil(100).max(1);
+    v[rank - 1]
+}
+
+/// The text table.
+pub fn render(rows: &BTreeMap<String, Row>) -> String {
+    let mut out = format!(
+        "{:<26} {:>6} {:>9} {:>9} {:>8} {:>12} {:>12}  failures by type\n",
+        "fault kind", "faults", "attempted", "succeeded", "failed", "unavail p50", "unavail max"
+    );
+    for (kind, row) in rows {
+        let failed: usize = row.failed.values().sum();
+        let mut kinds: Vec<(&String, &usize)> = row.failed.iter().collect();
+        kinds.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+        let kinds: Vec<String> = kinds.iter().map(|(k, n)| format!("{k}={n}")).collect();
+        let label = if kind == "none" {
+            "none (quiet baseline)"
+        } else {
+            kind
+        };
+        out.push_str(&format!(
+            "{:<26} {:>6} {:>9} {:>9} {:>8} {:>10}ms {:>10}ms  {}\n",
+            label,
+            row.faults,
+            row.attempted,
+            row.succeeded,
+            failed,
+            percentile(&row.unavailable_ms, 50),
+            row.unavailable_ms.iter().max().copied().unwrap_or(0),
+            kinds.join(" ")
+        ));
+    }
+    out
+}
+
+/// How often nodes declared a client unreachable, and how many of those declarations came
+/// while no fault touched that client's node or process (the client was reachable from the
+/// majority the whole time).
+pub fn declarations(history: &History) -> (usize, usize) {
+    let unexplained = history
+        .declarations
+        .iter()
+        .filter(|d| {
+            !history.faults.iter().any(|f| {
+                f.clients.contains(&d.client)
+                    && f.start_ms <= d.at_ms
+                    && d.at_ms <= f.end_ms + RECOVERY_MS
+            })
+        })
+        .count();
+    (history.declarations.len(), unexplained)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_longest_gap_counts_the_edges() {
+        assert_eq!(longest_gap(&[], 100, 400), 300);
+        assert_eq!(longest_gap(&[150, 160, 390], 100, 400), 230);
+        assert_eq!(longest_gap(&[50, 500], 100, 400), 300);
+        assert_eq!(longest_gap(&[120, 400], 100, 400), 280);
+    }
+
+    #[test]
+    fn percentiles_are_nearest_rank() {
+        assert_eq!(percentile(&[], 99), 0);
+        assert_eq!(percentile(&[5], 99), 5);
+        let v: Vec<u64> = (1..=100).collect();
+        assert_eq!(percentile(&v, 99), 99);
+        assert_eq!(percentile(&v, 50), 50);
+    }
+}
