@@ -11,7 +11,7 @@
 //!
 //! This module is the state machine; the node carries the messages on its control streams.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 
 use atoll_core::{NodeId, Pid};
 pub use atoll_wire::GroupMessage;
@@ -47,7 +47,7 @@ type Membership = BTreeMap<String, BTreeSet<Pid>>;
 pub struct Groups {
     me: NodeId,
     local: Membership,
-    remote: HashMap<NodeId, Membership>,
+    remote: BTreeMap<NodeId, Membership>,
 }
 
 impl Groups {
@@ -56,7 +56,7 @@ impl Groups {
         Groups {
             me,
             local: Membership::new(),
-            remote: HashMap::new(),
+            remote: BTreeMap::new(),
         }
     }
 

@@ -1,5 +1,6 @@
 //! The node: a local runtime plus QUIC connections to its peers.
 
+mod clock;
 mod connect;
 mod control;
 mod data;
@@ -24,7 +25,7 @@ pub use status::{
     RTT_BUCKETS_US, RaftView, RttSnapshot, ServiceOffer, ServiceStatus, scope_name,
 };
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock, Weak};
@@ -95,6 +96,8 @@ struct Inner {
     endpoint: Arc<Endpoint>,
     /// Where this node's own randomness starts (membership's probe order and timers).
     seed: u64,
+    /// Wall time for the data tables' hybrid clocks.
+    clock: clock::WallClock,
     local_addr: SocketAddr,
     max_frame_len: usize,
     message_streams: usize,
@@ -104,14 +107,14 @@ struct Inner {
     peers: RwLock<HashMap<NodeId, Arc<Peer>, NodeIdHash>>,
     /// Addresses this node keeps connections to, reconnecting when they drop, and where
     /// each was asked for.
-    wanted: Mutex<HashMap<SocketAddr, crate::PeerAddress>>,
+    wanted: Mutex<BTreeMap<SocketAddr, crate::PeerAddress>>,
     /// Eventual (global) names.
     globals: RwLock<EventualNames>,
     /// Local processes that asked to be told when they lose an Eventual name.
-    name_lost: Mutex<HashMap<Pid, NameLostSink>>,
+    name_lost: Mutex<BTreeMap<Pid, NameLostSink>>,
     /// Process groups: this node's members and what each peer said of its own.
     groups: Mutex<Groups>,
-    spawnables: RwLock<HashMap<String, Factory>>,
+    spawnables: RwLock<BTreeMap<String, Factory>>,
     next_request: AtomicU64,
     closing: AtomicBool,
     /// Where each node that was connected can be reached again, whether its last
@@ -369,6 +372,11 @@ impl Node {
 
     async fn stop(&self, grace: Duration) {
         self.inner.closing.store(true, Ordering::SeqCst);
+        // Membership stops too (after a graceful leave it already has): a halted node's
+        // driver would otherwise go on probing, and suspecting, everyone.
+        if let Some(swim) = self.inner.swim.get() {
+            swim.stop();
+        }
         naming::shutdown(&self.inner).await;
         self.inner.endpoint.close(0, b"shutdown");
         let peers: Vec<Arc<Peer>> = self

@@ -1,7 +1,7 @@
 //! One connected peer: its streams, the tasks that write and read them, and its pending
 //! requests.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
@@ -24,7 +24,7 @@ pub(crate) struct Peer {
     pub(crate) dialed_addr: Option<std::net::SocketAddr>,
     control: Arc<Outbox>,
     streams: Vec<Arc<Outbox>>,
-    pub(crate) requests: Mutex<HashMap<u64, oneshot::Sender<Response>>>,
+    pub(crate) requests: Mutex<BTreeMap<u64, oneshot::Sender<Response>>>,
     /// Set when this node closes the connection on purpose (`disconnect`): the peer may be
     /// reached again on demand, unlike one whose connection was lost.
     pub(crate) closed_on_purpose: std::sync::atomic::AtomicBool,

@@ -86,6 +86,7 @@ pub mod memory;
 pub mod network;
 pub mod registry;
 mod report;
+pub mod runtime;
 pub mod store;
 pub mod types;
 
@@ -98,5 +99,6 @@ pub use feed::{
 pub use memory::{MemRouter, MemTransport};
 pub use network::{NetworkFactory, RaftTransport, TransportError};
 pub use registry::{Binding, Command, LockGrant, Outcome, Registry, SnapshotDecodeError};
+pub use runtime::seed_thread_rng;
 pub use store::{LogStore, StateMachineStore, StoreError, StoreStats, open};
 pub use types::{Node, RaftId, TypeConfig, raft_id_of};

@@ -166,6 +166,8 @@ impl SimCluster {
     pub fn start(seed: u64, spec: ClusterSpec) -> Result<SimCluster, SimError> {
         let mut rng = SplitMix64::new(seed);
         let network = MemNetwork::new(rng.next_u64());
+        // The Raft cores' election timeouts, drawn on this (the simulation's) thread.
+        atoll_raft::seed_thread_rng(rng.next_u64());
         network.set_faults(spec.faults);
         // Simulated connections do not use TLS; a node configuration still names one.
         let tls = SharedIdentity::generate("sim").map_err(|e| SimError::Tls(e.to_string()))?;
@@ -334,6 +336,12 @@ impl SimCluster {
     /// Blocks traffic from machine `from` to machine `to` only.
     pub fn block_one_way(&self, from: usize, to: usize) {
         self.network.block(self.addr(from), self.addr(to));
+    }
+
+    /// Moves machine `index`'s wall clock by `by_ms` (negative: back) at once: a skew, or
+    /// a jump while it runs. Only wall time moves; the node's timers do not.
+    pub fn shift_clock(&self, index: usize, by_ms: i64) {
+        self.network.shift_clock(self.addr(index), by_ms);
     }
 
     /// Removes every partition.

@@ -11,6 +11,10 @@ use std::time::Duration;
 use atoll_core::{NodeId, Pid};
 use atoll_swim::MemberEvent;
 
+mod watches;
+
+pub use watches::{Fired, Watch, WatchFired};
+
 /// One broken invariant.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Violation {
@@ -203,6 +207,12 @@ pub struct History {
     pub sightings: Vec<Sighting>,
     /// Processes alive at the end.
     pub alive: BTreeSet<Pid>,
+    /// Calls answered: (call id, the id the answer carried).
+    pub answers: Vec<(u64, u64)>,
+    /// Links and monitors across machines.
+    pub watches: Vec<Watch>,
+    /// How they fired.
+    pub watch_fired: Vec<WatchFired>,
 }
 
 impl History {
@@ -220,6 +230,7 @@ impl History {
         all.extend(self.check_groups());
         all.extend(self.check_calls());
         all.extend(self.check_generations());
+        all.extend(self.check_links_and_monitors());
         all
     }
 
@@ -343,37 +354,31 @@ impl History {
         out
     }
 
-    /// No call is handled twice.
-    pub fn check_calls(&self) -> Vec<Violation> {
-        self.calls_handled
-            .iter()
-            .filter(|(_, n)| **n > 1)
-            .map(|(id, n)| {
-                violation(
-                    "a call is handled once",
-                    format!("call {id} handled {n} times"),
-                )
-            })
-            .collect()
-    }
-
-    /// A generation an observer (generation) saw declared down never comes back live for
-    /// it.
+    /// Nobody declared down comes back under its old generation: once an observer
+    /// (running as one generation) saw a member's generation declared down, it never sees
+    /// that member live again under that generation or an older one; only a newer
+    /// generation (a restart, or a rejoin after being fenced) may come back.
     pub fn check_generations(&self) -> Vec<Violation> {
-        type Key = (usize, u64, NodeId, u64);
-        let mut down: BTreeMap<Key, (Duration, &'static str)> = BTreeMap::new();
+        type Key = (usize, u64, NodeId);
+        // Per observer generation and member: the newest generation declared down.
+        let mut down: BTreeMap<Key, (u64, Duration, &'static str)> = BTreeMap::new();
         let mut out = Vec::new();
         let mut sightings = self.sightings.clone();
         sightings.sort_by_key(|s| s.at);
         for s in sightings {
-            let key = (s.observer, s.observer_generation, s.node, s.generation);
+            let key = (s.observer, s.observer_generation, s.node);
             if !s.live {
-                down.entry(key).or_insert((s.at, s.event));
-            } else if let Some((at, how)) = down.get(&key) {
+                let entry = down.entry(key).or_insert((s.generation, s.at, s.event));
+                if s.generation > entry.0 {
+                    *entry = (s.generation, s.at, s.event);
+                }
+            } else if let Some(&(generation, at, how)) = down.get(&key)
+                && s.generation <= generation
+            {
                 out.push(violation(
                     "a generation declared down never comes back",
                     format!(
-                        "machine {} saw {} generation {} {how} at {at:?} and {} at {:?}",
+                        "machine {} saw {} generation {generation} {how} at {at:?} and generation {} {} at {:?}",
                         s.observer, s.node, s.generation, s.event, s.at
                     ),
                 ));
@@ -551,6 +556,23 @@ mod tests {
         };
         assert_eq!(h.check_generations().len(), 1);
         assert_eq!(h.check_calls().len(), 1);
+        // An older generation than the one declared down is caught too; a newer one is
+        // a restart and fine.
+        let older = Sighting {
+            generation: 8,
+            ..s(true, 10)
+        };
+        let newer = Sighting {
+            generation: 10,
+            ..s(true, 11)
+        };
+        let h = History {
+            sightings: vec![s(false, 5), newer, older],
+            ..History::default()
+        };
+        let v = h.check_generations();
+        assert_eq!(v.len(), 1, "{v:?}");
+        assert!(v[0].detail.contains("generation 8"), "{v:?}");
     }
 
     #[test]

@@ -4,10 +4,12 @@
 //! under their token; a registrar registers Consistent names (and lets some owners exit);
 //! a claimant takes Eventual names (conflicting claims meet after partitions heal); a
 //! group worker joins and exits group members; a caller calls counting echo processes on
-//! other nodes. Meanwhile the fault schedule partitions the cluster (majority/minority,
-//! either side holding the voters' majority), blocks links one way, crashes and restarts
-//! machines and turns datagram loss on and off. At the end it heals everything, lets the
-//! cluster settle, reads every node's view and runs the checkers.
+//! other nodes; a watcher links to and monitors processes on other machines. Meanwhile
+//! the fault schedule partitions the cluster (majority/minority, either side holding the
+//! voters' majority), blocks links one way, crashes and restarts machines, jumps wall
+//! clocks forward and back (each starts skewed) and turns datagram loss on and off. At the
+//! end it heals everything, lets the cluster settle, reads every node's view and runs the
+//! checkers.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -15,7 +17,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use atoll_actor::{Actor, ActorResult, Ctx, Decoder, ReplyTo, serde_decoder};
-use atoll_cluster::transport::Faults;
+use atoll_cluster::transport::{Faults, TraceEvent};
 use atoll_cluster::{MemberEvent, NameLost, Node};
 use atoll_core::{Pid, Scope, SplitMix64};
 use serde::{Deserialize, Serialize};
@@ -23,7 +25,8 @@ use tokio::time::Instant;
 
 use crate::cluster::{ClusterSpec, SimCluster, SimError};
 use crate::history::{
-    Disturbance, FencedResource, History, Hold, Registration, Sighting, Violation,
+    Disturbance, FencedResource, Fired, History, Hold, Registration, Sighting, Violation, Watch,
+    WatchFired,
 };
 
 /// What to run.
@@ -35,6 +38,8 @@ pub struct WorkloadSpec {
     pub duration: Duration,
     /// Whether to inject faults.
     pub faults: bool,
+    /// Whether to keep every traced event in the report (to find where two runs part).
+    pub keep_trace_log: bool,
 }
 
 impl WorkloadSpec {
@@ -44,6 +49,7 @@ impl WorkloadSpec {
             nodes,
             duration: Duration::from_secs(20),
             faults: true,
+            keep_trace_log: false,
         }
     }
 }
@@ -61,6 +67,8 @@ pub struct Report {
     pub faults: u64,
     /// The network's trace hash at the end.
     pub trace_hash: u64,
+    /// Every traced event, if the spec asked for them.
+    pub trace_log: Vec<TraceEvent>,
     /// The record.
     pub history: History,
     /// What the checkers found.
@@ -128,6 +136,56 @@ impl Actor for Counter {
     }
 }
 
+/// Links to and monitors a process on another machine, trapping exits, and notes how
+/// each fired.
+struct Watcher {
+    id: u64,
+    target: Pid,
+    shared: Arc<Shared>,
+}
+
+impl Watcher {
+    fn fired(&self, how: Fired, reason: atoll_core::ExitReason) {
+        let at = self.shared.now();
+        lock(&self.shared.history).watch_fired.push(WatchFired {
+            id: self.id,
+            how,
+            reason,
+            at,
+        });
+    }
+}
+
+impl Actor for Watcher {
+    type Msg = ();
+
+    async fn started(&mut self, ctx: &mut Ctx<Self>) -> ActorResult {
+        ctx.trap_exit(true);
+        ctx.link(self.target);
+        ctx.monitor(self.target);
+        Ok(())
+    }
+
+    async fn handle(&mut self, _: (), _: &mut Ctx<Self>) -> ActorResult {
+        Ok(())
+    }
+
+    async fn handle_exit(
+        &mut self,
+        _: Pid,
+        reason: atoll_core::ExitReason,
+        _: &mut Ctx<Self>,
+    ) -> ActorResult {
+        self.fired(Fired::Exit, reason);
+        Ok(())
+    }
+
+    async fn handle_down(&mut self, down: atoll_actor::Down, _: &mut Ctx<Self>) -> ActorResult {
+        self.fired(Fired::Down, down.reason);
+        Ok(())
+    }
+}
+
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -166,8 +224,17 @@ impl Shared {
 /// [`simulate`](crate::cluster::simulate).
 pub async fn run(seed: u64, spec: WorkloadSpec) -> Result<Report, SimError> {
     let mut sim = SimCluster::start(seed, ClusterSpec::new(spec.nodes))?;
+    if spec.keep_trace_log {
+        sim.network().keep_trace_log();
+    }
     let started = Instant::now();
     let mut rng = SplitMix64::new(sim.random());
+    if spec.faults {
+        // Every machine's wall clock is off by up to two seconds either way.
+        for i in 0..sim.len() {
+            sim.shift_clock(i, (rng.next_u64() % 4001) as i64 - 2000);
+        }
+    }
     sim.wait_until(Duration::from_secs(60), |s| s.converged())
         .await;
     let shared = Arc::new(Shared {
@@ -209,6 +276,11 @@ pub async fn run(seed: u64, spec: WorkloadSpec) -> Result<Report, SimError> {
         sim.len(),
         rng.next_u64(),
     )));
+    workers.push(tokio::spawn(watcher(
+        shared.clone(),
+        sim.len(),
+        rng.next_u64(),
+    )));
 
     let faults = if spec.faults {
         inject_faults(&mut sim, &shared, &mut rng, spec.duration).await?
@@ -243,6 +315,7 @@ pub async fn run(seed: u64, spec: WorkloadSpec) -> Result<Report, SimError> {
         ops: shared.ops.load(Ordering::Relaxed),
         faults,
         trace_hash: sim.trace_hash(),
+        trace_log: sim.network().trace_log(),
         history,
         violations,
     };
@@ -423,9 +496,42 @@ async fn caller(shared: Arc<Shared>, machines: usize, seed: u64) {
                 Duration::from_secs(1),
             )
             .await;
-        if answer.is_ok() {
+        if let Ok(answer) = answer {
+            lock(&shared.history).answers.push((call, answer));
             shared.done();
         }
+    }
+}
+
+/// Now and then links and monitors a process on one machine from a process on another.
+async fn watcher(shared: Arc<Shared>, machines: usize, seed: u64) {
+    let mut rng = SplitMix64::new(seed);
+    let mut id = 0u64;
+    while !shared.stop.load(Ordering::SeqCst) {
+        pause(&mut rng, 300, 700).await;
+        let w = (rng.next_u64() % machines as u64) as usize;
+        let t = (w + 1 + (rng.next_u64() % (machines as u64 - 1)) as usize) % machines;
+        let (Some(watching), Some(watched)) = (shared.node(w), shared.node(t)) else {
+            continue;
+        };
+        id += 1;
+        let target = watched.runtime().spawn(Idle).pid();
+        let watcher = watching
+            .runtime()
+            .spawn(Watcher {
+                id,
+                target,
+                shared: shared.clone(),
+            })
+            .pid();
+        lock(&shared.history).watches.push(Watch {
+            id,
+            watcher,
+            watcher_machine: w,
+            target,
+            target_node: watched.id(),
+            since: shared.now(),
+        });
     }
 }
 
@@ -445,7 +551,7 @@ async fn inject_faults(
         pause(rng, 500, 1500).await;
         let from = shared.now();
         let hold = Duration::from_millis(1000 + rng.next_u64() % 5000);
-        let disturbed: Vec<usize> = match rng.next_u64() % 4 {
+        let disturbed: Vec<usize> = match rng.next_u64() % 5 {
             0 => {
                 // A partition: a random side against the rest.
                 let mut side: Vec<usize> = (0..n)
@@ -476,6 +582,20 @@ async fn inject_faults(
                 sim.crash(i).await;
                 lock(&shared.nodes)[i] = None;
                 vec![i]
+            }
+            3 => {
+                // A wall clock jumps, forward or back, by up to a minute.
+                let i = (rng.next_u64() % n as u64) as usize;
+                let by = 1 + (rng.next_u64() % 60_000) as i64;
+                sim.shift_clock(
+                    i,
+                    if rng.next_u64().is_multiple_of(2) {
+                        by
+                    } else {
+                        -by
+                    },
+                );
+                Vec::new()
             }
             _ => {
                 sim.network().set_faults(Faults {
@@ -527,6 +647,7 @@ fn collect(sim: &SimCluster, shared: &Shared) -> History {
         .map(|r| r.pid)
         .chain(history.eventual_claims.iter().map(|c| c.1))
         .chain(lock(&shared.joined).iter().map(|j| j.1))
+        .chain(history.watches.iter().flat_map(|w| [w.watcher, w.target]))
         .collect::<Vec<_>>();
     history.alive = tracked.into_iter().filter(|p| alive(*p)).collect();
     history.expected_group = lock(&shared.joined)

@@ -31,6 +31,7 @@ const EARLY_EVENTS: usize = 1024;
 
 enum Command {
     Leave(oneshot::Sender<()>),
+    Stop,
     DeclareDown(NodeId),
     FenceSelf,
 }
@@ -172,6 +173,12 @@ impl Swim {
             let _ = rx.await;
         }
     }
+
+    /// Stops the driver at once, telling nobody: what a crashed process does. The
+    /// membership's last state stays readable.
+    pub fn stop(&self) {
+        let _ = self.commands.send(Command::Stop);
+    }
 }
 
 struct Driver<T> {
@@ -213,7 +220,7 @@ impl<T: Transport> Driver<T> {
                     }
                     Some(Command::DeclareDown(node)) => self.step(|m| m.declare_down(now(), node)),
                     Some(Command::FenceSelf) => self.step(|m| m.fence_self(now())),
-                    None => return,
+                    Some(Command::Stop) | None => return,
                 },
                 datagram = self.inbound.recv() => match datagram {
                     Some((from, bytes)) => self.step(|m| {

@@ -3,7 +3,7 @@
 //! datagrams go out through [`Membership::poll_transmit`].
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, VecDeque};
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -231,7 +231,7 @@ pub struct Membership {
     /// Highest generation per node that was superseded by a newer one.
     retired: BTreeMap<NodeId, u64>,
     /// Generations that announced their own departure.
-    departed: HashSet<(NodeId, u64)>,
+    departed: BTreeSet<(NodeId, u64)>,
     /// When each node was last asked directly (hint or fencing notice), to rate-limit.
     contacted: BTreeMap<NodeId, Instant>,
     seeds: Vec<SocketAddr>,
@@ -278,7 +278,7 @@ impl Membership {
             left_cluster: false,
             view: BTreeMap::new(),
             retired: BTreeMap::new(),
-            departed: HashSet::new(),
+            departed: BTreeSet::new(),
             contacted: BTreeMap::new(),
             seeds: Vec::new(),
             reach_again: BTreeMap::new(),

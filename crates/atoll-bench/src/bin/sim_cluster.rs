@@ -65,7 +65,7 @@ fn main() -> ExitCode {
         let spec = WorkloadSpec {
             nodes: args.nodes,
             duration: Duration::from_secs(args.seconds),
-            faults: true,
+            ..WorkloadSpec::new(args.nodes)
         };
         let report = match simulate(|| run(seed, spec)) {
             Ok(r) => r,

@@ -43,13 +43,6 @@ impl DataShell {
     }
 }
 
-/// Wall time for the tables' hybrid clocks, in milliseconds since the epoch.
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
 /// The agent type a process advertises: its actor type's name without the module path or
 /// type parameters (`my_app::Worker<T>` → `Worker`).
 pub(crate) fn agent_type(type_name: &str) -> &str {
@@ -99,7 +92,10 @@ async fn gossip(weak: Weak<Inner>, period: Duration) {
         let local: Vec<ProcessAdvertisement> =
             inner.rt.processes().iter().map(advertisement).collect();
         let members = members(&inner);
-        let out = inner.data.plane().tick(now_ms(), &members, &local);
+        let out = inner
+            .data
+            .plane()
+            .tick(inner.clock.now_ms(), &members, &local);
         send(&inner, out);
     }
 }
@@ -163,7 +159,7 @@ pub(super) fn receive(inner: &Arc<Inner>, from: NodeId, bytes: &[u8]) {
             return;
         }
     };
-    let out = inner.data.plane().receive(from, msg, now_ms());
+    let out = inner.data.plane().receive(from, msg, inner.clock.now_ms());
     send(inner, out);
 }
 
@@ -274,12 +270,19 @@ impl Node {
             load: advertisement(&info).resource_summary.load,
             metadata,
         };
-        Ok(self.inner.data.plane().advertise_service(ad, now_ms())?)
+        Ok(self
+            .inner
+            .data
+            .plane()
+            .advertise_service(ad, self.inner.clock.now_ms())?)
     }
 
     /// Withdraws this node's offer of `service`; returns whether there was one.
     pub fn withdraw_service(&self, service: &str) -> bool {
-        self.inner.data.plane().withdraw_service(service, now_ms())
+        self.inner
+            .data
+            .plane()
+            .withdraw_service(service, self.inner.clock.now_ms())
     }
 
     /// The offers of `service`: the one on `node` first if there is one, then the others,

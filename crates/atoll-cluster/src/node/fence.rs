@@ -1,7 +1,7 @@
 //! Self-fencing in the node: gathers what this node holds when membership says it was
 //! declared down, and carries out what [`Fence`](crate::protocol::fence::Fence) decides.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -22,7 +22,7 @@ type NoticeSink = Arc<dyn Fn(FenceNotice) + Send + Sync>;
 /// The processes that asked to be told ([`Node::notify_fenced`]), and the fencings whose
 /// releases are still under way.
 pub(super) struct FenceSinks {
-    sinks: Mutex<HashMap<Pid, NoticeSink>>,
+    sinks: Mutex<BTreeMap<Pid, NoticeSink>>,
     /// Fencings whose releases through consensus are not all applied yet.
     releasing: watch::Sender<usize>,
 }

@@ -288,7 +288,7 @@ pub(super) struct EventHub {
     /// The highest generation of this node announced active.
     announced: u64,
     /// Members a connection is being opened to.
-    dialing: std::collections::HashSet<NodeId>,
+    dialing: std::collections::BTreeSet<NodeId>,
 }
 
 impl EventHub {

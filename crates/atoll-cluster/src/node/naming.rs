@@ -2,7 +2,7 @@
 //! the node's control requests, the registry view voters push to every member, and the
 //! release rules (owner exit, node loss, a newer incarnation).
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
@@ -77,12 +77,12 @@ pub(super) struct Naming {
     /// The voter believed to lead, as a Raft id (0: unknown).
     leader: AtomicU64,
     /// Consensus names of local processes whose exit is watched.
-    watched: Mutex<HashSet<(String, Pid)>>,
+    watched: Mutex<BTreeSet<(String, Pid)>>,
     /// The members this node saw declared lost: what a leader releases of each.
-    lost: Mutex<HashMap<NodeId, LostSince>>,
+    lost: Mutex<BTreeMap<NodeId, LostSince>>,
     /// Whether each lock grant held through a [`LockGuard`] here was lost (this node was
     /// fenced), by lock name and token, while a guard may exist.
-    guards: Mutex<HashMap<(String, u64), GuardWatch>>,
+    guards: Mutex<BTreeMap<(String, u64), GuardWatch>>,
 }
 
 /// The holder of a grant held through guards, and whether the grant was lost.
@@ -107,7 +107,7 @@ pub(in crate::node) enum RaftState {
 #[derive(Debug)]
 pub(in crate::node) struct Directory {
     voters: BTreeMap<RaftId, (NodeId, SocketAddr)>,
-    dials: Mutex<HashMap<RaftId, DialState>>,
+    dials: Mutex<BTreeMap<RaftId, DialState>>,
 }
 
 #[derive(Debug, Default)]

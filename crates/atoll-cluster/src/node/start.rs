@@ -5,6 +5,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
 use atoll_actor::Runtime;
+
+use super::clock::WallClock;
 use atoll_raft::{Disk, SimDisk};
 use atoll_swim::MemberMeta;
 use tracing::info;
@@ -60,6 +62,7 @@ impl Node {
             endpoint: Endpoint::Quic(endpoint),
             creation,
             seed,
+            clock: WallClock::System,
             member_meta,
             disk: Disk::Files,
         };
@@ -89,6 +92,10 @@ impl Node {
             endpoint: Endpoint::Mem(endpoint),
             creation: network.next_incarnation(config.listen),
             seed: network.next_seed(),
+            clock: WallClock::Simulated {
+                network: network.clone(),
+                addr: config.listen,
+            },
             member_meta,
             disk: Disk::Simulated(disk),
         };
@@ -100,6 +107,7 @@ impl Node {
             endpoint,
             creation,
             seed,
+            clock,
             member_meta,
             disk,
         } = started;
@@ -119,6 +127,7 @@ impl Node {
             endpoint: Arc::new(endpoint),
             local_addr,
             seed,
+            clock,
             max_frame_len: config.max_frame_len,
             message_streams: config.message_streams.max(1),
             reconnect: (config.reconnect_initial, config.reconnect_max),
@@ -160,6 +169,7 @@ struct Started {
     endpoint: Endpoint,
     creation: u32,
     seed: u64,
+    clock: WallClock,
     member_meta: Option<MemberMeta>,
     disk: Disk,
 }

@@ -8,7 +8,7 @@
 //!   node's membership says yet). Only a leader carries these out, as its own decision.
 //! - A node with a newer incarnation loses what its older incarnations held.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use atoll_core::{NodeId, Pid};
@@ -45,7 +45,7 @@ pub enum Standing {
 pub fn releases(
     index: u64,
     registry: &Registry,
-    lost: &mut HashMap<NodeId, LostSince>,
+    lost: &mut BTreeMap<NodeId, LostSince>,
     now: Instant,
     standing: impl Fn(NodeId) -> Standing,
 ) -> Vec<Command> {
@@ -182,7 +182,7 @@ mod tests {
         let mut index = 0;
         register(&mut registry, &mut index, "old", pid(2, 1, 1));
         let t0 = Instant::now();
-        let mut lost = HashMap::new();
+        let mut lost = BTreeMap::new();
         let standing = |n: NodeId| {
             if n == node(2) {
                 Standing::Lost
@@ -224,7 +224,7 @@ mod tests {
         let mut registry = Registry::new();
         let mut index = 0;
         register(&mut registry, &mut index, "a", pid(2, 1, 1));
-        let mut lost = HashMap::new();
+        let mut lost = BTreeMap::new();
         lost.insert(
             node(2),
             LostSince {
@@ -245,7 +245,7 @@ mod tests {
         let mut index = 0;
         register(&mut registry, &mut index, "a", pid(2, 1, 1));
         register(&mut registry, &mut index, "b", pid(1, 3, 1));
-        let mut lost = HashMap::new();
+        let mut lost = BTreeMap::new();
         let out = releases(index, &registry, &mut lost, Instant::now(), |n| {
             if n == node(1) {
                 Standing::Me(4)

@@ -8,7 +8,7 @@
 //! ([`Routes::opened`]) or, if it failed, its links and monitors are answered with
 //! `NoConnection` ([`Routes::failed`]).
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
 use atoll_core::{ExitKind, ExitReason, NodeId, Signal};
@@ -46,8 +46,8 @@ struct Backlog {
 /// The routing state of one node.
 #[derive(Debug, Default)]
 pub struct Routes {
-    known: HashMap<NodeId, Known>,
-    backlogs: HashMap<NodeId, Backlog>,
+    known: BTreeMap<NodeId, Known>,
+    backlogs: BTreeMap<NodeId, Backlog>,
 }
 
 impl Routes {

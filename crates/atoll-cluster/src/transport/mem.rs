@@ -23,7 +23,7 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
 use atoll_core::{NodeId, SplitMix64};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 mod connection;
@@ -33,6 +33,9 @@ pub(crate) use connection::Connection;
 use connection::{ConnState, Shared, wait_for_change, watchdog};
 use stream::Pipe;
 pub(crate) use stream::{RecvStream, SendStream};
+
+/// Where simulated wall clocks start: 2026-01-01T00:00:00Z, in ms since the Unix epoch.
+const WALL_START_MS: i64 = 1_767_225_600_000;
 
 /// The largest datagram the in-memory network carries (as a typical QUIC path).
 pub const MAX_DATAGRAM: usize = 1200;
@@ -100,9 +103,22 @@ struct World {
     connections: Vec<Weak<Shared>>,
     next_connection: usize,
     incarnations: BTreeMap<SocketAddr, u32>,
+    /// Each machine's wall clock minus the simulated one, in ms (skew and jumps).
+    clock_offsets: BTreeMap<SocketAddr, i64>,
     stats: NetStats,
     started: Instant,
     trace: u64,
+    /// Every traced event, when asked for (to find where two runs part).
+    log: Option<Vec<TraceEvent>>,
+}
+
+/// One event of the trace: simulated time since the network started (ns) and its words.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TraceEvent {
+    /// Simulated nanoseconds since the network was made.
+    pub at: u64,
+    /// What happened: a kind, then its operands.
+    pub words: Vec<u64>,
 }
 
 struct Listener {
@@ -137,9 +153,13 @@ impl World {
     fn record(&mut self, words: &[u64]) {
         let at = Instant::now().duration_since(self.started).as_nanos() as u64;
         for w in std::iter::once(at).chain(words.iter().copied()) {
-            for b in w.to_le_bytes() {
-                self.trace = (self.trace ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
-            }
+            self.trace = fold(self.trace, w);
+        }
+        if let Some(log) = &mut self.log {
+            log.push(TraceEvent {
+                at,
+                words: words.to_vec(),
+            });
         }
     }
 
@@ -147,9 +167,26 @@ impl World {
     fn wake_all(&mut self) {
         self.connections.retain(|c| c.strong_count() > 0);
         for c in self.connections.iter().filter_map(Weak::upgrade) {
-            c.changed.send_modify(|v| *v += 1);
+            c.bump();
         }
     }
+}
+
+/// Folds one word into a hash (FNV-1a's prime, a word at a time).
+fn fold(hash: u64, word: u64) -> u64 {
+    (hash ^ word).wrapping_mul(0x0100_0000_01b3).rotate_left(29)
+}
+
+/// A hash of a payload's bytes, a word at a time: cheap enough for every packet.
+pub(crate) fn payload_word(bytes: &[u8]) -> u64 {
+    let mut h = bytes.len() as u64;
+    let mut chunks = bytes.chunks_exact(8);
+    for c in &mut chunks {
+        h = fold(h, u64::from_le_bytes(c.try_into().unwrap_or_default()));
+    }
+    let mut tail = [0u8; 8];
+    tail[..chunks.remainder().len()].copy_from_slice(chunks.remainder());
+    fold(h, u64::from_le_bytes(tail))
 }
 
 fn port_word(addr: SocketAddr) -> u64 {
@@ -173,9 +210,11 @@ impl MemNetwork {
                 connections: Vec::new(),
                 next_connection: 1,
                 incarnations: BTreeMap::new(),
+                clock_offsets: BTreeMap::new(),
                 stats: NetStats::default(),
                 started: Instant::now(),
                 trace: 0xcbf2_9ce4_8422_2325,
+                log: None,
             })),
         }
     }
@@ -268,6 +307,30 @@ impl MemNetwork {
         *n
     }
 
+    /// The wall clock of the machine at `addr`, in ms since the Unix epoch: a fixed
+    /// start (2026-01-01) plus simulated time plus the machine's offset
+    /// ([`MemNetwork::shift_clock`]). It steps back if the offset does.
+    pub fn wall_ms(&self, addr: SocketAddr) -> u64 {
+        let w = self.lock();
+        let elapsed = Instant::now().duration_since(w.started).as_millis() as i64;
+        let offset = w.clock_offsets.get(&addr).copied().unwrap_or(0);
+        u64::try_from(WALL_START_MS + elapsed + offset).unwrap_or(0)
+    }
+
+    /// Moves the wall clock of the machine at `addr` by `by_ms` (negative: back), at once:
+    /// a skew if done at the start, a jump later.
+    pub fn shift_clock(&self, addr: SocketAddr, by_ms: i64) {
+        let mut w = self.lock();
+        let offset = w.clock_offsets.entry(addr).or_insert(0);
+        *offset = offset.saturating_add(by_ms);
+        w.record(&[10, port_word(addr), by_ms as u64]);
+    }
+
+    /// How far the wall clock of the machine at `addr` is off the simulated one, in ms.
+    pub fn clock_offset(&self, addr: SocketAddr) -> i64 {
+        self.lock().clock_offsets.get(&addr).copied().unwrap_or(0)
+    }
+
     /// A seed for a node's own randomness, drawn from the network's.
     pub fn next_seed(&self) -> u64 {
         self.lock().rng.next_u64()
@@ -282,6 +345,20 @@ impl MemNetwork {
     /// same seed and the same workload have the same trace.
     pub fn trace_hash(&self) -> u64 {
         self.lock().trace
+    }
+
+    /// Keeps every traced event from now on (see [`MemNetwork::trace_log`]); for finding
+    /// the first event where two runs of one seed part.
+    pub fn keep_trace_log(&self) {
+        let mut w = self.lock();
+        if w.log.is_none() {
+            w.log = Some(Vec::new());
+        }
+    }
+
+    /// The events traced since [`MemNetwork::keep_trace_log`] (empty if it was not called).
+    pub fn trace_log(&self) -> Vec<TraceEvent> {
+        self.lock().log.clone().unwrap_or_default()
     }
 
     /// Folds an event of the caller's into the trace hash.
@@ -347,7 +424,8 @@ impl Endpoint {
                         secret,
                         net: self.net.clone(),
                         state: Mutex::new(ConnState::default()),
-                        changed: watch::channel(0).0,
+                        changed: tokio::sync::Notify::new(),
+                        datagrams: tokio::sync::Notify::new(),
                     });
                     w.connections.push(Arc::downgrade(&shared));
                     w.stats.connections += 1;

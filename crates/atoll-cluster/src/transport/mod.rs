@@ -16,7 +16,7 @@ use std::task::{Context, Poll};
 use atoll_core::NodeId;
 use bytes::Bytes;
 
-pub use mem::{Faults, MemNetwork, NetStats};
+pub use mem::{Faults, MemNetwork, NetStats, TraceEvent};
 
 /// How a connection ended.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -102,7 +102,7 @@ pub(in crate::node) async fn release_orphans(weak: Weak<Inner>, every: Duration)
         let creation = inner.rt.creation();
         // Many names may share an owner: ask the runtime once per process, not per name
         // (the sweep holds the registry's read lock).
-        let alive = std::cell::RefCell::new(HashMap::<Pid, bool>::new());
+        let alive = std::cell::RefCell::new(BTreeMap::<Pid, bool>::new());
         let orphans = naming.read(|r| {
             orphans(inner.id, creation, r, |pid| {
                 *alive

@@ -24,11 +24,11 @@ const ROUND_GAP: Duration = Duration::from_millis(1);
 #[derive(Default)]
 pub(in crate::node) struct Feed {
     /// Per peer that said what it holds: the index it holds after what was sent to it.
-    known: Mutex<HashMap<NodeId, u64>>,
+    known: Mutex<BTreeMap<NodeId, u64>>,
     /// Wakes the pusher (a peer said what it holds).
     wake: Arc<tokio::sync::Notify>,
     /// When this node last told each voter what it holds after a gap.
-    gap_sent: Mutex<HashMap<NodeId, Instant>>,
+    gap_sent: Mutex<BTreeMap<NodeId, Instant>>,
     stats: FeedCounters,
 }
 
@@ -266,7 +266,7 @@ fn push_round(inner: &Inner, naming: &Naming, c: &Consensus<NodeTransport>) {
     let mut known = naming.feed.known.lock().unwrap_or_else(|e| e.into_inner());
     // Encoded once per round and shared by every peer that needs the same.
     let mut snapshot: Option<Option<(u64, Vec<u8>)>> = None;
-    let mut deltas: HashMap<u64, Option<Vec<u8>>> = HashMap::new();
+    let mut deltas: BTreeMap<u64, Option<Vec<u8>>> = BTreeMap::new();
     known.retain(|id, _| inner.peer(*id).is_some());
     for (id, held) in known.iter_mut() {
         let Some(peer) = inner.peer(*id) else {

@@ -9,10 +9,11 @@ use std::time::Duration;
 
 use atoll_core::NodeId;
 use bytes::Bytes;
-use tokio::sync::watch;
+use tokio::sync::Notify;
+use tokio::sync::futures::Notified;
 use tokio::time::Instant;
 
-use super::{MAX_DATAGRAM, MemNetwork, Pipe, RecvStream, SendStream, port_word};
+use super::{MAX_DATAGRAM, MemNetwork, Pipe, RecvStream, SendStream, payload_word, port_word};
 use crate::transport::{Closed, DatagramRefused, LinkStats, StreamError};
 
 /// What both ends of a connection share.
@@ -24,8 +25,13 @@ pub(super) struct Shared {
     pub(super) secret: [u8; 32],
     pub(super) net: MemNetwork,
     pub(super) state: Mutex<ConnState>,
-    /// Bumped on every change anyone may wait for.
-    pub(super) changed: watch::Sender<u64>,
+    /// Woken on every change anyone may wait for. (A `Notify` wakes its waiters in a
+    /// fixed order; a `watch` channel spreads them over shards at random, which would
+    /// make same-instant wake-ups run in a different order on every run.)
+    pub(super) changed: Notify,
+    /// Woken when a datagram is queued for either side (only datagram readers wait on it,
+    /// so stream traffic does not wake them, nor datagrams the stream readers).
+    pub(super) datagrams: Notify,
 }
 
 #[derive(Default)]
@@ -46,7 +52,7 @@ impl Shared {
     }
 
     pub(super) fn bump(&self) {
-        self.changed.send_modify(|v| *v += 1);
+        self.changed.notify_waiters();
     }
 
     /// `side` closes the connection; the other side learns it if the link carries it.
@@ -83,18 +89,24 @@ impl Shared {
 }
 
 /// Waits for the next change of a connection, or until `at` if given.
-pub(super) async fn wait_for_change(changed: &mut watch::Receiver<u64>, at: Option<Instant>) {
-    match at {
-        Some(at) => {
-            tokio::select! {
-                biased;
-                _ = changed.changed() => {}
-                _ = tokio::time::sleep_until(at) => {}
-            }
+/// Waits for the next change of a connection (`changed`) or of what one reader reads
+/// (`data`), or until `at` if given.
+pub(super) async fn wait_for_change(
+    changed: Notified<'_>,
+    data: Notified<'_>,
+    at: Option<Instant>,
+) {
+    let deadline = async {
+        match at {
+            Some(at) => tokio::time::sleep_until(at).await,
+            None => std::future::pending().await,
         }
-        None => {
-            let _ = changed.changed().await;
-        }
+    };
+    tokio::select! {
+        biased;
+        _ = changed => {}
+        _ = data => {}
+        _ = deadline => {}
     }
 }
 
@@ -103,7 +115,7 @@ pub(super) async fn watchdog(weak: Weak<Shared>) {
     let mut blocked_since: Option<Instant> = None;
     loop {
         let Some(shared) = weak.upgrade() else { return };
-        let mut changed = shared.changed.subscribe();
+        let changed = shared.changed.notified();
         let half_open = {
             let s = shared.lock();
             if s.closed[0].is_some() && s.closed[1].is_some() {
@@ -137,13 +149,11 @@ pub(super) async fn watchdog(weak: Weak<Shared>) {
             Some(since) => {
                 tokio::select! {
                     biased;
-                    _ = changed.changed() => {}
+                    _ = changed => {}
                     _ = tokio::time::sleep_until(since + idle) => {}
                 }
             }
-            None => {
-                let _ = changed.changed().await;
-            }
+            None => changed.await,
         }
     }
 }
@@ -185,11 +195,11 @@ impl Connection {
 
     pub(crate) async fn closed(&self) -> Closed {
         loop {
-            let mut changed = self.shared.changed.subscribe();
+            let changed = self.shared.changed.notified();
             if let Some(reason) = self.shared.closed(self.side) {
                 return reason;
             }
-            let _ = changed.changed().await;
+            changed.await;
         }
     }
 
@@ -202,10 +212,12 @@ impl Connection {
 
     fn pipe(&self) -> (SendStream, RecvStream) {
         let pipe = Arc::new(Mutex::new(Pipe::default()));
+        let data = Arc::new(Notify::new());
         (
             SendStream {
                 conn: self.clone(),
                 pipe: pipe.clone(),
+                data: data.clone(),
             },
             RecvStream {
                 conn: Connection {
@@ -213,6 +225,7 @@ impl Connection {
                     side: 1 - self.side,
                 },
                 pipe,
+                data,
             },
         )
     }
@@ -244,7 +257,7 @@ impl Connection {
 
     pub(crate) async fn accept_uni(&self) -> Result<RecvStream, StreamError> {
         loop {
-            let mut changed = self.shared.changed.subscribe();
+            let changed = self.shared.changed.notified();
             {
                 let mut s = self.shared.lock();
                 if let Some(r) = s.uni[self.side].pop_front() {
@@ -255,13 +268,13 @@ impl Connection {
                     return Err(self.gone());
                 }
             }
-            let _ = changed.changed().await;
+            changed.await;
         }
     }
 
     pub(crate) async fn accept_bi(&self) -> Result<(SendStream, RecvStream), StreamError> {
         loop {
-            let mut changed = self.shared.changed.subscribe();
+            let changed = self.shared.changed.notified();
             {
                 let mut s = self.shared.lock();
                 if let Some(pair) = s.bi[self.side].pop_front() {
@@ -272,7 +285,7 @@ impl Connection {
                     return Err(self.gone());
                 }
             }
-            let _ = changed.changed().await;
+            changed.await;
         }
     }
 
@@ -293,7 +306,7 @@ impl Connection {
                 w.stats.datagrams_dropped += 1;
                 return Ok(());
             }
-            w.record(&[8, port_word(from), port_word(to), payload.len() as u64]);
+            w.record(&[8, port_word(from), port_word(to), payload_word(&payload)]);
             let copies = if w.chance(duplicate) { 2 } else { 1 };
             (0..copies).map(|_| w.delay()).collect::<Vec<_>>()
         };
@@ -306,13 +319,14 @@ impl Connection {
             }
             s.sent[self.side] += payload.len() as u64;
         }
-        self.shared.bump();
+        self.shared.datagrams.notify_waiters();
         Ok(())
     }
 
     pub(crate) async fn read_datagram(&self) -> Result<Bytes, StreamError> {
         loop {
-            let mut changed = self.shared.changed.subscribe();
+            let changed = self.shared.changed.notified();
+            let queued = self.shared.datagrams.notified();
             let next = {
                 let mut s = self.shared.lock();
                 if s.closed[self.side].is_some() {
@@ -327,7 +341,7 @@ impl Connection {
                     other => other.map(|k| k.0),
                 }
             };
-            wait_for_change(&mut changed, next).await;
+            wait_for_change(changed, queued, next).await;
         }
     }
 

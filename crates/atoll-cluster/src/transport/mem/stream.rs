@@ -4,9 +4,10 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
+use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use super::{Connection, port_word, wait_for_change};
+use super::{Connection, payload_word, port_word, wait_for_change};
 use crate::transport::StreamError;
 
 /// One direction of a stream.
@@ -24,6 +25,8 @@ pub(super) struct Pipe {
 pub(crate) struct SendStream {
     pub(super) conn: Connection,
     pub(super) pipe: Arc<Mutex<Pipe>>,
+    /// Wakes the reader (only it: other streams' readers sleep on).
+    pub(super) data: Arc<Notify>,
 }
 
 impl SendStream {
@@ -35,7 +38,7 @@ impl SendStream {
         let delay = {
             let mut w = self.conn.shared.net.lock();
             w.stats.stream_bytes += buf.len() as u64;
-            w.record(&[9, port_word(from), port_word(to), buf.len() as u64]);
+            w.record(&[9, port_word(from), port_word(to), payload_word(buf)]);
             w.delay()
         };
         {
@@ -48,13 +51,13 @@ impl SendStream {
             pipe.chunks.push_back((at, Bytes::copy_from_slice(buf)));
         }
         self.conn.shared.lock().sent[self.conn.side] += buf.len() as u64;
-        self.conn.shared.bump();
+        self.data.notify_waiters();
         Ok(buf.len())
     }
 
     pub(crate) fn finish(&mut self) {
         self.pipe.lock().unwrap_or_else(|e| e.into_inner()).finished = true;
-        self.conn.shared.bump();
+        self.data.notify_waiters();
     }
 }
 
@@ -63,13 +66,16 @@ pub(crate) struct RecvStream {
     /// The receiving side's end.
     pub(super) conn: Connection,
     pub(super) pipe: Arc<Mutex<Pipe>>,
+    /// Woken when the writer adds bytes or finishes.
+    pub(super) data: Arc<Notify>,
 }
 
 impl RecvStream {
     pub(crate) async fn read_chunk(&mut self, max: usize) -> Result<Option<Bytes>, StreamError> {
         let (to, from) = self.conn.ends();
         loop {
-            let mut changed = self.conn.shared.changed.subscribe();
+            let changed = self.conn.shared.changed.notified();
+            let data = self.data.notified();
             if self.conn.close_reason().is_some() {
                 return Err(self.conn.gone());
             }
@@ -90,7 +96,7 @@ impl RecvStream {
                     None => None,
                 }
             };
-            wait_for_change(&mut changed, wait_until).await;
+            wait_for_change(changed, data, wait_until).await;
         }
     }
 
