@@ -36,9 +36,13 @@ where
     F: FnOnce() -> Fut,
     Fut: Future<Output = T>,
 {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .start_paused(true)
+    let mut builder = tokio::runtime::Builder::new_current_thread();
+    builder.enable_time().start_paused(true);
+    // An unbiased `select!` (openraft has some) picks its first branch from the runtime's
+    // generator, which is seeded at random unless it is given a seed (an unstable tokio API).
+    #[cfg(tokio_unstable)]
+    builder.rng_seed(tokio::runtime::RngSeed::from_bytes(b"atoll-sim"));
+    builder
         .build()
         .expect("a current-thread runtime builds")
         .block_on(make())
