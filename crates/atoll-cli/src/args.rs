@@ -162,6 +162,7 @@ Configuration (relative paths are relative to the configuration file's directory
   listen = \"127.0.0.1:7000\"     # required: UDP address to listen on (port 0: any)
   peers = [\"127.0.0.1:7001\"]    # optional: nodes to dial and keep connected (host:port)
   threads = 2                   # optional: async worker threads (default 2)
+  grains = true                 # optional: host grains (needs [consensus]; default false)
   http = \"127.0.0.1:7100\"       # optional: status page, JSON API (/api/...) and /metrics;
                                 #   `atoll status` asks it
 

@@ -52,6 +52,8 @@ struct RawConfig {
     limits: RawLimits,
     cluster: Option<RawCluster>,
     consensus: Option<RawConsensus>,
+    #[serde(default)]
+    grains: bool,
     http: Option<String>,
     #[serde(default)]
     log: RawLog,
@@ -179,6 +181,9 @@ pub struct NodeFile {
     pub membership: Option<MembershipConfig>,
     /// `[consensus]`, when there is such a table ([`NodeConfig::consensus`]).
     pub consensus: Option<ConsensusConfig>,
+    /// `grains`: whether the node hosts grains (the built-in types, its store in the
+    /// consensus data directory). Needs a `[consensus]` table.
+    pub grains: bool,
     /// `http`: where the status page, the JSON API and the metrics are served, if set.
     pub http: Option<SocketAddr>,
     /// `log.format`: how log lines are written.
@@ -371,6 +376,12 @@ impl NodeFile {
                 )
             })?),
         };
+        if raw.grains && raw.consensus.is_none() {
+            return Err(field(
+                "grains",
+                "a node hosts grains only with a [consensus] table (activations are consensus claims)".into(),
+            ));
+        }
         let log_format = match raw.log.format.as_deref() {
             None | Some("text") => LogFormat::Text,
             Some("json") => LogFormat::Json,
@@ -397,6 +408,7 @@ impl NodeFile {
             message_streams,
             membership,
             consensus,
+            grains: raw.grains,
             http,
             log_format,
             log_filter,

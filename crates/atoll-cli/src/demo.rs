@@ -138,7 +138,7 @@ pub fn run(keep: bool) -> Result<(), Error> {
     let config = |name: &str, listen: String, seeds: &str, http: Option<u16>| {
         let http = http.map_or(String::new(), |p| format!("http = \"127.0.0.1:{p}\"\n"));
         format!(
-            "name = \"{name}\"\nlisten = \"{listen}\"\nthreads = 1\n{http}\n\
+            "name = \"{name}\"\nlisten = \"{listen}\"\nthreads = 1\ngrains = true\n{http}\n\
              [log]\nfilter = \"warn\"\n\n\
              [tls]\nkey = \"ca/{name}.key\"\ncert = \"ca/{name}.pem\"\nca = \"ca/ca.pem\"\n\n\
              [cluster]\nenabled = true\nseeds = [{seeds}]\n\n\

@@ -248,21 +248,22 @@ pub struct GrainsView {
 
 /// The grains view of `node`, whose grain service is `grains`.
 pub async fn view(node: &Node, grains: &Grains) -> GrainsView {
-    let status = node.status().await;
-    let mut list: Vec<GrainView> = status
-        .locks
-        .iter()
-        .filter_map(|lock| {
-            let id = GrainId::from_lock_name(&lock.name)?;
+    // From the registry's grain claims directly: the whole node status is much more work,
+    // and status pages poll this.
+    let mut list: Vec<GrainView> = node
+        .locks_with_prefix("grain:")
+        .into_iter()
+        .filter_map(|(name, holder, token)| {
+            let id = GrainId::from_lock_name(&name)?;
             Some(GrainView {
                 durability: grains
                     .durability(&id.grain_type)
                     .map_or("-".into(), |d| format!("{d:?}")),
                 grain_type: id.grain_type,
                 key: id.key,
-                node: lock.node.clone(),
-                pid: lock.holder.clone(),
-                epoch: lock.token,
+                node: node_name(node, holder.node),
+                pid: holder.to_string(),
+                epoch: token,
             })
         })
         .collect();
@@ -346,3 +347,21 @@ pub fn rows(view: &GrainsView, node: Option<&str>) -> Vec<Vec<String>> {
 
 /// The header of [`rows`].
 pub const HEADER: [&str; 5] = ["NODE", "TYPE", "KEY", "EPOCH", "DURABILITY"];
+
+/// The name of `id` as this node knows it: itself, a peer, or a member; else the id.
+fn node_name(node: &Node, id: atoll_core::NodeId) -> String {
+    if id == node.id() {
+        return node.name().to_string();
+    }
+    if let Some(p) = node.peers().into_iter().find(|p| p.id == id) {
+        return p.name;
+    }
+    node.membership()
+        .and_then(|swim| {
+            swim.members()
+                .into_iter()
+                .find(|m| m.identity.node == id)
+                .map(|m| m.identity.name().to_string())
+        })
+        .unwrap_or_else(|| id.to_string())
+}

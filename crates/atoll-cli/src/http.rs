@@ -365,7 +365,7 @@ async fn grains_view(api: &Api) -> Result<GrainsView, Response> {
     match &api.grains {
         Some(grains) => Ok(crate::grains::view(&api.node, grains).await),
         None => Err(not_found(
-            "this node hosts no grains (it has no [consensus] table)".into(),
+            "this node hosts no grains (its configuration does not set grains = true)".into(),
         )),
     }
 }

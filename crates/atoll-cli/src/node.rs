@@ -66,8 +66,12 @@ async fn serve(file: NodeFile, loaded: crate::config::Loaded) -> Result<(), Erro
     let mut sigint = signal(SignalKind::interrupt()).map_err(signals("SIGINT handler"))?;
 
     let mut config = loaded.config;
-    // Grains need consensus for their activation claims; a node that has it hosts them.
-    let grain_dir = config.consensus.as_ref().map(|c| c.data_dir.clone());
+    // Grains need consensus for their activation claims (`grains = true` asks for it).
+    let grain_dir = config
+        .consensus
+        .as_ref()
+        .filter(|_| file.grains)
+        .map(|c| c.data_dir.clone());
     if grain_dir.is_some()
         && let Some(m) = config.membership.as_mut()
         && !m

@@ -575,9 +575,9 @@ fn three_voters_and_a_member_start_consensus_and_stop_cleanly() {
         l.starts_with("consensus ").then(|| l.to_string())
     });
     assert_eq!(line, "consensus member voters=3");
-    // It keeps no Raft log; its data directory holds only its grain store.
+    // It keeps no Raft log, and no grain store either without `grains = true`.
     assert!(!dir.join("raft-w1/raft.redb").exists());
-    assert!(dir.join("raft-w1/grains.redb").is_file());
+    assert!(!dir.join("raft-w1/grains.redb").exists());
     nodes.push(member);
 
     // They stay up through elections and heartbeats, then stop cleanly.

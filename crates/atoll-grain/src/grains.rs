@@ -238,6 +238,7 @@ impl Grains {
             active: Mutex::new(HashMap::new()),
             cache: Mutex::new(HashMap::new()),
             routers: Mutex::new(HashMap::new()),
+            copy_holders: Default::default(),
             activations: Default::default(),
             deactivations: Default::default(),
             migrations: Default::default(),

@@ -50,6 +50,10 @@ pub(crate) struct Shared {
     pub(crate) cache: Mutex<HashMap<GrainId, Activation>>,
     /// Routers of other nodes, as found in the process table.
     pub(crate) routers: Mutex<HashMap<NodeId, ActorRef<GrainRouter>>>,
+    /// Every node ever seen that may hold `Replicated` copies, lost ones included: read
+    /// quorums count against it, because a copy written while a node was a member stays
+    /// on that node after the membership shrinks.
+    pub(crate) copy_holders: Mutex<std::collections::BTreeSet<NodeId>>,
     pub(crate) activations: AtomicU64,
     pub(crate) deactivations: AtomicU64,
     pub(crate) migrations: AtomicU64,

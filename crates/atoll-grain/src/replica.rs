@@ -186,13 +186,19 @@ fn ring_order(node: &atoll_cluster::Node, shared: &Shared, id: &GrainId) -> Vec<
     let ring = node.ring();
     let nodes = ring.nodes();
     let order = ring.replicas(&id.ring_key(), nodes.len(), None);
-    core::eligible(
+    let order = core::eligible(
         order
             .iter()
             .filter(|n| routers.contains(n))
             .filter_map(|n| nodes.get(n).map(|r| (*n, &r.capabilities))),
         requires,
-    )
+    );
+    shared
+        .copy_holders
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .extend(order.iter().copied().chain([shared.me]));
+    order
 }
 
 fn timeout(shared: &Shared) -> Duration {
@@ -270,7 +276,14 @@ pub(crate) async fn load(
             ReplicaAnswer::Failed(_) => {}
         }
     }
-    let need = core::read_quorum(others.len() + 1, shared.replicas);
+    // Counted against every node that may hold a copy, not only today's members: with a
+    // node lost, a quorum of the survivors alone could miss every copy of the last write.
+    let holders = shared
+        .copy_holders
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .len();
+    let need = core::read_quorum(holders, shared.replicas);
     if heard < need {
         return Err(StoreError::Backend(format!(
             "heard {heard} of the {need} copies needed to restore the state"

@@ -422,11 +422,18 @@ impl Membership {
             self.tell_down(now, src);
             return Err(PacketError::Fenced);
         }
-        let src_down = self
+        // Down, or only suspected so far: after a partition heals, the side that declared
+        // the other down first may be the smaller one (an isolated node suspects everyone
+        // sooner than the others suspect it), so a verdict from a member we doubt is weighed
+        // too, not taken as it comes.
+        let src_doubted = self
             .view
             .get(&src.node)
-            .is_some_and(|m| m.identity == src && !m.state.is_live());
-        if pkt.header.message == Message::TurnUndead && src_down && !self.yields_to(&status, &src) {
+            .is_some_and(|m| m.identity == src && m.state != MemberState::Active);
+        if pkt.header.message == Message::TurnUndead
+            && src_doubted
+            && !self.yields_to(&status, &src)
+        {
             // Both sides of a healed partition call each other down; the side with fewer
             // live members (ties: the larger node id) yields and rejoins.
             return Ok(());
@@ -466,7 +473,8 @@ impl Membership {
         self.send_crafted(src.clone(), Message::Gossip, vec![suspicion]);
     }
 
-    /// Whether this node accepts being declared down by `other` (a node it holds down too).
+    /// Whether this node accepts being declared down by `other` (a node it holds down or
+    /// suspects).
     fn yields_to(&self, status: &Status, other: &Identity) -> bool {
         let mine = self.live_count() as u32;
         status.live > mine || (status.live == mine && other.node < self.identity().node)

@@ -68,7 +68,7 @@ fn write_configs(dir: &Path) -> Vec<PathBuf> {
     let seed = format!("\"127.0.0.1:{}\"", ports[0]);
     let config = |name: &str, listen: String, seeds: &str| {
         format!(
-            "name = \"{name}\"\nlisten = \"{listen}\"\nthreads = 1\n\n\
+            "name = \"{name}\"\nlisten = \"{listen}\"\nthreads = 1\ngrains = true\n\n\
              [log]\nfilter = \"warn,openraft=off\"\n\n\
              [tls]\nkey = \"ca/{name}.key\"\ncert = \"ca/{name}.pem\"\nca = \"ca/ca.pem\"\n\n\
              [cluster]\nenabled = true\nseeds = [{seeds}]\n\n\

@@ -23,6 +23,7 @@ fn the_commented_example_file_parses() {
     assert_eq!(c.log_format, LogFormat::Text);
     assert_eq!(c.log_filter, DEFAULT_LOG_FILTER);
     assert_eq!(c.threads, 2);
+    assert!(c.grains);
     let cluster = c.membership.as_ref().unwrap();
     assert_eq!(
         cluster.seeds,
@@ -505,4 +506,10 @@ fn the_split_brain_table_names_a_policy_and_its_window() {
         e.contains("field \"cluster.split_brain.window_ms\": 0 is not between"),
         "{e}"
     );
+}
+
+#[test]
+fn grains_need_a_consensus_table() {
+    let message = err(&format!("grains = true\n{GOOD}"));
+    assert!(message.contains("field \"grains\""), "{message}");
 }

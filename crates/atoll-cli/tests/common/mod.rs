@@ -354,7 +354,7 @@ pub fn start_voters_with_http(dir: &Path) -> (Vec<NodeProcess>, Vec<String>) {
                 .replace("127.0.0.1:0", &format!("127.0.0.1:{}", ports[i]))
                 .replace(
                     "threads = 1\n",
-                    &format!("threads = 1\nhttp = \"{}\"\n", http[i]),
+                    &format!("threads = 1\ngrains = true\nhttp = \"{}\"\n", http[i]),
                 );
             let consensus = format!(
                 "\n[consensus]\nvoters = [{}]\nheartbeat_interval_ms = 50\n\

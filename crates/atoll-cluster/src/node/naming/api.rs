@@ -256,6 +256,22 @@ impl crate::node::Node {
         Some((grant.holder, grant.token))
     }
 
+    /// Every consensus lock whose name starts with `prefix`, with its holder and fencing
+    /// token, as this node's registry shows them (no network round trip), in name order.
+    pub fn locks_with_prefix(&self, prefix: &str) -> Vec<(String, Pid, u64)> {
+        let Some(naming) = self.naming() else {
+            return Vec::new();
+        };
+        naming.read(|registry| {
+            registry
+                .locks()
+                .range(prefix.to_string()..)
+                .take_while(|(name, _)| name.starts_with(prefix))
+                .map(|(name, grant)| (name.clone(), grant.holder, grant.token))
+                .collect()
+        })
+    }
+
     /// The processes queued for the consensus lock `name` (by [`Self::lock`]), in the order
     /// they are handed it, as this node's registry shows them (no network round trip).
     pub fn lock_waiters(&self, name: &str) -> Vec<Pid> {
