@@ -166,11 +166,22 @@ fn messages_from_several_senders_during_migrations_are_neither_lost_nor_reordere
 
     // Meanwhile the grain moves around the cluster.
     let mut moves = 0;
+    let mut last_epoch = 0;
     for round in 0..6 {
-        let from = hosts[0]
-            .grains
-            .registered(&id)
-            .expect("the journal is active");
+        // The first node's registry may trail the log by a little: wait for it to show the
+        // activation the last move made.
+        let mut from = None;
+        wait_until(
+            "the first node's registry shows the journal's activation",
+            || {
+                from = hosts[0]
+                    .grains
+                    .registered(&id)
+                    .filter(|a| a.epoch >= last_epoch);
+                from.is_some()
+            },
+        );
+        let from = from.expect("waited for");
         let target = hosts[(round + 1) % 3].id();
         let target = if target == from.pid.node {
             hosts[(round + 2) % 3].id()
@@ -183,6 +194,7 @@ fn messages_from_several_senders_during_migrations_are_neither_lost_nor_reordere
             .run(move |g| async move { g.migrate(&id2, target).await })
             .expect("the migration completes");
         assert_eq!(moved.pid.node, target);
+        last_epoch = moved.epoch;
         assert!(moved.epoch > from.epoch, "{moved:?} after {from:?}");
         moves += 1;
         std::thread::sleep(Duration::from_millis(20));
