@@ -360,13 +360,24 @@ where
     pub fn digest(&mut self, now_ms: u64) -> Digest {
         let me = self.node();
         self.clock.observe(Stamp::ZERO.at(me), now_ms);
-        let mut d = self.seen.clone();
-        d.advance(me, self.clock.last());
+        self.seen()
+    }
+
+    /// What this map has seen, without advancing its own clock: what it holds, and for a
+    /// forgotten origin the floor below which it refuses that origin's entries (so peers
+    /// do not send them).
+    pub fn seen(&self) -> Digest {
+        let mut d = self.held();
+        for (&origin, &floor) in &self.floors.0 {
+            d.advance(origin, floor);
+        }
         d
     }
 
-    /// What this map has seen, without advancing its own clock.
-    pub fn seen(&self) -> Digest {
+    /// Per origin, up to where this map holds everything: the basis of its claims. A
+    /// forgotten origin is not in it, so a peer that takes it back is never told it has
+    /// what nobody sent it.
+    fn held(&self) -> Digest {
         let mut d = self.seen.clone();
         d.advance(self.node(), self.clock.last());
         d
@@ -379,7 +390,7 @@ where
         K: Serialize,
         V: Serialize,
     {
-        let seen = self.seen();
+        let seen = self.held();
         let mut origins: BTreeSet<NodeId> = self.by_origin.keys().copied().collect();
         origins.extend(seen.0.keys().copied());
         let mut budget = max_bytes;
@@ -537,7 +548,7 @@ where
             self.merge_entry(k.clone(), e.clone(), now_ms, &mut report, observer);
         }
         let me = self.node();
-        for (&origin, &s) in other.seen().0.iter().filter(|(o, _)| **o != me) {
+        for (&origin, &s) in other.held().0.iter().filter(|(o, _)| **o != me) {
             self.seen.advance(origin, s);
         }
         report
@@ -590,11 +601,9 @@ where
     /// resume its clock above that point if it comes back (see [`Hlc::resume`]).
     pub fn forget_origin(&mut self, origin: NodeId) -> Vec<(K, V)> {
         let mut gone = Vec::new();
-        let Some(stamps) = self.by_origin.remove(&origin) else {
-            return gone;
-        };
-        let mut top = self.seen.get(origin);
-        for (s, keys) in stamps {
+        // What was seen of it is no longer held: this map must not claim it to anyone.
+        let mut top = self.seen.0.remove(&origin).unwrap_or(Stamp::ZERO);
+        for (s, keys) in self.by_origin.remove(&origin).unwrap_or_default() {
             top = top.max(s);
             for k in keys {
                 if let Some(Entry { value: Some(v), .. }) = self.entries.remove(&k) {

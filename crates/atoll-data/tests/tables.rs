@@ -218,6 +218,37 @@ fn a_lost_node_is_forgotten_and_its_stale_entries_stay_out() {
     assert!(a.get(&p2).is_some());
 }
 
+#[test]
+fn a_readmitted_node_is_asked_for_everything_even_by_way_of_one_that_still_forgets_it() {
+    // c is cut off; a and b both drop it. a readmits it first, while b still forgets it.
+    let (mut a, mut b, mut c) = (
+        CrdtGossipState::new(node(0)),
+        CrdtGossipState::new(node(1)),
+        CrdtGossipState::new(node(2)),
+    );
+    let p = Pid::new(node(2), 1, 1);
+    c.processes.advertise(ad(p, 0, 0, 10), 100).unwrap();
+    for s in [&mut a, &mut b] {
+        let delta = c.delta_for(&s.digest(101), usize::MAX);
+        s.merge_delta(delta, 101).unwrap();
+        assert!(s.processes.get(&p).is_some());
+        s.forget_node(node(2));
+    }
+    a.readmit_node(node(2));
+    // b, which holds nothing of c, must not tell a that it sent all of c's writes...
+    let from_b = b.delta_for(&a.digest(102), usize::MAX);
+    a.merge_delta(from_b, 102).unwrap();
+    // ...or a would not ask c for them.
+    let from_c = c.delta_for(&a.digest(103), usize::MAX);
+    a.merge_delta(from_c, 103).unwrap();
+    assert!(
+        a.processes.get(&p).is_some(),
+        "the readmitted node's process"
+    );
+    // b, still forgetting c, is not sent c's old writes again and again.
+    assert!(c.delta_for(&b.digest(104), usize::MAX).is_empty());
+}
+
 fn offer(n: usize, service: &str, load: u32) -> ServiceAdvertisement {
     ServiceAdvertisement {
         service: service.into(),

@@ -133,3 +133,42 @@ fn tables_hold_exactly_the_live_processes_after_partitions_and_a_crash() {
         sim.shutdown().await;
     });
 }
+
+/// One node cut off past failure detection from three that run consensus, then healed: it
+/// rejoins as a new generation and every table holds everyone's processes again.
+#[test]
+fn an_isolated_node_is_back_in_every_table_after_the_heal() {
+    check_seeds(0..10, |seed| async move {
+        let mut sim = SimCluster::start(seed, ClusterSpec::new(4).with_voters(3)).unwrap();
+        let limit = Duration::from_secs(60);
+        assert!(sim.wait_until(limit, |s| s.converged()).await, "membership");
+        for i in 0..4 {
+            spawn_on(&sim, i, 1);
+        }
+        assert!(
+            sim.wait_until(limit, tables_exact).await,
+            "first convergence"
+        );
+        sim.partition(&[3], &[0, 1, 2]);
+        let others_only = |s: &SimCluster| {
+            (0..3).all(|i| {
+                s.node(i)
+                    .unwrap()
+                    .cluster_processes()
+                    .iter()
+                    .all(|a| a.pid.node != s.id(3))
+            })
+        };
+        assert!(
+            sim.wait_until(limit, others_only).await,
+            "seed {seed}: dropped"
+        );
+        sim.heal();
+        assert!(
+            sim.wait_until(Duration::from_secs(30), tables_exact).await,
+            "seed {seed}: tables after the heal:{}",
+            differences(&sim)
+        );
+        sim.shutdown().await;
+    });
+}

@@ -750,7 +750,7 @@ impl Drop for Cluster {
         }
         // Anything else still in the namespaces goes too, by pid.
         let _ = script(&["down", &self.prefix]);
-        if std::thread::panicking() {
+        if std::thread::panicking() || std::env::var_os("ATOLL_KEEP_NODE_FILES").is_some() {
             eprintln!("kept node files in {}", self.dir.display());
         } else {
             let _ = std::fs::remove_dir_all(&self.dir);
