@@ -262,7 +262,10 @@ mod tests {
         assert_eq!((quiet.attempted, quiet.succeeded), (1, 1));
         assert!(quiet.failed.is_empty(), "{:?}", quiet.failed);
         let paused = &rows["pause-leader"];
-        assert_eq!((paused.faults, paused.attempted, paused.succeeded), (2, 3, 1));
+        assert_eq!(
+            (paused.faults, paused.attempted, paused.succeeded),
+            (2, 3, 1)
+        );
         assert_eq!(paused.failed["Unlock::Consensus::Timeout"], 1);
         assert_eq!(paused.failed["pending"], 1);
     }

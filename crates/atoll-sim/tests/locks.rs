@@ -33,10 +33,7 @@ fn an_unlock_after_the_cluster_released_the_grant_is_not_held_and_the_new_holder
         );
         let home = sim.node(CUT).unwrap();
         let old = home.runtime().spawn(Idle).pid();
-        let guard = home
-            .lock("L", old, Duration::from_secs(10))
-            .await
-            .unwrap();
+        let guard = home.lock("L", old, Duration::from_secs(10)).await.unwrap();
         let old_token = guard.token();
 
         // Cut off until the majority declares the node lost and releases its grant.
@@ -53,10 +50,7 @@ fn an_unlock_after_the_cluster_released_the_grant_is_not_held_and_the_new_holder
         // Another member takes the lock.
         let other = sim.node(4).unwrap();
         let new = other.runtime().spawn(Idle).pid();
-        let new_guard = other
-            .lock("L", new, Duration::from_secs(10))
-            .await
-            .unwrap();
+        let new_guard = other.lock("L", new, Duration::from_secs(10)).await.unwrap();
         let new_token = new_guard.token();
         assert!(new_token > old_token);
 
