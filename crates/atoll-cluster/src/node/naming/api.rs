@@ -329,7 +329,7 @@ impl crate::node::Node {
     /// Takes the consensus lock `name` for the local process `holder` if it is free now;
     /// [`LockError::Busy`] names the current holder otherwise. Taking a lock the process
     /// already holds returns another guard for the same grant (same token): releasing either
-    /// releases the grant.
+    /// releases the grant (an unlock of the other then answers [`LockError::NotHeld`]).
     pub async fn try_lock(&self, name: &str, holder: Pid) -> Result<LockGuard, LockError> {
         self.check_lock(name, holder)?;
         match self.propose_lock(name, holder).await? {
