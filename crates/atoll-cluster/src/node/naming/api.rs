@@ -14,10 +14,10 @@ pub(in crate::node) fn check_name(name: &str) -> Result<(), usize> {
 ///
 /// Dropping the guard releases the lock in the background; [`LockGuard::unlock`] releases it,
 /// waits until the release is applied and says whether this grant was still held then
-/// ([`LockError::NotHeld`] if the cluster had released it already). The lock is also released when its holder
-/// process exits or the holder's node is lost, so a holder must pass [`LockGuard::token`] to
-/// whatever the lock protects and that resource must refuse tokens smaller than the largest
-/// it has seen (a fencing token).
+/// ([`LockError::NotHeld`] if the cluster had released it already). The lock is also
+/// released when its holder process exits or the holder's node is lost, so a holder must
+/// pass [`LockGuard::token`] to whatever the lock protects and that resource must refuse
+/// tokens smaller than the largest it has seen (a fencing token).
 ///
 /// When this node learns that the cluster declared it down (it is fenced), the lock was
 /// released by the others: the guard then reports it [lost](LockGuard::is_lost).
