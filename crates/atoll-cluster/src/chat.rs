@@ -112,7 +112,8 @@ fn member_ref<A: Actor>(ctx: &Ctx<A>, pid: Pid) -> ActorRef<Member> {
     }
 }
 
-fn cut(mut text: String) -> String {
+/// `text` cut to at most [`MAX_LINE`] bytes, on a character boundary.
+pub fn cut(mut text: String) -> String {
     if text.len() > MAX_LINE {
         let mut end = MAX_LINE;
         while !text.is_char_boundary(end) {
