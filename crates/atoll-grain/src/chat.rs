@@ -115,13 +115,14 @@ impl RoomState {
 
     /// Says `text` as `nick`: the line gets the next number and goes to every member.
     pub fn post(&mut self, nick: String, text: String) -> Tell {
-        self.last_seq += 1;
+        // A state read back from a store is not trusted to leave room for more numbers.
+        self.last_seq = self.last_seq.saturating_add(1);
         let line = Line {
             seq: self.last_seq,
             from: cut(nick),
             text: cut(text),
         };
-        // `>=`: a state read back from a store is trusted no further than its size.
+        // `>=` and a loop: nor is its history trusted to be within the limit.
         while self.history.len() >= HISTORY {
             self.history.pop_front();
         }
@@ -375,6 +376,9 @@ mod tests {
             assert!(room.join("big", format!("m{n}"), pid(n)).is_some());
         }
         assert_eq!(room.join("big", "late".into(), pid(u64::MAX)), None);
-        assert!(room.join("big", "m0".into(), pid(0)).is_some(), "a member rejoining");
+        assert!(
+            room.join("big", "m0".into(), pid(0)).is_some(),
+            "a member rejoining"
+        );
     }
 }

@@ -11,8 +11,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use atoll_actor::{
-    Actor, ActorRef, ActorResult, Ctx, Decoder, Down, ExitReason, ReplyTo, Runtime,
-    serde_decoder,
+    Actor, ActorRef, ActorResult, Ctx, Decoder, Down, ExitReason, ReplyTo, Runtime, serde_decoder,
 };
 use atoll_cluster::{LockError, LockGuard, Node, WeakNode};
 use atoll_core::{NodeId, Pid};
@@ -700,7 +699,9 @@ impl<G: Grain> Actor for GrainHost<G> {
         if let Phase::Active(live) = &mut self.phase
             && live.ctx.unwatch(down.pid)
         {
-            live.grain.on_down(down.pid, down.reason, &mut live.ctx).await;
+            live.grain
+                .on_down(down.pid, down.reason, &mut live.ctx)
+                .await;
             watch(live, ctx);
             if live.ctx.is_fenced() {
                 self.abandon(ctx);

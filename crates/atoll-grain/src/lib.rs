@@ -53,6 +53,10 @@
 //! survives the loss of its host. [`GrainStats`] counts activations, deactivations and
 //! migrations. The repository's `docs/grains.md` describes the classes and what each
 //! survives.
+//!
+//! A grain can send to plain processes through [`GrainCtx::runtime`] and watch them with
+//! [`GrainCtx::monitor`] ([`Grain::on_down`]); [`chat::ChatRoom`], the rooms of the `chat`
+//! example, does both.
 #![deny(missing_docs)]
 
 pub mod chat;

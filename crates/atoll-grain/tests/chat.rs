@@ -1,6 +1,7 @@
 //! Chat rooms as grains on real nodes (three Raft voters over QUIC on loopback): members
 //! on every node hear one ordered history, a member that goes away is dropped, and a room
-//! keeps its history and its members across idle deactivation and the loss of its host.
+//! keeps its history and its members across idle deactivation and the loss of its host,
+//! dropping a member that went away while it was inactive.
 
 mod common;
 
@@ -111,7 +112,13 @@ fn members_on_every_node_hear_one_ordered_history_and_a_dead_member_leaves() {
             let mut seqs = Vec::new();
             for i in 0..5 {
                 let text = format!("{nick} {i}");
-                match room.call(ChatMsg::Post { nick: nick.into(), text }).await {
+                match room
+                    .call(ChatMsg::Post {
+                        nick: nick.into(),
+                        text,
+                    })
+                    .await
+                {
                     Ok(ChatReply::Posted { seq, stored: true }) => seqs.push(seq),
                     other => panic!("post: {other:?}"),
                 }
@@ -125,7 +132,11 @@ fn members_on_every_node_hear_one_ordered_history_and_a_dead_member_leaves() {
     assert!(b.windows(2).all(|w| w[0] < w[1]), "{b:?}");
     let mut all: Vec<u64> = a.iter().chain(&b).copied().collect();
     all.sort();
-    assert_eq!(all, (1..=10).collect::<Vec<_>>(), "every line numbered once");
+    assert_eq!(
+        all,
+        (1..=10).collect::<Vec<_>>(),
+        "every line numbered once"
+    );
 
     let history = history(n2, "lobby");
     assert_eq!(history.len(), 10);
@@ -147,7 +158,11 @@ fn members_on_every_node_hear_one_ordered_history_and_a_dead_member_leaves() {
         );
     }
     for (h, m) in [(n0, &ann), (n1, &bob), (n2, &cat)] {
-        assert_eq!(lines_heard(h, m, 10), history, "each member hears the history");
+        assert_eq!(
+            lines_heard(h, m, 10),
+            history,
+            "each member hears the history"
+        );
     }
     let notices: Vec<String> = heard(n0, &ann)
         .into_iter()
@@ -171,7 +186,10 @@ fn members_on_every_node_hear_one_ordered_history_and_a_dead_member_leaves() {
         ChatReply::Left(true)
     );
     assert_eq!(post(n0, "lobby", "ann", "anyone?"), 11);
-    assert_eq!(lines_heard(n0, &ann, 11).last().unwrap(), "#11 ann: anyone?");
+    assert_eq!(
+        lines_heard(n0, &ann, 11).last().unwrap(),
+        "#11 ann: anyone?"
+    );
     assert_eq!(lines_heard(n1, &bob, 10).len(), 10, "bob hears no more");
 }
 
@@ -184,6 +202,8 @@ fn a_room_keeps_history_and_members_across_idle_deactivation_and_the_loss_of_its
     let id = GrainId::new("chat_room", "attic");
     let ann = member(&setup.hosts[0]);
     join(&setup.hosts[0], "attic", "ann", &ann);
+    let dee = member(&setup.hosts[1]);
+    join(&setup.hosts[1], "attic", "dee", &dee);
     for text in ["one", "two", "three"] {
         post(&setup.hosts[0], "attic", "ann", text);
     }
@@ -199,9 +219,19 @@ fn a_room_keeps_history_and_members_across_idle_deactivation_and_the_loss_of_its
                 .sum::<u64>()
                 >= 1
     });
-    // Reactivated by the next call, from any node: the history is there, and the member
-    // in the state still hears new lines.
+    // dee goes away while no activation watches it.
+    setup.hosts[1].kill_process(dee.pid());
+    // Reactivated by the next call, from any node: the history is there, the member that
+    // went away meanwhile is dropped, and the one in the state still hears new lines.
     assert_eq!(history(&setup.hosts[2], "attic"), before);
+    wait_until("dee dropped by the new activation", || {
+        room(&setup.hosts[2], "attic", ChatMsg::Members) == ChatReply::Members(vec!["ann".into()])
+    });
+    wait_until("ann told that dee left", || {
+        heard(&setup.hosts[0], &ann)
+            .iter()
+            .any(|l| l.starts_with("* dee left attic ("))
+    });
     assert_eq!(post(&setup.hosts[1], "attic", "bob", "four"), 4);
     assert_eq!(lines_heard(&setup.hosts[0], &ann, 4)[3], "#4 bob: four");
 
@@ -218,9 +248,8 @@ fn a_room_keeps_history_and_members_across_idle_deactivation_and_the_loss_of_its
             break setup.hosts.iter().position(|h| h.id() == at).unwrap();
         }
         // A move that fails (the room went idle meanwhile) is tried again.
-        let _ = setup.hosts[0].run(move |g| async move {
-            g.migrate(&GrainId::new("chat_room", "attic"), to).await
-        });
+        let _ = setup.hosts[0]
+            .run(move |g| async move { g.migrate(&GrainId::new("chat_room", "attic"), to).await });
     };
     let lost = setup.hosts[victim].id();
     setup.hosts.remove(victim).kill();

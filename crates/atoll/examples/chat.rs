@@ -239,13 +239,19 @@ fn start(args: &Args) -> Result<(Node, Grains), String> {
         ..SwimConfig::default()
     };
     let raft_dir = args.ca.join(format!("{}-raft", args.nick));
-    let config = NodeConfig::with_ca(&args.nick, listen, key, cert, ca.trust(RevocationList::new()))
-        .with_membership(MembershipConfig {
-            seeds: args.join.into_iter().collect(),
-            swim,
-            ..MembershipConfig::default()
-        })
-        .with_consensus(ConsensusConfig::new(voters, raft_dir));
+    let config = NodeConfig::with_ca(
+        &args.nick,
+        listen,
+        key,
+        cert,
+        ca.trust(RevocationList::new()),
+    )
+    .with_membership(MembershipConfig {
+        seeds: args.join.into_iter().collect(),
+        swim,
+        ..MembershipConfig::default()
+    })
+    .with_consensus(ConsensusConfig::new(voters, raft_dir));
     let node = Node::start(config).map_err(|e| format!("node: {e}"))?;
     let store = RedbStore::open(args.ca.join(format!("{}-grains.redb", args.nick)))
         .map_err(|e| format!("grain store: {e}"))?;
