@@ -48,7 +48,12 @@ pub(super) async fn run(weak: Weak<Inner>, window: Duration) {
             seen.voters = naming.voter_nodes();
         }
         let now = tokio::time::Instant::now().into_std();
-        match policy.step(now, &seen) {
+        let decision = policy.step(now, &seen);
+        if !policy.is_fenced() && super::fence::status(&inner).self_downed {
+            info!(node = %inner.name, "split brain: this node reaches a majority of the membership again");
+            super::fence::set_self_downed(&inner, false);
+        }
+        match decision {
             Decision::Wait => {}
             Decision::Down(members) => {
                 info!(node = %inner.name, down = members.len(), "split brain: this side keeps the majority; downing the unreachable members");
@@ -58,6 +63,7 @@ pub(super) async fn run(weak: Weak<Inner>, window: Duration) {
             }
             Decision::DownMyself => {
                 warn!(node = %inner.name, "split brain: this side lost the majority; fencing this node until it reaches the others again");
+                super::fence::set_self_downed(&inner, true);
                 swim.fence_self();
             }
         }

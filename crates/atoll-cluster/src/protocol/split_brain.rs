@@ -79,6 +79,9 @@ pub struct SplitBrain {
     since: Option<Instant>,
     /// This node downed itself: nothing more until it hears from a majority again.
     fenced: bool,
+    /// The membership it split when it downed itself: a majority of it arms it again
+    /// (the last stable membership may be empty on a young cluster).
+    lost: BTreeSet<NodeId>,
 }
 
 impl SplitBrain {
@@ -92,6 +95,7 @@ impl SplitBrain {
             view: BTreeSet::new(),
             since: None,
             fenced: false,
+            lost: BTreeSet::new(),
         }
     }
 
@@ -156,6 +160,7 @@ impl SplitBrain {
             Decision::Down(missing)
         } else {
             self.fenced = true;
+            self.lost = base;
             Decision::DownMyself
         }
     }
@@ -166,9 +171,10 @@ impl SplitBrain {
         self.stable_voters = seen.voters.intersection(&self.stable).copied().collect();
     }
 
+    /// Whether this node hears from a majority of the membership it lost.
     fn holds_majority(&self) -> bool {
-        let here = self.stable.intersection(&self.view).count();
-        here * 2 > self.stable.len()
+        let here = self.lost.intersection(&self.view).count();
+        here * 2 > self.lost.len()
     }
 
     /// Whether the side this node sees survives the split of the membership `base`.

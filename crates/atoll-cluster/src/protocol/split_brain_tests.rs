@@ -273,6 +273,33 @@ fn a_young_cluster_splits_the_members_it_knows() {
 }
 
 #[test]
+fn a_young_cluster_that_fenced_itself_is_armed_again_after_the_heal() {
+    // Split before any view was stable: the lost membership is what it knew, and hearing
+    // from a majority of that arms it again (it once stayed fenced for good: a majority of
+    // an empty stable membership is never reached).
+    let t = Instant::now();
+    let young = Observation {
+        reachable: set(&[4, 5]),
+        unreachable: set(&[1, 2, 3]),
+        ..Observation::default()
+    };
+    let mut p = SplitBrain::new(node(4), W);
+    assert_eq!(hold(&mut p, t, &young), [Decision::DownMyself]);
+    assert!(p.is_fenced());
+    let all = [1, 2, 3, 4, 5];
+    let t = t + W * 3;
+    assert!(hold(&mut p, t, &sees(&all, &[])).is_empty());
+    assert!(!p.is_fenced());
+    assert_eq!(p.stable_membership(), &set(&all));
+    // Armed: the next split is decided again.
+    let t = t + W * 3;
+    assert_eq!(
+        hold(&mut p, t, &sees(&[3, 4, 5], &[])),
+        [Decision::Down(set(&[1, 2]))]
+    );
+}
+
+#[test]
 fn a_member_that_joined_then_went_quiet_counts() {
     let (mut p, t) = settled(1, &[1, 2, 3], &[]);
     // 4 and 5 joined but were never heard from for a window; now quiet with 3.
