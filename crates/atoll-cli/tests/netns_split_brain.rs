@@ -16,16 +16,25 @@ mod netns;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use netns::{Client, Cluster, REQUEST_TIMEOUT_MS, SUSPECT_MS};
+use netns::{Client, Cluster, PROBE_MS, REQUEST_TIMEOUT_MS, SUSPECT_MS};
 use serde_json::Value;
 
 const NODES: usize = 5;
 const VOTERS: usize = 3;
-/// The policy's stability window.
+/// The policy's stability window, as configured.
 const WINDOW_MS: u64 = 2000;
+/// Every member: the nodes and two clients.
+const MEMBERS: u64 = NODES as u64 + 2;
+/// The window the policy waits: at least two probe rounds over the other members, so that
+/// every member is probed after the cut before anyone decides.
+const EFFECTIVE_WINDOW_MS: u64 = if WINDOW_MS > 2 * (MEMBERS - 1) * PROBE_MS {
+    WINDOW_MS
+} else {
+    2 * (MEMBERS - 1) * PROBE_MS
+};
 /// From the cut to a minority node's fencing: suspicion (within the suspect timeout), the
 /// window, and room for a loaded machine.
-const FENCED_WITHIN: Duration = Duration::from_millis(SUSPECT_MS + WINDOW_MS + 4000);
+const FENCED_WITHIN: Duration = Duration::from_millis(SUSPECT_MS + EFFECTIVE_WINDOW_MS + 4000);
 
 /// Microseconds since the Unix epoch: the clock every process on this machine shares.
 fn now_us() -> u64 {
