@@ -112,12 +112,15 @@ fn assert_present(c: &Cluster, i: usize, acked: &[Registration]) {
 }
 
 /// The error kinds a registration may fail with while voters die or are cut off: consensus
-/// was unavailable (no leader, the leader unreachable) or did not answer in time. Anything
-/// else (`Taken`, `NotLocal`, `Unexpected`, a stopped Raft ...) is a bug, not unavailability.
-const UNAVAILABLE: [&str; 3] = [
+/// was unavailable (no leader, the leader unreachable), did not answer in time, or (a
+/// request that reached the leader after the heal) refused a node it holds declared down.
+/// Anything else (`Taken`, `NotLocal`, `Unexpected`, a stopped Raft ...) is a bug, not
+/// unavailability.
+const UNAVAILABLE: [&str; 4] = [
     "Consensus::NoLeader",
     "Consensus::Unreachable",
     "Consensus::Timeout",
+    "Consensus::ClaimantDown",
 ];
 
 /// Failures are typed as unavailability and come within the bound: a minority or an

@@ -90,6 +90,9 @@ pub enum Answer {
     /// mid-way, the timeout passed while waiting, or the leader gave up waiting for the
     /// commit.
     Unknown,
+    /// The voter refused the request: it holds the claiming node declared down
+    /// ([`Refusal::ClaimantDown`]). Not applied; the chase ends.
+    ClaimantDown,
 }
 
 impl Answer {
@@ -100,6 +103,7 @@ impl Answer {
             Refusal::NoQuorum => Answer::NoQuorum,
             Refusal::Undecided => Answer::Unknown,
             Refusal::Stopped(reason) => Answer::Stopped(reason),
+            Refusal::ClaimantDown => Answer::ClaimantDown,
         }
     }
 
@@ -144,6 +148,9 @@ pub enum ChaseError {
     /// This node's own voter has stopped.
     #[error("raft stopped: {0}")]
     Stopped(String),
+    /// A voter holds the claiming node declared down: the request was not applied.
+    #[error("the claiming node is declared down; it must rejoin first")]
+    ClaimantDown,
 }
 
 /// One request's chase of the Raft leader. See the [module documentation](self).
@@ -242,6 +249,7 @@ impl LeaderChase {
                 self.unreachable(target);
             }
             Answer::Unknown => return Next::GiveUp(ChaseError::Timeout),
+            Answer::ClaimantDown => return Next::GiveUp(ChaseError::ClaimantDown),
         }
         self.named = redirect;
         self.misses += 1;
@@ -337,6 +345,16 @@ mod tests {
 
     fn not_leader(leader: Option<RaftId>) -> Answer {
         Answer::NotLeader { leader }
+    }
+
+    #[test]
+    fn a_voter_holding_the_claimant_down_ends_the_chase() {
+        let mut chase = LeaderChase::new([1, 2, 3], Hints::Heard, TIMEOUT);
+        assert_eq!(chase.start(Some(2)), Next::Try(2));
+        assert_eq!(
+            chase.answer(ms(1), Answer::ClaimantDown, Some(2)),
+            Next::GiveUp(ChaseError::ClaimantDown)
+        );
     }
 
     #[test]

@@ -92,6 +92,11 @@ pub enum ConsensusError {
     /// The settings are unusable (this node not a voter, duplicate ids, bad timeouts).
     #[error("raft configuration: {0}")]
     Config(String),
+    /// A voter holds the node that claims (a name, a lock) as declared down; the command
+    /// was not applied. The node's next generation may claim again once the cluster knows
+    /// it.
+    #[error("this node is declared down in the cluster; it must rejoin before claiming")]
+    ClaimantDown,
 }
 
 impl From<ChaseError> for ConsensusError {
@@ -101,6 +106,7 @@ impl From<ChaseError> for ConsensusError {
             ChaseError::Unreachable { leader } => ConsensusError::Unreachable { leader },
             ChaseError::Timeout => ConsensusError::Timeout,
             ChaseError::Stopped(reason) => ConsensusError::Stopped(reason),
+            ChaseError::ClaimantDown => ConsensusError::ClaimantDown,
         }
     }
 }
@@ -441,6 +447,7 @@ impl<T: RaftTransport + std::fmt::Debug> Consensus<T> {
             Ok(Ok(outcome)) => Ok(outcome),
             Ok(Err(Refusal::NotLeader { .. } | Refusal::NoQuorum)) => Err(ConsensusError::NoLeader),
             Ok(Err(Refusal::Stopped(e))) => Err(ConsensusError::Stopped(e)),
+            Ok(Err(Refusal::ClaimantDown)) => Err(ConsensusError::ClaimantDown),
         }
     }
 
@@ -567,6 +574,13 @@ impl<T: RaftTransport + std::fmt::Debug> Consensus<T> {
 
     /// Answers a request body from another node (what the transport calls on receipt).
     pub async fn handle(&self, body: &[u8]) -> Vec<u8> {
+        self.handle_admitting(body, |_| true).await
+    }
+
+    /// Like [`handle`](Self::handle), but a proposal is refused with
+    /// [`Refusal::ClaimantDown`] unless `admit` takes its command: the shell's view of the
+    /// cluster (who is declared down) decides which claims a voter accepts.
+    pub async fn handle_admitting(&self, body: &[u8], admit: impl Fn(&Command) -> bool) -> Vec<u8> {
         let request: RaftRequest = match decode(body) {
             Ok(r) => r,
             Err(e) => return encode(&RaftResponse::Malformed(e.to_string())),
@@ -579,6 +593,9 @@ impl<T: RaftTransport + std::fmt::Debug> Consensus<T> {
             RaftRequest::Vote(r) => RaftResponse::Vote(raft.vote(r).await),
             RaftRequest::InstallSnapshot(r) => {
                 RaftResponse::InstallSnapshot(raft.install_snapshot(r).await)
+            }
+            RaftRequest::Propose(command) if !admit(&command) => {
+                RaftResponse::Propose(Err(Refusal::ClaimantDown))
             }
             RaftRequest::Propose(command) => {
                 let wait = self.inner.request_timeout;

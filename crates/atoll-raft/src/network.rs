@@ -87,6 +87,11 @@ pub enum Refusal {
     /// The node's Raft has stopped.
     #[error("raft stopped: {0}")]
     Stopped(String),
+    /// The voter holds the node the command claims for as declared down: that node must
+    /// rejoin (as a new generation) before it claims anything, or its claims would outlive
+    /// the release of what it held.
+    #[error("the claiming node is declared down; it must rejoin first")]
+    ClaimantDown,
 }
 
 /// A response between Raft nodes, matching the [`RaftRequest`] variant.

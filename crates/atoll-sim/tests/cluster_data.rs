@@ -139,7 +139,7 @@ fn tables_hold_exactly_the_live_processes_after_partitions_and_a_crash() {
 #[test]
 fn an_isolated_node_is_back_in_every_table_after_the_heal() {
     check_seeds(0..10, |seed| async move {
-        let mut sim = SimCluster::start(seed, ClusterSpec::new(4).with_voters(3)).unwrap();
+        let sim = SimCluster::start(seed, ClusterSpec::new(4).with_voters(3)).unwrap();
         let limit = Duration::from_secs(60);
         assert!(sim.wait_until(limit, |s| s.converged()).await, "membership");
         for i in 0..4 {

@@ -18,7 +18,11 @@ use super::{Anomaly, Limits};
 use crate::history::{DECLARATION_LEAD_MS, History, Outcome, Request};
 
 /// Error kinds that say the command was not applied (see `ConsensusError`).
-const NOT_APPLIED: &[&str] = &["Consensus::NoLeader", "Consensus::Unreachable"];
+const NOT_APPLIED: &[&str] = &[
+    "Consensus::NoLeader",
+    "Consensus::Unreachable",
+    "Consensus::ClaimantDown",
+];
 
 /// What one operation does to the model.
 #[derive(Debug, Clone, PartialEq, Eq)]

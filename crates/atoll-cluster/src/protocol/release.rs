@@ -107,6 +107,20 @@ pub fn releases(
     out
 }
 
+/// Whether a voter takes `command`, proposed to it, given what it knows of each node: a claim
+/// (a name, a lock, a place in a lock's queue) for a process of a node it holds lost is
+/// refused. That node's generation was declared down and what it held is being released;
+/// a claim it makes before it rejoins (a partition healed before it heard) would be
+/// released again by the next sweep after it was acknowledged.
+pub fn admits(command: &Command, standing: impl Fn(NodeId) -> Standing) -> bool {
+    let claimant = match command {
+        Command::Register { pid, .. } => pid,
+        Command::Lock { holder, .. } | Command::LockOrWait { holder, .. } => holder,
+        _ => return true,
+    };
+    standing(claimant.node) != Standing::Lost
+}
+
 /// The releases for names, locks and lock queue places that `registry` gives to processes
 /// of this node (`me` at incarnation `creation`) that no longer run (`alive` says which do).
 pub fn orphans(
@@ -174,6 +188,55 @@ mod tests {
                 scope: atoll_core::Scope::Consistent,
             },
         );
+    }
+
+    #[test]
+    fn claims_for_a_node_held_lost_are_refused_and_everything_else_taken() {
+        let standing = |n: NodeId| {
+            if n == node(2) {
+                Standing::Lost
+            } else {
+                Standing::Live(Some(1))
+            }
+        };
+        let register = |p| Command::Register {
+            name: "x".into(),
+            pid: p,
+            scope: atoll_core::Scope::Consistent,
+        };
+        let lock = |p| Command::Lock {
+            name: "l".into(),
+            holder: p,
+        };
+        let queue = |p| Command::LockOrWait {
+            name: "l".into(),
+            holder: p,
+        };
+        for claim in [
+            register(pid(2, 1, 1)),
+            lock(pid(2, 1, 1)),
+            queue(pid(2, 1, 1)),
+        ] {
+            assert!(!admits(&claim, standing), "{claim:?}");
+        }
+        for claim in [
+            register(pid(3, 1, 1)),
+            lock(pid(3, 1, 1)),
+            queue(pid(3, 1, 1)),
+        ] {
+            assert!(admits(&claim, standing), "{claim:?}");
+        }
+        // Giving things up is always taken: it only shortens what the sweep releases.
+        let unregister = Command::Unregister {
+            name: "x".into(),
+            pid: pid(2, 1, 1),
+        };
+        let unlock = Command::Unlock {
+            name: "l".into(),
+            token: 4,
+        };
+        assert!(admits(&unregister, standing));
+        assert!(admits(&unlock, standing));
     }
 
     #[test]

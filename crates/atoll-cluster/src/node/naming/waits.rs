@@ -6,7 +6,17 @@ use super::*;
 pub(in crate::node) async fn serve(inner: &Inner, body: Vec<u8>) -> Response {
     let naming = inner.naming.as_ref();
     let answer = match naming.and_then(|n| n.ready()) {
-        Some(c) => c.handle(&body).await,
+        Some(c) => {
+            let admit = |command: &Command| {
+                let admitted =
+                    crate::protocol::release::admits(command, |node| standing(inner, node));
+                if !admitted {
+                    info!(node = %inner.name, ?command, "refused a claim for a node declared down");
+                }
+                admitted
+            };
+            c.handle_admitting(&body, admit).await
+        }
         None => {
             let why = match naming {
                 Some(n) if n.is_voter() => "the raft voter is not running",
