@@ -140,6 +140,21 @@ pub fn render(s: &NodeStatus) -> String {
         &["NAME", "STATE", "GEN", "ADDR", "ROLES", "PROCS"],
         rows,
     );
+    if let Some(last) = &s.fencing.last {
+        out.push_str(&format!(
+            "  fenced {} time(s); last: generation {} -> {} ({}), released {} name(s), {} lock(s), left {} group(s)\n",
+            s.fencing.times,
+            last.old_generation,
+            last.new_generation,
+            if last.by_itself { "downed itself" } else { "declared down" },
+            last.names,
+            last.locks,
+            last.groups
+        ));
+    }
+    if s.fencing.self_downed {
+        out.push_str("  downed itself (split brain): cut off from a majority of the membership\n");
+    }
 
     out.push_str("\nRAFT\n");
     match &s.raft {

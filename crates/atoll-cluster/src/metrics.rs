@@ -385,6 +385,7 @@ mod tests {
                     ..Default::default()
                 },
             },
+            fencing: Default::default(),
         }
     }
 

@@ -21,8 +21,9 @@ pub use eventual::NameLost;
 
 pub use naming::{LockGuard, MAX_NAME_LEN, RegistryFeedStats};
 pub use status::{
-    DataStatus, GroupStatus, LockStatus, MemberStatus, NameStatus, NodeStatus, PeerStatus,
-    RTT_BUCKETS_US, RaftView, RttSnapshot, ServiceOffer, ServiceStatus, scope_name,
+    DataStatus, FencedStatus, FencingStatus, GroupStatus, LockStatus, MemberStatus, NameStatus,
+    NodeStatus, PeerStatus, RTT_BUCKETS_US, RaftView, RttSnapshot, ServiceOffer, ServiceStatus,
+    scope_name,
 };
 
 use std::collections::{BTreeMap, HashMap};

@@ -178,12 +178,28 @@ fn two_three(minority: [usize; 2]) {
             );
             let cut = generations(&sim);
             for i in 0..5 {
+                let fencing = sim.node(i).unwrap().status().await.fencing;
                 if minority.contains(&i) {
                     assert!(cut[i] > before[i], "node {i} not fenced: {cut:?}");
+                    // Its status says it downed itself, into the generation it has now.
+                    let last = fencing.last.as_ref().expect("a fencing reported");
+                    assert_eq!(fencing.times, 1, "node {i}: {fencing:?}");
+                    assert!(
+                        fencing.self_downed && last.by_itself,
+                        "node {i}: {fencing:?}"
+                    );
+                    assert_eq!(
+                        (last.old_generation, last.new_generation),
+                        (before[i], cut[i])
+                    );
                 } else {
                     assert_eq!(cut[i], before[i], "node {i} fenced: {cut:?}");
+                    assert_eq!(fencing, Default::default(), "node {i}");
                 }
             }
+            let home = sim.node(minority[0]).unwrap().status().await.fencing;
+            let last = home.last.unwrap();
+            assert_eq!((last.names, last.locks, last.groups), (1, 1, 1));
 
             sim.heal();
             // The two rejoin as the generations they continued as; nobody else moves.
@@ -194,6 +210,16 @@ fn two_three(minority: [usize; 2]) {
                 views(&sim)
             );
             assert_eq!(generations(&sim), cut);
+            // Back with a majority: the policy is armed again on the two.
+            assert!(
+                sim.wait_until(Duration::from_secs(30), |s| {
+                    minority
+                        .iter()
+                        .all(|&i| !s.node(i).unwrap().fencing().self_downed)
+                })
+                .await,
+                "still downed by itself after the heal"
+            );
             assert!(
                 sim.wait_until(Duration::from_secs(30), |s| free_everywhere(
                     s,

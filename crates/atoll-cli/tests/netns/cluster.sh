@@ -15,6 +15,9 @@
 #   sweep                'down' every atoll-<pid>-* cluster whose test process is gone
 #   isolate P I          hub-side veth of node I down: all its traffic lost, both ways
 #   block P SUBNET A B   packets from node A to node B dropped at B; B -> A still delivered
+#   partition P SUBNET A,B C,D,E
+#                        every packet between the two groups of nodes dropped (at the
+#                        receiver, both ways); each group still talks within itself
 #   loss P PCT           PCT% of the packets each node sends are lost (tc netem on eth0 if the
 #                        kernel has it, else nftables numgen); prints which was used
 #   heal P               remove every fault; prints what the nftables rules dropped
@@ -90,6 +93,19 @@ cmd_block() {
   ip netns exec "$1-n$4" nft add rule inet fault input ip saddr "$2.$3" counter drop
 }
 
+cmd_partition() {
+  have_nft || die "partition needs nft (apt-get install nftables)"
+  local p="$1" subnet="$2" i j
+  [[ "$3" =~ ^[0-9]+(,[0-9]+)*$ && "$4" =~ ^[0-9]+(,[0-9]+)*$ ]] || die "groups are I,J,..."
+  for i in ${3//,/ }; do
+    for j in ${4//,/ }; do
+      [ "$i" != "$j" ] || die "node $i is in both groups"
+      ip netns exec "$p-n$i" nft add rule inet fault input ip saddr "$subnet.$j" counter drop
+      ip netns exec "$p-n$j" nft add rule inet fault input ip saddr "$subnet.$i" counter drop
+    done
+  done
+}
+
 cmd_loss() {
   local p="$1" pct="$2" ns
   [[ "$pct" =~ ^[0-9]+$ ]] && [ "$pct" -le 100 ] || die "PCT must be 0..100"
@@ -131,7 +147,8 @@ case "$cmd" in
   sweep) cmd_sweep ;;
   isolate) cmd_isolate "$@" ;;
   block) cmd_block "$@" ;;
+  partition) cmd_partition "$@" ;;
   loss) cmd_loss "$@" ;;
   heal) cmd_heal "$@" ;;
-  *) sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; [ -z "$cmd" ] || die "unknown command '$cmd'" ;;
+  *) sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'; [ -z "$cmd" ] || die "unknown command '$cmd'" ;;
 esac

@@ -111,6 +111,8 @@ pub struct Cluster {
     voters: usize,
     /// Each node's id, from `atoll ca issue`.
     ids: Vec<String>,
+    /// More of every member's configuration (tables appended to it).
+    extra: String,
     clients: Vec<Client>,
     _serial: MutexGuard<'static, ()>,
 }
@@ -253,6 +255,7 @@ impl Cluster {
             starver: None,
             voters,
             ids: Vec::new(),
+            extra: String::new(),
             clients: Vec::new(),
             _serial: serial,
         };
@@ -267,6 +270,17 @@ impl Cluster {
             cluster.write_config(i);
         }
         Some(cluster)
+    }
+
+    /// Every member (nodes and the clients started from now on) runs the keep-majority
+    /// split-brain policy with this window. Call before starting anything.
+    pub fn keep_majority(&mut self, window_ms: u64) {
+        self.extra = format!(
+            "\n[cluster.split_brain]\npolicy = \"keep-majority\"\nwindow_ms = {window_ms}\n"
+        );
+        for i in 1..=self.n {
+            self.write_config(i);
+        }
     }
 
     pub fn name(&self, i: usize) -> String {
@@ -335,8 +349,9 @@ impl Cluster {
              [tls]\nkey = \"ca/{name}.key\"\ncert = \"ca/{name}.pem\"\nca = \"ca/ca.pem\"\n\n\
              [cluster]\nenabled = true\nseeds = [{seeds}]\n\n\
              [cluster.swim]\nprobe_interval_ms = {PROBE_MS}\nping_timeout_ms = {PING_TIMEOUT_MS}\n\
-             suspect_timeout_ms = {SUSPECT_MS}\nindirect_probes = {INDIRECT_PROBES}\n{}",
-            self.consensus_table()
+             suspect_timeout_ms = {SUSPECT_MS}\nindirect_probes = {INDIRECT_PROBES}\n{}{}",
+            self.consensus_table(),
+            self.extra
         );
         std::fs::write(self.dir.join(format!("{name}.toml")), text).unwrap();
     }
@@ -628,6 +643,16 @@ impl Cluster {
             &a.to_string(),
             &b.to_string(),
         ]);
+    }
+
+    /// Cuts the nodes in `a` (and the clients in their namespaces) from those in `b`, both
+    /// ways; each group still talks within itself. Needs `nft`.
+    pub fn partition(&self, a: &[usize], b: &[usize]) {
+        let list = |g: &[usize]| -> String {
+            g.iter().map(usize::to_string).collect::<Vec<_>>().join(",")
+        };
+        self.note(format!("partition {} | {}", list(a), list(b)));
+        script_ok(&["partition", &self.prefix, &self.subnet, &list(a), &list(b)]);
     }
 
     /// `pct`% of the packets each node sends are lost. Returns how (`netem` or

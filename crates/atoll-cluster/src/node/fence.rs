@@ -12,7 +12,7 @@ use atoll_wire::Control;
 use tokio::sync::watch;
 use tracing::warn;
 
-use super::{Inner, Node};
+use super::{FencedStatus, FencingStatus, Inner, Node};
 use crate::error::NameError;
 use crate::protocol::fence::{Fence, FenceAction, FenceNotice, Holdings};
 
@@ -25,6 +25,8 @@ pub(super) struct FenceSinks {
     sinks: Mutex<BTreeMap<Pid, NoticeSink>>,
     /// Fencings whose releases through consensus are not all applied yet.
     releasing: watch::Sender<usize>,
+    /// What the status reports.
+    record: Mutex<FencingStatus>,
 }
 
 impl Default for FenceSinks {
@@ -32,6 +34,7 @@ impl Default for FenceSinks {
         FenceSinks {
             sinks: Mutex::default(),
             releasing: watch::channel(0).0,
+            record: Mutex::default(),
         }
     }
 }
@@ -48,6 +51,11 @@ pub(in crate::node) async fn releases_applied(inner: &Inner, limit: Duration) ->
 }
 
 impl Node {
+    /// This node's fencings since it started (also in [`Node::status`]).
+    pub fn fencing(&self) -> FencingStatus {
+        status(&self.inner)
+    }
+
     /// Asks that the local process `pid` receive a [`FenceNotice`] when this node learns
     /// that the cluster declared it down while `pid` held Consistent or Strong names, locks
     /// or group memberships. By then the node has already dropped them locally (marked
@@ -84,6 +92,17 @@ impl Node {
     }
 }
 
+/// This node's fencings, for its status.
+pub(super) fn status(inner: &Inner) -> FencingStatus {
+    lock(&inner.fence_sinks.record).clone()
+}
+
+/// The split-brain policy downed this node (`true`), or it reached a majority of the
+/// membership it lost again (`false`).
+pub(super) fn set_self_downed(inner: &Inner, downed: bool) {
+    lock(&inner.fence_sinks.record).self_downed = downed;
+}
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -106,6 +125,22 @@ fn holdings(inner: &Inner) -> Holdings {
     h
 }
 
+/// Keeps a fencing (one not seen before) for the status.
+fn record(inner: &Inner, old: u64, new: u64, actions: &[FenceAction]) {
+    let count = |is: fn(&FenceAction) -> bool| actions.iter().filter(|a| is(a)).count();
+    let mut record = lock(&inner.fence_sinks.record);
+    record.times += 1;
+    record.last = Some(FencedStatus {
+        old_generation: old,
+        new_generation: new,
+        // The policy marks the node downed before it fences itself.
+        by_itself: record.self_downed,
+        names: count(|a| matches!(a, FenceAction::Unregister { .. })),
+        locks: count(|a| matches!(a, FenceAction::Unlock { .. })),
+        groups: count(|a| matches!(a, FenceAction::LeaveGroup { .. })),
+    });
+}
+
 /// This node's generation `old` was declared down (or it downed itself); it rejoins as
 /// `new`. Drops what it held before the rejoin is announced to anyone listening: its lock
 /// guards report the loss and its processes leave their groups at once, and each process
@@ -114,7 +149,11 @@ fn holdings(inner: &Inner) -> Holdings {
 /// node wait for them, so that a name claimed again on the notice never races the release
 /// of its old claim.
 pub(super) fn fence(inner: &Arc<Inner>, state: &mut Fence, old: u64, new: u64) {
+    let before = state.fenced();
     let actions = state.on_fenced(old, new, &holdings(inner));
+    if state.fenced() != before {
+        record(inner, old, new, &actions);
+    }
     if actions.is_empty() {
         return;
     }

@@ -79,7 +79,11 @@ pub(super) fn start(
     tokio::spawn(apply_events(Arc::downgrade(inner), events));
     tokio::spawn(report_load(Arc::downgrade(inner), probe_interval));
     if let Some(window) = window {
-        tokio::spawn(super::split_brain::run(Arc::downgrade(inner), window));
+        tokio::spawn(super::split_brain::run(
+            Arc::downgrade(inner),
+            window,
+            probe_interval,
+        ));
     }
     info!(node = %inner.name, generation, %addr, "membership started");
     Ok(())

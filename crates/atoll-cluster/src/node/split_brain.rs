@@ -11,8 +11,9 @@ use tracing::{info, warn};
 use super::Inner;
 use crate::protocol::split_brain::{Decision, Observation, SplitBrain};
 
-/// Runs the keep-majority policy with `window` while the node lives.
-pub(super) async fn run(weak: Weak<Inner>, window: Duration) {
+/// Runs the keep-majority policy with `window` while the node lives; SWIM probes one
+/// member every `probe_interval`.
+pub(super) async fn run(weak: Weak<Inner>, window: Duration, probe_interval: Duration) {
     // Often enough that acting comes soon after the window; never busy.
     let every = (window / 8).clamp(Duration::from_millis(20), Duration::from_secs(1));
     let mut tick = tokio::time::interval(every);
@@ -47,8 +48,18 @@ pub(super) async fn run(weak: Weak<Inner>, window: Duration) {
         if let Some(naming) = &inner.naming {
             seen.voters = naming.voter_nodes();
         }
+        // Probed in a shuffled round robin: two probes of one member are at most about two
+        // rounds apart.
+        let others = seen.reachable.len() + seen.unreachable.len();
+        let rounds = u32::try_from(others).unwrap_or(u32::MAX).saturating_mul(2);
+        seen.detection = probe_interval.saturating_mul(rounds);
         let now = tokio::time::Instant::now().into_std();
-        match policy.step(now, &seen) {
+        let decision = policy.step(now, &seen);
+        if !policy.is_fenced() && super::fence::status(&inner).self_downed {
+            info!(node = %inner.name, "split brain: this node reaches a majority of the membership again");
+            super::fence::set_self_downed(&inner, false);
+        }
+        match decision {
             Decision::Wait => {}
             Decision::Down(members) => {
                 info!(node = %inner.name, down = members.len(), "split brain: this side keeps the majority; downing the unreachable members");
@@ -58,6 +69,7 @@ pub(super) async fn run(weak: Weak<Inner>, window: Duration) {
             }
             Decision::DownMyself => {
                 warn!(node = %inner.name, "split brain: this side lost the majority; fencing this node until it reaches the others again");
+                super::fence::set_self_downed(&inner, true);
                 swim.fence_self();
             }
         }

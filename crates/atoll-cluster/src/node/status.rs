@@ -91,6 +91,40 @@ pub struct NodeStatus {
     pub services: Vec<ServiceStatus>,
     /// The process table and its gossip.
     pub data: DataStatus,
+    /// Whether this node was fenced (declared down, or downed by itself under the
+    /// split-brain policy) and rejoined as a new generation.
+    #[serde(default)]
+    pub fencing: FencingStatus,
+}
+
+/// This node's fencings since it started.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FencingStatus {
+    /// How many times this node was fenced.
+    pub times: u64,
+    /// The last fencing, if any.
+    pub last: Option<FencedStatus>,
+    /// True while this node has downed itself under the split-brain policy and not yet
+    /// reached a majority of the membership it lost (it is cut off from it).
+    pub self_downed: bool,
+}
+
+/// One fencing of this node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FencedStatus {
+    /// The generation that was declared down.
+    pub old_generation: u64,
+    /// The generation the node continued as.
+    pub new_generation: u64,
+    /// True when the split-brain policy of this node downed it (its side lost the
+    /// majority); false when another member declared it down.
+    pub by_itself: bool,
+    /// The Consistent and Strong names its processes held, released.
+    pub names: usize,
+    /// The locks its processes held, released.
+    pub locks: usize,
+    /// The group memberships its processes held, left.
+    pub groups: usize,
 }
 
 /// One service and its offers, least loaded first.
@@ -399,6 +433,7 @@ impl Node {
                     stats,
                 }
             },
+            fencing: super::fence::status(inner),
         }
     }
 }

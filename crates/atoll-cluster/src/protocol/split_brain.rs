@@ -2,7 +2,8 @@
 //!
 //! Keep-majority with a stability window. Each node runs [`SplitBrain`] on its own view
 //! (the members it hears from, itself included). Nothing is decided while the view changes:
-//! it must stay the same for the window `W`. Once it has, the members of the *last stable
+//! it must stay the same for the window `W` (and at least as long as failure detection
+//! takes to probe every member once, [`Observation::detection`]). Once it has, the members of the *last stable
 //! membership* (the view as it was when nothing was missing from it) that this node no
 //! longer hears from are unreachable, and:
 //! - the side that still holds more than half of the last stable membership survives and
@@ -52,6 +53,10 @@ pub struct Observation {
     pub left: BTreeSet<NodeId>,
     /// The Raft voters, as far as this node knows.
     pub voters: BTreeSet<NodeId>,
+    /// How long failure detection may take to probe every member it knows once. The
+    /// window is at least this long: a view stable for less may show only the members
+    /// probed since a cut, and the part not yet probed would count on this side.
+    pub detection: Duration,
 }
 
 /// What the policy asks of the node.
@@ -79,6 +84,9 @@ pub struct SplitBrain {
     since: Option<Instant>,
     /// This node downed itself: nothing more until it hears from a majority again.
     fenced: bool,
+    /// The membership it split when it downed itself: a majority of it arms it again
+    /// (the last stable membership may be empty on a young cluster).
+    lost: BTreeSet<NodeId>,
 }
 
 impl SplitBrain {
@@ -92,6 +100,7 @@ impl SplitBrain {
             view: BTreeSet::new(),
             since: None,
             fenced: false,
+            lost: BTreeSet::new(),
         }
     }
 
@@ -122,7 +131,7 @@ impl SplitBrain {
             return Decision::Wait;
         }
         let stable_for = now.saturating_duration_since(self.since.unwrap_or(now));
-        if stable_for < self.window {
+        if stable_for < self.window.max(seen.detection) {
             return Decision::Wait;
         }
         // The membership to split: the last stable one, and whoever else is known but not
@@ -156,6 +165,7 @@ impl SplitBrain {
             Decision::Down(missing)
         } else {
             self.fenced = true;
+            self.lost = base;
             Decision::DownMyself
         }
     }
@@ -166,9 +176,10 @@ impl SplitBrain {
         self.stable_voters = seen.voters.intersection(&self.stable).copied().collect();
     }
 
+    /// Whether this node hears from a majority of the membership it lost.
     fn holds_majority(&self) -> bool {
-        let here = self.stable.intersection(&self.view).count();
-        here * 2 > self.stable.len()
+        let here = self.lost.intersection(&self.view).count();
+        here * 2 > self.lost.len()
     }
 
     /// Whether the side this node sees survives the split of the membership `base`.

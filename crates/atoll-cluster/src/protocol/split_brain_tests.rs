@@ -16,6 +16,7 @@ fn sees(ids: &[u8], voters: &[u8]) -> Observation {
         unreachable: BTreeSet::new(),
         left: BTreeSet::new(),
         voters: set(voters),
+        detection: Duration::ZERO,
     }
 }
 
@@ -234,6 +235,7 @@ fn a_graceful_leave_is_not_a_partition() {
         unreachable: BTreeSet::new(),
         left: set(&[3, 4]),
         voters: BTreeSet::new(),
+        detection: Duration::ZERO,
     };
     assert!(hold(&mut p, t, &view).is_empty());
     assert_eq!(p.stable_membership(), &set(&[1, 2]));
@@ -270,6 +272,65 @@ fn a_young_cluster_splits_the_members_it_knows() {
         [Decision::Down(set(&[4, 5]))]
     );
     assert_eq!(majority.stable_membership(), &set(&[1, 2, 3]));
+}
+
+#[test]
+fn the_window_lasts_at_least_until_every_member_was_probed() {
+    // Seven members, 4 and 5 cut from the rest, but 4 has not probed 6 yet: for a
+    // window its view {4, 5, 6, 7} looks stable and a majority. Detection needs longer,
+    // so nothing is decided until 6 is suspected too; then 4 downs itself.
+    let all = [1, 2, 3, 4, 5, 6, 7];
+    let (mut p, t) = settled(4, &all, &[]);
+    let partial = Observation {
+        reachable: set(&[4, 5, 6, 7]),
+        unreachable: set(&[1, 2, 3]),
+        detection: W * 2,
+        ..Observation::default()
+    };
+    assert!(hold(&mut p, t, &partial).is_empty());
+    let whole = Observation {
+        reachable: set(&[4, 5]),
+        unreachable: set(&[1, 2, 3, 6, 7]),
+        detection: W * 2,
+        ..Observation::default()
+    };
+    let t = t + W * 3 / 2;
+    assert!(hold(&mut p, t, &whole).is_empty(), "one window is too soon");
+    assert_eq!(hold(&mut p, t + W, &whole), [Decision::DownMyself]);
+    // Without the detection time, the partial view decided for the wrong side.
+    let (mut p, t) = settled(4, &all, &[]);
+    let hasty = Observation {
+        detection: Duration::ZERO,
+        ..partial
+    };
+    assert_eq!(hold(&mut p, t, &hasty), [Decision::Down(set(&[1, 2, 3]))]);
+}
+
+#[test]
+fn a_young_cluster_that_fenced_itself_is_armed_again_after_the_heal() {
+    // Split before any view was stable: the lost membership is what it knew, and hearing
+    // from a majority of that arms it again (it once stayed fenced for good: a majority of
+    // an empty stable membership is never reached).
+    let t = Instant::now();
+    let young = Observation {
+        reachable: set(&[4, 5]),
+        unreachable: set(&[1, 2, 3]),
+        ..Observation::default()
+    };
+    let mut p = SplitBrain::new(node(4), W);
+    assert_eq!(hold(&mut p, t, &young), [Decision::DownMyself]);
+    assert!(p.is_fenced());
+    let all = [1, 2, 3, 4, 5];
+    let t = t + W * 3;
+    assert!(hold(&mut p, t, &sees(&all, &[])).is_empty());
+    assert!(!p.is_fenced());
+    assert_eq!(p.stable_membership(), &set(&all));
+    // Armed: the next split is decided again.
+    let t = t + W * 3;
+    assert_eq!(
+        hold(&mut p, t, &sees(&[3, 4, 5], &[])),
+        [Decision::Down(set(&[1, 2]))]
+    );
 }
 
 #[test]
