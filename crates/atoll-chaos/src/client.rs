@@ -146,6 +146,12 @@ async fn perform(node: &Node, id: u64, request: Request) -> (Outcome, Option<boo
         Request::Read { name } => Outcome::Found {
             pid: node.whereis(&name).map(|p| p.to_string()),
         },
+        Request::ReadConsistent { name } => match node.whereis_consistent(&name).await {
+            Ok(pid) => Outcome::Found {
+                pid: pid.map(|p| p.to_string()),
+            },
+            Err(e) => failed(&e),
+        },
         Request::Join { group } => {
             let pid = holder(node, id);
             match node.join_group(&group, pid) {

@@ -29,6 +29,12 @@ pub enum Request {
         /// The name.
         name: String,
     },
+    /// Resolve `name` linearizably (`Node::whereis_consistent`): checked against the model
+    /// like any write.
+    ReadConsistent {
+        /// The name.
+        name: String,
+    },
     /// Take the consensus lock `name`, write twice to the fenced resource with the token,
     /// `hold_ms` apart, and unlock.
     Lock {
@@ -51,6 +57,7 @@ impl Request {
             Request::Register { name }
             | Request::Unregister { name }
             | Request::Read { name }
+            | Request::ReadConsistent { name }
             | Request::Lock { name, .. } => name,
             Request::Join { group } => group,
         }
@@ -62,6 +69,7 @@ impl Request {
             Request::Register { .. } => "register",
             Request::Unregister { .. } => "unregister",
             Request::Read { .. } => "read",
+            Request::ReadConsistent { .. } => "read_consistent",
             Request::Lock { .. } => "lock",
             Request::Join { .. } => "join",
         }

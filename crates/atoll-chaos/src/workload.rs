@@ -290,7 +290,8 @@ pub fn next_request(rng: &mut Rng) -> Request {
     match rng.range(0, 100) {
         0..35 => Request::Register { name },
         35..55 => Request::Unregister { name },
-        55..75 => Request::Read { name },
+        55..65 => Request::Read { name },
+        65..75 => Request::ReadConsistent { name },
         75..90 => Request::Lock {
             name: format!("L{}", rng.range(0, LOCKS as u64)),
             hold_ms: rng.range(50, 300),

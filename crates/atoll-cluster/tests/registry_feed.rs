@@ -127,4 +127,14 @@ fn a_member_that_missed_deltas_catches_up_by_snapshot_then_follows_by_deltas_aga
         "the member's copy is at the voter's index"
     );
     assert_eq!(last.gaps, 0, "{last:?}");
+
+    // Cut off again: the member's local answer is stale, a linearizable read is not (it
+    // asks the leader for the index to reach and waits for the member's copy).
+    cut(voter, member);
+    register(voter, ["fresh".to_string()], pid);
+    assert!(member.node().whereis("fresh").is_none(), "cut off");
+    let read = member.run(|n| async move { n.whereis_consistent("fresh").await });
+    assert_eq!(read.unwrap(), Some(pid));
+    let gone = member.run(|n| async move { n.whereis_consistent("never").await });
+    assert_eq!(gone.unwrap(), None);
 }

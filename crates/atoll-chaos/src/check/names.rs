@@ -226,6 +226,10 @@ fn entries(history: &History, limits: &Limits) -> BTreeMap<String, Vec<Entry>> {
             // Decided from the client's own view (which may lag): changes nothing.
             (Request::Unregister { .. }, Some(Outcome::Unregistered { pid: None }), _) => continue,
             (Request::Unregister { .. }, _, _) => Step::ReleaseClient { client: op.client },
+            // A linearizable read sees the model's state at one point of its interval.
+            (Request::ReadConsistent { .. }, Some(Outcome::Found { pid }), _) => {
+                Step::Read { owner: pid.clone() }
+            }
             _ => continue,
         };
         by_name
@@ -310,7 +314,8 @@ pub fn check(history: &History, limits: &Limits) -> (Vec<Anomaly>, Vec<String>) 
             }),
         }
     }
-    // A local read may lag, but never invents an owner.
+    // A local read may lag (only linearizable reads are in the search), but no read invents
+    // an owner.
     let mut registered: HashMap<(&str, &str), u64> = HashMap::new();
     for op in &history.ops {
         if let (Request::Register { name }, Some(pid)) = (&op.request, &op.pid) {
@@ -321,8 +326,10 @@ pub fn check(history: &History, limits: &Limits) -> (Vec<Anomaly>, Vec<String>) 
         }
     }
     for op in &history.ops {
-        if let (Request::Read { name }, Some(Outcome::Found { pid: Some(pid) })) =
-            (&op.request, &op.outcome)
+        if let (
+            Request::Read { name } | Request::ReadConsistent { name },
+            Some(Outcome::Found { pid: Some(pid) }),
+        ) = (&op.request, &op.outcome)
         {
             let before = op.complete_ms.unwrap_or(u64::MAX);
             if registered

@@ -135,6 +135,66 @@ fn a_read_of_a_name_never_registered_to_that_process_is_caught() {
 }
 
 #[test]
+fn a_linearizable_read_of_a_released_owner_is_caught_and_a_local_one_is_not() {
+    let history = |read: Request| {
+        let mut h = H::default();
+        h.reg(1, "a", "p1", (0, 10), Registered);
+        h.unreg(
+            1,
+            "a",
+            (20, 30),
+            Unregistered {
+                pid: Some("p1".into()),
+            },
+        );
+        // Invoked after the release completed, it still names the released owner.
+        h.op(
+            2,
+            read,
+            None,
+            (40, 50),
+            Found {
+                pid: Some("p1".into()),
+            },
+        );
+        h
+    };
+    let found = violations(&history(Request::ReadConsistent { name: "a".into() }));
+    assert!(
+        matches!(&found[..], [Anomaly::NotLinearizable { name, .. }] if name == "a"),
+        "{found:?}"
+    );
+    // A local read may lag behind the registry.
+    assert_eq!(
+        violations(&history(Request::Read { name: "a".into() })),
+        vec![]
+    );
+    // A linearizable read overlapping the release may see either side of it.
+    let mut h = H::default();
+    h.reg(1, "a", "p1", (0, 10), Registered);
+    h.unreg(
+        1,
+        "a",
+        (20, 30),
+        Unregistered {
+            pid: Some("p1".into()),
+        },
+    );
+    let read = Request::ReadConsistent { name: "a".into() };
+    h.op(
+        2,
+        read.clone(),
+        None,
+        (25, 35),
+        Found {
+            pid: Some("p1".into()),
+        },
+    );
+    h.op(3, read, None, (26, 36), Found { pid: None });
+    assert_eq!(violations(&h), vec![]);
+}
+
+#[test]
 fn a_search_out_of_budget_is_inconclusive_not_passed() {
     let mut h = H::default();
     // Many concurrent registrations and unregistrations: many orders to try, and the

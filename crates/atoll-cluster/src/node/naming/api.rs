@@ -243,6 +243,35 @@ impl crate::node::Node {
             .or_else(|| self.inner.rt.whereis(name))
     }
 
+    /// The process holding the Consistent or Strong name `name`, read linearizably: the
+    /// answer reflects every registration and release that completed before the call (the
+    /// leader confirms its leadership with a quorum and names the log index to wait for;
+    /// this node waits until its registry has reached it). Fails like a registration when
+    /// consensus is unavailable (`NameError::Consensus`); `NameError::NoConsensus` without
+    /// consensus. For a fast, possibly stale answer, see [`whereis`](Self::whereis).
+    ///
+    /// ```no_run
+    /// # async fn run(node: atoll_cluster::Node) -> Result<(), atoll_cluster::NameError> {
+    /// if let Some(pid) = node.whereis_consistent("leader").await? {
+    ///     println!("the leader is {pid}");
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn whereis_consistent(&self, name: &str) -> Result<Option<Pid>, NameError> {
+        let inner = &self.inner;
+        let Some(naming) = self.naming() else {
+            return Err(NameError::NoConsensus);
+        };
+        let started = Instant::now();
+        let index = read_index(inner).await?;
+        let deadline = started + naming.config.request_timeout;
+        if !naming.wait_for(deadline, |at, _| at >= index).await {
+            return Err(NameError::Consensus(ConsensusError::Timeout));
+        }
+        Ok(naming.whereis(name))
+    }
+
     /// The Raft log index of the registry this node resolves Consistent names from (0 when
     /// it has none, or consensus is not configured).
     pub fn registry_index(&self) -> u64 {

@@ -1,6 +1,7 @@
 //! Reaching the voters: proposals from any node, and the transport Raft speaks over the node's requests.
 
 use atoll_raft::chase::{Answer, Hints, LeaderChase, Next};
+use atoll_raft::network::Refusal;
 
 use super::*;
 
@@ -16,15 +17,66 @@ pub(in crate::node) async fn propose(
     if naming.is_voter() {
         return naming.voter().await?.propose(command).await;
     }
+    let chase = LeaderChase::new(
+        naming.directory.voters.keys().copied(),
+        Hints::Heard,
+        naming.config.request_timeout,
+    );
+    ask_leader(
+        inner,
+        naming,
+        chase,
+        &RaftRequest::Propose(command),
+        |r| match r {
+            RaftResponse::Propose(answer) => Some(answer),
+            _ => None,
+        },
+    )
+    .await
+}
+
+/// The registry index this node must reach for its reads to be linearizable: every write
+/// committed before the call is at or below it. On a voter its own registry has reached it
+/// when this returns; elsewhere the caller waits for the pushed registry to catch up.
+pub(in crate::node) async fn read_index(inner: &Arc<Inner>) -> Result<u64, ConsensusError> {
+    let Some(naming) = &inner.naming else {
+        return Err(ConsensusError::Config("consensus is not configured".into()));
+    };
+    if naming.is_voter() {
+        naming.voter().await?.linearizable_read().await?;
+        return Ok(naming.applied());
+    }
+    // A read may be asked again, whatever became of the last request.
+    let chase = LeaderChase::new(
+        naming.directory.voters.keys().copied(),
+        Hints::Heard,
+        naming.config.request_timeout,
+    )
+    .retrying_unknown();
+    let index = ask_leader(inner, naming, chase, &RaftRequest::ReadIndex, |r| match r {
+        RaftResponse::ReadIndex(answer) => Some(answer),
+        _ => None,
+    })
+    .await?;
+    Ok(index.unwrap_or(0))
+}
+
+/// Sends `request` to the voters as `chase` decides until the leader answers it (`answer_of`
+/// picks the answer out of a response of the right kind).
+async fn ask_leader<T>(
+    inner: &Arc<Inner>,
+    naming: &Naming,
+    mut chase: LeaderChase,
+    request: &RaftRequest,
+    answer_of: impl Fn(RaftResponse) -> Option<Result<T, Refusal>>,
+) -> Result<T, ConsensusError> {
     let transport = NodeTransport {
         inner: Arc::downgrade(inner),
         directory: naming.directory.clone(),
     };
-    let voters = naming.directory.voters.keys().copied();
-    let mut chase = LeaderChase::new(voters, Hints::Heard, naming.config.request_timeout);
     let started = Instant::now();
     let deadline = started + chase.timeout();
-    let body = encode(&RaftRequest::Propose(command));
+    let body = encode(request);
     let mut next = chase.start(naming.leader_hint());
     loop {
         let target = match next {
@@ -40,14 +92,14 @@ pub(in crate::node) async fn propose(
             match tokio::time::timeout_at(deadline, transport.call(target, body.clone())).await {
                 Err(_) => Answer::Unknown,
                 Ok(Err(e)) => Answer::from_transport(&e),
-                Ok(Ok(body)) => match decode::<RaftResponse>(&body) {
-                    Ok(RaftResponse::Propose(Ok(outcome))) => {
+                Ok(Ok(body)) => match decode::<RaftResponse>(&body).ok().and_then(&answer_of) {
+                    Some(Ok(value)) => {
                         naming.leader.store(target, Ordering::Relaxed);
-                        return Ok(outcome);
+                        return Ok(value);
                     }
-                    Ok(RaftResponse::Propose(Err(refusal))) => Answer::from_refusal(refusal),
+                    Some(Err(refusal)) => Answer::from_refusal(refusal),
                     // A voter that does not run Raft, or that did not understand: ask another.
-                    Ok(_) | Err(_) => Answer::Unreachable,
+                    None => Answer::Unreachable,
                 },
             };
         next = chase.answer(started.elapsed(), answer, naming.leader_hint());
