@@ -313,7 +313,10 @@ impl crate::node::Node {
             let mut counts = BTreeMap::new();
             for (_, grant) in registry
                 .locks()
-                .range::<str, _>((std::ops::Bound::Included(prefix), std::ops::Bound::Unbounded))
+                .range::<str, _>((
+                    std::ops::Bound::Included(prefix),
+                    std::ops::Bound::Unbounded,
+                ))
                 .take_while(|(name, _)| name.starts_with(prefix))
             {
                 *counts.entry(grant.holder.node).or_insert(0) += 1;
