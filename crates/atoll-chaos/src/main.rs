@@ -58,7 +58,7 @@ fn main() -> ExitCode {
             };
         }
         Some("__check") => {
-            // Re-checks a saved history.json (the limits of a run).
+            // Re-checks a saved history.json (the limits of a run) and sums it up again.
             let Some(path) = argv.get(2) else {
                 eprintln!("usage: atoll-chaos __check HISTORY.json");
                 return ExitCode::from(2);
@@ -76,6 +76,9 @@ fn main() -> ExitCode {
             let report =
                 atoll_chaos::check::check_all(&history, &atoll_chaos::check::Limits::default());
             print_report(&history, &report);
+            // The figures as the current rules count them (the run's end taken as its heal).
+            let rows = atoll_chaos::summary::per_kind(&history, history.healed_ms);
+            print!("{}", atoll_chaos::summary::render(&rows));
             println!("{} anomalies", report.anomalies.len());
             return if report.anomalies.is_empty() {
                 ExitCode::SUCCESS

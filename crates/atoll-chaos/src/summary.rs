@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use crate::history::{Fault, History, Request};
+use crate::history::{Fault, History, Op, Request};
 use crate::workload::outcome_counts;
 
 /// How long after a fault's heal its unavailability is still measured.
@@ -45,12 +45,25 @@ pub fn window(faults: &[Fault], i: usize, end_of_run: u64) -> (u64, u64) {
     (f.start_ms, (f.end_ms + RECOVERY_MS).min(next).max(f.end_ms))
 }
 
+/// The first fault operation `op` ran into: one whose stretch `[start, end]` overlaps the
+/// operation's `[invoke, complete]` (a pending operation runs to the end of the run). An
+/// operation invoked during a fault meets that one; one invoked before a fault and still
+/// running when it began (a lock cycle invoked in a quiet stretch whose unlock came after
+/// the next fault started) meets that fault, not the quiet stretch.
+pub fn fault_met(op: &Op, faults: &[Fault]) -> Option<usize> {
+    let end = op.complete_ms.unwrap_or(u64::MAX);
+    faults
+        .iter()
+        .position(|f| op.invoke_ms <= f.end_ms && end >= f.start_ms)
+}
+
 /// One row of the summary.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Row {
     /// Faults of this kind.
     pub faults: usize,
-    /// Operations invoked during them.
+    /// Operations that ran into them ([`fault_met`]); for the quiet baseline, operations
+    /// that began and ended in a quiet stretch.
     pub attempted: usize,
     /// Of those, succeeded.
     pub succeeded: usize,
@@ -60,17 +73,25 @@ pub struct Row {
     pub unavailable_ms: Vec<u64>,
 }
 
-/// The summary per fault kind, and the quiet baseline (the stretches between faults, from
-/// [`QUIET_AFTER_MS`] after a heal) under the key `none`.
+/// The summary per fault kind (each operation counted under the first fault it ran into,
+/// [`fault_met`]), and the quiet baseline (operations that began and ended in a stretch
+/// between faults, from [`QUIET_AFTER_MS`] after a heal) under the key `none`.
 pub fn per_kind(history: &History, end_of_run: u64) -> BTreeMap<String, Row> {
     let ok = successes(history);
+    let met: Vec<Option<usize>> = history
+        .ops
+        .iter()
+        .map(|op| fault_met(op, &history.faults))
+        .collect();
     let mut rows: BTreeMap<String, Row> = BTreeMap::new();
     for (i, f) in history.faults.iter().enumerate() {
         let (from, to) = window(&history.faults, i, end_of_run);
         let ops = history
             .ops
             .iter()
-            .filter(|op| op.invoke_ms >= f.start_ms && op.invoke_ms <= f.end_ms);
+            .zip(&met)
+            .filter(|(_, met)| **met == Some(i))
+            .map(|(op, _)| op);
         let (attempted, succeeded, failed) = outcome_counts(ops);
         let row = rows.entry(f.kind.clone()).or_default();
         row.faults += 1;
@@ -93,7 +114,10 @@ pub fn per_kind(history: &History, end_of_run: u64) -> BTreeMap<String, Row> {
             let ops = history
                 .ops
                 .iter()
-                .filter(|op| op.invoke_ms >= from && op.invoke_ms < f.start_ms);
+                .zip(&met)
+                .filter(|(op, met)| met.is_none() && op.invoke_ms >= from)
+                .filter(|(op, _)| op.invoke_ms < f.start_ms)
+                .map(|(op, _)| op);
             let (attempted, succeeded, failed) = outcome_counts(ops);
             quiet.attempted += attempted;
             quiet.succeeded += succeeded;
@@ -170,6 +194,7 @@ pub fn declarations(history: &History) -> (usize, usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::history::Outcome;
 
     #[test]
     fn the_longest_gap_counts_the_edges() {
@@ -177,6 +202,72 @@ mod tests {
         assert_eq!(longest_gap(&[150, 160, 390], 100, 400), 230);
         assert_eq!(longest_gap(&[50, 500], 100, 400), 300);
         assert_eq!(longest_gap(&[120, 400], 100, 400), 280);
+    }
+
+    fn op(id: u64, span: (u64, Option<u64>), outcome: Outcome) -> Op {
+        Op {
+            id,
+            client: 1,
+            request: Request::Lock {
+                name: "l".into(),
+                hold_ms: 100,
+            },
+            pid: None,
+            invoke_ms: span.0,
+            complete_ms: span.1,
+            outcome: span.1.map(|_| outcome),
+            hold: None,
+        }
+    }
+
+    fn fault(span: (u64, u64)) -> Fault {
+        Fault {
+            kind: "pause-leader".into(),
+            detail: String::new(),
+            clients: Default::default(),
+            paused_clients: Default::default(),
+            start_ms: span.0,
+            end_ms: span.1,
+        }
+    }
+
+    #[test]
+    fn an_operation_that_runs_into_a_fault_counts_under_it_not_the_quiet_baseline() {
+        let unlock_timeout = Outcome::Failed {
+            kind: "Unlock::Consensus::Timeout".into(),
+        };
+        let history = History {
+            ops: vec![
+                // Invoked and done in the quiet stretch before the first fault.
+                op(1, (100, Some(900)), Outcome::Locked { token: 1 }),
+                // Invoked in that quiet stretch, its unlock answered after the fault began.
+                op(2, (800, Some(4500)), unlock_timeout.clone()),
+                // Invoked during the fault.
+                op(3, (2000, Some(2100)), Outcome::Locked { token: 3 }),
+                // Invoked in the 2 s after the heal: neither a fault's nor quiet.
+                op(4, (6500, Some(6600)), Outcome::Locked { token: 4 }),
+                // Quiet again, but still pending when the run ended: it met the last fault.
+                op(5, (9000, None), Outcome::Locked { token: 5 }),
+            ],
+            faults: vec![fault((1500, 6000)), fault((10_000, 12_000))],
+            ..History::default()
+        };
+        assert_eq!(fault_met(&history.ops[0], &history.faults), None);
+        assert_eq!(fault_met(&history.ops[1], &history.faults), Some(0));
+        assert_eq!(fault_met(&history.ops[2], &history.faults), Some(0));
+        assert_eq!(fault_met(&history.ops[3], &history.faults), None);
+        assert_eq!(fault_met(&history.ops[4], &history.faults), Some(1));
+        let rows = per_kind(&history, 20_000);
+        let quiet = &rows["none"];
+        assert_eq!((quiet.attempted, quiet.succeeded), (1, 1));
+        assert!(quiet.failed.is_empty(), "{:?}", quiet.failed);
+        let paused = &rows["pause-leader"];
+        assert_eq!(
+            (paused.faults, paused.attempted, paused.succeeded),
+            (2, 3, 1)
+        );
+        assert_eq!(paused.failed["Unlock::Consensus::Timeout"], 1);
+        assert_eq!(paused.failed["pending"], 1);
     }
 
     #[test]

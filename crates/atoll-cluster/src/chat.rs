@@ -1,5 +1,6 @@
-//! A chat room whose members may sit on any node: the service `atoll demo` and the `chat`
-//! example run, and a small model of an OTP-style stateful server.
+//! A chat room whose members may sit on any node: the service `atoll demo` runs, and a
+//! small model of an OTP-style stateful server. The `chat` example runs its rooms as
+//! grains instead (`atoll_grain::chat`), with the same [`Member`]s and [`Line`]s.
 //!
 //! A [`Room`] keeps the members (monitored, so a member whose process or node goes away
 //! leaves by itself) and the last [`HISTORY`] lines. [`Member`]s hear every line posted and
@@ -112,7 +113,8 @@ fn member_ref<A: Actor>(ctx: &Ctx<A>, pid: Pid) -> ActorRef<Member> {
     }
 }
 
-fn cut(mut text: String) -> String {
+/// `text` cut to at most [`MAX_LINE`] bytes, on a character boundary.
+pub fn cut(mut text: String) -> String {
     if text.len() > MAX_LINE {
         let mut end = MAX_LINE;
         while !text.is_char_boundary(end) {

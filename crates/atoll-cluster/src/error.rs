@@ -217,6 +217,20 @@ pub enum LockError {
     /// The lock was not released within the timeout.
     #[error("the lock was not free within the timeout")]
     Timeout,
+    /// An unlock found that the grant it was to release was no longer the lock's current
+    /// grant: it had been released already (the holder's node was declared lost or fenced,
+    /// the holder exited, or another guard of the same grant unlocked it), and the lock may
+    /// have been granted to another process since. Nothing was released: whoever holds the
+    /// lock now keeps it.
+    #[error("the grant of lock {name} with token {token} was no longer held{}", held_now(.current))]
+    NotHeld {
+        /// The lock.
+        name: String,
+        /// The fencing token of the grant that was to be released.
+        token: u64,
+        /// The lock's grant (holder, token) when the unlock was applied, if it was held.
+        current: Option<(Pid, u64)>,
+    },
     /// Only live processes of this node can take locks from it.
     #[error("{0} is not a live process of this node")]
     NotLocal(Pid),
@@ -238,6 +252,14 @@ pub enum LockError {
     /// Consensus answered with an outcome that does not fit the request.
     #[error("unexpected consensus outcome: {0}")]
     Unexpected(String),
+}
+
+/// The end of [`LockError::NotHeld`]'s message: who held the lock instead.
+fn held_now(current: &Option<(Pid, u64)>) -> String {
+    match current {
+        Some((holder, token)) => format!(" (held by {holder} under token {token})"),
+        None => " (the lock was free)".to_string(),
+    }
 }
 
 /// Why a process could not join a group.

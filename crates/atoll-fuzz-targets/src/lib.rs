@@ -51,6 +51,7 @@ targets!(
     data_message,
     registry_delta,
     grain_state,
+    chat_room_state,
 );
 
 /// The target named `name`.

@@ -357,6 +357,19 @@ pub fn grain_state() -> Vec<Vec<u8>> {
     seeds
 }
 
+/// Seeds of [`targets::chat_room_state`]: an empty room and one with members and lines.
+pub fn chat_room_state() -> Vec<Vec<u8>> {
+    use atoll_grain::chat::RoomState;
+    let mut room = RoomState::default();
+    let empty = postcard::to_allocvec(&room).unwrap();
+    for (n, nick) in ["ann", "bob"].into_iter().enumerate() {
+        let pid = atoll_core::Pid::new(atoll_core::NodeId::from_bytes([n as u8; 16]), 1, 9);
+        room.join("lobby", nick.into(), pid).unwrap();
+        room.post(nick.into(), format!("hi, {nick} here"));
+    }
+    vec![empty, postcard::to_allocvec(&room).unwrap()]
+}
+
 #[cfg(test)]
 mod tests {
     //! Every seed is valid: it gets past the decoder its target starts with.
@@ -410,6 +423,13 @@ mod tests {
         assert_eq!(replica.apply(head, &first).unwrap().appended, 2);
         for s in merkle_message() {
             MerkleMessage::decode(&s).unwrap();
+        }
+    }
+
+    #[test]
+    fn chat_room_seeds_decode() {
+        for s in chat_room_state() {
+            postcard::from_bytes::<atoll_grain::chat::RoomState>(&s).unwrap();
         }
     }
 }

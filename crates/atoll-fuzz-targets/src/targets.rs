@@ -274,3 +274,23 @@ pub fn grain_state(data: &[u8]) {
         assert_eq!(postcard::from_bytes(&bytes).ok(), Some(answer));
     }
 }
+
+/// Arbitrary bytes as a chat room's state, read back from a grain store: refused, or a
+/// room that round-trips, keeps at most `HISTORY` lines and takes a join and a post.
+pub fn chat_room_state(data: &[u8]) {
+    use atoll_grain::chat::RoomState;
+    let Ok(mut room) = postcard::from_bytes::<RoomState>(data) else {
+        return;
+    };
+    let bytes = postcard::to_allocvec(&room).expect("a decoded room encodes");
+    assert_eq!(
+        postcard::from_bytes::<RoomState>(&bytes).as_ref(),
+        Ok(&room)
+    );
+    let newcomer = atoll_core::Pid::new(atoll_core::NodeId::from_bytes([7; 16]), 1, 1);
+    let _ = room.join("fuzz", "newcomer".into(), newcomer);
+    room.post("newcomer".into(), "hello".into());
+    let history = room.history(usize::MAX);
+    assert!(history.len() <= atoll_cluster::chat::HISTORY);
+    assert_eq!(history.last().map(|l| l.text.as_str()), Some("hello"));
+}

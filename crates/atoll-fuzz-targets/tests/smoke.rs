@@ -89,6 +89,7 @@ smoke_tests!(
     data_message,
     registry_delta,
     grain_state,
+    chat_room_state,
 );
 
 /// The `[[bin]]` names of the cargo-fuzz crate.

@@ -11,7 +11,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use atoll_actor::{
-    Actor, ActorRef, ActorResult, Ctx, Decoder, ExitReason, ReplyTo, Runtime, serde_decoder,
+    Actor, ActorRef, ActorResult, Ctx, Decoder, Down, ExitReason, ReplyTo, Runtime, serde_decoder,
 };
 use atoll_cluster::{LockError, LockGuard, Node, WeakNode};
 use atoll_core::{NodeId, Pid};
@@ -461,6 +461,7 @@ impl<G: Grain> GrainHost<G> {
         guard: LockGuard,
         pid: Pid,
         adopt: Option<Handed>,
+        rt: Runtime,
     ) -> Result<Live<G>, Answer> {
         let epoch = guard.token();
         let mut saver = Saver::for_type(G::DURABILITY, &shared).map_err(Answer::Failed)?;
@@ -485,7 +486,7 @@ impl<G: Grain> GrainHost<G> {
             None => G::State::default(),
         };
         let mut grain = make(&id.key);
-        let mut ctx = GrainCtx::new(id, pid, epoch, state, saver);
+        let mut ctx = GrainCtx::new(id, pid, epoch, state, saver, rt);
         grain
             .on_activate(&mut ctx)
             .await
@@ -540,7 +541,7 @@ impl<G: Grain> GrainHost<G> {
         self.leave(Answer::Retry, ctx);
     }
 
-    async fn deliver(&mut self, d: Delivery, ctx: &Ctx<Self>) {
+    async fn deliver(&mut self, d: Delivery, ctx: &mut Ctx<Self>) {
         if self.claim_lost() {
             self.abandon(ctx);
         }
@@ -578,8 +579,10 @@ impl<G: Grain> GrainHost<G> {
         if !want_reply {
             d.reply.reply(Answer::Done { by, reply: None });
             live.grain.handle(msg, &mut live.ctx).await;
+            watch(live, ctx);
         } else {
             let reply = live.grain.handle(msg, &mut live.ctx).await;
+            watch(live, ctx);
             let answer = match postcard::to_allocvec(&reply) {
                 Ok(bytes) => Answer::Done {
                     by,
@@ -647,10 +650,12 @@ impl<G: Grain> Actor for GrainHost<G> {
                 guard,
                 ctx.pid(),
                 adopted,
+                ctx.runtime().clone(),
             )
             .await
             {
-                Ok(live) => {
+                Ok(mut live) => {
+                    watch(&mut live, ctx);
                     let by = Activation {
                         pid: ctx.pid(),
                         epoch: live.ctx.epoch(),
@@ -703,6 +708,22 @@ impl<G: Grain> Actor for GrainHost<G> {
         Ok(())
     }
 
+    /// A process the grain watches exited: the grain hears of it like of a message.
+    async fn handle_down(&mut self, down: Down, ctx: &mut Ctx<Self>) -> ActorResult {
+        if let Phase::Active(live) = &mut self.phase
+            && live.ctx.unwatch(down.pid)
+        {
+            live.grain
+                .on_down(down.pid, down.reason, &mut live.ctx)
+                .await;
+            watch(live, ctx);
+            if live.ctx.is_fenced() {
+                self.abandon(ctx);
+            }
+        }
+        Ok(())
+    }
+
     /// The node shutting down: save what can be saved (the local store; `Replicated`
     /// replicas are likely gone by now) and stop. The claim goes with the process.
     async fn handle_exit(
@@ -725,5 +746,12 @@ impl<G: Grain> Actor for GrainHost<G> {
         }
         ctx.stop(reason);
         Ok(())
+    }
+}
+
+/// Sets the monitors the grain asked for during its last callback.
+fn watch<G: Grain, A: Actor>(live: &mut Live<G>, ctx: &mut Ctx<A>) {
+    for pid in live.ctx.take_watches() {
+        ctx.monitor(pid);
     }
 }

@@ -53,8 +53,13 @@
 //! survives the loss of its host. [`GrainStats`] counts activations, deactivations and
 //! migrations. The repository's `docs/grains.md` describes the classes and what each
 //! survives.
+//!
+//! A grain can send to plain processes through [`GrainCtx::runtime`] and watch them with
+//! [`GrainCtx::monitor`] ([`Grain::on_down`]); [`chat::ChatRoom`], the rooms of the `chat`
+//! example, does both.
 #![deny(missing_docs)]
 
+pub mod chat;
 pub mod core;
 mod ext;
 mod grains;
@@ -65,6 +70,7 @@ mod rebalance;
 mod replica;
 mod store;
 
+use atoll_actor::{ExitReason, Runtime};
 use atoll_core::Pid;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -143,6 +149,18 @@ pub trait Grain: Send + Sized + 'static {
         ctx: &mut GrainCtx<Self>,
     ) -> impl Future<Output = Self::Reply> + Send;
 
+    /// Runs when a process the activation watches ([`GrainCtx::monitor`]) has exited,
+    /// with why (`NoProc` if it was gone already, `NoConnection` if its node is lost).
+    fn on_down(
+        &mut self,
+        pid: Pid,
+        reason: ExitReason,
+        ctx: &mut GrainCtx<Self>,
+    ) -> impl Future<Output = ()> + Send {
+        let _ = (pid, reason, ctx);
+        async {}
+    }
+
     /// Runs when the grain deactivates (idle), before its state is saved.
     fn on_deactivate(&mut self, ctx: &mut GrainCtx<Self>) -> impl Future<Output = ()> + Send {
         let _ = ctx;
@@ -158,6 +176,11 @@ pub struct GrainCtx<G: Grain> {
     state: G::State,
     saver: replica::Saver,
     fenced: bool,
+    rt: Runtime,
+    /// Processes watched by this activation, and those still to be monitored once the
+    /// current callback returns (monitors belong to the hosting process).
+    watched: std::collections::HashSet<Pid>,
+    to_watch: Vec<Pid>,
 }
 
 impl<G: Grain> std::fmt::Debug for GrainCtx<G> {
@@ -177,6 +200,7 @@ impl<G: Grain> GrainCtx<G> {
         epoch: u64,
         state: G::State,
         saver: replica::Saver,
+        rt: Runtime,
     ) -> Self {
         GrainCtx {
             id,
@@ -185,7 +209,37 @@ impl<G: Grain> GrainCtx<G> {
             state,
             saver,
             fenced: false,
+            rt,
+            watched: Default::default(),
+            to_watch: Vec::new(),
         }
+    }
+
+    /// The runtime of the hosting node: a grain sends to plain processes through it
+    /// (`ctx.runtime().remote_ref::<A>(pid).send(..)`, or `actor_ref` for local ones).
+    pub fn runtime(&self) -> &Runtime {
+        &self.rt
+    }
+
+    /// Watches `pid`: [`Grain::on_down`] runs once it exits (at once if it is gone
+    /// already or its node cannot be reached). The monitor is set when the current
+    /// callback returns; a process already watched is not watched twice. Monitors end
+    /// with the activation: a grain that keeps processes in its state watches them again
+    /// in [`Grain::on_activate`].
+    pub fn monitor(&mut self, pid: Pid) {
+        if self.watched.insert(pid) {
+            self.to_watch.push(pid);
+        }
+    }
+
+    /// The monitors asked for since the last call, for the host to set.
+    pub(crate) fn take_watches(&mut self) -> Vec<Pid> {
+        std::mem::take(&mut self.to_watch)
+    }
+
+    /// `pid` exited: it is no longer watched (watching it again sets a new monitor).
+    pub(crate) fn unwatch(&mut self, pid: Pid) -> bool {
+        self.watched.remove(&pid)
     }
 
     /// True once a save was refused as stale: a newer activation exists, and this one

@@ -132,12 +132,19 @@ pub enum Outcome {
         /// The current grant's fencing token.
         token: u64,
     },
-    /// The lock was released.
+    /// The grant with the proposed token was the lock's current grant, and this entry
+    /// released it.
     Unlocked,
     /// The process left the lock's queue (and released the lock if it had been handed it).
     Abandoned,
-    /// The token is not the current grant of that lock (it was released or re-granted).
-    StaleToken,
+    /// The token is not the lock's current grant: that grant was released already (by an
+    /// earlier unlock, its holder's exit, a lost node's release or a fencing) and the lock
+    /// may have been granted again since. Nothing changed: an unlock never releases a grant
+    /// other than its own.
+    StaleToken {
+        /// The lock's current grant (holder, token), if it is held.
+        current: Option<(Pid, u64)>,
+    },
     /// Names and locks released for a node.
     Released {
         /// The names that were unbound.
@@ -425,18 +432,31 @@ impl Registry {
                 }
                 Outcome::Abandoned
             }
-            Command::Unlock { name, token } => match self.locks.get(name) {
-                Some(g) if g.token == *token => {
+            Command::Unlock { name, token } => match self.unlock_decision(name, *token) {
+                Outcome::Unlocked => {
                     self.locks.remove(name);
                     self.hand_over(name, index, granted);
                     Outcome::Unlocked
                 }
-                _ => Outcome::StaleToken,
+                refused => refused,
             },
             Command::SetConfig { key, value } => {
                 self.config.insert(key.clone(), value.clone());
                 Outcome::ConfigSet
             }
+        }
+    }
+
+    /// What [`Command::Unlock`] of `name` under `token` does to the registry as it is now,
+    /// without doing it: [`Outcome::Unlocked`] if `token` is the lock's current grant (the
+    /// caller's grant is released), [`Outcome::StaleToken`] with the current grant
+    /// otherwise (the caller's grant is gone already; whoever holds the lock now keeps it).
+    pub fn unlock_decision(&self, name: &str, token: u64) -> Outcome {
+        match self.locks.get(name) {
+            Some(g) if g.token == token => Outcome::Unlocked,
+            current => Outcome::StaleToken {
+                current: current.map(|g| (g.holder, g.token)),
+            },
         }
     }
 
@@ -890,7 +910,12 @@ mod tests {
                 name: "l".into(),
                 token: token - 1,
             };
-            assert_eq!(r.apply(index, &stale), Outcome::StaleToken);
+            assert_eq!(
+                r.apply(index, &stale),
+                Outcome::StaleToken {
+                    current: Some((holder, token))
+                }
+            );
             index += 1;
             let unlock = Command::Unlock {
                 name: "l".into(),
@@ -898,7 +923,10 @@ mod tests {
             };
             assert_eq!(r.apply(index, &unlock), Outcome::Unlocked);
             index += 1;
-            assert_eq!(r.apply(index, &unlock), Outcome::StaleToken);
+            assert_eq!(
+                r.apply(index, &unlock),
+                Outcome::StaleToken { current: None }
+            );
         }
     }
 
@@ -1020,3 +1048,7 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+#[path = "registry_unlock_tests.rs"]
+mod unlock_tests;

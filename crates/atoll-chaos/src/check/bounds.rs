@@ -44,6 +44,7 @@ mod tests {
     use super::*;
     use crate::check::testkit::H;
     use crate::history::Outcome::*;
+    use crate::protocol::kind;
 
     #[test]
     fn typed_answers_in_time_pass() {
@@ -58,6 +59,21 @@ mod tests {
                 kind: "Consensus::Timeout".into(),
             },
         );
+        // An unlock that found its grant released by the cluster is a typed answer.
+        let r = Request::Lock {
+            name: "l".into(),
+            hold_ms: 100,
+        };
+        let unlock = kind(&atoll_cluster::LockError::NotHeld {
+            name: "l".into(),
+            token: 3,
+            current: None,
+        });
+        assert_eq!(unlock, "NotHeld");
+        let failed = Failed {
+            kind: format!("Unlock::{unlock}"),
+        };
+        h.op(2, r, Some("p3"), (0, 500), failed);
         assert_eq!(check(&h.0, &Limits::default()), vec![]);
     }
 

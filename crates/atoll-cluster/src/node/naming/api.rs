@@ -12,11 +12,12 @@ pub(in crate::node) fn check_name(name: &str) -> Result<(), usize> {
 
 /// The right to a consensus lock, held until dropped.
 ///
-/// Dropping the guard releases the lock in the background; [`LockGuard::unlock`] releases it
-/// and waits until the release is applied. The lock is also released when its holder
-/// process exits or the holder's node is lost, so a holder must pass [`LockGuard::token`] to
-/// whatever the lock protects and that resource must refuse tokens smaller than the largest
-/// it has seen (a fencing token).
+/// Dropping the guard releases the lock in the background; [`LockGuard::unlock`] releases it,
+/// waits until the release is applied and says whether this grant was still held then
+/// ([`LockError::NotHeld`] if the cluster had released it already). The lock is also
+/// released when its holder process exits or the holder's node is lost, so a holder must
+/// pass [`LockGuard::token`] to whatever the lock protects and that resource must refuse
+/// tokens smaller than the largest it has seen (a fencing token).
 ///
 /// When this node learns that the cluster declared it down (it is fenced), the lock was
 /// released by the others: the guard then reports it [lost](LockGuard::is_lost).
@@ -72,19 +73,47 @@ impl LockGuard {
         }
     }
 
-    /// Releases the lock and waits until the release is applied (or fails with a typed
-    /// error; the lock is then still released in the background, as on drop).
+    /// Releases the lock and waits until the release is applied.
+    ///
+    /// `Ok` means this grant was still the lock's current grant and is now released.
+    /// [`LockError::NotHeld`] means it was not: the cluster had released it already (this
+    /// node was declared lost or fenced, the holder exited, or another guard of the same
+    /// grant unlocked it) and may have granted the lock to another process, which keeps it;
+    /// anything written under [`LockGuard::token`] since may have been refused by a fenced
+    /// resource. Any other error says consensus did not answer (the release is then still
+    /// made in the background, as on drop).
     pub async fn unlock(mut self) -> Result<(), LockError> {
         let inner = self.inner.upgrade().ok_or(LockError::NoConsensus)?;
         let command = Command::Unlock {
             name: self.name.clone(),
             token: self.token,
         };
-        propose(&inner, command).await?;
-        if let Some(release) = self.release.take() {
+        let result = unlock_result(&self.name, self.token, propose(&inner, command).await?);
+        if matches!(result, Ok(()) | Err(LockError::NotHeld { .. }))
+            && let Some(release) = self.release.take()
+        {
+            // The grant is gone either way: nothing is left to release in the background.
             let _ = release.send(true);
         }
-        Ok(())
+        result
+    }
+}
+
+/// What the applied [`Command::Unlock`] of the grant `name`/`token` says to its guard: `Ok`
+/// if it released that grant, [`LockError::NotHeld`] if the grant was no longer current.
+pub(in crate::node) fn unlock_result(
+    name: &str,
+    token: u64,
+    outcome: Outcome,
+) -> Result<(), LockError> {
+    match outcome {
+        Outcome::Unlocked => Ok(()),
+        Outcome::StaleToken { current } => Err(LockError::NotHeld {
+            name: name.to_string(),
+            token,
+            current,
+        }),
+        other => Err(LockError::Unexpected(format!("{other:?}"))),
     }
 }
 
@@ -353,7 +382,7 @@ impl crate::node::Node {
     /// Takes the consensus lock `name` for the local process `holder` if it is free now;
     /// [`LockError::Busy`] names the current holder otherwise. Taking a lock the process
     /// already holds returns another guard for the same grant (same token): releasing either
-    /// releases the grant.
+    /// releases the grant (an unlock of the other then answers [`LockError::NotHeld`]).
     pub async fn try_lock(&self, name: &str, holder: Pid) -> Result<LockGuard, LockError> {
         self.check_lock(name, holder)?;
         match self.propose_lock(name, holder).await? {
@@ -475,5 +504,37 @@ impl crate::node::Node {
             Outcome::LockBusy { holder, token } => Ok(Err((holder, token))),
             other => Err(LockError::Unexpected(format!("{other:?}"))),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unlock_is_ok_only_when_it_released_the_guards_own_grant() {
+        assert!(unlock_result("L", 7, Outcome::Unlocked).is_ok());
+        let other = Pid::new(NodeId::from_bytes([2; 16]), 1, 3);
+        match unlock_result(
+            "L",
+            7,
+            Outcome::StaleToken {
+                current: Some((other, 9)),
+            },
+        ) {
+            Err(LockError::NotHeld {
+                name,
+                token: 7,
+                current: Some((holder, 9)),
+            }) if name == "L" && holder == other => {}
+            wrong => panic!("{wrong:?}"),
+        }
+        let e = unlock_result("L", 7, Outcome::StaleToken { current: None }).unwrap_err();
+        assert!(matches!(e, LockError::NotHeld { current: None, .. }));
+        assert!(e.to_string().contains("token 7"), "{e}");
+        assert!(matches!(
+            unlock_result("L", 7, Outcome::Abandoned),
+            Err(LockError::Unexpected(_))
+        ));
     }
 }
