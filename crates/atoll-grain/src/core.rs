@@ -15,6 +15,9 @@ use std::time::Duration;
 use atoll_core::{NodeId, Pid};
 use serde::{Deserialize, Serialize};
 
+/// The prefix of every grain activation lock's name ([`GrainId::lock_name`]).
+pub const LOCK_PREFIX: &str = "grain:";
+
 /// The longest grain key, in bytes (the activation lock's name must fit the node's limit).
 pub const MAX_KEY_LEN: usize = 200;
 
@@ -45,7 +48,7 @@ impl GrainId {
 
     /// The name of the consensus lock whose grant is this grain's activation.
     pub fn lock_name(&self) -> String {
-        format!("grain:{}/{}", self.grain_type, self.key)
+        format!("{LOCK_PREFIX}{}/{}", self.grain_type, self.key)
     }
 
     /// The grain whose activation lock is named `name` ([`Self::lock_name`]), or `None` for
@@ -60,7 +63,7 @@ impl GrainId {
     /// assert_eq!(GrainId::from_lock_name("demo-lock"), None);
     /// ```
     pub fn from_lock_name(name: &str) -> Option<GrainId> {
-        let (grain_type, key) = name.strip_prefix("grain:")?.split_once('/')?;
+        let (grain_type, key) = name.strip_prefix(LOCK_PREFIX)?.split_once('/')?;
         (!grain_type.is_empty()).then(|| GrainId::new(grain_type, key))
     }
 

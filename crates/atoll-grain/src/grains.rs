@@ -393,9 +393,15 @@ impl Grains {
     ) -> Option<NodeId> {
         let ring = node.ring();
         let mut load: HashMap<NodeId, u64> = HashMap::new();
+        let mut hosts: HashMap<NodeId, u64> = HashMap::new();
         for ad in node.cluster_processes() {
             *load.entry(ad.pid.node).or_default() += u64::from(ad.resource_summary.load);
+            if ad.agent_type == "GrainHost" {
+                *hosts.entry(ad.pid.node).or_default() += 1;
+            }
         }
+        let claims = node.lock_counts_by_node(core::LOCK_PREFIX);
+        crate::placement::with_claims(&mut load, &hosts, claims);
         self.shared.placement.place(&PlacementView {
             id,
             requires,
@@ -439,7 +445,9 @@ impl Grains {
             };
             match core::after(outcome, attempt) {
                 Step::Done { by, reply } => {
-                    self.cache().insert(id.clone(), by);
+                    if cached != Some(by) {
+                        self.cache().insert(id.clone(), by);
+                    }
                     return Ok((by, reply));
                 }
                 Step::Retry {

@@ -210,6 +210,7 @@ impl<G: Grain> Activator for TypedActivator<G> {
             adopt,
             phase: Phase::Claiming,
             last: Instant::now(),
+            held_at: std::cell::Cell::new(0),
             _grain: PhantomData,
         };
         Arc::new(rt.spawn(host))
@@ -435,6 +436,8 @@ pub(crate) struct GrainHost<G: Grain> {
     adopt: Option<Handed>,
     pub(crate) phase: Phase<G>,
     last: Instant,
+    /// The registry index at which the claim was last found held (0: not yet).
+    held_at: std::cell::Cell<u64>,
     _grain: PhantomData<fn() -> G>,
 }
 
@@ -505,11 +508,22 @@ impl<G: Grain> GrainHost<G> {
         let Some(node) = self.shared.node.upgrade() else {
             return true;
         };
+        // The verdict depends only on the registry, which changes only with its index: a
+        // registry at the index last found to hold the claim still holds it (this check
+        // runs before every message, and the lookup is most of its cost).
+        let index = node.registry_index();
+        if index != 0 && self.held_at.get() == index {
+            return false;
+        }
         let me = Activation {
             pid: live.ctx.pid(),
             epoch: live.ctx.epoch(),
         };
-        core::claim_lost(me, node.registry_index(), Shared::registry(&node, &self.id))
+        let lost = core::claim_lost(me, index, Shared::registry(&node, &self.id));
+        if !lost {
+            self.held_at.set(index);
+        }
+        lost
     }
 
     /// Ends an activation that lost its claim or was fenced off by the store: a newer one

@@ -66,9 +66,49 @@ impl Placement for TwoChoices {
     }
 }
 
+/// The load a node reports for each of its processes (`ResourceSummary::load`: ten for the
+/// process, plus its waiting messages).
+pub(crate) const PROCESS_LOAD: u64 = 10;
+
+/// Adds to each node's load from the process table [`PROCESS_LOAD`] for every grain claim
+/// the registry shows it holding beyond the activations (`hosts`) the table already lists.
+/// The table learns of new activations by gossip, a while after their claims commit; until
+/// then every placement would see the same loads and pile new grains onto the same node,
+/// while the registry shows each claim at once.
+pub(crate) fn with_claims(
+    load: &mut HashMap<NodeId, u64>,
+    hosts: &HashMap<NodeId, u64>,
+    claims: impl IntoIterator<Item = (NodeId, u64)>,
+) {
+    for (node, claims) in claims {
+        let unseen = claims.saturating_sub(hosts.get(&node).copied().unwrap_or(0));
+        let l = load.entry(node).or_default();
+        *l = l.saturating_add(unseen.saturating_mul(PROCESS_LOAD));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn claims_not_yet_in_the_process_table_count_as_load() {
+        let (a, b, c) = (
+            NodeId::from_bytes([1; 16]),
+            NodeId::from_bytes([2; 16]),
+            NodeId::from_bytes([3; 16]),
+        );
+        // a: the table lists 1 of its 3 activations; b: all of its 2 (and other processes);
+        // c: its activation is only in the registry.
+        let mut load: HashMap<NodeId, u64> = [(a, 60), (b, 75)].into();
+        let hosts: HashMap<NodeId, u64> = [(a, 1), (b, 2)].into();
+        with_claims(&mut load, &hosts, [(a, 3), (b, 2), (c, 1)]);
+        assert_eq!(load[&a], 80);
+        assert_eq!(load[&b], 75);
+        assert_eq!(load[&c], 10);
+        // Placement then prefers the node with less, counting what gossip has not shown.
+        assert_eq!(place_two_choices(&[a, b], |n| load[&n]), Some(b));
+    }
 
     #[test]
     fn two_choices_respects_requirements_and_load() {

@@ -237,6 +237,15 @@ async fn run(quick: bool, node: Node, grains: Grains, children: &mut Children) {
             .map(|i| grains.get::<Counter>(&format!("new-{i}")).unwrap())
             .collect(),
     );
+    // The grain side is only as fast as its busiest node: show how placement spread them.
+    let spread: Vec<usize> = (0..NODES.len())
+        .map(|i| {
+            refs.iter()
+                .filter(|g| grains.cached(g.id()).is_some_and(|a| a.pid.node == id(i)))
+                .count()
+        })
+        .collect();
+    println!("the 64 grains called, per node         {spread:?}   | echo calls spread evenly");
     let calls_per_s = throughput(64, secs, move |t, _| {
         let g = refs[t].clone();
         async move {

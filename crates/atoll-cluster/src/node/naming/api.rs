@@ -330,6 +330,30 @@ impl crate::node::Node {
         })
     }
 
+    /// How many consensus locks whose name starts with `prefix` the processes of each node
+    /// hold, as this node's registry shows them (no network round trip). Placement uses it
+    /// to count a node's grain activations the moment their claims commit, before the
+    /// process table gossips the new processes.
+    pub fn lock_counts_by_node(&self, prefix: &str) -> BTreeMap<NodeId, u64> {
+        let Some(naming) = self.naming() else {
+            return BTreeMap::new();
+        };
+        naming.read(|registry| {
+            let mut counts = BTreeMap::new();
+            for (_, grant) in registry
+                .locks()
+                .range::<str, _>((
+                    std::ops::Bound::Included(prefix),
+                    std::ops::Bound::Unbounded,
+                ))
+                .take_while(|(name, _)| name.starts_with(prefix))
+            {
+                *counts.entry(grant.holder.node).or_insert(0) += 1;
+            }
+            counts
+        })
+    }
+
     /// The processes queued for the consensus lock `name` (by [`Self::lock`]), in the order
     /// they are handed it, as this node's registry shows them (no network round trip).
     pub fn lock_waiters(&self, name: &str) -> Vec<Pid> {
