@@ -200,7 +200,7 @@ mod checker {
         use atoll_cluster::{ConsensusError, NameError};
         use atoll_core::Scope;
 
-        let kind = super::client::kind;
+        let kind = crate::netns::client::kind;
         assert_eq!(
             kind(&NameError::Consensus(ConsensusError::NoLeader)),
             "Consensus::NoLeader"
@@ -460,26 +460,21 @@ fn a_lock_contended_from_three_nodes_through_a_leader_kill_is_never_held_twice()
 #[test]
 #[ignore = "a client node the namespace tests start; does nothing without ATOLL_WORKLOAD"]
 fn workload() {
-    let (Ok(work), Ok(config)) = (
-        std::env::var("ATOLL_WORKLOAD"),
-        std::env::var("ATOLL_WORKLOAD_CONFIG"),
-    ) else {
-        return;
-    };
-    client::run(&work, std::path::Path::new(&config));
+    if let Some((work, config)) = netns::client::from_env() {
+        client::run(&work, &config);
+    }
 }
 
 mod client {
     use std::path::Path;
-    use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::time::Duration;
 
     use atoll_actor::{Actor, ActorResult, Ctx};
-    use atoll_cli::config::NodeFile;
     use atoll_cluster::Node;
     use atoll_core::{Pid, Scope};
 
+    use super::netns::client::{self, kind, record};
     use super::now_us;
 
     /// A process that only exists to own a name or hold the lock.
@@ -493,69 +488,14 @@ mod client {
         }
     }
 
-    fn record(line: String) {
-        println!("W {line}");
-    }
-
-    /// The variant of a typed error and of the errors it wraps, as one word:
-    /// `Consensus(Unreachable { leader: .. })` is `Consensus::Unreachable`.
-    pub fn kind(e: &impl std::fmt::Debug) -> String {
-        let text = format!("{e:?}");
-        let mut parts = Vec::new();
-        let mut rest = text.as_str();
-        loop {
-            let end = rest
-                .find(|c: char| !(c.is_alphanumeric() || c == '_'))
-                .unwrap_or(rest.len());
-            let word = &rest[..end];
-            if !word.starts_with(char::is_uppercase) {
-                break;
-            }
-            parts.push(word);
-            match rest[end..].strip_prefix('(') {
-                Some(inner) => rest = inner,
-                None => break,
-            }
-        }
-        parts.join("::")
-    }
-
     pub fn run(work: &str, config: &Path) {
-        let file = NodeFile::load(config).unwrap();
-        let loaded = file.node_config().unwrap();
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .unwrap();
-        let stop = Arc::new(AtomicBool::new(false));
-        let (exit_tx, exit_rx) = tokio::sync::oneshot::channel::<()>();
-        {
-            let stop = stop.clone();
-            std::thread::spawn(move || {
-                let mut line = String::new();
-                while std::io::stdin().read_line(&mut line).is_ok_and(|n| n > 0) {
-                    if line.trim() == "stop" {
-                        stop.store(true, Ordering::SeqCst);
-                    }
-                    line.clear();
-                }
-                stop.store(true, Ordering::SeqCst);
-                let _ = exit_tx.send(());
-            });
-        }
-        rt.block_on(async move {
-            let node = Node::start(loaded.config).unwrap();
-            record(format!("ready {}", node.name()));
+        client::run(config, |node, stop| async move {
             let words: Vec<&str> = work.split(' ').collect();
             match words[..] {
                 ["register", prefix] => register(&node, prefix, &stop).await,
                 ["lock", name] => lock(&node, name, &stop).await,
                 _ => panic!("unknown work {work:?}"),
             }
-            record("stopped".into());
-            let _ = exit_rx.await;
-            node.shutdown(Duration::from_secs(1)).await;
         });
     }
 

@@ -459,27 +459,22 @@ fn the_quorum_on_the_two_node_side_fences_itself_with_it() {
 #[test]
 #[ignore = "a client node the namespace tests start; does nothing without ATOLL_WORKLOAD"]
 fn workload() {
-    let (Ok(work), Ok(config)) = (
-        std::env::var("ATOLL_WORKLOAD"),
-        std::env::var("ATOLL_WORKLOAD_CONFIG"),
-    ) else {
-        return;
-    };
-    client::run(&work, std::path::Path::new(&config));
+    if let Some((work, config)) = netns::client::from_env() {
+        client::run(&work, &config);
+    }
 }
 
 mod client {
     use std::path::Path;
-    use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::time::Duration;
 
     use atoll_actor::{Actor, ActorResult, Ctx};
-    use atoll_cli::config::NodeFile;
     use atoll_cluster::{FenceNotice, Node};
     use atoll_core::Scope;
     use tokio::sync::mpsc;
 
+    use super::netns::client::{self, kind, record};
     use super::now_us;
 
     /// A process that owns names or a lock and passes on what it is told when fenced.
@@ -498,60 +493,8 @@ mod client {
         }
     }
 
-    fn record(line: String) {
-        println!("W {line}");
-    }
-
-    /// The variant of a typed error and of the errors it wraps, as one word:
-    /// `Consensus(Unreachable { leader: .. })` is `Consensus::Unreachable`.
-    fn kind(e: &impl std::fmt::Debug) -> String {
-        let text = format!("{e:?}");
-        let mut parts = Vec::new();
-        let mut rest = text.as_str();
-        loop {
-            let end = rest
-                .find(|c: char| !(c.is_alphanumeric() || c == '_'))
-                .unwrap_or(rest.len());
-            let word = &rest[..end];
-            if !word.starts_with(char::is_uppercase) {
-                break;
-            }
-            parts.push(word);
-            match rest[end..].strip_prefix('(') {
-                Some(inner) => rest = inner,
-                None => break,
-            }
-        }
-        parts.join("::")
-    }
-
     pub fn run(work: &str, config: &Path) {
-        let file = NodeFile::load(config).unwrap();
-        let loaded = file.node_config().unwrap();
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .unwrap();
-        let stop = Arc::new(AtomicBool::new(false));
-        let (exit_tx, exit_rx) = tokio::sync::oneshot::channel::<()>();
-        {
-            let stop = stop.clone();
-            std::thread::spawn(move || {
-                let mut line = String::new();
-                while std::io::stdin().read_line(&mut line).is_ok_and(|n| n > 0) {
-                    if line.trim() == "stop" {
-                        stop.store(true, Ordering::SeqCst);
-                    }
-                    line.clear();
-                }
-                stop.store(true, Ordering::SeqCst);
-                let _ = exit_tx.send(());
-            });
-        }
-        rt.block_on(async move {
-            let node = Node::start(loaded.config).unwrap();
-            record(format!("ready {}", node.name()));
+        client::run(config, |node, stop| async move {
             let words: Vec<&str> = work.split(' ').collect();
             match words[..] {
                 ["register", prefix] => register(&node, prefix, &stop).await,
@@ -560,9 +503,6 @@ mod client {
                 }
                 _ => panic!("unknown work {work:?}"),
             }
-            record("stopped".into());
-            let _ = exit_rx.await;
-            node.shutdown(Duration::from_secs(1)).await;
         });
     }
 

@@ -12,6 +12,8 @@
 // Each test file uses a part of the harness.
 #![allow(dead_code)]
 
+pub mod client;
+
 use std::fs::File;
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
