@@ -168,6 +168,43 @@ fn fenced(c: &Client) -> Option<Vec<String>> {
     c.records().into_iter().find(|r| r[0] == "fenced")
 }
 
+/// A cut and the minority's fencing after it.
+struct Cut {
+    /// When the cut began.
+    at: Instant,
+    /// The same, in µs since the epoch (as clients record).
+    at_us: u64,
+    /// How long the minority took to fence itself.
+    fenced_in: Duration,
+    /// Every node's generation after it (the minority's new ones).
+    after: Vec<u64>,
+}
+
+/// Cuts `minority` off from `majority` and waits until each node of the minority has fenced
+/// itself (within [`FENCED_WITHIN`] of the cut).
+fn cut_and_fence(c: &Cluster, minority: &[usize], majority: &[usize], before: &[u64]) -> Cut {
+    c.partition(minority, majority);
+    let cut = Instant::now();
+    let cut_at = now_us();
+    let mut after = before.to_vec();
+    for &i in minority {
+        let (_, new) = assert_self_fenced(c, i, before[i - 1]);
+        after[i - 1] = new;
+    }
+    let fenced_in = cut.elapsed();
+    assert!(
+        fenced_in <= FENCED_WITHIN,
+        "the minority fenced itself only after {fenced_in:?} (bound {FENCED_WITHIN:?})\n{}",
+        c.dump()
+    );
+    Cut {
+        at: cut,
+        at_us: cut_at,
+        fenced_in,
+        after,
+    }
+}
+
 /// Waits until node `i` reports that it downed itself, and checks what it reports: one
 /// fencing, by itself, into the generation it now has. Returns (old, new) generation.
 fn assert_self_fenced(c: &Cluster, i: usize, before: u64) -> (u64, u64) {
@@ -254,21 +291,13 @@ fn a_two_node_minority_fences_itself_and_the_majority_keeps_its_names() {
     });
 
     let (minority, majority) = ([4, 5], [1, 2, 3]);
-    c.partition(&minority, &majority);
-    let cut = Instant::now();
-    let cut_at = now_us();
     // The two down themselves, each within suspicion plus the window, and say so.
-    let mut after = before.clone();
-    for &i in &minority {
-        let (_, new) = assert_self_fenced(&c, i, before[i - 1]);
-        after[i - 1] = new;
-    }
-    let fenced_in = cut.elapsed();
-    assert!(
-        fenced_in <= FENCED_WITHIN,
-        "the minority fenced itself only after {fenced_in:?} (bound {FENCED_WITHIN:?})\n{}",
-        c.dump()
-    );
+    let Cut {
+        at: cut,
+        at_us: cut_at,
+        fenced_in,
+        after,
+    } = cut_and_fence(&c, &minority, &majority, &before);
     // The client cut off with them fenced itself too and its holder was told what it lost.
     c.wait_for("c4 told it was fenced", |c| {
         fenced(c.client(holder)).is_some()
@@ -358,20 +387,12 @@ fn the_quorum_on_the_two_node_side_fences_itself_with_it() {
 
     // Two of the three voters with two nodes (and c1); the membership majority has one.
     let (minority, majority) = ([1, 2], [3, 4, 5]);
-    c.partition(&minority, &majority);
-    let cut = Instant::now();
-    let cut_at = now_us();
-    let mut after = before.clone();
-    for &i in &minority {
-        let (_, new) = assert_self_fenced(&c, i, before[i - 1]);
-        after[i - 1] = new;
-    }
-    let fenced_in = cut.elapsed();
-    assert!(
-        fenced_in <= FENCED_WITHIN,
-        "the minority fenced itself only after {fenced_in:?} (bound {FENCED_WITHIN:?})\n{}",
-        c.dump()
-    );
+    let Cut {
+        at: _,
+        at_us: cut_at,
+        fenced_in,
+        after,
+    } = cut_and_fence(&c, &minority, &majority, &before);
     c.wait_for("c1 told it was fenced", |c| {
         fenced(c.client(holder)).is_some()
     });
