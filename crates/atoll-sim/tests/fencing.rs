@@ -2,37 +2,13 @@
 //! it down drops what it held before it rejoins as a new generation, and tells its
 //! processes.
 
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use atoll_actor::{Actor, ActorResult, Ctx};
-use atoll_cluster::FenceNotice;
 use atoll_core::Scope;
+mod common;
+
 use atoll_sim::cluster::{ClusterSpec, SimCluster, check_seeds};
-
-/// A process that holds a name, a lock and a group membership, and keeps what it is told.
-struct Holder {
-    told: Arc<Mutex<Vec<FenceNotice>>>,
-}
-
-enum HolderMsg {
-    Fenced(FenceNotice),
-}
-
-impl From<FenceNotice> for HolderMsg {
-    fn from(notice: FenceNotice) -> Self {
-        HolderMsg::Fenced(notice)
-    }
-}
-
-impl Actor for Holder {
-    type Msg = HolderMsg;
-    async fn handle(&mut self, msg: HolderMsg, _: &mut Ctx<Self>) -> ActorResult {
-        let HolderMsg::Fenced(notice) = msg;
-        self.told.lock().unwrap().push(notice);
-        Ok(())
-    }
-}
+use common::spawn_holder;
 
 /// The node cut off: not a voter, so the majority side keeps its leader.
 const CUT: usize = 3;
@@ -47,14 +23,7 @@ fn a_node_declared_down_drops_its_names_locks_and_groups_and_tells_its_processes
                 .await
         );
         let home = sim.node(CUT).unwrap();
-        let told = Arc::default();
-        let holder = home
-            .runtime()
-            .spawn(Holder {
-                told: Arc::clone(&told),
-            })
-            .pid();
-        home.notify_fenced::<Holder>(holder).unwrap();
+        let (holder, told) = spawn_holder(home);
         home.register("x", holder, Scope::Consistent).await.unwrap();
         let guard = home
             .lock("L", holder, Duration::from_secs(10))

@@ -7,34 +7,12 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use atoll_actor::{Actor, ActorResult, Ctx};
 use atoll_cluster::{FenceNotice, MemberState, SplitBrainPolicy};
 use atoll_core::{Pid, Scope};
+mod common;
+
 use atoll_sim::cluster::{ClusterSpec, SimCluster, check_seeds};
-
-/// A process that keeps what it is told.
-struct Holder {
-    told: Arc<Mutex<Vec<FenceNotice>>>,
-}
-
-enum HolderMsg {
-    Fenced(FenceNotice),
-}
-
-impl From<FenceNotice> for HolderMsg {
-    fn from(notice: FenceNotice) -> Self {
-        HolderMsg::Fenced(notice)
-    }
-}
-
-impl Actor for Holder {
-    type Msg = HolderMsg;
-    async fn handle(&mut self, msg: HolderMsg, _: &mut Ctx<Self>) -> ActorResult {
-        let HolderMsg::Fenced(notice) = msg;
-        self.told.lock().unwrap().push(notice);
-        Ok(())
-    }
-}
+use common::spawn_holder;
 
 const WINDOW: Duration = Duration::from_secs(4);
 
@@ -94,14 +72,7 @@ async fn holder_on(
     at: usize,
 ) -> (Pid, atoll_cluster::LockGuard, Arc<Mutex<Vec<FenceNotice>>>) {
     let home = sim.node(at).unwrap();
-    let told = Arc::default();
-    let holder = home
-        .runtime()
-        .spawn(Holder {
-            told: Arc::clone(&told),
-        })
-        .pid();
-    home.notify_fenced::<Holder>(holder).unwrap();
+    let (holder, told) = spawn_holder(home);
     home.register("x", holder, Scope::Consistent).await.unwrap();
     let guard = home
         .lock("L", holder, Duration::from_secs(10))
