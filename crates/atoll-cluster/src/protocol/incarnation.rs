@@ -68,7 +68,11 @@ mod tests {
         let mut record: Option<Vec<u8>> = None;
         let mut seen = Vec::new();
         for i in 0..10 {
-            clock = if i % 2 == 0 { clock - 60_000 } else { clock + 10 };
+            clock = if i % 2 == 0 {
+                clock - 60_000
+            } else {
+                clock + 10
+            };
             let (n, written) = start(clock, record.as_deref(), None);
             assert!(seen.iter().all(|&s| s < n), "{n} after {seen:?}");
             assert_eq!(decode_record(&written), Some(n));
