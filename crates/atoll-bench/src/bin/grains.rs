@@ -126,8 +126,8 @@ async fn wait(what: &str, mut done: impl FnMut() -> bool) {
     }
 }
 
-/// `tasks` loops running `op` until `for_` has passed; operations per second.
-async fn throughput<F, Fut>(tasks: usize, for_: Duration, op: F) -> f64
+/// `tasks` loops running `op` until `for_` has passed; operations per second, and how many.
+async fn throughput<F, Fut>(tasks: usize, for_: Duration, op: F) -> (f64, u64)
 where
     F: Fn(usize, u64) -> Fut + Send + Sync + 'static,
     Fut: std::future::Future<Output = ()> + Send,
@@ -152,8 +152,49 @@ where
     stop.store(true, Ordering::Relaxed);
     let counted = done.load(Ordering::Relaxed);
     let elapsed = started.elapsed();
+    // Operations still in flight at the stop finish below: count them for the traffic.
     while set.join_next().await.is_some() {}
-    per_second(counted, elapsed)
+    (per_second(counted, elapsed), done.load(Ordering::Relaxed))
+}
+
+/// What this member's connections carried so far, over all peers.
+#[derive(Debug, Clone, Copy, Default)]
+struct Traffic {
+    frames_out: u64,
+    frames_in: u64,
+    datagrams_out: u64,
+    datagrams_in: u64,
+}
+
+impl Traffic {
+    async fn now(node: &Node) -> Traffic {
+        let mut t = Traffic::default();
+        for p in node.status().await.peers {
+            t.frames_out += p.frames_sent;
+            t.frames_in += p.frames_received;
+            t.datagrams_out += p.datagrams_sent;
+            t.datagrams_in += p.datagrams_received;
+        }
+        t
+    }
+
+    /// Per operation since `before`: frames out, frames in, datagrams out, datagrams in.
+    fn per_op(self, before: Traffic, ops: u64) -> [f64; 4] {
+        let ops = ops.max(1) as f64;
+        [
+            (self.frames_out - before.frames_out) as f64 / ops,
+            (self.frames_in - before.frames_in) as f64 / ops,
+            (self.datagrams_out - before.datagrams_out) as f64 / ops,
+            (self.datagrams_in - before.datagrams_in) as f64 / ops,
+        ]
+    }
+}
+
+fn show_traffic(what: &str, t: [f64; 4]) -> String {
+    format!(
+        "{what}: frames out/in {:.2}/{:.2}, UDP datagrams out/in {:.2}/{:.2} per call",
+        t[0], t[1], t[2], t[3]
+    )
 }
 
 fn us(d: Duration) -> u64 {
@@ -246,13 +287,15 @@ async fn run(quick: bool, node: Node, grains: Grains, children: &mut Children) {
         })
         .collect();
     println!("the 64 grains called, per node         {spread:?}   | echo calls spread evenly");
-    let calls_per_s = throughput(64, secs, move |t, _| {
+    let before = Traffic::now(&node).await;
+    let (calls_per_s, grain_calls) = throughput(64, secs, move |t, _| {
         let g = refs[t].clone();
         async move {
             g.call(CounterMsg::Get).await.expect("grain call");
         }
     })
     .await;
+    let grain_traffic = Traffic::now(&node).await.per_op(before, grain_calls);
     let echoes: Arc<Vec<_>> = Arc::new(
         node.find_by_type("Echo")
             .into_iter()
@@ -260,7 +303,8 @@ async fn run(quick: bool, node: Node, grains: Grains, children: &mut Children) {
             .map(|a| node.actor_ref::<Echo>(a.pid).expect("echo"))
             .collect(),
     );
-    let actor_calls_per_s = throughput(64, secs, move |t, _| {
+    let before = Traffic::now(&node).await;
+    let (actor_calls_per_s, actor_calls) = throughput(64, secs, move |t, _| {
         let e = echoes[t % echoes.len()].clone();
         async move {
             e.call(|r| EchoMsg::Ping(1, r), CALL)
@@ -269,14 +313,22 @@ async fn run(quick: bool, node: Node, grains: Grains, children: &mut Children) {
         }
     })
     .await;
+    let actor_traffic = Traffic::now(&node).await.per_op(before, actor_calls);
     println!(
         "calls/s, 64 in flight             grains {calls_per_s:.0}   | actor calls {actor_calls_per_s:.0}  ({:.2}x)",
         calls_per_s / actor_calls_per_s.max(1.0)
     );
+    // A call costs one frame each way on both paths; the datagrams show how many calls
+    // share a packet (the measuring member's cost is mostly per packet).
+    println!(
+        "  traffic of this member           {}   | {}",
+        show_traffic("grains", grain_traffic),
+        show_traffic("actor calls", actor_traffic)
+    );
 
     // State writes.
     let g2 = grains.clone();
-    let local_writes_per_s = throughput(32, secs, move |t, _| {
+    let (local_writes_per_s, _) = throughput(32, secs, move |t, _| {
         let g = g2.get::<DurableCounter>(&format!("d-{t}")).unwrap();
         async move {
             g.call(CounterMsg::Add(1))
@@ -287,7 +339,7 @@ async fn run(quick: bool, node: Node, grains: Grains, children: &mut Children) {
     })
     .await;
     let kv = KvStore::new(grains.clone());
-    let replicated_writes_per_s = throughput(32, secs, move |t, i| {
+    let (replicated_writes_per_s, _) = throughput(32, secs, move |t, i| {
         let kv = kv.clone();
         async move {
             kv.set(&format!("k-{t}-{}", i % 100), "v")
@@ -381,11 +433,13 @@ async fn run(quick: bool, node: Node, grains: Grains, children: &mut Children) {
         detection.as_secs_f64() * 1e3
     );
     println!(
-        "BENCH {{\"bench\":\"grains\",\"activation_p50_us\":{act_p50},\"activation_p99_us\":{act_p99},\"consistent_register_p50_us\":{reg_p50},\"call_p50_us\":{call_p50},\"call_p99_us\":{call_p99},\"actor_call_p50_us\":{actor_p50},\"actor_call_p99_us\":{actor_p99},\"calls_per_s\":{calls_per_s:.0},\"actor_calls_per_s\":{actor_calls_per_s:.0},\"local_writes_per_s\":{local_writes_per_s:.0},\"replicated_writes_per_s\":{replicated_writes_per_s:.0},\"migration_ms\":{:.1},\"failover_ms\":{:.0},\"detection_ms\":{:.0},\"failover_grains\":{}}}",
+        "BENCH {{\"bench\":\"grains\",\"activation_p50_us\":{act_p50},\"activation_p99_us\":{act_p99},\"consistent_register_p50_us\":{reg_p50},\"call_p50_us\":{call_p50},\"call_p99_us\":{call_p99},\"actor_call_p50_us\":{actor_p50},\"actor_call_p99_us\":{actor_p99},\"calls_per_s\":{calls_per_s:.0},\"actor_calls_per_s\":{actor_calls_per_s:.0},\"local_writes_per_s\":{local_writes_per_s:.0},\"replicated_writes_per_s\":{replicated_writes_per_s:.0},\"migration_ms\":{:.1},\"failover_ms\":{:.0},\"detection_ms\":{:.0},\"failover_grains\":{},\"call_datagrams_in\":{:.2},\"actor_call_datagrams_in\":{:.2}}}",
         mig_p50 as f64 / 1e3,
         failover.as_secs_f64() * 1e3,
         detection.as_secs_f64() * 1e3,
-        lost_count
+        lost_count,
+        grain_traffic[3],
+        actor_traffic[3]
     );
 }
 
