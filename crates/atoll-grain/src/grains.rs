@@ -13,10 +13,10 @@ use tokio::time::Instant;
 
 use crate::core::{self, Activation, Failure, GrainId, MAX_KEY_LEN, Outcome, Refusal, Route, Step};
 use crate::host::TypedActivator;
-use crate::router::{GrainRouter, RouterMsg};
-use crate::shared::{Cached, ROUTER, Request, Shared};
 use crate::placement::{Placement, PlacementView, TwoChoices};
 use crate::rebalance::Rebalance;
+use crate::router::{GrainRouter, RouterMsg};
+use crate::shared::{Cached, ROUTER, Request, Shared};
 use crate::{Durability, Grain, GrainStore};
 
 /// How a node runs grains.

@@ -155,7 +155,6 @@ pub(crate) trait HostSender: Send + Sync {
     fn kind(&self) -> (Durability, &'static [&'static str]);
 }
 
-
 /// Starts activations of one grain type.
 pub(crate) trait Activator: Send + Sync {
     fn durability(&self) -> Durability;

@@ -379,7 +379,10 @@ fn calls_through_a_stale_cached_address_are_answered() {
     let n = setup.hosts[caller]
         .run(|g| async move { g.get::<Tally>("wanderer")?.call(()).await })
         .unwrap();
-    assert_eq!(n, 4, "answered by the moved activation, its state moved with it");
+    assert_eq!(
+        n, 4,
+        "answered by the moved activation, its state moved with it"
+    );
     assert_eq!(setup.hosts[caller].grains.cached(&id), Some(moved));
 
     // Its new node lost: the caller's cache points at a node that is gone.
@@ -398,7 +401,10 @@ fn calls_through_a_stale_cached_address_are_answered() {
     let n = survivors[caller]
         .run(|g| async move { g.get::<Tally>("wanderer")?.call(()).await })
         .unwrap();
-    assert_eq!(n, 1, "reactivated on a survivor (Volatile: its state starts again)");
+    assert_eq!(
+        n, 1,
+        "reactivated on a survivor (Volatile: its state starts again)"
+    );
     let third = survivors[caller].grains.cached(&id).unwrap();
     assert_ne!(third.pid.node, lost_node);
     assert!(third.epoch > moved.epoch);

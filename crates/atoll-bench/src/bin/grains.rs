@@ -132,7 +132,17 @@ where
     F: Fn(usize, u64) -> Fut + Send + Sync + 'static,
     Fut: std::future::Future<Output = ()> + Send,
 {
-    let op = Arc::new(op);
+    let (counted, elapsed, done) = count_ops(tasks, for_, Arc::new(op)).await;
+    (per_second(counted, elapsed), done)
+}
+
+/// `tasks` loops running `op` for `for_`: the operations done within it, the time taken,
+/// and the operations done including those still in flight at the stop.
+async fn count_ops<F, Fut>(tasks: usize, for_: Duration, op: Arc<F>) -> (u64, Duration, u64)
+where
+    F: Fn(usize, u64) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
     let stop = Arc::new(AtomicBool::new(false));
     let done = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
@@ -154,7 +164,51 @@ where
     let elapsed = started.elapsed();
     // Operations still in flight at the stop finish below: count them for the traffic.
     while set.join_next().await.is_some() {}
-    (per_second(counted, elapsed), done.load(Ordering::Relaxed))
+    (counted, elapsed, done.load(Ordering::Relaxed))
+}
+
+/// Throughput of `a` against `b`, `tasks` in flight, in `slices` turns of `slice` each,
+/// alternating, so that a change in the machine's load during the run (builds, other
+/// benchmarks) weighs on both alike: per side, operations per second and traffic per
+/// operation of this member.
+async fn side_by_side<A, FA, B, FB>(
+    node: &Node,
+    tasks: usize,
+    slices: u32,
+    slice: Duration,
+    a: A,
+    b: B,
+) -> [(f64, [f64; 4]); 2]
+where
+    A: Fn(usize, u64) -> FA + Send + Sync + 'static,
+    FA: std::future::Future<Output = ()> + Send,
+    B: Fn(usize, u64) -> FB + Send + Sync + 'static,
+    FB: std::future::Future<Output = ()> + Send,
+{
+    let (a, b) = (Arc::new(a), Arc::new(b));
+    // Per side: operations counted, time, operations done, traffic.
+    let mut sums = [(0u64, Duration::ZERO, 0u64, Traffic::default()); 2];
+    for _ in 0..slices {
+        for (side, sum) in sums.iter_mut().enumerate() {
+            let before = Traffic::now(node).await;
+            let (counted, elapsed, done) = if side == 0 {
+                count_ops(tasks, slice, a.clone()).await
+            } else {
+                count_ops(tasks, slice, b.clone()).await
+            };
+            let after = Traffic::now(node).await;
+            sum.0 += counted;
+            sum.1 += elapsed;
+            sum.2 += done;
+            sum.3 = sum.3.plus(after.minus(before));
+        }
+    }
+    sums.map(|(counted, elapsed, done, traffic)| {
+        (
+            per_second(counted, elapsed),
+            traffic.per_op(Traffic::default(), done),
+        )
+    })
 }
 
 /// What this member's connections carried so far, over all peers.
@@ -176,6 +230,24 @@ impl Traffic {
             t.datagrams_in += p.datagrams_received;
         }
         t
+    }
+
+    fn minus(self, o: Traffic) -> Traffic {
+        Traffic {
+            frames_out: self.frames_out - o.frames_out,
+            frames_in: self.frames_in - o.frames_in,
+            datagrams_out: self.datagrams_out - o.datagrams_out,
+            datagrams_in: self.datagrams_in - o.datagrams_in,
+        }
+    }
+
+    fn plus(self, o: Traffic) -> Traffic {
+        Traffic {
+            frames_out: self.frames_out + o.frames_out,
+            frames_in: self.frames_in + o.frames_in,
+            datagrams_out: self.datagrams_out + o.datagrams_out,
+            datagrams_in: self.datagrams_in + o.datagrams_in,
+        }
     }
 
     /// Per operation since `before`: frames out, frames in, datagrams out, datagrams in.
@@ -287,15 +359,6 @@ async fn run(quick: bool, node: Node, grains: Grains, children: &mut Children) {
         })
         .collect();
     println!("the 64 grains called, per node         {spread:?}   | echo calls spread evenly");
-    let before = Traffic::now(&node).await;
-    let (calls_per_s, grain_calls) = throughput(64, secs, move |t, _| {
-        let g = refs[t].clone();
-        async move {
-            g.call(CounterMsg::Get).await.expect("grain call");
-        }
-    })
-    .await;
-    let grain_traffic = Traffic::now(&node).await.per_op(before, grain_calls);
     let echoes: Arc<Vec<_>> = Arc::new(
         node.find_by_type("Echo")
             .into_iter()
@@ -303,17 +366,31 @@ async fn run(quick: bool, node: Node, grains: Grains, children: &mut Children) {
             .map(|a| node.actor_ref::<Echo>(a.pid).expect("echo"))
             .collect(),
     );
-    let before = Traffic::now(&node).await;
-    let (actor_calls_per_s, actor_calls) = throughput(64, secs, move |t, _| {
-        let e = echoes[t % echoes.len()].clone();
-        async move {
-            e.call(|r| EchoMsg::Ping(1, r), CALL)
-                .await
-                .expect("actor call");
-        }
-    })
+    let slices = if quick { 4 } else { 5 };
+    let [
+        (calls_per_s, grain_traffic),
+        (actor_calls_per_s, actor_traffic),
+    ] = side_by_side(
+        &node,
+        64,
+        slices,
+        secs / slices,
+        move |t, _| {
+            let g = refs[t].clone();
+            async move {
+                g.call(CounterMsg::Get).await.expect("grain call");
+            }
+        },
+        move |t, _| {
+            let e = echoes[t % echoes.len()].clone();
+            async move {
+                e.call(|r| EchoMsg::Ping(1, r), CALL)
+                    .await
+                    .expect("actor call");
+            }
+        },
+    )
     .await;
-    let actor_traffic = Traffic::now(&node).await.per_op(before, actor_calls);
     println!(
         "calls/s, 64 in flight             grains {calls_per_s:.0}   | actor calls {actor_calls_per_s:.0}  ({:.2}x)",
         calls_per_s / actor_calls_per_s.max(1.0)
