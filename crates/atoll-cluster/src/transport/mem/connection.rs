@@ -361,6 +361,8 @@ impl Connection {
         LinkStats {
             bytes_sent: s.sent[self.side],
             bytes_received: s.sent[1 - self.side],
+            datagrams_sent: 0,
+            datagrams_received: 0,
             rtt: Duration::ZERO,
         }
     }
