@@ -50,10 +50,6 @@ pub(crate) struct Shared {
     pub(crate) cache: Mutex<HashMap<GrainId, Activation>>,
     /// Routers of other nodes, as found in the process table.
     pub(crate) routers: Mutex<HashMap<NodeId, ActorRef<GrainRouter>>>,
-    /// Every node ever seen that may hold `Replicated` copies, lost ones included: read
-    /// quorums count against it, because a copy written while a node was a member stays
-    /// on that node after the membership shrinks.
-    pub(crate) copy_holders: Mutex<std::collections::BTreeSet<NodeId>>,
     pub(crate) activations: AtomicU64,
     pub(crate) deactivations: AtomicU64,
     pub(crate) migrations: AtomicU64,
@@ -472,13 +468,13 @@ impl<G: Grain> GrainHost<G> {
                 let bytes = saver
                     .adopt(&id, epoch, handed)
                     .await
-                    .map_err(|e| Answer::Failed(e.to_string()))?;
+                    .map_err(|e| core::restore_failed(&e))?;
                 Some(bytes)
             }
             None => saver
                 .load(&id, epoch)
                 .await
-                .map_err(|e| Answer::Failed(e.to_string()))?,
+                .map_err(|e| core::restore_failed(&e))?,
         };
         let state = match bytes {
             Some(bytes) => postcard::from_bytes(&bytes)
