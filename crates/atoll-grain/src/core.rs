@@ -5,8 +5,8 @@
 mod lifecycle;
 
 pub use lifecycle::{
-    Queue, Refusal, Versioned, WriteResult, after_handover, copy_order, freshest, migration,
-    queue, read_quorum, rebalance, write_quorum, write_result,
+    Queue, Refusal, Versioned, WriteResult, after_handover, copy_order, freshest, migration, queue,
+    read_quorum, rebalance, write_quorum, write_result,
 };
 
 use std::collections::BTreeSet;
@@ -524,13 +524,22 @@ mod tests {
             }
         ));
         // Possibly handled: never retried.
-        assert_eq!(after(Outcome::NoAnswer, 0, false), Step::Fail(Failure::NoAnswer));
-        assert_eq!(after(Outcome::NoAnswer, 0, true), Step::Fail(Failure::NoAnswer));
+        assert_eq!(
+            after(Outcome::NoAnswer, 0, false),
+            Step::Fail(Failure::NoAnswer)
+        );
+        assert_eq!(
+            after(Outcome::NoAnswer, 0, true),
+            Step::Fail(Failure::NoAnswer)
+        );
     }
 
     #[test]
     fn a_call_whose_host_was_lost_is_resent_only_where_the_type_allows() {
-        assert_eq!(after(Outcome::HostLost, 2, false), Step::Fail(Failure::NoAnswer));
+        assert_eq!(
+            after(Outcome::HostLost, 2, false),
+            Step::Fail(Failure::NoAnswer)
+        );
         assert_eq!(
             after(Outcome::HostLost, 2, true),
             Step::Retry {
@@ -550,7 +559,10 @@ mod tests {
         assert!(!host_lost(None, true, 20, None));
         // Declared dead, but the release of its claim is not applied here yet.
         assert!(!host_lost(Some(a), false, 20, Some(a)));
-        assert!(!host_lost(Some(a), false, 9, None), "the replica lags the grant");
+        assert!(
+            !host_lost(Some(a), false, 9, None),
+            "the replica lags the grant"
+        );
         // Declared dead and the claim released or taken over.
         assert!(host_lost(Some(a), false, 20, None));
         assert!(host_lost(Some(a), false, 20, Some(act(2, 15))));

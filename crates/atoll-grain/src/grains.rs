@@ -441,11 +441,19 @@ impl Grains {
                     });
                 }
                 Route::Known(a) => {
-                    let to = Target { node: a.pid.node, activation: Some(a), resend };
+                    let to = Target {
+                        node: a.pid.node,
+                        activation: Some(a),
+                        resend,
+                    };
                     self.attempt(&node, to, id, &request, deadline).await
                 }
                 Route::Place(n) => {
-                    let to = Target { node: n, activation: None, resend };
+                    let to = Target {
+                        node: n,
+                        activation: None,
+                        resend,
+                    };
                     self.attempt(&node, to, id, &request, deadline).await
                 }
             };

@@ -7,8 +7,8 @@ use std::time::Duration;
 use atoll_core::NodeId;
 use tracing::debug;
 
-use crate::core::{self, GrainId};
 use crate::Grains;
+use crate::core::{self, GrainId};
 
 /// When a node sheds activations ([`crate::GrainsConfig::rebalance`]).
 ///

@@ -257,7 +257,10 @@ async fn gather(
             let Some(router) = shared.router_of(node, target) else {
                 continue;
             };
-            let (msg, left) = (msg.clone(), deadline.saturating_duration_since(Instant::now()));
+            let (msg, left) = (
+                msg.clone(),
+                deadline.saturating_duration_since(Instant::now()),
+            );
             calls.spawn(async move { router.call(msg, left).await.ok() });
             return true;
         }

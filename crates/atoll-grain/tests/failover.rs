@@ -204,7 +204,10 @@ fn a_call_made_while_the_host_is_down_is_answered_after_reactivation() {
         })
         .collect();
     for (h, call) in setup.hosts.iter().zip(calls) {
-        let got = h.join(call).expect("no error while the host is down").unwrap();
+        let got = h
+            .join(call)
+            .expect("no error while the host is down")
+            .unwrap();
         assert!((0..5).all(|s| got.contains(&(0, s))), "{got:?}");
     }
     let now = all(&setup.hosts[0], "c");
@@ -290,7 +293,11 @@ fn a_lost_hosts_local_state_returns_with_its_node_unless_a_newer_save_superseded
 
     // While the node is down, its copies are not seen: both grains start over elsewhere.
     assert_eq!(call(&setup, 0, &a, DrawerMsg::Get), 0);
-    assert_eq!(call(&setup, 1, &b, DrawerMsg::Add(10)), 10, "saved at a newer epoch");
+    assert_eq!(
+        call(&setup, 1, &b, DrawerMsg::Add(10)),
+        10,
+        "saved at a newer epoch"
+    );
 
     // The node comes back; the interim activations deactivate.
     setup.restart(victim, config);

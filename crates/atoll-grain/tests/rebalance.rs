@@ -132,6 +132,10 @@ fn rebalancing_evens_activations_within_the_threshold_and_keeps_their_state() {
         h.run(|g| async move { g.shutdown().await });
     }
     for k in (1..GRAINS).step_by(2) {
-        assert_eq!(add(&hosts[2], k, 1), k + 2, "c{k} restored from its new host's disk");
+        assert_eq!(
+            add(&hosts[2], k, 1),
+            k + 2,
+            "c{k} restored from its new host's disk"
+        );
     }
 }

@@ -175,11 +175,7 @@ pub enum WriteResult {
 
 /// Tallies a replicated write: `stored` copies made of the `needed` ([`write_quorum`]),
 /// `stale` the first refusal by a newer epoch if any.
-pub fn write_result(
-    stored: usize,
-    stale: Option<super::StaleEpoch>,
-    needed: usize,
-) -> WriteResult {
+pub fn write_result(stored: usize, stale: Option<super::StaleEpoch>, needed: usize) -> WriteResult {
     match stale {
         Some(s) => WriteResult::Fenced(s),
         None if stored >= needed => WriteResult::Acknowledged,
@@ -203,7 +199,10 @@ mod tests {
     #[test]
     fn migrations_are_refused_in_place_and_to_unfit_nodes() {
         assert_eq!(migration(node(1), node(2), true), Ok(()));
-        assert_eq!(migration(node(1), node(1), true), Err(Refusal::AlreadyThere));
+        assert_eq!(
+            migration(node(1), node(1), true),
+            Err(Refusal::AlreadyThere)
+        );
         assert_eq!(migration(node(1), node(2), false), Err(Refusal::Ineligible));
     }
 
@@ -318,7 +317,10 @@ mod tests {
         for voters in 1..=7usize {
             for r in 0..voters {
                 let copies = r + 1;
-                assert!(copies + read_quorum(voters, r) > voters, "{voters} voters, r = {r}");
+                assert!(
+                    copies + read_quorum(voters, r) > voters,
+                    "{voters} voters, r = {r}"
+                );
                 assert_eq!(write_quorum(true, r) + 1, copies);
                 assert_eq!(write_quorum(false, r), copies);
             }

@@ -208,7 +208,16 @@ impl Setup {
         let key = NodeIdentity::generate().unwrap();
         let cert = self.ca.issue(&name, &key.public_key()).unwrap();
         let seed = self.voters[0].1;
-        let config = node_config(&name, free_addr(), key, cert, &self.ca, seed, &self.voters, self.dir.path());
+        let config = node_config(
+            &name,
+            free_addr(),
+            key,
+            cert,
+            &self.ca,
+            seed,
+            &self.voters,
+            self.dir.path(),
+        );
         let node_dir = self.dir.path().join(format!("{name}-grains"));
         std::fs::create_dir_all(&node_dir).unwrap();
         self.configs.push(config.clone());
@@ -232,7 +241,8 @@ impl Setup {
         wait_until("every node sees every grain router", || {
             self.hosts.iter().all(|h| {
                 let routers = h.node().find_by_type("GrainRouter");
-                let nodes: std::collections::BTreeSet<_> = routers.iter().map(|ad| ad.pid.node).collect();
+                let nodes: std::collections::BTreeSet<_> =
+                    routers.iter().map(|ad| ad.pid.node).collect();
                 nodes.len() == n
             })
         });
@@ -348,7 +358,16 @@ pub fn start_cluster(grains: impl Fn(usize, &std::path::Path) -> GrainsConfig) -
     for (i, key) in keys.into_iter().enumerate() {
         let name = format!("n{i}");
         let cert = ca.issue(&name, &key.public_key()).unwrap();
-        let config = node_config(&name, addrs[i], key, cert, &ca, addrs[0], &voters, dir.path());
+        let config = node_config(
+            &name,
+            addrs[i],
+            key,
+            cert,
+            &ca,
+            addrs[0],
+            &voters,
+            dir.path(),
+        );
         let node_dir = dir.path().join(format!("{name}-grains"));
         std::fs::create_dir_all(&node_dir).unwrap();
         configs.push(config.clone());

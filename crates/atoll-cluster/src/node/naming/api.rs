@@ -310,7 +310,8 @@ impl crate::node::Node {
     /// The nodes that run the Raft voters: the consensus configuration, the same on every
     /// node of the cluster (empty when consensus is not configured).
     pub fn consensus_voters(&self) -> std::collections::BTreeSet<NodeId> {
-        self.naming().map_or_else(Default::default, Naming::voter_nodes)
+        self.naming()
+            .map_or_else(Default::default, Naming::voter_nodes)
     }
 
     /// The holder and fencing token of the consensus lock `name`, as this node's registry
