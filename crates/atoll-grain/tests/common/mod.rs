@@ -236,14 +236,14 @@ impl Setup {
     pub fn restart(&mut self, i: usize, grains: impl Fn(usize, &std::path::Path) -> GrainsConfig) {
         let node_dir = self.dir.path().join(format!("n{i}-grains"));
         let host = Host::start_retrying(self.configs[i].clone(), grains(i, &node_dir), |_| true);
+        let (id, creation) = (host.id(), host.node().creation());
         self.hosts.insert(i, host);
-        let n = self.hosts.len();
-        wait_until("every node sees every grain router", || {
+        wait_until("every node sees the restarted node's grain router", || {
             self.hosts.iter().all(|h| {
-                let routers = h.node().find_by_type("GrainRouter");
-                let nodes: std::collections::BTreeSet<_> =
-                    routers.iter().map(|ad| ad.pid.node).collect();
-                nodes.len() == n
+                h.node()
+                    .find_by_type("GrainRouter")
+                    .iter()
+                    .any(|ad| ad.pid.node == id && ad.pid.creation == creation)
             })
         });
     }
