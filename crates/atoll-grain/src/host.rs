@@ -168,7 +168,6 @@ impl<G: Grain> HostSender for ActorRef<GrainHost<G>> {
 /// Starts activations of one grain type.
 pub(crate) trait Activator: Send + Sync {
     fn durability(&self) -> Durability;
-    fn requires(&self) -> &'static [&'static str];
     /// Starts a host for `id`; `adopt` carries the state of a migrating activation.
     fn start(
         &self,
@@ -186,10 +185,6 @@ pub(crate) struct TypedActivator<G: Grain> {
 impl<G: Grain> Activator for TypedActivator<G> {
     fn durability(&self) -> Durability {
         G::DURABILITY
-    }
-
-    fn requires(&self) -> &'static [&'static str] {
-        G::REQUIRES
     }
 
     fn start(
