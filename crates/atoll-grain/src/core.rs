@@ -295,19 +295,22 @@ pub fn after(outcome: Outcome, attempt: u32, resend_in_doubt: bool) -> Step {
     }
 }
 
-/// Whether the host of a call still waiting for its answer is lost: its node is no longer
-/// a live member (`node_live`: declared dead, or gone from this node's membership) and,
-/// for a call sent to a known activation `sent_to`, this node's registry replica has
-/// applied the release of that activation's claim ([`claim_lost`]). A host that merely
-/// moved (migration) is on a live node and answers the call itself with a redirect; a
-/// host on a node that is only suspected may still answer.
+/// Whether the host of a call still waiting for its answer is lost: its node restarted
+/// since the call went out (`restarted`: the process table shows a newer incarnation of
+/// the node's grain router than the one called, so the host process is gone), or its node
+/// is no longer a live member (`node_live`: declared dead, or gone from this node's
+/// membership) and, for a call sent to a known activation `sent_to`, this node's registry
+/// replica has applied the release of that activation's claim ([`claim_lost`]). A host
+/// that merely moved (migration) is on a live node and answers the call itself with a
+/// redirect; a host on a node that is only suspected may still answer.
 pub fn host_lost(
     sent_to: Option<Activation>,
+    restarted: bool,
     node_live: bool,
     applied: u64,
     holder: Option<Activation>,
 ) -> bool {
-    !node_live && sent_to.is_none_or(|a| claim_lost(a, applied, holder))
+    restarted || (!node_live && sent_to.is_none_or(|a| claim_lost(a, applied, holder)))
 }
 
 /// What the messages waiting on a new activation are answered when restoring its state
@@ -555,19 +558,22 @@ mod tests {
     fn a_host_is_lost_only_off_a_live_node_with_its_claim_released() {
         let a = act(1, 10);
         // Still a live member (maybe only moving, or suspected): it answers itself.
-        assert!(!host_lost(Some(a), true, 20, None));
-        assert!(!host_lost(None, true, 20, None));
+        assert!(!host_lost(Some(a), false, true, 20, None));
+        assert!(!host_lost(None, false, true, 20, None));
         // Declared dead, but the release of its claim is not applied here yet.
-        assert!(!host_lost(Some(a), false, 20, Some(a)));
+        assert!(!host_lost(Some(a), false, false, 20, Some(a)));
         assert!(
-            !host_lost(Some(a), false, 9, None),
+            !host_lost(Some(a), false, false, 9, None),
             "the replica lags the grant"
         );
         // Declared dead and the claim released or taken over.
-        assert!(host_lost(Some(a), false, 20, None));
-        assert!(host_lost(Some(a), false, 20, Some(act(2, 15))));
+        assert!(host_lost(Some(a), false, false, 20, None));
+        assert!(host_lost(Some(a), false, false, 20, Some(act(2, 15))));
         // A placement target without a known activation: its node's death decides.
-        assert!(host_lost(None, false, 0, None));
+        assert!(host_lost(None, false, false, 0, None));
+        // The node restarted under the call: the old process is gone, whatever the rest.
+        assert!(host_lost(Some(a), true, true, 9, Some(a)));
+        assert!(host_lost(None, true, true, 0, None));
     }
 
     #[test]

@@ -445,6 +445,7 @@ impl Grains {
                         node: a.pid.node,
                         activation: Some(a),
                         resend,
+                        called: None,
                     };
                     self.attempt(&node, to, id, &request, deadline).await
                 }
@@ -453,6 +454,7 @@ impl Grains {
                         node: n,
                         activation: None,
                         resend,
+                        called: None,
                     };
                     self.attempt(&node, to, id, &request, deadline).await
                 }
@@ -523,6 +525,10 @@ impl Grains {
             },
             left,
         );
+        let to = Target {
+            called: Some(router.pid()),
+            ..to
+        };
         let answered = if to.resend {
             tokio::select! {
                 answered = call => answered,
@@ -567,8 +573,18 @@ impl Grains {
                         .iter()
                         .any(|m| m.identity.node == to.node && m.state.is_live())
                 });
+            // A newer incarnation of the node's router: the node restarted under the call.
+            let restarted = to.called.is_some_and(|called| {
+                node.find_by_type("GrainRouter")
+                    .iter()
+                    .any(|ad| ad.pid.node == called.node && ad.pid.creation > called.creation)
+            });
+            if restarted {
+                self.shared.forget_router(to.node);
+            }
             let holder = Shared::registry(node, id);
-            if core::host_lost(to.activation, live, node.registry_index(), holder) {
+            let applied = node.registry_index();
+            if core::host_lost(to.activation, restarted, live, applied, holder) {
                 return;
             }
             if Instant::now() >= deadline {
@@ -589,6 +605,8 @@ struct Target {
     activation: Option<Activation>,
     /// The grain type's [`Grain::RESEND_IN_DOUBT`].
     resend: bool,
+    /// The router the attempt called.
+    called: Option<atoll_core::Pid>,
 }
 
 /// A reference to one grain, addressed by its type and key; any node can make one with

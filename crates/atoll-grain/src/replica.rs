@@ -252,7 +252,7 @@ async fn gather(
     let deadline = Instant::now() + timeout(shared);
     let mut pending = targets.iter().copied();
     let mut calls = JoinSet::new();
-    let mut launch = |calls: &mut JoinSet<Option<ReplicaAnswer>>| {
+    let mut launch = |calls: &mut JoinSet<(NodeId, Option<ReplicaAnswer>)>| {
         for target in pending.by_ref() {
             let Some(router) = shared.router_of(node, target) else {
                 continue;
@@ -261,7 +261,7 @@ async fn gather(
                 msg.clone(),
                 deadline.saturating_duration_since(Instant::now()),
             );
-            calls.spawn(async move { router.call(msg, left).await.ok() });
+            calls.spawn(async move { (target, router.call(msg, left).await.ok()) });
             return true;
         }
         false
@@ -273,9 +273,13 @@ async fn gather(
                 launch(&mut calls);
             }
             Ok(None) => break,
-            Ok(Some(Ok(Some(ReplicaAnswer::Ok(copy))))) => out.ok.push(copy),
-            Ok(Some(Ok(Some(ReplicaAnswer::Stale(s))))) => out.stale = Some(s),
-            Ok(Some(_failed)) => {
+            Ok(Some(Ok((_, Some(ReplicaAnswer::Ok(copy)))))) => out.ok.push(copy),
+            Ok(Some(Ok((_, Some(ReplicaAnswer::Stale(s)))))) => out.stale = Some(s),
+            Ok(Some(failed)) => {
+                // No answer: the router may be gone (its node restarted); look it up anew.
+                if let Ok((target, None)) = failed {
+                    shared.forget_router(target);
+                }
                 launch(&mut calls);
             }
         }
