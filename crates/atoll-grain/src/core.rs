@@ -5,8 +5,8 @@
 mod lifecycle;
 
 pub use lifecycle::{
-    Queue, Refusal, Versioned, WriteResult, after_handover, freshest, migration, queue,
-    read_quorum, rebalance, replicas, write_result,
+    Queue, Refusal, Versioned, WriteResult, after_handover, copy_order, freshest, migration, queue,
+    read_quorum, rebalance, write_quorum, write_result,
 };
 
 use std::collections::BTreeSet;
@@ -223,6 +223,9 @@ pub enum Outcome {
     /// The request went out and no answer came back within the time left: it may have been
     /// handled.
     NoAnswer,
+    /// The request went out and its host was lost before answering ([`host_lost`]): the
+    /// lost activation may have handled it, and no activation will answer it now.
+    HostLost,
 }
 
 /// What the caller does next.
@@ -274,13 +277,18 @@ pub fn backoff(attempt: u32) -> Duration {
     Duration::from_millis(5u64.saturating_mul(1 << attempt.min(6)).min(200))
 }
 
-/// Decides what a call does after one attempt (`attempt` counts from 0).
+/// Decides what a call does after one attempt (`attempt` counts from 0); `resend_in_doubt`
+/// is the grain type's [`crate::Grain::RESEND_IN_DOUBT`].
 ///
 /// A redirect or "not here" is always safe to retry: the message was not handled. An
 /// unreachable node is retried too (the cached entry dropped), since the claim of a lost
-/// node's activation is released when membership declares it lost. A request without an
-/// answer is not retried: it may have been handled, and calls are at most once.
-pub fn after(outcome: Outcome, attempt: u32) -> Step {
+/// node's activation is released when membership declares it lost. So is a host that
+/// cannot restore the state yet (too few replicas answered). A request whose host was lost
+/// before answering is sent again when the type allows it (it goes to the next activation
+/// once the claim is released, so the caller sees a failover only as a slower answer),
+/// and fails otherwise. A request without an answer from a host that is not known lost is
+/// never retried: it may have been handled, and the host may still be running it.
+pub fn after(outcome: Outcome, attempt: u32, resend_in_doubt: bool) -> Step {
     let retry = |forget, learn, last_error| Step::Retry {
         forget,
         learn,
@@ -304,7 +312,38 @@ pub fn after(outcome: Outcome, attempt: u32) -> Step {
         Outcome::Answered(Answer::NotActive) => Step::Fail(Failure::NotActive),
         Outcome::Answered(Answer::Refused(r)) => Step::Fail(Failure::Refused(r)),
         Outcome::Unreachable => retry(true, None, Some(Failure::Unreachable)),
-        Outcome::NoAnswer => Step::Fail(Failure::NoAnswer),
+        Outcome::HostLost if resend_in_doubt => retry(true, None, Some(Failure::NoAnswer)),
+        Outcome::HostLost | Outcome::NoAnswer => Step::Fail(Failure::NoAnswer),
+    }
+}
+
+/// Whether the host of a call still waiting for its answer is lost: its node restarted
+/// since the call went out (`restarted`: the process table shows a newer incarnation of
+/// the node's grain router than the one called, so the host process is gone), or its node
+/// is no longer a live member (`node_live`: declared dead, or gone from this node's
+/// membership) and, for a call sent to a known activation `sent_to`, this node's registry
+/// replica has applied the release of that activation's claim ([`claim_lost`]). A host
+/// that merely moved (migration) is on a live node and answers the call itself with a
+/// redirect; a host on a node that is only suspected may still answer.
+pub fn host_lost(
+    sent_to: Option<Activation>,
+    restarted: bool,
+    node_live: bool,
+    applied: u64,
+    holder: Option<Activation>,
+) -> bool {
+    restarted || (!node_live && sent_to.is_none_or(|a| claim_lost(a, applied, holder)))
+}
+
+/// What the messages waiting on a new activation are answered when restoring its state
+/// fails: a newer activation exists (`Stale`: go there), too few stores answered for now
+/// (`Backend`: retried until the call timeout, then [`Failure::Unavailable`]), or the state
+/// does not decode (`Codec`: a failure that retrying does not cure).
+pub fn restore_failed(e: &crate::StoreError) -> Answer {
+    match e {
+        crate::StoreError::Stale(_) => Answer::Retry,
+        crate::StoreError::Backend(why) => Answer::Unavailable(why.clone()),
+        crate::StoreError::Codec(why) => Answer::Failed(why.clone()),
     }
 }
 
@@ -455,6 +494,7 @@ mod tests {
                 reply: Some(vec![1]),
             }),
             0,
+            false,
         );
         assert_eq!(
             done,
@@ -463,7 +503,7 @@ mod tests {
                 reply: Some(vec![1])
             }
         );
-        match after(Outcome::Answered(Answer::Redirect(act(2, 4))), 3) {
+        match after(Outcome::Answered(Answer::Redirect(act(2, 4))), 3, false) {
             Step::Retry {
                 forget: true,
                 learn: Some(a),
@@ -476,7 +516,7 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert!(matches!(
-            after(Outcome::Answered(Answer::Retry), 0),
+            after(Outcome::Answered(Answer::Retry), 0, false),
             Step::Retry {
                 forget: true,
                 learn: None,
@@ -484,15 +524,15 @@ mod tests {
             }
         ));
         assert_eq!(
-            after(Outcome::Answered(Answer::UnknownType), 0),
+            after(Outcome::Answered(Answer::UnknownType), 0, false),
             Step::Fail(Failure::UnknownType)
         );
         assert_eq!(
-            after(Outcome::Answered(Answer::Failed("x".into())), 0),
+            after(Outcome::Answered(Answer::Failed("x".into())), 0, false),
             Step::Fail(Failure::Failed("x".into()))
         );
         assert!(matches!(
-            after(Outcome::Answered(Answer::Unavailable("q".into())), 0),
+            after(Outcome::Answered(Answer::Unavailable("q".into())), 0, false),
             Step::Retry {
                 forget: false,
                 last_error: Some(Failure::Unavailable(_)),
@@ -501,7 +541,7 @@ mod tests {
         ));
         // A stale entry whose node is gone is dropped and the call retried.
         assert!(matches!(
-            after(Outcome::Unreachable, 1),
+            after(Outcome::Unreachable, 1, false),
             Step::Retry {
                 forget: true,
                 last_error: Some(Failure::Unreachable),
@@ -509,7 +549,81 @@ mod tests {
             }
         ));
         // Possibly handled: never retried.
-        assert_eq!(after(Outcome::NoAnswer, 0), Step::Fail(Failure::NoAnswer));
+        assert_eq!(
+            after(Outcome::NoAnswer, 0, false),
+            Step::Fail(Failure::NoAnswer)
+        );
+        assert_eq!(
+            after(Outcome::NoAnswer, 0, true),
+            Step::Fail(Failure::NoAnswer)
+        );
+    }
+
+    #[test]
+    fn a_call_whose_host_was_lost_is_resent_only_where_the_type_allows() {
+        assert_eq!(
+            after(Outcome::HostLost, 2, false),
+            Step::Fail(Failure::NoAnswer)
+        );
+        assert_eq!(
+            after(Outcome::HostLost, 2, true),
+            Step::Retry {
+                forget: true,
+                learn: None,
+                backoff: backoff(2),
+                last_error: Some(Failure::NoAnswer),
+            }
+        );
+    }
+
+    #[test]
+    fn a_host_is_lost_only_off_a_live_node_with_its_claim_released() {
+        let a = act(1, 10);
+        // Still a live member (maybe only moving, or suspected): it answers itself.
+        assert!(!host_lost(Some(a), false, true, 20, None));
+        assert!(!host_lost(None, false, true, 20, None));
+        // Declared dead, but the release of its claim is not applied here yet.
+        assert!(!host_lost(Some(a), false, false, 20, Some(a)));
+        assert!(
+            !host_lost(Some(a), false, false, 9, None),
+            "the replica lags the grant"
+        );
+        // Declared dead and the claim released or taken over.
+        assert!(host_lost(Some(a), false, false, 20, None));
+        assert!(host_lost(Some(a), false, false, 20, Some(act(2, 15))));
+        // A placement target without a known activation: its node's death decides.
+        assert!(host_lost(None, false, false, 0, None));
+        // The node restarted under the call: the old process is gone, whatever the rest.
+        assert!(host_lost(Some(a), true, true, 9, Some(a)));
+        assert!(host_lost(None, true, true, 0, None));
+    }
+
+    #[test]
+    fn restore_failures_retry_unless_the_state_is_broken() {
+        use crate::StoreError;
+        let stale = StoreError::Stale(StaleEpoch { epoch: 3, seen: 5 });
+        assert_eq!(restore_failed(&stale), Answer::Retry);
+        assert_eq!(
+            restore_failed(&StoreError::Backend("heard 1 of 2".into())),
+            Answer::Unavailable("heard 1 of 2".into())
+        );
+        assert_eq!(
+            restore_failed(&StoreError::Codec("bad".into())),
+            Answer::Failed("bad".into())
+        );
+        // And the caller retries the first two.
+        assert!(matches!(
+            after(Outcome::Answered(restore_failed(&stale)), 0, false),
+            Step::Retry { .. }
+        ));
+        assert!(matches!(
+            after(
+                Outcome::Answered(restore_failed(&StoreError::Backend("x".into()))),
+                0,
+                false
+            ),
+            Step::Retry { .. }
+        ));
     }
 
     #[test]

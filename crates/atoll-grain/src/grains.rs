@@ -240,7 +240,6 @@ impl Grains {
             active: Mutex::new(HashMap::new()),
             cache: Mutex::new(HashMap::new()),
             routers: Mutex::new(HashMap::new()),
-            copy_holders: Default::default(),
             activations: Default::default(),
             deactivations: Default::default(),
             migrations: Default::default(),
@@ -304,13 +303,14 @@ impl Grains {
     /// `Volatile` grains too: the state travels in memory); the claim passes to it
     /// directly, under a larger epoch. Messages that arrive during the move wait and are
     /// then handed to the new activation: none is lost, each sender's stay in order, and
-    /// callers get their replies as usual. `LocalExclusive` grains do not move
-    /// ([`Refusal::Pinned`]); a grain with no activation gives [`GrainError::NotActive`].
+    /// callers get their replies as usual. A `LocalExclusive` grain's state moves to the
+    /// target's store, which holds it from then on. A grain with no activation gives
+    /// [`GrainError::NotActive`].
     /// If the move cannot complete (the target does not answer or cannot host the type)
     /// the activation stays where it was, `on_deactivate` having run.
     pub async fn migrate(&self, id: &GrainId, target: NodeId) -> Result<Activation, GrainError> {
         match self
-            .deliver(id, &[], None, Request::Migrate { target })
+            .deliver(id, &[], None, false, Request::Migrate { target })
             .await
         {
             Ok((by, _)) => Ok(by),
@@ -413,14 +413,16 @@ impl Grains {
         })
     }
 
-    /// Delivers `request` to grain `id`, retrying redirects and unreachable nodes until the
-    /// call timeout: the activation that took it and the encoded reply of a call. A
-    /// migration (`durability` none) goes only to a known activation.
+    /// Delivers `request` to grain `id`, retrying redirects and unreachable nodes (and, with
+    /// `resend`, requests whose host was lost) until the call timeout: the activation that
+    /// took it and the encoded reply of a call. A migration (`durability` none) goes only to
+    /// a known activation.
     async fn deliver(
         &self,
         id: &GrainId,
         requires: &[&str],
         durability: Option<Durability>,
+        resend: bool,
         request: Request,
     ) -> Result<(Activation, Option<Vec<u8>>), GrainError> {
         let node = self.shared.node.upgrade().ok_or(GrainError::NodeGone)?;
@@ -446,12 +448,26 @@ impl Grains {
                         requires: requires.iter().map(|r| r.to_string()).collect(),
                     });
                 }
-                Route::Known(Activation { pid, .. }) => {
-                    self.attempt(&node, pid.node, id, &request, deadline).await
+                Route::Known(a) => {
+                    let to = Target {
+                        node: a.pid.node,
+                        activation: Some(a),
+                        resend,
+                        called: None,
+                    };
+                    self.attempt(&node, to, id, &request, deadline).await
                 }
-                Route::Place(target) => self.attempt(&node, target, id, &request, deadline).await,
+                Route::Place(n) => {
+                    let to = Target {
+                        node: n,
+                        activation: None,
+                        resend,
+                        called: None,
+                    };
+                    self.attempt(&node, to, id, &request, deadline).await
+                }
             };
-            match core::after(outcome, attempt) {
+            match core::after(outcome, attempt, resend) {
                 Step::Done { by, reply } => {
                     // Written only when it changed: most calls find it as it was.
                     let entry_now = Cached {
@@ -499,16 +515,17 @@ impl Grains {
         }
     }
 
-    /// One attempt: the delivery to `target`'s router, and what came of it.
+    /// One attempt: the delivery to `to`'s router, and what came of it. With `to.resend`, a
+    /// host found lost ([`core::host_lost`]) while the call waits ends the wait at once.
     async fn attempt(
         &self,
         node: &Node,
-        target: NodeId,
+        to: Target,
         id: &GrainId,
         request: &Request,
         deadline: Instant,
     ) -> Outcome {
-        let Some(router) = self.shared.router_of(node, target) else {
+        let Some(router) = self.shared.router_of(node, to.node) else {
             return Outcome::Unreachable;
         };
         let left = deadline.saturating_duration_since(Instant::now());
@@ -521,21 +538,88 @@ impl Grains {
             },
             left,
         );
-        match call.await {
+        let to = Target {
+            called: Some(router.pid()),
+            ..to
+        };
+        let answered = if to.resend {
+            tokio::select! {
+                answered = call => answered,
+                () = self.host_lost(node, id, to, deadline) => return Outcome::HostLost,
+            }
+        } else {
+            call.await
+        };
+        match answered {
             Ok(answer) => Outcome::Answered(answer),
             Err(CallError::NoProc | CallError::NoConnection) => {
-                self.shared.forget_router(target);
+                self.shared.forget_router(to.node);
                 Outcome::Unreachable
             }
             Err(CallError::Unencodable(e)) => {
                 Outcome::Answered(core::Answer::Failed(format!("cannot send: {e}")))
             }
             Err(CallError::Timeout | CallError::NoReply) => {
-                self.shared.forget_router(target);
-                Outcome::NoAnswer
+                self.shared.forget_router(to.node);
+                // The connection dropped under the call: whether the host is lost decides.
+                let lost = to.resend
+                    && tokio::time::timeout_at(deadline, self.host_lost(node, id, to, deadline))
+                        .await
+                        .is_ok();
+                if lost {
+                    Outcome::HostLost
+                } else {
+                    Outcome::NoAnswer
+                }
             }
         }
     }
+
+    /// Returns once the host `to` of a call is lost ([`core::host_lost`]), looking every
+    /// [`LOST_POLL`] until `deadline` (and waiting on after it: callers bound it).
+    async fn host_lost(&self, node: &Node, id: &GrainId, to: Target, deadline: Instant) {
+        loop {
+            tokio::time::sleep(LOST_POLL).await;
+            let live = to.node == self.shared.me
+                || node.membership().is_some_and(|swim| {
+                    swim.members()
+                        .iter()
+                        .any(|m| m.identity.node == to.node && m.state.is_live())
+                });
+            // A newer incarnation of the node's router: the node restarted under the call.
+            let restarted = to.called.is_some_and(|called| {
+                node.find_by_type("GrainRouter")
+                    .iter()
+                    .any(|ad| ad.pid.node == called.node && ad.pid.creation > called.creation)
+            });
+            if restarted {
+                self.shared.forget_router(to.node);
+            }
+            let holder = Shared::registry(node, id);
+            let applied = node.registry_index();
+            if core::host_lost(to.activation, restarted, live, applied, holder) {
+                return;
+            }
+            if Instant::now() >= deadline {
+                std::future::pending::<()>().await;
+            }
+        }
+    }
+}
+
+/// How often a call waiting for its answer looks whether its host was lost.
+const LOST_POLL: Duration = Duration::from_millis(50);
+
+/// Where one attempt of a call goes.
+#[derive(Debug, Clone, Copy)]
+struct Target {
+    node: NodeId,
+    /// The activation it goes to, if known (none: placement chose the node).
+    activation: Option<Activation>,
+    /// The grain type's [`Grain::RESEND_IN_DOUBT`].
+    resend: bool,
+    /// The router the attempt called.
+    called: Option<atoll_core::Pid>,
 }
 
 /// A reference to one grain, addressed by its type and key; any node can make one with
@@ -571,8 +655,12 @@ impl<G: Grain> GrainRef<G> {
 
     /// Sends `msg` and waits for the grain's reply, activating the grain if it is not
     /// active. A message the grain surely did not take (redirected, its activation
-    /// ending, its node unreachable) is sent again until the call timeout; one that may
-    /// have been taken is not ([`GrainError::Timeout`]): a call is handled at most once.
+    /// ending, its node unreachable, its state not restorable yet) is sent again until the
+    /// call timeout. So is one whose host was lost while the call waited (its node declared
+    /// dead and the claim released), when the type allows it ([`Grain::RESEND_IN_DOUBT`]):
+    /// the next activation answers it and the caller sees the failover only as a slower
+    /// call. Any other message that may have been taken is not sent again
+    /// ([`GrainError::Timeout`]).
     pub async fn call(&self, msg: G::Msg) -> Result<G::Reply, GrainError> {
         let grains = self.grains.as_ref().map_err(Clone::clone)?;
         let payload = postcard::to_allocvec(&msg).map_err(|e| GrainError::Codec(e.to_string()))?;
@@ -581,7 +669,13 @@ impl<G: Grain> GrainRef<G> {
             want_reply: true,
         };
         let (_, reply) = grains
-            .deliver(&self.id, G::REQUIRES, Some(G::DURABILITY), request)
+            .deliver(
+                &self.id,
+                G::REQUIRES,
+                Some(G::DURABILITY),
+                G::RESEND_IN_DOUBT,
+                request,
+            )
             .await?;
         let reply =
             reply.ok_or_else(|| GrainError::Codec("a call answered without a reply".into()))?;
@@ -599,7 +693,13 @@ impl<G: Grain> GrainRef<G> {
             want_reply: false,
         };
         grains
-            .deliver(&self.id, G::REQUIRES, Some(G::DURABILITY), request)
+            .deliver(
+                &self.id,
+                G::REQUIRES,
+                Some(G::DURABILITY),
+                G::RESEND_IN_DOUBT,
+                request,
+            )
             .await
             .map(|_| ())
     }

@@ -51,10 +51,6 @@ impl<G: Grain> Activator for TypedActivator<G> {
         G::DURABILITY
     }
 
-    fn requires(&self) -> &'static [&'static str] {
-        G::REQUIRES
-    }
-
     fn start(
         &self,
         shared: &Arc<Shared>,
@@ -145,13 +141,13 @@ impl<G: Grain> GrainHost<G> {
                 let bytes = saver
                     .adopt(&id, epoch, handed)
                     .await
-                    .map_err(|e| Answer::Failed(e.to_string()))?;
+                    .map_err(|e| core::restore_failed(&e))?;
                 Some(bytes)
             }
             None => saver
                 .load(&id, epoch)
                 .await
-                .map_err(|e| Answer::Failed(e.to_string()))?,
+                .map_err(|e| core::restore_failed(&e))?,
         };
         let state = match bytes {
             Some(bytes) => postcard::from_bytes(&bytes)

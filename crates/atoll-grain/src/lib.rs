@@ -93,13 +93,19 @@ pub enum Durability {
     /// the grain deactivates or its node is lost. Nothing is written anywhere.
     Volatile,
     /// The hosting node's [`GrainStore`] (redb by default): kept across deactivation and
-    /// node restarts, but only on that node's disk, so an activation on another node does
-    /// not see it. Such a grain is always placed on its ring owner and never migrates.
+    /// node restarts, on that node's disk only. A new activation restores the freshest copy
+    /// that it or any other live node running a grain service holds, so a migration
+    /// ([`Grains::migrate`], rebalancing) moves the state to the target's disk. A copy on
+    /// a node that is down is not seen: the grain starts from an older copy (or
+    /// `Default`) meanwhile, and the lost copy comes back with its node only if no newer
+    /// one was saved in between.
     LocalExclusive,
-    /// Every save is written to the hosting node's store and to `R` other nodes' stores
-    /// ([`GrainsConfig::replicas`], 2 by default) before it is acknowledged, each copy
-    /// fenced by epoch. A new activation on any node restores the freshest copy, so every
-    /// acknowledged save survives the loss of the host (and of up to `R - 1` replicas).
+    /// Every save is written to the hosting node's store and to the stores of `R + 1`
+    /// consensus voters in all (the host counting if it is one; `R` is
+    /// [`GrainsConfig::replicas`], 2 by default) before it is acknowledged, each copy fenced
+    /// by epoch. A new activation on any node restores the freshest copy of any `voters -
+    /// R` voters, so every acknowledged save survives the loss of the host (and of up to
+    /// `R` voters), whatever nodes joined or left in between.
     Replicated,
 }
 
@@ -124,6 +130,15 @@ pub trait Grain: Send + Sized + 'static {
     /// The capabilities a node must announce (in its membership metadata) to host this
     /// type. The default is none.
     const REQUIRES: &'static [&'static str] = &[];
+
+    /// Whether a message whose host was lost while its caller waited for the answer (the
+    /// host's node declared dead and the grain's claim released) is sent again, to the
+    /// grain's next activation. The default, `true`, hides a failover from callers: the
+    /// call only takes longer. The lost activation may have handled the message before it
+    /// died, though (what it had not saved died with it): a type whose messages must never
+    /// be handled twice sets `false`, and such a call then fails with
+    /// [`GrainError::Timeout`].
+    const RESEND_IN_DOUBT: bool = true;
 
     /// The state restored on activation and saved on deactivation.
     type State: Serialize + DeserializeOwned + Default + Send + 'static;
@@ -176,6 +191,8 @@ pub struct GrainCtx<G: Grain> {
     pid: Pid,
     epoch: u64,
     state: G::State,
+    /// The state's encoding as last restored or saved: a save of the same writes nothing.
+    stored: Option<Vec<u8>>,
     saver: replica::Saver,
     fenced: bool,
     rt: Runtime,
@@ -204,11 +221,13 @@ impl<G: Grain> GrainCtx<G> {
         saver: replica::Saver,
         rt: Runtime,
     ) -> Self {
+        let stored = postcard::to_allocvec(&state).ok();
         GrainCtx {
             id,
             pid,
             epoch,
             state,
+            stored,
             saver,
             fenced: false,
             rt,
@@ -285,17 +304,23 @@ impl<G: Grain> GrainCtx<G> {
     /// since (this activation then stops after the current message: see
     /// [`Self::is_fenced`]). A `Replicated` save returns once the host's store and
     /// [`GrainsConfig::replicas`] other nodes hold it ([`StoreError::Backend`] if too few
-    /// answered: the save may or may not survive the host). A `Volatile` grain saves
-    /// nothing and always succeeds.
+    /// answered: the save may or may not survive the host). A state unchanged since it was
+    /// restored or last saved is not written again. A `Volatile` grain saves nothing and
+    /// always succeeds.
     pub async fn save(&mut self) -> Result<(), StoreError> {
         if !self.saver.is_durable() {
             return Ok(());
         }
         let bytes =
             postcard::to_allocvec(&self.state).map_err(|e| StoreError::Codec(e.to_string()))?;
+        if self.stored.as_ref() == Some(&bytes) {
+            return Ok(());
+        }
         let saved = self.saver.save(&self.id, self.epoch, &bytes).await;
-        if let Err(StoreError::Stale(_)) = saved {
-            self.fenced = true;
+        match &saved {
+            Ok(()) => self.stored = Some(bytes),
+            Err(StoreError::Stale(_)) => self.fenced = true,
+            Err(_) => {}
         }
         saved
     }

@@ -52,7 +52,7 @@ impl<G: Grain> GrainHost<G> {
             return;
         };
         let ok = eligible(&node, target, G::REQUIRES);
-        if let Err(refusal) = core::migration(G::DURABILITY, self.shared.me, target, ok) {
+        if let Err(refusal) = core::migration(self.shared.me, target, ok) {
             reply.reply(Answer::Refused(refusal));
             return;
         }

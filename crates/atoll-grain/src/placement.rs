@@ -48,9 +48,9 @@ pub trait Placement: Send + Sync + 'static {
 
 /// The default placement: of the ring's eligible candidates for the grain, the less loaded
 /// of the first two (the first on a tie). A `LocalExclusive` grain goes to the first
-/// candidate, its ring owner, whatever the load: its state is on that node's disk, and
-/// the owner stays the same while membership does. `Volatile` and `Replicated` grains
-/// (whose state any node can restore) go by load.
+/// candidate, its ring owner, whatever the load: its state is usually on that node's disk
+/// (the owner stays the same while membership does), though any node restores it from
+/// wherever a migration left it. `Volatile` and `Replicated` grains go by load.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct TwoChoices;
 

@@ -7,16 +7,16 @@ use std::time::Duration;
 use atoll_core::NodeId;
 use tracing::debug;
 
+use crate::Grains;
 use crate::core::{self, GrainId};
-use crate::{Durability, Grains};
 
 /// When a node sheds activations ([`crate::GrainsConfig::rebalance`]).
 ///
 /// Every `interval`, each node counts the grain activations of every node running a grain
 /// service (from the process table) and, if it is the most loaded and holds more than
 /// `threshold` more than the least loaded, migrates half the difference there
-/// ([`core::rebalance`]). `LocalExclusive` grains never move, nor grains the target cannot
-/// host.
+/// ([`core::rebalance`]). Grains the target cannot host stay; `LocalExclusive` grains move
+/// with their state, which lives on the target's disk from then on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Rebalance {
     /// How often to look.
@@ -87,7 +87,6 @@ async fn step(grains: &Grains, threshold: usize) {
             .unwrap_or_else(|e| e.into_inner());
         let mut ids: Vec<(GrainId, &'static [&'static str])> = active
             .iter()
-            .filter(|(_, h)| h.kind().0 != Durability::LocalExclusive)
             .map(|(id, h)| (id.clone(), h.kind().1))
             .collect();
         ids.sort();

@@ -44,10 +44,6 @@ pub(crate) struct Shared {
     pub(crate) cache: Mutex<HashMap<GrainId, Cached>>,
     /// Routers of other nodes, as found in the process table.
     pub(crate) routers: Mutex<HashMap<NodeId, ActorRef<GrainRouter>>>,
-    /// Every node ever seen that may hold `Replicated` copies, lost ones included: read
-    /// quorums count against it, because a copy written while a node was a member stays
-    /// on that node after the membership shrinks.
-    pub(crate) copy_holders: Mutex<std::collections::BTreeSet<NodeId>>,
     pub(crate) activations: AtomicU64,
     pub(crate) deactivations: AtomicU64,
     pub(crate) migrations: AtomicU64,
@@ -158,7 +154,6 @@ pub(crate) trait HostSender: Send + Sync {
 /// Starts activations of one grain type.
 pub(crate) trait Activator: Send + Sync {
     fn durability(&self) -> Durability;
-    fn requires(&self) -> &'static [&'static str];
     /// Starts a host for `id`; `adopt` carries the state of a migrating activation.
     fn start(
         &self,

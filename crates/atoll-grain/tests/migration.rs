@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use atoll_grain::{
     Durability, Grain, GrainCtx, GrainError, GrainId, GrainsConfig, NodeGrainsExt, RedbStore,
-    Refusal, StoreError,
+    StoreError,
 };
 use common::*;
 use serde::{Deserialize, Serialize};
@@ -59,11 +59,11 @@ impl Grain for Ledger {
     }
 }
 
-/// A counter on its node's disk: pinned there.
-struct Pinned;
+/// A counter on its host's disk, saved on deactivation and on a move.
+struct Drawer;
 
-impl Grain for Pinned {
-    const TYPE: &'static str = "pinned";
+impl Grain for Drawer {
+    const TYPE: &'static str = "drawer";
     const DURABILITY: Durability = Durability::LocalExclusive;
     type State = u64;
     type Msg = ();
@@ -90,7 +90,7 @@ fn register(setup: &Setup) {
     for h in &setup.hosts {
         h.grains.register(|_| Journal).unwrap();
         h.grains.register(|_| Ledger).unwrap();
-        h.grains.register(|_| Pinned).unwrap();
+        h.grains.register(|_| Drawer).unwrap();
     }
 }
 
@@ -271,27 +271,62 @@ fn replicated_state_moves_and_the_old_epoch_is_refused_by_every_replica() {
         }
     }
 
-    // Moving to where it is, or moving pinned state, is refused; so is moving nothing.
+    // Moving to where it is is refused; so is moving nothing.
     let id2 = id.clone();
     let again = hosts[0]
         .run(move |g| async move { g.migrate(&id2, target).await })
         .unwrap();
     assert_eq!(again, second, "already there: the current activation");
-    hosts[0]
-        .run(|g| async move { g.get::<Pinned>("p")?.call(()).await })
-        .unwrap();
-    let pinned = GrainId::new("pinned", "p");
-    let elsewhere = hosts
-        .iter()
-        .map(|h| h.id())
-        .find(|n| Some(*n) != hosts[0].grains.cached(&pinned).map(|a| a.pid.node))
-        .unwrap();
-    let e = hosts[0]
-        .run(move |g| async move { g.migrate(&pinned, elsewhere).await })
-        .unwrap_err();
-    assert_eq!(e, GrainError::Refused(Refusal::Pinned));
     let e = hosts[0]
         .run(move |g| async move { g.migrate(&GrainId::new("journal", "idle"), target).await })
         .unwrap_err();
     assert_eq!(e, GrainError::NotActive);
+}
+
+#[test]
+fn local_exclusive_state_moves_to_the_targets_disk() {
+    let _serial = serial();
+    init_logs();
+    let setup = start_cluster(config(1));
+    register(&setup);
+    let hosts = &setup.hosts;
+    let id = GrainId::new("drawer", "d");
+    for _ in 0..3 {
+        hosts[0]
+            .run(|g| async move { g.get::<Drawer>("d")?.call(()).await })
+            .unwrap();
+    }
+    let first = hosts[0].grains.cached(&id).unwrap();
+    let old = hosts.iter().find(|h| h.id() == first.pid.node).unwrap();
+    let there = hosts.iter().find(|h| h.id() != first.pid.node).unwrap();
+    let to = there.id();
+    let id2 = id.clone();
+    let moved = hosts[1]
+        .run(move |g| async move { g.migrate(&id2, to).await })
+        .unwrap();
+    assert_eq!(moved.pid.node, to);
+    assert!(moved.epoch > first.epoch);
+    let n = hosts[2]
+        .run(|g| async move { g.get::<Drawer>("d")?.call(()).await })
+        .unwrap();
+    assert_eq!(n, 4, "the state moved with the grain");
+    assert_eq!(there.grains.stats().adoptions, 1);
+    // The target's disk holds it at the new epoch, and the old host's copy is fenced off.
+    let target_store = there.grains.store().unwrap();
+    assert_eq!(target_store.epoch(&id).unwrap(), Some(moved.epoch));
+    match old.grains.store().unwrap().save(&id, first.epoch, b"stale") {
+        Err(StoreError::Stale(s)) => assert_eq!(s.seen, moved.epoch),
+        other => panic!("the old host took a stale write: {other:?}"),
+    }
+
+    // Deactivated on the target (saving there), the grain's next activation, wherever
+    // placement puts it, restores the moved state, not the copy the move left behind.
+    there.run(|g| async move { g.shutdown().await });
+    assert_eq!(there.grains.stats().active, 0);
+    let n = hosts[0]
+        .run(|g| async move { g.get::<Drawer>("d")?.call(()).await })
+        .unwrap();
+    assert_eq!(n, 5, "the moved state, not the old host's copy of 3");
+    let third = hosts[0].grains.cached(&id).unwrap();
+    assert!(third.epoch > moved.epoch);
 }

@@ -32,6 +32,9 @@ enum StreamMsg {
 impl Grain for Stream {
     const TYPE: &'static str = "stream";
     const DURABILITY: Durability = Durability::Replicated;
+    /// Exactly once is what the checker holds it to: a push whose host was cut off while
+    /// its sender waited is not sent again (the cut-off activation may have saved it).
+    const RESEND_IN_DOUBT: bool = false;
     type State = Vec<(u32, u32)>;
     type Msg = StreamMsg;
     /// The messages taken, or why a push was not acknowledged.

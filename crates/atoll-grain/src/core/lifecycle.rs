@@ -2,13 +2,12 @@
 //! another node, when a node sheds load, and how replicated state is written and read
 //! back. State in, decision out, as the rest of [`crate::core`].
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use atoll_core::{NodeId, Pid};
 use serde::{Deserialize, Serialize};
 
 use super::{Activation, Answer};
-use crate::Durability;
 
 /// Why a migration does not happen.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
@@ -16,27 +15,18 @@ pub enum Refusal {
     /// The grain is already active on the target node.
     #[error("the grain is already active on the target node")]
     AlreadyThere,
-    /// `LocalExclusive` state lives on its ring owner's disk: the grain stays there.
-    #[error("a LocalExclusive grain stays on the node whose disk holds its state")]
-    Pinned,
     /// The target does not announce every capability the grain type requires, or runs no
     /// grain service.
     #[error("the target node cannot host the grain")]
     Ineligible,
 }
 
-/// Whether an activation on `host` may move to `target`.
-pub fn migration(
-    durability: Durability,
-    host: NodeId,
-    target: NodeId,
-    target_eligible: bool,
-) -> Result<(), Refusal> {
+/// Whether an activation on `host` may move to `target`. Every durability class moves:
+/// the state travels with the move and the new host saves it at its own epoch
+/// (`LocalExclusive`: on the target's disk, which holds the grain's state from then on).
+pub fn migration(host: NodeId, target: NodeId, target_eligible: bool) -> Result<(), Refusal> {
     if host == target {
         return Err(Refusal::AlreadyThere);
-    }
-    if durability == Durability::LocalExclusive {
-        return Err(Refusal::Pinned);
     }
     if !target_eligible {
         return Err(Refusal::Ineligible);
@@ -126,22 +116,40 @@ pub struct Versioned {
     pub state: Vec<u8>,
 }
 
-/// The nodes that hold copies of a `Replicated` grain hosted on `host`: the first `r` of
-/// the grain's ring order other than the host (fewer if the ring has fewer).
-pub fn replicas(ring_order: &[NodeId], host: NodeId, r: usize) -> Vec<NodeId> {
-    ring_order
-        .iter()
-        .copied()
-        .filter(|n| *n != host)
-        .take(r)
-        .collect()
+/// The order in which the consensus voters take copies of a `Replicated` grain's state
+/// (rendezvous hashing of the grain's ring key with each voter; the host left out): the
+/// same on every node, whatever the membership or the ring looks like, because the voter
+/// set is the consensus configuration every node is given. A write goes to the first
+/// [`write_quorum`] of them and, for each that fails to answer, to the next.
+pub fn copy_order(ring_key: &[u8], voters: &BTreeSet<NodeId>, host: NodeId) -> Vec<NodeId> {
+    let rank = |n: &NodeId| {
+        // FNV-1a over the key and the node: cheap, stable across builds and platforms.
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in ring_key.iter().chain(n.as_bytes()) {
+            h ^= u64::from(*b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        h
+    };
+    let mut order: Vec<NodeId> = voters.iter().copied().filter(|n| *n != host).collect();
+    order.sort_by_key(|n| (rank(n), *n));
+    order
 }
 
-/// How many of the `nodes` running grain services a new activation must hear from before
-/// it trusts the freshest copy among the answers: every acknowledged write is on the host
-/// and `r` others, so any `nodes - r` of them include one (at least one answer always).
-pub fn read_quorum(nodes: usize, r: usize) -> usize {
-    nodes.saturating_sub(r).max(1)
+/// How many voters other than the host must store a replicated write before it is
+/// acknowledged: every acknowledged write is on `r + 1` voters, the host's own store
+/// counting when the host is a voter.
+pub fn write_quorum(host_is_voter: bool, r: usize) -> usize {
+    (r + 1).saturating_sub(usize::from(host_is_voter))
+}
+
+/// How many of the `voters` a new activation must hear from (its own store counting when
+/// it is a voter) before it trusts the freshest copy among the answers: every acknowledged
+/// write is on `r + 1` voters, so any `voters - r` of them include one (at least one
+/// answer always). Counted over the voter set, not the membership: a copy stays on a
+/// voter while it is down, and a node that joins holds none.
+pub fn read_quorum(voters: usize, r: usize) -> usize {
+    voters.saturating_sub(r).max(1)
 }
 
 /// The freshest of the copies read back: the largest (epoch, seq).
@@ -165,13 +173,13 @@ pub enum WriteResult {
     },
 }
 
-/// Tallies a replicated write: `stored` copies made, `stale` the first refusal by a newer
-/// epoch if any.
-pub fn write_result(stored: usize, stale: Option<super::StaleEpoch>, r: usize) -> WriteResult {
+/// Tallies a replicated write: `stored` copies made of the `needed` ([`write_quorum`]),
+/// `stale` the first refusal by a newer epoch if any.
+pub fn write_result(stored: usize, stale: Option<super::StaleEpoch>, needed: usize) -> WriteResult {
     match stale {
         Some(s) => WriteResult::Fenced(s),
-        None if stored >= r => WriteResult::Acknowledged,
-        None => WriteResult::Short { stored, needed: r },
+        None if stored >= needed => WriteResult::Acknowledged,
+        None => WriteResult::Short { stored, needed },
     }
 }
 
@@ -189,25 +197,13 @@ mod tests {
     }
 
     #[test]
-    fn migrations_are_refused_in_place_for_pinned_state_and_to_unfit_nodes() {
-        let v = Durability::Volatile;
-        assert_eq!(migration(v, node(1), node(2), true), Ok(()));
+    fn migrations_are_refused_in_place_and_to_unfit_nodes() {
+        assert_eq!(migration(node(1), node(2), true), Ok(()));
         assert_eq!(
-            migration(Durability::Replicated, node(1), node(2), true),
-            Ok(())
-        );
-        assert_eq!(
-            migration(v, node(1), node(1), true),
+            migration(node(1), node(1), true),
             Err(Refusal::AlreadyThere)
         );
-        assert_eq!(
-            migration(Durability::LocalExclusive, node(1), node(2), true),
-            Err(Refusal::Pinned)
-        );
-        assert_eq!(
-            migration(v, node(1), node(2), false),
-            Err(Refusal::Ineligible)
-        );
+        assert_eq!(migration(node(1), node(2), false), Err(Refusal::Ineligible));
     }
 
     #[test]
@@ -279,10 +275,21 @@ mod tests {
 
     #[test]
     fn replicated_writes_and_reads_agree_on_quorums_and_order() {
-        let ring = [node(3), node(1), node(2), node(4)];
-        assert_eq!(replicas(&ring, node(1), 2), vec![node(3), node(2)]);
-        assert_eq!(replicas(&ring, node(9), 2), vec![node(3), node(1)]);
-        assert_eq!(replicas(&ring[..2], node(1), 2), vec![node(3)]);
+        let voters: BTreeSet<NodeId> = [node(1), node(2), node(3)].into();
+        let order = copy_order(b"kv/1", &voters, node(1));
+        assert_eq!(order.len(), 2);
+        assert!(!order.contains(&node(1)));
+        // The same on every node, and for a host outside the voters all of them.
+        assert_eq!(copy_order(b"kv/1", &voters, node(1)), order);
+        assert_eq!(copy_order(b"kv/1", &voters, node(9)).len(), 3);
+        // Keys spread their first copies over the voters.
+        let firsts: BTreeSet<NodeId> = (0..50)
+            .map(|k| copy_order(format!("kv/{k}").as_bytes(), &voters, node(9))[0])
+            .collect();
+        assert_eq!(firsts, voters);
+        assert_eq!(write_quorum(true, 1), 1);
+        assert_eq!(write_quorum(false, 1), 2);
+        assert_eq!(write_quorum(true, 0), 0);
         assert_eq!(read_quorum(3, 2), 1);
         assert_eq!(read_quorum(5, 2), 3);
         assert_eq!(read_quorum(1, 2), 1);
@@ -303,5 +310,20 @@ mod tests {
         );
         let s = StaleEpoch { epoch: 3, seen: 5 };
         assert_eq!(write_result(2, Some(s), 2), WriteResult::Fenced(s));
+    }
+
+    #[test]
+    fn every_read_quorum_meets_every_acknowledged_write() {
+        for voters in 1..=7usize {
+            for r in 0..voters {
+                let copies = r + 1;
+                assert!(
+                    copies + read_quorum(voters, r) > voters,
+                    "{voters} voters, r = {r}"
+                );
+                assert_eq!(write_quorum(true, r) + 1, copies);
+                assert_eq!(write_quorum(false, r), copies);
+            }
+        }
     }
 }

@@ -64,6 +64,16 @@ pub struct Host {
 
 impl Host {
     fn start(config: NodeConfig, grains: GrainsConfig) -> Host {
+        Self::start_retrying(config, grains, |e| matches!(e, StartError::Bind { .. }))
+    }
+
+    /// Starts a node, trying again while `transient` says its start-up error may pass (a
+    /// killed predecessor still holding its port or disk).
+    fn start_retrying(
+        config: NodeConfig,
+        grains: GrainsConfig,
+        transient: impl Fn(&StartError) -> bool,
+    ) -> Host {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
@@ -77,7 +87,7 @@ impl Host {
             };
             match started {
                 Ok(node) => break node,
-                Err(StartError::Bind { .. }) if Instant::now() < until => {
+                Err(e) if transient(&e) && Instant::now() < until => {
                     std::thread::sleep(Duration::from_millis(20))
                 }
                 Err(e) => panic!("node did not start: {e}"),
@@ -185,9 +195,59 @@ pub struct Setup {
     pub dir: tempfile::TempDir,
     /// Each node's configuration, to start it again on the same keys, address and disk.
     pub configs: Vec<NodeConfig>,
+    ca: ClusterCa,
+    voters: Vec<(NodeId, SocketAddr)>,
 }
 
 impl Setup {
+    /// Starts one more node, a member but not a Raft voter, with a grain service built by
+    /// `grains` (from the node's index), and waits until every node sees its router.
+    pub fn add_member(&mut self, grains: impl Fn(usize, &std::path::Path) -> GrainsConfig) {
+        let i = self.configs.len();
+        let name = format!("n{i}");
+        let key = NodeIdentity::generate().unwrap();
+        let cert = self.ca.issue(&name, &key.public_key()).unwrap();
+        let seed = self.voters[0].1;
+        let config = node_config(
+            &name,
+            free_addr(),
+            key,
+            cert,
+            &self.ca,
+            seed,
+            &self.voters,
+            self.dir.path(),
+        );
+        let node_dir = self.dir.path().join(format!("{name}-grains"));
+        std::fs::create_dir_all(&node_dir).unwrap();
+        self.configs.push(config.clone());
+        self.hosts.push(Host::start(config, grains(i, &node_dir)));
+        let n = self.hosts.len();
+        wait_until("every node sees every grain router", || {
+            self.hosts
+                .iter()
+                .all(|h| h.node().find_by_type("GrainRouter").len() == n)
+        });
+    }
+
+    /// Starts node `i` (killed before, and removed from `hosts`) again from its
+    /// configuration and directories, at position `i` of `hosts`, and waits until every
+    /// node sees its router.
+    pub fn restart(&mut self, i: usize, grains: impl Fn(usize, &std::path::Path) -> GrainsConfig) {
+        let node_dir = self.dir.path().join(format!("n{i}-grains"));
+        let host = Host::start_retrying(self.configs[i].clone(), grains(i, &node_dir), |_| true);
+        let (id, creation) = (host.id(), host.node().creation());
+        self.hosts.insert(i, host);
+        wait_until("every node sees the restarted node's grain router", || {
+            self.hosts.iter().all(|h| {
+                h.node()
+                    .find_by_type("GrainRouter")
+                    .iter()
+                    .any(|ad| ad.pid.node == id && ad.pid.creation == creation)
+            })
+        });
+    }
+
     /// Stops every node gracefully, then starts them all again from their directories,
     /// waiting as [`start_cluster`] does.
     pub fn restart_all(&mut self, grains: impl Fn(usize, &std::path::Path) -> GrainsConfig) {
@@ -260,6 +320,33 @@ pub fn open_store(path: &std::path::Path) -> atoll_grain::RedbStore {
     }
 }
 
+/// A node's configuration: a member joining through `seed` (unless it is the seed), with
+/// consensus among `voters` and its Raft directory under `dir`.
+#[allow(clippy::too_many_arguments)]
+fn node_config(
+    name: &str,
+    addr: SocketAddr,
+    key: NodeIdentity,
+    cert: atoll_net::NodeCertificate,
+    ca: &ClusterCa,
+    seed: SocketAddr,
+    voters: &[(NodeId, SocketAddr)],
+    dir: &std::path::Path,
+) -> NodeConfig {
+    let mut config = NodeConfig::with_ca(name, addr, key, cert, ca.trust(RevocationList::new()));
+    config.reconnect_initial = Duration::from_millis(20);
+    config.reconnect_max = Duration::from_millis(200);
+    config.connect_timeout = Duration::from_secs(5);
+    let seeds = if addr == seed { vec![] } else { vec![seed] };
+    let mut consensus = ConsensusConfig::new(voters.to_vec(), dir.join(name));
+    consensus.election_timeout_min = Duration::from_millis(600);
+    consensus.election_timeout_max = Duration::from_millis(1200);
+    consensus.request_timeout = Duration::from_secs(3);
+    config
+        .with_membership(MembershipConfig::new(seeds).with_swim(fast_swim()))
+        .with_consensus(consensus)
+}
+
 pub fn start_cluster(grains: impl Fn(usize, &std::path::Path) -> GrainsConfig) -> Setup {
     let ca = ClusterCa::create("test").unwrap();
     let dir = tempfile::tempdir().unwrap();
@@ -271,19 +358,16 @@ pub fn start_cluster(grains: impl Fn(usize, &std::path::Path) -> GrainsConfig) -
     for (i, key) in keys.into_iter().enumerate() {
         let name = format!("n{i}");
         let cert = ca.issue(&name, &key.public_key()).unwrap();
-        let mut config =
-            NodeConfig::with_ca(&name, addrs[i], key, cert, ca.trust(RevocationList::new()));
-        config.reconnect_initial = Duration::from_millis(20);
-        config.reconnect_max = Duration::from_millis(200);
-        config.connect_timeout = Duration::from_secs(5);
-        let seeds = if i == 0 { vec![] } else { vec![addrs[0]] };
-        let mut consensus = ConsensusConfig::new(voters.clone(), dir.path().join(&name));
-        consensus.election_timeout_min = Duration::from_millis(600);
-        consensus.election_timeout_max = Duration::from_millis(1200);
-        consensus.request_timeout = Duration::from_secs(3);
-        let config = config
-            .with_membership(MembershipConfig::new(seeds).with_swim(fast_swim()))
-            .with_consensus(consensus);
+        let config = node_config(
+            &name,
+            addrs[i],
+            key,
+            cert,
+            &ca,
+            addrs[0],
+            &voters,
+            dir.path(),
+        );
         let node_dir = dir.path().join(format!("{name}-grains"));
         std::fs::create_dir_all(&node_dir).unwrap();
         configs.push(config.clone());
@@ -293,6 +377,8 @@ pub fn start_cluster(grains: impl Fn(usize, &std::path::Path) -> GrainsConfig) -
         hosts,
         dir,
         configs,
+        ca,
+        voters,
     };
     setup.settle();
     setup

@@ -307,6 +307,13 @@ impl crate::node::Node {
         self.naming().map_or(0, Naming::applied)
     }
 
+    /// The nodes that run the Raft voters: the consensus configuration, the same on every
+    /// node of the cluster (empty when consensus is not configured).
+    pub fn consensus_voters(&self) -> std::collections::BTreeSet<NodeId> {
+        self.naming()
+            .map_or_else(Default::default, Naming::voter_nodes)
+    }
+
     /// The holder and fencing token of the consensus lock `name`, as this node's registry
     /// shows it (no network round trip).
     pub fn lock_holder(&self, name: &str) -> Option<(Pid, u64)> {
