@@ -83,18 +83,66 @@ impl Grain for DurableCounter {
 /// One shard of the key-value store ([`crate::kv::KvStore`]): its keys and values,
 /// `Replicated`: every change is saved in the host's redb store and [`REPLICAS`] other
 /// node's before the caller hears of it, so it survives the loss of the host.
+///
+/// Writes are resent when their host is lost while the caller waits
+/// ([`Grain::RESEND_IN_DOUBT`]), so each carries a request id and the shard keeps, with
+/// its entries, the answers of its last [`KvState::ANSWERS_KEPT`] writes: a resent write
+/// that the lost activation had already saved is answered as before, not applied twice.
 #[derive(Debug, Default)]
 pub struct KvShard;
+
+/// A [`KvShard`]'s saved state.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KvState {
+    /// The keys and their values.
+    pub entries: BTreeMap<String, String>,
+    /// The last writes' request ids and the value each replaced, oldest first.
+    pub answered: std::collections::VecDeque<(u64, Option<String>)>,
+}
+
+impl KvState {
+    /// How many writes' answers a shard keeps for resent requests: far more than one
+    /// shard takes within a call timeout from one caller.
+    pub const ANSWERS_KEPT: usize = 1024;
+
+    /// Applies a write (`value` `None` deletes) once per `request`; the value it replaced.
+    pub fn write(&mut self, request: u64, key: String, value: Option<String>) -> Option<String> {
+        if let Some((_, before)) = self.answered.iter().find(|(r, _)| *r == request) {
+            return before.clone();
+        }
+        let before = match value {
+            Some(value) => self.entries.insert(key, value),
+            None => self.entries.remove(&key),
+        };
+        if self.answered.len() >= Self::ANSWERS_KEPT {
+            self.answered.pop_front();
+        }
+        self.answered.push_back((request, before.clone()));
+        before
+    }
+}
 
 /// What a [`KvShard`] understands.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum KvMsg {
     /// The value of a key.
     Get(String),
-    /// Sets a key's value.
-    Set(String, String),
-    /// Removes a key.
-    Delete(String),
+    /// Sets a key's value; `request` is unique per write (a resend carries the same).
+    Set {
+        /// The write's id.
+        request: u64,
+        /// The key.
+        key: String,
+        /// The value.
+        value: String,
+    },
+    /// Removes a key; `request` as for `Set`.
+    Delete {
+        /// The write's id.
+        request: u64,
+        /// The key.
+        key: String,
+    },
     /// The keys in `[from, to)` (to the end when `to` is `None`) with their values, at most
     /// `limit`.
     Range {
@@ -125,16 +173,18 @@ impl Grain for KvShard {
     const TYPE: &'static str = "kv";
     const DURABILITY: Durability = Durability::Replicated;
     const REQUIRES: &'static [&'static str] = &[GRAINS_CAPABILITY];
-    type State = BTreeMap<String, String>;
+    const RESEND_IN_DOUBT: bool = true;
+    type State = KvState;
     type Msg = KvMsg;
     type Reply = KvReply;
 
     async fn handle(&mut self, msg: KvMsg, ctx: &mut GrainCtx<Self>) -> KvReply {
-        let before = match msg {
-            KvMsg::Get(key) => return KvReply::Value(ctx.state().get(&key).cloned()),
+        let (request, key, value) = match msg {
+            KvMsg::Get(key) => return KvReply::Value(ctx.state().entries.get(&key).cloned()),
             KvMsg::Range { from, to, limit } => {
                 let entries = ctx
                     .state()
+                    .entries
                     .range(from..)
                     .take_while(|(k, _)| to.as_ref().is_none_or(|to| *k < to))
                     .take(limit)
@@ -142,18 +192,20 @@ impl Grain for KvShard {
                     .collect();
                 return KvReply::Entries(entries);
             }
-            KvMsg::Set(key, value) => (ctx.state_mut().insert(key.clone(), value), key),
-            KvMsg::Delete(key) => (ctx.state_mut().remove(&key), key),
+            KvMsg::Set {
+                request,
+                key,
+                value,
+            } => (request, key, Some(value)),
+            KvMsg::Delete { request, key } => (request, key, None),
         };
-        let (before, key) = before;
+        let kept = ctx.state().clone();
+        let before = ctx.state_mut().write(request, key, value);
         match ctx.save().await {
             Ok(()) => KvReply::Done(before),
             Err(e) => {
                 // Not acknowledged, so not kept: later reads must not see it either.
-                match &before {
-                    Some(old) => ctx.state_mut().insert(key, old.clone()),
-                    None => ctx.state_mut().remove(&key),
-                };
+                *ctx.state_mut() = kept;
                 KvReply::NotSaved(e.to_string())
             }
         }
@@ -364,4 +416,31 @@ fn node_name(node: &Node, id: atoll_core::NodeId) -> String {
                 .map(|m| m.identity.name().to_string())
         })
         .unwrap_or_else(|| id.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::KvState;
+
+    #[test]
+    fn a_resent_write_is_answered_as_before_and_not_applied_again() {
+        let mut s = KvState::default();
+        assert_eq!(s.write(1, "a".into(), Some("x".into())), None);
+        assert_eq!(s.write(2, "a".into(), Some("y".into())), Some("x".into()));
+        // Write 1 resent after write 2: the same answer, and "y" stays.
+        assert_eq!(s.write(1, "a".into(), Some("x".into())), None);
+        assert_eq!(s.entries.get("a").map(String::as_str), Some("y"));
+        assert_eq!(s.write(3, "a".into(), None), Some("y".into()));
+        assert!(s.entries.is_empty());
+    }
+
+    #[test]
+    fn only_the_last_answers_are_kept() {
+        let mut s = KvState::default();
+        for r in 0..(KvState::ANSWERS_KEPT as u64 + 10) {
+            s.write(r, format!("k{r}"), Some("v".into()));
+        }
+        assert_eq!(s.answered.len(), KvState::ANSWERS_KEPT);
+        assert_eq!(s.answered.front().map(|a| a.0), Some(10));
+    }
 }

@@ -53,6 +53,18 @@ pub fn shard_of(key: &str) -> usize {
     (h % SHARDS as u64) as usize
 }
 
+/// A write's id: random per process, then counted, so ids from any two callers differ
+/// (with overwhelming probability) and a shard can tell a resend from a new write.
+fn request_id() -> u64 {
+    use std::hash::BuildHasher;
+    use std::sync::OnceLock;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static BASE: OnceLock<u64> = OnceLock::new();
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let base = *BASE.get_or_init(|| std::collections::hash_map::RandomState::new().hash_one(0u8));
+    base.wrapping_add(NEXT.fetch_add(1, Ordering::Relaxed))
+}
+
 impl KvStore {
     /// The store, through `grains`.
     pub fn new(grains: Grains) -> Self {
@@ -82,12 +94,21 @@ impl KvStore {
     /// Sets `key` to `value`, returning the value before; returns once the change is saved
     /// on two nodes.
     pub async fn set(&self, key: &str, value: &str) -> Result<Option<String>, KvError> {
-        self.write(key, KvMsg::Set(key.into(), value.into())).await
+        let msg = KvMsg::Set {
+            request: request_id(),
+            key: key.into(),
+            value: value.into(),
+        };
+        self.write(key, msg).await
     }
 
     /// Deletes `key`, returning its value; returns once the change is saved on two nodes.
     pub async fn delete(&self, key: &str) -> Result<Option<String>, KvError> {
-        self.write(key, KvMsg::Delete(key.into())).await
+        let msg = KvMsg::Delete {
+            request: request_id(),
+            key: key.into(),
+        };
+        self.write(key, msg).await
     }
 
     /// The value of `key`.

@@ -133,12 +133,14 @@ pub trait Grain: Send + Sized + 'static {
 
     /// Whether a message whose host was lost while its caller waited for the answer (the
     /// host's node declared dead and the grain's claim released) is sent again, to the
-    /// grain's next activation. The default, `true`, hides a failover from callers: the
-    /// call only takes longer. The lost activation may have handled the message before it
-    /// died, though (what it had not saved died with it): a type whose messages must never
-    /// be handled twice sets `false`, and such a call then fails with
-    /// [`GrainError::Timeout`].
-    const RESEND_IN_DOUBT: bool = true;
+    /// grain's next activation. The lost activation may have handled the message before it
+    /// died (what it had not saved died with it), so a resent message may be handled twice.
+    /// The default, `false`, keeps every call at most once, as an Erlang `call` or an
+    /// Orleans grain call is: such a call fails with [`GrainError::Timeout`]. A type whose
+    /// messages are idempotent, or that recognises a resend (a request id kept with its
+    /// state, as the `kv` example's shards do), sets `true` and its callers see a failover
+    /// only as a slower answer.
+    const RESEND_IN_DOUBT: bool = false;
 
     /// The state restored on activation and saved on deactivation.
     type State: Serialize + DeserializeOwned + Default + Send + 'static;

@@ -28,6 +28,8 @@ enum BagMsg {
 impl Grain for Bag {
     const TYPE: &'static str = "bag";
     const DURABILITY: Durability = Durability::Replicated;
+    // Inserting into a set twice is inserting once: a resend is harmless.
+    const RESEND_IN_DOUBT: bool = true;
     type State = BTreeSet<(u32, u32)>;
     type Msg = BagMsg;
     /// How many entries it holds, or why an insert was not acknowledged.
