@@ -531,7 +531,11 @@ fn the_owner_index_follows_every_change_and_a_snapshot() {
     };
     let steps = vec![
         register("a1", a),
-        Command::Batch(vec![register("a2", a), register("b1", b), register("o1", old_b)]),
+        Command::Batch(vec![
+            register("a2", a),
+            register("b1", b),
+            register("o1", old_b),
+        ]),
         register("a3", a),
         // Taken and not-owner: nothing changes.
         register("a1", b),
@@ -551,7 +555,11 @@ fn the_owner_index_follows_every_change_and_a_snapshot() {
     for (i, step) in steps.iter().enumerate() {
         r.apply(i as u64 + 1, step);
         let expected = owners_from_names(&r);
-        assert_eq!(r.name_owners().collect::<Vec<_>>(), expected, "after step {i}");
+        assert_eq!(
+            r.name_owners().collect::<Vec<_>>(),
+            expected,
+            "after step {i}"
+        );
         let copy = Registry::from_bytes(&r.to_bytes()).expect("decodes");
         assert_eq!(copy.name_owners().collect::<Vec<_>>(), expected);
     }

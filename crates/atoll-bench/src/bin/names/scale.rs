@@ -209,14 +209,7 @@ async fn measure(
         t.elapsed().as_secs_f64()
     );
     wait_members_at(&cluster).await;
-    let large = at_size(
-        &cluster,
-        target.max(have),
-        per_size,
-        lag_samples,
-        &counter,
-    )
-    .await;
+    let large = at_size(&cluster, target.max(have), per_size, lag_samples, &counter).await;
     for n in &cluster.members {
         n.shutdown(Duration::from_secs(1)).await;
     }

@@ -56,7 +56,9 @@ struct VoterProcess {
 impl VoterProcess {
     fn ask(&mut self, request: &str) -> String {
         writeln!(self.stdin, "{request}").expect("the voter process reads its requests");
-        self.stdin.flush().expect("the voter process reads its requests");
+        self.stdin
+            .flush()
+            .expect("the voter process reads its requests");
         let mut line = String::new();
         let read = self.stdout.read_line(&mut line).expect("the voter answers");
         assert!(read > 0, "voter process {} exited", self.child.id());
@@ -132,9 +134,11 @@ impl Voters {
     /// members share them).
     pub async fn ask(&self, i: usize, request: String) -> String {
         let p = self.procs[i].clone();
-        tokio::task::spawn_blocking(move || p.lock().unwrap_or_else(|e| e.into_inner()).ask(&request))
-            .await
-            .expect("the request completes")
+        tokio::task::spawn_blocking(move || {
+            p.lock().unwrap_or_else(|e| e.into_inner()).ask(&request)
+        })
+        .await
+        .expect("the request completes")
     }
 
     /// Asks voter `i` for a number.
@@ -205,8 +209,14 @@ pub fn voter_main(args: &[String]) {
     let cert = ca.issue(&name, &key.public_key()).expect("certificate");
     let mut consensus = ConsensusConfig::new(voters, dir.join(&name));
     consensus.push = push;
-    let config = NodeConfig::with_ca(&name, addrs[index], key, cert, ca.trust(RevocationList::new()))
-        .with_consensus(consensus);
+    let config = NodeConfig::with_ca(
+        &name,
+        addrs[index],
+        key,
+        cert,
+        ca.trust(RevocationList::new()),
+    )
+    .with_consensus(consensus);
     let (node, owner) = rt.block_on(async {
         let node = Node::start(config).expect("node starts");
         let owner = node.runtime().spawn(Holder).pid();
