@@ -533,13 +533,11 @@ impl Registry {
     }
 
     /// Every process that owns names, in pid order, with the log index of its oldest
-    /// binding and how many names it owns. Visits owners, not names.
-    pub fn name_owners(&self) -> impl Iterator<Item = (Pid, u64, usize)> + '_ {
-        self.owners.iter().filter_map(|(pid, at)| {
-            let oldest = *at.keys().next()?;
-            let count = at.values().map(|&c| c as usize).sum();
-            Some((*pid, oldest, count))
-        })
+    /// binding. Visits owners, not names.
+    pub fn name_owners(&self) -> impl Iterator<Item = (Pid, u64)> + '_ {
+        self.owners
+            .iter()
+            .filter_map(|(pid, at)| Some((*pid, *at.keys().next()?)))
     }
 
     /// All held locks, ordered by name.

@@ -511,15 +511,14 @@ fn one_entry_grants_a_lock_at_most_once() {
     );
 }
 
-/// The owner index as it follows from the names: (pid, oldest index, count).
-fn owners_from_names(r: &Registry) -> Vec<(Pid, u64, usize)> {
-    let mut by: BTreeMap<Pid, (u64, usize)> = BTreeMap::new();
+/// The owner index as it follows from the names: (pid, oldest index).
+fn owners_from_names(r: &Registry) -> Vec<(Pid, u64)> {
+    let mut by: BTreeMap<Pid, u64> = BTreeMap::new();
     for b in r.names().values() {
-        let e = by.entry(b.pid).or_insert((u64::MAX, 0));
-        e.0 = e.0.min(b.index);
-        e.1 += 1;
+        let oldest = by.entry(b.pid).or_insert(u64::MAX);
+        *oldest = (*oldest).min(b.index);
     }
-    by.into_iter().map(|(p, (i, c))| (p, i, c)).collect()
+    by.into_iter().collect()
 }
 
 #[test]
@@ -564,5 +563,5 @@ fn the_owner_index_follows_every_change_and_a_snapshot() {
         assert_eq!(copy.name_owners().collect::<Vec<_>>(), expected);
     }
     // Only b's binding is left, made by the batch at index 2.
-    assert_eq!(r.name_owners().collect::<Vec<_>>(), vec![(b, 2, 1)]);
+    assert_eq!(r.name_owners().collect::<Vec<_>>(), vec![(b, 2)]);
 }

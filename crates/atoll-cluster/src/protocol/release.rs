@@ -55,7 +55,6 @@ pub fn releases(
     let mut holders: BTreeMap<NodeId, (BTreeSet<u32>, u64)> = BTreeMap::new();
     let held = registry
         .name_owners()
-        .map(|(pid, oldest, _)| (pid, oldest))
         .chain(registry.locks().values().map(|g| (g.holder, g.asked)))
         .chain(registry.lock_waiters_since().map(|(_, pid, at)| (pid, at)));
     for (pid, at) in held {
@@ -133,7 +132,7 @@ pub fn orphans(
     // The owners first: the names are only looked through when one of them exited.
     let dead: BTreeSet<Pid> = registry
         .name_owners()
-        .map(|(pid, _, _)| pid)
+        .map(|(pid, _)| pid)
         .filter(|pid| orphaned(pid))
         .collect();
     let names = registry
