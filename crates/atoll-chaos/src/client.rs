@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use atoll_actor::{Actor, ActorResult, Ctx};
+use atoll_cli::kv::{KvError, KvStore};
 use atoll_cluster::{NameError, Node};
 use atoll_core::{Pid, Scope};
 
@@ -61,15 +62,17 @@ pub fn run(config: &Path) -> Result<(), String> {
     rt.block_on(async move {
         let node = Node::start(loaded.config).map_err(|e| e.to_string())?;
         let node = Arc::new(node);
+        // A caller of the nodes' key-value store on grains; it hosts none itself.
+        let kv = KvStore::new(atoll_cli::grains::caller(&node));
         say(&FromClient::Ready {
             name: node.name().to_string(),
         });
         while let Some(msg) = rx.recv().await {
-            let node = node.clone();
+            let (node, kv) = (node.clone(), kv.clone());
             tokio::spawn(async move {
                 match msg {
                     ToClient::Op { id, request } => {
-                        let (outcome, unlocked) = perform(&node, id, request).await;
+                        let (outcome, unlocked) = perform(&node, &kv, id, request).await;
                         say(&FromClient::Done {
                             id,
                             outcome,
@@ -118,7 +121,23 @@ fn failed(e: &impl std::fmt::Debug) -> Outcome {
     Outcome::Failed { kind: kind(e) }
 }
 
-async fn perform(node: &Node, id: u64, request: Request) -> (Outcome, Option<bool>) {
+/// A key-value failure's kind: the grain error inside it when there is one.
+fn kv_failed(e: &KvError) -> Outcome {
+    let inner = match e {
+        KvError::Grain { source, .. } => kind(source),
+        other => kind(other),
+    };
+    Outcome::Failed {
+        kind: format!("Kv::{inner}"),
+    }
+}
+
+async fn perform(
+    node: &Node,
+    kv: &KvStore,
+    id: u64,
+    request: Request,
+) -> (Outcome, Option<bool>) {
     let outcome = match request {
         Request::Register { name } => {
             // The process stays alive whatever the answer: a registration that failed may
@@ -160,6 +179,14 @@ async fn perform(node: &Node, id: u64, request: Request) -> (Outcome, Option<boo
             }
         }
         Request::Lock { name, hold_ms } => return lock(node, id, &name, hold_ms).await,
+        Request::KvSet { key, value } => match kv.set(&key, &value).await {
+            Ok(previous) => Outcome::Stored { previous },
+            Err(e) => kv_failed(&e),
+        },
+        Request::KvGet { key } => match kv.get(&key).await {
+            Ok(value) => Outcome::Value { value },
+            Err(e) => kv_failed(&e),
+        },
     };
     (outcome, None)
 }

@@ -134,7 +134,8 @@ impl Cluster {
             voters.join(", ")
         );
         for i in 1..=NODES {
-            let http = format!("http = \"{}\"\n", cluster.addr(i, HTTP_PORT));
+            // Every node hosts grains (the key-value store the workload writes).
+            let http = format!("http = \"{}\"\ngrains = true\n", cluster.addr(i, HTTP_PORT));
             cluster.write_config(&format!("n{i}"), &cluster.addr(i, PORT), &http, &consensus)?;
             cluster.write_config(
                 &format!("c{i}"),

@@ -48,6 +48,19 @@ pub enum Request {
         /// The group.
         group: String,
     },
+    /// Set `key` of the replicated key-value store on grains (`atoll_cli::kv`) to `value`
+    /// (unique in the run), reading the value it replaces.
+    KvSet {
+        /// The key.
+        key: String,
+        /// The value.
+        value: String,
+    },
+    /// Read `key` of the key-value store.
+    KvGet {
+        /// The key.
+        key: String,
+    },
 }
 
 impl Request {
@@ -60,6 +73,7 @@ impl Request {
             | Request::ReadConsistent { name }
             | Request::Lock { name, .. } => name,
             Request::Join { group } => group,
+            Request::KvSet { key, .. } | Request::KvGet { key } => key,
         }
     }
 
@@ -72,6 +86,8 @@ impl Request {
             Request::ReadConsistent { .. } => "read_consistent",
             Request::Lock { .. } => "lock",
             Request::Join { .. } => "join",
+            Request::KvSet { .. } => "kv_set",
+            Request::KvGet { .. } => "kv_get",
         }
     }
 }
@@ -104,6 +120,16 @@ pub enum Outcome {
     },
     /// The process joined the group.
     Joined,
+    /// The key-value write was saved on two nodes; `previous` is the value it replaced.
+    Stored {
+        /// The value before.
+        previous: Option<String>,
+    },
+    /// What a key-value read found.
+    Value {
+        /// The value, if the key is set.
+        value: Option<String>,
+    },
     /// A typed error (`Consensus::Timeout`, `Timeout`, `Unlock::Consensus::NoLeader`...):
     /// the operation may or may not have taken effect.
     Failed {

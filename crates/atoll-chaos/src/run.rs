@@ -9,11 +9,11 @@ use std::time::{Duration, Instant};
 
 use crate::check::{self, Anomaly, Limits, Report};
 use crate::cluster::{Cluster, NODES, SetupError, VOTERS};
-use crate::history::{Declaration, Fault, History};
+use crate::history::{Declaration, Fault, History, Request};
 use crate::nemesis::{self, ALL};
 use crate::rng::Rng;
 use crate::summary;
-use crate::workload::{ClientLink, Recorder};
+use crate::workload::{self, ClientLink, Recorder};
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -211,8 +211,21 @@ pub fn run(opts: &Options) -> Result<RunResult, SetupError> {
         }
         std::thread::sleep(Duration::from_millis(500));
     }
+    // A final read of every key-value key, retried while its shard is still moving: the
+    // reads are checked like any other.
+    if let Some(reader) = links.first() {
+        for key in workload::kv_keys() {
+            let until = Instant::now() + Duration::from_millis(limits.op_bound_ms);
+            while let Some(outcome) = reader.perform(&rec, Request::KvGet { key: key.clone() }) {
+                if outcome.is_ok() || Instant::now() > until {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(500));
+            }
+        }
+    }
     crashed.extend(exited(&mut cluster));
-    log(&rec, "views snapshotted; checking");
+    log(&rec, "views snapshotted, keys read; checking");
 
     let mut history = rec.finish();
     history.declarations = cluster

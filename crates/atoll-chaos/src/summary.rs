@@ -13,12 +13,21 @@ pub const RECOVERY_MS: u64 = 10_000;
 /// How long after a heal the quiet baseline starts.
 pub const QUIET_AFTER_MS: u64 = 2000;
 
-/// When consensus operations (registrations, unregistrations, lock cycles) succeeded.
+/// When consensus operations (registrations, unregistrations, consistent reads, lock
+/// cycles) succeeded.
 pub fn successes(history: &History) -> Vec<u64> {
     let mut at: Vec<u64> = history
         .ops
         .iter()
-        .filter(|op| !matches!(op.request, Request::Read { .. } | Request::Join { .. }))
+        .filter(|op| {
+            !matches!(
+                op.request,
+                Request::Read { .. }
+                    | Request::Join { .. }
+                    | Request::KvSet { .. }
+                    | Request::KvGet { .. }
+            )
+        })
         .filter(|op| matches!(&op.outcome, Some(o) if o.is_ok()))
         .filter_map(|op| op.complete_ms)
         .collect();

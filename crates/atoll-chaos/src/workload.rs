@@ -22,10 +22,17 @@ pub const NAMES: usize = 12;
 pub const LOCKS: usize = 3;
 /// The groups it joins.
 pub const GROUPS: usize = 3;
+/// The keys of the key-value store on grains it writes and reads.
+pub const KV_KEYS: usize = 6;
 
 /// The names of the workload's keys.
 pub fn names() -> Vec<String> {
     (0..NAMES).map(|i| format!("k{i}")).collect()
+}
+
+/// The workload's key-value keys.
+pub fn kv_keys() -> Vec<String> {
+    (0..KV_KEYS).map(|i| format!("kv{i}")).collect()
 }
 
 /// The workload's groups.
@@ -264,38 +271,55 @@ impl ClientLink {
 
     /// Drives the client until `stop`: one operation at a time, chosen by `rng`.
     pub fn drive(&self, rec: &Recorder, mut rng: Rng, stop: &AtomicBool) {
-        let done = self.done.lock().unwrap_or_else(|e| e.into_inner());
         while !stop.load(Ordering::SeqCst) {
-            let request = next_request(&mut rng);
-            let id = rec.invoke(self.client, request.clone());
-            if !self.send(&ToClient::Op { id, request }) {
+            if self.perform(rec, next_request(&mut rng)).is_none() {
                 return;
-            }
-            // The answer may take as long as the client is stopped.
-            loop {
-                match done.recv() {
-                    Ok(d) if d == id => break,
-                    Ok(_) => continue,
-                    Err(_) => return,
-                }
             }
             std::thread::sleep(Duration::from_millis(rng.range(20, 120)));
         }
     }
+
+    /// Records and sends one operation and waits for its answer (as long as the client is
+    /// stopped, if it is); `None` once the client is gone.
+    pub fn perform(&self, rec: &Recorder, request: Request) -> Option<Outcome> {
+        let done = self.done.lock().unwrap_or_else(|e| e.into_inner());
+        let id = rec.invoke(self.client, request.clone());
+        if !self.send(&ToClient::Op { id, request }) {
+            return None;
+        }
+        loop {
+            match done.recv() {
+                Ok(d) if d == id => break,
+                Ok(_) => continue,
+                Err(_) => return None,
+            }
+        }
+        let mut outcome = None;
+        rec.with_op(id, |op| outcome = op.outcome.clone());
+        outcome
+    }
 }
 
-/// The next operation: mostly registrations and unregistrations, then reads, locks, joins.
+/// The next operation: mostly registrations and unregistrations, then reads, locks,
+/// key-value writes and reads, joins.
 pub fn next_request(rng: &mut Rng) -> Request {
     let name = format!("k{}", rng.range(0, NAMES as u64));
+    let key = format!("kv{}", rng.range(0, KV_KEYS as u64));
     match rng.range(0, 100) {
-        0..35 => Request::Register { name },
-        35..55 => Request::Unregister { name },
-        55..65 => Request::Read { name },
-        65..75 => Request::ReadConsistent { name },
-        75..90 => Request::Lock {
+        0..30 => Request::Register { name },
+        30..45 => Request::Unregister { name },
+        45..53 => Request::Read { name },
+        53..62 => Request::ReadConsistent { name },
+        62..76 => Request::Lock {
             name: format!("L{}", rng.range(0, LOCKS as u64)),
             hold_ms: rng.range(50, 300),
         },
+        76..86 => Request::KvSet {
+            key,
+            // Unique in the run (64 random bits), so a read tells which write it saw.
+            value: format!("{:016x}", rng.next_u64()),
+        },
+        86..93 => Request::KvGet { key },
         _ => Request::Join {
             group: format!("g{}", rng.range(0, GROUPS as u64)),
         },

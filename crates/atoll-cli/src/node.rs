@@ -33,8 +33,16 @@ pub fn run(config_path: &Path) -> Result<(), Error> {
 }
 
 /// The multi-threaded tokio runtime a node runs on, with `threads` workers.
+///
+/// Without tokio's LIFO slot: with it, a task woken by the one running runs right after
+/// it, so when many processes each answer one message (grain activations, each its own
+/// process) the connection's driver, woken by the first answer, runs between every two
+/// answers and sends each in a packet of its own. Queued behind the processes already
+/// woken, it sends the answers of a burst together, as it does for one process answering
+/// many (BENCHMARKS.md, grains).
 pub(crate) fn runtime(threads: usize) -> Result<tokio::runtime::Runtime, Error> {
     tokio::runtime::Builder::new_multi_thread()
+        .disable_lifo_slot()
         .worker_threads(threads)
         .thread_name("atoll-worker")
         .enable_all()

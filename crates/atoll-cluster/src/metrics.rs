@@ -331,6 +331,8 @@ mod tests {
                 frames_received: 12,
                 bytes_sent: 1000,
                 bytes_received: 1200,
+                datagrams_sent: 8,
+                datagrams_received: 9,
                 rtt_us: 1500,
             }],
             raft: Some(RaftView {

@@ -129,6 +129,28 @@ pub fn route(
     }
 }
 
+/// The registry index to remember with a cached activation `by` after a call it answered:
+/// `index` when the registry, read at `index` (or not read, `None`, because it had not
+/// moved since an earlier read found nothing newer), shows nothing newer than `by`, so
+/// later calls can skip the lookup until the index moves; 0 (look again) otherwise.
+///
+/// ```
+/// use atoll_core::{NodeId, Pid};
+/// use atoll_grain::{Activation, core::registry_checked};
+///
+/// let pid = Pid::new(NodeId::from_bytes([1; 16]), 1, 7);
+/// let by = Activation { pid, epoch: 5 };
+/// assert_eq!(registry_checked(40, Some(by), by), 40);
+/// assert_eq!(registry_checked(40, None, by), 40);
+/// assert_eq!(registry_checked(40, Some(Activation { pid, epoch: 6 }), by), 0);
+/// ```
+pub fn registry_checked(index: u64, registry: Option<Activation>, by: Activation) -> u64 {
+    match registry {
+        Some(r) if r.epoch > by.epoch => 0,
+        _ => index,
+    }
+}
+
 /// Chooses the node for a new activation: of the ring's candidates in ring order (already
 /// filtered by the grain's requirements), the less loaded of the first two; the first on a
 /// tie, so that every node with the same view chooses the same.

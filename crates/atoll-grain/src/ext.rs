@@ -8,7 +8,8 @@ use atoll_cluster::Node;
 use atoll_core::NodeId;
 
 use crate::core::GrainId;
-use crate::host::{GrainRouter, Shared};
+use crate::router::GrainRouter;
+use crate::shared::Shared;
 use crate::{Grain, GrainError, GrainRef, Grains};
 
 /// The grain service started last on each node of this process, without keeping it alive.

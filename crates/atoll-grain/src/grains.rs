@@ -12,9 +12,11 @@ use atoll_core::NodeId;
 use tokio::time::Instant;
 
 use crate::core::{self, Activation, Failure, GrainId, MAX_KEY_LEN, Outcome, Refusal, Route, Step};
-use crate::host::{GrainRouter, ROUTER, Request, RouterMsg, Shared, TypedActivator};
+use crate::host::TypedActivator;
 use crate::placement::{Placement, PlacementView, TwoChoices};
 use crate::rebalance::Rebalance;
+use crate::router::{GrainRouter, RouterMsg};
+use crate::shared::{Cached, ROUTER, Request, Shared};
 use crate::{Durability, Grain, GrainStore};
 
 /// How a node runs grains.
@@ -325,7 +327,7 @@ impl Grains {
     /// [`Node::shutdown`], while the cluster is still reachable: the claims are released
     /// through consensus, and `Replicated` saves need their replicas.
     pub async fn shutdown(&self) {
-        let hosts: Vec<Arc<dyn crate::host::HostSender>> = {
+        let hosts: Vec<Arc<dyn crate::shared::HostSender>> = {
             let active = self.shared.active.lock().unwrap_or_else(|e| e.into_inner());
             active.values().cloned().collect()
         };
@@ -366,7 +368,7 @@ impl Grains {
     /// Where this node last found `id` (its directory cache), if it knows.
     pub fn cached(&self, id: &GrainId) -> Option<Activation> {
         let cache = self.shared.cache.lock().unwrap_or_else(|e| e.into_inner());
-        cache.get(id).copied()
+        cache.get(id).map(|c| c.at)
     }
 
     /// The activation of `id` as this node's registry replica shows its claim.
@@ -380,7 +382,7 @@ impl Grains {
         self.shared.store.clone()
     }
 
-    fn cache(&self) -> std::sync::MutexGuard<'_, HashMap<GrainId, Activation>> {
+    fn cache(&self) -> std::sync::MutexGuard<'_, HashMap<GrainId, Cached>> {
         self.shared.cache.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -426,8 +428,14 @@ impl Grains {
         let mut last: Option<Failure> = None;
         let mut attempt = 0;
         loop {
-            let cached = self.cache().get(id).copied();
-            let route = core::route(cached, Shared::registry(&node, id), || match durability {
+            let index = node.registry_index();
+            let entry = self.cache().get(id).copied();
+            let cached = entry.map(|e| e.at);
+            let registry = match entry {
+                Some(e) if index != 0 && e.checked == index => None,
+                _ => Shared::registry(&node, id),
+            };
+            let route = core::route(cached, registry, || match durability {
                 Some(d) => self.place(&node, id, requires, d),
                 None => Some(self.shared.me),
             });
@@ -445,8 +453,13 @@ impl Grains {
             };
             match core::after(outcome, attempt) {
                 Step::Done { by, reply } => {
-                    if cached != Some(by) {
-                        self.cache().insert(id.clone(), by);
+                    // Written only when it changed: most calls find it as it was.
+                    let entry_now = Cached {
+                        at: by,
+                        checked: core::registry_checked(index, registry, by),
+                    };
+                    if entry != Some(entry_now) {
+                        self.cache().insert(id.clone(), entry_now);
                     }
                     return Ok((by, reply));
                 }
@@ -462,7 +475,7 @@ impl Grains {
                             cache.remove(id);
                         }
                         if let Some(a) = learn {
-                            cache.insert(id.clone(), a);
+                            cache.insert(id.clone(), Cached::new(a));
                         }
                     }
                     last = last_error.or(last);

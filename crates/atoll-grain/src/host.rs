@@ -1,149 +1,22 @@
-//! The processes behind grains on one node: the router that takes deliveries from callers
-//! (here or on other nodes), and one host process per activation, which holds the
-//! activation's claim and runs the grain.
+//! One host process per activation: it holds the activation's claim (the consensus lock),
+//! restores and saves the grain's state, and runs the grain.
 
-use std::collections::HashMap;
 use std::marker::PhantomData;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use tokio::time::Instant;
 
-use atoll_actor::{
-    Actor, ActorRef, ActorResult, Ctx, Decoder, Down, ExitReason, ReplyTo, Runtime, serde_decoder,
-};
-use atoll_cluster::{LockError, LockGuard, Node, WeakNode};
-use atoll_core::{NodeId, Pid};
-use serde::{Deserialize, Serialize};
+use atoll_actor::{Actor, ActorRef, ActorResult, Ctx, Down, ExitReason, Runtime};
+use atoll_cluster::{LockError, LockGuard};
+use atoll_core::Pid;
 use tracing::{debug, warn};
 
-use crate::core::{self, Activation, Answer, Arrival, GrainId, Refusal};
-use crate::placement::Placement;
-use crate::replica::{self, ReplicaAnswer, Saver};
-use crate::{Durability, Grain, GrainCtx, GrainStore};
-
-/// The local name of every node's grain router.
-pub(crate) const ROUTER: &str = "atoll.grains";
-
-/// Builds a grain of one type for a key.
-pub(crate) type Factory<G> = Arc<dyn Fn(&str) -> G + Send + Sync>;
-
-/// What one node's grain service shares between its router, its hosts and its callers.
-pub(crate) struct Shared {
-    pub(crate) node: WeakNode,
-    pub(crate) me: NodeId,
-    pub(crate) idle_timeout: Option<Duration>,
-    pub(crate) call_timeout: Duration,
-    pub(crate) store: Option<Arc<dyn GrainStore>>,
-    /// Copies of `Replicated` state on other nodes.
-    pub(crate) replicas: usize,
-    pub(crate) placement: Arc<dyn Placement>,
-    /// This node's own router.
-    pub(crate) router: OnceLock<ActorRef<GrainRouter>>,
-    pub(crate) types: RwLock<HashMap<String, Arc<dyn Activator>>>,
-    /// The live activations on this node. A router delivers to one while holding this
-    /// lock, and a host leaves it under the same lock before it answers "try again", so no
-    /// delivery can reach a host after it has decided to go.
-    pub(crate) active: Mutex<HashMap<GrainId, Arc<dyn HostSender>>>,
-    /// Where grains were last found (the directory cache).
-    pub(crate) cache: Mutex<HashMap<GrainId, Activation>>,
-    /// Routers of other nodes, as found in the process table.
-    pub(crate) routers: Mutex<HashMap<NodeId, ActorRef<GrainRouter>>>,
-    /// Every node ever seen that may hold `Replicated` copies, lost ones included: read
-    /// quorums count against it, because a copy written while a node was a member stays
-    /// on that node after the membership shrinks.
-    pub(crate) copy_holders: Mutex<std::collections::BTreeSet<NodeId>>,
-    pub(crate) activations: AtomicU64,
-    pub(crate) deactivations: AtomicU64,
-    pub(crate) migrations: AtomicU64,
-    pub(crate) adoptions: AtomicU64,
-}
-
-impl Shared {
-    pub(crate) fn registry(node: &Node, id: &GrainId) -> Option<Activation> {
-        node.lock_holder(&id.lock_name())
-            .map(|(pid, epoch)| Activation { pid, epoch })
-    }
-
-    /// The router of `target`: this node's own, or another's from the process table.
-    pub(crate) fn router_of(&self, node: &Node, target: NodeId) -> Option<ActorRef<GrainRouter>> {
-        if target == self.me {
-            return self.router.get().cloned();
-        }
-        let mut routers = self.routers.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(r) = routers.get(&target) {
-            return Some(r.clone());
-        }
-        let pid = node
-            .find_by_type("GrainRouter")
-            .into_iter()
-            .map(|ad| ad.pid)
-            .filter(|pid| pid.node == target)
-            .max_by_key(|pid| (pid.creation, pid.serial))?;
-        let router = node.runtime().remote_ref::<GrainRouter>(pid);
-        routers.insert(target, router.clone());
-        Some(router)
-    }
-
-    pub(crate) fn forget_router(&self, target: NodeId) {
-        self.routers
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&target);
-    }
-
-    pub(crate) fn cache_insert(&self, id: &GrainId, a: Activation) {
-        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
-        cache.insert(id.clone(), a);
-    }
-
-    pub(crate) fn cache_remove(&self, id: &GrainId) {
-        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
-        cache.remove(id);
-    }
-
-    fn forget_host(&self, id: &GrainId, pid: Pid, then: impl FnOnce()) {
-        let mut active = self.active.lock().unwrap_or_else(|e| e.into_inner());
-        if active.get(id).is_some_and(|h| h.pid() == pid) {
-            active.remove(id);
-        }
-        then();
-    }
-}
-
-/// What a caller asks of a grain.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub(crate) enum Request {
-    /// Handle this encoded message (and answer with the reply, for a call).
-    Msg { payload: Vec<u8>, want_reply: bool },
-    /// Move to `target`: answered with the new activation once it holds the claim.
-    Migrate { target: NodeId },
-}
-
-/// The state a migrating activation hands to its successor.
-pub(crate) struct Handed {
-    pub(crate) state: Vec<u8>,
-    /// The epoch of the activation that handed it over.
-    pub(crate) from_epoch: u64,
-}
-
-/// One request for a grain, as its router hands it to the activation.
-pub(crate) struct Delivery {
-    pub(crate) request: Request,
-    pub(crate) reply: ReplyTo<Answer>,
-}
-
-/// A host process of some grain type, seen by the router.
-pub(crate) trait HostSender: Send + Sync {
-    fn pid(&self) -> Pid;
-    /// Queues `delivery`, or hands it back if the host has exited.
-    fn deliver(&self, delivery: Delivery) -> Result<(), Delivery>;
-    /// Asks the host to deactivate now (saving its state).
-    fn deactivate(&self);
-    /// The grain type's durability and requirements.
-    fn kind(&self) -> (Durability, &'static [&'static str]);
-}
+use crate::core::{self, Activation, Answer, GrainId};
+use crate::replica::Saver;
+use crate::shared::{Activator, Delivery, Factory, Handed, HostSender, Request, Shared};
+use crate::{Durability, Grain, GrainCtx};
 
 impl<G: Grain> HostSender for ActorRef<GrainHost<G>> {
     fn pid(&self) -> Pid {
@@ -167,20 +40,6 @@ impl<G: Grain> HostSender for ActorRef<GrainHost<G>> {
             },
         }
     }
-}
-
-/// Starts activations of one grain type.
-pub(crate) trait Activator: Send + Sync {
-    fn durability(&self) -> Durability;
-    fn requires(&self) -> &'static [&'static str];
-    /// Starts a host for `id`; `adopt` carries the state of a migrating activation.
-    fn start(
-        &self,
-        shared: &Arc<Shared>,
-        rt: &Runtime,
-        id: GrainId,
-        adopt: Option<Handed>,
-    ) -> Arc<dyn HostSender>;
 }
 
 pub(crate) struct TypedActivator<G: Grain> {
@@ -214,192 +73,6 @@ impl<G: Grain> Activator for TypedActivator<G> {
             _grain: PhantomData,
         };
         Arc::new(rt.spawn(host))
-    }
-}
-
-/// What a node's router answers an adoption with.
-#[derive(Debug, Serialize, Deserialize)]
-pub(crate) enum AdoptAnswer {
-    /// A host was started here and is queueing for the claim.
-    Started(Pid),
-    /// The grain is already active here, or this node cannot host it.
-    Refused(Refusal),
-    /// This node has no factory for the grain type.
-    UnknownType,
-}
-
-/// What a node's router takes: deliveries from callers, adoptions of migrating grains,
-/// and replica reads and writes of `Replicated` state.
-#[derive(Serialize, Deserialize)]
-pub(crate) enum RouterMsg {
-    Deliver {
-        grain_type: String,
-        key: String,
-        request: Request,
-        reply: ReplyTo<Answer>,
-    },
-    /// Start an activation here with this (encoded) state, to take over the claim from
-    /// the activation at `from_epoch`.
-    Adopt {
-        grain_type: String,
-        key: String,
-        state: Vec<u8>,
-        from_epoch: u64,
-        reply: ReplyTo<AdoptAnswer>,
-    },
-    /// Read this node's copy of a `Replicated` grain for the activation at `epoch`.
-    ReplicaLoad {
-        grain_type: String,
-        key: String,
-        epoch: u64,
-        reply: ReplyTo<ReplicaAnswer>,
-    },
-    /// Store a copy of a `Replicated` grain's state for the activation at `epoch`.
-    ReplicaSave {
-        grain_type: String,
-        key: String,
-        epoch: u64,
-        state: Vec<u8>,
-        reply: ReplyTo<ReplicaAnswer>,
-    },
-}
-
-/// Takes deliveries for grains and hands them to the local activation, starting one if
-/// the grain has none anywhere (as far as this node's registry shows).
-pub(crate) struct GrainRouter {
-    pub(crate) shared: Arc<Shared>,
-}
-
-impl Actor for GrainRouter {
-    type Msg = RouterMsg;
-
-    fn remote_decoder() -> Option<Decoder<RouterMsg>> {
-        serde_decoder()
-    }
-
-    async fn handle(&mut self, msg: RouterMsg, ctx: &mut Ctx<Self>) -> ActorResult {
-        match msg {
-            RouterMsg::Deliver {
-                grain_type,
-                key,
-                request,
-                reply,
-            } => self.deliver(
-                GrainId::new(grain_type, key),
-                Delivery { request, reply },
-                ctx,
-            ),
-            RouterMsg::Adopt {
-                grain_type,
-                key,
-                state,
-                from_epoch,
-                reply,
-            } => {
-                let handed = Handed { state, from_epoch };
-                reply.reply(self.adopt(GrainId::new(grain_type, key), handed, ctx));
-            }
-            RouterMsg::ReplicaLoad {
-                grain_type,
-                key,
-                epoch,
-                reply,
-            } => {
-                let id = GrainId::new(grain_type, key);
-                reply.reply(replica::serve_load(
-                    self.shared.store.as_deref(),
-                    &id,
-                    epoch,
-                ));
-            }
-            RouterMsg::ReplicaSave {
-                grain_type,
-                key,
-                epoch,
-                state,
-                reply,
-            } => {
-                let id = GrainId::new(grain_type, key);
-                let store = self.shared.store.as_deref();
-                reply.reply(replica::serve_save(store, &id, epoch, &state));
-            }
-        }
-        Ok(())
-    }
-}
-
-impl GrainRouter {
-    fn activator(&self, id: &GrainId) -> Option<Arc<dyn Activator>> {
-        self.shared
-            .types
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&id.grain_type)
-            .cloned()
-    }
-
-    fn deliver(&mut self, id: GrainId, delivery: Delivery, ctx: &Ctx<Self>) {
-        let shared = self.shared.clone();
-        let mut active = shared.active.lock().unwrap_or_else(|e| e.into_inner());
-        let delivery = match active.get(&id) {
-            Some(host) => match host.deliver(delivery) {
-                Ok(()) => return,
-                Err(d) => {
-                    active.remove(&id);
-                    d
-                }
-            },
-            None => delivery,
-        };
-        let Some(activator) = self.activator(&id) else {
-            delivery.reply.reply(Answer::UnknownType);
-            return;
-        };
-        let Some(node) = shared.node.upgrade() else {
-            delivery.reply.reply(Answer::Retry);
-            return;
-        };
-        let arrival = core::arrival(shared.me, Shared::registry(&node, &id));
-        match (arrival, &delivery.request) {
-            // Only a message activates a grain; a migration needs a live activation.
-            (Arrival::Activate, Request::Migrate { .. }) => {
-                delivery.reply.reply(Answer::NotActive);
-            }
-            (Arrival::Activate, Request::Msg { .. }) => {
-                let host = activator.start(&shared, ctx.runtime(), id.clone(), None);
-                match host.deliver(delivery) {
-                    Ok(()) => {
-                        active.insert(id, host);
-                    }
-                    Err(d) => {
-                        d.reply.reply(Answer::Retry);
-                    }
-                }
-            }
-            (Arrival::Redirect(a), _) => {
-                delivery.reply.reply(Answer::Redirect(a));
-            }
-            (Arrival::Retry, _) => {
-                delivery.reply.reply(Answer::Retry);
-            }
-        }
-    }
-
-    /// Starts a host for a migrating grain, which queues for the claim: deliveries that
-    /// arrive meanwhile wait in its mailbox until it holds the claim.
-    fn adopt(&mut self, id: GrainId, handed: Handed, ctx: &Ctx<Self>) -> AdoptAnswer {
-        let Some(activator) = self.activator(&id) else {
-            return AdoptAnswer::UnknownType;
-        };
-        let shared = self.shared.clone();
-        let mut active = shared.active.lock().unwrap_or_else(|e| e.into_inner());
-        if active.contains_key(&id) {
-            return AdoptAnswer::Refused(Refusal::AlreadyThere);
-        }
-        let host = activator.start(&shared, ctx.runtime(), id.clone(), Some(handed));
-        let pid = host.pid();
-        active.insert(id, host);
-        AdoptAnswer::Started(pid)
     }
 }
 
@@ -531,11 +204,7 @@ impl<G: Grain> GrainHost<G> {
     pub(crate) fn abandon(&mut self, ctx: &Ctx<Self>) {
         if let Phase::Active(live) = std::mem::replace(&mut self.phase, Phase::Claiming) {
             warn!(grain = %self.id, epoch = live.ctx.epoch(), "activation lost its claim; stopping without saving");
-            self.shared
-                .cache
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .remove(&self.id);
+            self.shared.cache_remove(&self.id);
             self.shared.deactivations.fetch_add(1, Ordering::Relaxed);
         }
         self.leave(Answer::Retry, ctx);
@@ -609,11 +278,7 @@ impl<G: Grain> GrainHost<G> {
         if let Err(e) = live.ctx.save().await {
             warn!(grain = %self.id, epoch = live.ctx.epoch(), "state not saved on deactivation: {e}");
         }
-        self.shared
-            .cache
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&self.id);
+        self.shared.cache_remove(&self.id);
         if let Err(e) = live.guard.unlock().await {
             debug!(grain = %self.id, "claim released in the background: {e}");
         }
@@ -660,11 +325,7 @@ impl<G: Grain> Actor for GrainHost<G> {
                         pid: ctx.pid(),
                         epoch: live.ctx.epoch(),
                     };
-                    self.shared
-                        .cache
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .insert(self.id.clone(), by);
+                    self.shared.cache_insert(&self.id, by);
                     self.shared.activations.fetch_add(1, Ordering::Relaxed);
                     if adopting {
                         self.shared.adoptions.fetch_add(1, Ordering::Relaxed);

@@ -68,6 +68,8 @@ mod migrate;
 mod placement;
 mod rebalance;
 mod replica;
+mod router;
+mod shared;
 mod store;
 
 use atoll_actor::{ExitReason, Runtime};

@@ -12,7 +12,9 @@ use tracing::{debug, warn};
 
 use crate::Grain;
 use crate::core::{self, Activation, Answer, Queue, Refusal};
-use crate::host::{AdoptAnswer, GrainHost, Live, Phase, RouterMsg, Shared};
+use crate::host::{GrainHost, Live, Phase};
+use crate::router::{AdoptAnswer, RouterMsg};
+use crate::shared::Shared;
 
 /// How long a new host waits in the claim's queue, and the old one for it to get there.
 pub(crate) const ADOPT_WAIT: Duration = Duration::from_secs(5);
@@ -127,7 +129,7 @@ impl<G: Grain> GrainHost<G> {
         }
         self.shared.migrations.fetch_add(1, Ordering::Relaxed);
         let deadline = Instant::now() + ADOPT_WAIT;
-        let mut holder = crate::host::Shared::registry(&node, &self.id);
+        let mut holder = Shared::registry(&node, &self.id);
         while holder.is_none_or(|h| h == me) && Instant::now() < deadline {
             tokio::time::sleep(POLL).await;
             holder = Shared::registry(&node, &self.id);

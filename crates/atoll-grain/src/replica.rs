@@ -11,7 +11,8 @@ use serde::{Deserialize, Serialize};
 use tokio::task::JoinSet;
 
 use crate::core::{self, GrainId, StaleEpoch, Versioned, WriteResult};
-use crate::host::{RouterMsg, Shared};
+use crate::router::RouterMsg;
+use crate::shared::Shared;
 use crate::{Durability, GrainStore, StoreError};
 
 /// The largest replicated state accepted from a peer or a store, in bytes.
@@ -129,7 +130,7 @@ impl Saver {
         &mut self,
         id: &GrainId,
         epoch: u64,
-        handed: crate::host::Handed,
+        handed: crate::shared::Handed,
     ) -> Result<Vec<u8>, StoreError> {
         if let Saver::Replicated { shared, .. } = self
             && let Some(newer) = load(shared, id, epoch).await?

@@ -340,3 +340,72 @@ fn a_grain_whose_node_is_lost_reactivates_on_a_survivor() {
     assert_eq!(n, 2);
     assert_eq!(survivors[1].grains.cached(&id), Some(second));
 }
+
+/// A caller whose cached address of a grain went stale, first because the grain moved and
+/// then because its new node was lost, still gets its calls answered: the old address's
+/// node sends it on, and an unreachable one sends it back to the registry and placement.
+#[test]
+fn calls_through_a_stale_cached_address_are_answered() {
+    let _serial = serial();
+    init_logs();
+    let mut setup = start_cluster(redb(None));
+    for h in &setup.hosts {
+        h.grains.register(|_key| Tally).unwrap();
+    }
+    let id = GrainId::new("tally", "wanderer");
+    for h in &setup.hosts {
+        h.run(|g| async move { g.get::<Tally>("wanderer")?.call(()).await })
+            .unwrap();
+    }
+    let first = setup.hosts[0].grains.cached(&id).unwrap();
+    let old = setup
+        .hosts
+        .iter()
+        .position(|h| h.id() == first.pid.node)
+        .unwrap();
+    let (caller, new) = match old {
+        0 => (1, 2),
+        1 => (0, 2),
+        _ => (0, 1),
+    };
+    let target = setup.hosts[new].id();
+
+    // Moved by its old node: the caller is not told and still caches the old activation.
+    let moved = setup.hosts[old]
+        .run(|g| async move { g.get::<Tally>("wanderer")?.migrate(target).await })
+        .unwrap();
+    assert_eq!(moved.pid.node, target);
+    assert_eq!(setup.hosts[caller].grains.cached(&id), Some(first));
+    let n = setup.hosts[caller]
+        .run(|g| async move { g.get::<Tally>("wanderer")?.call(()).await })
+        .unwrap();
+    assert_eq!(
+        n, 4,
+        "answered by the moved activation, its state moved with it"
+    );
+    assert_eq!(setup.hosts[caller].grains.cached(&id), Some(moved));
+
+    // Its new node lost: the caller's cache points at a node that is gone.
+    let lost = setup.hosts.remove(new);
+    let lost_node = lost.id();
+    lost.kill();
+    let caller = if caller > new { caller - 1 } else { caller };
+    let survivors = &setup.hosts;
+    wait_until("the caller declares the node lost", || {
+        let swim = survivors[caller].node().membership().unwrap();
+        swim.members()
+            .iter()
+            .all(|m| m.identity.node != lost_node || !m.state.is_live())
+    });
+    assert_eq!(survivors[caller].grains.cached(&id), Some(moved));
+    let n = survivors[caller]
+        .run(|g| async move { g.get::<Tally>("wanderer")?.call(()).await })
+        .unwrap();
+    assert_eq!(
+        n, 1,
+        "reactivated on a survivor (Volatile: its state starts again)"
+    );
+    let third = survivors[caller].grains.cached(&id).unwrap();
+    assert_ne!(third.pid.node, lost_node);
+    assert!(third.epoch > moved.epoch);
+}

@@ -126,13 +126,23 @@ async fn wait(what: &str, mut done: impl FnMut() -> bool) {
     }
 }
 
-/// `tasks` loops running `op` until `for_` has passed; operations per second.
-async fn throughput<F, Fut>(tasks: usize, for_: Duration, op: F) -> f64
+/// `tasks` loops running `op` until `for_` has passed; operations per second, and how many.
+async fn throughput<F, Fut>(tasks: usize, for_: Duration, op: F) -> (f64, u64)
 where
     F: Fn(usize, u64) -> Fut + Send + Sync + 'static,
     Fut: std::future::Future<Output = ()> + Send,
 {
-    let op = Arc::new(op);
+    let (counted, elapsed, done) = count_ops(tasks, for_, Arc::new(op)).await;
+    (per_second(counted, elapsed), done)
+}
+
+/// `tasks` loops running `op` for `for_`: the operations done within it, the time taken,
+/// and the operations done including those still in flight at the stop.
+async fn count_ops<F, Fut>(tasks: usize, for_: Duration, op: Arc<F>) -> (u64, Duration, u64)
+where
+    F: Fn(usize, u64) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
     let stop = Arc::new(AtomicBool::new(false));
     let done = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
@@ -152,8 +162,111 @@ where
     stop.store(true, Ordering::Relaxed);
     let counted = done.load(Ordering::Relaxed);
     let elapsed = started.elapsed();
+    // Operations still in flight at the stop finish below: count them for the traffic.
     while set.join_next().await.is_some() {}
-    per_second(counted, elapsed)
+    (counted, elapsed, done.load(Ordering::Relaxed))
+}
+
+/// Throughput of `a` against `b`, `tasks` in flight, in `slices` turns of `slice` each,
+/// alternating, so that a change in the machine's load during the run (builds, other
+/// benchmarks) weighs on both alike: per side, operations per second and traffic per
+/// operation of this member.
+async fn side_by_side<A, FA, B, FB>(
+    node: &Node,
+    tasks: usize,
+    slices: u32,
+    slice: Duration,
+    a: A,
+    b: B,
+) -> [(f64, [f64; 4]); 2]
+where
+    A: Fn(usize, u64) -> FA + Send + Sync + 'static,
+    FA: std::future::Future<Output = ()> + Send,
+    B: Fn(usize, u64) -> FB + Send + Sync + 'static,
+    FB: std::future::Future<Output = ()> + Send,
+{
+    let (a, b) = (Arc::new(a), Arc::new(b));
+    // Per side: operations counted, time, operations done, traffic.
+    let mut sums = [(0u64, Duration::ZERO, 0u64, Traffic::default()); 2];
+    for _ in 0..slices {
+        for (side, sum) in sums.iter_mut().enumerate() {
+            let before = Traffic::now(node).await;
+            let (counted, elapsed, done) = if side == 0 {
+                count_ops(tasks, slice, a.clone()).await
+            } else {
+                count_ops(tasks, slice, b.clone()).await
+            };
+            let after = Traffic::now(node).await;
+            sum.0 += counted;
+            sum.1 += elapsed;
+            sum.2 += done;
+            sum.3 = sum.3.plus(after.minus(before));
+        }
+    }
+    sums.map(|(counted, elapsed, done, traffic)| {
+        (
+            per_second(counted, elapsed),
+            traffic.per_op(Traffic::default(), done),
+        )
+    })
+}
+
+/// What this member's connections carried so far, over all peers.
+#[derive(Debug, Clone, Copy, Default)]
+struct Traffic {
+    frames_out: u64,
+    frames_in: u64,
+    datagrams_out: u64,
+    datagrams_in: u64,
+}
+
+impl Traffic {
+    async fn now(node: &Node) -> Traffic {
+        let mut t = Traffic::default();
+        for p in node.status().await.peers {
+            t.frames_out += p.frames_sent;
+            t.frames_in += p.frames_received;
+            t.datagrams_out += p.datagrams_sent;
+            t.datagrams_in += p.datagrams_received;
+        }
+        t
+    }
+
+    fn minus(self, o: Traffic) -> Traffic {
+        Traffic {
+            frames_out: self.frames_out - o.frames_out,
+            frames_in: self.frames_in - o.frames_in,
+            datagrams_out: self.datagrams_out - o.datagrams_out,
+            datagrams_in: self.datagrams_in - o.datagrams_in,
+        }
+    }
+
+    fn plus(self, o: Traffic) -> Traffic {
+        Traffic {
+            frames_out: self.frames_out + o.frames_out,
+            frames_in: self.frames_in + o.frames_in,
+            datagrams_out: self.datagrams_out + o.datagrams_out,
+            datagrams_in: self.datagrams_in + o.datagrams_in,
+        }
+    }
+
+    /// Per operation since `before`: frames out, frames in, datagrams out, datagrams in.
+    fn per_op(self, before: Traffic, ops: u64) -> [f64; 4] {
+        let ops = ops.max(1) as f64;
+        [
+            (self.frames_out - before.frames_out) as f64 / ops,
+            (self.frames_in - before.frames_in) as f64 / ops,
+            (self.datagrams_out - before.datagrams_out) as f64 / ops,
+            (self.datagrams_in - before.datagrams_in) as f64 / ops,
+        ]
+    }
+}
+
+fn show_traffic(what: &str, t: [f64; 4]) -> String {
+    format!(
+        "{what}: frames out/in {:.2}/{:.2}, UDP datagrams out/in {:.2}/{:.2} per call",
+        t[0], t[1], t[2], t[3]
+    )
 }
 
 fn us(d: Duration) -> u64 {
@@ -246,13 +359,6 @@ async fn run(quick: bool, node: Node, grains: Grains, children: &mut Children) {
         })
         .collect();
     println!("the 64 grains called, per node         {spread:?}   | echo calls spread evenly");
-    let calls_per_s = throughput(64, secs, move |t, _| {
-        let g = refs[t].clone();
-        async move {
-            g.call(CounterMsg::Get).await.expect("grain call");
-        }
-    })
-    .await;
     let echoes: Arc<Vec<_>> = Arc::new(
         node.find_by_type("Echo")
             .into_iter()
@@ -260,23 +366,46 @@ async fn run(quick: bool, node: Node, grains: Grains, children: &mut Children) {
             .map(|a| node.actor_ref::<Echo>(a.pid).expect("echo"))
             .collect(),
     );
-    let actor_calls_per_s = throughput(64, secs, move |t, _| {
-        let e = echoes[t % echoes.len()].clone();
-        async move {
-            e.call(|r| EchoMsg::Ping(1, r), CALL)
-                .await
-                .expect("actor call");
-        }
-    })
+    let slices = if quick { 4 } else { 5 };
+    let [
+        (calls_per_s, grain_traffic),
+        (actor_calls_per_s, actor_traffic),
+    ] = side_by_side(
+        &node,
+        64,
+        slices,
+        secs / slices,
+        move |t, _| {
+            let g = refs[t].clone();
+            async move {
+                g.call(CounterMsg::Get).await.expect("grain call");
+            }
+        },
+        move |t, _| {
+            let e = echoes[t % echoes.len()].clone();
+            async move {
+                e.call(|r| EchoMsg::Ping(1, r), CALL)
+                    .await
+                    .expect("actor call");
+            }
+        },
+    )
     .await;
     println!(
         "calls/s, 64 in flight             grains {calls_per_s:.0}   | actor calls {actor_calls_per_s:.0}  ({:.2}x)",
         calls_per_s / actor_calls_per_s.max(1.0)
     );
+    // A call costs one frame each way on both paths; the datagrams show how many calls
+    // share a packet (the measuring member's cost is mostly per packet).
+    println!(
+        "  traffic of this member           {}   | {}",
+        show_traffic("grains", grain_traffic),
+        show_traffic("actor calls", actor_traffic)
+    );
 
     // State writes.
     let g2 = grains.clone();
-    let local_writes_per_s = throughput(32, secs, move |t, _| {
+    let (local_writes_per_s, _) = throughput(32, secs, move |t, _| {
         let g = g2.get::<DurableCounter>(&format!("d-{t}")).unwrap();
         async move {
             g.call(CounterMsg::Add(1))
@@ -287,7 +416,7 @@ async fn run(quick: bool, node: Node, grains: Grains, children: &mut Children) {
     })
     .await;
     let kv = KvStore::new(grains.clone());
-    let replicated_writes_per_s = throughput(32, secs, move |t, i| {
+    let (replicated_writes_per_s, _) = throughput(32, secs, move |t, i| {
         let kv = kv.clone();
         async move {
             kv.set(&format!("k-{t}-{}", i % 100), "v")
@@ -381,11 +510,13 @@ async fn run(quick: bool, node: Node, grains: Grains, children: &mut Children) {
         detection.as_secs_f64() * 1e3
     );
     println!(
-        "BENCH {{\"bench\":\"grains\",\"activation_p50_us\":{act_p50},\"activation_p99_us\":{act_p99},\"consistent_register_p50_us\":{reg_p50},\"call_p50_us\":{call_p50},\"call_p99_us\":{call_p99},\"actor_call_p50_us\":{actor_p50},\"actor_call_p99_us\":{actor_p99},\"calls_per_s\":{calls_per_s:.0},\"actor_calls_per_s\":{actor_calls_per_s:.0},\"local_writes_per_s\":{local_writes_per_s:.0},\"replicated_writes_per_s\":{replicated_writes_per_s:.0},\"migration_ms\":{:.1},\"failover_ms\":{:.0},\"detection_ms\":{:.0},\"failover_grains\":{}}}",
+        "BENCH {{\"bench\":\"grains\",\"activation_p50_us\":{act_p50},\"activation_p99_us\":{act_p99},\"consistent_register_p50_us\":{reg_p50},\"call_p50_us\":{call_p50},\"call_p99_us\":{call_p99},\"actor_call_p50_us\":{actor_p50},\"actor_call_p99_us\":{actor_p99},\"calls_per_s\":{calls_per_s:.0},\"actor_calls_per_s\":{actor_calls_per_s:.0},\"local_writes_per_s\":{local_writes_per_s:.0},\"replicated_writes_per_s\":{replicated_writes_per_s:.0},\"migration_ms\":{:.1},\"failover_ms\":{:.0},\"detection_ms\":{:.0},\"failover_grains\":{},\"call_datagrams_in\":{:.2},\"actor_call_datagrams_in\":{:.2}}}",
         mig_p50 as f64 / 1e3,
         failover.as_secs_f64() * 1e3,
         detection.as_secs_f64() * 1e3,
-        lost_count
+        lost_count,
+        grain_traffic[3],
+        actor_traffic[3]
     );
 }
 

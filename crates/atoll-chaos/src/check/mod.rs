@@ -5,16 +5,19 @@
 //! | checker | guarantee |
 //! |---|---|
 //! | [`names::check`] | the Consistent registry is linearizable (register, unregister, the final converged view) against a single-owner model, allowing only the releases membership declarations cause; local reads never invent an owner |
+//! | [`kv::check`] | the key-value store on grains is linearizable key by key: every read, and every write's answer of the value it replaced, fits one order of the acknowledged writes, so no acknowledged write is lost across kills, pauses and partitions |
 //! | [`locks::check`] | a fencing token is granted once and grows with real time; the fenced resource accepts no token older than its newest; no two healthy holders overlap |
 //! | [`converge::check`] | after the heal every client's view agrees within a bound; no acknowledged registration or group join of a client no node declared unreachable is lost |
 //! | [`bounds::check`] | every operation completes, within a bound unless its client was stopped, and every failure is typed |
 
 pub mod bounds;
 pub mod converge;
+pub mod kv;
 pub mod locks;
 pub mod names;
 #[cfg(test)]
 mod testkit;
+pub mod wgl;
 
 use serde::Serialize;
 
@@ -24,7 +27,8 @@ use crate::history::History;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, thiserror::Error)]
 #[serde(tag = "anomaly", rename_all = "snake_case")]
 pub enum Anomaly {
-    /// No order of the operations on `name` fits the single-owner registry.
+    /// No order of the operations on `name` fits its model: the single-owner registry, or
+    /// for `kv KEY` a register.
     #[error("name {name:?}: not linearizable; operations {ops:?}")]
     NotLinearizable {
         /// The name.
@@ -180,7 +184,8 @@ impl Default for Limits {
 pub struct Report {
     /// The violations.
     pub anomalies: Vec<Anomaly>,
-    /// Names whose linearizability search ran out of budget (neither passed nor failed).
+    /// Names and `kv KEY`s whose linearizability search ran out of budget (neither passed
+    /// nor failed).
     pub inconclusive: Vec<String>,
 }
 
@@ -190,6 +195,9 @@ pub fn check_all(history: &History, limits: &Limits) -> Report {
     let (anomalies, inconclusive) = names::check(history, limits);
     report.anomalies.extend(anomalies);
     report.inconclusive = inconclusive;
+    let (anomalies, inconclusive) = kv::check(history, limits);
+    report.anomalies.extend(anomalies);
+    report.inconclusive.extend(inconclusive);
     report.anomalies.extend(locks::check(history, limits));
     report.anomalies.extend(converge::check(history, limits));
     report.anomalies.extend(bounds::check(history, limits));

@@ -1,8 +1,5 @@
 //! Linearizability of the Consistent registry, name by name (linearizability is local, so
-//! each name is checked on its own), with a Wing–Gong–Lowe search: repeatedly pick an
-//! operation that may come first (invoked before every pending mandatory operation
-//! returned), apply it to the model, backtrack on a refusal, and remember every
-//! (operations done, model state) pair already explored.
+//! each name is checked on its own), with the search of [`super::wgl`].
 //!
 //! The model is one owner or none. A failure whose error says the command was not applied
 //! (`NoLeader`, `Unreachable`) changed nothing; any other failure may or may not have taken
@@ -12,8 +9,9 @@
 //! what this client owns" operation from just before the line to the grace after it.
 //! Nothing else may change the owner. The clients' converged view after the heal is a final read.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 
+use super::wgl::{Entry, Model, Verdict, excerpt, search};
 use super::{Anomaly, Limits};
 use crate::history::{DECLARATION_LEAD_MS, History, Outcome, Request};
 
@@ -41,158 +39,34 @@ enum Step {
     Read { owner: Option<String> },
 }
 
-#[derive(Debug, Clone)]
-struct Entry {
-    op: u64,
-    inv: u64,
-    /// `u64::MAX` when it may take effect at any time after `inv`.
-    resp: u64,
-    optional: bool,
-    step: Step,
-}
-
-/// Applies `step` to `state`: the next state, or `None` if the model refuses it.
-fn apply(
-    state: &Option<String>,
-    step: &Step,
-    client_of: &HashMap<String, usize>,
-) -> Option<Option<String>> {
-    match step {
-        Step::Register { pid } => state.is_none().then(|| Some(pid.clone())),
-        Step::Taken { owner } => (state.as_ref() == Some(owner)).then(|| state.clone()),
-        Step::MaybeRegister { pid } => Some(state.clone().or_else(|| Some(pid.clone()))),
-        Step::Unregister { pid } => (state.as_ref() == Some(pid)).then_some(None),
-        Step::ReleaseClient { client } => match state {
-            Some(owner) if client_of.get(owner) == Some(client) => Some(None),
-            _ => Some(state.clone()),
-        },
-        Step::Read { owner } => (owner == state).then(|| state.clone()),
-    }
-}
-
-/// The result of one name's search.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verdict {
-    /// Some order fits the model.
-    Linearizable,
-    /// No order fits.
-    Violation,
-    /// The search ran out of budget.
-    Inconclusive,
-}
-
-struct Search<'a> {
-    /// Sorted by invocation.
-    entries: &'a [Entry],
+/// The single-owner registry model; `client_of` maps each process to its client, for the
+/// releases a declaration causes.
+struct Registry<'a> {
     client_of: &'a HashMap<String, usize>,
-    seen: HashSet<(Vec<u64>, Option<String>)>,
-    budget: usize,
 }
 
-fn is_done(done: &[u64], i: usize) -> bool {
-    done[i / 64] & (1 << (i % 64)) != 0
-}
+impl Model for Registry<'_> {
+    type State = Option<String>;
+    type Step = Step;
 
-impl Search<'_> {
-    /// Moves `lo` past every entry that is done, or optional and no longer placeable
-    /// (it returned before an operation already placed was invoked).
-    fn advance(&self, done: &[u64], mut lo: usize, max_inv: u64) -> usize {
-        while lo < self.entries.len()
-            && (is_done(done, lo) || (self.entries[lo].optional && self.entries[lo].resp < max_inv))
-        {
-            lo += 1;
-        }
-        lo
-    }
-
-    fn run(
-        &mut self,
-        done: &mut Vec<u64>,
-        state: &Option<String>,
-        lo: usize,
-        max_inv: u64,
-        mandatory_left: usize,
-    ) -> Verdict {
-        if mandatory_left == 0 {
-            return Verdict::Linearizable;
-        }
-        if !self.seen.insert((done.clone(), state.clone())) {
-            return Verdict::Violation;
-        }
-        if self.seen.len() > self.budget {
-            return Verdict::Inconclusive;
-        }
-        // Pending mandatory operations bound which operations may come next; entries are
-        // sorted by invocation, so the scan stops at the first one invoked after the bound.
-        let mut min_resp = u64::MAX;
-        let mut hi = lo;
-        for (i, e) in self.entries.iter().enumerate().skip(lo) {
-            if e.inv > min_resp {
-                break;
-            }
-            hi = i + 1;
-            if !is_done(done, i) && !e.optional {
-                min_resp = min_resp.min(e.resp);
-            }
-        }
-        let mut inconclusive = false;
-        // Mandatory candidates first: they are the ones that must fit.
-        for pass_optional in [false, true] {
-            for i in lo..hi {
-                let e = &self.entries[i];
-                if is_done(done, i) || e.optional != pass_optional || e.inv > min_resp {
-                    continue;
-                }
-                // An optional operation placed after one invoked after it returned would
-                // break real-time order.
-                if e.optional && e.resp < max_inv {
-                    continue;
-                }
-                let Some(next) = apply(state, &e.step, self.client_of) else {
-                    continue;
-                };
-                // An optional operation that changes nothing never helps: leaving it out
-                // constrains nothing.
-                if e.optional && next == *state {
-                    continue;
-                }
-                done[i / 64] |= 1 << (i % 64);
-                let max_inv = max_inv.max(e.inv);
-                let next_lo = self.advance(done, lo, max_inv);
-                let left = mandatory_left - usize::from(!e.optional);
-                let verdict = self.run(done, &next, next_lo, max_inv, left);
-                done[i / 64] &= !(1 << (i % 64));
-                match verdict {
-                    Verdict::Linearizable => return Verdict::Linearizable,
-                    Verdict::Inconclusive => inconclusive = true,
-                    Verdict::Violation => {}
-                }
-            }
-        }
-        if inconclusive {
-            Verdict::Inconclusive
-        } else {
-            Verdict::Violation
+    fn apply(&self, state: &Option<String>, step: &Step) -> Option<Option<String>> {
+        match step {
+            Step::Register { pid } => state.is_none().then(|| Some(pid.clone())),
+            Step::Taken { owner } => (state.as_ref() == Some(owner)).then(|| state.clone()),
+            Step::MaybeRegister { pid } => Some(state.clone().or_else(|| Some(pid.clone()))),
+            Step::Unregister { pid } => (state.as_ref() == Some(pid)).then_some(None),
+            Step::ReleaseClient { client } => match state {
+                Some(owner) if self.client_of.get(owner) == Some(client) => Some(None),
+                _ => Some(state.clone()),
+            },
+            Step::Read { owner } => (owner == state).then(|| state.clone()),
         }
     }
-}
-
-fn search(entries: &mut [Entry], client_of: &HashMap<String, usize>, budget: usize) -> Verdict {
-    entries.sort_by_key(|e| (e.inv, e.resp));
-    let mandatory = entries.iter().filter(|e| !e.optional).count();
-    let mut search = Search {
-        entries,
-        client_of,
-        seen: HashSet::new(),
-        budget,
-    };
-    let mut done = vec![0u64; entries.len().div_ceil(64)];
-    search.run(&mut done, &None, 0, 0, mandatory)
 }
 
 /// Each name's operations as model steps.
-fn entries(history: &History, limits: &Limits) -> BTreeMap<String, Vec<Entry>> {
-    let mut by_name: BTreeMap<String, Vec<Entry>> = BTreeMap::new();
+fn entries(history: &History, limits: &Limits) -> BTreeMap<String, Vec<Entry<Step>>> {
+    let mut by_name: BTreeMap<String, Vec<Entry<Step>>> = BTreeMap::new();
     for op in &history.ops {
         let (resp, outcome) = match (op.complete_ms, &op.outcome) {
             (Some(at), Some(outcome)) => (at, Some(outcome)),
@@ -272,29 +146,6 @@ fn entries(history: &History, limits: &Limits) -> BTreeMap<String, Vec<Entry>> {
     by_name
 }
 
-/// The operations just before the shortest prefix (by invocation) of `list` that no order
-/// fits: where the violation shows.
-fn excerpt(list: &mut [Entry], client_of: &HashMap<String, usize>, budget: usize) -> Vec<u64> {
-    list.sort_by_key(|e| (e.inv, e.resp));
-    let (mut ok, mut bad) = (0, list.len());
-    while bad - ok > 1 {
-        let mid = (ok + bad) / 2;
-        let mut prefix = list[..mid].to_vec();
-        match search(&mut prefix, client_of, budget) {
-            Verdict::Violation => bad = mid,
-            _ => ok = mid,
-        }
-    }
-    let ids: Vec<u64> = list[..bad]
-        .iter()
-        .rev()
-        .map(|e| e.op)
-        .filter(|&op| op != 0)
-        .take(12)
-        .collect();
-    ids.into_iter().rev().collect()
-}
-
 /// Checks every name; returns the anomalies and the names whose search ran out of budget.
 pub fn check(history: &History, limits: &Limits) -> (Vec<Anomaly>, Vec<String>) {
     let client_of: HashMap<String, usize> = history
@@ -302,14 +153,17 @@ pub fn check(history: &History, limits: &Limits) -> (Vec<Anomaly>, Vec<String>) 
         .iter()
         .filter_map(|op| Some((op.pid.clone()?, op.client)))
         .collect();
+    let model = Registry {
+        client_of: &client_of,
+    };
     let mut anomalies = Vec::new();
     let mut inconclusive = Vec::new();
     for (name, mut list) in entries(history, limits) {
-        match search(&mut list, &client_of, limits.search_budget) {
+        match search(&model, &None, &mut list, limits.search_budget) {
             Verdict::Linearizable => {}
             Verdict::Inconclusive => inconclusive.push(name),
             Verdict::Violation => anomalies.push(Anomaly::NotLinearizable {
-                ops: excerpt(&mut list, &client_of, limits.search_budget),
+                ops: excerpt(&model, &None, &mut list, limits.search_budget),
                 name,
             }),
         }

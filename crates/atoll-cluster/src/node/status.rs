@@ -198,6 +198,12 @@ pub struct PeerStatus {
     pub bytes_sent: u64,
     /// UDP payload bytes received on this connection.
     pub bytes_received: u64,
+    /// UDP datagrams sent on this connection (0 on the in-memory network of simulations).
+    #[serde(default)]
+    pub datagrams_sent: u64,
+    /// UDP datagrams received on this connection (0 on the in-memory network).
+    #[serde(default)]
+    pub datagrams_received: u64,
     /// The connection's smoothed round-trip time, in microseconds.
     pub rtt_us: u64,
 }
@@ -325,6 +331,8 @@ impl Node {
                         frames_received: p.frames_received.load(Ordering::Relaxed),
                         bytes_sent: stats.bytes_sent,
                         bytes_received: stats.bytes_received,
+                        datagrams_sent: stats.datagrams_sent,
+                        datagrams_received: stats.datagrams_received,
                         rtt_us: u64::try_from(stats.rtt.as_micros()).unwrap_or(u64::MAX),
                     }
                 })

@@ -62,6 +62,10 @@ fn stream_error(e: impl std::fmt::Display) -> StreamError {
 pub(crate) struct LinkStats {
     pub(crate) bytes_sent: u64,
     pub(crate) bytes_received: u64,
+    /// UDP datagrams sent and received (QUIC only: 0 on the in-memory network, which has
+    /// no packets).
+    pub(crate) datagrams_sent: u64,
+    pub(crate) datagrams_received: u64,
     pub(crate) rtt: std::time::Duration,
 }
 
@@ -266,6 +270,8 @@ impl Connection {
                 LinkStats {
                     bytes_sent: s.udp_tx.bytes,
                     bytes_received: s.udp_rx.bytes,
+                    datagrams_sent: s.udp_tx.datagrams,
+                    datagrams_received: s.udp_rx.datagrams,
                     rtt: s.path.rtt,
                 }
             }
