@@ -203,7 +203,7 @@ pub enum SnapshotDecodeError {
 }
 
 /// The replicated registry: names, locks and configuration.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct Registry {
     names: BTreeMap<String, Binding>,
     locks: BTreeMap<String, LockGrant>,
@@ -211,7 +211,24 @@ pub struct Registry {
     /// Per lock, the processes queued for it in order, each with the index of the entry
     /// that queued it.
     waiters: BTreeMap<String, VecDeque<(Pid, u64)>>,
+    /// Derived from `names`, never encoded: per owning process, how many of its bindings
+    /// each log index created. The periodic release sweeps visit owners instead of every
+    /// name, so their cost does not grow with the registry.
+    #[serde(skip)]
+    owners: BTreeMap<Pid, BTreeMap<u64, u32>>,
 }
+
+impl PartialEq for Registry {
+    fn eq(&self, other: &Self) -> bool {
+        // `owners` follows from `names`.
+        self.names == other.names
+            && self.locks == other.locks
+            && self.config == other.config
+            && self.waiters == other.waiters
+    }
+}
+
+impl Eq for Registry {}
 
 /// The registry as snapshot version 1 wrote it (before lock queues).
 #[derive(Deserialize)]
@@ -232,6 +249,51 @@ impl Registry {
     /// An empty registry.
     pub fn new() -> Self {
         Registry::default()
+    }
+
+    /// Binds `name`, keeping the owner index.
+    fn bind(&mut self, name: String, binding: Binding) {
+        *self
+            .owners
+            .entry(binding.pid)
+            .or_default()
+            .entry(binding.index)
+            .or_default() += 1;
+        if let Some(old) = self.names.insert(name, binding) {
+            self.forget_owner(&old);
+        }
+    }
+
+    /// Unbinds `name`, keeping the owner index.
+    fn unbind(&mut self, name: &str) -> Option<Binding> {
+        let old = self.names.remove(name)?;
+        self.forget_owner(&old);
+        Some(old)
+    }
+
+    fn forget_owner(&mut self, binding: &Binding) {
+        let Some(at) = self.owners.get_mut(&binding.pid) else {
+            return;
+        };
+        if let Some(count) = at.get_mut(&binding.index) {
+            *count -= 1;
+            if *count == 0 {
+                at.remove(&binding.index);
+            }
+        }
+        if at.is_empty() {
+            self.owners.remove(&binding.pid);
+        }
+    }
+
+    /// Rebuilds the owner index from the names (after decoding).
+    fn index_owners(mut self) -> Self {
+        let mut owners: BTreeMap<Pid, BTreeMap<u64, u32>> = BTreeMap::new();
+        for b in self.names.values() {
+            *owners.entry(b.pid).or_default().entry(b.index).or_default() += 1;
+        }
+        self.owners = owners;
+        self
     }
 
     /// Applies the command of the log entry at `index`. Indexes must increase across calls.
@@ -346,7 +408,7 @@ impl Registry {
                     Some(b) if b.pid == *pid => Outcome::Registered,
                     Some(b) => Outcome::NameTaken { owner: b.pid },
                     None => {
-                        self.names.insert(
+                        self.bind(
                             name.clone(),
                             Binding {
                                 pid: *pid,
@@ -360,7 +422,7 @@ impl Registry {
             }
             Command::Unregister { name, pid } => match self.names.get(name) {
                 Some(b) if b.pid == *pid => {
-                    self.names.remove(name);
+                    self.unbind(name);
                     Outcome::Unregistered
                 }
                 other => Outcome::NotOwner {
@@ -390,7 +452,7 @@ impl Registry {
                     .map(|(n, _)| n.clone())
                     .collect();
                 for n in &names {
-                    self.names.remove(n);
+                    self.unbind(n);
                 }
                 for queue in self.waiters.values_mut() {
                     queue.retain(|(p, at)| !gone(p, *at));
@@ -470,6 +532,14 @@ impl Registry {
         &self.names
     }
 
+    /// Every process that owns names, in pid order, with the log index of its oldest
+    /// binding. Visits owners, not names.
+    pub fn name_owners(&self) -> impl Iterator<Item = (Pid, u64)> + '_ {
+        self.owners
+            .iter()
+            .filter_map(|(pid, at)| Some((*pid, *at.keys().next()?)))
+    }
+
     /// All held locks, ordered by name.
     pub fn locks(&self) -> &BTreeMap<String, LockGrant> {
         &self.locks
@@ -506,7 +576,9 @@ impl Registry {
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, SnapshotDecodeError> {
         match bytes.split_first() {
             None => Err(SnapshotDecodeError::Empty),
-            Some((&SNAPSHOT_VERSION, body)) => Ok(postcard::from_bytes(body)?),
+            Some((&SNAPSHOT_VERSION, body)) => {
+                Ok(postcard::from_bytes::<Registry>(body)?.index_owners())
+            }
             Some((1, body)) => {
                 let v1: RegistryV1 = postcard::from_bytes(body)?;
                 let locks = v1
@@ -526,7 +598,9 @@ impl Registry {
                     locks,
                     config: v1.config,
                     waiters: BTreeMap::new(),
-                })
+                    owners: BTreeMap::new(),
+                }
+                .index_owners())
             }
             Some((&v, _)) => Err(SnapshotDecodeError::Version(v)),
         }

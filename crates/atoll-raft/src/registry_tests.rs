@@ -510,3 +510,60 @@ fn one_entry_grants_a_lock_at_most_once() {
         Outcome::LockGranted { token: 10 }
     );
 }
+
+/// The owner index as it follows from the names: (pid, oldest index).
+fn owners_from_names(r: &Registry) -> Vec<(Pid, u64)> {
+    let mut by: BTreeMap<Pid, u64> = BTreeMap::new();
+    for b in r.names().values() {
+        let oldest = by.entry(b.pid).or_insert(u64::MAX);
+        *oldest = (*oldest).min(b.index);
+    }
+    by.into_iter().collect()
+}
+
+#[test]
+fn the_owner_index_follows_every_change_and_a_snapshot() {
+    let (a, b, old_b) = (pid(1, 1, 1), pid(2, 2, 7), pid(2, 1, 3));
+    let unregister = |name: &str, pid| Command::Unregister {
+        name: name.into(),
+        pid,
+    };
+    let steps = vec![
+        register("a1", a),
+        Command::Batch(vec![
+            register("a2", a),
+            register("a5", a),
+            register("b1", b),
+            register("o1", old_b),
+        ]),
+        register("a3", a),
+        // Taken and not-owner: nothing changes.
+        register("a1", b),
+        unregister("a1", b),
+        unregister("a1", a),
+        Command::Batch(vec![unregister("a2", a), register("a4", a)]),
+        register("o2", old_b),
+        Command::ReleaseNode {
+            node: node(2),
+            before_creation: Some(2),
+            up_to_index: None,
+        },
+        unregister("a3", a),
+        unregister("a4", a),
+    ];
+    let mut r = Registry::new();
+    for (i, step) in steps.iter().enumerate() {
+        r.apply(i as u64 + 1, step);
+        let expected = owners_from_names(&r);
+        assert_eq!(
+            r.name_owners().collect::<Vec<_>>(),
+            expected,
+            "after step {i}"
+        );
+        let copy = Registry::from_bytes(&r.to_bytes()).expect("decodes");
+        assert_eq!(copy.name_owners().collect::<Vec<_>>(), expected);
+    }
+    // Left: a5 (a's other binding of the batch at index 2, after a2 of the same entry
+    // went) and b1.
+    assert_eq!(r.name_owners().collect::<Vec<_>>(), vec![(a, 2), (b, 2)]);
+}

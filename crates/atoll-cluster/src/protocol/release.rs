@@ -50,12 +50,11 @@ pub fn releases(
     standing: impl Fn(NodeId) -> Standing,
 ) -> Vec<Command> {
     // Per node: the incarnations holding (or queued for) something, and the oldest index
-    // at which it asked.
+    // at which it asked. Names are visited by owner: a sweep's cost follows the processes
+    // holding names, not the names.
     let mut holders: BTreeMap<NodeId, (BTreeSet<u32>, u64)> = BTreeMap::new();
     let held = registry
-        .names()
-        .values()
-        .map(|b| (b.pid, b.index))
+        .name_owners()
         .chain(registry.locks().values().map(|g| (g.holder, g.asked)))
         .chain(registry.lock_waiters_since().map(|(_, pid, at)| (pid, at)));
     for (pid, at) in held {
@@ -130,10 +129,17 @@ pub fn orphans(
     alive: impl Fn(Pid) -> bool,
 ) -> Vec<Command> {
     let orphaned = |pid: &Pid| pid.node == me && pid.creation == creation && !alive(*pid);
+    // The owners first: the names are only looked through when one of them exited.
+    let dead: BTreeSet<Pid> = registry
+        .name_owners()
+        .map(|(pid, _)| pid)
+        .filter(|pid| orphaned(pid))
+        .collect();
     let names = registry
         .names()
         .iter()
-        .filter(|(_, b)| orphaned(&b.pid))
+        .take(if dead.is_empty() { 0 } else { usize::MAX })
+        .filter(|(_, b)| dead.contains(&b.pid))
         .map(|(name, b)| Command::Unregister {
             name: name.clone(),
             pid: b.pid,

@@ -1,5 +1,6 @@
 //! Consensus naming and locks: `names [--quick]`; names at scale (registry pushes to
-//! members): `names --names 100000 --members 16` (see `scale.rs`).
+//! members): `names --names 100000 --members 16` (see `scale.rs`; its voters run as
+//! separate processes of this binary, see `voters.rs`).
 //!
 //! Three voters run in this one process, each with its own durable redb store (every append
 //! and vote fsynced before it is acknowledged) in a temporary directory, talking through the
@@ -32,6 +33,7 @@ use atoll_raft::{
 };
 
 mod scale;
+mod voters;
 
 type Voter = Consensus<MemTransport>;
 
@@ -258,6 +260,10 @@ fn redb_floor(dir: &Path, count: u64) -> Vec<u64> {
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some(voters::FLAG) {
+        voters::voter_main(&args[2..]);
+        return;
+    }
     if let Some(scale) = scale::ScaleArgs::parse(&args) {
         scale::run(&scale);
         return;

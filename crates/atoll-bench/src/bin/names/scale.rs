@@ -1,11 +1,13 @@
 //! Names at scale: `names --names N --members M [--quick] [--push snapshots|deltas|both]`.
 //!
-//! Three voter nodes and `M` non-voter members over QUIC and TLS on loopback, all in this
-//! process on one runtime (each member connected to each voter). At two registry sizes in
-//! the same cluster, first with 100 names and then with `N` (the rest registered in
-//! between), it measures:
+//! Three voter nodes, each a separate OS process on its own 2-worker runtime (see
+//! `voters.rs`), and `M` non-voter members over QUIC and TLS on loopback, the members in
+//! this process on one 2-worker runtime (each member connected to each voter). At two
+//! registry sizes in the same cluster, first with 100 names and then with `N` (the rest
+//! registered in between), it measures:
 //!
-//! - registrations per second through `Node::register` at the leader's node, 64 in flight:
+//! - registrations per second through `Node::register` at the leader's node (in the
+//!   leader's process, timed here around the request), 64 in flight:
 //!   the median of five rounds of a fixed number of registrations, each round unregistered
 //!   afterwards (untimed) so the registry stays at the size measured;
 //! - the bytes the voters sent to the members meanwhile (deltas and snapshots, framed), per
@@ -17,19 +19,15 @@
 //! `--push snapshots` runs the same with voters pushing the whole registry every 50 ms (the
 //! former way); `both` runs that first, then deltas, each in a fresh cluster.
 
-use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use atoll::net::{ClusterCa, NodeIdentity, RevocationList};
 use atoll::{ConsensusConfig, Node, NodeConfig, RegistryPush};
 use atoll_bench::{p50_p99, per_second};
-use atoll_core::{NodeId, Pid, Scope};
-use atoll_raft::Role;
 
-use super::Holder;
+use super::voters::{Voters, range_name};
 
 /// The registry size of the `_small` figures.
 const SMALL: usize = 100;
@@ -87,7 +85,7 @@ struct AtSize {
 }
 
 struct Cluster {
-    voters: Vec<Node>,
+    voters: Voters,
     members: Vec<Node>,
     leader: usize,
 }
@@ -112,7 +110,7 @@ pub fn run(args: &ScaleArgs) {
         (2_000, 200)
     };
     println!(
-        "names at scale: 3 voter nodes + {} members over QUIC+TLS on loopback, one process, one 2-worker runtime; {} cores",
+        "names at scale: 3 voter nodes, each a separate OS process (own 2-worker runtime), + {} members in this process (one 2-worker runtime), over QUIC+TLS on loopback; {} cores",
         args.members,
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
@@ -187,26 +185,22 @@ async fn measure(
     lag_samples: usize,
 ) -> (AtSize, AtSize) {
     let cluster = start(root, args.members, mode).await;
-    let leader = cluster.voters[cluster.leader].clone();
-    let owner = leader.runtime().spawn(Holder).pid();
-    let counter = Arc::new(AtomicU64::new(0));
+    println!(
+        "  ({}: voter processes {:?}, leader v{})",
+        mode_name(mode),
+        cluster.voters.pids,
+        cluster.leader
+    );
+    let counter = AtomicU64::new(0);
     // Warm up, then fill the registry to the small size.
-    let filled = register_many(&leader, owner, "fill", SMALL, 64, &counter).await;
-    wait_members_at(&cluster, &leader).await;
-    let small = at_size(
-        &cluster,
-        owner,
-        filled.len(),
-        per_size,
-        lag_samples,
-        &counter,
-    )
-    .await;
+    let filled = register_range(&cluster, "fill", SMALL, 64, &counter).await;
+    wait_members_at(&cluster).await;
+    let small = at_size(&cluster, filled as usize, per_size, lag_samples, &counter).await;
     let t = Instant::now();
     let target = args.names;
     let have = SMALL + lag_samples;
     if target > have {
-        register_many(&leader, owner, "fill", target - have, 256, &counter).await;
+        register_range(&cluster, "fill", target - have, 256, &counter).await;
     }
     println!(
         "  ({}: filled to {} names in {:.1}s)",
@@ -214,26 +208,38 @@ async fn measure(
         target.max(have),
         t.elapsed().as_secs_f64()
     );
-    wait_members_at(&cluster, &leader).await;
-    let large = at_size(
-        &cluster,
-        owner,
-        target.max(have),
-        per_size,
-        lag_samples,
-        &counter,
-    )
-    .await;
-    for n in cluster.voters.iter().chain(&cluster.members) {
+    wait_members_at(&cluster).await;
+    let large = at_size(&cluster, target.max(have), per_size, lag_samples, &counter).await;
+    for n in &cluster.members {
         n.shutdown(Duration::from_secs(1)).await;
     }
+    cluster.voters.quit().await;
     (small, large)
 }
 
+/// Registers `count` fresh names at the leader's node, `in_flight` at once (inside the
+/// leader's process): how many succeeded.
+async fn register_range(
+    cluster: &Cluster,
+    prefix: &str,
+    count: usize,
+    in_flight: usize,
+    counter: &AtomicU64,
+) -> u64 {
+    let first = counter.fetch_add(count as u64, Ordering::Relaxed);
+    cluster
+        .voters
+        .number(
+            cluster.leader,
+            format!("register {prefix} {first} {count} {in_flight}"),
+        )
+        .await
+}
+
 /// Waits (up to a minute) until every member's copy is at the leader's index.
-async fn wait_members_at(cluster: &Cluster, leader: &Node) {
+async fn wait_members_at(cluster: &Cluster) {
     let deadline = Instant::now() + Duration::from_secs(60);
-    let index = leader.registry_index();
+    let index = cluster.voters.number(cluster.leader, "index".into()).await;
     while cluster.members.iter().any(|m| m.registry_index() < index) {
         if Instant::now() > deadline {
             println!("  (members did not reach index {index} within a minute)");
@@ -243,48 +249,45 @@ async fn wait_members_at(cluster: &Cluster, leader: &Node) {
     }
 }
 
-fn pushed_bytes(cluster: &Cluster) -> (u64, u64) {
-    cluster.voters.iter().fold((0, 0), |(b, s), v| {
-        let f = v.registry_feed_stats();
-        (b + f.bytes_sent, s + f.snapshots_sent)
-    })
-}
-
 async fn at_size(
     cluster: &Cluster,
-    owner: Pid,
     names: usize,
     count: usize,
     lag_samples: usize,
-    counter: &Arc<AtomicU64>,
+    counter: &AtomicU64,
 ) -> AtSize {
-    let leader = &cluster.voters[cluster.leader];
+    let leader = cluster.leader;
     let mut rates = Vec::new();
     let (mut bytes, mut snapshots, mut registered) = (0, 0, 0);
     for _ in 0..ROUNDS {
-        let (bytes0, snaps0) = pushed_bytes(cluster);
+        let (bytes0, snaps0) = cluster.voters.pushed().await;
+        let first = counter.fetch_add(count as u64, Ordering::Relaxed);
         let t = Instant::now();
-        let done = register_many(leader, owner, "rate", count, 64, counter).await;
-        rates.push(per_second(done.len() as u64, t.elapsed()));
+        let done = cluster
+            .voters
+            .number(leader, format!("register rate {first} {count} 64"))
+            .await;
+        rates.push(per_second(done, t.elapsed()));
         // What the registrations cost the members: wait for them to be delivered.
-        wait_members_at(cluster, leader).await;
-        let (bytes1, snaps1) = pushed_bytes(cluster);
+        wait_members_at(cluster).await;
+        let (bytes1, snaps1) = cluster.voters.pushed().await;
         bytes += bytes1 - bytes0;
         snapshots += snaps1 - snaps0;
-        registered += done.len();
+        registered += done;
         // Back to the registry size measured (not timed).
-        unregister_many(leader, done).await;
-        wait_members_at(cluster, leader).await;
+        cluster
+            .voters
+            .ask(leader, format!("unregister rate {first} {count}"))
+            .await;
+        wait_members_at(cluster).await;
     }
     rates.sort_by(f64::total_cmp);
     let mut lags = Vec::with_capacity(lag_samples * cluster.members.len());
     for _ in 0..lag_samples {
-        let name = format!("lag-{:08}", counter.fetch_add(1, Ordering::Relaxed));
-        if leader
-            .register(&name, owner, Scope::Consistent)
-            .await
-            .is_err()
-        {
+        let name = range_name("lag", counter.fetch_add(1, Ordering::Relaxed));
+        // Timed from the moment the answer reaches this process (a pipe hop after the
+        // registration returned in the leader's process).
+        if cluster.voters.ask(leader, format!("one {name}")).await != "1" {
             continue;
         }
         let start = Instant::now();
@@ -292,7 +295,7 @@ async fn at_size(
         let deadline = start + Duration::from_secs(10);
         while !pending.is_empty() && Instant::now() < deadline {
             pending.retain(|&i| {
-                if cluster.members[i].whereis(&name) == Some(owner) {
+                if cluster.members[i].whereis(&name).is_some() {
                     lags.push(start.elapsed().as_micros() as u64);
                     false
                 } else {
@@ -315,118 +318,43 @@ async fn at_size(
     }
 }
 
-/// Registers `count` fresh names at `node` with `in_flight` at once: those registered.
-async fn register_many(
-    node: &Node,
-    owner: Pid,
-    prefix: &'static str,
-    count: usize,
-    in_flight: usize,
-    counter: &Arc<AtomicU64>,
-) -> Vec<String> {
-    let next = Arc::new(AtomicU64::new(0));
-    let tasks: Vec<_> = (0..in_flight)
-        .map(|_| {
-            let (node, next, counter) = (node.clone(), next.clone(), counter.clone());
-            tokio::spawn(async move {
-                let mut ok = Vec::new();
-                while next.fetch_add(1, Ordering::Relaxed) < count as u64 {
-                    // Names of one length at every size: the bytes pushed compare.
-                    let n = counter.fetch_add(1, Ordering::Relaxed);
-                    let name = format!("{prefix}-{n:08}");
-                    if node.register(&name, owner, Scope::Consistent).await.is_ok() {
-                        ok.push(name);
-                    }
-                }
-                ok
-            })
-        })
-        .collect();
-    let mut all = Vec::with_capacity(count);
-    for t in tasks {
-        all.extend(t.await.unwrap_or_default());
-    }
-    all
-}
-
-/// Unregisters `names` at `node`, 64 at once.
-async fn unregister_many(node: &Node, names: Vec<String>) {
-    let names = Arc::new(names);
-    let next = Arc::new(AtomicU64::new(0));
-    let tasks: Vec<_> = (0..64)
-        .map(|_| {
-            let (node, names, next) = (node.clone(), names.clone(), next.clone());
-            tokio::spawn(async move {
-                loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed) as usize;
-                    let Some(name) = names.get(i) else { return };
-                    let _ = node.unregister(name).await;
-                }
-            })
-        })
-        .collect();
-    for t in tasks {
-        let _ = t.await;
-    }
-}
-
 async fn start(root: &Path, members: usize, mode: RegistryPush) -> Cluster {
     let ca = ClusterCa::create("bench").expect("CA");
-    let count = 3 + members;
-    let keys: Vec<NodeIdentity> = (0..count)
-        .map(|_| NodeIdentity::generate().expect("key"))
-        .collect();
-    let addrs: Vec<SocketAddr> = (0..3)
-        .map(|_| {
-            std::net::UdpSocket::bind("127.0.0.1:0")
-                .and_then(|s| s.local_addr())
-                .expect("a free port")
-        })
-        .collect();
-    let voters: Vec<(NodeId, SocketAddr)> = (0..3).map(|i| (keys[i].node_id(), addrs[i])).collect();
+    let voters = Voters::spawn(&root.join("voters"), &ca, mode);
     let mut nodes = Vec::new();
-    for (i, key) in keys.into_iter().enumerate() {
-        let name = if i < 3 {
-            format!("v{i}")
-        } else {
-            format!("m{}", i - 3)
-        };
+    for i in 0..members {
+        let name = format!("m{i}");
+        let key = NodeIdentity::generate().expect("key");
         let cert = ca.issue(&name, &key.public_key()).expect("certificate");
-        let listen = if i < 3 {
-            addrs[i]
-        } else {
-            "127.0.0.1:0".parse().expect("an address")
-        };
-        let mut consensus = ConsensusConfig::new(voters.clone(), root.join(&name));
+        let listen = "127.0.0.1:0".parse().expect("an address");
+        let mut consensus = ConsensusConfig::new(voters.ids.clone(), root.join(&name));
         consensus.push = mode;
         let config = NodeConfig::with_ca(&name, listen, key, cert, ca.trust(RevocationList::new()))
             .with_consensus(consensus);
         nodes.push(Node::start(config).expect("node starts"));
     }
-    let members = nodes.split_off(3);
-    for m in &members {
-        for addr in &addrs {
+    for m in &nodes {
+        for (_, addr) in &voters.ids {
             m.connect(*addr).await.expect("a member reaches a voter");
         }
     }
+    let deadline = Instant::now() + Duration::from_secs(30);
     let leader = loop {
         let mut leading = None;
-        for (i, n) in nodes.iter().enumerate() {
-            if n.raft_status()
-                .await
-                .is_some_and(|s| s.role == Role::Leader)
-            {
+        for i in 0..voters.ids.len() {
+            if voters.ask(i, "leader".into()).await == "1" {
                 leading = Some(i);
             }
         }
         if let Some(i) = leading {
             break i;
         }
+        assert!(Instant::now() < deadline, "no leader elected");
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     Cluster {
-        voters: nodes,
-        members,
+        voters,
+        members: nodes,
         leader,
     }
 }
