@@ -132,12 +132,7 @@ fn kv_failed(e: &KvError) -> Outcome {
     }
 }
 
-async fn perform(
-    node: &Node,
-    kv: &KvStore,
-    id: u64,
-    request: Request,
-) -> (Outcome, Option<bool>) {
+async fn perform(node: &Node, kv: &KvStore, id: u64, request: Request) -> (Outcome, Option<bool>) {
     let outcome = match request {
         Request::Register { name } => {
             // The process stays alive whatever the answer: a registration that failed may
