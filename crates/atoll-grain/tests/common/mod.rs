@@ -254,15 +254,24 @@ impl Setup {
         self.restart_all_with(true, grains);
     }
 
-    /// Like [`Self::restart_all`], stopping the grain services first or leaving them to
+    /// Like [`Self::restart_all`], stopping every grain service first or leaving them to
     /// the nodes' shutdown.
     pub fn restart_all_with(
         &mut self,
         grains_first: bool,
         grains: impl Fn(usize, &std::path::Path) -> GrainsConfig,
     ) {
+        // Every grain service first, while every node still answers replica requests: a
+        // `Replicated` save needs its copies on other voters, which a node already stopped
+        // no longer takes.
+        if grains_first {
+            for host in &self.hosts {
+                let grains = host.grains.clone();
+                host.rt().block_on(async move { grains.shutdown().await });
+            }
+        }
         for host in self.hosts.drain(..) {
-            host.stop_with(grains_first);
+            host.stop_with(false);
         }
         for (i, config) in self.configs.iter().enumerate() {
             let node_dir = self.dir.path().join(format!("n{i}-grains"));
