@@ -71,10 +71,7 @@ impl EventualNames {
         if let Some(owner) = self.whereis(name) {
             return Err(owner);
         }
-        self.names
-            .entry(name.to_string())
-            .or_default()
-            .insert(pid);
+        self.names.entry(name.to_string()).or_default().insert(pid);
         Ok(RegistryGossip::Registered {
             name: name.to_string(),
             pid,
