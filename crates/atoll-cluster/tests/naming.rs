@@ -87,6 +87,27 @@ fn consistent_names_resolve_everywhere_have_one_winner_and_go_with_their_owner()
     everywhere(hosts, "svc", Some(svc));
     assert!(hosts.iter().all(|h| h.node().registry_index() > 0));
 
+    // A name given up while its process lives leaves nothing behind that waits for the
+    // process's exit: the tasks a burst of registrations started end with them.
+    let owner = hosts[3].probe();
+    let tasks_before = hosts[3].rt().metrics().num_alive_tasks();
+    hosts[3].run(move |n| async move {
+        for i in 0..100 {
+            n.register(&format!("burst-{i}"), owner, Scope::Consistent)
+                .await
+                .unwrap();
+        }
+        for i in 0..100 {
+            assert_eq!(
+                n.unregister(&format!("burst-{i}")).await.unwrap(),
+                Some(owner)
+            );
+        }
+    });
+    wait_until("the exit watches of given-up names gone", || {
+        hosts[3].rt().metrics().num_alive_tasks() < tasks_before + 50
+    });
+
     // A Consistent name shadows a Local one of the same name.
     let local = hosts[1].probe();
     hosts[1]

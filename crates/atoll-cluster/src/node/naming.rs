@@ -2,7 +2,7 @@
 //! the node's control requests, the registry view voters push to every member, and the
 //! release rules (owner exit, node loss, a newer incarnation).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
@@ -76,8 +76,9 @@ pub(super) struct Naming {
     view_changed: watch::Sender<u64>,
     /// The voter believed to lead, as a Raft id (0: unknown).
     leader: AtomicU64,
-    /// Consensus names of local processes whose exit is watched.
-    watched: Mutex<BTreeSet<(String, Pid)>>,
+    /// Consensus names of local processes whose exit is watched, with the watching task
+    /// (ended when the name is given up first).
+    watched: Mutex<BTreeMap<(String, Pid), tokio::task::AbortHandle>>,
     /// The members this node saw declared lost: what a leader releases of each.
     lost: Mutex<BTreeMap<NodeId, LostSince>>,
     /// Whether each lock grant held through a [`LockGuard`] here was lost (this node was
@@ -177,7 +178,7 @@ impl Naming {
             self.watched
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
-                .iter()
+                .keys()
                 .cloned(),
         );
         locks.extend(

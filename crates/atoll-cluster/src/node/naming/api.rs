@@ -236,12 +236,16 @@ impl crate::node::Node {
             return match propose(inner, command).await? {
                 Outcome::Unregistered => {
                     if let Some(naming) = self.naming() {
-                        // Given up: no longer among what this node holds (see `held_by`).
-                        naming
+                        // Given up: no longer among what this node holds (see `held_by`),
+                        // and nothing to release when the process exits.
+                        let watch = naming
                             .watched
                             .lock()
                             .unwrap_or_else(|e| e.into_inner())
                             .remove(&(name.to_string(), pid));
+                        if let Some(watch) = watch {
+                            watch.abort();
+                        }
                     }
                     Ok(Some(pid))
                 }

@@ -150,33 +150,33 @@ pub(in crate::node) async fn propose_until_applied(weak: Weak<Inner>, command: C
 pub(in crate::node) fn watch_owner(inner: &Arc<Inner>, name: &str, pid: Pid) {
     let Some(naming) = &inner.naming else { return };
     let key = (name.to_string(), pid);
-    if !naming
-        .watched
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .insert(key.clone())
-    {
+    let mut watched = naming.watched.lock().unwrap_or_else(|e| e.into_inner());
+    if watched.contains_key(&key) {
         return;
     }
     let exited = inner.rt.wait_exit(pid);
     let weak = Arc::downgrade(inner);
-    tokio::spawn(async move {
-        exited.await;
-        let command = Command::Unregister {
-            name: key.0.clone(),
-            pid,
-        };
-        propose_until_applied(weak.clone(), command).await;
-        if let Some(inner) = weak.upgrade()
-            && let Some(naming) = &inner.naming
-        {
-            naming
-                .watched
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .remove(&key);
+    let task = tokio::spawn({
+        let key = key.clone();
+        async move {
+            exited.await;
+            let command = Command::Unregister {
+                name: key.0.clone(),
+                pid,
+            };
+            propose_until_applied(weak.clone(), command).await;
+            if let Some(inner) = weak.upgrade()
+                && let Some(naming) = &inner.naming
+            {
+                naming
+                    .watched
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&key);
+            }
         }
     });
+    watched.insert(key, task.abort_handle());
 }
 
 /// Releases the lock `name` granted under `token` to the local `holder` when the holder
