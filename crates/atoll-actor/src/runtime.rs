@@ -586,7 +586,9 @@ impl Runtime {
                 .unwrap_or_else(|e| e.into_inner())
                 .clone();
             remote::with_codec(self, from_node, || {
-                hooks.iter().any(|(_, hook)| hook(self, from_node, to, payload))
+                hooks
+                    .iter()
+                    .any(|(_, hook)| hook(self, from_node, to, payload))
             });
             return Err(DeliverError::NoProc(to));
         };

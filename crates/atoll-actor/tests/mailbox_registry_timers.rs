@@ -251,9 +251,11 @@ async fn introspection_lists_live_processes_with_their_details() {
     let _ = m;
 }
 
-/// What the undeliverable hooks of the test below saw: (hook, from node, to, payload).
-static UNDELIVERABLE: std::sync::Mutex<Vec<(&str, atoll_core::NodeId, atoll_core::Pid, Vec<u8>)>> =
-    std::sync::Mutex::new(Vec::new());
+/// One message a hook of the test below saw: (hook, from node, to, payload).
+type Seen = (&'static str, atoll_core::NodeId, atoll_core::Pid, Vec<u8>);
+
+/// What the undeliverable hooks of the test below saw.
+static UNDELIVERABLE: std::sync::Mutex<Vec<Seen>> = std::sync::Mutex::new(Vec::new());
 
 fn note(hook: &'static str, from: atoll_core::NodeId, to: atoll_core::Pid, payload: &[u8]) {
     UNDELIVERABLE

@@ -462,7 +462,9 @@ impl Grains {
                         called: None,
                     };
                     let direct = core::direct(self.shared.me, a, gone, message);
-                    let outcome = self.attempt(&node, to, id, &request, direct, deadline).await;
+                    let outcome = self
+                        .attempt(&node, to, id, &request, direct, deadline)
+                        .await;
                     if direct && outcome == Outcome::Answered(core::Answer::Gone) {
                         gone = Some(a.pid);
                     }

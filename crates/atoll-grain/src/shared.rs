@@ -252,3 +252,20 @@ impl Actor for HostEndpoint {
 pub(crate) fn undeliverable(_: &Runtime, _: NodeId, _: Pid, payload: &[u8]) -> bool {
     DirectCall::decode(payload).is_ok()
 }
+
+/// Decodes a direct call from `peer` with `rt` as the codec context, and drops it.
+pub(crate) fn undeliverable_from(rt: &Runtime, peer: NodeId, payload: &[u8]) -> bool {
+    if !payload.starts_with(&DIRECT_TAG) {
+        return false;
+    }
+    atoll_actor::decode_from::<DirectCall>(rt, peer, payload).is_ok()
+}
+
+/// The bytes of a direct call as a caller sends it (the reply handle as its wire form).
+pub(crate) fn direct_call_bytes(payload: &[u8], reply_node: NodeId, call: u64) -> Vec<u8> {
+    let request = Request::Msg {
+        payload: payload.to_vec(),
+        want_reply: true,
+    };
+    postcard::to_allocvec(&(DIRECT_TAG, request, (reply_node, call))).unwrap_or_default()
+}
