@@ -53,6 +53,7 @@ targets!(
     grain_state,
     chat_room_state,
     direct_call,
+    incarnation_record,
 );
 
 /// The target named `name`.

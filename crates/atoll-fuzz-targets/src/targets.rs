@@ -321,3 +321,15 @@ pub fn direct_call(data: &[u8]) {
     let decoded = atoll_grain::fuzz_direct_call(node_runtime(), peer, data);
     assert!(!decoded || data.starts_with(b"atoll.gd"));
 }
+
+/// Arbitrary bytes as a node's incarnation record (read from its data directory at start):
+/// never a panic, and a number it reads is written back the same.
+pub fn incarnation_record(data: &[u8]) {
+    use atoll_cluster::protocol::incarnation::{decode_record, encode_record, start};
+    if let Some(n) = decode_record(data) {
+        assert_eq!(decode_record(&encode_record(n)), Some(n));
+    }
+    let (next, record) = start(0, Some(data), None);
+    assert!(next > decode_record(data).unwrap_or(0) || next == u32::MAX);
+    assert_eq!(decode_record(&record), Some(next));
+}

@@ -91,6 +91,7 @@ smoke_tests!(
     grain_state,
     chat_room_state,
     direct_call,
+    incarnation_record,
 );
 
 /// The `[[bin]]` names of the cargo-fuzz crate.
