@@ -55,7 +55,7 @@ pub use info::{ProcessInfo, ProcessStatus};
 pub use monitor::{Down, MonitorRef};
 pub use options::SpawnOptions;
 pub use remote::{Decoder, NoConnection, Remote, decode_from, encode_for, serde_decoder};
-pub use runtime::Runtime;
+pub use runtime::{Runtime, Undeliverable};
 pub use supervisor::{
     Backoff, ChildInfo, ChildSpec, ChildStarter, Intensity, Restart, Shutdown, Strategy,
     Supervisor, SupervisorMsg, SupervisorSpec,

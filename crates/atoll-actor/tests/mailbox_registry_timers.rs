@@ -250,3 +250,84 @@ async fn introspection_lists_live_processes_with_their_details() {
     assert_eq!(ib.mailbox_capacity, Some(8));
     let _ = m;
 }
+
+/// One message a hook of the test below saw: (hook, from node, to, payload).
+type Seen = (&'static str, atoll_core::NodeId, atoll_core::Pid, Vec<u8>);
+
+/// What the undeliverable hooks of the test below saw.
+static UNDELIVERABLE: std::sync::Mutex<Vec<Seen>> = std::sync::Mutex::new(Vec::new());
+
+fn note(hook: &'static str, from: atoll_core::NodeId, to: atoll_core::Pid, payload: &[u8]) {
+    UNDELIVERABLE
+        .lock()
+        .unwrap()
+        .push((hook, from, to, payload.to_vec()));
+}
+
+/// Takes payloads that start with 1; passes on the rest.
+fn takes_ones(_: &Runtime, from: atoll_core::NodeId, to: atoll_core::Pid, p: &[u8]) -> bool {
+    note("ones", from, to, p);
+    p.first() == Some(&1)
+}
+
+fn takes_all(_: &Runtime, from: atoll_core::NodeId, to: atoll_core::Pid, p: &[u8]) -> bool {
+    note("all", from, to, p);
+    true
+}
+
+fn takes_none(_: &Runtime, from: atoll_core::NodeId, to: atoll_core::Pid, p: &[u8]) -> bool {
+    note("none", from, to, p);
+    false
+}
+
+struct Remotable;
+
+impl Actor for Remotable {
+    type Msg = u8;
+    fn remote_decoder() -> Option<atoll_actor::Decoder<u8>> {
+        atoll_actor::serde_decoder()
+    }
+    async fn handle(&mut self, _: u8, _ctx: &mut Ctx<Self>) -> ActorResult {
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_for_processes_that_do_not_exist_reach_the_undeliverable_hooks() {
+    let rt = Runtime::new();
+    let from = atoll_core::NodeId::from_bytes([9; 16]);
+    let live = rt.spawn(Remotable);
+    let gone = rt.spawn(Remotable);
+    let gone_pid = gone.pid();
+    rt.kill(gone_pid);
+    eventually("the process gone", || rt.process_info(gone_pid).is_none()).await;
+
+    // Without hooks: dropped, as before.
+    assert!(rt.deliver_encoded(from, gone_pid, &[1]).is_err());
+    assert!(UNDELIVERABLE.lock().unwrap().is_empty());
+
+    rt.on_undeliverable("ones", takes_ones);
+    rt.on_undeliverable("all", takes_none);
+    // Replaced under the same key.
+    rt.on_undeliverable("all", takes_all);
+
+    // A live process gets its message; no hook runs.
+    rt.deliver_encoded(from, live.pid(), &[1]).unwrap();
+    assert!(UNDELIVERABLE.lock().unwrap().is_empty());
+
+    // Still an error for the sender's node, and the hooks see it in turn until one takes it.
+    assert!(rt.deliver_encoded(from, gone_pid, &[1]).is_err());
+    assert!(rt.deliver_encoded(from, gone_pid, &[2]).is_err());
+    let seen = std::mem::take(&mut *UNDELIVERABLE.lock().unwrap());
+    let seen: Vec<(&str, Vec<u8>)> = seen
+        .into_iter()
+        .map(|(hook, f, to, p)| {
+            assert_eq!((f, to), (from, gone_pid));
+            (hook, p)
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        vec![("ones", vec![1]), ("ones", vec![2]), ("all", vec![2])]
+    );
+}

@@ -52,6 +52,7 @@ targets!(
     registry_delta,
     grain_state,
     chat_room_state,
+    direct_call,
     incarnation_record,
 );
 

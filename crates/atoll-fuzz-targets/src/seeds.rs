@@ -370,6 +370,16 @@ pub fn chat_room_state() -> Vec<Vec<u8>> {
     vec![empty, postcard::to_allocvec(&room).unwrap()]
 }
 
+/// Seeds of [`targets::direct_call`]: calls as callers send them.
+pub fn direct_call() -> Vec<Vec<u8>> {
+    let node = atoll_core::NodeId::from_bytes([5; 16]);
+    vec![
+        atoll_grain::fuzz_direct_call_seed(&[], node, 1),
+        atoll_grain::fuzz_direct_call_seed(&[0, 1, 2, 3], node, 1 << 40),
+        atoll_grain::fuzz_direct_call_seed(b"a message", node, 7),
+    ]
+}
+
 /// Incarnation records as a node writes them, and one with the whitespace an editor adds.
 pub fn incarnation_record() -> Vec<Vec<u8>> {
     use atoll_cluster::protocol::incarnation::encode_record;
@@ -433,6 +443,17 @@ mod tests {
         assert_eq!(replica.apply(head, &first).unwrap().appended, 2);
         for s in merkle_message() {
             MerkleMessage::decode(&s).unwrap();
+        }
+    }
+
+    #[test]
+    fn direct_call_seeds_decode() {
+        let peer = NodeId::from_bytes([3; 16]);
+        for seed in direct_call() {
+            let rt = crate::targets::node_runtime();
+            assert!(atoll_grain::fuzz_direct_call(rt, peer, &seed));
+            // Without the tag, a node does not take it for a direct call.
+            assert!(!atoll_grain::fuzz_direct_call(rt, peer, &seed[1..]));
         }
     }
 

@@ -295,6 +295,33 @@ pub fn chat_room_state(data: &[u8]) {
     assert_eq!(history.last().map(|l| l.text.as_str()), Some("hello"));
 }
 
+/// A node runtime to decode with: reply handles and actor references decode only inside
+/// one. Its tokio runtime never runs; the runtime only needs one to exist.
+pub(crate) fn node_runtime() -> &'static atoll_actor::Runtime {
+    static RT: std::sync::OnceLock<(tokio::runtime::Runtime, atoll_actor::Runtime)> =
+        std::sync::OnceLock::new();
+    let (_, rt) = RT.get_or_init(|| {
+        let tokio = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("a tokio runtime");
+        let rt = {
+            let _entered = tokio.enter();
+            atoll_actor::Runtime::new()
+        };
+        (tokio, rt)
+    });
+    rt
+}
+
+/// Arbitrary bytes as a direct grain call from another node, decoded the way a node does
+/// for a host process or for the address of one that is gone: refused, or decoded (then
+/// answered `Gone`, as a call that found no process); never a panic.
+pub fn direct_call(data: &[u8]) {
+    let peer = atoll_core::NodeId::from_bytes([3; 16]);
+    let decoded = atoll_grain::fuzz_direct_call(node_runtime(), peer, data);
+    assert!(!decoded || data.starts_with(b"atoll.gd"));
+}
+
 /// Arbitrary bytes as a node's incarnation record (read from its data directory at start):
 /// never a panic, and a number it reads is written back the same.
 pub fn incarnation_record(data: &[u8]) {

@@ -211,6 +211,31 @@ pub enum Answer {
     NotActive,
     /// A migration refused.
     Refused(Refusal),
+    /// A call sent straight to an activation's process ([`direct`]) found it gone (or
+    /// going, the call still queued): the message was not handled; ask the node's router.
+    Gone,
+}
+
+/// Whether a call to the known activation `to` goes straight to its process rather than
+/// through the router of its node. Only messages go direct, and only to another node (a
+/// local router hands over in memory): the hosting node answers a direct call whose
+/// process is gone with [`Answer::Gone`], never handled, and the call then goes through
+/// the router (`gone`: the process that answered so during this call), which finds the
+/// grain's current activation or starts one.
+///
+/// ```
+/// use atoll_core::{NodeId, Pid};
+/// use atoll_grain::{Activation, core::direct};
+///
+/// let (me, other) = (NodeId::from_bytes([1; 16]), NodeId::from_bytes([2; 16]));
+/// let a = Activation { pid: Pid::new(other, 1, 7), epoch: 3 };
+/// assert!(direct(me, a, None, true));
+/// assert!(!direct(me, a, Some(a.pid), true));
+/// assert!(!direct(other, a, None, true));
+/// assert!(!direct(me, a, None, false));
+/// ```
+pub fn direct(me: NodeId, to: Activation, gone: Option<Pid>, message: bool) -> bool {
+    message && to.pid.node != me && gone != Some(to.pid)
 }
 
 /// What happened to one attempt of a call.
@@ -304,6 +329,13 @@ pub fn after(outcome: Outcome, attempt: u32, resend_in_doubt: bool) -> Step {
             last_error: None,
         },
         Outcome::Answered(Answer::Retry) => retry(true, None, None),
+        // Not handled: straight on to the router, which knows what became of the grain.
+        Outcome::Answered(Answer::Gone) => Step::Retry {
+            forget: true,
+            learn: None,
+            backoff: Duration::ZERO,
+            last_error: None,
+        },
         Outcome::Answered(Answer::UnknownType) => Step::Fail(Failure::UnknownType),
         Outcome::Answered(Answer::Unavailable(e)) => {
             retry(false, None, Some(Failure::Unavailable(e)))
@@ -484,6 +516,37 @@ mod tests {
         assert_eq!(eligible(nodes, &["gpu"]), vec![node(1), node(2)]);
         assert_eq!(eligible(nodes, &["gpu", "ssd"]), vec![node(2)]);
         assert!(eligible(nodes, &["tpu"]).is_empty());
+    }
+
+    #[test]
+    fn a_direct_call_that_finds_its_process_gone_goes_through_the_router_next() {
+        let me = node(9);
+        let a = act(1, 4);
+        // Cached and still shown by a lagging registry: the first attempt goes direct.
+        let first = route(Some(a), Some(a), || None);
+        assert_eq!(first, Route::Known(a));
+        assert!(direct(me, a, None, true));
+        // Gone is not in doubt, whatever the type allows: retried at once, cache dropped.
+        for resend in [false, true] {
+            assert_eq!(
+                after(Outcome::Answered(Answer::Gone), 3, resend),
+                Step::Retry {
+                    forget: true,
+                    learn: None,
+                    backoff: Duration::ZERO,
+                    last_error: None,
+                }
+            );
+        }
+        // The registry still shows it: the same activation, now through its router.
+        assert_eq!(route(None, Some(a), || None), Route::Known(a));
+        assert!(!direct(me, a, Some(a.pid), true));
+        // The router redirects to a successor, which is called direct again.
+        let b = act(2, 6);
+        assert!(direct(me, b, Some(a.pid), true));
+        // Migrations and local activations always go through the router.
+        assert!(!direct(me, a, None, false));
+        assert!(!direct(node(1), a, None, true));
     }
 
     #[test]

@@ -16,7 +16,7 @@ use crate::host::TypedActivator;
 use crate::placement::{Placement, PlacementView, TwoChoices};
 use crate::rebalance::Rebalance;
 use crate::router::{GrainRouter, RouterMsg};
-use crate::shared::{Cached, ROUTER, Request, Shared};
+use crate::shared::{Cached, DirectCall, HostEndpoint, ROUTER, Request, Shared};
 use crate::{Durability, Grain, GrainStore};
 
 /// How a node runs grains.
@@ -251,6 +251,9 @@ impl Grains {
         let _ = shared.router.set(router.clone());
         // A second service on the same node keeps working through its own handle.
         let _ = node.runtime().register(ROUTER, router.pid());
+        // Direct calls to activations that ended here are answered, not left to time out.
+        node.runtime()
+            .on_undeliverable("atoll.grains", crate::shared::undeliverable);
         let grains = Grains { shared, router };
         crate::ext::publish(node, &grains);
         if let Some(rebalance) = config.rebalance {
@@ -429,6 +432,9 @@ impl Grains {
         let deadline = Instant::now() + self.shared.call_timeout;
         let mut last: Option<Failure> = None;
         let mut attempt = 0;
+        // The process that answered a direct call of this one with `Gone`.
+        let mut gone: Option<atoll_core::Pid> = None;
+        let message = matches!(request, Request::Msg { .. });
         loop {
             let index = node.registry_index();
             let entry = self.cache().get(id).copied();
@@ -455,7 +461,14 @@ impl Grains {
                         resend,
                         called: None,
                     };
-                    self.attempt(&node, to, id, &request, deadline).await
+                    let direct = core::direct(self.shared.me, a, gone, message);
+                    let outcome = self
+                        .attempt(&node, to, id, &request, direct, deadline)
+                        .await;
+                    if direct && outcome == Outcome::Answered(core::Answer::Gone) {
+                        gone = Some(a.pid);
+                    }
+                    outcome
                 }
                 Route::Place(n) => {
                     let to = Target {
@@ -464,7 +477,7 @@ impl Grains {
                         resend,
                         called: None,
                     };
-                    self.attempt(&node, to, id, &request, deadline).await
+                    self.attempt(&node, to, id, &request, false, deadline).await
                 }
             };
             match core::after(outcome, attempt, resend) {
@@ -515,31 +528,53 @@ impl Grains {
         }
     }
 
-    /// One attempt: the delivery to `to`'s router, and what came of it. With `to.resend`, a
-    /// host found lost ([`core::host_lost`]) while the call waits ends the wait at once.
+    /// One attempt: the delivery to `to`'s router, or (`direct`, [`core::direct`]) straight
+    /// to the known activation's process, and what came of it. With `to.resend`, a host
+    /// found lost ([`core::host_lost`]) while the call waits ends the wait at once.
     async fn attempt(
         &self,
         node: &Node,
         to: Target,
         id: &GrainId,
         request: &Request,
+        direct: bool,
         deadline: Instant,
     ) -> Outcome {
-        let Some(router) = self.shared.router_of(node, to.node) else {
-            return Outcome::Unreachable;
+        let host = match to.activation {
+            Some(a) if direct => Ok(node.runtime().remote_ref::<HostEndpoint>(a.pid)),
+            _ => match self.shared.router_of(node, to.node) {
+                Some(router) => Err(router),
+                None => return Outcome::Unreachable,
+            },
         };
         let left = deadline.saturating_duration_since(Instant::now());
-        let call = router.call(
-            |reply| RouterMsg::Deliver {
-                grain_type: id.grain_type.clone(),
-                key: id.key.clone(),
-                request: request.clone(),
-                reply,
-            },
-            left,
-        );
+        let called = match &host {
+            Ok(host) => host.pid(),
+            Err(router) => router.pid(),
+        };
+        let call = async {
+            match &host {
+                Ok(host) => {
+                    host.call(|reply| DirectCall::new(request.clone(), reply), left)
+                        .await
+                }
+                Err(router) => {
+                    router
+                        .call(
+                            |reply| RouterMsg::Deliver {
+                                grain_type: id.grain_type.clone(),
+                                key: id.key.clone(),
+                                request: request.clone(),
+                                reply,
+                            },
+                            left,
+                        )
+                        .await
+                }
+            }
+        };
         let to = Target {
-            called: Some(router.pid()),
+            called: Some(called),
             ..to
         };
         let answered = if to.resend {
@@ -618,7 +653,7 @@ struct Target {
     activation: Option<Activation>,
     /// The grain type's [`Grain::RESEND_IN_DOUBT`].
     resend: bool,
-    /// The router the attempt called.
+    /// The process the attempt called: the router, or the activation's own for a direct call.
     called: Option<atoll_core::Pid>,
 }
 

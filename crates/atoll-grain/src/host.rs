@@ -8,14 +8,16 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use atoll_actor::{Actor, ActorRef, ActorResult, Ctx, Down, ExitReason, Runtime};
+use atoll_actor::{Actor, ActorRef, ActorResult, Ctx, Decoder, Down, ExitReason, Runtime};
 use atoll_cluster::{LockError, LockGuard};
 use atoll_core::Pid;
 use tracing::{debug, warn};
 
 use crate::core::{self, Activation, Answer, GrainId};
 use crate::replica::Saver;
-use crate::shared::{Activator, Delivery, Factory, Handed, HostSender, Request, Shared};
+use crate::shared::{
+    Activator, Delivery, DirectCall, Factory, Handed, HostSender, Request, Shared,
+};
 use crate::{Durability, Grain, GrainCtx};
 
 impl<G: Grain> HostSender for ActorRef<GrainHost<G>> {
@@ -74,6 +76,8 @@ impl<G: Grain> Activator for TypedActivator<G> {
 
 pub(crate) enum HostMsg {
     Deliver(Delivery),
+    /// A call from another node sent straight here, bypassing the router.
+    Direct(DirectCall),
     /// Deactivate now (graceful shutdown of the grain service).
     Deactivate,
     /// Time to check whether the activation has been idle long enough.
@@ -282,8 +286,17 @@ impl<G: Grain> GrainHost<G> {
     }
 }
 
+/// How a host decodes messages from other nodes: direct calls only.
+fn decode_direct(bytes: &[u8]) -> Result<HostMsg, String> {
+    DirectCall::decode(bytes).map(HostMsg::Direct)
+}
+
 impl<G: Grain> Actor for GrainHost<G> {
     type Msg = HostMsg;
+
+    fn remote_decoder() -> Option<Decoder<HostMsg>> {
+        Some(decode_direct)
+    }
 
     async fn started(&mut self, ctx: &mut Ctx<Self>) -> ActorResult {
         // The node's shutdown reaches hosts as an exit signal: saving needs to see it.
@@ -350,6 +363,14 @@ impl<G: Grain> Actor for GrainHost<G> {
     async fn handle(&mut self, msg: HostMsg, ctx: &mut Ctx<Self>) -> ActorResult {
         match msg {
             HostMsg::Deliver(d) => self.deliver(d, ctx).await,
+            HostMsg::Direct(DirectCall {
+                request, mut reply, ..
+            }) => {
+                // Taken out of its guard: from here on the call is answered as any other.
+                if let Some(reply) = reply.take() {
+                    self.deliver(Delivery { request, reply }, ctx).await;
+                }
+            }
             HostMsg::Deactivate => self.deactivate(ctx).await,
             HostMsg::Idle if self.claim_lost() => self.abandon(ctx),
             HostMsg::Idle => {

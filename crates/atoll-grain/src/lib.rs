@@ -86,6 +86,21 @@ pub use rebalance::Rebalance;
 pub use replica::{MAX_STATE_BYTES, ReplicaAnswer, decode_versioned};
 pub use store::{GrainStore, MemoryStore, RedbStore, StoreError};
 
+/// Decodes `bytes` as a direct call from `peer` the way a hosting node does (with `rt` as
+/// the codec context), then drops it unhandled, which answers its reply handle `Gone`: the
+/// entry point of the `direct_call` fuzz target. Not part of the API.
+#[doc(hidden)]
+pub fn fuzz_direct_call(rt: &Runtime, peer: atoll_core::NodeId, bytes: &[u8]) -> bool {
+    shared::undeliverable_from(rt, peer, bytes)
+}
+
+/// A well-formed direct call carrying `payload`, answered to call `call` on `reply_node`:
+/// a seed of the `direct_call` fuzz target. Not part of the API.
+#[doc(hidden)]
+pub fn fuzz_direct_call_seed(payload: &[u8], reply_node: atoll_core::NodeId, call: u64) -> Vec<u8> {
+    shared::direct_call_bytes(payload, reply_node, call)
+}
+
 /// Where a grain type's state lives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Durability {

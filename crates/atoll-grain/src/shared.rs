@@ -7,7 +7,7 @@ use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::Duration;
 
-use atoll_actor::{ActorRef, ReplyTo, Runtime};
+use atoll_actor::{Actor, ActorRef, ActorResult, Ctx, ReplyTo, Runtime};
 use atoll_cluster::{Node, WeakNode};
 use atoll_core::{NodeId, Pid};
 use serde::{Deserialize, Serialize};
@@ -162,4 +162,110 @@ pub(crate) trait Activator: Send + Sync {
         id: GrainId,
         adopt: Option<Handed>,
     ) -> Arc<dyn HostSender>;
+}
+
+/// The first bytes of every direct call, by which a node recognises one addressed to a
+/// process that no longer exists.
+pub(crate) const DIRECT_TAG: [u8; 8] = *b"atoll.gd";
+
+/// A call sent straight to the process of an activation on another node (the caller's
+/// cached address), bypassing that node's router.
+#[derive(Serialize, Deserialize)]
+pub(crate) struct DirectCall {
+    /// [`DIRECT_TAG`].
+    pub(crate) tag: [u8; 8],
+    pub(crate) request: Request,
+    pub(crate) reply: GuardedReply,
+}
+
+impl DirectCall {
+    pub(crate) fn new(request: Request, reply: ReplyTo<Answer>) -> Self {
+        DirectCall {
+            tag: DIRECT_TAG,
+            request,
+            reply: GuardedReply(Some(reply)),
+        }
+    }
+
+    /// Decodes a direct call (one whose bytes start with [`DIRECT_TAG`]); needs a node's
+    /// codec context for the reply handle.
+    pub(crate) fn decode(bytes: &[u8]) -> Result<DirectCall, String> {
+        if !bytes.starts_with(&DIRECT_TAG) {
+            return Err("not a direct grain call".into());
+        }
+        postcard::from_bytes(bytes).map_err(|e| e.to_string())
+    }
+}
+
+/// A direct call's reply handle. Dropped before a host took the call (it found no process,
+/// or waited in the mailbox of a host that stopped, or a full one) it answers
+/// [`Answer::Gone`]: the message was not handled and the caller asks the router. A host
+/// takes the handle out before it handles the message, so a message that may have been
+/// handled is never answered so.
+pub(crate) struct GuardedReply(Option<ReplyTo<Answer>>);
+
+impl GuardedReply {
+    pub(crate) fn take(&mut self) -> Option<ReplyTo<Answer>> {
+        self.0.take()
+    }
+}
+
+impl Drop for GuardedReply {
+    fn drop(&mut self) {
+        if let Some(reply) = self.0.take() {
+            reply.reply(Answer::Gone);
+        }
+    }
+}
+
+impl Serialize for GuardedReply {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match &self.0 {
+            Some(reply) => reply.serialize(s),
+            None => Err(serde::ser::Error::custom("this reply handle was taken")),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for GuardedReply {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        ReplyTo::deserialize(d).map(|r| GuardedReply(Some(r)))
+    }
+}
+
+/// A grain host as a caller on another node addresses it for a direct call: it types the
+/// remote reference and is never instantiated (hosts are [`crate::host::GrainHost`]s,
+/// which decode these calls).
+pub(crate) enum HostEndpoint {}
+
+impl Actor for HostEndpoint {
+    type Msg = DirectCall;
+
+    async fn handle(&mut self, _: DirectCall, _: &mut Ctx<Self>) -> ActorResult {
+        match *self {}
+    }
+}
+
+/// The runtime's hook for messages addressed to processes that no longer exist here: a
+/// direct grain call among them is answered [`Answer::Gone`] (by its reply handle, dropped
+/// unanswered), so its caller goes through the router at once instead of timing out.
+pub(crate) fn undeliverable(_: &Runtime, _: NodeId, _: Pid, payload: &[u8]) -> bool {
+    DirectCall::decode(payload).is_ok()
+}
+
+/// Decodes a direct call from `peer` with `rt` as the codec context, and drops it.
+pub(crate) fn undeliverable_from(rt: &Runtime, peer: NodeId, payload: &[u8]) -> bool {
+    if !payload.starts_with(&DIRECT_TAG) {
+        return false;
+    }
+    atoll_actor::decode_from::<DirectCall>(rt, peer, payload).is_ok()
+}
+
+/// The bytes of a direct call as a caller sends it (the reply handle as its wire form).
+pub(crate) fn direct_call_bytes(payload: &[u8], reply_node: NodeId, call: u64) -> Vec<u8> {
+    let request = Request::Msg {
+        payload: payload.to_vec(),
+        want_reply: true,
+    };
+    postcard::to_allocvec(&(DIRECT_TAG, request, (reply_node, call))).unwrap_or_default()
 }

@@ -199,6 +199,53 @@ fn idle_deactivation_saves_and_a_later_call_restores_the_state_and_fences_the_ol
     assert_eq!(n, 42, "the refused write changed nothing");
 }
 
+/// A caller on another node calls the activation's process directly once it knows it; when
+/// that process has deactivated, the hosting node answers the direct call `Gone` (it was not
+/// handled) and the caller goes through the router, which activates the grain again. A
+/// direct call dropped silently instead would wait out the call timeout and fail with
+/// `Timeout` (at most once: never resent).
+#[test]
+fn a_direct_call_to_an_activation_that_ended_is_answered_through_the_router() {
+    let _serial = serial();
+    init_logs();
+    let setup = start_cluster(redb(Some(Duration::from_secs(1))));
+    let activations = counters(&setup);
+    let hosts = &setup.hosts;
+    let id = GrainId::new("counter", "direct");
+    hosts[0]
+        .run(|g| async move { g.get::<Counter>("direct")?.call(CounterMsg::Add(5)).await })
+        .unwrap();
+    let host_node = hosts[0].grains.cached(&id).unwrap().pid.node;
+    let host = hosts.iter().find(|h| h.id() == host_node).unwrap();
+    let caller = hosts.iter().find(|h| h.id() != host_node).unwrap();
+    // Learnt by the caller; then called again, straight to the process.
+    for want in [6, 7] {
+        let n = caller
+            .run(|g| async move { g.get::<Counter>("direct")?.call(CounterMsg::Add(1)).await })
+            .unwrap();
+        assert_eq!(n, want);
+    }
+    let first = caller.grains.cached(&id).unwrap();
+    assert_eq!(first.pid.node, host_node);
+
+    wait_until("the idle grain deactivates", || {
+        host.grains.stats().deactivations == 1
+    });
+    assert_eq!(
+        caller.grains.cached(&id),
+        Some(first),
+        "the caller was not told"
+    );
+    let n = caller
+        .run(|g| async move { g.get::<Counter>("direct")?.call(CounterMsg::Add(1)).await })
+        .expect("answered, not timed out");
+    assert_eq!(n, 8, "handled once, by the next activation");
+    assert_eq!(activations.load(Ordering::SeqCst), 2);
+    let second = caller.grains.cached(&id).unwrap();
+    assert!(second.epoch > first.epoch, "{second:?} after {first:?}");
+    assert_ne!(second.pid, first.pid);
+}
+
 fn postcard_u64(n: u64) -> Vec<u8> {
     let mut out = Vec::new();
     let mut n = n;
