@@ -2,10 +2,11 @@
 //! requests.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 
+use crate::protocol::bulk::{BulkMerge, Lane, lane};
 use crate::transport::{Connection, RecvStream, SendStream, StreamError};
 use atoll_core::{NodeId, Pid};
 use atoll_wire::{Control, Data, FrameDecoder, FrameError, Response, encode_frame};
@@ -27,11 +28,28 @@ pub(crate) struct Peer {
     pub(crate) requests: Mutex<BTreeMap<u64, oneshot::Sender<Response>>>,
     /// Set when this node closes the connection on purpose (`disconnect`): the peer may be
     /// reached again on demand, unlike one whose connection was lost.
-    pub(crate) closed_on_purpose: std::sync::atomic::AtomicBool,
+    pub(crate) closed_on_purpose: AtomicBool,
     /// Frames queued for this peer (all streams).
     pub(crate) frames_sent: AtomicU64,
     /// Frames read from this peer (all streams).
     pub(crate) frames_received: AtomicU64,
+    /// The bulk stream for large frames, opened with the first one.
+    bulk: Mutex<BulkSend>,
+    /// Merges the peer's bulk stream back into its message streams' order.
+    pub(crate) merge: Mutex<BulkMerge>,
+    /// Set while `merge` holds anything, so message streams skip its lock otherwise;
+    /// changed only under that lock, after delivering what it released.
+    pub(crate) merging: AtomicBool,
+    /// Woken when frames held in `merge` were released.
+    pub(crate) merge_released: tokio::sync::Notify,
+}
+
+#[derive(Default)]
+struct BulkSend {
+    outbox: Option<Arc<Outbox>>,
+    /// The opening failed: large frames stay on their message streams.
+    unavailable: bool,
+    next_seq: u64,
 }
 
 /// The peer's connection is gone; nothing was sent.
@@ -45,6 +63,7 @@ impl Peer {
         dialed_addr: Option<std::net::SocketAddr>,
         control: SendStream,
         streams: Vec<SendStream>,
+        max_frame_len: usize,
     ) -> Self {
         Peer {
             id: hello.node_id,
@@ -56,9 +75,14 @@ impl Peer {
             control: Outbox::new(control),
             streams: streams.into_iter().map(Outbox::new).collect(),
             requests: Mutex::default(),
-            closed_on_purpose: std::sync::atomic::AtomicBool::new(false),
+            closed_on_purpose: AtomicBool::new(false),
             frames_sent: AtomicU64::new(0),
             frames_received: AtomicU64::new(0),
+            bulk: Mutex::default(),
+            // Bulk frames whose marks are late wait within a few frames' worth.
+            merge: Mutex::new(BulkMerge::new(max_frame_len.saturating_mul(4))),
+            merging: AtomicBool::new(false),
+            merge_released: tokio::sync::Notify::new(),
         }
     }
 
@@ -82,12 +106,50 @@ impl Peer {
         self.send_frame(key, &frame)
     }
 
-    /// Queues an encoded data frame on the stream `key` picks.
+    /// Queues an encoded data frame on the stream `key` picks, or, if it is large, on the
+    /// bulk stream with a mark in its place (see [`crate::protocol::bulk`]).
     pub(crate) fn send_frame(&self, key: u64, frame: &[u8]) -> Result<(), Gone> {
         let i = (key.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 32) as usize % self.streams.len();
+        if lane(frame.len()) == Lane::Bulk
+            && let Some(sent) = self.send_bulk(&self.streams[i], key, frame)
+        {
+            return sent;
+        }
         self.streams[i].send(frame)?;
         self.frames_sent.fetch_add(1, Ordering::Relaxed);
         Ok(())
+    }
+
+    /// Sends a large frame on the bulk stream and its mark on `stream`; `None` if there is
+    /// no bulk stream to be had.
+    fn send_bulk(&self, stream: &Outbox, key: u64, frame: &[u8]) -> Option<Result<(), Gone>> {
+        let mut bulk = self.bulk.lock().unwrap_or_else(|e| e.into_inner());
+        if bulk.outbox.is_none() && !bulk.unavailable {
+            match self.conn.try_open_uni() {
+                Some(Ok(mut s)) => {
+                    s.set_low_priority();
+                    let outbox = Outbox::new(s);
+                    let lane = encode_frame(&Data::BulkLane).expect("encodes");
+                    if outbox.send(&lane).is_err() {
+                        return Some(Err(Gone));
+                    }
+                    bulk.outbox = Some(outbox);
+                }
+                Some(Err(_)) => return Some(Err(Gone)),
+                None => bulk.unavailable = true,
+            }
+        }
+        let outbox = bulk.outbox.clone()?;
+        let seq = bulk.next_seq;
+        bulk.next_seq += 1;
+        // Under the lock: bulk frames go out in the order of their marks' positions.
+        let mark = encode_frame(&Data::BulkMark { seq, key }).expect("encodes");
+        let sent = stream.send(&mark).and_then(|()| outbox.send(frame));
+        drop(bulk);
+        if sent.is_ok() {
+            self.frames_sent.fetch_add(1, Ordering::Relaxed);
+        }
+        Some(sent)
     }
 
     pub(crate) fn stream_key(pid: Pid) -> u64 {
@@ -117,8 +179,12 @@ pub(crate) struct Outbox {
 
 struct OutboxState {
     stream: SendStream,
-    /// Bytes waiting for the flusher, in order.
+    /// Bytes waiting for the flusher, in order, from `flushed` on.
     pending: Vec<u8>,
+    /// Bytes at the front of `pending` already written: dropped when all are, or in one go
+    /// once they are most of it, so a large frame written piece by piece is not shifted
+    /// after every piece.
+    flushed: usize,
     closed: bool,
 }
 
@@ -128,6 +194,7 @@ impl Outbox {
             state: Mutex::new(OutboxState {
                 stream,
                 pending: Vec::new(),
+                flushed: 0,
                 closed: false,
             }),
             flush: Arc::new(tokio::sync::Notify::new()),
@@ -168,7 +235,7 @@ impl Outbox {
     fn poll_flush(&self, cx: &mut Context<'_>) -> Poll<Result<(), Gone>> {
         let mut state = self.lock();
         let state = &mut *state;
-        let mut written = 0;
+        let mut written = state.flushed;
         let result = loop {
             if written == state.pending.len() {
                 break Poll::Ready(Ok(()));
@@ -182,7 +249,15 @@ impl Outbox {
                 Poll::Pending => break Poll::Pending,
             }
         };
-        state.pending.drain(..written);
+        if written == state.pending.len() {
+            state.pending.clear();
+            state.flushed = 0;
+        } else if written > state.pending.len() / 2 {
+            state.pending.drain(..written);
+            state.flushed = 0;
+        } else {
+            state.flushed = written;
+        }
         result
     }
 }
