@@ -9,8 +9,19 @@ use std::task::{Context, Poll, Waker};
 use crate::protocol::bulk::{BulkMerge, Lane, lane};
 use crate::transport::{Connection, RecvStream, SendStream, StreamError};
 use atoll_core::{NodeId, Pid};
-use atoll_wire::{Control, Data, FrameDecoder, FrameError, Response, encode_frame};
+use atoll_wire::{
+    Control, Data, FrameDecoder, FrameError, Response, encode_frame, encode_frame_in,
+    encode_frame_sized,
+};
 use tokio::sync::oneshot;
+
+thread_local! {
+    /// This thread's buffer for encoding large frames, reused from one to the next.
+    static SPARE_FRAME: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// The largest buffer kept for reuse per thread.
+const MAX_SPARE_FRAME: usize = 16 << 20;
 
 /// The most bytes read from a stream at once.
 const READ_CHUNK: usize = 64 * 1024;
@@ -33,7 +44,8 @@ pub(crate) struct Peer {
     pub(crate) frames_sent: AtomicU64,
     /// Frames read from this peer (all streams).
     pub(crate) frames_received: AtomicU64,
-    /// The bulk stream for large frames, opened with the first one.
+    /// The bulk streams for large frames, one per message stream, each opened with its
+    /// first one.
     bulk: Mutex<BulkSend>,
     /// Merges the peer's bulk stream back into its message streams' order.
     pub(crate) merge: Mutex<BulkMerge>,
@@ -46,10 +58,10 @@ pub(crate) struct Peer {
 
 #[derive(Default)]
 struct BulkSend {
-    outbox: Option<Arc<Outbox>>,
-    /// The opening failed: large frames stay on their message streams.
+    /// Per message stream: its bulk stream, and the position of its next frame.
+    lanes: Vec<Option<(Arc<Outbox>, u64)>>,
+    /// An opening would have had to wait: large frames stay on their message streams.
     unavailable: bool,
-    next_seq: u64,
 }
 
 /// The peer's connection is gone; nothing was sent.
@@ -102,8 +114,30 @@ impl Peer {
 
     /// Queues a data envelope on the stream `key` picks (a pid's serial or a call id).
     pub(crate) fn send_data(&self, key: u64, data: &Data) -> Result<(), Gone> {
-        let frame = encode_frame(data).map_err(|_| Gone)?;
-        self.send_frame(key, &frame)
+        let payload = match data {
+            Data::Send { payload, .. }
+            | Data::SendNamed { payload, .. }
+            | Data::Reply { payload, .. } => payload.len(),
+            _ => 0,
+        };
+        if lane(payload) == Lane::Message {
+            let frame = encode_frame_sized(data, payload + 128).map_err(|_| Gone)?;
+            return self.send_frame(key, &frame);
+        }
+        // A large frame is copied into the stream as it is queued, so its buffer can serve
+        // the next one: fresh megabytes would cost a page fault per page on every send.
+        let spare = SPARE_FRAME.with(|s| std::mem::take(&mut *s.borrow_mut()));
+        let mut spare = if spare.capacity() >= payload + 128 {
+            spare
+        } else {
+            Vec::with_capacity(payload + 128)
+        };
+        spare = encode_frame_in(data, spare).map_err(|_| Gone)?;
+        let sent = self.send_frame(key, &spare);
+        if spare.capacity() <= MAX_SPARE_FRAME {
+            SPARE_FRAME.with(|s| *s.borrow_mut() = spare);
+        }
+        sent
     }
 
     /// Queues an encoded data frame on the stream `key` picks, or, if it is large, on the
@@ -111,7 +145,7 @@ impl Peer {
     pub(crate) fn send_frame(&self, key: u64, frame: &[u8]) -> Result<(), Gone> {
         let i = (key.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 32) as usize % self.streams.len();
         if lane(frame.len()) == Lane::Bulk
-            && let Some(sent) = self.send_bulk(&self.streams[i], key, frame)
+            && let Some(sent) = self.send_bulk(i, key, frame)
         {
             return sent;
         }
@@ -120,31 +154,37 @@ impl Peer {
         Ok(())
     }
 
-    /// Sends a large frame on the bulk stream and its mark on `stream`; `None` if there is
-    /// no bulk stream to be had.
-    fn send_bulk(&self, stream: &Outbox, key: u64, frame: &[u8]) -> Option<Result<(), Gone>> {
+    /// Sends a large frame on message stream `i`'s bulk stream and its mark on the message
+    /// stream; `None` if there is no bulk stream to be had.
+    fn send_bulk(&self, i: usize, key: u64, frame: &[u8]) -> Option<Result<(), Gone>> {
         let mut bulk = self.bulk.lock().unwrap_or_else(|e| e.into_inner());
-        if bulk.outbox.is_none() && !bulk.unavailable {
+        if bulk.lanes.len() < self.streams.len() {
+            bulk.lanes.resize(self.streams.len(), None);
+        }
+        let lane = u32::try_from(i).ok()?;
+        if bulk.lanes[i].is_none() && !bulk.unavailable {
             match self.conn.try_open_uni() {
                 Some(Ok(mut s)) => {
                     s.set_low_priority();
                     let outbox = Outbox::new(s);
-                    let lane = encode_frame(&Data::BulkLane).expect("encodes");
-                    if outbox.send(&lane).is_err() {
+                    let first = encode_frame(&Data::BulkLane { lane }).expect("encodes");
+                    if outbox.send(&first).is_err() {
                         return Some(Err(Gone));
                     }
-                    bulk.outbox = Some(outbox);
+                    bulk.lanes[i] = Some((outbox, 0));
                 }
                 Some(Err(_)) => return Some(Err(Gone)),
                 None => bulk.unavailable = true,
             }
         }
-        let outbox = bulk.outbox.clone()?;
-        let seq = bulk.next_seq;
-        bulk.next_seq += 1;
+        let (outbox, next) = bulk.lanes[i].as_mut()?;
+        let seq = *next;
+        *next += 1;
         // Under the lock: bulk frames go out in the order of their marks' positions.
-        let mark = encode_frame(&Data::BulkMark { seq, key }).expect("encodes");
-        let sent = stream.send(&mark).and_then(|()| outbox.send(frame));
+        let mark = encode_frame(&Data::BulkMark { lane, seq, key }).expect("encodes");
+        let sent = self.streams[i]
+            .send(&mark)
+            .and_then(|()| outbox.send(frame));
         drop(bulk);
         if sent.is_ok() {
             self.frames_sent.fetch_add(1, Ordering::Relaxed);

@@ -294,13 +294,18 @@ pub enum Data {
     /// stream: what follows it for the same stream key waits until that frame has arrived,
     /// so the key's order holds while small frames of other keys are not stuck behind it.
     BulkMark {
-        /// The large frame's position on the bulk stream (0 for its first frame).
+        /// Which of the connection's bulk streams carries it.
+        lane: u32,
+        /// The large frame's position on that bulk stream (0 for its first frame).
         seq: u64,
         /// The stream key of the frames that must wait for it.
         key: u64,
     },
     /// The first frame on a connection's bulk stream, telling the receiver which it is.
-    BulkLane,
+    BulkLane {
+        /// The bulk stream's number, as marks name it.
+        lane: u32,
+    },
 }
 
 /// A [`Data`] envelope decoded in place: payloads and names borrow from the frame, so the
@@ -337,11 +342,16 @@ pub enum DataRef<'a> {
     Signal(Signal),
     /// See [`Data::BulkMark`].
     BulkMark {
-        /// The large frame's position on the bulk stream.
+        /// Which bulk stream carries it.
+        lane: u32,
+        /// The large frame's position on that bulk stream.
         seq: u64,
         /// The stream key of the frames that wait for it.
         key: u64,
     },
     /// See [`Data::BulkLane`].
-    BulkLane,
+    BulkLane {
+        /// The bulk stream's number.
+        lane: u32,
+    },
 }

@@ -122,8 +122,8 @@ async fn accept_message_streams(weak: Weak<Inner>, peer: Arc<Peer>) {
 const MAX_HELD: usize = 4 << 20;
 
 async fn message_loop(weak: Weak<Inner>, peer: Arc<Peer>, mut reader: FrameReader) {
-    // Set once the stream's first frame says it is the peer's bulk stream.
-    let mut bulk_lane = false;
+    // Set once the stream's first frame says it is one of the peer's bulk streams.
+    let mut bulk_lane = None;
     loop {
         let released = peer.merge_released.notified();
         if peer.merging.load(Ordering::Acquire) && held_bytes(&peer) > MAX_HELD {
@@ -134,14 +134,14 @@ async fn message_loop(weak: Weak<Inner>, peer: Arc<Peer>, mut reader: FrameReade
         let handled = reader
             .next_with(|body| {
                 peer.frames_received.fetch_add(1, Ordering::Relaxed);
-                if bulk_lane {
-                    return receive_bulk(&inner, &peer, body);
+                if let Some(lane) = bulk_lane {
+                    return receive_bulk(&inner, &peer, lane, body);
                 }
                 match decode_ref::<DataRef<'_>>(body).map_err(|e| e.to_string())? {
-                    DataRef::BulkLane => bulk_lane = true,
-                    DataRef::BulkMark { seq, key } => {
+                    DataRef::BulkLane { lane } => bulk_lane = Some(lane),
+                    DataRef::BulkMark { lane, seq, key } => {
                         let mut merge = peer.merge.lock().unwrap_or_else(|e| e.into_inner());
-                        let released = merge.mark(seq, key).map_err(|e| e.to_string())?;
+                        let released = merge.mark(lane, seq, key).map_err(|e| e.to_string())?;
                         for frame in &released {
                             dispatch_owned(&inner, &peer, frame)?;
                         }
@@ -191,9 +191,9 @@ fn held_bytes(peer: &Peer) -> usize {
 /// A frame from the peer's bulk stream: delivered in its key's order, with whatever waited
 /// behind it. Delivery happens under the merge's lock, so nothing of the same key read
 /// meanwhile on a message stream can overtake it.
-fn receive_bulk(inner: &Inner, peer: &Peer, body: &[u8]) -> Result<(), String> {
+fn receive_bulk(inner: &Inner, peer: &Peer, lane: u32, body: &[u8]) -> Result<(), String> {
     let mut merge = peer.merge.lock().unwrap_or_else(|e| e.into_inner());
-    let release = merge.bulk(body).map_err(|e| e.to_string())?;
+    let release = merge.bulk(lane, body).map_err(|e| e.to_string())?;
     let result = (|| {
         if release.arrived_now {
             dispatch_owned(inner, peer, body)?;
@@ -214,7 +214,7 @@ fn receive_bulk(inner: &Inner, peer: &Peer, body: &[u8]) -> Result<(), String> {
 /// Decodes and delivers a frame body taken out of order (held, or from the bulk stream).
 fn dispatch_owned(inner: &Inner, peer: &Peer, body: &[u8]) -> Result<(), String> {
     match decode_ref::<DataRef<'_>>(body).map_err(|e| e.to_string())? {
-        DataRef::BulkLane | DataRef::BulkMark { .. } => {
+        DataRef::BulkLane { .. } | DataRef::BulkMark { .. } => {
             Err("a bulk stream frame out of place".to_string())
         }
         data => {
@@ -251,6 +251,6 @@ fn dispatch(inner: &Inner, peer: &Peer, data: DataRef<'_>) {
             inner.rt.deliver_signal(signal);
         }
         // Handled by the message loop before dispatching.
-        DataRef::BulkLane | DataRef::BulkMark { .. } => {}
+        DataRef::BulkLane { .. } | DataRef::BulkMark { .. } => {}
     }
 }

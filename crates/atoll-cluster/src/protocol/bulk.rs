@@ -4,9 +4,10 @@
 //! hash) and the frames of one key travel on one message stream, in order. A frame of a
 //! megabyte on that stream would hold up every small frame queued behind it, including
 //! those of other keys sharing the stream. So a frame of at least [`BULK_FRAME`] bytes goes
-//! on the connection's bulk stream (at a lower priority), and in its place on the message
-//! stream goes a small [`Data::BulkMark`](atoll_wire::Data::BulkMark) naming its position on
-//! the bulk stream and its key.
+//! on a bulk stream (at a lower priority; one per message stream, opened with its first
+//! large frame, so large frames of different keys still travel side by side), and in its
+//! place on the message stream goes a small [`Data::BulkMark`](atoll_wire::Data::BulkMark)
+//! naming the bulk stream, the frame's position on it and its key.
 //!
 //! The receiver keeps the key's order with [`BulkMerge`]: frames of a key that has a mark
 //! outstanding wait (copied) until the large frame has arrived; frames of every other key
@@ -16,7 +17,7 @@ use std::collections::{HashMap, VecDeque};
 
 use atoll_wire::DataRef;
 
-/// Frames of at least this many bytes (header included) travel on the bulk stream.
+/// Frames of at least this many bytes (header included) travel on a bulk stream.
 ///
 /// Measured with `cluster_fanout --mixed`: below a few tens of kilobytes a frame's time on
 /// the wire is of the order of a small round trip, so moving it buys nothing and costs a
@@ -28,7 +29,7 @@ pub const BULK_FRAME: usize = 64 * 1024;
 pub enum Lane {
     /// Its key's message stream.
     Message,
-    /// The bulk stream, with a mark on its key's message stream.
+    /// A bulk stream, with a mark on its key's message stream.
     Bulk,
 }
 
@@ -56,19 +57,28 @@ pub fn data_key(data: &DataRef<'_>) -> Option<u64> {
         DataRef::SendNamed { name, .. } => Some(name_key(name)),
         DataRef::Reply { call, .. } => Some(*call),
         DataRef::Signal(signal) => Some(signal.target().serial),
-        DataRef::BulkMark { .. } | DataRef::BulkLane => None,
+        DataRef::BulkMark { .. } | DataRef::BulkLane { .. } => None,
     }
 }
 
-/// A peer broke the bulk stream's rules; the connection should be closed.
+/// The most bulk streams a connection may have (one per message stream).
+pub const MAX_LANES: u32 = crate::MAX_MESSAGE_STREAMS as u32;
+
+/// A bulk frame's place: its bulk stream and its position on it.
+pub type Position = (u32, u64);
+
+/// A peer broke the bulk streams' rules; the stream it came on is refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum MergeError {
     /// A second mark for one position.
-    #[error("bulk frame {0} marked twice")]
-    DuplicateMark(u64),
+    #[error("bulk frame {0:?} marked twice")]
+    DuplicateMark(Position),
     /// A mark for a position whose frame was already delivered.
-    #[error("bulk frame {0} marked after it was delivered")]
-    LateMark(u64),
+    #[error("bulk frame {0:?} marked after it was delivered")]
+    LateMark(Position),
+    /// A bulk stream numbered beyond [`MAX_LANES`].
+    #[error("bulk stream {0} (at most {MAX_LANES})")]
+    NoSuchLane(u32),
     /// Bulk frames arrived, unmarked, beyond the bytes allowed to wait for their marks.
     #[error("{bytes} bytes of bulk frames wait for their marks (at most {max})")]
     TooManyUnmarked {
@@ -100,27 +110,27 @@ pub struct Release {
 #[derive(Debug)]
 enum Item {
     /// The bulk frame at this position.
-    Bulk(u64),
+    Bulk(Position),
     /// A frame of the key, held behind it.
     Frame(Vec<u8>),
 }
 
-/// The receiver's side: merges one connection's bulk stream back into its message streams'
-/// per-key order.
+/// The receiver's side: merges one connection's bulk streams back into its message
+/// streams' per-key order.
 #[derive(Debug)]
 pub struct BulkMerge {
     /// Per key with a mark outstanding: what waits, in order; the front is always a
     /// bulk frame not yet arrived.
     waiting: HashMap<u64, VecDeque<Item>>,
     /// Marked positions not yet delivered, and their keys.
-    marks: HashMap<u64, u64>,
+    marks: HashMap<Position, u64>,
     /// Bulk frames that arrived before they could be delivered.
-    arrived: HashMap<u64, Vec<u8>>,
+    arrived: HashMap<Position, Vec<u8>>,
     /// Bytes of `arrived` frames whose marks are still to come.
     unmarked_bytes: usize,
     max_unmarked: usize,
-    /// The position of the next frame from the bulk stream.
-    next_seq: u64,
+    /// Per bulk stream, the position of its next frame.
+    next_seq: HashMap<u32, u64>,
     held_bytes: usize,
 }
 
@@ -133,7 +143,7 @@ impl BulkMerge {
             arrived: HashMap::new(),
             unmarked_bytes: 0,
             max_unmarked,
-            next_seq: 0,
+            next_seq: HashMap::new(),
             held_bytes: 0,
         }
     }
@@ -160,13 +170,18 @@ impl BulkMerge {
         }
     }
 
-    /// A mark read from a message stream: the bulk frame at `seq` belongs here in `key`'s
-    /// order. Returns what can be delivered now.
-    pub fn mark(&mut self, seq: u64, key: u64) -> Result<Vec<Vec<u8>>, MergeError> {
+    /// A mark read from a message stream: the bulk frame at `seq` on bulk stream `lane`
+    /// belongs here in `key`'s order. Returns what can be delivered now.
+    pub fn mark(&mut self, lane: u32, seq: u64, key: u64) -> Result<Vec<Vec<u8>>, MergeError> {
+        if lane >= MAX_LANES {
+            return Err(MergeError::NoSuchLane(lane));
+        }
+        let seq = (lane, seq);
         if self.marks.contains_key(&seq) {
             return Err(MergeError::DuplicateMark(seq));
         }
-        if seq < self.next_seq && !self.arrived.contains_key(&seq) {
+        let next = self.next_seq.get(&lane).copied().unwrap_or(0);
+        if seq.1 < next && !self.arrived.contains_key(&seq) {
             return Err(MergeError::LateMark(seq));
         }
         if let Some(body) = self.arrived.get(&seq) {
@@ -180,10 +195,14 @@ impl BulkMerge {
         Ok(self.release(key))
     }
 
-    /// The next frame read from the bulk stream.
-    pub fn bulk(&mut self, body: &[u8]) -> Result<Release, MergeError> {
-        let seq = self.next_seq;
-        self.next_seq += 1;
+    /// The next frame read from bulk stream `lane`.
+    pub fn bulk(&mut self, lane: u32, body: &[u8]) -> Result<Release, MergeError> {
+        if lane >= MAX_LANES {
+            return Err(MergeError::NoSuchLane(lane));
+        }
+        let next = self.next_seq.entry(lane).or_default();
+        let seq = (lane, *next);
+        *next += 1;
         let Some(&key) = self.marks.get(&seq) else {
             // Its mark is still on its way (another stream).
             self.unmarked_bytes += body.len();
