@@ -44,6 +44,8 @@ pub(crate) struct Peer {
     pub(crate) frames_sent: AtomicU64,
     /// Frames read from this peer (all streams).
     pub(crate) frames_received: AtomicU64,
+    /// The largest frame sent (this node's own limit, which nodes of a cluster share).
+    max_frame_len: usize,
     /// The bulk streams for large frames, one per message stream, each opened with its
     /// first one.
     bulk: Mutex<BulkSend>,
@@ -68,6 +70,29 @@ struct BulkSend {
 #[derive(Debug)]
 pub(crate) struct Gone;
 
+/// Why a data frame was not sent.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum SendFailed {
+    /// The connection is gone.
+    #[error("connection gone")]
+    Gone,
+    /// The frame is larger than nodes accept ([`crate::NodeConfig::max_frame_len`]): the
+    /// receiver would refuse the whole stream, so it is not sent at all.
+    #[error("a frame of {len} bytes exceeds the maximum of {max}")]
+    TooLarge {
+        /// The frame's length (version byte and body, as its header counts it).
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+}
+
+impl From<Gone> for SendFailed {
+    fn from(_: Gone) -> Self {
+        SendFailed::Gone
+    }
+}
+
 impl Peer {
     pub(crate) fn new(
         hello: &atoll_wire::Hello,
@@ -90,6 +115,7 @@ impl Peer {
             closed_on_purpose: AtomicBool::new(false),
             frames_sent: AtomicU64::new(0),
             frames_received: AtomicU64::new(0),
+            max_frame_len,
             bulk: Mutex::default(),
             // Bulk frames whose marks are late wait within a few frames' worth.
             merge: Mutex::new(BulkMerge::new(max_frame_len.saturating_mul(4))),
@@ -113,7 +139,7 @@ impl Peer {
     }
 
     /// Queues a data envelope on the stream `key` picks (a pid's serial or a call id).
-    pub(crate) fn send_data(&self, key: u64, data: &Data) -> Result<(), Gone> {
+    pub(crate) fn send_data(&self, key: u64, data: &Data) -> Result<(), SendFailed> {
         let payload = match data {
             Data::Send { payload, .. }
             | Data::SendNamed { payload, .. }
@@ -142,12 +168,21 @@ impl Peer {
 
     /// Queues an encoded data frame on the stream `key` picks, or, if it is large, on the
     /// bulk stream with a mark in its place (see [`crate::protocol::bulk`]).
-    pub(crate) fn send_frame(&self, key: u64, frame: &[u8]) -> Result<(), Gone> {
+    pub(crate) fn send_frame(&self, key: u64, frame: &[u8]) -> Result<(), SendFailed> {
+        // The header's length counts the version byte and the body.
+        let len = frame.len().saturating_sub(4);
+        if len > self.max_frame_len {
+            tracing::warn!(peer = %self.name, len, max = self.max_frame_len, "a message too large to send was dropped");
+            return Err(SendFailed::TooLarge {
+                len,
+                max: self.max_frame_len,
+            });
+        }
         let i = (key.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 32) as usize % self.streams.len();
         if lane(frame.len()) == Lane::Bulk
             && let Some(sent) = self.send_bulk(i, key, frame)
         {
-            return sent;
+            return Ok(sent?);
         }
         self.streams[i].send(frame)?;
         self.frames_sent.fetch_add(1, Ordering::Relaxed);
