@@ -41,7 +41,10 @@ async fn large_and_small_messages_to_one_process_arrive_in_order() {
         to_second.send(ProbeMsg::Text(format!("s{i}"))).unwrap();
     }
     for text in &expected {
-        assert_eq!(next(&mut seen_first, "in order").await, Seen::Text(text.clone()));
+        assert_eq!(
+            next(&mut seen_first, "in order").await,
+            Seen::Text(text.clone())
+        );
     }
     for i in 0..expected.len() {
         assert_eq!(
@@ -71,6 +74,9 @@ async fn a_message_beyond_the_frame_limit_is_refused_and_the_stream_goes_on() {
         "a message over the limit is refused at the sender"
     );
     to_p.send(ProbeMsg::Text("after".into())).unwrap();
-    assert_eq!(next(&mut seen, "under the limit").await, Seen::Text(large(0, 900_000)));
+    assert_eq!(
+        next(&mut seen, "under the limit").await,
+        Seen::Text(large(0, 900_000))
+    );
     assert_eq!(next(&mut seen, "after").await, Seen::Text("after".into()));
 }

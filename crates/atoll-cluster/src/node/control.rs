@@ -8,8 +8,8 @@ use tracing::{debug, warn};
 
 use super::connect::watch_connection;
 use super::{Inner, naming};
-use crate::protocol::bulk::{self, Admit};
 use crate::peer::{FrameReader, Peer, ReadError};
+use crate::protocol::bulk::{self, Admit};
 
 pub(super) fn start_peer_tasks(inner: &Arc<Inner>, peer: &Arc<Peer>, control: FrameReader) {
     tokio::spawn(control_loop(Arc::downgrade(inner), peer.clone(), control));

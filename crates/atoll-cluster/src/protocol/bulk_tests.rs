@@ -113,7 +113,13 @@ fn keys_match_what_senders_use() {
         data_key(&DataRef::Send { to, payload: b"" }),
         Some(crate::peer::Peer::stream_key(to))
     );
-    assert_eq!(data_key(&DataRef::Reply { call: 9, payload: b"" }), Some(9));
+    assert_eq!(
+        data_key(&DataRef::Reply {
+            call: 9,
+            payload: b""
+        }),
+        Some(9)
+    );
     assert_eq!(
         data_key(&DataRef::SendNamed {
             name: "n",
@@ -136,5 +142,8 @@ fn bulk_streams_count_positions_apart() {
     assert!(r.arrived_now);
     assert_eq!(r.then, vec![b"k5".to_vec()]);
     assert!(m.is_idle());
-    assert_eq!(m.bulk(MAX_LANES, b"x"), Err(MergeError::NoSuchLane(MAX_LANES)));
+    assert_eq!(
+        m.bulk(MAX_LANES, b"x"),
+        Err(MergeError::NoSuchLane(MAX_LANES))
+    );
 }

@@ -110,9 +110,11 @@ fn parse_args() -> Result<Args, String> {
         [] => {}
         [w, s] if *w > 0 && *s > 0 => (args.workers, args.senders) = (*w, *s),
         _ => {
-            return Err("usage: cluster_fanout WORKERS SENDERS [--quick] [--threads N[,N...]] \
+            return Err(
+                "usage: cluster_fanout WORKERS SENDERS [--quick] [--threads N[,N...]] \
                  [--payload BYTES] [--mixed]"
-                .into());
+                    .into(),
+            );
         }
     }
     Ok(args)
@@ -363,8 +365,8 @@ fn hub(args: &Args) -> ExitCode {
                         mixed::report(&label, &r, threads);
                         mixed_rounds.push(system, threads, r);
                     } else {
-                        let r = measure(&client, args.senders, samples, saturate, args.payload)
-                            .await;
+                        let r =
+                            measure(&client, args.senders, samples, saturate, args.payload).await;
                         report(&label, r, threads, args.payload);
                         plain.push(system, threads, r);
                     }

@@ -111,10 +111,6 @@ pub fn report(system: &str, r: &Mixed, threads: usize) {
 pub fn bench_line(system: &str, r: &Mixed, threads: usize) -> String {
     format!(
         "BENCH {{\"bench\":\"cluster_fanout_mixed\",\"system\":\"{system}\",\"small_p50_us\":{:.1},\"small_p99_us\":{:.1},\"idle_p50_us\":{:.1},\"idle_p99_us\":{:.1},\"bulk_mb_per_s\":{:.1},\"small_bytes\":{SMALL},\"bulk_bytes\":{BULK},\"runtime_threads\":{threads}}}",
-        r.small_p50_us,
-        r.small_p99_us,
-        r.idle_p50_us,
-        r.idle_p99_us,
-        r.bulk_mb_per_s
+        r.small_p50_us, r.small_p99_us, r.idle_p50_us, r.idle_p99_us, r.bulk_mb_per_s
     )
 }
