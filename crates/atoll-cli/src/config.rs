@@ -54,6 +54,7 @@ struct RawConfig {
     consensus: Option<RawConsensus>,
     #[serde(default)]
     grains: bool,
+    state_dir: Option<PathBuf>,
     http: Option<String>,
     #[serde(default)]
     log: RawLog,
@@ -184,6 +185,10 @@ pub struct NodeFile {
     /// `grains`: whether the node hosts grains (the built-in types, its store in the
     /// consensus data directory). Needs a `[consensus]` table.
     pub grains: bool,
+    /// `state_dir`: where the node records its incarnations
+    /// ([`NodeConfig::state_dir`]); `state-NAME` beside the file by default, so every
+    /// node's incarnations keep growing across restarts, voter or not.
+    pub state_dir: PathBuf,
     /// `http`: where the status page, the JSON API and the metrics are served, if set.
     pub http: Option<SocketAddr>,
     /// `log.format`: how log lines are written.
@@ -409,6 +414,10 @@ impl NodeFile {
             membership,
             consensus,
             grains: raw.grains,
+            state_dir: raw
+                .state_dir
+                .map(|p| resolve(&p))
+                .unwrap_or_else(|| base.join(format!("state-{name}"))),
             http,
             log_format,
             log_filter,
@@ -553,6 +562,7 @@ impl NodeFile {
         config.message_streams = self.message_streams;
         config.membership = self.membership.clone();
         config.consensus = self.consensus.clone();
+        config.state_dir = Some(self.state_dir.clone());
         // Checked part by part in `parse`; this catches a `NodeFile` changed since.
         config
             .validate()
