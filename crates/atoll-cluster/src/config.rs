@@ -30,11 +30,15 @@ pub struct NodeConfig {
     /// QUIC keep-alive, idle timeout and datagram settings.
     pub transport: TransportSettings,
     /// The largest frame accepted from a peer (version byte plus body); checked before any
-    /// allocation.
+    /// allocation. It bounds a message's size: a message whose frame is larger is not sent
+    /// (the send fails as if the peer were unreachable, with a logged warning), since the
+    /// receiver would refuse the stream it came on.
     pub max_frame_len: usize,
     /// Message streams per peer: messages for one process always share one stream (so they
     /// stay in order) and processes spread over the streams (so one slow stream does not
-    /// hold up the others).
+    /// hold up the others). Frames of 64 KiB and more travel on a low-priority bulk stream
+    /// beside their message stream, so a large message does not hold up small ones of other
+    /// processes (see `protocol::bulk`).
     pub message_streams: usize,
     /// Delay before the first reconnection attempt to a dropped peer; doubles up to
     /// `reconnect_max`.

@@ -2,14 +2,26 @@
 //! requests.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 
+use crate::protocol::bulk::{BulkMerge, Lane, lane};
 use crate::transport::{Connection, RecvStream, SendStream, StreamError};
 use atoll_core::{NodeId, Pid};
-use atoll_wire::{Control, Data, FrameDecoder, FrameError, Response, encode_frame};
+use atoll_wire::{
+    Control, Data, FrameDecoder, FrameError, Response, encode_frame, encode_frame_in,
+    encode_frame_sized,
+};
 use tokio::sync::oneshot;
+
+thread_local! {
+    /// This thread's buffer for encoding large frames, reused from one to the next.
+    static SPARE_FRAME: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// The largest buffer kept for reuse per thread.
+const MAX_SPARE_FRAME: usize = 16 << 20;
 
 /// The most bytes read from a stream at once.
 const READ_CHUNK: usize = 64 * 1024;
@@ -27,16 +39,59 @@ pub(crate) struct Peer {
     pub(crate) requests: Mutex<BTreeMap<u64, oneshot::Sender<Response>>>,
     /// Set when this node closes the connection on purpose (`disconnect`): the peer may be
     /// reached again on demand, unlike one whose connection was lost.
-    pub(crate) closed_on_purpose: std::sync::atomic::AtomicBool,
+    pub(crate) closed_on_purpose: AtomicBool,
     /// Frames queued for this peer (all streams).
     pub(crate) frames_sent: AtomicU64,
     /// Frames read from this peer (all streams).
     pub(crate) frames_received: AtomicU64,
+    /// The largest frame sent (this node's own limit, which nodes of a cluster share).
+    max_frame_len: usize,
+    /// The bulk streams for large frames, one per message stream, each opened with its
+    /// first one.
+    bulk: Mutex<BulkSend>,
+    /// Merges the peer's bulk stream back into its message streams' order.
+    pub(crate) merge: Mutex<BulkMerge>,
+    /// Set while `merge` holds anything, so message streams skip its lock otherwise;
+    /// changed only under that lock, after delivering what it released.
+    pub(crate) merging: AtomicBool,
+    /// Woken when frames held in `merge` were released.
+    pub(crate) merge_released: tokio::sync::Notify,
+}
+
+#[derive(Default)]
+struct BulkSend {
+    /// Per message stream: its bulk stream, and the position of its next frame.
+    lanes: Vec<Option<(Arc<Outbox>, u64)>>,
+    /// An opening would have had to wait: large frames stay on their message streams.
+    unavailable: bool,
 }
 
 /// The peer's connection is gone; nothing was sent.
 #[derive(Debug)]
 pub(crate) struct Gone;
+
+/// Why a data frame was not sent.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum SendFailed {
+    /// The connection is gone.
+    #[error("connection gone")]
+    Gone,
+    /// The frame is larger than nodes accept ([`crate::NodeConfig::max_frame_len`]): the
+    /// receiver would refuse the whole stream, so it is not sent at all.
+    #[error("a frame of {len} bytes exceeds the maximum of {max}")]
+    TooLarge {
+        /// The frame's length (version byte and body, as its header counts it).
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+}
+
+impl From<Gone> for SendFailed {
+    fn from(_: Gone) -> Self {
+        SendFailed::Gone
+    }
+}
 
 impl Peer {
     pub(crate) fn new(
@@ -45,6 +100,7 @@ impl Peer {
         dialed_addr: Option<std::net::SocketAddr>,
         control: SendStream,
         streams: Vec<SendStream>,
+        max_frame_len: usize,
     ) -> Self {
         Peer {
             id: hello.node_id,
@@ -56,9 +112,15 @@ impl Peer {
             control: Outbox::new(control),
             streams: streams.into_iter().map(Outbox::new).collect(),
             requests: Mutex::default(),
-            closed_on_purpose: std::sync::atomic::AtomicBool::new(false),
+            closed_on_purpose: AtomicBool::new(false),
             frames_sent: AtomicU64::new(0),
             frames_received: AtomicU64::new(0),
+            max_frame_len,
+            bulk: Mutex::default(),
+            // Bulk frames whose marks are late wait within a few frames' worth.
+            merge: Mutex::new(BulkMerge::new(max_frame_len.saturating_mul(4))),
+            merging: AtomicBool::new(false),
+            merge_released: tokio::sync::Notify::new(),
         }
     }
 
@@ -77,17 +139,92 @@ impl Peer {
     }
 
     /// Queues a data envelope on the stream `key` picks (a pid's serial or a call id).
-    pub(crate) fn send_data(&self, key: u64, data: &Data) -> Result<(), Gone> {
-        let frame = encode_frame(data).map_err(|_| Gone)?;
-        self.send_frame(key, &frame)
+    pub(crate) fn send_data(&self, key: u64, data: &Data) -> Result<(), SendFailed> {
+        let payload = match data {
+            Data::Send { payload, .. }
+            | Data::SendNamed { payload, .. }
+            | Data::Reply { payload, .. } => payload.len(),
+            _ => 0,
+        };
+        if lane(payload) == Lane::Message {
+            let frame = encode_frame_sized(data, payload + 128).map_err(|_| Gone)?;
+            return self.send_frame(key, &frame);
+        }
+        // A large frame is copied into the stream as it is queued, so its buffer can serve
+        // the next one: fresh megabytes would cost a page fault per page on every send.
+        let spare = SPARE_FRAME.with(|s| std::mem::take(&mut *s.borrow_mut()));
+        let mut spare = if spare.capacity() >= payload + 128 {
+            spare
+        } else {
+            Vec::with_capacity(payload + 128)
+        };
+        spare = encode_frame_in(data, spare).map_err(|_| Gone)?;
+        let sent = self.send_frame(key, &spare);
+        if spare.capacity() <= MAX_SPARE_FRAME {
+            SPARE_FRAME.with(|s| *s.borrow_mut() = spare);
+        }
+        sent
     }
 
-    /// Queues an encoded data frame on the stream `key` picks.
-    pub(crate) fn send_frame(&self, key: u64, frame: &[u8]) -> Result<(), Gone> {
+    /// Queues an encoded data frame on the stream `key` picks, or, if it is large, on the
+    /// bulk stream with a mark in its place (see [`crate::protocol::bulk`]).
+    pub(crate) fn send_frame(&self, key: u64, frame: &[u8]) -> Result<(), SendFailed> {
+        // The header's length counts the version byte and the body.
+        let len = frame.len().saturating_sub(4);
+        if len > self.max_frame_len {
+            tracing::warn!(peer = %self.name, len, max = self.max_frame_len, "a message too large to send was dropped");
+            return Err(SendFailed::TooLarge {
+                len,
+                max: self.max_frame_len,
+            });
+        }
         let i = (key.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 32) as usize % self.streams.len();
+        if lane(frame.len()) == Lane::Bulk
+            && let Some(sent) = self.send_bulk(i, key, frame)
+        {
+            return Ok(sent?);
+        }
         self.streams[i].send(frame)?;
         self.frames_sent.fetch_add(1, Ordering::Relaxed);
         Ok(())
+    }
+
+    /// Sends a large frame on message stream `i`'s bulk stream and its mark on the message
+    /// stream; `None` if there is no bulk stream to be had.
+    fn send_bulk(&self, i: usize, key: u64, frame: &[u8]) -> Option<Result<(), Gone>> {
+        let mut bulk = self.bulk.lock().unwrap_or_else(|e| e.into_inner());
+        if bulk.lanes.len() < self.streams.len() {
+            bulk.lanes.resize(self.streams.len(), None);
+        }
+        let lane = u32::try_from(i).ok()?;
+        if bulk.lanes[i].is_none() && !bulk.unavailable {
+            match self.conn.try_open_uni() {
+                Some(Ok(mut s)) => {
+                    s.set_low_priority();
+                    let outbox = Outbox::new(s);
+                    let first = encode_frame(&Data::BulkLane { lane }).expect("encodes");
+                    if outbox.send(&first).is_err() {
+                        return Some(Err(Gone));
+                    }
+                    bulk.lanes[i] = Some((outbox, 0));
+                }
+                Some(Err(_)) => return Some(Err(Gone)),
+                None => bulk.unavailable = true,
+            }
+        }
+        let (outbox, next) = bulk.lanes[i].as_mut()?;
+        let seq = *next;
+        *next += 1;
+        // Under the lock: bulk frames go out in the order of their marks' positions.
+        let mark = encode_frame(&Data::BulkMark { lane, seq, key }).expect("encodes");
+        let sent = self.streams[i]
+            .send(&mark)
+            .and_then(|()| outbox.send(frame));
+        drop(bulk);
+        if sent.is_ok() {
+            self.frames_sent.fetch_add(1, Ordering::Relaxed);
+        }
+        Some(sent)
     }
 
     pub(crate) fn stream_key(pid: Pid) -> u64 {
@@ -117,8 +254,12 @@ pub(crate) struct Outbox {
 
 struct OutboxState {
     stream: SendStream,
-    /// Bytes waiting for the flusher, in order.
+    /// Bytes waiting for the flusher, in order, from `flushed` on.
     pending: Vec<u8>,
+    /// Bytes at the front of `pending` already written: dropped when all are, or in one go
+    /// once they are most of it, so a large frame written piece by piece is not shifted
+    /// after every piece.
+    flushed: usize,
     closed: bool,
 }
 
@@ -128,6 +269,7 @@ impl Outbox {
             state: Mutex::new(OutboxState {
                 stream,
                 pending: Vec::new(),
+                flushed: 0,
                 closed: false,
             }),
             flush: Arc::new(tokio::sync::Notify::new()),
@@ -168,7 +310,7 @@ impl Outbox {
     fn poll_flush(&self, cx: &mut Context<'_>) -> Poll<Result<(), Gone>> {
         let mut state = self.lock();
         let state = &mut *state;
-        let mut written = 0;
+        let mut written = state.flushed;
         let result = loop {
             if written == state.pending.len() {
                 break Poll::Ready(Ok(()));
@@ -182,7 +324,15 @@ impl Outbox {
                 Poll::Pending => break Poll::Pending,
             }
         };
-        state.pending.drain(..written);
+        if written == state.pending.len() {
+            state.pending.clear();
+            state.flushed = 0;
+        } else if written > state.pending.len() / 2 {
+            state.pending.drain(..written);
+            state.flushed = 0;
+        } else {
+            state.flushed = written;
+        }
         result
     }
 }

@@ -41,6 +41,7 @@ macro_rules! targets {
 targets!(
     frame_decoder,
     data_envelope,
+    bulk_merge,
     control_envelope,
     swim_datagram,
     gossip_delta,

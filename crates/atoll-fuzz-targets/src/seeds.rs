@@ -133,6 +133,17 @@ pub fn data_envelope() -> Vec<Vec<u8>> {
     data().iter().map(body).collect()
 }
 
+/// Seeds of [`targets::bulk_merge`]: a mark, frames held behind it, its bulk frame; and a
+/// bulk frame arriving before its mark.
+pub fn bulk_merge() -> Vec<Vec<u8>> {
+    vec![
+        vec![0, 0, 0, 1, 1, 1, 8, 9, 1, 2, 3, 4, 2, 0, 200, 7],
+        vec![
+            2, 1, 100, 5, 0, 1, 0, 2, 1, 2, 4, 4, 0, 1, 1, 2, 2, 1, 50, 6,
+        ],
+    ]
+}
+
 /// Seeds of [`targets::control_envelope`].
 pub fn control_envelope() -> Vec<Vec<u8>> {
     control().iter().map(body).collect()

@@ -38,6 +38,39 @@ pub fn data_envelope(data: &[u8]) {
     }
 }
 
+/// Arbitrary bytes as what a peer sends on its message and bulk streams, four bytes per
+/// event: `[kind, a, b, c]`: a mark (bulk stream `a`, position `b`, key `c`), a frame of
+/// key `a` and `b` bytes, or a frame of `b` bytes on bulk stream `a`. Whatever arrives, the
+/// merge neither panics nor loses count of what it holds.
+pub fn bulk_merge(data: &[u8]) {
+    use atoll_cluster::protocol::bulk::{Admit, BulkMerge};
+    let mut merge = BulkMerge::new(MAX_FRAME);
+    // Bytes of message-stream frames fed: the most the merge can be holding.
+    let mut fed = 0usize;
+    for event in data.chunks_exact(4) {
+        let [kind, a, b, c] = [event[0], event[1], event[2], event[3]];
+        let body = vec![c; usize::from(b)];
+        let step = match kind % 3 {
+            0 => merge
+                .mark(u32::from(a % 80), u64::from(b % 16), u64::from(c % 4))
+                .map(drop),
+            1 => {
+                fed += body.len();
+                let _ = merge.frame(u64::from(a % 4), &body) == Admit::Held;
+                Ok(())
+            }
+            _ => merge.bulk(u32::from(a % 80), &body).map(drop),
+        };
+        if step.is_err() {
+            return;
+        }
+        assert!(merge.held_bytes() <= fed);
+        if merge.is_idle() {
+            assert_eq!(merge.held_bytes(), 0);
+        }
+    }
+}
+
 /// Arbitrary bytes as a control-stream envelope body: whatever decodes encodes again.
 pub fn control_envelope(data: &[u8]) {
     if let Ok(envelope) = atoll_wire::decode::<atoll_wire::Control>(data) {

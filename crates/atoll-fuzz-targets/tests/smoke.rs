@@ -79,6 +79,7 @@ macro_rules! smoke_tests {
 smoke_tests!(
     frame_decoder,
     data_envelope,
+    bulk_merge,
     control_envelope,
     swim_datagram,
     gossip_delta,

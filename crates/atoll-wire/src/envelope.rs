@@ -290,6 +290,22 @@ pub enum Data {
     },
     /// An exit or monitor signal.
     Signal(Signal),
+    /// Stands in a message stream for a large frame that travels on the connection's bulk
+    /// stream: what follows it for the same stream key waits until that frame has arrived,
+    /// so the key's order holds while small frames of other keys are not stuck behind it.
+    BulkMark {
+        /// Which of the connection's bulk streams carries it.
+        lane: u32,
+        /// The large frame's position on that bulk stream (0 for its first frame).
+        seq: u64,
+        /// The stream key of the frames that must wait for it.
+        key: u64,
+    },
+    /// The first frame on a connection's bulk stream, telling the receiver which it is.
+    BulkLane {
+        /// The bulk stream's number, as marks name it.
+        lane: u32,
+    },
 }
 
 /// A [`Data`] envelope decoded in place: payloads and names borrow from the frame, so the
@@ -324,4 +340,18 @@ pub enum DataRef<'a> {
     },
     /// See [`Data::Signal`].
     Signal(Signal),
+    /// See [`Data::BulkMark`].
+    BulkMark {
+        /// Which bulk stream carries it.
+        lane: u32,
+        /// The large frame's position on that bulk stream.
+        seq: u64,
+        /// The stream key of the frames that wait for it.
+        key: u64,
+    },
+    /// See [`Data::BulkLane`].
+    BulkLane {
+        /// The bulk stream's number.
+        lane: u32,
+    },
 }

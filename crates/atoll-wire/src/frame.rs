@@ -2,7 +2,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 /// The wire version this build speaks.
-pub const WIRE_VERSION: u8 = 2;
+pub const WIRE_VERSION: u8 = 3;
 
 /// Bytes before a frame's body: the 4-byte length and the version byte.
 pub const HEADER_LEN: usize = 5;
@@ -39,7 +39,24 @@ pub struct EncodeError(pub String);
 /// Encodes `envelope` as one whole frame: header, version and body.
 pub fn encode_frame<T: Serialize>(envelope: &T) -> Result<Vec<u8>, EncodeError> {
     // Room for a typical small envelope up front, so encoding rarely reallocates.
-    let mut out = Vec::with_capacity(128);
+    encode_frame_sized(envelope, 128)
+}
+
+/// Encodes `envelope` as one whole frame into a buffer of `capacity` bytes to start with:
+/// an envelope carrying a large payload is then written without growing (and copying) its
+/// buffer on the way.
+pub fn encode_frame_sized<T: Serialize>(
+    envelope: &T,
+    capacity: usize,
+) -> Result<Vec<u8>, EncodeError> {
+    encode_frame_in(envelope, Vec::with_capacity(capacity))
+}
+
+/// Encodes `envelope` as one whole frame into `buf`, replacing what it held but keeping
+/// its allocation (a sender can reuse one buffer for its large frames).
+pub fn encode_frame_in<T: Serialize>(envelope: &T, buf: Vec<u8>) -> Result<Vec<u8>, EncodeError> {
+    let mut out = buf;
+    out.clear();
     out.extend_from_slice(&[0u8; HEADER_LEN]);
     out = postcard::to_extend(envelope, out).map_err(|e| EncodeError(e.to_string()))?;
     let len = u32::try_from(out.len() - 4).map_err(|_| EncodeError("frame over 4 GiB".into()))?;
@@ -122,6 +139,10 @@ impl FrameDecoder {
         };
         let body_len = parse_header(header, self.max)?;
         if pending.len() < HEADER_LEN + body_len {
+            // The length was checked against the maximum: make room for the whole frame
+            // once, rather than growing the buffer piece by piece as a large one arrives.
+            let missing = HEADER_LEN + body_len - pending.len();
+            self.buf.reserve(missing);
             return Ok(None);
         }
         let out = f(&pending[HEADER_LEN..HEADER_LEN + body_len]);

@@ -31,5 +31,5 @@ pub use envelope::{
 };
 pub use frame::{
     DecodeError, EncodeError, FrameDecoder, FrameError, HEADER_LEN, WIRE_VERSION, decode,
-    decode_ref, encode_frame, parse_header,
+    decode_ref, encode_frame, encode_frame_in, encode_frame_sized, parse_header,
 };

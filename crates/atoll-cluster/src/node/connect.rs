@@ -213,7 +213,14 @@ async fn establish(
             .map_err(|e| fail(ConnectError::Handshake(e.to_string()), Some(hello.node_id)))?;
         streams.push(stream);
     }
-    let peer = Arc::new(Peer::new(&hello, conn.clone(), dialed_addr, send, streams));
+    let peer = Arc::new(Peer::new(
+        &hello,
+        conn.clone(),
+        dialed_addr,
+        send,
+        streams,
+        inner.max_frame_len,
+    ));
     let answer = match (decides, dialed) {
         (false, _) => None,
         (true, true) => Some(Control::Kept),

@@ -9,6 +9,7 @@ use tracing::{debug, warn};
 use super::connect::watch_connection;
 use super::{Inner, naming};
 use crate::peer::{FrameReader, Peer, ReadError};
+use crate::protocol::bulk::{self, Admit};
 
 pub(super) fn start_peer_tasks(inner: &Arc<Inner>, peer: &Arc<Peer>, control: FrameReader) {
     tokio::spawn(control_loop(Arc::downgrade(inner), peer.clone(), control));
@@ -116,17 +117,49 @@ async fn accept_message_streams(weak: Weak<Inner>, peer: Arc<Peer>) {
     }
 }
 
+/// How many bytes of a key's frames may wait behind a large frame before the message
+/// stream stops being read until they are released.
+const MAX_HELD: usize = 4 << 20;
+
 async fn message_loop(weak: Weak<Inner>, peer: Arc<Peer>, mut reader: FrameReader) {
+    // Set once the stream's first frame says it is one of the peer's bulk streams.
+    let mut bulk_lane = None;
     loop {
+        let released = peer.merge_released.notified();
+        if peer.merging.load(Ordering::Acquire) && held_bytes(&peer) > MAX_HELD {
+            released.await;
+            continue;
+        }
         let Some(inner) = weak.upgrade() else { return };
         let handled = reader
-            .next_with(|body| match decode_ref::<DataRef<'_>>(body) {
-                Ok(data) => {
-                    peer.frames_received.fetch_add(1, Ordering::Relaxed);
-                    dispatch(&inner, &peer, data);
-                    Ok(())
+            .next_with(|body| {
+                peer.frames_received.fetch_add(1, Ordering::Relaxed);
+                if let Some(lane) = bulk_lane {
+                    return receive_bulk(&inner, &peer, lane, body);
                 }
-                Err(e) => Err(e),
+                match decode_ref::<DataRef<'_>>(body).map_err(|e| e.to_string())? {
+                    DataRef::BulkLane { lane } => bulk_lane = Some(lane),
+                    DataRef::BulkMark { lane, seq, key } => {
+                        let mut merge = peer.merge.lock().unwrap_or_else(|e| e.into_inner());
+                        let released = merge.mark(lane, seq, key).map_err(|e| e.to_string())?;
+                        for frame in &released {
+                            dispatch_owned(&inner, &peer, frame)?;
+                        }
+                        peer.merging.store(!merge.is_idle(), Ordering::Release);
+                        if !released.is_empty() {
+                            peer.merge_released.notify_waiters();
+                        }
+                    }
+                    data if peer.merging.load(Ordering::Acquire) => {
+                        let key = bulk::data_key(&data).unwrap_or_default();
+                        let mut merge = peer.merge.lock().unwrap_or_else(|e| e.into_inner());
+                        if merge.frame(key, body) == Admit::Now {
+                            dispatch(&inner, &peer, data);
+                        }
+                    }
+                    data => dispatch(&inner, &peer, data),
+                }
+                Ok::<(), String>(())
             })
             .await;
         drop(inner);
@@ -144,6 +177,49 @@ async fn message_loop(weak: Weak<Inner>, peer: Arc<Peer>, mut reader: FrameReade
                 reader.refuse();
                 return;
             }
+        }
+    }
+}
+
+fn held_bytes(peer: &Peer) -> usize {
+    peer.merge
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .held_bytes()
+}
+
+/// A frame from the peer's bulk stream: delivered in its key's order, with whatever waited
+/// behind it. Delivery happens under the merge's lock, so nothing of the same key read
+/// meanwhile on a message stream can overtake it.
+fn receive_bulk(inner: &Inner, peer: &Peer, lane: u32, body: &[u8]) -> Result<(), String> {
+    let mut merge = peer.merge.lock().unwrap_or_else(|e| e.into_inner());
+    let release = merge.bulk(lane, body).map_err(|e| e.to_string())?;
+    let result = (|| {
+        if release.arrived_now {
+            dispatch_owned(inner, peer, body)?;
+        }
+        for frame in &release.then {
+            dispatch_owned(inner, peer, frame)?;
+        }
+        Ok(())
+    })();
+    peer.merging.store(!merge.is_idle(), Ordering::Release);
+    drop(merge);
+    if !release.then.is_empty() {
+        peer.merge_released.notify_waiters();
+    }
+    result
+}
+
+/// Decodes and delivers a frame body taken out of order (held, or from the bulk stream).
+fn dispatch_owned(inner: &Inner, peer: &Peer, body: &[u8]) -> Result<(), String> {
+    match decode_ref::<DataRef<'_>>(body).map_err(|e| e.to_string())? {
+        DataRef::BulkLane { .. } | DataRef::BulkMark { .. } => {
+            Err("a bulk stream frame out of place".to_string())
+        }
+        data => {
+            dispatch(inner, peer, data);
+            Ok(())
         }
     }
 }
@@ -174,5 +250,7 @@ fn dispatch(inner: &Inner, peer: &Peer, data: DataRef<'_>) {
             }
             inner.rt.deliver_signal(signal);
         }
+        // Handled by the message loop before dispatching.
+        DataRef::BulkLane { .. } | DataRef::BulkMark { .. } => {}
     }
 }

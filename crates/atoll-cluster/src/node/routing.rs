@@ -15,6 +15,7 @@ use super::Inner;
 use super::connect::dial;
 use crate::error::ClusterSendError;
 use crate::peer::Peer;
+use crate::protocol::bulk::name_key;
 use crate::protocol::routes::{Route, no_connection};
 
 pub(super) fn send_named<M: Serialize>(
@@ -53,14 +54,6 @@ pub(super) fn send_named_routed<M: Serialize>(
     };
     route(inner, node, name_key(name), &data, None)
         .map_err(|_| ClusterSendError::Send(SendError::NoConnection(msg)))
-}
-
-/// Picks the stream for sends by name: the same on every call, so sends to one name stay in
-/// order (FNV-1a; it only has to spread names over a handful of streams).
-fn name_key(name: &str) -> u64 {
-    name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-    })
 }
 
 /// The runtime's way out to other nodes.

@@ -3,6 +3,7 @@
 //! out what they decide; the tests here drive them without sockets.
 //!
 //! - [`backoff`]: the delays between attempts to reach a peer;
+//! - [`bulk`]: large frames on their own stream, and merging them back in order;
 //! - [`connect`]: checking a peer's introduction and resolving simultaneous connections;
 //! - [`data`]: the process table and service registry on one node, and their gossip;
 //! - [`routes`]: addresses of known nodes and the backlog of a connection opened on demand;
@@ -15,6 +16,7 @@
 //! - process groups live in [`crate::groups`].
 
 pub mod backoff;
+pub mod bulk;
 pub mod connect;
 pub mod data;
 pub mod eventual;

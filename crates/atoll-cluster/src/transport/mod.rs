@@ -221,6 +221,22 @@ impl Connection {
         }
     }
 
+    /// Opens a unidirectional stream if that needs no waiting (the peer's stream limit
+    /// allows it); `None` if it would have to wait.
+    pub(crate) fn try_open_uni(&self) -> Option<Result<SendStream, StreamError>> {
+        match self {
+            Connection::Quic(c) => {
+                let open = std::pin::pin!(c.open_uni());
+                let mut cx = Context::from_waker(std::task::Waker::noop());
+                match std::future::Future::poll(open, &mut cx) {
+                    Poll::Ready(r) => Some(r.map(SendStream::Quic).map_err(stream_error)),
+                    Poll::Pending => None,
+                }
+            }
+            Connection::Mem(c) => Some(c.open_uni().map(SendStream::Mem)),
+        }
+    }
+
     pub(crate) async fn accept_uni(&self) -> Result<RecvStream, StreamError> {
         match self {
             Connection::Quic(c) => c
@@ -330,6 +346,14 @@ impl SendStream {
         match self {
             SendStream::Quic(s) => s.write_all(buf).await.map_err(stream_error),
             SendStream::Mem(s) => s.write(buf).map(|_| ()),
+        }
+    }
+
+    /// Lets other streams' data go first (QUIC only; the in-memory network has no
+    /// congestion to schedule around).
+    pub(crate) fn set_low_priority(&mut self) {
+        if let SendStream::Quic(s) = self {
+            let _ = s.set_priority(-1);
         }
     }
 

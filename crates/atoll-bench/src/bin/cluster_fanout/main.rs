@@ -2,19 +2,27 @@
 //! OS processes.
 //!
 //! Usage: `cargo run --release -p atoll-bench --bin cluster_fanout -- WORKERS SENDERS
-//! [--quick] [--threads N]`.
+//! [--quick] [--threads N[,N...]] [--payload BYTES] [--mixed]`.
 //!
 //! The hub (this process) starts WORKERS worker processes (this binary again, in worker
 //! mode) for each system, connects to all of them, and measures:
 //!
 //! 1. unloaded round-trip time: one request in flight at a time, p50/p99;
 //! 2. saturation: SENDERS sender tasks spread over the workers, each keeping one request in
-//!    flight; messages/s counts both directions (a round trip is two messages).
+//!    flight; messages/s counts both directions (a round trip is two messages), and MB/s
+//!    the payload bytes they carry.
 //!
-//! atoll sends `EchoMsg::Bytes` (64 bytes) calls to each worker's echo process. The raw
-//! floor uses quinn with the same TLS configuration: each sender keeps one bidirectional
-//! stream open and ping-pongs 64-byte messages on it. Every process runs a tokio runtime
-//! with `--threads` worker threads (default 1), stated in the output.
+//! atoll sends `EchoMsg::Bytes` calls (`--payload` bytes, 64 by default) to each worker's
+//! echo process. The raw floor uses quinn with the same TLS configuration: each sender
+//! keeps one bidirectional stream open and ping-pongs messages of the same size on it.
+//! Every process runs a tokio runtime with `--threads` worker threads (default 1), stated
+//! in the output; a list (`--threads 1,2`) measures each count in every round.
+//!
+//! `--mixed` measures instead 64-byte round trips alone and then while another sender keeps
+//! 1 MiB round trips flowing to another echo on the same connection (head-of-line blocking).
+
+mod mixed;
+mod systems;
 
 use std::io::{BufRead, BufReader, Write as _};
 use std::net::SocketAddr;
@@ -24,21 +32,22 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use atoll::ActorRef;
 use atoll_bench::{elapsed_ns, p50_p99};
-use atoll_cluster::builtin::{self, Echo, EchoMsg};
+use atoll_cluster::builtin;
 use atoll_cluster::{Node, NodeConfig};
 use atoll_net::{ClusterCa, NodeCertificate, NodeIdentity, RevocationList, TransportSettings};
-use tokio::io::AsyncWriteExt;
+use systems::{Client, RAW_MAX_PAYLOAD};
 
-const PAYLOAD: usize = 64;
-const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+const SYSTEMS: [&str; 2] = ["raw_quinn", "atoll"];
 
 struct Args {
     workers: usize,
     senders: usize,
     quick: bool,
-    threads: usize,
+    threads: Vec<usize>,
+    payload: usize,
+    mixed: bool,
     /// Worker mode: `atoll` or `raw`, with the key directory and index.
     worker: Option<(String, PathBuf, usize)>,
     /// Run only this system (for profiling one side).
@@ -51,7 +60,9 @@ fn parse_args() -> Result<Args, String> {
         workers: 2,
         senders: 16,
         quick: false,
-        threads: 1,
+        threads: vec![1],
+        payload: 64,
+        mixed: false,
         worker: None,
         only: None,
     };
@@ -59,12 +70,23 @@ fn parse_args() -> Result<Args, String> {
     while let Some(arg) = argv.next() {
         match arg.as_str() {
             "--quick" => args.quick = true,
+            "--mixed" => args.mixed = true,
             "--threads" => {
                 args.threads = argv
                     .next()
+                    .and_then(|list| {
+                        list.split(',')
+                            .map(|n| n.parse().ok().filter(|n| *n > 0))
+                            .collect::<Option<Vec<usize>>>()
+                    })
+                    .ok_or("--threads needs positive numbers, comma-separated")?;
+            }
+            "--payload" => {
+                args.payload = argv
+                    .next()
                     .and_then(|n| n.parse().ok())
-                    .filter(|n| *n > 0)
-                    .ok_or("--threads needs a positive number")?;
+                    .filter(|n| (1..=RAW_MAX_PAYLOAD).contains(n))
+                    .ok_or(format!("--payload needs 1 to {RAW_MAX_PAYLOAD} bytes"))?;
             }
             "--only" => args.only = Some(argv.next().ok_or("--only needs atoll or raw_quinn")?),
             "--worker" => {
@@ -87,9 +109,31 @@ fn parse_args() -> Result<Args, String> {
     match positional.as_slice() {
         [] => {}
         [w, s] if *w > 0 && *s > 0 => (args.workers, args.senders) = (*w, *s),
-        _ => return Err("usage: cluster_fanout WORKERS SENDERS [--quick] [--threads N]".into()),
+        _ => {
+            return Err(
+                "usage: cluster_fanout WORKERS SENDERS [--quick] [--threads N[,N...]] \
+                 [--payload BYTES] [--mixed]"
+                    .into(),
+            );
+        }
     }
     Ok(args)
+}
+
+/// One thread means the current-thread runtime: the measuring code then runs on the same
+/// thread as the I/O, with no hand-off between threads on each round trip.
+fn runtime(threads: usize) -> tokio::runtime::Runtime {
+    if threads == 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .enable_all()
+            .build()
+    }
+    .expect("tokio runtime")
 }
 
 fn main() -> ExitCode {
@@ -100,22 +144,11 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    // One thread means the current-thread runtime: the measuring code then runs on the
-    // same thread as the I/O, with no hand-off between threads on each round trip.
-    let rt = if args.threads == 1 {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-    } else {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(args.threads)
-            .enable_all()
-            .build()
-    }
-    .expect("tokio runtime");
     match &args.worker {
-        Some((system, dir, index)) => rt.block_on(worker(system, dir, *index)),
-        None => rt.block_on(hub(&args)),
+        Some((system, dir, index)) => {
+            runtime(args.threads[0]).block_on(worker(system, dir, *index))
+        }
+        None => hub(&args),
     }
 }
 
@@ -173,25 +206,8 @@ async fn worker(system: &str, dir: &Path, index: usize) -> ExitCode {
         _ => {
             let endpoint = raw_endpoint(&key, &cert, &trust);
             println!("READY {}", endpoint.local_addr().expect("addr"));
-            let serve = async {
-                while let Some(incoming) = endpoint.accept().await {
-                    tokio::spawn(async move {
-                        let Ok(conn) = incoming.await else { return };
-                        while let Ok((mut send, mut recv)) = conn.accept_bi().await {
-                            tokio::spawn(async move {
-                                let mut buf = [0u8; PAYLOAD];
-                                while recv.read_exact(&mut buf).await.is_ok() {
-                                    if send.write_all(&buf).await.is_err() {
-                                        break;
-                                    }
-                                }
-                            });
-                        }
-                    });
-                }
-            };
             tokio::select! {
-                _ = serve => {}
+                _ = systems::serve_raw(endpoint) => {}
                 _ = wait_for_parent() => {}
             }
         }
@@ -266,70 +282,160 @@ struct Result3 {
     msgs_per_s: f64,
 }
 
-async fn hub(args: &Args) -> ExitCode {
+impl Result3 {
+    /// Payload megabytes (10^6 bytes) per second, both directions.
+    fn mb_per_s(&self, payload: usize) -> f64 {
+        self.msgs_per_s * payload as f64 / 1e6
+    }
+}
+
+/// Rounds of one kind of figure, per system and thread count.
+struct Rounds<T>(Vec<((&'static str, usize), Vec<T>)>);
+
+impl<T> Rounds<T> {
+    fn push(&mut self, system: &'static str, threads: usize, r: T) {
+        match self.0.iter_mut().find(|(k, _)| *k == (system, threads)) {
+            Some((_, v)) => v.push(r),
+            None => self.0.push(((system, threads), vec![r])),
+        }
+    }
+
+    fn get(&self, system: &str, threads: usize) -> Option<&[T]> {
+        self.0
+            .iter()
+            .find(|((s, t), _)| *s == system && *t == threads)
+            .map(|(_, v)| v.as_slice())
+    }
+}
+
+fn hub(args: &Args) -> ExitCode {
     let dir = std::env::temp_dir().join(format!("atoll-fanout-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("temp dir");
     let mut names: Vec<String> = (0..args.workers).map(|i| format!("worker{i}")).collect();
     names.push("hub".into());
     make_material(&dir, &names);
-    let (samples, saturate, rounds) = if args.quick {
-        (2_000, Duration::from_secs(2), 3)
+    let (samples, saturate, rounds, budget) = if args.quick {
+        (2_000, Duration::from_secs(2), 3, 64 << 20)
     } else {
-        (20_000, Duration::from_secs(4), 5)
+        (20_000, Duration::from_secs(4), 5, 256 << 20)
     };
-    println!(
-        "cluster_fanout: {} workers, {} senders, {} runtime thread(s) per process, {}-byte payload, {}",
-        args.workers,
-        args.senders,
-        args.threads,
-        PAYLOAD,
-        if args.quick { "quick" } else { "full" }
-    );
+    // Large payloads take fewer unloaded samples, so a round stays within seconds.
+    let samples = samples.min((budget / args.payload).max(50));
+    let threads_list = args
+        .threads
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(",");
+    if args.mixed {
+        println!(
+            "cluster_fanout --mixed: 1 worker, {}-byte round trips alone and under 1 sender of {}-byte round trips on the same connection, {threads_list} runtime thread(s) per process, {}",
+            mixed::SMALL,
+            mixed::BULK,
+            if args.quick { "quick" } else { "full" }
+        );
+    } else {
+        println!(
+            "cluster_fanout: {} workers, {} senders, {threads_list} runtime thread(s) per process, {}-byte payload, {}",
+            args.workers,
+            args.senders,
+            args.payload,
+            if args.quick { "quick" } else { "full" }
+        );
+    }
 
     let runs = |system: &str| args.only.as_deref().is_none_or(|o| o == system);
-    // The systems take turns, round after round, and each figure is the median over the
-    // rounds: a shared machine's noise then hits both alike.
-    let mut raw_rounds = Vec::new();
-    let mut atoll_rounds = Vec::new();
+    // The systems (and thread counts) take turns, round after round, and each figure is
+    // the median over the rounds: a shared machine's noise then hits all alike.
+    let mut plain = Rounds(Vec::new());
+    let mut mixed_rounds = Rounds(Vec::new());
     for round in 1..=rounds {
-        if runs("raw_quinn") {
-            let workers = start_workers("raw", &dir, args.workers, args.threads);
-            let r = raw_quinn(&dir, &workers.addrs, args.senders, samples, saturate).await;
-            report(&format!("raw_quinn #{round}"), r, args.threads);
-            raw_rounds.push(r);
+        for &threads in &args.threads {
+            let rt = runtime(threads);
+            for system in SYSTEMS.into_iter().filter(|s| runs(s)) {
+                let worker_system = if system == "atoll" { "atoll" } else { "raw" };
+                let workers = if args.mixed { 1 } else { args.workers };
+                rt.block_on(async {
+                    let workers = start_workers(worker_system, &dir, workers, threads);
+                    let client = Client::connect(system, &dir, &workers.addrs).await;
+                    let label = format!("{system} #{round}");
+                    if args.mixed {
+                        let r = mixed::measure(&client, 1, saturate).await;
+                        mixed::report(&label, &r, threads);
+                        mixed_rounds.push(system, threads, r);
+                    } else {
+                        let r =
+                            measure(&client, args.senders, samples, saturate, args.payload).await;
+                        report(&label, r, threads, args.payload);
+                        plain.push(system, threads, r);
+                    }
+                    let _ = std::io::stdout().flush();
+                    client.close().await;
+                });
+            }
         }
-        if runs("atoll") {
-            let workers = start_workers("atoll", &dir, args.workers, args.threads);
-            let r = atoll_system(&dir, &workers.addrs, args.senders, samples, saturate).await;
-            report(&format!("atoll #{round}"), r, args.threads);
-            atoll_rounds.push(r);
-        }
-    }
-    let mut results = Vec::new();
-    if !atoll_rounds.is_empty() {
-        results.push(("atoll", median(&atoll_rounds)));
-    }
-    if !raw_rounds.is_empty() {
-        results.push(("raw_quinn", median(&raw_rounds)));
     }
     println!("medians over {rounds} round(s):");
-    for (system, r) in &results {
-        report(system, *r, args.threads);
+    let mut bench_lines = Vec::new();
+    for &threads in &args.threads {
+        if args.mixed {
+            let atoll = mixed_rounds.get("atoll", threads).map(mixed::median);
+            let raw = mixed_rounds.get("raw_quinn", threads).map(mixed::median);
+            for (system, r) in [("atoll", &atoll), ("raw_quinn", &raw)] {
+                if let Some(r) = r {
+                    mixed::report(system, r, threads);
+                    bench_lines.push(mixed::bench_line(system, r, threads));
+                }
+            }
+            if let (Some(a), Some(r)) = (atoll, raw) {
+                println!(
+                    "atoll / raw quinn ({threads} thread(s)): small rtt under bulk p50 {:.2}x, p99 {:.2}x, bulk MB/s {:.2}x",
+                    a.small_p50_us / r.small_p50_us,
+                    a.small_p99_us / r.small_p99_us,
+                    a.bulk_mb_per_s / r.bulk_mb_per_s
+                );
+            }
+            continue;
+        }
+        let atoll = plain.get("atoll", threads).map(median);
+        let raw = plain.get("raw_quinn", threads).map(median);
+        for (system, r) in [("atoll", atoll), ("raw_quinn", raw)] {
+            if let Some(r) = r {
+                report(system, r, threads, args.payload);
+                bench_lines.push(format!(
+                    "BENCH {{\"bench\":\"cluster_fanout\",\"system\":\"{system}\",\"rtt_p50_us\":{:.1},\"rtt_p99_us\":{:.1},\"msgs_per_s\":{:.0},\"runtime_threads\":{threads},\"mb_per_s\":{:.1},\"payload_bytes\":{}}}",
+                    r.p50_us,
+                    r.p99_us,
+                    r.msgs_per_s,
+                    r.mb_per_s(args.payload),
+                    args.payload
+                ));
+            }
+        }
+        if let (Some(atoll), Some(raw)) = (atoll, raw) {
+            println!(
+                "atoll / raw quinn ({threads} thread(s)): rtt p50 {:.2}x, rtt p99 {:.2}x, msgs/s {:.2}x",
+                atoll.p50_us / raw.p50_us,
+                atoll.p99_us / raw.p99_us,
+                atoll.msgs_per_s / raw.msgs_per_s
+            );
+        }
     }
-    if let [("atoll", atoll), ("raw_quinn", raw)] = results.as_slice() {
-        println!(
-            "atoll / raw quinn: rtt p50 {:.2}x, rtt p99 {:.2}x, msgs/s {:.2}x",
-            atoll.p50_us / raw.p50_us,
-            atoll.p99_us / raw.p99_us,
-            atoll.msgs_per_s / raw.msgs_per_s
-        );
+    if !args.mixed
+        && let [first, .., last] = args.threads.as_slice()
+    {
+        for system in SYSTEMS {
+            if let (Some(a), Some(b)) = (plain.get(system, *first), plain.get(system, *last)) {
+                println!(
+                    "{system}: {last} thread(s) / {first} thread(s): msgs/s {:.2}x",
+                    median(b).msgs_per_s / median(a).msgs_per_s
+                );
+            }
+        }
     }
-    for (system, r) in results {
-        println!(
-            "BENCH {{\"bench\":\"cluster_fanout\",\"system\":\"{system}\",\"rtt_p50_us\":{:.1},\"rtt_p99_us\":{:.1},\"msgs_per_s\":{:.0},\"runtime_threads\":{}}}",
-            r.p50_us, r.p99_us, r.msgs_per_s, args.threads
-        );
+    for line in bench_lines {
+        println!("{line}");
     }
     let _ = std::fs::remove_dir_all(&dir);
     ExitCode::SUCCESS
@@ -349,22 +455,28 @@ fn median(rounds: &[Result3]) -> Result3 {
     }
 }
 
-fn report(system: &str, r: Result3, threads: usize) {
+fn report(system: &str, r: Result3, threads: usize, payload: usize) {
     println!(
-        "{system:<13} unloaded rtt p50 {:>7.1} us  p99 {:>7.1} us   saturated {:>10.0} msgs/s   ({threads} thread(s))",
-        r.p50_us, r.p99_us, r.msgs_per_s
+        "{system:<13} unloaded rtt p50 {:>8.1} us  p99 {:>8.1} us   saturated {:>10.0} msgs/s {:>8.1} MB/s   ({threads} thread(s))",
+        r.p50_us,
+        r.p99_us,
+        r.msgs_per_s,
+        r.mb_per_s(payload)
     );
     let _ = std::io::stdout().flush();
 }
 
-/// Measures a system given a round-trip function per sender.
-async fn measure<F, Fut>(senders: usize, samples: usize, saturate: Duration, make: F) -> Result3
-where
-    F: Fn(usize) -> Fut,
-    Fut: std::future::Future<Output = Box<dyn FnMut() -> RoundTrip + Send>>,
-{
+/// Measures one system: round trips of `payload` bytes, one at a time and then from
+/// `senders` senders at once.
+async fn measure(
+    client: &Client,
+    senders: usize,
+    samples: usize,
+    saturate: Duration,
+    payload: usize,
+) -> Result3 {
     // Phase 1: one in flight.
-    let mut one = make(0).await;
+    let mut one = client.tripper(0, payload, false).await;
     for _ in 0..samples / 10 {
         one().await;
     }
@@ -381,7 +493,7 @@ where
     let stop = Arc::new(AtomicBool::new(false));
     let mut tasks = Vec::new();
     for s in 0..senders {
-        let mut trip = make(s).await;
+        let mut trip = client.tripper(s, payload, false).await;
         let (done, stop) = (done.clone(), stop.clone());
         tasks.push(tokio::spawn(async move {
             while !stop.load(Ordering::Relaxed) {
@@ -405,91 +517,4 @@ where
         p99_us: p99 as f64 / 1000.0,
         msgs_per_s: 2.0 * trips as f64 / elapsed.as_secs_f64(),
     }
-}
-
-type RoundTrip = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
-
-async fn atoll_system(
-    dir: &Path,
-    addrs: &[SocketAddr],
-    senders: usize,
-    samples: usize,
-    saturate: Duration,
-) -> Result3 {
-    let (key, cert, trust) = material(dir, "hub");
-    let node = Node::start(NodeConfig::with_ca(
-        "hub",
-        "127.0.0.1:0".parse().unwrap(),
-        key,
-        cert,
-        trust,
-    ))
-    .expect("hub node");
-    let mut echoes: Vec<ActorRef<Echo>> = Vec::new();
-    for addr in addrs {
-        let remote = node.connect(*addr).await.expect("connect to worker");
-        let pid = remote.spawn("echo", &()).await.expect("spawn echo");
-        echoes.push(node.actor_ref::<Echo>(pid).expect("ref"));
-    }
-    let echoes = Arc::new(echoes);
-    let result = measure(senders, samples, saturate, |s| {
-        let echo = echoes[s % echoes.len()].clone();
-        async move {
-            Box::new(move || {
-                let echo = echo.clone();
-                Box::pin(async move {
-                    let payload = vec![0u8; PAYLOAD];
-                    let back = echo
-                        .call(|r| EchoMsg::Bytes(payload, r), CALL_TIMEOUT)
-                        .await
-                        .expect("echo answers");
-                    debug_assert_eq!(back.0.len(), PAYLOAD);
-                }) as RoundTrip
-            }) as Box<dyn FnMut() -> RoundTrip + Send>
-        }
-    })
-    .await;
-    node.shutdown(Duration::from_secs(1)).await;
-    result
-}
-
-async fn raw_quinn(
-    dir: &Path,
-    addrs: &[SocketAddr],
-    senders: usize,
-    samples: usize,
-    saturate: Duration,
-) -> Result3 {
-    let (key, cert, trust) = material(dir, "hub");
-    let endpoint = raw_endpoint(&key, &cert, &trust);
-    let mut conns = Vec::new();
-    for addr in addrs {
-        let conn = atoll_net::connect(&endpoint, *addr, None)
-            .expect("connect")
-            .await
-            .expect("handshake");
-        conns.push(conn);
-    }
-    let conns = Arc::new(conns);
-    let result = measure(senders, samples, saturate, |s| {
-        let conn = conns[s % conns.len()].clone();
-        async move {
-            let (send, recv) = conn.open_bi().await.expect("stream");
-            let stream = Arc::new(tokio::sync::Mutex::new((send, recv)));
-            Box::new(move || {
-                let stream = stream.clone();
-                Box::pin(async move {
-                    let mut guard = stream.lock().await;
-                    let (send, recv) = &mut *guard;
-                    let mut buf = [0u8; PAYLOAD];
-                    send.write_all(&buf).await.expect("write");
-                    send.flush().await.expect("flush");
-                    recv.read_exact(&mut buf).await.expect("read");
-                }) as RoundTrip
-            }) as Box<dyn FnMut() -> RoundTrip + Send>
-        }
-    })
-    .await;
-    endpoint.close(quinn::VarInt::from_u32(0), b"done");
-    result
 }
