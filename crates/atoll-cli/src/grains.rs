@@ -231,8 +231,13 @@ pub fn config(store: Option<RedbStore>) -> GrainsConfig {
 }
 
 /// Starts the grain service of an `atoll node` with its store at `data_dir/grains.redb`
-/// and the built-in types registered.
-pub fn host(node: &Node, data_dir: &Path) -> Result<Grains, Error> {
+/// and the built-in types registered; it sheds activations as `rebalance` says (the
+/// `[rebalance]` table), if at all.
+pub fn host(
+    node: &Node,
+    data_dir: &Path,
+    rebalance: Option<atoll_grain::Rebalance>,
+) -> Result<Grains, Error> {
     std::fs::create_dir_all(data_dir).map_err(|source| Error::Io {
         path: data_dir.to_path_buf(),
         source,
@@ -242,7 +247,9 @@ pub fn host(node: &Node, data_dir: &Path) -> Result<Grains, Error> {
         path: path.clone(),
         source: std::io::Error::other(e.to_string()),
     })?;
-    let grains = Grains::start(node, config(Some(store)));
+    let mut config = config(Some(store));
+    config.rebalance = rebalance;
+    let grains = Grains::start(node, config);
     let registered = grains
         .register(|_| Counter)
         .and_then(|()| grains.register(|_| DurableCounter))
