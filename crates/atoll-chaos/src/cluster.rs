@@ -445,22 +445,35 @@ impl Cluster {
         self.nodes[i - 1].is_some()
     }
 
+    /// `atoll status --json` of node `i`, if it runs and answers.
+    fn status(&self, i: usize) -> Option<serde_json::Value> {
+        if !self.node_running(i) {
+            return None;
+        }
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &self.ns(i)]);
+        let atoll = atoll_command();
+        let out = cmd
+            .arg(atoll.get_program())
+            .args(atoll.get_args())
+            .args(["status", "--json", "--http", &self.addr(i, HTTP_PORT)])
+            .output()
+            .ok()?;
+        serde_json::from_slice(&out.stdout).ok()
+    }
+
+    /// Grain activations the nodes moved away since they last started (migrations the
+    /// nemesis asked for and the nodes' own rebalancing), summed over the nodes that answer.
+    pub fn grain_migrations(&self) -> u64 {
+        (1..=NODES)
+            .filter_map(|i| self.status(i)?["grains"]["migrations"].as_u64())
+            .sum()
+    }
+
     /// The Raft leader's node number, as the first voter that answers sees it.
     pub fn leader(&self) -> Option<usize> {
         for v in 1..=VOTERS {
-            if !self.node_running(v) {
-                continue;
-            }
-            let mut cmd = Command::new("ip");
-            cmd.args(["netns", "exec", &self.ns(v)]);
-            let atoll = atoll_command();
-            let out = cmd
-                .arg(atoll.get_program())
-                .args(atoll.get_args())
-                .args(["status", "--json", "--http", &self.addr(v, HTTP_PORT)])
-                .output();
-            let Ok(out) = out else { continue };
-            let Ok(status) = serde_json::from_slice::<serde_json::Value>(&out.stdout) else {
+            let Some(status) = self.status(v) else {
                 continue;
             };
             if let Some(name) = status["raft"]["leader"].as_str()

@@ -39,6 +39,8 @@ pub struct RunResult {
     pub bench: String,
     /// The run's directory (logs, `history.json`).
     pub dir: PathBuf,
+    /// Grain activations the nodes moved since they last started, at the end.
+    pub grain_migrations: u64,
 }
 
 fn wait(what: &str, within: Duration, mut done: impl FnMut() -> bool) -> Result<(), SetupError> {
@@ -315,8 +317,10 @@ pub fn run(opts: &Options) -> Result<RunResult, SetupError> {
         report.anomalies.len(),
         summary::percentile(&all_unavailable, 99),
     );
+    let grain_migrations = cluster.grain_migrations();
     drop(cluster);
     Ok(RunResult {
+        grain_migrations,
         summary: summary::render(&rows),
         bench: format!("BENCH {bench}"),
         history,

@@ -32,6 +32,15 @@ pub enum KvError {
         /// Why.
         reason: String,
     },
+    /// The shard's activation could not confirm it still holds the shard (cut off from the
+    /// majority, or deposed by a newer activation): the read was not answered.
+    #[error("shard {shard} did not answer the read: {reason}")]
+    Unconfirmed {
+        /// The shard.
+        shard: usize,
+        /// Why.
+        reason: String,
+    },
     /// The shard answered something else than asked.
     #[error("shard {0} answered out of turn")]
     Protocol(usize),
@@ -78,6 +87,7 @@ impl KvStore {
             .map_err(|source| KvError::Grain { shard, source })?;
         match grain.call(msg).await {
             Ok(KvReply::NotSaved(reason)) => Err(KvError::NotSaved { shard, reason }),
+            Ok(KvReply::Unconfirmed(reason)) => Err(KvError::Unconfirmed { shard, reason }),
             Ok(reply) => Ok(reply),
             Err(source) => Err(KvError::Grain { shard, source }),
         }
