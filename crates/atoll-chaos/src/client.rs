@@ -10,9 +10,9 @@ use std::time::Duration;
 use atoll_actor::{Actor, ActorResult, Ctx};
 use atoll_cli::grains::KvShard;
 use atoll_cli::kv::{KvError, KvStore};
-use atoll_grain::{Grain, GrainId, Grains};
 use atoll_cluster::{NameError, Node};
 use atoll_core::{Pid, Scope};
+use atoll_grain::{Grain, GrainId, Grains};
 
 use crate::history::{Outcome, Request};
 use crate::protocol::{FromClient, ToClient, kind};

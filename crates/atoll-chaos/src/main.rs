@@ -124,7 +124,15 @@ fn main() -> ExitCode {
         .faults
         .iter()
         .filter(|f| f.kind == "grain-move")
-        .filter_map(|f| f.detail.split("moved=").nth(1)?.split(' ').next()?.parse::<usize>().ok())
+        .filter_map(|f| {
+            f.detail
+                .split("moved=")
+                .nth(1)?
+                .split(' ')
+                .next()?
+                .parse::<usize>()
+                .ok()
+        })
         .sum();
     println!(
         "grain migrations: {} counted by the nodes since they last started; {asked} moves asked by the nemesis completed (the others: rebalancing)",

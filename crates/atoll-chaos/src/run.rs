@@ -261,7 +261,8 @@ pub fn run(opts: &Options) -> Result<RunResult, SetupError> {
     // is still being released: no lock may stay blocked for good.
     if let Some(locker) = links.first() {
         for l in 0..workload::LOCKS {
-            let until = Instant::now() + Duration::from_millis(limits.grace_ms + limits.op_bound_ms);
+            let until =
+                Instant::now() + Duration::from_millis(limits.grace_ms + limits.op_bound_ms);
             let request = Request::Lock {
                 name: format!("L{l}"),
                 hold_ms: 50,

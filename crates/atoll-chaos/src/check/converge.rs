@@ -91,13 +91,15 @@ pub fn check(history: &History, limits: &Limits) -> Vec<Anomaly> {
         };
         // Anything released because the client was declared unreachable is not required,
         // nor what a killed client held (the dead-owner rule above says it must be gone).
-        if history.killed(op.client, op.incarnation).is_some() || history.touched(
-            op.client,
-            op.incarnation,
-            op.invoke_ms,
-            history.healed_ms,
-            limits.grace_ms,
-        ) {
+        if history.killed(op.client, op.incarnation).is_some()
+            || history.touched(
+                op.client,
+                op.incarnation,
+                op.invoke_ms,
+                history.healed_ms,
+                limits.grace_ms,
+            )
+        {
             continue;
         }
         match (&op.request, &op.outcome) {

@@ -132,8 +132,8 @@ fn not_released(history: &History, grants: &BTreeMap<&str, Vec<&Op>>) -> Vec<Ano
     for (lock, ops) in grants {
         for a in ops {
             let Some(hold) = &a.hold else { continue };
-            let killed_holding = a.complete_ms.is_none()
-                && history.killed(a.client, a.incarnation).is_some();
+            let killed_holding =
+                a.complete_ms.is_none() && history.killed(a.client, a.incarnation).is_some();
             let granted_again = ops
                 .iter()
                 .any(|b| b.hold.as_ref().is_some_and(|h| h.token > hold.token));

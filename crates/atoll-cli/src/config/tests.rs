@@ -532,14 +532,19 @@ fn rebalancing_needs_grains_and_sane_figures() {
         ))
     };
     assert_eq!(
-        with("interval_ms = 2000\nthreshold = 1\n").unwrap().rebalance,
+        with("interval_ms = 2000\nthreshold = 1\n")
+            .unwrap()
+            .rebalance,
         Some(atoll_grain::Rebalance {
             interval: Duration::from_secs(2),
             threshold: 1
         })
     );
     let e = with("threshold = 0\n").unwrap_err().to_string();
-    assert!(e.contains("field \"rebalance.threshold\": 0 is not between"), "{e}");
+    assert!(
+        e.contains("field \"rebalance.threshold\": 0 is not between"),
+        "{e}"
+    );
     let e = with("interval_ms = 5\n").unwrap_err().to_string();
     assert!(e.contains("field \"rebalance.interval_ms\""), "{e}");
 }
