@@ -163,6 +163,9 @@ Configuration (relative paths are relative to the configuration file's directory
   peers = [\"127.0.0.1:7001\"]    # optional: nodes to dial and keep connected (host:port)
   threads = 2                   # optional: async worker threads (default 2)
   grains = true                 # optional: host grains (needs [consensus]; default false)
+  state_dir = \"state-london\"    # optional: where the node records its incarnation, so pids
+                                #   of a restart never repeat an earlier run's (default:
+                                #   state-NAME beside this file)
   http = \"127.0.0.1:7100\"       # optional: status page, JSON API (/api/...) and /metrics;
                                 #   `atoll status` asks it
 

@@ -55,6 +55,7 @@ struct RawConfig {
     #[serde(default)]
     grains: bool,
     rebalance: Option<RawRebalance>,
+    state_dir: Option<PathBuf>,
     http: Option<String>,
     #[serde(default)]
     log: RawLog,
@@ -196,6 +197,10 @@ pub struct NodeFile {
     /// than the least loaded node (`atoll_grain::Rebalance`); never on its own when absent.
     /// Needs `grains = true`.
     pub rebalance: Option<atoll_grain::Rebalance>,
+    /// `state_dir`: where the node records its incarnations
+    /// ([`NodeConfig::state_dir`]); `state-NAME` beside the file by default, so every
+    /// node's incarnations keep growing across restarts, voter or not.
+    pub state_dir: PathBuf,
     /// `http`: where the status page, the JSON API and the metrics are served, if set.
     pub http: Option<SocketAddr>,
     /// `log.format`: how log lines are written.
@@ -458,6 +463,10 @@ impl NodeFile {
             consensus,
             grains: raw.grains,
             rebalance,
+            state_dir: raw
+                .state_dir
+                .map(|p| resolve(&p))
+                .unwrap_or_else(|| base.join(format!("state-{name}"))),
             http,
             log_format,
             log_filter,
@@ -602,6 +611,7 @@ impl NodeFile {
         config.message_streams = self.message_streams;
         config.membership = self.membership.clone();
         config.consensus = self.consensus.clone();
+        config.state_dir = Some(self.state_dir.clone());
         // Checked part by part in `parse`; this catches a `NodeFile` changed since.
         config
             .validate()

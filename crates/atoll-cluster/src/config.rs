@@ -52,6 +52,11 @@ pub struct NodeConfig {
     pub consensus: Option<ConsensusConfig>,
     /// How the process table and service registry gossip.
     pub data: DataConfig,
+    /// A directory where the node records its last incarnation (synced before the number
+    /// is used), so incarnations keep growing across restarts even when the wall clock
+    /// steps back. `None` (the default): a voter records in its consensus `data_dir`, any
+    /// other node has only the wall clock (see [`Node::start`](crate::Node::start)).
+    pub state_dir: Option<PathBuf>,
 }
 
 /// How a node gossips cluster data (the process table and the service registry).
@@ -261,6 +266,12 @@ impl NodeConfig {
         self
     }
 
+    /// Recording incarnations in `dir` (see [`NodeConfig::state_dir`]).
+    pub fn with_state_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.state_dir = Some(dir.into());
+        self
+    }
+
     /// With consensus names and locks (see [`ConsensusConfig`]).
     pub fn with_consensus(mut self, consensus: ConsensusConfig) -> Self {
         self.consensus = Some(consensus);
@@ -337,6 +348,7 @@ impl NodeConfig {
             reconnect_max: Duration::from_secs(5),
             connect_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(10),
+            state_dir: None,
             membership: None,
             consensus: None,
             data: DataConfig::default(),

@@ -26,6 +26,9 @@ pub enum StartError {
     /// The configuration is unusable (see [`NodeConfig::validate`](crate::NodeConfig::validate)).
     #[error("configuration: {0}")]
     Config(#[from] crate::ConfigError),
+    /// The new incarnation could not be recorded (and so is not used).
+    #[error("cannot record the incarnation: {0}")]
+    Incarnation(std::io::Error),
 }
 
 /// A connection attempt that failed; nothing was registered.

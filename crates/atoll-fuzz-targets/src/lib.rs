@@ -52,6 +52,7 @@ targets!(
     registry_delta,
     grain_state,
     chat_room_state,
+    incarnation_record,
 );
 
 /// The target named `name`.

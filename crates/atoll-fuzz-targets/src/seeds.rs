@@ -370,6 +370,16 @@ pub fn chat_room_state() -> Vec<Vec<u8>> {
     vec![empty, postcard::to_allocvec(&room).unwrap()]
 }
 
+/// Incarnation records as a node writes them, and one with the whitespace an editor adds.
+pub fn incarnation_record() -> Vec<Vec<u8>> {
+    use atoll_cluster::protocol::incarnation::encode_record;
+    vec![
+        encode_record(1),
+        encode_record(216_000_000),
+        b"4294967295\n".to_vec(),
+    ]
+}
+
 #[cfg(test)]
 mod tests {
     //! Every seed is valid: it gets past the decoder its target starts with.

@@ -294,3 +294,15 @@ pub fn chat_room_state(data: &[u8]) {
     assert!(history.len() <= atoll_cluster::chat::HISTORY);
     assert_eq!(history.last().map(|l| l.text.as_str()), Some("hello"));
 }
+
+/// Arbitrary bytes as a node's incarnation record (read from its data directory at start):
+/// never a panic, and a number it reads is written back the same.
+pub fn incarnation_record(data: &[u8]) {
+    use atoll_cluster::protocol::incarnation::{decode_record, encode_record, start};
+    if let Some(n) = decode_record(data) {
+        assert_eq!(decode_record(&encode_record(n)), Some(n));
+    }
+    let (next, record) = start(0, Some(data), None);
+    assert!(next > decode_record(data).unwrap_or(0) || next == u32::MAX);
+    assert_eq!(decode_record(&record), Some(next));
+}

@@ -90,6 +90,7 @@ smoke_tests!(
     registry_delta,
     grain_state,
     chat_room_state,
+    incarnation_record,
 );
 
 /// The `[[bin]]` names of the cargo-fuzz crate.

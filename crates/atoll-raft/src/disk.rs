@@ -7,6 +7,9 @@
 //! was durable. Its I/O runs inline on the caller's task, so a simulation stays on one
 //! thread and repeats.
 //!
+//! Besides the store, a disk keeps the machine's small files written whole and synced at once
+//! ([`SimDisk::write_file_synced`]): a node's incarnation record lives there.
+//!
 //! A [`Failpoint`] armed on the disk crashes it at a chosen sync: before the sync (the batch
 //! is lost), after it (the batch is durable but its store never hears so), or in the middle
 //! (a torn batch: some of its writes reach the disk, one of them only in part).
@@ -24,7 +27,8 @@ pub enum Disk {
     Simulated(SimDisk),
 }
 
-/// A simulated disk for one Raft store. Cheap to clone; clones are the same disk.
+/// A simulated disk for one Raft store (and the machine's small files). Cheap to clone;
+/// clones are the same disk.
 #[derive(Clone, Debug, Default)]
 pub struct SimDisk {
     state: Arc<Mutex<DiskState>>,
@@ -45,6 +49,8 @@ struct DiskState {
     /// The armed failpoint and how many syncs until it fires (1: the next).
     armed: Option<(Failpoint, u64)>,
     tripped: u64,
+    /// Small files, each written whole and synced (durable at once).
+    files: std::collections::BTreeMap<String, Vec<u8>>,
 }
 
 /// A crash at a sync, armed with [`SimDisk::arm`]. The sync fails, and the store that had
@@ -114,6 +120,18 @@ impl SimDisk {
             len: s.bytes.len() as u64,
             tripped: s.tripped,
         }
+    }
+
+    /// Writes the small file `name` whole and makes it durable before returning, as
+    /// writing a temporary file, syncing it and renaming it over `name` does: a crash
+    /// keeps it (the last one written).
+    pub fn write_file_synced(&self, name: &str, bytes: &[u8]) {
+        self.lock().files.insert(name.to_string(), bytes.to_vec());
+    }
+
+    /// The small file `name`, if one was written.
+    pub fn read_file(&self, name: &str) -> Option<Vec<u8>> {
+        self.lock().files.get(name).cloned()
     }
 
     /// A redb backend on this disk, for a store opened now.
@@ -366,6 +384,16 @@ mod tests {
         let b = disk.backend();
         b.sync_data(false).unwrap();
         assert_eq!(disk.tripped(), 1);
+    }
+
+    #[test]
+    fn a_small_file_written_synced_survives_a_crash() {
+        let disk = SimDisk::new();
+        assert_eq!(disk.read_file("incarnation"), None);
+        disk.write_file_synced("incarnation", b"7");
+        disk.write_file_synced("incarnation", b"8");
+        disk.crash();
+        assert_eq!(disk.read_file("incarnation").as_deref(), Some(&b"8"[..]));
     }
 
     #[test]

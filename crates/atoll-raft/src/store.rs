@@ -4,9 +4,10 @@
 //! Every log append, truncation, purge, vote and snapshot is its own redb transaction
 //! committed with immediate durability, which fsyncs before the commit returns; openraft is
 //! told a log append is flushed only after that. The commit index is the exception: it is an
-//! optional hint to openraft, written without its own fsync and made durable by the next
-//! durable commit (it only ever names entries already durable in this log, so a lost hint
-//! costs nothing but re-learning the commit index from the leader). The state machine is
+//! optional hint to openraft, kept in memory and written by the next durable commit (or
+//! when the store closes), with no transaction of its own; it only ever names entries
+//! already durable in this log, so a lost hint costs nothing but re-learning the commit
+//! index from the leader. The state machine is
 //! applied in memory and persisted only as snapshots: on restart openraft re-applies the
 //! committed log after the stored snapshot.
 
@@ -23,7 +24,7 @@ use openraft::{
     AnyError, Entry, EntryPayload, ErrorSubject, ErrorVerb, LogId, OptionalSend, RaftLogReader,
     RaftSnapshotBuilder, SnapshotMeta, StorageError, StorageIOError, StoredMembership, Vote,
 };
-use redb::{Database, Durability, ReadableTable, ReadableTableMetadata, TableDefinition};
+use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::sync::{oneshot, watch};
@@ -135,7 +136,7 @@ pub struct StoreStats {
     pub durable_commits: u64,
     /// Time spent in those commits, fsync included.
     pub durable_commit_time: Duration,
-    /// Commit-index hints written without their own fsync.
+    /// Commit-index hints recorded (each carried to disk by the next durable commit).
     pub lazy_commits: u64,
 }
 
@@ -155,16 +156,38 @@ struct Db {
     /// On a simulated disk: I/O runs inline, not on the blocking threads.
     inline: bool,
     counters: Arc<Counters>,
+    /// The latest commit-index hint not yet written (encoded).
+    hint: std::sync::Mutex<Option<Vec<u8>>>,
     // Fields drop in order: this sender goes only once the database is closed (its file
     // lock released), which is what the receiver from `open_watched` waits for.
     _closed: oneshot::Sender<()>,
 }
 
 impl Db {
-    /// Commits `txn` with fsync, counting it.
+    fn hint(&self) -> std::sync::MutexGuard<'_, Option<Vec<u8>>> {
+        self.hint.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Commits `txn` with fsync, counting it, with the pending commit-index hint in it.
     fn commit(&self, txn: redb::WriteTransaction) -> Result<(), StoreError> {
         let started = Instant::now();
-        txn.commit()?;
+        let hint = self.hint().take();
+        let committed = (|| {
+            if let Some(bytes) = &hint {
+                txn.open_table(META)?
+                    .insert(KEY_COMMITTED, bytes.as_slice())?;
+            }
+            txn.commit()?;
+            Ok::<_, StoreError>(())
+        })();
+        if let Err(e) = committed {
+            // Not written: keep it for the next commit, unless a newer one came meanwhile.
+            let mut pending = self.hint();
+            if pending.is_none() {
+                *pending = hint;
+            }
+            return Err(e);
+        }
         let nanos = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
         self.counters
             .durable_commits
@@ -191,6 +214,18 @@ impl Counters {
                 c.durable_commit_nanos.load(Ordering::Relaxed),
             ),
             lazy_commits: c.lazy_commits.load(Ordering::Relaxed),
+        }
+    }
+}
+
+impl Drop for Db {
+    /// A hint still pending goes to disk with the close (a crashed disk refuses it, as it
+    /// would have lost it).
+    fn drop(&mut self) {
+        if self.hint().is_some()
+            && let Ok(txn) = self.db.begin_write()
+        {
+            let _ = self.commit(txn);
         }
     }
 }
@@ -239,6 +274,7 @@ pub(crate) fn open_on(
         db,
         inline,
         counters: Arc::default(),
+        hint: std::sync::Mutex::new(None),
         _closed: tx,
     });
     let sm = StateMachineStore::recover(db.clone())?;
@@ -345,29 +381,27 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn save_committed(&mut self, committed: Option<LogId<RaftId>>) -> StorageResult<()> {
         // A hint, not a promise: openraft calls this before every apply, and the entries it
         // names are already durable here (openraft appends, and waits for the flush, before it
-        // commits). So no fsync of its own: the next durable commit (the next append) carries
-        // it to disk, and a crash before that only loses the hint, never an entry.
+        // commits). So no transaction of its own: the next durable commit (the next append)
+        // carries it to disk, and a crash before that only loses the hint, never an entry. (A
+        // commit without fsync of its own would reach the disk at that same moment, at the
+        // cost of a whole redb transaction per apply.)
         let bytes =
             encode(&committed).map_err(|e| io_err(ErrorSubject::Store, ErrorVerb::Write, &e))?;
-        let written = (|| -> Result<(), StoreError> {
-            let mut txn = self.db.begin_write()?;
-            txn.set_durability(Durability::None);
-            {
-                let mut table = txn.open_table(META)?;
-                table.insert(KEY_COMMITTED, bytes.as_slice())?;
-            }
-            txn.commit()?;
-            Ok(())
-        })();
+        *self.db.hint() = Some(bytes);
         self.db
             .counters
             .lazy_commits
             .fetch_add(1, Ordering::Relaxed);
-        written.map_err(|e| io_err(ErrorSubject::Store, ErrorVerb::Write, &e))
+        Ok(())
     }
 
     async fn read_committed(&mut self) -> StorageResult<Option<LogId<RaftId>>> {
-        Ok(meta_get::<Option<LogId<RaftId>>>(&self.db, KEY_COMMITTED)
+        let pending = self.db.hint().clone();
+        let committed = match pending {
+            Some(bytes) => decode::<Option<LogId<RaftId>>>(&bytes).map(Some),
+            None => meta_get::<Option<LogId<RaftId>>>(&self.db, KEY_COMMITTED),
+        };
+        Ok(committed
             .map_err(|e| io_err(ErrorSubject::Store, ErrorVerb::Read, &e))?
             .flatten())
     }

@@ -1,4 +1,8 @@
-//! A seed replays: two runs of one seed, each on a fresh runtime, have the same trace.
+//! A seed replays: two runs of one seed, each on a fresh runtime, have the same trace (every
+//! connection, stream write and datagram of five whole nodes, with its time and a hash of
+//! its bytes) and the same history (what the workload saw the nodes do: lock holds and
+//! fencing tokens, registrations, claims, group views, calls, watches, membership
+//! sightings, with the pids' incarnations).
 
 use std::time::Duration;
 
@@ -49,6 +53,13 @@ fn a_seed_replays_to_the_same_trace() {
         "seed {seed}: {}",
         first_difference(&a, &b)
     );
+    assert_eq!((a.ops, a.faults), (b.ops, b.faults), "seed {seed}");
+    assert_eq!(
+        format!("{:?}", a.history),
+        format!("{:?}", b.history),
+        "seed {seed}: the same trace, another history"
+    );
+    assert!(a.ops > 0 && a.faults > 0, "the run did something");
     let c = once(seed + 1, Duration::from_secs(10));
     assert_ne!(a.trace_hash, c.trace_hash, "another seed, another trace");
 }

@@ -31,6 +31,7 @@ fn the_commented_example_file_parses() {
             threshold: 10
         })
     );
+    assert_eq!(c.state_dir, Path::new("/srv/atoll/state/london"));
     let cluster = c.membership.as_ref().unwrap();
     assert_eq!(
         cluster.seeds,
@@ -139,6 +140,7 @@ fn defaults() {
     assert!(c.peers.is_empty());
     assert_eq!(c.max_frame_len, DEFAULT_MAX_FRAME_LEN);
     assert_eq!(c.message_streams, DEFAULT_MESSAGE_STREAMS);
+    assert_eq!(c.state_dir, PathBuf::from("/etc/atoll/state-a"));
     let relative = NodeFile::parse(
         Path::new("node.toml"),
         "name = \"a\"\nlisten = \"[::1]:0\"\n[tls]\nmode = \"shared\"\nkey = \"a.key\"\nshared_dir = \"s\"\n",

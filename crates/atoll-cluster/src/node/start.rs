@@ -24,7 +24,11 @@ impl Node {
     /// Starts a node: binds its QUIC endpoint and accepts peers.
     ///
     /// Must run inside a tokio runtime. The node's incarnation (`creation`) is new on every
-    /// start, so pids of an earlier run are never taken for pids of this one.
+    /// start, so pids of an earlier run are never taken for pids of this one: the larger of
+    /// the wall clock's quarter-seconds and one more than the number recorded in
+    /// [`NodeConfig::state_dir`] (or a voter's data directory), recorded there (synced)
+    /// before use. A node with no such directory has the wall clock alone: restarted after
+    /// its clock stepped back, it can repeat an earlier run's incarnation.
     ///
     /// With [`NodeConfig::membership`] set, the node also joins the cluster through the
     /// configured seeds (see [`Node::membership`]).
@@ -51,12 +55,14 @@ impl Node {
             })?;
         let id = config.identity.node_id();
         // Only a voter owns its data directory; a member's stays uncreated.
-        let data_dir = config
-            .consensus
-            .as_ref()
-            .filter(|c| c.is_voter(id))
-            .map(|c| c.data_dir.clone());
-        let creation = incarnation::next(data_dir.as_deref());
+        let record_dir = config.state_dir.clone().or_else(|| {
+            config
+                .consensus
+                .as_ref()
+                .filter(|c| c.is_voter(id))
+                .map(|c| c.data_dir.clone())
+        });
+        let creation = incarnation::next(record_dir.as_deref()).map_err(StartError::Incarnation)?;
         let seed = std::hash::BuildHasher::hash_one(&std::hash::RandomState::new(), (id, creation));
         let started = Started {
             endpoint: Endpoint::Quic(endpoint),
@@ -70,8 +76,9 @@ impl Node {
     }
 
     /// Starts a node on a simulated network instead of QUIC: the same node, its
-    /// connections in memory (see [`MemNetwork`]), its incarnation and randomness from the
-    /// network, and a Raft voter's store on the simulated `disk` (which loses unsynced
+    /// connections in memory (see [`MemNetwork`]), its randomness from the network, its
+    /// incarnation from the machine's simulated wall clock and the record on `disk` (the
+    /// same rule as [`Node::start`]), and a Raft voter's store on the simulated `disk` (which loses unsynced
     /// writes when it crashes). TLS settings are not used; node ids still come from
     /// `config.identity`. Must run inside a tokio runtime (a current-thread one on a paused
     /// clock makes the run repeatable).
@@ -90,7 +97,7 @@ impl Node {
             })?;
         let started = Started {
             endpoint: Endpoint::Mem(endpoint),
-            creation: network.next_incarnation(config.listen),
+            creation: incarnation::next_simulated(network.wall_ms(config.listen), &disk),
             seed: network.next_seed(),
             clock: WallClock::Simulated {
                 network: network.clone(),

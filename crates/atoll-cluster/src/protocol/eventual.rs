@@ -8,7 +8,7 @@
 //! (each node applies the same rule to the same pair), and the node of the loser releases
 //! it and tells the process if it asked. A lost peer's claims are forgotten with it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use atoll_core::{NodeId, Pid};
 use atoll_wire::RegistryGossip;
@@ -44,10 +44,15 @@ pub enum Learned {
 }
 
 /// This node's view of the Eventual names of the cluster.
+///
+/// Every claim heard is kept, not only the winning one: a claim that loses to another
+/// node's process here (its node has not met the winner yet) takes the name over if the
+/// winner's node goes before the two meet, so every node ends with the same holder.
 #[derive(Debug, Clone)]
 pub struct EventualNames {
     me: NodeId,
-    names: BTreeMap<String, Pid>,
+    /// Every claim to each name; the smallest pid holds it. Never empty.
+    names: BTreeMap<String, BTreeSet<Pid>>,
 }
 
 impl EventualNames {
@@ -63,10 +68,10 @@ impl EventualNames {
     /// known (on whichever node).
     pub fn register(&mut self, name: &str, pid: Pid) -> Result<RegistryGossip, Pid> {
         debug_assert_eq!(pid.node, self.me);
-        if let Some(owner) = self.names.get(name) {
-            return Err(*owner);
+        if let Some(owner) = self.whereis(name) {
+            return Err(owner);
         }
-        self.names.insert(name.to_string(), pid);
+        self.names.entry(name.to_string()).or_default().insert(pid);
         Ok(RegistryGossip::Registered {
             name: name.to_string(),
             pid,
@@ -75,10 +80,10 @@ impl EventualNames {
 
     /// `pid` (local) gives up `name`: the gossip for every peer, if it held it.
     pub fn release(&mut self, name: &str, pid: Pid) -> Option<RegistryGossip> {
-        if self.names.get(name) != Some(&pid) {
+        if self.whereis(name) != Some(pid) {
             return None;
         }
-        self.names.remove(name);
+        self.drop_claim(name, pid);
         Some(RegistryGossip::Unregistered {
             name: name.to_string(),
             pid,
@@ -94,8 +99,8 @@ impl EventualNames {
                 .collect(),
             RegistryGossip::Registered { name, pid } => vec![self.learn(from, name, pid)],
             RegistryGossip::Unregistered { name, pid } => {
-                if pid.node == from && self.names.get(&name) == Some(&pid) {
-                    self.names.remove(&name);
+                if pid.node == from {
+                    self.drop_claim(&name, pid);
                 }
                 vec![Learned::Nothing]
             }
@@ -106,17 +111,21 @@ impl EventualNames {
         if pid.node != from {
             return Learned::Foreign;
         }
-        match self.names.get(&name) {
-            Some(owner) if *owner < pid && owner.node == self.me => Learned::Rebut {
-                gossip: RegistryGossip::Registered { name, pid: *owner },
+        let claims = self.names.entry(name.clone()).or_default();
+        // A node holds a name for one process at a time: its newer claim replaces any
+        // older one still heard.
+        claims.retain(|p| p.node != from);
+        let owner = claims.first().copied();
+        claims.insert(pid);
+        match owner {
+            None => Learned::Taken,
+            Some(owner) if owner < pid && owner.node == self.me => Learned::Rebut {
+                gossip: RegistryGossip::Registered { name, pid: owner },
             },
-            Some(owner) if *owner <= pid => Learned::Nothing,
-            Some(owner) => {
-                let loser = *owner;
-                self.names.insert(name.clone(), pid);
-                if loser.node != self.me {
-                    return Learned::Taken;
-                }
+            Some(owner) if owner < pid => Learned::Nothing,
+            Some(loser) if loser.node != self.me => Learned::Taken,
+            Some(loser) => {
+                claims.remove(&loser);
                 Learned::LocalLost {
                     gossip: RegistryGossip::Unregistered {
                         name: name.clone(),
@@ -127,35 +136,47 @@ impl EventualNames {
                     winner: pid,
                 }
             }
-            None => {
-                self.names.insert(name, pid);
-                Learned::Taken
+        }
+    }
+
+    fn drop_claim(&mut self, name: &str, pid: Pid) {
+        if let Some(claims) = self.names.get_mut(name) {
+            claims.remove(&pid);
+            if claims.is_empty() {
+                self.names.remove(name);
             }
         }
     }
 
-    /// The connection to `node` is gone: its claims go with it.
+    /// The connection to `node` is gone: its claims go with it (a claim it beat here
+    /// holds the name now).
     pub fn node_down(&mut self, node: NodeId) {
-        self.names.retain(|_, p| p.node != node);
+        self.names.retain(|_, claims| {
+            claims.retain(|p| p.node != node);
+            !claims.is_empty()
+        });
     }
 
     /// The holder of `name`, on whichever node.
     pub fn whereis(&self, name: &str) -> Option<Pid> {
-        self.names.get(name).copied()
+        self.names.get(name).and_then(|c| c.first().copied())
     }
 
-    /// Every name, in name order.
+    /// Every name with its holder, in name order.
     pub fn all(&self) -> Vec<(String, Pid)> {
-        self.names.iter().map(|(n, p)| (n.clone(), *p)).collect()
+        self.names
+            .iter()
+            .filter_map(|(n, c)| c.first().map(|p| (n.clone(), *p)))
+            .collect()
     }
 
-    /// What a peer that just connected is told: every local claim.
+    /// What a peer that just connected is told: every local claim (a local claim always
+    /// holds its name: one that loses is dropped).
     pub fn snapshot(&self) -> RegistryGossip {
         RegistryGossip::Snapshot(
-            self.names
-                .iter()
+            self.all()
+                .into_iter()
                 .filter(|(_, p)| p.node == self.me)
-                .map(|(n, p)| (n.clone(), *p))
                 .collect(),
         )
     }
@@ -294,5 +315,60 @@ mod tests {
             ),
             [Learned::Nothing]
         );
+    }
+
+    #[test]
+    fn a_claim_beaten_by_a_node_that_goes_holds_the_name_after_it() {
+        // Node 2 still hears node 0's claim when node 4's larger one arrives (node 4
+        // restarted and never met node 0's); then node 0 goes before meeting node 4.
+        let mut on_2 = EventualNames::new(node(2));
+        on_2.apply(
+            node(0),
+            RegistryGossip::Registered {
+                name: "g".into(),
+                pid: pid(0, 8),
+            },
+        );
+        let late = RegistryGossip::Registered {
+            name: "g".into(),
+            pid: pid(4, 15),
+        };
+        assert_eq!(on_2.apply(node(4), late), [Learned::Nothing]);
+        assert_eq!(on_2.whereis("g"), Some(pid(0, 8)));
+        on_2.node_down(node(0));
+        assert_eq!(on_2.whereis("g"), Some(pid(4, 15)));
+        // Node 4 releasing it leaves nothing behind.
+        on_2.apply(
+            node(4),
+            RegistryGossip::Unregistered {
+                name: "g".into(),
+                pid: pid(4, 15),
+            },
+        );
+        assert_eq!(on_2.whereis("g"), None);
+        assert!(on_2.all().is_empty());
+    }
+
+    #[test]
+    fn a_nodes_newer_claim_replaces_its_older_one() {
+        let mut names = EventualNames::new(node(1));
+        for serial in [7, 9] {
+            names.apply(
+                node(3),
+                RegistryGossip::Registered {
+                    name: "g".into(),
+                    pid: pid(3, serial),
+                },
+            );
+        }
+        assert_eq!(names.whereis("g"), Some(pid(3, 9)));
+        names.apply(
+            node(3),
+            RegistryGossip::Unregistered {
+                name: "g".into(),
+                pid: pid(3, 9),
+            },
+        );
+        assert_eq!(names.whereis("g"), None);
     }
 }

@@ -102,7 +102,6 @@ struct World {
     crashed: BTreeSet<SocketAddr>,
     connections: Vec<Weak<Shared>>,
     next_connection: usize,
-    incarnations: BTreeMap<SocketAddr, u32>,
     /// Each machine's wall clock minus the simulated one, in ms (skew and jumps).
     clock_offsets: BTreeMap<SocketAddr, i64>,
     stats: NetStats,
@@ -209,7 +208,6 @@ impl MemNetwork {
                 crashed: BTreeSet::new(),
                 connections: Vec::new(),
                 next_connection: 1,
-                incarnations: BTreeMap::new(),
                 clock_offsets: BTreeMap::new(),
                 stats: NetStats::default(),
                 started: Instant::now(),
@@ -296,15 +294,6 @@ impl MemNetwork {
         w.crashed.remove(&addr);
         w.record(&[6, port_word(addr)]);
         w.wake_all();
-    }
-
-    /// The next incarnation number for a node started at `addr`: grows with every start
-    /// there, whatever any clock says.
-    pub fn next_incarnation(&self, addr: SocketAddr) -> u32 {
-        let mut w = self.lock();
-        let n = w.incarnations.entry(addr).or_insert(0);
-        *n += 1;
-        *n
     }
 
     /// The wall clock of the machine at `addr`, in ms since the Unix epoch: a fixed

@@ -310,16 +310,27 @@ impl Connection {
             let copies = if w.chance(duplicate) { 2 } else { 1 };
             (0..copies).map(|_| w.delay()).collect::<Vec<_>>()
         };
-        {
+        let first = {
             let mut s = self.shared.lock();
+            let before = s.datagrams[1 - self.side]
+                .first_key_value()
+                .map(|(k, _)| *k);
             for delay in deliveries {
                 s.sequence += 1;
                 let key = (Instant::now() + delay, s.sequence);
                 s.datagrams[1 - self.side].insert(key, payload.clone());
             }
             s.sent[self.side] += payload.len() as u64;
+            s.datagrams[1 - self.side]
+                .first_key_value()
+                .map(|(k, _)| *k)
+                != before
+        };
+        // The readers sleep until the earliest queued datagram is due: only a new earliest
+        // one changes when they must wake.
+        if first {
+            self.shared.datagrams.notify_waiters();
         }
-        self.shared.datagrams.notify_waiters();
         Ok(())
     }
 

@@ -41,7 +41,7 @@ impl SendStream {
             w.record(&[9, port_word(from), port_word(to), payload_word(buf)]);
             w.delay()
         };
-        {
+        let first = {
             let mut pipe = self.pipe.lock().unwrap_or_else(|e| e.into_inner());
             if pipe.stopped {
                 return Err(StreamError("stream stopped by the reader".into()));
@@ -49,9 +49,15 @@ impl SendStream {
             let at = (Instant::now() + delay).max(pipe.last.unwrap_or(Instant::now()));
             pipe.last = Some(at);
             pipe.chunks.push_back((at, Bytes::copy_from_slice(buf)));
-        }
+            pipe.chunks.len() == 1
+        };
         self.conn.shared.lock().sent[self.conn.side] += buf.len() as u64;
-        self.data.notify_waiters();
+        // Behind other bytes, these are due later than those: the reader, asleep until
+        // the first chunk is due (or the link carries again), finds them when it takes
+        // that one, so only a chunk into an empty pipe wakes it.
+        if first {
+            self.data.notify_waiters();
+        }
         Ok(buf.len())
     }
 
