@@ -5,6 +5,11 @@
 //! redb store and [`crate::grains::REPLICAS`] other node's before the caller hears of it.
 //! When the host is lost, the next call reactivates the shard on a survivor, which restores
 //! the freshest copy: every acknowledged write is still there. A range asks every shard.
+//!
+//! A read (get or range) is answered only by an activation that has just confirmed through
+//! consensus that it still holds its shard ([`KvError::Unconfirmed`] otherwise): one left
+//! on a node cut off from the majority, which gave the shard to a new activation, does not
+//! answer from its outdated memory.
 
 use atoll_grain::{GrainError, Grains};
 
