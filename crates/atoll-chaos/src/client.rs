@@ -8,15 +8,19 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use atoll_actor::{Actor, ActorResult, Ctx};
+use atoll_cli::grains::KvShard;
 use atoll_cli::kv::{KvError, KvStore};
 use atoll_cluster::{NameError, Node};
 use atoll_core::{Pid, Scope};
+use atoll_grain::{Grain, GrainId, Grains};
 
 use crate::history::{Outcome, Request};
 use crate::protocol::{FromClient, ToClient, kind};
 
 /// How long a lock request waits for the lock.
 pub const LOCK_WAIT: Duration = Duration::from_secs(3);
+/// How long one migration may take before the client gives up waiting for it.
+pub const MIGRATE_WAIT: Duration = Duration::from_secs(15);
 
 /// A process that only exists to own a name, hold a lock or be a group member.
 struct Holder;
@@ -63,12 +67,13 @@ pub fn run(config: &Path) -> Result<(), String> {
         let node = Node::start(loaded.config).map_err(|e| e.to_string())?;
         let node = Arc::new(node);
         // A caller of the nodes' key-value store on grains; it hosts none itself.
-        let kv = KvStore::new(atoll_cli::grains::caller(&node));
+        let grains = atoll_cli::grains::caller(&node);
+        let kv = KvStore::new(grains.clone());
         say(&FromClient::Ready {
             name: node.name().to_string(),
         });
         while let Some(msg) = rx.recv().await {
-            let (node, kv) = (node.clone(), kv.clone());
+            let (node, kv, grains) = (node.clone(), kv.clone(), grains.clone());
             tokio::spawn(async move {
                 match msg {
                     ToClient::Op { id, request } => {
@@ -78,6 +83,10 @@ pub fn run(config: &Path) -> Result<(), String> {
                             outcome,
                             unlocked,
                         });
+                    }
+                    ToClient::Migrate { shards, target } => {
+                        let results = migrate(&node, &grains, &shards, &target).await;
+                        say(&FromClient::Migrated { results });
                     }
                     ToClient::Snapshot { names, groups } => {
                         let names = names
@@ -106,6 +115,31 @@ pub fn run(config: &Path) -> Result<(), String> {
         node.shutdown(Duration::from_secs(1)).await;
         Ok(())
     })
+}
+
+/// Moves each of `shards` to node `to` in turn: `moved`, or why not.
+async fn migrate(node: &Node, grains: &Grains, shards: &[usize], to: &str) -> Vec<String> {
+    let target = node.membership().and_then(|swim| {
+        swim.members()
+            .into_iter()
+            .find(|m| m.identity.meta.name == to)
+            .map(|m| m.identity.node)
+    });
+    let mut results = Vec::new();
+    for shard in shards {
+        let Some(target) = target else {
+            results.push("UnknownNode".to_string());
+            continue;
+        };
+        let id = GrainId::new(KvShard::TYPE, shard.to_string());
+        let moved = tokio::time::timeout(MIGRATE_WAIT, grains.migrate(&id, target)).await;
+        results.push(match moved {
+            Ok(Ok(_)) => "moved".to_string(),
+            Ok(Err(e)) => kind(&e),
+            Err(_) => "NoAnswer".to_string(),
+        });
+    }
+    results
 }
 
 fn holder(node: &Node, id: u64) -> Pid {

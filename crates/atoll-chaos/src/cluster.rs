@@ -85,7 +85,13 @@ pub struct Cluster {
     nodes: Vec<Option<Child>>,
     node_lines: Vec<Lines>,
     clients: Vec<Option<Child>>,
+    consensus: String,
 }
+
+/// How often each node looks for an imbalance of grain activations, and how large one it
+/// leaves alone: small, so the key-value shards (8 over 5 nodes) move now and then on
+/// their own, and every time the nemesis piles them on one node.
+const REBALANCE: &str = "\n[rebalance]\ninterval_ms = 2000\nthreshold = 2\n";
 
 impl Cluster {
     /// Makes the namespaces, a CA and every configuration in `dir`; starts nothing.
@@ -109,7 +115,7 @@ impl Cluster {
             detail: e.to_string(),
         })?;
         let pid = std::process::id();
-        let cluster = Cluster {
+        let mut cluster = Cluster {
             prefix: format!("chaos-{pid}"),
             subnet: format!("10.78.{}", pid % 250 + 1),
             dir: dir.to_path_buf(),
@@ -117,6 +123,7 @@ impl Cluster {
             nodes: (0..NODES).map(|_| None).collect(),
             node_lines: (0..NODES).map(|_| Lines::default()).collect(),
             clients: (0..NODES).map(|_| None).collect(),
+            consensus: String::new(),
         };
         let _ = cluster.netns(&["sweep"]);
         cluster.netns(&["up", &cluster.prefix.clone(), &cluster.subnet.clone(), "5"])?;
@@ -133,10 +140,16 @@ impl Cluster {
             "\n[consensus]\nvoters = [{}]\nrequest_timeout_ms = {REQUEST_TIMEOUT_MS}\n",
             voters.join(", ")
         );
+        let with_rebalance = format!("{consensus}{REBALANCE}");
         for i in 1..=NODES {
             // Every node hosts grains (the key-value store the workload writes).
             let http = format!("http = \"{}\"\ngrains = true\n", cluster.addr(i, HTTP_PORT));
-            cluster.write_config(&format!("n{i}"), &cluster.addr(i, PORT), &http, &consensus)?;
+            cluster.write_config(
+                &format!("n{i}"),
+                &cluster.addr(i, PORT),
+                &http,
+                &with_rebalance,
+            )?;
             cluster.write_config(
                 &format!("c{i}"),
                 &cluster.addr(i, CLIENT_PORT),
@@ -144,6 +157,7 @@ impl Cluster {
                 &consensus,
             )?;
         }
+        cluster.consensus = consensus;
         Ok(cluster)
     }
 
@@ -290,17 +304,18 @@ impl Cluster {
         Err(SetupError::Timeout(within, format!("n{i}: {what}")))
     }
 
-    /// Every `member unreachable cI ...` line any node printed: `(when, node, client)`.
-    pub fn declarations(&self) -> Vec<(Instant, usize, usize)> {
+    /// Every `member unreachable cI ...` (or `cI-K`) line any node printed:
+    /// `(when, node, client, incarnation)`.
+    pub fn declarations(&self) -> Vec<(Instant, usize, usize, u32)> {
         let mut found = Vec::new();
         for (n, lines) in self.node_lines.iter().enumerate() {
             for (at, line) in lines.lock().unwrap_or_else(|e| e.into_inner()).iter() {
                 let client = line
-                    .strip_prefix("member unreachable c")
+                    .strip_prefix("member unreachable ")
                     .and_then(|rest| rest.split(' ').next())
-                    .and_then(|c| c.parse().ok());
-                if let Some(c) = client {
-                    found.push((*at, n + 1, c));
+                    .and_then(crate::history::parse_client_name);
+                if let Some((c, k)) = client {
+                    found.push((*at, n + 1, c, k));
                 }
             }
         }
@@ -308,12 +323,22 @@ impl Cluster {
         found
     }
 
-    /// Starts client `i` beside node `i`: returns its stdin and stdout.
+    /// Starts incarnation `incarnation` of client `i` beside node `i`, a node named
+    /// [`client_name`](crate::history::client_name)`(i, incarnation)`: each later
+    /// incarnation gets a key and certificate of its own, so a new node id. Returns its
+    /// stdin and stdout.
     pub fn start_client(
         &mut self,
         i: usize,
+        incarnation: u32,
     ) -> Result<(ChildStdin, std::process::ChildStdout), SetupError> {
-        let log = std::fs::File::create(self.dir.join(format!("c{i}.log"))).map_err(|e| {
+        let name = crate::history::client_name(i, incarnation);
+        if !self.dir.join(format!("{name}.toml")).exists() {
+            self.atoll(&["ca", "issue", &name, "--dir", "ca"])?;
+            let consensus = self.consensus.clone();
+            self.write_config(&name, &self.addr(i, CLIENT_PORT), "", &consensus)?;
+        }
+        let log = std::fs::File::create(self.dir.join(format!("{name}.log"))).map_err(|e| {
             SetupError::Command {
                 what: "opening a log".into(),
                 detail: e.to_string(),
@@ -327,7 +352,7 @@ impl Cluster {
             .args(["netns", "exec", &self.ns(i)])
             .arg(me)
             .args(["__client", "--config"])
-            .arg(self.dir.join(format!("c{i}.toml")))
+            .arg(self.dir.join(format!("{name}.toml")))
             .current_dir(&self.dir)
             .env(
                 "RUST_LOG",
@@ -338,7 +363,7 @@ impl Cluster {
             .stderr(log)
             .spawn()
             .map_err(|e| SetupError::Command {
-                what: format!("starting c{i}"),
+                what: format!("starting {name}"),
                 detail: e.to_string(),
             })?;
         let io = (
@@ -357,6 +382,15 @@ impl Cluster {
     /// The pid of client `i`.
     pub fn client_pid(&self, i: usize) -> Option<u32> {
         self.clients[i - 1].as_ref().map(Child::id)
+    }
+
+    /// Kills client `i` with SIGKILL and reaps it.
+    pub fn kill_client(&mut self, i: usize) {
+        if let Some(mut child) = self.clients[i - 1].take() {
+            let _ = child.kill();
+            signal(child.id(), "-CONT");
+            let _ = child.wait();
+        }
     }
 
     /// Kills node `i` with SIGKILL and reaps it.
@@ -411,22 +445,35 @@ impl Cluster {
         self.nodes[i - 1].is_some()
     }
 
+    /// `atoll status --json` of node `i`, if it runs and answers.
+    fn status(&self, i: usize) -> Option<serde_json::Value> {
+        if !self.node_running(i) {
+            return None;
+        }
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &self.ns(i)]);
+        let atoll = atoll_command();
+        let out = cmd
+            .arg(atoll.get_program())
+            .args(atoll.get_args())
+            .args(["status", "--json", "--http", &self.addr(i, HTTP_PORT)])
+            .output()
+            .ok()?;
+        serde_json::from_slice(&out.stdout).ok()
+    }
+
+    /// Grain activations the nodes moved away since they last started (migrations the
+    /// nemesis asked for and the nodes' own rebalancing), summed over the nodes that answer.
+    pub fn grain_migrations(&self) -> u64 {
+        (1..=NODES)
+            .filter_map(|i| self.status(i)?["grains"]["migrations"].as_u64())
+            .sum()
+    }
+
     /// The Raft leader's node number, as the first voter that answers sees it.
     pub fn leader(&self) -> Option<usize> {
         for v in 1..=VOTERS {
-            if !self.node_running(v) {
-                continue;
-            }
-            let mut cmd = Command::new("ip");
-            cmd.args(["netns", "exec", &self.ns(v)]);
-            let atoll = atoll_command();
-            let out = cmd
-                .arg(atoll.get_program())
-                .args(atoll.get_args())
-                .args(["status", "--json", "--http", &self.addr(v, HTTP_PORT)])
-                .output();
-            let Ok(out) = out else { continue };
-            let Ok(status) = serde_json::from_slice::<serde_json::Value>(&out.stdout) else {
+            let Some(status) = self.status(v) else {
                 continue;
             };
             if let Some(name) = status["raft"]["leader"].as_str()

@@ -166,6 +166,10 @@ pub struct Op {
     pub id: u64,
     /// The client (1-based, co-located with node `client`).
     pub client: usize,
+    /// Which process of that client: 0 for the first, one more after each kill
+    /// ([`client_name`]).
+    #[serde(default)]
+    pub incarnation: u32,
     /// What was asked.
     pub request: Request,
     /// The process the client acted for (registered, locked, joined), when it made one.
@@ -223,6 +227,39 @@ pub struct Declaration {
     pub by: String,
     /// The client declared.
     pub client: usize,
+    /// Which of its processes ([`client_name`]).
+    #[serde(default)]
+    pub incarnation: u32,
+}
+
+/// A client process the nemesis killed (SIGKILL): its operations then in flight never
+/// complete, and each may or may not have taken effect.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Kill {
+    /// The client.
+    pub client: usize,
+    /// The process killed.
+    pub incarnation: u32,
+    /// When (just before the signal).
+    pub at_ms: u64,
+}
+
+/// The node name of incarnation `incarnation` of client `client`: `c3` first, then `c3-1`,
+/// `c3-2`... Each is a node of its own (its own key, so its own node id).
+pub fn client_name(client: usize, incarnation: u32) -> String {
+    match incarnation {
+        0 => format!("c{client}"),
+        k => format!("c{client}-{k}"),
+    }
+}
+
+/// The client and incarnation a node name of [`client_name`]'s form names.
+pub fn parse_client_name(name: &str) -> Option<(usize, u32)> {
+    let rest = name.strip_prefix('c')?;
+    match rest.split_once('-') {
+        None => Some((rest.parse().ok()?, 0)),
+        Some((c, k)) => Some((c.parse().ok()?, k.parse().ok()?)),
+    }
 }
 
 /// What one client resolves after the final heal.
@@ -249,6 +286,9 @@ pub struct History {
     pub faults: Vec<Fault>,
     /// Every time a node declared a client unreachable, in order.
     pub declarations: Vec<Declaration>,
+    /// Every client process the nemesis killed, in order.
+    #[serde(default)]
+    pub kills: Vec<Kill>,
     /// When the last fault was healed (and every node was running again).
     pub healed_ms: u64,
     /// Rounds of snapshots (one per client each) taken after the heal, in order.
@@ -256,14 +296,25 @@ pub struct History {
 }
 
 impl History {
-    /// Whether some node declared client `c` unreachable at a time that lets the cluster
+    /// Whether some node declared incarnation `incarnation` of client `c` unreachable at a time that lets the cluster
     /// release what `c` held during `[from, to]`: from `grace_ms` before `from` (a
     /// declaration acted on late) to [`DECLARATION_LEAD_MS`] after `to` (a release applied
     /// before its line was read).
-    pub fn touched(&self, c: usize, from: u64, to: u64, grace_ms: u64) -> bool {
+    pub fn touched(&self, c: usize, incarnation: u32, from: u64, to: u64, grace_ms: u64) -> bool {
         self.declarations.iter().any(|d| {
-            d.client == c && d.at_ms + grace_ms >= from && d.at_ms <= to + DECLARATION_LEAD_MS
+            d.client == c
+                && d.incarnation == incarnation
+                && d.at_ms + grace_ms >= from
+                && d.at_ms <= to + DECLARATION_LEAD_MS
         })
+    }
+
+    /// When incarnation `incarnation` of client `c` was killed, if it was.
+    pub fn killed(&self, c: usize, incarnation: u32) -> Option<u64> {
+        self.kills
+            .iter()
+            .find(|k| k.client == c && k.incarnation == incarnation)
+            .map(|k| k.at_ms)
     }
 
     /// Whether client `c` was stopped (SIGSTOP) at some time in `[from, to]`.
@@ -271,5 +322,21 @@ impl History {
         self.faults
             .iter()
             .any(|f| f.paused_clients.contains(&c) && f.start_ms <= to && f.end_ms >= from)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_names_round_trip() {
+        for (c, k) in [(1, 0), (3, 1), (5, 12)] {
+            assert_eq!(parse_client_name(&client_name(c, k)), Some((c, k)));
+        }
+        assert_eq!(client_name(2, 0), "c2");
+        assert_eq!(client_name(2, 3), "c2-3");
+        assert_eq!(parse_client_name("n2"), None);
+        assert_eq!(parse_client_name("c2-x"), None);
     }
 }

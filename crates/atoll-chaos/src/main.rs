@@ -119,6 +119,25 @@ fn main() -> ExitCode {
         "fenced resource: {} writes offered, {refused} refused (tokens older than the newest accepted)",
         writes.len()
     );
+    let asked: usize = result
+        .history
+        .faults
+        .iter()
+        .filter(|f| f.kind == "grain-move")
+        .filter_map(|f| {
+            f.detail
+                .split("moved=")
+                .nth(1)?
+                .split(' ')
+                .next()?
+                .parse::<usize>()
+                .ok()
+        })
+        .sum();
+    println!(
+        "grain migrations: {} counted by the nodes since they last started; {asked} moves asked by the nemesis completed (the others: rebalancing)",
+        result.grain_migrations
+    );
     let (declared, unexplained) = atoll_chaos::summary::declarations(&result.history);
     println!(
         "clients declared unreachable: {declared} times, {unexplained} of them while no fault touched that client"

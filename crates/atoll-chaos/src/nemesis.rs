@@ -1,12 +1,15 @@
 //! The nemesis: which fault comes next and on whom is a function of the seed (and of which
 //! node leads, which the cluster decides); each fault is injected, held, then healed.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 use std::time::Duration;
 
+use crate::client::MIGRATE_WAIT;
 use crate::cluster::{Cluster, NODES, SetupError, VOTERS};
+use crate::history::{Kill, client_name};
 use crate::rng::Rng;
-use crate::workload::Recorder;
+use crate::workload::{ClientLink, Recorder};
 
 /// The kinds of fault.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -31,10 +34,16 @@ pub enum Kind {
     Loss,
     /// Every node sends at a low rate.
     RateLimit,
+    /// SIGKILL a client process (a lock holder, or one with an operation in flight); start
+    /// a new one in its place under a new identity.
+    KillClient,
+    /// Pile several key-value shards onto one node by migration while the workload reads
+    /// and writes them; the nodes' rebalancing then spreads them out again.
+    GrainMove,
 }
 
 /// Every kind, in the order summaries list them.
-pub const ALL: [Kind; 10] = [
+pub const ALL: [Kind; 12] = [
     Kind::Kill9,
     Kind::Restart,
     Kind::PauseLeader,
@@ -45,6 +54,8 @@ pub const ALL: [Kind; 10] = [
     Kind::OneWay,
     Kind::Loss,
     Kind::RateLimit,
+    Kind::KillClient,
+    Kind::GrainMove,
 ];
 
 impl Kind {
@@ -61,6 +72,8 @@ impl Kind {
             Kind::OneWay => "one-way",
             Kind::Loss => "loss",
             Kind::RateLimit => "rate-limit",
+            Kind::KillClient => "kill-client",
+            Kind::GrainMove => "grain-move",
         }
     }
 }
@@ -74,6 +87,10 @@ pub enum Undo {
     Continue(u32),
     /// Heal the network.
     Network,
+    /// Start client `i` again, as a new incarnation.
+    RestartClient(usize),
+    /// Nothing to undo.
+    Nothing,
 }
 
 /// An injected fault.
@@ -110,6 +127,7 @@ pub fn inject(
     cluster: &mut Cluster,
     rng: &mut Rng,
     rec: &Recorder,
+    links: &[Arc<ClientLink>],
 ) -> Result<Injected, SetupError> {
     let all: BTreeSet<usize> = (1..=NODES).collect();
     // Without a known leader (an election under way), a voter stands in.
@@ -224,6 +242,63 @@ pub fn inject(
             cluster.loss(pct)?;
             injected(format!("{pct}% loss"), all, BTreeSet::new(), Undo::Network)
         }
+        Kind::KillClient => {
+            let holder = if rng.range(0, 2) == 0 {
+                rec.a_holder()
+            } else {
+                None
+            };
+            let (c, what) = match holder {
+                Some(c) => (c, "lock holder"),
+                None => match rec.a_busy_client() {
+                    Some(c) => (c, "client with an operation in flight"),
+                    None => (rng.range(1, NODES as u64 + 1) as usize, "idle client"),
+                },
+            };
+            let incarnation = links[c - 1].incarnation;
+            rec.history().kills.push(Kill {
+                client: c,
+                incarnation,
+                at_ms: rec.now_ms(),
+            });
+            cluster.kill_client(c);
+            injected(
+                format!("SIGKILL {what} {}", client_name(c, incarnation)),
+                [c].into(),
+                BTreeSet::new(),
+                Undo::RestartClient(c),
+            )
+        }
+        Kind::GrainMove => {
+            let to = rng.range(1, NODES as u64 + 1);
+            let c = rng.range(1, NODES as u64 + 1) as usize;
+            let mut shards: Vec<usize> = (0..atoll_cli::kv::SHARDS).collect();
+            for i in (1..shards.len()).rev() {
+                shards.swap(i, rng.range(0, i as u64 + 1) as usize);
+            }
+            shards.truncate(rng.range(3, 6) as usize);
+            let results = links[c - 1]
+                .migrate(&shards, &format!("n{to}"), MIGRATE_WAIT * 6)
+                .unwrap_or_default();
+            let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+            for r in &results {
+                *counts.entry(r.as_str()).or_default() += 1;
+            }
+            let outcome: Vec<String> = counts.iter().map(|(k, n)| format!("{k}={n}")).collect();
+            injected(
+                format!(
+                    "c{c} moves kv shards {shards:?} to n{to}: {}",
+                    if outcome.is_empty() {
+                        "no answer".to_string()
+                    } else {
+                        outcome.join(" ")
+                    }
+                ),
+                BTreeSet::new(),
+                BTreeSet::new(),
+                Undo::Nothing,
+            )
+        }
         Kind::RateLimit => {
             let kbit = rng.range(64, 512);
             cluster.rate(kbit)?;
@@ -237,14 +312,15 @@ pub fn inject(
     })
 }
 
-/// Heals `fault`.
-pub fn heal(fault: &Injected, cluster: &mut Cluster) -> Result<(), SetupError> {
+/// Heals `fault`; returns the client to start again, if it killed one (the runner starts
+/// it, as it drives the clients).
+pub fn heal(fault: &Injected, cluster: &mut Cluster) -> Result<Option<usize>, SetupError> {
     match fault.undo {
-        Undo::StartNode(i) => cluster.start_node(i),
-        Undo::Continue(pid) => {
-            cluster.signal(pid, "-CONT");
-            Ok(())
-        }
-        Undo::Network => cluster.heal(),
+        Undo::StartNode(i) => cluster.start_node(i)?,
+        Undo::Continue(pid) => cluster.signal(pid, "-CONT"),
+        Undo::Network => cluster.heal()?,
+        Undo::RestartClient(c) => return Ok(Some(c)),
+        Undo::Nothing => {}
     }
+    Ok(None)
 }

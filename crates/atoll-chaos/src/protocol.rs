@@ -18,6 +18,13 @@ pub enum ToClient {
         /// What to do.
         request: Request,
     },
+    /// Migrate these shards of the key-value store to node `target`, one after another.
+    Migrate {
+        /// The shards (`KvShard` grain keys).
+        shards: Vec<usize>,
+        /// The target node's name.
+        target: String,
+    },
     /// Resolve these names and groups locally.
     Snapshot {
         /// Names to resolve.
@@ -72,6 +79,11 @@ pub enum FromClient {
         outcome: Outcome,
         /// For a granted lock: whether the unlock succeeded.
         unlocked: Option<bool>,
+    },
+    /// The outcome of each migration asked: `moved`, or the error's kind.
+    Migrated {
+        /// One per shard, in order.
+        results: Vec<String>,
     },
     /// The answer to a snapshot request.
     Snapshot {

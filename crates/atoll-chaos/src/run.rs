@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use crate::check::{self, Anomaly, Limits, Report};
 use crate::cluster::{Cluster, NODES, SetupError, VOTERS};
-use crate::history::{Declaration, Fault, History, Request};
+use crate::history::{Declaration, Fault, History, Outcome, Request};
 use crate::nemesis::{self, ALL};
 use crate::rng::Rng;
 use crate::summary;
@@ -39,6 +39,8 @@ pub struct RunResult {
     pub bench: String,
     /// The run's directory (logs, `history.json`).
     pub dir: PathBuf,
+    /// Grain activations the nodes moved since they last started, at the end.
+    pub grain_migrations: u64,
 }
 
 fn wait(what: &str, within: Duration, mut done: impl FnMut() -> bool) -> Result<(), SetupError> {
@@ -74,6 +76,29 @@ fn start_nodes(cluster: &mut Cluster) -> Result<(), SetupError> {
     wait("a Raft leader", within, || cluster.leader().is_some())
 }
 
+/// Starts incarnation `incarnation` of client `i` and waits until its node runs.
+fn start_client(
+    cluster: &mut Cluster,
+    rec: &Arc<Recorder>,
+    i: usize,
+    incarnation: u32,
+) -> Result<Arc<ClientLink>, SetupError> {
+    let (stdin, stdout) = cluster.start_client(i, incarnation)?;
+    let link = Arc::new(ClientLink::new(i, incarnation, stdin, stdout, rec.clone()));
+    Ok(link)
+}
+
+/// Starts the thread that drives `link` until `stop`, with the workload of `rng`.
+fn drive(
+    link: &Arc<ClientLink>,
+    rec: &Arc<Recorder>,
+    rng: Rng,
+    stop: &Arc<AtomicBool>,
+) -> std::thread::JoinHandle<()> {
+    let (link, rec, stop) = (link.clone(), rec.clone(), stop.clone());
+    std::thread::spawn(move || link.drive(&rec, rng, &stop))
+}
+
 fn log(rec: &Recorder, what: &str) {
     println!("[{:>7.1}s] {what}", rec.now_ms() as f64 / 1000.0);
 }
@@ -98,8 +123,7 @@ pub fn run(opts: &Options) -> Result<RunResult, SetupError> {
     log(&rec, "5 nodes up (n1..n3 voters), a leader elected");
     let mut links = Vec::new();
     for i in 1..=NODES {
-        let (stdin, stdout) = cluster.start_client(i)?;
-        links.push(Arc::new(ClientLink::new(i, stdin, stdout, rec.clone())));
+        links.push(start_client(&mut cluster, &rec, i, 0)?);
     }
     wait("clients ready", Duration::from_secs(60), || {
         links.iter().all(|l| l.is_ready())
@@ -109,13 +133,9 @@ pub fn run(opts: &Options) -> Result<RunResult, SetupError> {
     let mut rng = Rng::new(opts.seed);
     let mut nemesis_rng = rng.fork(1);
     let stop = Arc::new(AtomicBool::new(false));
-    let drivers: Vec<_> = links
+    let mut drivers: Vec<_> = links
         .iter()
-        .map(|link| {
-            let (link, rec, stop) = (link.clone(), rec.clone(), stop.clone());
-            let client_rng = rng.fork(10 + link.client as u64);
-            std::thread::spawn(move || link.drive(&rec, client_rng, &stop))
-        })
+        .map(|link| drive(link, &rec, rng.fork(10 + link.client as u64), &stop))
         .collect();
 
     let mut crashed: Vec<Anomaly> = Vec::new();
@@ -139,10 +159,20 @@ pub fn run(opts: &Options) -> Result<RunResult, SetupError> {
         }
         let kind = round.pop().expect("refilled above");
         let start_ms = rec.now_ms();
-        let injected = nemesis::inject(kind, &mut cluster, &mut nemesis_rng, &rec)?;
+        let injected = nemesis::inject(kind, &mut cluster, &mut nemesis_rng, &rec, &links)?;
         let hold = nemesis_rng.range(3000, 8000);
         std::thread::sleep(Duration::from_millis(hold));
-        nemesis::heal(&injected, &mut cluster)?;
+        if let Some(c) = nemesis::heal(&injected, &mut cluster)? {
+            // A new process, a new node id: the killed one's operations stay open.
+            let incarnation = links[c - 1].incarnation + 1;
+            let link = start_client(&mut cluster, &rec, c, incarnation)?;
+            wait("a restarted client ready", Duration::from_secs(60), || {
+                link.is_ready()
+            })?;
+            let tag = 10 + c as u64 + 100 * u64::from(incarnation);
+            drivers.push(drive(&link, &rec, rng.fork(tag), &stop));
+            links[c - 1] = link;
+        }
         let end_ms = rec.now_ms();
         log(
             &rec,
@@ -203,10 +233,13 @@ pub fn run(opts: &Options) -> Result<RunResult, SetupError> {
             && round
                 .windows(2)
                 .all(|w| w[0].names == w[1].names && w[0].groups == w[1].groups);
+        // Until the killed clients' names and members are gone too (or the time is up:
+        // the checker then says which are left).
+        let dead = agree && !check::converge::dead_owners(&rec.history(), &round[0]).is_empty();
         if complete {
             rec.history().snapshots.push(round);
         }
-        if agree {
+        if agree && !dead {
             break;
         }
         std::thread::sleep(Duration::from_millis(500));
@@ -224,17 +257,40 @@ pub fn run(opts: &Options) -> Result<RunResult, SetupError> {
             }
         }
     }
+    // Every lock taken once more, retried while a dead client's grant or place in its queue
+    // is still being released: no lock may stay blocked for good.
+    if let Some(locker) = links.first() {
+        for l in 0..workload::LOCKS {
+            let until =
+                Instant::now() + Duration::from_millis(limits.grace_ms + limits.op_bound_ms);
+            let request = Request::Lock {
+                name: format!("L{l}"),
+                hold_ms: 50,
+            };
+            while let Some(outcome) = locker.perform(&rec, request.clone()) {
+                let granted = match &outcome {
+                    Outcome::Failed { kind } => kind.starts_with("Unlock::"),
+                    _ => true,
+                };
+                if granted || Instant::now() > until {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(500));
+            }
+        }
+    }
     crashed.extend(exited(&mut cluster));
-    log(&rec, "views snapshotted, keys read; checking");
+    log(&rec, "views snapshotted, keys read, locks taken; checking");
 
     let mut history = rec.finish();
     history.declarations = cluster
         .declarations()
         .into_iter()
-        .map(|(at, by, client)| Declaration {
+        .map(|(at, by, client, incarnation)| Declaration {
             at_ms: rec.ms_at(at),
             by: format!("n{by}"),
             client,
+            incarnation,
         })
         .collect();
     // Saved before checking, so a check that fails or runs long leaves it to read.
@@ -262,8 +318,10 @@ pub fn run(opts: &Options) -> Result<RunResult, SetupError> {
         report.anomalies.len(),
         summary::percentile(&all_unavailable, 99),
     );
+    let grain_migrations = cluster.grain_migrations();
     drop(cluster);
     Ok(RunResult {
+        grain_migrations,
         summary: summary::render(&rows),
         bench: format!("BENCH {bench}"),
         history,
@@ -288,13 +346,16 @@ pub fn excerpt(history: &History, anomaly: &Anomaly) -> Vec<String> {
         | Anomaly::StaleWriteAccepted { op, .. }
         | Anomaly::LostWrite { op, .. }
         | Anomaly::NeverCompleted { op }
+        | Anomaly::NotReleased { op, .. }
         | Anomaly::Unbounded { op, .. }
         | Anomaly::Untyped { op, .. } => vec![*op],
         Anomaly::DuplicateToken { a, b, .. } | Anomaly::OverlappingHolds { a, b, .. } => {
             vec![*a, *b]
         }
         Anomaly::TokenOrder { earlier, later, .. } => vec![*earlier, *later],
-        Anomaly::NotConverged { .. } | Anomaly::Crashed { .. } => vec![],
+        Anomaly::NotConverged { .. } | Anomaly::Crashed { .. } | Anomaly::DeadOwner { .. } => {
+            vec![]
+        }
     };
     ids.iter()
         .filter_map(|id| history.ops.get((*id as usize).checked_sub(1)?))

@@ -217,6 +217,7 @@ mod tests {
         Op {
             id,
             client: 1,
+            incarnation: 0,
             request: Request::Lock {
                 name: "l".into(),
                 hold_ms: 100,

@@ -85,13 +85,15 @@ impl Recorder {
         h
     }
 
-    /// Records the invocation of `request` by `client`; returns its id.
-    fn invoke(&self, client: usize, request: Request) -> u64 {
+    /// Records the invocation of `request` by incarnation `incarnation` of `client`;
+    /// returns its id.
+    fn invoke(&self, client: usize, incarnation: u32, request: Request) -> u64 {
         let mut h = self.history();
         let id = h.ops.len() as u64 + 1;
         h.ops.push(Op {
             id,
             client,
+            incarnation,
             request,
             pid: None,
             invoke_ms: self.now_ms(),
@@ -118,7 +120,7 @@ impl Recorder {
     ) -> Option<u64> {
         let now = self.now_ms();
         match event {
-            FromClient::Ready { .. } => None,
+            FromClient::Ready { .. } | FromClient::Migrated { .. } => None,
             FromClient::Spawned { id, pid } => {
                 self.with_op(id, |op| op.pid = Some(pid));
                 None
@@ -175,22 +177,37 @@ impl Recorder {
         }
     }
 
-    /// Client `client`'s operations invoked and not completed.
+    /// Operations invoked and not completed, but for those of killed client processes
+    /// (which never will be).
     pub fn pending(&self) -> usize {
-        self.history()
-            .ops
+        let h = self.history();
+        h.ops
             .iter()
-            .filter(|o| o.complete_ms.is_none())
+            .filter(|o| o.complete_ms.is_none() && h.killed(o.client, o.incarnation).is_none())
             .count()
     }
 
-    /// A client holding a lock now, if any.
+    /// A live client holding a lock now, if any.
     pub fn a_holder(&self) -> Option<usize> {
-        self.history()
-            .ops
+        let h = self.history();
+        h.ops
             .iter()
             .rev()
-            .find(|o| o.hold.is_some() && o.complete_ms.is_none())
+            .find(|o| {
+                o.hold.is_some()
+                    && o.complete_ms.is_none()
+                    && h.killed(o.client, o.incarnation).is_none()
+            })
+            .map(|o| o.client)
+    }
+
+    /// A live client with an operation in flight now, if any.
+    pub fn a_busy_client(&self) -> Option<usize> {
+        let h = self.history();
+        h.ops
+            .iter()
+            .rev()
+            .find(|o| o.complete_ms.is_none() && h.killed(o.client, o.incarnation).is_none())
             .map(|o| o.client)
     }
 }
@@ -200,22 +217,27 @@ impl Recorder {
 pub struct ClientLink {
     /// The client's number.
     pub client: usize,
+    /// Which process of it this is (0 first, one more after each kill).
+    pub incarnation: u32,
     stdin: Arc<Mutex<ChildStdin>>,
     done: Mutex<mpsc::Receiver<u64>>,
     snapshots: Mutex<mpsc::Receiver<Snapshot>>,
+    migrated: Mutex<mpsc::Receiver<Vec<String>>>,
     ready: Arc<AtomicBool>,
 }
 
 impl ClientLink {
-    /// Starts the reader thread of client `client`.
+    /// Starts the reader thread of incarnation `incarnation` of client `client`.
     pub fn new(
         client: usize,
+        incarnation: u32,
         stdin: ChildStdin,
         stdout: ChildStdout,
         rec: Arc<Recorder>,
     ) -> ClientLink {
         let (done_tx, done_rx) = mpsc::channel();
         let (snap_tx, snap_rx) = mpsc::channel();
+        let (moved_tx, moved_rx) = mpsc::channel();
         let ready = Arc::new(AtomicBool::new(false));
         let is_ready = ready.clone();
         std::thread::spawn(move || {
@@ -224,8 +246,12 @@ impl ClientLink {
                 let Ok(event) = serde_json::from_str::<FromClient>(&line) else {
                     continue;
                 };
-                if matches!(event, FromClient::Ready { .. }) {
-                    is_ready.store(true, Ordering::SeqCst);
+                match &event {
+                    FromClient::Ready { .. } => is_ready.store(true, Ordering::SeqCst),
+                    FromClient::Migrated { results } => {
+                        let _ = moved_tx.send(results.clone());
+                    }
+                    _ => {}
                 }
                 if let Some(id) = rec.event(event, &snap_tx, client) {
                     let _ = done_tx.send(id);
@@ -234,9 +260,11 @@ impl ClientLink {
         });
         ClientLink {
             client,
+            incarnation,
             stdin: Arc::new(Mutex::new(stdin)),
             done: Mutex::new(done_rx),
             snapshots: Mutex::new(snap_rx),
+            migrated: Mutex::new(moved_rx),
             ready,
         }
     }
@@ -269,6 +297,21 @@ impl ClientLink {
         rx.recv_timeout(within).ok()
     }
 
+    /// Asks the client to migrate the key-value shards `shards` to node `to`, one after
+    /// another, and waits up to `within` for the outcome of each (`moved`, or the error).
+    pub fn migrate(&self, shards: &[usize], to: &str, within: Duration) -> Option<Vec<String>> {
+        let rx = self.migrated.lock().unwrap_or_else(|e| e.into_inner());
+        while rx.try_recv().is_ok() {}
+        let sent = self.send(&ToClient::Migrate {
+            shards: shards.to_vec(),
+            target: to.to_string(),
+        });
+        if !sent {
+            return None;
+        }
+        rx.recv_timeout(within).ok()
+    }
+
     /// Drives the client until `stop`: one operation at a time, chosen by `rng`.
     pub fn drive(&self, rec: &Recorder, mut rng: Rng, stop: &AtomicBool) {
         while !stop.load(Ordering::SeqCst) {
@@ -283,7 +326,7 @@ impl ClientLink {
     /// stopped, if it is); `None` once the client is gone.
     pub fn perform(&self, rec: &Recorder, request: Request) -> Option<Outcome> {
         let done = self.done.lock().unwrap_or_else(|e| e.into_inner());
-        let id = rec.invoke(self.client, request.clone());
+        let id = rec.invoke(self.client, self.incarnation, request.clone());
         if !self.send(&ToClient::Op { id, request }) {
             return None;
         }

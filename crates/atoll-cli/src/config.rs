@@ -54,10 +54,18 @@ struct RawConfig {
     consensus: Option<RawConsensus>,
     #[serde(default)]
     grains: bool,
+    rebalance: Option<RawRebalance>,
     state_dir: Option<PathBuf>,
     http: Option<String>,
     #[serde(default)]
     log: RawLog,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRebalance {
+    interval_ms: Option<u64>,
+    threshold: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -185,6 +193,10 @@ pub struct NodeFile {
     /// `grains`: whether the node hosts grains (the built-in types, its store in the
     /// consensus data directory). Needs a `[consensus]` table.
     pub grains: bool,
+    /// `[rebalance]`: how this node sheds grain activations when it holds too many more
+    /// than the least loaded node (`atoll_grain::Rebalance`); never on its own when absent.
+    /// Needs `grains = true`.
+    pub rebalance: Option<atoll_grain::Rebalance>,
     /// `state_dir`: where the node records its incarnations
     /// ([`NodeConfig::state_dir`]); `state-NAME` beside the file by default, so every
     /// node's incarnations keep growing across restarts, voter or not.
@@ -387,6 +399,42 @@ impl NodeFile {
                 "a node hosts grains only with a [consensus] table (activations are consensus claims)".into(),
             ));
         }
+        let rebalance = match &raw.rebalance {
+            None => None,
+            Some(_) if !raw.grains => {
+                return Err(field(
+                    "rebalance",
+                    "only a node that hosts grains (grains = true) rebalances them".into(),
+                ));
+            }
+            Some(r) => {
+                let defaults = atoll_grain::Rebalance::default();
+                let interval = match r.interval_ms {
+                    None => defaults.interval,
+                    Some(ms @ 100..=3_600_000) => std::time::Duration::from_millis(ms),
+                    Some(ms) => {
+                        return Err(field(
+                            "rebalance.interval_ms",
+                            format!("{ms} is not between 100 and 3600000"),
+                        ));
+                    }
+                };
+                let threshold = match r.threshold {
+                    None => defaults.threshold,
+                    Some(n @ 1..=1_000_000) => n as usize,
+                    Some(n) => {
+                        return Err(field(
+                            "rebalance.threshold",
+                            format!("{n} is not between 1 and 1000000"),
+                        ));
+                    }
+                };
+                Some(atoll_grain::Rebalance {
+                    interval,
+                    threshold,
+                })
+            }
+        };
         let log_format = match raw.log.format.as_deref() {
             None | Some("text") => LogFormat::Text,
             Some("json") => LogFormat::Json,
@@ -414,6 +462,7 @@ impl NodeFile {
             membership,
             consensus,
             grains: raw.grains,
+            rebalance,
             state_dir: raw
                 .state_dir
                 .map(|p| resolve(&p))

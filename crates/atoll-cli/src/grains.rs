@@ -16,7 +16,8 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
-use atoll_cluster::Node;
+use atoll_cluster::{Node, WeakNode};
+use atoll_core::Pid;
 use atoll_grain::{Durability, Grain, GrainCtx, GrainId, Grains, GrainsConfig, RedbStore};
 use serde::{Deserialize, Serialize};
 
@@ -88,8 +89,46 @@ impl Grain for DurableCounter {
 /// ([`Grain::RESEND_IN_DOUBT`]), so each carries a request id and the shard keeps, with
 /// its entries, the answers of its last [`KvState::ANSWERS_KEPT`] writes: a resent write
 /// that the lost activation had already saved is answered as before, not applied twice.
+///
+/// Reads (`Get`, `Range`) first confirm, with a linearizable read of the registry, that
+/// this activation still holds the shard's claim ([`confirmed`]): an activation whose node
+/// a partition cut off from the majority would otherwise go on answering from its memory
+/// after the majority gave the shard to a new activation that took newer writes. A write
+/// needs no such check: its save is refused once a newer activation has fenced the copies.
 #[derive(Debug, Default)]
-pub struct KvShard;
+pub struct KvShard {
+    /// The hosting node, for the confirmation (none in a type registered without a node:
+    /// reads are then answered unconfirmed).
+    node: Option<WeakNode>,
+}
+
+impl KvShard {
+    /// Whether this activation still holds the shard, confirmed through consensus: why not
+    /// (or why it could not be confirmed) otherwise.
+    async fn confirm(&self, ctx: &GrainCtx<Self>) -> Result<(), String> {
+        let Some(node) = self.node.as_ref().and_then(WeakNode::upgrade) else {
+            return Ok(());
+        };
+        let holder = node
+            .lock_holder_consistent(&ctx.id().lock_name())
+            .await
+            .map_err(|e| format!("the shard's claim could not be confirmed: {e}"))?;
+        if confirmed(ctx.pid(), ctx.epoch(), holder) {
+            Ok(())
+        } else {
+            Err(format!(
+                "this activation (epoch {}) no longer holds the shard",
+                ctx.epoch()
+            ))
+        }
+    }
+}
+
+/// Whether the registry's `holder` of a grain's claim (process and token) is the activation
+/// `pid` at `epoch`.
+pub fn confirmed(pid: Pid, epoch: u64, holder: Option<(Pid, u64)>) -> bool {
+    holder == Some((pid, epoch))
+}
 
 /// A [`KvShard`]'s saved state.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -167,6 +206,9 @@ pub enum KvReply {
     /// The change was not saved (too few replicas answered, or a newer activation exists):
     /// it is not acknowledged.
     NotSaved(String),
+    /// To a read: this activation could not confirm it still holds the shard (cut off from
+    /// the majority, or deposed), so it does not answer from what it holds.
+    Unconfirmed(String),
 }
 
 impl Grain for KvShard {
@@ -179,6 +221,11 @@ impl Grain for KvShard {
     type Reply = KvReply;
 
     async fn handle(&mut self, msg: KvMsg, ctx: &mut GrainCtx<Self>) -> KvReply {
+        if matches!(msg, KvMsg::Get(_) | KvMsg::Range { .. })
+            && let Err(reason) = self.confirm(ctx).await
+        {
+            return KvReply::Unconfirmed(reason);
+        }
         let (request, key, value) = match msg {
             KvMsg::Get(key) => return KvReply::Value(ctx.state().entries.get(&key).cloned()),
             KvMsg::Range { from, to, limit } => {
@@ -231,8 +278,13 @@ pub fn config(store: Option<RedbStore>) -> GrainsConfig {
 }
 
 /// Starts the grain service of an `atoll node` with its store at `data_dir/grains.redb`
-/// and the built-in types registered.
-pub fn host(node: &Node, data_dir: &Path) -> Result<Grains, Error> {
+/// and the built-in types registered; it sheds activations as `rebalance` says (the
+/// `[rebalance]` table), if at all.
+pub fn host(
+    node: &Node,
+    data_dir: &Path,
+    rebalance: Option<atoll_grain::Rebalance>,
+) -> Result<Grains, Error> {
     std::fs::create_dir_all(data_dir).map_err(|source| Error::Io {
         path: data_dir.to_path_buf(),
         source,
@@ -242,11 +294,18 @@ pub fn host(node: &Node, data_dir: &Path) -> Result<Grains, Error> {
         path: path.clone(),
         source: std::io::Error::other(e.to_string()),
     })?;
-    let grains = Grains::start(node, config(Some(store)));
+    let mut config = config(Some(store));
+    config.rebalance = rebalance;
+    let grains = Grains::start(node, config);
     let registered = grains
         .register(|_| Counter)
         .and_then(|()| grains.register(|_| DurableCounter))
-        .and_then(|()| grains.register(|_| KvShard));
+        .and_then(|()| {
+            let node = node.downgrade();
+            grains.register(move |_| KvShard {
+                node: Some(node.clone()),
+            })
+        });
     registered.map_err(|e| Error::Io {
         path,
         source: std::io::Error::other(e.to_string()),
@@ -420,7 +479,20 @@ fn node_name(node: &Node, id: atoll_core::NodeId) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::KvState;
+    use super::{KvState, confirmed};
+    use atoll_core::{NodeId, Pid};
+
+    #[test]
+    fn a_read_is_confirmed_only_by_this_activations_own_grant() {
+        let me = Pid::new(NodeId::from_bytes([4; 16]), 1, 7);
+        let successor = Pid::new(NodeId::from_bytes([2; 16]), 1, 9);
+        assert!(confirmed(me, 5, Some((me, 5))));
+        // The majority gave the shard to a new activation while this one was cut off.
+        assert!(!confirmed(me, 5, Some((successor, 6))));
+        // The same process under an older or newer grant, or no grant at all.
+        assert!(!confirmed(me, 5, Some((me, 6))));
+        assert!(!confirmed(me, 5, None));
+    }
 
     #[test]
     fn a_resent_write_is_answered_as_before_and_not_applied_again() {

@@ -5,6 +5,11 @@
 //! redb store and [`crate::grains::REPLICAS`] other node's before the caller hears of it.
 //! When the host is lost, the next call reactivates the shard on a survivor, which restores
 //! the freshest copy: every acknowledged write is still there. A range asks every shard.
+//!
+//! A read (get or range) is answered only by an activation that has just confirmed through
+//! consensus that it still holds its shard ([`KvError::Unconfirmed`] otherwise): one left
+//! on a node cut off from the majority, which gave the shard to a new activation, does not
+//! answer from its outdated memory.
 
 use atoll_grain::{GrainError, Grains};
 
@@ -27,6 +32,15 @@ pub enum KvError {
     /// The shard took the write but could not save it: it is not acknowledged.
     #[error("shard {shard} did not save the write: {reason}")]
     NotSaved {
+        /// The shard.
+        shard: usize,
+        /// Why.
+        reason: String,
+    },
+    /// The shard's activation could not confirm it still holds the shard (cut off from the
+    /// majority, or deposed by a newer activation): the read was not answered.
+    #[error("shard {shard} did not answer the read: {reason}")]
+    Unconfirmed {
         /// The shard.
         shard: usize,
         /// Why.
@@ -78,6 +92,7 @@ impl KvStore {
             .map_err(|source| KvError::Grain { shard, source })?;
         match grain.call(msg).await {
             Ok(KvReply::NotSaved(reason)) => Err(KvError::NotSaved { shard, reason }),
+            Ok(KvReply::Unconfirmed(reason)) => Err(KvError::Unconfirmed { shard, reason }),
             Ok(reply) => Ok(reply),
             Err(source) => Err(KvError::Grain { shard, source }),
         }

@@ -93,7 +93,7 @@ async fn serve(file: NodeFile, loaded: crate::config::Loaded) -> Result<(), Erro
     let node = Node::start(config)?;
     atoll_cluster::builtin::install(&node);
     let grains = match &grain_dir {
-        Some(dir) => Some(crate::grains::host(&node, dir)?),
+        Some(dir) => Some(crate::grains::host(&node, dir, file.rebalance)?),
         None => None,
     };
     // Taken before the ready line so no event is missed; printed after it.

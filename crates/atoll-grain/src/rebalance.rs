@@ -68,6 +68,21 @@ pub(crate) fn start(grains: &Grains, rebalance: Rebalance) {
     });
 }
 
+/// The nodes a look weighs: every node that holds activations, and of those that hold
+/// none only the ones `can_host` one of this node's grains. A member that runs a grain
+/// service only to call grains (no types, no capabilities) holds none and can take none:
+/// counted, it would always be the least loaded, every move to it would be refused, and
+/// no node would ever shed anything.
+fn weighed(
+    counts: BTreeMap<NodeId, usize>,
+    can_host: impl Fn(NodeId) -> bool,
+) -> BTreeMap<NodeId, usize> {
+    counts
+        .into_iter()
+        .filter(|&(n, count)| count > 0 || can_host(n))
+        .collect()
+}
+
 /// One look: migrates what [`core::rebalance`] says this node should shed.
 async fn step(grains: &Grains, threshold: usize) {
     let Some(node) = grains.shared.node.upgrade() else {
@@ -76,6 +91,21 @@ async fn step(grains: &Grains, threshold: usize) {
     // This node's own count is exact; the others come from the process table.
     let mut counts = counts(&node);
     counts.insert(grains.shared.me, grains.active().len());
+    let requires: Vec<&'static [&'static str]> = {
+        let active = grains
+            .shared
+            .active
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        active.values().map(|h| h.kind().1).collect()
+    };
+    let me = grains.shared.me;
+    let counts = weighed(counts, |n| {
+        n == me
+            || requires
+                .iter()
+                .any(|r| crate::migrate::eligible(&node, n, r))
+    });
     let Some((target, k)) = core::rebalance(grains.shared.me, &counts, threshold) else {
         return;
     };
@@ -101,5 +131,35 @@ async fn step(grains: &Grains, threshold: usize) {
         if let Err(e) = grains.migrate(&id, target).await {
             debug!(grain = %id, "not moved: {e}");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(n: u8) -> NodeId {
+        NodeId::from_bytes([n; 16])
+    }
+
+    #[test]
+    fn members_that_only_call_grains_are_no_target() {
+        // n1 holds 6, n2 holds 2, n9 only calls grains: n1 sheds to n2, not to n9.
+        let counts: BTreeMap<NodeId, usize> = [(node(1), 6), (node(2), 2), (node(9), 0)].into();
+        let hosts = |n: NodeId| n != node(9);
+        let kept = weighed(counts.clone(), hosts);
+        assert_eq!(kept.len(), 2);
+        assert_eq!(core::rebalance(node(1), &kept, 2), Some((node(2), 2)));
+        // Weighed whole, the caller is the target every time.
+        assert_eq!(
+            core::rebalance(node(1), &counts, 2).map(|t| t.0),
+            Some(node(9))
+        );
+        // A host that holds nothing yet is a target.
+        let counts: BTreeMap<NodeId, usize> = [(node(1), 6), (node(3), 0), (node(9), 0)].into();
+        assert_eq!(
+            core::rebalance(node(1), &weighed(counts, hosts), 2).map(|t| t.0),
+            Some(node(3))
+        );
     }
 }

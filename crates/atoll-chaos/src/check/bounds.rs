@@ -1,4 +1,5 @@
-//! Every operation completes; every one completes within its bound unless its client was
+//! Every operation completes, unless its client process was killed while it was in flight
+//! (its outcome then stays open: the other checkers treat it as maybe applied); every one completes within its bound unless its client was
 //! stopped meanwhile (a stopped process answers nothing); every failure is a typed error.
 
 use super::{Anomaly, Limits};
@@ -12,7 +13,10 @@ pub fn check(history: &History, limits: &Limits) -> Vec<Anomaly> {
     let mut anomalies = Vec::new();
     for op in &history.ops {
         let Some(done) = op.complete_ms else {
-            anomalies.push(Anomaly::NeverCompleted { op: op.id });
+            // In flight when its client process was killed: open-ended, not late.
+            if history.killed(op.client, op.incarnation).is_none() {
+                anomalies.push(Anomaly::NeverCompleted { op: op.id });
+            }
             continue;
         };
         let bound_ms = match &op.request {

@@ -1,8 +1,13 @@
 //! Convergence after the heal: the clients' views (Consistent names resolved locally,
 //! Eventual group members) agree within a bound, and nothing acknowledged by a client that
 //! no node declared unreachable afterwards is missing from the agreed view.
+//!
+//! A client process the nemesis killed is declared down by membership, and the documented
+//! release rule then applies: the Raft leader releases its Consistent names, and every node
+//! drops its group members. So once [`Limits::grace_ms`] has passed since the kill, no view
+//! taken after the heal may still show one of its processes.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 
 use super::{Anomaly, Limits};
 use crate::history::{History, Outcome, Request, Snapshot};
@@ -19,19 +24,59 @@ fn agree(round: &[Snapshot]) -> bool {
         && !round.is_empty()
 }
 
+/// What a view shows of killed client processes: `(what, pid, killed_ms)` for every name
+/// owned by, and every group member that is, a process of a client that was killed.
+pub fn dead_owners(history: &History, view: &Snapshot) -> Vec<(String, String, u64)> {
+    let killed: HashMap<&str, u64> = history
+        .ops
+        .iter()
+        .filter_map(|op| {
+            let at = history.killed(op.client, op.incarnation)?;
+            Some((op.pid.as_deref()?, at))
+        })
+        .collect();
+    let names = view
+        .names
+        .iter()
+        .filter_map(|(n, p)| Some((format!("name {n}"), p.as_deref()?)));
+    let members = view
+        .groups
+        .iter()
+        .flat_map(|(g, m)| m.iter().map(move |p| (format!("group {g}"), p.as_str())));
+    names
+        .chain(members)
+        .filter_map(|(what, pid)| Some((what, pid.to_string(), *killed.get(pid)?)))
+        .collect()
+}
+
 /// Checks convergence and that no acknowledged write was lost.
 pub fn check(history: &History, limits: &Limits) -> Vec<Anomaly> {
+    let mut anomalies = Vec::new();
+    let mut seen = BTreeSet::new();
+    for view in history.snapshots.iter().flatten() {
+        for (what, pid, killed_ms) in dead_owners(history, view) {
+            if view.at_ms > killed_ms + limits.grace_ms && seen.insert((what.clone(), pid.clone()))
+            {
+                anomalies.push(Anomaly::DeadOwner {
+                    what,
+                    pid,
+                    killed_ms,
+                    at_ms: view.at_ms,
+                });
+            }
+        }
+    }
     let Some(round) = converged(history) else {
         let detail = match history.snapshots.last() {
             None => "no snapshots".to_string(),
             Some(last) => differences(last),
         };
-        return vec![Anomaly::NotConverged {
+        anomalies.push(Anomaly::NotConverged {
             bound_ms: limits.converge_bound_ms,
             detail,
-        }];
+        });
+        return anomalies;
     };
-    let mut anomalies = Vec::new();
     let at = round.iter().map(|s| s.at_ms).max().unwrap_or(0);
     if at.saturating_sub(history.healed_ms) > limits.converge_bound_ms {
         anomalies.push(Anomaly::NotConverged {
@@ -44,8 +89,17 @@ pub fn check(history: &History, limits: &Limits) -> Vec<Anomaly> {
         let (Some(pid), Some(_)) = (&op.pid, op.complete_ms) else {
             continue;
         };
-        // Anything released because the client was declared unreachable is not required.
-        if history.touched(op.client, op.invoke_ms, history.healed_ms, limits.grace_ms) {
+        // Anything released because the client was declared unreachable is not required,
+        // nor what a killed client held (the dead-owner rule above says it must be gone).
+        if history.killed(op.client, op.incarnation).is_some()
+            || history.touched(
+                op.client,
+                op.incarnation,
+                op.invoke_ms,
+                history.healed_ms,
+                limits.grace_ms,
+            )
+        {
             continue;
         }
         match (&op.request, &op.outcome) {
@@ -65,7 +119,7 @@ pub fn check(history: &History, limits: &Limits) -> Vec<Anomaly> {
                         && match &u.outcome {
                             Some(Outcome::Unregistered { pid: Some(p) }) => p == pid,
                             Some(Outcome::Unregistered { pid: None }) => false,
-                            _ => u.client == op.client,
+                            _ => u.client == op.client && u.incarnation == op.incarnation,
                         }
                 });
                 if !released && view.names.get(name) != Some(&Some(pid.clone())) {
@@ -210,6 +264,49 @@ mod tests {
                 pid: Some("p1".into()),
             },
         );
+        assert_eq!(check(&h.0, &limits()), vec![]);
+    }
+
+    #[test]
+    fn a_killed_clients_name_or_member_left_past_the_grace_is_caught() {
+        let mut h = H::default();
+        h.reg(1, "a", "p1", (0, 10), Registered);
+        join(&mut h, 1, "p2");
+        h.0.kills.push(crate::history::Kill {
+            client: 1,
+            incarnation: 0,
+            at_ms: 20,
+        });
+        h.0.healed_ms = 100;
+        // Within the grace (100 ms): not yet released, allowed.
+        h.converged(110, &[2, 3], &[("a", Some("p1"))]);
+        assert_eq!(check(&h.0, &limits()), vec![]);
+        // Later still there: the cluster never released them.
+        h.0.snapshots.clear();
+        with_group(&mut h, 500, &[&["p2"], &["p2"]]);
+        h.0.snapshots[0][0].names = [("a".to_string(), Some("p1".to_string()))].into();
+        h.0.snapshots[0][1].names = h.0.snapshots[0][0].names.clone();
+        let found = check(&h.0, &limits());
+        assert_eq!(
+            found,
+            vec![
+                Anomaly::DeadOwner {
+                    what: "name a".into(),
+                    pid: "p1".into(),
+                    killed_ms: 20,
+                    at_ms: 500
+                },
+                Anomaly::DeadOwner {
+                    what: "group g".into(),
+                    pid: "p2".into(),
+                    killed_ms: 20,
+                    at_ms: 500
+                },
+            ]
+        );
+        // Released as the rule says: nothing to report.
+        h.0.snapshots.clear();
+        with_group(&mut h, 500, &[&[], &[]]);
         assert_eq!(check(&h.0, &limits()), vec![]);
     }
 }

@@ -6,7 +6,11 @@
 //! - the resource accepts no token older than the newest it accepted (0 stale writes);
 //! - no two holders overlap: while a holder that no node declared unreachable holds the lock (from its
 //!   grant until it starts to unlock) no one else is granted it, and between a holder's
-//!   two accepted writes the resource accepts no one else's.
+//!   two accepted writes the resource accepts no one else's;
+//! - a lock granted to a client process that was killed before it unlocked is granted again
+//!   later (the cluster released it when the client's node was declared down), and of the
+//!   attempts on a lock after the heal at least one is granted (no dead client's grant or
+//!   place in the queue blocks it for good).
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -57,7 +61,13 @@ pub fn check(history: &History, limits: &Limits) -> Vec<Anomaly> {
                 let Some(a_end) = a_hold.unlock_ms else {
                     continue;
                 };
-                let healthy = !history.touched(a.client, a_hold.granted_ms, a_end, limits.grace_ms);
+                let healthy = !history.touched(
+                    a.client,
+                    a.incarnation,
+                    a_hold.granted_ms,
+                    a_end,
+                    limits.grace_ms,
+                );
                 if healthy
                     && b_hold.token > a_hold.token
                     && b_hold.granted_ms > a_hold.granted_ms
@@ -72,6 +82,7 @@ pub fn check(history: &History, limits: &Limits) -> Vec<Anomaly> {
             }
         }
     }
+    anomalies.extend(not_released(history, &grants));
     let mut newest: HashMap<&str, u64> = HashMap::new();
     // Per lock: the writer whose first write was the last one accepted.
     let mut open: HashMap<&str, u64> = HashMap::new();
@@ -114,10 +125,53 @@ pub fn check(history: &History, limits: &Limits) -> Vec<Anomaly> {
     anomalies
 }
 
+/// Locks a killed client held and no one was granted after, and locks no attempt after
+/// the heal could take.
+fn not_released(history: &History, grants: &BTreeMap<&str, Vec<&Op>>) -> Vec<Anomaly> {
+    let mut anomalies = Vec::new();
+    for (lock, ops) in grants {
+        for a in ops {
+            let Some(hold) = &a.hold else { continue };
+            let killed_holding =
+                a.complete_ms.is_none() && history.killed(a.client, a.incarnation).is_some();
+            let granted_again = ops
+                .iter()
+                .any(|b| b.hold.as_ref().is_some_and(|h| h.token > hold.token));
+            if killed_holding && !granted_again {
+                anomalies.push(Anomaly::NotReleased {
+                    lock: lock.to_string(),
+                    op: a.id,
+                });
+            }
+        }
+    }
+    let mut after_heal: BTreeMap<&str, (u64, bool)> = BTreeMap::new();
+    for op in &history.ops {
+        if let Request::Lock { name, .. } = &op.request
+            && history.healed_ms > 0
+            && op.invoke_ms >= history.healed_ms
+        {
+            let e = after_heal.entry(name.as_str()).or_insert((op.id, false));
+            e.0 = op.id;
+            e.1 |= op.hold.is_some();
+        }
+    }
+    for (lock, (last, granted)) in after_heal {
+        if !granted {
+            anomalies.push(Anomaly::NotReleased {
+                lock: lock.to_string(),
+                op: last,
+            });
+        }
+    }
+    anomalies
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::check::testkit::H;
+    use crate::history::Outcome;
     use crate::resource::FencedResource;
 
     fn limits() -> Limits {
@@ -248,5 +302,56 @@ mod tests {
             }),
             "{found:?}"
         );
+    }
+
+    #[test]
+    fn a_lock_a_killed_holder_kept_is_caught() {
+        let mut h = H::default();
+        let a = h.lock(1, 1, (0, 40), 10, 30);
+        // Killed while holding: no unlock, no answer.
+        let op = h.0.ops.last_mut().unwrap();
+        op.complete_ms = None;
+        op.outcome = None;
+        op.hold.as_mut().unwrap().unlock_ms = None;
+        h.0.kills.push(crate::history::Kill {
+            client: 1,
+            incarnation: 0,
+            at_ms: 20,
+        });
+        assert_eq!(
+            check(&h.0, &limits()),
+            vec![Anomaly::NotReleased {
+                lock: "l".into(),
+                op: a
+            }]
+        );
+        // The cluster released it: the next holder got a larger token.
+        h.lock(2, 2, (50, 90), 60, 80);
+        assert_eq!(check(&h.0, &limits()), vec![]);
+    }
+
+    #[test]
+    fn a_lock_no_one_can_take_after_the_heal_is_caught() {
+        let mut h = H::default();
+        h.lock(1, 1, (0, 40), 10, 30);
+        h.0.healed_ms = 100;
+        let failed = Outcome::Failed {
+            kind: "Timeout".into(),
+        };
+        let r = Request::Lock {
+            name: "l".into(),
+            hold_ms: 0,
+        };
+        h.op(2, r.clone(), Some("p2"), (200, 3200), failed.clone());
+        let last = h.op(2, r, Some("p3"), (3300, 6300), failed);
+        assert_eq!(
+            check(&h.0, &limits()),
+            vec![Anomaly::NotReleased {
+                lock: "l".into(),
+                op: last
+            }]
+        );
+        h.lock(2, 2, (6400, 6500), 6410, 6450);
+        assert_eq!(check(&h.0, &limits()), vec![]);
     }
 }

@@ -6,9 +6,9 @@
 //! |---|---|
 //! | [`names::check`] | the Consistent registry is linearizable (register, unregister, the final converged view) against a single-owner model, allowing only the releases membership declarations cause; local reads never invent an owner |
 //! | [`kv::check`] | the key-value store on grains is linearizable key by key: every read, and every write's answer of the value it replaced, fits one order of the acknowledged writes, so no acknowledged write is lost across kills, pauses and partitions |
-//! | [`locks::check`] | a fencing token is granted once and grows with real time; the fenced resource accepts no token older than its newest; no two healthy holders overlap |
-//! | [`converge::check`] | after the heal every client's view agrees within a bound; no acknowledged registration or group join of a client no node declared unreachable is lost |
-//! | [`bounds::check`] | every operation completes, within a bound unless its client was stopped, and every failure is typed |
+//! | [`locks::check`] | a fencing token is granted once and grows with real time; the fenced resource accepts no token older than its newest; no two healthy holders overlap; a lock held by a killed client is granted again, and every lock can be taken after the heal |
+//! | [`converge::check`] | after the heal every client's view agrees within a bound; no acknowledged registration or group join of a client no node declared unreachable is lost; no name or group keeps a killed client's process past the grace |
+//! | [`bounds::check`] | every operation completes (unless its client process was killed meanwhile: then its outcome is open), within a bound unless its client was stopped, and every failure is typed |
 
 pub mod bounds;
 pub mod converge;
@@ -95,6 +95,29 @@ pub enum Anomaly {
         a: u64,
         /// The one granted meanwhile.
         b: u64,
+    },
+    /// A lock granted to a client process that was then killed was never granted again:
+    /// the cluster did not release it (or, for an attempt after the heal, no one could
+    /// take the lock).
+    #[error("lock {lock:?}: never granted again after {op}")]
+    NotReleased {
+        /// The lock.
+        lock: String,
+        /// The killed holder's operation, or the last attempt after the heal.
+        op: u64,
+    },
+    /// After the heal a name or group still counted a process of a killed client, longer
+    /// than the release rule allows.
+    #[error("{what:?}: {pid}, of a client killed at {killed_ms} ms, still there at {at_ms} ms")]
+    DeadOwner {
+        /// `name N` or `group G`.
+        what: String,
+        /// The dead process.
+        pid: String,
+        /// When its client was killed.
+        killed_ms: u64,
+        /// When a client's view still showed it.
+        at_ms: u64,
     },
     /// An acknowledged registration or join vanished although nothing could release it.
     #[error("{what:?}: acknowledged by {op}, missing after the heal")]

@@ -34,15 +34,15 @@ enum Step {
     /// Unregistered `pid`, which held it.
     Unregister { pid: String },
     /// Maybe released whatever `client` owned (a failed unregistration, or a declaration).
-    ReleaseClient { client: usize },
+    ReleaseClient { client: (usize, u32) },
     /// Read the state.
     Read { owner: Option<String> },
 }
 
-/// The single-owner registry model; `client_of` maps each process to its client, for the
-/// releases a declaration causes.
+/// The single-owner registry model; `client_of` maps each process to its client process
+/// (client, incarnation), for the releases a declaration causes.
 struct Registry<'a> {
-    client_of: &'a HashMap<String, usize>,
+    client_of: &'a HashMap<String, (usize, u32)>,
 }
 
 impl Model for Registry<'_> {
@@ -99,7 +99,9 @@ fn entries(history: &History, limits: &Limits) -> BTreeMap<String, Vec<Entry<Ste
             }
             // Decided from the client's own view (which may lag): changes nothing.
             (Request::Unregister { .. }, Some(Outcome::Unregistered { pid: None }), _) => continue,
-            (Request::Unregister { .. }, _, _) => Step::ReleaseClient { client: op.client },
+            (Request::Unregister { .. }, _, _) => Step::ReleaseClient {
+                client: (op.client, op.incarnation),
+            },
             // A linearizable read sees the model's state at one point of its interval.
             (Request::ReadConsistent { .. }, Some(Outcome::Found { pid }), _) => {
                 Step::Read { owner: pid.clone() }
@@ -125,7 +127,9 @@ fn entries(history: &History, limits: &Limits) -> BTreeMap<String, Vec<Entry<Ste
                 inv: d.at_ms.saturating_sub(DECLARATION_LEAD_MS),
                 resp: d.at_ms.saturating_add(limits.grace_ms),
                 optional: true,
-                step: Step::ReleaseClient { client: d.client },
+                step: Step::ReleaseClient {
+                    client: (d.client, d.incarnation),
+                },
             });
         }
         if let Some(round) = final_view
@@ -148,10 +152,10 @@ fn entries(history: &History, limits: &Limits) -> BTreeMap<String, Vec<Entry<Ste
 
 /// Checks every name; returns the anomalies and the names whose search ran out of budget.
 pub fn check(history: &History, limits: &Limits) -> (Vec<Anomaly>, Vec<String>) {
-    let client_of: HashMap<String, usize> = history
+    let client_of: HashMap<String, (usize, u32)> = history
         .ops
         .iter()
-        .filter_map(|op| Some((op.pid.clone()?, op.client)))
+        .filter_map(|op| Some((op.pid.clone()?, (op.client, op.incarnation))))
         .collect();
     let model = Registry {
         client_of: &client_of,

@@ -21,6 +21,7 @@ impl H {
         self.0.ops.push(Op {
             id,
             client,
+            incarnation: 0,
             request,
             pid: pid.map(str::to_string),
             invoke_ms: span.0,
@@ -72,6 +73,7 @@ impl H {
                 at_ms: span.0,
                 by: "n1".into(),
                 client,
+                incarnation: 0,
             });
         }
         self.0.faults.push(Fault {

@@ -24,6 +24,13 @@ fn the_commented_example_file_parses() {
     assert_eq!(c.log_filter, DEFAULT_LOG_FILTER);
     assert_eq!(c.threads, 2);
     assert!(c.grains);
+    assert_eq!(
+        c.rebalance,
+        Some(atoll_grain::Rebalance {
+            interval: Duration::from_secs(10),
+            threshold: 10
+        })
+    );
     assert_eq!(c.state_dir, Path::new("/srv/atoll/state/london"));
     let cluster = c.membership.as_ref().unwrap();
     assert_eq!(
@@ -514,4 +521,32 @@ fn the_split_brain_table_names_a_policy_and_its_window() {
 fn grains_need_a_consensus_table() {
     let message = err(&format!("grains = true\n{GOOD}"));
     assert!(message.contains("field \"grains\""), "{message}");
+}
+
+#[test]
+fn rebalancing_needs_grains_and_sane_figures() {
+    let message = err(&format!("{GOOD}\n[rebalance]\ninterval_ms = 1000\n"));
+    assert!(message.contains("field \"rebalance\""), "{message}");
+    assert_eq!(parse(GOOD).unwrap().rebalance, None);
+    let with = |table: &str| {
+        parse(&format!(
+            "grains = true\n{GOOD}\n[consensus]\nvoters = [\"{A}@127.0.0.1:7000\"]\n\n[rebalance]\n{table}"
+        ))
+    };
+    assert_eq!(
+        with("interval_ms = 2000\nthreshold = 1\n")
+            .unwrap()
+            .rebalance,
+        Some(atoll_grain::Rebalance {
+            interval: Duration::from_secs(2),
+            threshold: 1
+        })
+    );
+    let e = with("threshold = 0\n").unwrap_err().to_string();
+    assert!(
+        e.contains("field \"rebalance.threshold\": 0 is not between"),
+        "{e}"
+    );
+    let e = with("interval_ms = 5\n").unwrap_err().to_string();
+    assert!(e.contains("field \"rebalance.interval_ms\""), "{e}");
 }

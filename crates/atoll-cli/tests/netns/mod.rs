@@ -115,6 +115,8 @@ pub struct Cluster {
     ids: Vec<String>,
     /// More of every member's configuration (tables appended to it).
     extra: String,
+    /// Whether the nodes host grains (`grains = true`).
+    grains: bool,
     clients: Vec<Client>,
     _serial: MutexGuard<'static, ()>,
 }
@@ -258,6 +260,7 @@ impl Cluster {
             voters,
             ids: Vec::new(),
             extra: String::new(),
+            grains: false,
             clients: Vec::new(),
             _serial: serial,
         };
@@ -280,6 +283,15 @@ impl Cluster {
         self.extra = format!(
             "\n[cluster.split_brain]\npolicy = \"keep-majority\"\nwindow_ms = {window_ms}\n"
         );
+        for i in 1..=self.n {
+            self.write_config(i);
+        }
+    }
+
+    /// Every node hosts grains (`grains = true`; needs voters). Call before starting
+    /// anything.
+    pub fn host_grains(&mut self) {
+        self.grains = true;
         for i in 1..=self.n {
             self.write_config(i);
         }
@@ -331,11 +343,14 @@ impl Cluster {
 
     /// `nI.toml`: n1 founds the cluster, the others join through it.
     fn write_config(&self, i: usize) {
-        let http = if self.voters > 0 {
+        let mut http = if self.voters > 0 {
             format!("http = \"{}\"\n", self.http_addr(i))
         } else {
             String::new()
         };
+        if self.grains {
+            http.push_str("grains = true\n");
+        }
         self.write_member_config(&self.name(i), &self.addr(i), &http);
     }
 

@@ -325,6 +325,30 @@ impl crate::node::Node {
         Some((grant.holder, grant.token))
     }
 
+    /// The holder and fencing token of the consensus lock `name`, read linearizably (like
+    /// [`Node::whereis_consistent`]): the leader confirms with a quorum that it still
+    /// leads, and this node's registry catches up to that point first. So the answer is no
+    /// older than the call; a node cut off from the majority gets an error instead of its
+    /// registry's stale grant.
+    pub async fn lock_holder_consistent(
+        &self,
+        name: &str,
+    ) -> Result<Option<(Pid, u64)>, NameError> {
+        let inner = &self.inner;
+        let Some(naming) = self.naming() else {
+            return Err(NameError::NoConsensus);
+        };
+        let started = Instant::now();
+        let index = read_index(inner).await?;
+        let deadline = started + naming.config.request_timeout;
+        if !naming.wait_for(deadline, |at, _| at >= index).await {
+            return Err(NameError::Consensus(ConsensusError::Timeout));
+        }
+        Ok(naming
+            .lock_grant(name)
+            .map(|grant| (grant.holder, grant.token)))
+    }
+
     /// Every consensus lock whose name starts with `prefix`, with its holder and fencing
     /// token, as this node's registry shows them (no network round trip), in name order.
     pub fn locks_with_prefix(&self, prefix: &str) -> Vec<(String, Pid, u64)> {
