@@ -274,14 +274,51 @@ async fn runtime_shutdown_stops_trees_in_reverse_order_and_leaves_nothing() {
     );
 }
 
+/// Starts a supervisor monitored from its first moment and reports how it exited (a
+/// supervisor that fails in `started` may be gone before `wait_exit` could be asked).
+struct Monitoring(Option<SupervisorSpec>, mpsc::UnboundedSender<ExitReason>);
+
+impl atoll_actor::Actor for Monitoring {
+    type Msg = ();
+
+    async fn started(&mut self, ctx: &mut atoll_actor::Ctx<Self>) -> atoll_actor::ActorResult {
+        if let Some(spec) = self.0.take() {
+            ctx.spawn_monitor(Supervisor::new(spec));
+        }
+        Ok(())
+    }
+
+    async fn handle(&mut self, _: (), _: &mut atoll_actor::Ctx<Self>) -> atoll_actor::ActorResult {
+        Ok(())
+    }
+
+    async fn handle_down(
+        &mut self,
+        down: atoll_actor::Down,
+        _: &mut atoll_actor::Ctx<Self>,
+    ) -> atoll_actor::ActorResult {
+        let _ = self.1.send(down.reason);
+        Ok(())
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn duplicate_child_ids_are_refused() {
     let rt = Runtime::new();
     let (tx, _rx) = mpsc::unbounded_channel();
-    let sup = Supervisor::start(&rt, spec(Strategy::OneForOne, &["a", "a"], &tx));
-    match within(rt.wait_exit(sup.pid())).await {
+    let (exits, mut exited) = mpsc::unbounded_channel();
+    let parent = rt.spawn(Monitoring(
+        Some(spec(Strategy::OneForOne, &["a", "a"], &tx)),
+        exits,
+    ));
+    let reason = tokio::time::timeout(Duration::from_secs(20), exited.recv())
+        .await
+        .expect("the supervisor exits")
+        .expect("the monitor reports it");
+    match reason {
         ExitReason::Error(text) => assert!(text.contains("duplicate child id"), "{text}"),
         other => panic!("expected an error, got {other}"),
     }
+    rt.kill(parent.pid());
     eventually("no process left", || rt.process_count() == 0).await;
 }
