@@ -246,6 +246,18 @@ impl Setup {
                     .any(|ad| ad.pid.node == id && ad.pid.creation == creation)
             })
         });
+        // Restores ask the nodes membership holds live (the router can be seen first).
+        wait_until("every node holds the restarted node live", || {
+            self.hosts.iter().all(|h| {
+                h.node().membership().is_none_or(|swim| {
+                    h.id() == id
+                        || swim
+                            .members()
+                            .iter()
+                            .any(|m| m.identity.node == id && m.state.is_live())
+                })
+            })
+        });
     }
 
     /// Stops every node gracefully, then starts them all again from their directories,
