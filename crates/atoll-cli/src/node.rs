@@ -91,13 +91,14 @@ async fn serve(file: NodeFile, loaded: crate::config::Loaded) -> Result<(), Erro
             .push(crate::grains::GRAINS_CAPABILITY.to_string());
     }
     let node = Node::start(config)?;
+    // Taken at once, before the grain service opens its store, so no event is missed;
+    // printed after the ready line.
+    let member_events = node.member_events();
     atoll_cluster::builtin::install(&node);
     let grains = match &grain_dir {
         Some(dir) => Some(crate::grains::host(&node, dir, file.rebalance)?),
         None => None,
     };
-    // Taken before the ready line so no event is missed; printed after it.
-    let member_events = node.member_events();
 
     // Re-reads the revocation list when its file changes, so `atoll ca revoke` reaches a
     // running node; kept until the node stops.

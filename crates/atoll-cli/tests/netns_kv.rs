@@ -51,19 +51,7 @@ fn a_shard_host_cut_off_from_the_majority_answers_no_stale_read() {
         return;
     };
     c.host_grains();
-    // Not `start_all`: a node hosting grains starts its grain service before it subscribes
-    // to membership events, so it may not print the join of a member that came first.
-    c.start(1);
-    c.wait_line(1, "n1 active", |l| l.starts_with("member active n1 "));
-    for i in 2..=4 {
-        c.start(i);
-    }
-    for i in 2..=4 {
-        let name = c.name(i);
-        c.wait_line(1, &format!("{name} joined"), |l| {
-            l.starts_with(&format!("member joined {name} "))
-        });
-    }
+    c.start_all();
     for i in 1..=4 {
         c.leader(i);
     }
