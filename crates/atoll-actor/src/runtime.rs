@@ -23,6 +23,9 @@ use crate::table::{SHARDS, Shard};
 use crate::timer::{self, TimerRef};
 use atoll_core::Signal;
 
+mod undeliverable;
+pub use undeliverable::Undeliverable;
+
 /// One node's local runtime: its processes, names and timers.
 ///
 /// All state hangs off this value (cheap to clone): two runtimes in one program never see
@@ -68,11 +71,6 @@ struct Inner {
     pending: Mutex<HashMap<u64, Box<dyn PendingReply>>>,
     undeliverable: RwLock<Vec<(&'static str, Undeliverable)>>,
 }
-
-/// Looks at a message from another node that found no process here: `(runtime, from_node,
-/// to, payload)`, run with the runtime as codec context (reply handles in the payload
-/// decode). Returns true if it took the message. See [`Runtime::on_undeliverable`].
-pub type Undeliverable = fn(&Runtime, NodeId, Pid, &[u8]) -> bool;
 
 impl std::fmt::Debug for Runtime {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -578,38 +576,10 @@ impl Runtime {
         payload: &[u8],
     ) -> Result<(), DeliverError> {
         let Some(cell) = self.lookup_cell(to) else {
-            // Copied out: a hook may send, and sending must not wait on this lock.
-            let hooks = self
-                .inner
-                .undeliverable
-                .read()
-                .unwrap_or_else(|e| e.into_inner())
-                .clone();
-            remote::with_codec(self, from_node, || {
-                hooks
-                    .iter()
-                    .any(|(_, hook)| hook(self, from_node, to, payload))
-            });
+            self.show_undeliverable(from_node, to, payload);
             return Err(DeliverError::NoProc(to));
         };
         remote::with_codec(self, from_node, || cell.deliver_encoded(payload))
-    }
-
-    /// Adds `hook` (under `key`, replacing an earlier hook of the same key) to the hooks
-    /// that see each message from another node addressed to a process that does not exist
-    /// here (ended, or of an earlier incarnation of this node). Such a message is still
-    /// dropped, as in Erlang; a hook lets a protocol whose messages it recognises tell the
-    /// sender at once (answer a call carried in it) instead of leaving it to time out.
-    /// Hooks run in turn until one returns true, on the task that read the message: they
-    /// must be quick and must not block.
-    pub fn on_undeliverable(&self, key: &'static str, hook: Undeliverable) {
-        let mut hooks = self
-            .inner
-            .undeliverable
-            .write()
-            .unwrap_or_else(|e| e.into_inner());
-        hooks.retain(|(k, _)| *k != key);
-        hooks.push((key, hook));
     }
 
     /// Parks a reply handle that is about to travel to another node; returns its call id.

@@ -9,18 +9,11 @@
 
 mod netns;
 
+use netns::client::now_us;
 use netns::{Client, Cluster};
 
 /// The key both clients use.
 const KEY: &str = "x";
-
-/// Microseconds since the Unix epoch: the clock every process on this machine shares.
-fn now_us() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_micros() as u64
-}
 
 /// One operation a client recorded: `ok T0 T1 SEQ` (a value `v{SEQ}`, or `-` for none) or
 /// `fail T0 T1 KIND`.
@@ -132,8 +125,8 @@ mod client {
     use atoll_cluster::Node;
     use atoll_grain::{Grain, GrainId, Grains};
 
-    use super::netns::client::{self, kind, record};
-    use super::{KEY, now_us};
+    use super::KEY;
+    use super::netns::client::{self, kind, now_us, record};
 
     pub fn run(work: &str, config: &Path) {
         client::run(config, |node, stop| async move {

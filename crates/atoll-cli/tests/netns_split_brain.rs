@@ -16,6 +16,7 @@ mod netns;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use netns::client::now_us;
 use netns::{Client, Cluster, PROBE_MS, REQUEST_TIMEOUT_MS, SUSPECT_MS};
 use serde_json::Value;
 
@@ -35,14 +36,6 @@ const EFFECTIVE_WINDOW_MS: u64 = if WINDOW_MS > 2 * (MEMBERS - 1) * PROBE_MS {
 /// From the cut to a minority node's fencing: suspicion (within the suspect timeout), the
 /// window, and room for a loaded machine.
 const FENCED_WITHIN: Duration = Duration::from_millis(SUSPECT_MS + EFFECTIVE_WINDOW_MS + 4000);
-
-/// Microseconds since the Unix epoch: the clock every process on this machine shares.
-fn now_us() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_micros() as u64
-}
 
 /// One registration a `register` client attempted.
 #[derive(Debug, Clone)]
@@ -495,8 +488,8 @@ mod client {
     use atoll_core::Scope;
     use tokio::sync::mpsc;
 
+    use super::netns::client::now_us;
     use super::netns::client::{self, kind, record};
-    use super::now_us;
 
     /// A process that owns names or a lock and passes on what it is told when fenced.
     struct Holder {

@@ -87,3 +87,11 @@ where
         node.shutdown(Duration::from_secs(1)).await;
     });
 }
+
+/// Microseconds since the Unix epoch: the clock every process on this machine shares.
+pub fn now_us() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_micros() as u64
+}

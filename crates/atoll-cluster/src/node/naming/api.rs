@@ -292,17 +292,24 @@ impl crate::node::Node {
     /// # }
     /// ```
     pub async fn whereis_consistent(&self, name: &str) -> Result<Option<Pid>, NameError> {
-        let inner = &self.inner;
+        let naming = self.caught_up().await?;
+        Ok(naming.whereis(name))
+    }
+
+    /// This node's registry once it has caught up with a linearizable read index: the
+    /// leader confirmed with a quorum that it still leads, and the registry applied
+    /// everything committed up to then.
+    async fn caught_up(&self) -> Result<&Naming, NameError> {
         let Some(naming) = self.naming() else {
             return Err(NameError::NoConsensus);
         };
         let started = Instant::now();
-        let index = read_index(inner).await?;
+        let index = read_index(&self.inner).await?;
         let deadline = started + naming.config.request_timeout;
         if !naming.wait_for(deadline, |at, _| at >= index).await {
             return Err(NameError::Consensus(ConsensusError::Timeout));
         }
-        Ok(naming.whereis(name))
+        Ok(naming)
     }
 
     /// The Raft log index of the registry this node resolves Consistent names from (0 when
@@ -334,16 +341,7 @@ impl crate::node::Node {
         &self,
         name: &str,
     ) -> Result<Option<(Pid, u64)>, NameError> {
-        let inner = &self.inner;
-        let Some(naming) = self.naming() else {
-            return Err(NameError::NoConsensus);
-        };
-        let started = Instant::now();
-        let index = read_index(inner).await?;
-        let deadline = started + naming.config.request_timeout;
-        if !naming.wait_for(deadline, |at, _| at >= index).await {
-            return Err(NameError::Consensus(ConsensusError::Timeout));
-        }
+        let naming = self.caught_up().await?;
         Ok(naming
             .lock_grant(name)
             .map(|grant| (grant.holder, grant.token)))
