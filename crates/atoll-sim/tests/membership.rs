@@ -228,3 +228,75 @@ async fn restarted_node_replaces_its_old_generation() {
         assert_eq!(m.state, MemberState::Active);
     }
 }
+
+/// A 2|3 or 1|4 partition healed at many moments relative to the suspicions running on
+/// each side (some seeds with loss and jitter): the minority rejoins, nobody on the majority
+/// side is ever fenced, and the views converge. Before verdicts carried the standing of the
+/// side that made them, a minority's suspicion that ran out after the heal fenced a
+/// majority member in about half of these runs.
+#[tokio::test(start_paused = true)]
+async fn a_healed_partition_fences_only_the_minority() {
+    let config = SwimConfig {
+        probe_interval: Duration::from_millis(500),
+        ping_timeout: Duration::from_millis(250),
+        suspect_timeout: Duration::from_millis(2500),
+        ..SwimConfig::default()
+    };
+    for seed in 0..120u64 {
+        let mut sim = Sim::new(seed, config.clone());
+        let first = sim.add_node(&[]);
+        for _ in 1..5 {
+            sim.add_node(&[first]);
+        }
+        assert!(
+            sim.wait_until(Duration::from_secs(30), |s| s.converged())
+                .await
+        );
+        if seed % 3 == 2 {
+            sim.network().set_faults(Faults {
+                loss: 0.03,
+                delay_min: Duration::from_millis(1),
+                delay_max: Duration::from_millis(40),
+                ..Faults::default()
+            });
+        }
+        let (minority, majority) = if seed % 2 == 0 {
+            (vec![3, 4], vec![0, 1, 2])
+        } else {
+            (vec![2], vec![0, 1, 3, 4])
+        };
+        sim.partition(&[minority.clone(), majority.clone()]);
+        let cut = minority[0];
+        assert!(
+            sim.wait_until(Duration::from_secs(30), |s| state_of(s, 0, cut)
+                == Some(MemberState::Unreachable))
+                .await,
+            "seed {seed}: the majority never declared the minority down"
+        );
+        // From just after the majority's verdict to past every suspicion on either side.
+        let heal_after = Duration::from_millis((seed * 37) % 3000);
+        sim.wait_until(heal_after, |_| false).await;
+        sim.heal();
+        assert!(
+            sim.wait_until(Duration::from_secs(30), |s| s.converged())
+                .await,
+            "seed {seed}: no convergence after the heal"
+        );
+        for i in majority {
+            let fenced = sim
+                .events(i)
+                .iter()
+                .any(|(_, e)| matches!(e, MemberEvent::Fenced { .. }));
+            assert!(
+                !fenced,
+                "seed {seed}: majority node {i} was fenced (healed {heal_after:?} after the verdict)"
+            );
+        }
+        for i in minority {
+            assert!(
+                sim.swim(i).unwrap().identity().generation > 1,
+                "seed {seed}: minority node {i} did not rejoin"
+            );
+        }
+    }
+}

@@ -14,7 +14,7 @@ use foca::{Foca, Header, Message, NoCustomBroadcast, Notification, PostcardCodec
 use crate::config::SwimConfig;
 use crate::error::PacketError;
 use crate::identity::Identity;
-use crate::packet::{self, FocaPacket, Load, Status};
+use crate::packet::{self, FocaPacket, Load, Standing, Status};
 
 /// Where a member is in its lifecycle.
 ///
@@ -217,7 +217,10 @@ impl Ord for Scheduled {
 ///   they arrive on that member's own connection: a relayed `alive` about someone else is a
 ///   hint that makes this node ask that member directly, and a relayed `down` about someone
 ///   else counts only as suspicion (our own timer decides);
-/// - a generation that was superseded is refused and told it is down, so it rejoins fresh.
+/// - a generation that was superseded is refused and told it is down, so it rejoins fresh;
+/// - a verdict is worth the standing of the side that made it: one made by a majority is
+///   final, one made without is overruled by a majority on the other side, and the node that
+///   made it rejoins.
 pub struct Membership {
     config: SwimConfig,
     foca: FocaCore,
@@ -232,6 +235,12 @@ pub struct Membership {
     retired: BTreeMap<NodeId, u64>,
     /// Generations that announced their own departure.
     departed: BTreeSet<(NodeId, u64)>,
+    /// This node's own verdicts: per member it declared down, that generation and this
+    /// node's standing when it did.
+    verdicts: BTreeMap<NodeId, (u64, Standing)>,
+    /// Per suspect, the weakest standing this node had while it suspected it: what a
+    /// verdict on it is worth.
+    suspected_with: BTreeMap<NodeId, Standing>,
     /// When each node was last asked directly (hint or fencing notice), to rate-limit.
     contacted: BTreeMap<NodeId, Instant>,
     seeds: Vec<SocketAddr>,
@@ -279,6 +288,8 @@ impl Membership {
             view: BTreeMap::new(),
             retired: BTreeMap::new(),
             departed: BTreeSet::new(),
+            verdicts: BTreeMap::new(),
+            suspected_with: BTreeMap::new(),
             contacted: BTreeMap::new(),
             seeds: Vec::new(),
             reach_again: BTreeMap::new(),
@@ -371,7 +382,7 @@ impl Membership {
             .map(|m| m.identity.clone())
             .collect();
         for to in live {
-            self.send_crafted(to, Message::Gossip, vec![bye.clone()]);
+            self.send_crafted(now, to, Message::Gossip, vec![bye.clone()]);
         }
         let mut io = FocaIo::default();
         let _ = self.foca.leave_cluster(&mut io);
@@ -422,22 +433,20 @@ impl Membership {
             self.tell_down(now, src);
             return Err(PacketError::Fenced);
         }
-        // Down, or only suspected so far: after a partition heals, the side that declared
-        // the other down first may be the smaller one (an isolated node suspects everyone
-        // sooner than the others suspect it), so a verdict from a member we doubt is weighed
-        // too, not taken as it comes.
-        let src_doubted = self
-            .view
-            .get(&src.node)
-            .is_some_and(|m| m.identity == src && m.state != MemberState::Active);
-        if pkt.header.message == Message::TurnUndead
-            && src_doubted
-            && !self.yields_to(&status, &src)
-        {
-            // Both sides of a healed partition call each other down; the side with fewer
-            // live members (ties: the larger node id) yields and rejoins.
+        // After a partition heals, the side that declared the other down first may be the
+        // smaller one (a cut-off node suspects everyone as soon as the others suspect it),
+        // so a verdict is weighed by the standing of the side that made it, not taken as it
+        // comes: the side that gives way rejoins as a new generation.
+        if self.verdict_overturned(&src, &status) {
+            tracing::debug!(member = %src.node, generation = src.generation, "our verdict on this member lost to its side; rejoining");
+            self.reach_again.insert(src.node, src.addr);
+            self.rejoin_as_new_generation(now, false);
             return Ok(());
         }
+        if pkt.header.message == Message::TurnUndead && !self.yields_to(now, &status, &src) {
+            return Ok(());
+        }
+
         pkt.updates = self.narrow(now, &src, std::mem::take(&mut pkt.updates));
         let mut io = FocaIo::default();
         if let Err(e) = self.foca.handle_data(&pkt.encode(), &mut io) {
@@ -535,6 +544,8 @@ impl Membership {
         let keep = self.config.forget_down_after;
         self.view
             .retain(|_, m| m.state.is_live() || now.saturating_duration_since(m.since) < keep);
+        let view = &self.view;
+        self.verdicts.retain(|node, _| view.contains_key(node));
     }
 
     /// The next datagram to send.
@@ -574,7 +585,8 @@ impl Membership {
         if let Some(inc) = io.incarnation {
             self.incarnation = inc;
         }
-        let status = self.status();
+        // First, so that a verdict foca just made is on record for its courtesy notice.
+        self.sync_view(now);
         for (to, data, tells_down) in io.sends {
             // foca sends its "you are down" courtesy even when the suspicion behind it was
             // refuted in time; telling a member we hold live that it is down would fence a
@@ -588,13 +600,12 @@ impl Membership {
                 continue;
             }
             self.stats.sent += 1;
-            let payload = packet::seal(&status, &data);
+            let payload = packet::seal(&self.status_for(now, &to, tells_down), &data);
             self.transmits.push_back(Transmit { to, payload });
         }
         for (after, timer) in io.timers {
             self.schedule(now + after, Tick::Foca(self.epoch, timer));
         }
-        self.sync_view(now);
         for note in io.notes {
             match note {
                 Note::Active => self.become_active(),

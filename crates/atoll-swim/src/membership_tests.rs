@@ -481,3 +481,42 @@ fn a_suspicion_outlived_by_its_gossip_is_still_refuted_after_a_short_partition()
         }
     }
 }
+
+#[test]
+fn after_a_heal_the_majority_never_yields_to_the_minoritys_late_verdicts() {
+    // The minority suspects the majority's members one by one; healed while some of those
+    // suspicions still run, they run out after the heal and the minority tells those
+    // members they are down. The minority holds the smaller node ids, so that a tie in the
+    // sizes would go its way. Counted as live, its suspects would make the minority look as
+    // large as the majority, and a majority member would yield and rejoin.
+    for heal_after_ms in (0..1500).step_by(100) {
+        let mut b = Bench::new(5);
+        b.advance(Duration::from_secs(3));
+        b.partition(&[0, 1], &[2, 3, 4]);
+        for _ in 0..200 {
+            b.advance(Duration::from_millis(100));
+            if (0..2).all(|j| b.state(2, j) == Some(MemberState::Unreachable)) {
+                break;
+            }
+        }
+        b.advance(Duration::from_millis(heal_after_ms));
+        b.cut.clear();
+        b.advance(Duration::from_secs(15));
+        for i in 2..5 {
+            let fenced = b
+                .events(i)
+                .into_iter()
+                .any(|e| matches!(e, MemberEvent::Fenced { .. }));
+            assert!(
+                !fenced,
+                "majority node {i} was fenced (healed {heal_after_ms} ms after)"
+            );
+        }
+        for j in 0..2 {
+            assert!(
+                b.nodes[j].identity().generation > 1,
+                "minority node {j} rejoined as a new generation"
+            );
+        }
+    }
+}

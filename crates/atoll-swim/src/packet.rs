@@ -6,10 +6,12 @@ use bytes::{Buf, BufMut};
 use foca::{Codec, Header, Member, PostcardCodec};
 use serde::{Deserialize, Serialize};
 
+use atoll_core::NodeId;
+
 use crate::error::PacketError;
 use crate::identity::Identity;
 
-const VERSION: u8 = 1;
+const VERSION: u8 = 2;
 const KIND_FOCA: u8 = 0;
 /// Smallest possible datagram: version, kind, an empty load, one header byte.
 const MIN_LEN: usize = 4;
@@ -28,9 +30,49 @@ pub struct Load {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Status {
     pub load: Load,
-    /// Live members the sender counts, itself included (used to settle which side of a
-    /// healed partition rejoins).
-    pub live: u32,
+    /// The sender's side now; in a packet that tells its receiver it is down, the sender's
+    /// side when it declared the receiver down. Settles which side of a healed partition
+    /// rejoins.
+    pub standing: Standing,
+}
+
+/// How much of the membership a node's side held at one moment: the node and the members it
+/// held active, out of every member it knew (itself, live and down members; not those that
+/// left).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Standing {
+    pub side: u32,
+    pub known: u32,
+}
+
+impl Standing {
+    /// The side was a strict majority of the members it knew.
+    pub fn quorum(self) -> bool {
+        2 * u64::from(self.side) > u64::from(self.known)
+    }
+
+    /// The weaker of two standings: one without a quorum, else the smaller side.
+    pub fn weaker(self, other: Standing) -> Standing {
+        match (self.quorum(), other.quorum()) {
+            (false, true) => self,
+            (true, false) => other,
+            _ if other.side < self.side => other,
+            _ => self,
+        }
+    }
+
+    /// Whether a side standing `self` gives way to the side of node `them` (standing
+    /// `theirs`) when the two hold each other down, or one holds the other down: a side with
+    /// a quorum wins over one without; otherwise the larger side wins, and of equal sides the
+    /// one with the smaller node id. Each side computes the same answer from the other's
+    /// figures, so exactly one gives way.
+    pub fn gives_way_to(self, theirs: Standing, me: NodeId, them: NodeId) -> bool {
+        match (self.quorum(), theirs.quorum()) {
+            (false, true) => true,
+            (true, false) => false,
+            _ => theirs.side > self.side || (theirs.side == self.side && them < me),
+        }
+    }
 }
 
 /// Wraps a foca packet for the wire.
@@ -137,7 +179,7 @@ mod tests {
         };
         let status = Status {
             load: Load { processes: 12 },
-            live: 4,
+            standing: Standing { side: 4, known: 5 },
         };
         let wire = seal(&status, &p.encode());
         let (st, body) = open(&wire, 2000).unwrap();
@@ -148,13 +190,35 @@ mod tests {
     }
 
     #[test]
+    fn a_quorum_wins_then_the_larger_side_then_the_smaller_id() {
+        let (a, b) = (NodeId::from_bytes([1; 16]), NodeId::from_bytes([2; 16]));
+        let s = |side, known| Standing { side, known };
+        // 2 of 5 gives way to 3 of 5, and 3 of 5 does not give way to 2 of 5, whatever the ids.
+        assert!(s(2, 5).gives_way_to(s(3, 5), a, b));
+        assert!(!s(3, 5).gives_way_to(s(2, 5), b, a));
+        // A quorum beats a larger side without one (a side that forgot the members it lost).
+        assert!(s(4, 9).gives_way_to(s(3, 5), a, b));
+        // Neither has a quorum: the larger side wins, then the smaller node id.
+        assert!(s(1, 5).gives_way_to(s(2, 5), a, b));
+        assert!(s(2, 4).gives_way_to(s(2, 4), b, a));
+        assert!(!s(2, 4).gives_way_to(s(2, 4), a, b));
+        // Both have one (a member of the majority that declared another down): larger wins.
+        assert!(s(3, 5).gives_way_to(s(4, 5), b, a));
+    }
+
+    #[test]
     fn bad_envelopes_are_typed_errors() {
         assert_eq!(open(&[1, 0], 2000), Err(PacketError::BadSize(2)));
         assert_eq!(
             open(&[9, 0, 0, 0, 0], 2000),
             Err(PacketError::UnknownEnvelope(9, 0))
         );
-        assert_eq!(open(&[1, 0, 0, 0, 0], 4), Err(PacketError::BadSize(5)));
+        // The first version carried no standing: refused, not misread.
+        assert_eq!(
+            open(&[1, 0, 0, 0, 0], 2000),
+            Err(PacketError::UnknownEnvelope(1, 0))
+        );
+        assert_eq!(open(&[2, 0, 0, 0, 0], 4), Err(PacketError::BadSize(5)));
         assert!(FocaPacket::decode(&[0xff; 40]).is_err());
     }
 

@@ -296,6 +296,9 @@ impl Node {
     /// their traffic, the Raft core, names in every scope, locks and groups. Read locally.
     pub async fn status(&self) -> NodeStatus {
         let inner = &self.inner;
+        // Read before the membership: a fencing follows its rejoin, so the snapshot never
+        // shows a fencing into a generation newer than the node's own.
+        let fencing = super::fence::status(inner);
         let mut names_of: HashMap<NodeId, String> = HashMap::new();
         names_of.insert(inner.id, inner.name.clone());
         let mut members = Vec::new();
@@ -441,7 +444,7 @@ impl Node {
                     stats,
                 }
             },
-            fencing: super::fence::status(inner),
+            fencing,
         }
     }
 }

@@ -55,6 +55,9 @@ impl Membership {
         };
         self.epoch += 1;
         self.incarnation = 0;
+        // The new generation holds nobody down.
+        self.verdicts.clear();
+        self.suspected_with.clear();
         self.foca = Foca::new(
             new.clone(),
             self.config.foca(),

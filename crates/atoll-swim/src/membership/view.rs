@@ -6,6 +6,11 @@ use super::*;
 impl Membership {
     /// Compares foca's table with the view and emits the differences as events.
     pub(super) fn sync_view(&mut self, now: Instant) {
+        // A member going down in this call is this node's verdict (relayed verdicts only
+        // raise suspicion). It is worth the weakest side this node had while it suspected
+        // the member: a cut-off node that meets the majority's members again after a heal
+        // must not pass a late verdict off as the majority's.
+        let standing = self.standing(now);
         let events = &mut self.events;
         let mut suspicions = Vec::new();
         for fm in self.foca.iter_membership_state() {
@@ -18,6 +23,11 @@ impl Membership {
                 }
                 State::Down => MemberState::Unreachable,
             };
+            let low = self.suspected_with.remove(&id.node);
+            let low = low.map_or(standing, |low| low.weaker(standing));
+            if state == MemberState::Suspect {
+                self.suspected_with.insert(id.node, low);
+            }
             let event = match self.view.get_mut(&id.node) {
                 None => {
                     self.view.insert(
@@ -78,6 +88,7 @@ impl Membership {
                             (_, MemberState::Suspect) => MemberEvent::Suspect(id.clone()),
                             (_, MemberState::Left) => MemberEvent::Left(id.clone()),
                             _ => {
+                                self.verdicts.insert(id.node, (id.generation, low));
                                 tracing::debug!(member = %id.node, generation = id.generation, incarnation = fm.incarnation(), ?before, "member declared down");
                                 MemberEvent::Unreachable(id.clone())
                             }
