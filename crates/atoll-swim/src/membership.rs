@@ -14,7 +14,7 @@ use foca::{Foca, Header, Message, NoCustomBroadcast, Notification, PostcardCodec
 use crate::config::SwimConfig;
 use crate::error::PacketError;
 use crate::identity::Identity;
-use crate::packet::{self, FocaPacket, Load, Standing, Status};
+use crate::packet::{self, FocaPacket, Load, Status};
 
 /// Where a member is in its lifecycle.
 ///
@@ -218,9 +218,9 @@ impl Ord for Scheduled {
 ///   hint that makes this node ask that member directly, and a relayed `down` about someone
 ///   else counts only as suspicion (our own timer decides);
 /// - a generation that was superseded is refused and told it is down, so it rejoins fresh;
-/// - a verdict is worth the standing of the side that made it: one made by a majority is
-///   final, one made without is overruled by a majority on the other side, and the node that
-///   made it rejoins.
+/// - a verdict is weighed by how many members agree with it: one a majority holds is
+///   final; one without a majority, still held a suspect timeout later, gives way to the
+///   member it names, and the node that made it rejoins.
 pub struct Membership {
     config: SwimConfig,
     foca: FocaCore,
@@ -235,12 +235,15 @@ pub struct Membership {
     retired: BTreeMap<NodeId, u64>,
     /// Generations that announced their own departure.
     departed: BTreeSet<(NodeId, u64)>,
-    /// This node's own verdicts: per member it declared down, that generation and this
-    /// node's standing when it did.
-    verdicts: BTreeMap<NodeId, (u64, Standing)>,
-    /// Per suspect, the weakest standing this node had while it suspected it: what a
-    /// verdict on it is worth.
-    suspected_with: BTreeMap<NodeId, Standing>,
+    /// This node's own verdicts: per member it declared down, that generation, when, and
+    /// how many members this node held active then (itself included).
+    verdicts: BTreeMap<NodeId, (u64, Instant, u32)>,
+    /// Per member, a generation others said was down (in gossip), and who said so (each
+    /// with the generation it spoke as).
+    down_claims: BTreeMap<NodeId, (u64, BTreeMap<NodeId, u64>)>,
+    /// Per live member, since when this node has held it live without doubting it for
+    /// longer than a probe interval.
+    settled_since: BTreeMap<NodeId, Instant>,
     /// When each node was last asked directly (hint or fencing notice), to rate-limit.
     contacted: BTreeMap<NodeId, Instant>,
     seeds: Vec<SocketAddr>,
@@ -289,7 +292,8 @@ impl Membership {
             retired: BTreeMap::new(),
             departed: BTreeSet::new(),
             verdicts: BTreeMap::new(),
-            suspected_with: BTreeMap::new(),
+            down_claims: BTreeMap::new(),
+            settled_since: BTreeMap::new(),
             contacted: BTreeMap::new(),
             seeds: Vec::new(),
             reach_again: BTreeMap::new(),
@@ -382,7 +386,7 @@ impl Membership {
             .map(|m| m.identity.clone())
             .collect();
         for to in live {
-            self.send_crafted(now, to, Message::Gossip, vec![bye.clone()]);
+            self.send_crafted(to, Message::Gossip, vec![bye.clone()]);
         }
         let mut io = FocaIo::default();
         let _ = self.foca.leave_cluster(&mut io);
@@ -433,20 +437,18 @@ impl Membership {
             self.tell_down(now, src);
             return Err(PacketError::Fenced);
         }
-        // After a partition heals, the side that declared the other down first may be the
-        // smaller one (a cut-off node suspects everyone as soon as the others suspect it),
-        // so a verdict is weighed by the standing of the side that made it, not taken as it
-        // comes: the side that gives way rejoins as a new generation.
-        if self.verdict_overturned(&src, &status) {
-            tracing::debug!(member = %src.node, generation = src.generation, "our verdict on this member lost to its side; rejoining");
+        // After a partition heals, both sides may hold members of the other down, and a
+        // generation declared down never comes back: one of the two must rejoin. A verdict
+        // a majority shares stands; one that never won a majority gives way.
+        if self.verdict_gives_way(now, &src, &status) {
+            tracing::info!(member = %src.node, generation = src.generation, "our verdict on this member never won a majority; rejoining");
             self.reach_again.insert(src.node, src.addr);
             self.rejoin_as_new_generation(now, false);
             return Ok(());
         }
-        if pkt.header.message == Message::TurnUndead && !self.yields_to(now, &status, &src) {
+        if pkt.header.message == Message::TurnUndead && !self.yields_to(&status) {
             return Ok(());
         }
-
         pkt.updates = self.narrow(now, &src, std::mem::take(&mut pkt.updates));
         let mut io = FocaIo::default();
         if let Err(e) = self.foca.handle_data(&pkt.encode(), &mut io) {
@@ -546,6 +548,8 @@ impl Membership {
             .retain(|_, m| m.state.is_live() || now.saturating_duration_since(m.since) < keep);
         let view = &self.view;
         self.verdicts.retain(|node, _| view.contains_key(node));
+        self.down_claims.retain(|node, _| view.contains_key(node));
+        self.settled_since.retain(|node, _| view.contains_key(node));
     }
 
     /// The next datagram to send.
@@ -600,7 +604,7 @@ impl Membership {
                 continue;
             }
             self.stats.sent += 1;
-            let payload = packet::seal(&self.status_for(now, &to, tells_down), &data);
+            let payload = packet::seal(&self.status_for(&to), &data);
             self.transmits.push_back(Transmit { to, payload });
         }
         for (after, timer) in io.timers {
@@ -619,6 +623,7 @@ impl Membership {
 
 mod downing;
 mod trust;
+mod verdicts;
 mod view;
 
 #[cfg(test)]

@@ -520,3 +520,39 @@ fn after_a_heal_the_majority_never_yields_to_the_minoritys_late_verdicts() {
         }
     }
 }
+
+#[test]
+fn a_majority_member_that_doubted_a_peer_for_a_moment_keeps_its_majority() {
+    // While the majority suspects the cut-off minority, one of its members stops answering
+    // its own side for a while (a stalled process on a loaded machine), short of being
+    // declared down. Its verdict on the
+    // minority is still the majority's: healed, nobody on the majority side is fenced.
+    for blip_ms in [2500u64, 3000, 3500, 4000] {
+        let mut b = Bench::new(5);
+        b.advance(Duration::from_secs(3));
+        b.partition(&[0, 1], &[2, 3, 4]);
+        b.advance(Duration::from_millis(1500));
+        b.partition(&[3], &[2, 4]);
+        b.advance(Duration::from_millis(blip_ms));
+        b.cut.remove(&(2, 3));
+        b.cut.remove(&(3, 4));
+        for _ in 0..200 {
+            b.advance(Duration::from_millis(100));
+            if (0..2).all(|j| (2..5).all(|i| b.state(i, j) == Some(MemberState::Unreachable))) {
+                break;
+            }
+        }
+        b.cut.clear();
+        b.advance(Duration::from_secs(15));
+        for i in 2..5 {
+            let fenced = b
+                .events(i)
+                .into_iter()
+                .any(|e| matches!(e, MemberEvent::Fenced { .. }));
+            assert!(
+                !fenced,
+                "majority node {i} was fenced (blip of {blip_ms} ms)"
+            );
+        }
+    }
+}

@@ -30,48 +30,37 @@ pub struct Load {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Status {
     pub load: Load,
-    /// The sender's side now; in a packet that tells its receiver it is down, the sender's
-    /// side when it declared the receiver down. Settles which side of a healed partition
-    /// rejoins.
-    pub standing: Standing,
+    /// Whether the sender holds the receiver's generation down, and how many members agree
+    /// to its knowledge. Settles which side of a healed partition rejoins.
+    pub verdict: Option<Agreement>,
 }
 
-/// How much of the membership a node's side held at one moment: the node and the members it
-/// held active, out of every member it knew (itself, live and down members; not those that
-/// left).
+/// How many members hold one generation down, to one node's knowledge: itself and those
+/// whose gossip said so (generations still live), out of every member it knows (itself
+/// included, not those that left); and the node's side when it declared it down: itself and
+/// the members it had held active for a suspect timeout.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub(crate) struct Standing {
-    pub side: u32,
+pub(crate) struct Agreement {
+    pub holders: u32,
     pub known: u32,
+    pub side: u32,
 }
 
-impl Standing {
-    /// The side was a strict majority of the members it knew.
+impl Agreement {
+    /// The verdict stands: a strict majority of the members known holds it down, or it was
+    /// made from a side that was a strict majority.
     pub fn quorum(self) -> bool {
-        2 * u64::from(self.side) > u64::from(self.known)
+        let majority = |n: u32| 2 * u64::from(n) > u64::from(self.known);
+        majority(self.holders) || majority(self.side)
     }
 
-    /// The weaker of two standings: one without a quorum, else the smaller side.
-    pub fn weaker(self, other: Standing) -> Standing {
-        match (self.quorum(), other.quorum()) {
-            (false, true) => self,
-            (true, false) => other,
-            _ if other.side < self.side => other,
-            _ => self,
-        }
-    }
-
-    /// Whether a side standing `self` gives way to the side of node `them` (standing
-    /// `theirs`) when the two hold each other down, or one holds the other down: a side with
-    /// a quorum wins over one without; otherwise the larger side wins, and of equal sides the
-    /// one with the smaller node id. Each side computes the same answer from the other's
-    /// figures, so exactly one gives way.
-    pub fn gives_way_to(self, theirs: Standing, me: NodeId, them: NodeId) -> bool {
-        match (self.quorum(), theirs.quorum()) {
-            (false, true) => true,
-            (true, false) => false,
-            _ => theirs.side > self.side || (theirs.side == self.side && them < me),
-        }
+    /// In a dispute where two members hold each other down and neither verdict has a
+    /// majority, whether the one whose verdict is `self` gives way to the other (node `them`,
+    /// verdict `theirs`): the verdict with fewer holders gives way, then the one made from
+    /// the smaller side, then that of the larger node id. Each side computes the same answer
+    /// from the other's figures, so exactly one gives way.
+    pub fn gives_way_to(self, theirs: Agreement, me: NodeId, them: NodeId) -> bool {
+        theirs.quorum() || (theirs.holders, theirs.side, me) > (self.holders, self.side, them)
     }
 }
 
@@ -179,7 +168,11 @@ mod tests {
         };
         let status = Status {
             load: Load { processes: 12 },
-            standing: Standing { side: 4, known: 5 },
+            verdict: Some(Agreement {
+                holders: 4,
+                known: 5,
+                side: 3,
+            }),
         };
         let wire = seal(&status, &p.encode());
         let (st, body) = open(&wire, 2000).unwrap();
@@ -190,20 +183,25 @@ mod tests {
     }
 
     #[test]
-    fn a_quorum_wins_then_the_larger_side_then_the_smaller_id() {
+    fn a_majority_verdict_wins_then_more_holders_then_the_larger_side_then_the_smaller_id() {
         let (a, b) = (NodeId::from_bytes([1; 16]), NodeId::from_bytes([2; 16]));
-        let s = |side, known| Standing { side, known };
-        // 2 of 5 gives way to 3 of 5, and 3 of 5 does not give way to 2 of 5, whatever the ids.
-        assert!(s(2, 5).gives_way_to(s(3, 5), a, b));
-        assert!(!s(3, 5).gives_way_to(s(2, 5), b, a));
-        // A quorum beats a larger side without one (a side that forgot the members it lost).
-        assert!(s(4, 9).gives_way_to(s(3, 5), a, b));
-        // Neither has a quorum: the larger side wins, then the smaller node id.
-        assert!(s(1, 5).gives_way_to(s(2, 5), a, b));
-        assert!(s(2, 4).gives_way_to(s(2, 4), b, a));
-        assert!(!s(2, 4).gives_way_to(s(2, 4), a, b));
-        // Both have one (a member of the majority that declared another down): larger wins.
-        assert!(s(3, 5).gives_way_to(s(4, 5), b, a));
+        let v = |holders, known, side| Agreement {
+            holders,
+            known,
+            side,
+        };
+        assert!(v(3, 5, 1).quorum() && v(1, 5, 3).quorum());
+        assert!(!v(2, 5, 2).quorum() && !v(2, 4, 2).quorum());
+        // Against a majority, anything gives way.
+        assert!(v(2, 5, 2).gives_way_to(v(3, 5, 2), b, a));
+        assert!(v(2, 5, 2).gives_way_to(v(1, 5, 3), a, b));
+        // Neither has one: more holders win, then the larger side, then the smaller id.
+        assert!(v(1, 5, 2).gives_way_to(v(2, 5, 1), a, b));
+        assert!(!v(2, 5, 1).gives_way_to(v(1, 5, 2), b, a));
+        assert!(v(1, 6, 2).gives_way_to(v(1, 6, 3), a, b));
+        assert!(!v(1, 6, 3).gives_way_to(v(1, 6, 2), b, a));
+        assert!(v(2, 4, 2).gives_way_to(v(2, 4, 2), b, a));
+        assert!(!v(2, 4, 2).gives_way_to(v(2, 4, 2), a, b));
     }
 
     #[test]
@@ -213,7 +211,7 @@ mod tests {
             open(&[9, 0, 0, 0, 0], 2000),
             Err(PacketError::UnknownEnvelope(9, 0))
         );
-        // The first version carried no standing: refused, not misread.
+        // The first version carried no verdict: refused, not misread.
         assert_eq!(
             open(&[1, 0, 0, 0, 0], 2000),
             Err(PacketError::UnknownEnvelope(1, 0))

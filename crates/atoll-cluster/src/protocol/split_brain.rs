@@ -31,8 +31,7 @@ use atoll_core::NodeId;
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum SplitBrainPolicy {
     /// None: SWIM's own suspect timeout declares members down, each side of a partition
-    /// downs the other, and at the heal the side whose verdicts were made without a majority
-    /// rejoins.
+    /// downs the other, and at the heal the side whose verdicts no majority shares rejoins.
     #[default]
     Off,
     /// Keep-majority: the view must be stable for `window` before anyone is downed, and

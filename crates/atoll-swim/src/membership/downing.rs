@@ -57,7 +57,6 @@ impl Membership {
         self.incarnation = 0;
         // The new generation holds nobody down.
         self.verdicts.clear();
-        self.suspected_with.clear();
         self.foca = Foca::new(
             new.clone(),
             self.config.foca(),

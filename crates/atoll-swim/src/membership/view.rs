@@ -6,11 +6,20 @@ use super::*;
 impl Membership {
     /// Compares foca's table with the view and emits the differences as events.
     pub(super) fn sync_view(&mut self, now: Instant) {
-        // A member going down in this call is this node's verdict (relayed verdicts only
-        // raise suspicion). It is worth the weakest side this node had while it suspected
-        // the member: a cut-off node that meets the majority's members again after a heal
-        // must not pass a late verdict off as the majority's.
-        let standing = self.standing(now);
+        // This node's side, should it declare a member down here: itself and the members it
+        // has held active, doubting them no longer than a probe interval, for a suspect
+        // timeout at least. Members that just came back (a partition that just healed) do
+        // not count: they may hold this node down.
+        let settled = now.checked_sub(self.config.suspect_timeout);
+        let settled_since = &self.settled_since;
+        let stable = self.view.values().filter(|m| {
+            m.state == MemberState::Active
+                && settled_since
+                    .get(&m.identity.node)
+                    .is_some_and(|at| settled.is_some_and(|t| *at <= t))
+        });
+        let side = u32::try_from(1 + stable.count()).unwrap_or(u32::MAX);
+        let short_doubt = self.config.probe_interval;
         let events = &mut self.events;
         let mut suspicions = Vec::new();
         for fm in self.foca.iter_membership_state() {
@@ -23,11 +32,6 @@ impl Membership {
                 }
                 State::Down => MemberState::Unreachable,
             };
-            let low = self.suspected_with.remove(&id.node);
-            let low = low.map_or(standing, |low| low.weaker(standing));
-            if state == MemberState::Suspect {
-                self.suspected_with.insert(id.node, low);
-            }
             let event = match self.view.get_mut(&id.node) {
                 None => {
                     self.view.insert(
@@ -42,6 +46,9 @@ impl Membership {
                     );
                     if state == MemberState::Suspect {
                         suspicions.push((id.clone(), fm.incarnation()));
+                    }
+                    if state.is_live() {
+                        self.settled_since.insert(id.node, now);
                     }
                     state.is_live().then(|| MemberEvent::Joined(id.clone()))
                 }
@@ -63,6 +70,7 @@ impl Membership {
                         load: None,
                         since: now,
                     };
+                    self.settled_since.insert(id.node, now);
                     state.is_live().then(|| MemberEvent::Joined(id.clone()))
                 }
                 Some(m) => {
@@ -78,8 +86,15 @@ impl Membership {
                         None
                     } else {
                         let before = m.state;
+                        let doubted_long = before == MemberState::Suspect
+                            && now.saturating_duration_since(m.since) > short_doubt;
                         m.state = state;
                         m.since = now;
+                        if !state.is_live() {
+                            self.settled_since.remove(&id.node);
+                        } else if doubted_long || !before.is_live() {
+                            self.settled_since.insert(id.node, now);
+                        }
                         Some(match (before, state) {
                             (MemberState::Suspect, MemberState::Active) => {
                                 MemberEvent::Recovered(id.clone())
@@ -88,7 +103,8 @@ impl Membership {
                             (_, MemberState::Suspect) => MemberEvent::Suspect(id.clone()),
                             (_, MemberState::Left) => MemberEvent::Left(id.clone()),
                             _ => {
-                                self.verdicts.insert(id.node, (id.generation, low));
+                                // This node's own verdict: relayed ones only raise suspicion.
+                                self.verdicts.insert(id.node, (id.generation, now, side));
                                 tracing::debug!(member = %id.node, generation = id.generation, incarnation = fm.incarnation(), ?before, "member declared down");
                                 MemberEvent::Unreachable(id.clone())
                             }
