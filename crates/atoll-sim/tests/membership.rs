@@ -231,9 +231,9 @@ async fn restarted_node_replaces_its_old_generation() {
 
 /// A 2|3 or 1|4 partition healed at many moments relative to the suspicions running on
 /// each side (some seeds with loss and jitter): the minority rejoins, nobody on the majority
-/// side is ever fenced, and the views converge. Before verdicts carried the standing of the
-/// side that made them, a minority's suspicion that ran out after the heal fenced a
-/// majority member in about half of these runs.
+/// side is ever fenced, and the views converge. When the side with more live members won,
+/// a minority's suspicion that ran out after the heal fenced a majority member in about
+/// half of these runs (the minority counted its suspects, and the members it met again).
 #[tokio::test(start_paused = true)]
 async fn a_healed_partition_fences_only_the_minority() {
     let config = SwimConfig {

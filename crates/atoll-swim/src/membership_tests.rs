@@ -486,9 +486,9 @@ fn a_suspicion_outlived_by_its_gossip_is_still_refuted_after_a_short_partition()
 fn after_a_heal_the_majority_never_yields_to_the_minoritys_late_verdicts() {
     // The minority suspects the majority's members one by one; healed while some of those
     // suspicions still run, they run out after the heal and the minority tells those
-    // members they are down. The minority holds the smaller node ids, so that a tie in the
-    // sizes would go its way. Counted as live, its suspects would make the minority look as
-    // large as the majority, and a majority member would yield and rejoin.
+    // members they are down. The minority holds the smaller node ids, so that a tie would
+    // go its way. Only the minority holds those verdicts: the majority members ignore them,
+    // and the minority, told it is down by the majority's, rejoins.
     for heal_after_ms in (0..1500).step_by(100) {
         let mut b = Bench::new(5);
         b.advance(Duration::from_secs(3));
