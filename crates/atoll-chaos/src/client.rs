@@ -33,6 +33,13 @@ impl Actor for Holder {
     }
 }
 
+/// Microseconds since the Unix epoch: the clock the runner and every client share.
+fn epoch_us() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
+}
+
 fn say(event: &FromClient) {
     let line = serde_json::to_string(event).expect("events serialize");
     let mut out = std::io::stdout().lock();
@@ -234,7 +241,11 @@ async fn lock(node: &Node, id: u64, name: &str, hold_ms: u64) -> (Outcome, Optio
         }
     };
     let token = guard.token();
-    say(&FromClient::Granted { id, token });
+    say(&FromClient::Granted {
+        id,
+        token,
+        at_us: epoch_us(),
+    });
     let write = || FromClient::Write {
         id,
         lock: name.to_string(),
@@ -243,7 +254,10 @@ async fn lock(node: &Node, id: u64, name: &str, hold_ms: u64) -> (Outcome, Optio
     say(&write());
     tokio::time::sleep(Duration::from_millis(hold_ms)).await;
     say(&write());
-    say(&FromClient::Unlocking { id });
+    say(&FromClient::Unlocking {
+        id,
+        at_us: epoch_us(),
+    });
     let result = guard.unlock().await;
     node.runtime().kill(pid);
     match result {

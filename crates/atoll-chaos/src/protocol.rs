@@ -56,6 +56,10 @@ pub enum FromClient {
         id: u64,
         /// The fencing token.
         token: u64,
+        /// When the client learned it, in µs since the Unix epoch (every process of a run
+        /// shares the machine's clock; the runner reads each client's lines when it gets to
+        /// them, which may be later).
+        at_us: u64,
     },
     /// Lock operation `id` writes to the fenced resource of `lock` with `token`.
     Write {
@@ -70,6 +74,8 @@ pub enum FromClient {
     Unlocking {
         /// The operation.
         id: u64,
+        /// When, in µs since the Unix epoch.
+        at_us: u64,
     },
     /// Operation `id` finished.
     Done {

@@ -44,6 +44,8 @@ pub fn groups() -> Vec<String> {
 #[derive(Debug)]
 pub struct Recorder {
     start: Instant,
+    /// The same moment, in µs since the Unix epoch (clients stamp events so).
+    start_epoch_us: u64,
     history: Mutex<History>,
     resource: Mutex<FencedResource>,
 }
@@ -51,8 +53,13 @@ pub struct Recorder {
 impl Recorder {
     /// A recorder whose clock starts now.
     pub fn new() -> Arc<Recorder> {
+        let start = Instant::now();
+        let start_epoch_us = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros() as u64);
         Arc::new(Recorder {
-            start: Instant::now(),
+            start,
+            start_epoch_us,
             history: Mutex::default(),
             resource: Mutex::default(),
         })
@@ -61,6 +68,11 @@ impl Recorder {
     /// Milliseconds since the run started.
     pub fn now_ms(&self) -> u64 {
         self.start.elapsed().as_millis() as u64
+    }
+
+    /// Milliseconds from the run's start to a client's stamp `at_us` (µs since the epoch).
+    fn ms_at_epoch(&self, at_us: u64) -> u64 {
+        at_us.saturating_sub(self.start_epoch_us) / 1000
     }
 
     /// Milliseconds from the run's start to `at`.
@@ -125,11 +137,13 @@ impl Recorder {
                 self.with_op(id, |op| op.pid = Some(pid));
                 None
             }
-            FromClient::Granted { id, token } => {
+            // The hold runs from the client's own stamps: the runner may read one client's
+            // lines later than another's, which would make holds seem to overlap.
+            FromClient::Granted { id, token, at_us } => {
                 self.with_op(id, |op| {
                     op.hold = Some(Hold {
                         token,
-                        granted_ms: now,
+                        granted_ms: self.ms_at_epoch(at_us),
                         unlock_ms: None,
                         unlocked: None,
                     })
@@ -143,10 +157,10 @@ impl Recorder {
                     .write(now, id, &lock, token);
                 None
             }
-            FromClient::Unlocking { id } => {
+            FromClient::Unlocking { id, at_us } => {
                 self.with_op(id, |op| {
                     if let Some(h) = op.hold.as_mut() {
-                        h.unlock_ms = Some(now);
+                        h.unlock_ms = Some(self.ms_at_epoch(at_us));
                     }
                 });
                 None

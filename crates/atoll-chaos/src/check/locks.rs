@@ -56,8 +56,9 @@ pub fn check(history: &History, limits: &Limits) -> Vec<Anomaly> {
                         later_token: b_hold.token,
                     });
                 }
-                // `a` held it healthily until it started to unlock: a later grant that
-                // reached the runner before then was committed while `a` held it.
+                // `a` held it healthily until it started to unlock: a later grant its client
+                // learned of before then (both stamped by the clients, on the machine's
+                // clock) was committed while `a` held it.
                 let Some(a_end) = a_hold.unlock_ms else {
                     continue;
                 };
