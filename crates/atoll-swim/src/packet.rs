@@ -38,7 +38,8 @@ pub(crate) struct Status {
 /// How many members hold one generation down, to one node's knowledge: itself and those
 /// whose gossip said so (generations still live), out of every member it knows (itself
 /// included, not those that left); and the node's side when it declared it down: itself and
-/// the members it had held active for a suspect timeout.
+/// the members it had held active, never doubting them longer than a probe interval, for a
+/// suspect timeout.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Agreement {
     pub holders: u32,

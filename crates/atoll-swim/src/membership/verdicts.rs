@@ -5,8 +5,10 @@
 //! majority's members again and counts them, and a member of the majority that stalled for a
 //! moment counts fewer. What holds up is agreement: every member of the majority declares a
 //! cut-off member down on its own, and each hears the others say so in their gossip; the
-//! minority's verdicts on the majority's members are shared by the minority only. The side a
-//! verdict was made from only breaks ties between verdicts no majority shares.
+//! minority's verdicts on the majority's members are shared by the minority only. A verdict
+//! also stands when it was made from a majority side, counting only members held active
+//! (never doubted longer than a probe interval) for a suspect timeout: members met again
+//! just after a heal do not count.
 
 use super::*;
 use crate::packet::Agreement;
