@@ -135,6 +135,13 @@ impl Bench {
         std::iter::from_fn(|| self.nodes[i].poll_event()).collect()
     }
 
+    /// Whether node `i` fenced itself since its events were last read.
+    fn fenced(&mut self, i: usize) -> bool {
+        self.events(i)
+            .iter()
+            .any(|e| matches!(e, MemberEvent::Fenced { .. }))
+    }
+
     /// A packet as `from` would send it to `to`.
     fn forge(
         &self,
@@ -503,12 +510,8 @@ fn after_a_heal_the_majority_never_yields_to_the_minoritys_late_verdicts() {
         b.cut.clear();
         b.advance(Duration::from_secs(15));
         for i in 2..5 {
-            let fenced = b
-                .events(i)
-                .into_iter()
-                .any(|e| matches!(e, MemberEvent::Fenced { .. }));
             assert!(
-                !fenced,
+                !b.fenced(i),
                 "majority node {i} was fenced (healed {heal_after_ms} ms after)"
             );
         }
@@ -545,12 +548,8 @@ fn a_majority_member_that_doubted_a_peer_for_a_moment_keeps_its_majority() {
         b.cut.clear();
         b.advance(Duration::from_secs(15));
         for i in 2..5 {
-            let fenced = b
-                .events(i)
-                .into_iter()
-                .any(|e| matches!(e, MemberEvent::Fenced { .. }));
             assert!(
-                !fenced,
+                !b.fenced(i),
                 "majority node {i} was fenced (blip of {blip_ms} ms)"
             );
         }
