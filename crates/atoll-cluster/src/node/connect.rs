@@ -55,6 +55,7 @@ impl Node {
     /// the connection up: if it drops, it is re-established with backoff.
     pub async fn connect(&self, addr: SocketAddr) -> Result<RemoteNode, ConnectError> {
         let peer = dial(&self.inner, addr).await?;
+        // A disconnect racing this call wins: the connection is not kept then.
         keep(&self.inner, &peer, addr, &PeerAddress::Addr(addr));
         Ok(self.remote_node(&peer))
     }
@@ -76,8 +77,10 @@ impl Node {
         {
             wanted.remove(&addr);
         }
-        drop(wanted);
+        // Marked under the lock, so a reconnection finishing now either sees the mark or
+        // has its entry removed above (see `keep`).
         peer.closed_on_purpose.store(true, Ordering::Release);
+        drop(wanted);
         peer.conn.close(0, b"disconnect");
         true
     }
@@ -425,12 +428,17 @@ pub(super) async fn watch_connection(weak: Weak<Inner>, peer: Arc<Peer>) {
 }
 
 /// Remembers that the connection to `peer`, reached by dialing `addr` for `target`, is to be
-/// kept up: when it drops, [`watch_connection`] reconnects.
-fn keep(inner: &Inner, peer: &Peer, addr: SocketAddr, target: &PeerAddress) {
+/// kept up: when it drops, [`watch_connection`] reconnects. Returns false, remembering
+/// nothing, if [`Node::disconnect`] let the connection go meanwhile.
+fn keep(inner: &Inner, peer: &Peer, addr: SocketAddr, target: &PeerAddress) -> bool {
     let mut wanted = inner.wanted.lock().unwrap_or_else(|e| e.into_inner());
+    if peer.closed_on_purpose.load(Ordering::Acquire) {
+        return false;
+    }
     for addr in [Some(addr), peer.dialed_addr].into_iter().flatten() {
         wanted.insert(addr, target.clone());
     }
+    true
 }
 
 /// Dials `target` until a connection to it is up and kept (see [`keep`]), waiting as
@@ -452,7 +460,10 @@ async fn reconnect(weak: Weak<Inner>, target: PeerAddress, wait_first: bool) {
         }
         match dial_target(&inner, &target).await {
             Ok((peer, addr)) => {
-                keep(&inner, &peer, addr, &target);
+                if !keep(&inner, &peer, addr, &target) {
+                    info!(node = %inner.name, to = %target, "connection let go while it was being kept");
+                    return;
+                }
                 // A connection that went before it was marked as kept was not reconnected
                 // by `watch_connection`: go on here.
                 if inner.peer(peer.id).is_some_and(|p| Arc::ptr_eq(&p, &peer)) {
