@@ -241,6 +241,12 @@ impl Node {
         all
     }
 
+    /// The incarnation of the connected peer `node`, if connected: a pid of `node` with
+    /// another creation names a process of an earlier (or later) run of it, which is gone.
+    pub fn peer_creation(&self, node: NodeId) -> Option<u32> {
+        self.inner.peer(node).map(|p| p.creation)
+    }
+
     /// The connected peer with this name or, failing that, the live member of the
     /// membership with this name (its connection opens on the first send).
     pub fn remote(&self, name: &str) -> Option<RemoteNode> {

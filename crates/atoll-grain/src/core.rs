@@ -151,6 +151,51 @@ pub fn registry_checked(index: u64, registry: Option<Activation>, by: Activation
     }
 }
 
+/// Whether a cached router `pid` still names the running router of its node: unless the
+/// node is connected with another incarnation (`creation`), whose runtime drops messages
+/// to the earlier run's processes unanswered. Unconnected, a send fails at once anyway.
+///
+/// ```
+/// use atoll_core::{NodeId, Pid};
+/// use atoll_grain::core::router_current;
+///
+/// let router = Pid::new(NodeId::from_bytes([1; 16]), 4, 2);
+/// assert!(router_current(router, Some(4)));
+/// assert!(router_current(router, None));
+/// assert!(!router_current(router, Some(5)));
+/// ```
+pub fn router_current(pid: Pid, creation: Option<u32>) -> bool {
+    creation.is_none_or(|c| c == pid.creation)
+}
+
+/// The router of node `target` among the `advertised` routers of the process table: the
+/// one of its connected incarnation (`creation`) or, unconnected, of its latest. None while
+/// the table shows no router of the running incarnation yet.
+///
+/// ```
+/// use atoll_core::{NodeId, Pid};
+/// use atoll_grain::core::router_of;
+///
+/// let (a, b) = (NodeId::from_bytes([1; 16]), NodeId::from_bytes([2; 16]));
+/// let old = Pid::new(a, 4, 2);
+/// let new = Pid::new(a, 5, 2);
+/// let table = [old, Pid::new(b, 1, 2), new];
+/// assert_eq!(router_of(a, Some(5), table), Some(new));
+/// assert_eq!(router_of(a, None, table), Some(new));
+/// assert_eq!(router_of(a, Some(4), table), Some(old));
+/// assert_eq!(router_of(a, Some(6), table), None);
+/// ```
+pub fn router_of(
+    target: NodeId,
+    creation: Option<u32>,
+    advertised: impl IntoIterator<Item = Pid>,
+) -> Option<Pid> {
+    advertised
+        .into_iter()
+        .filter(|pid| pid.node == target && router_current(*pid, creation))
+        .max_by_key(|pid| (pid.creation, pid.serial))
+}
+
 /// Chooses the node for a new activation: of the ring's candidates in ring order (already
 /// filtered by the grain's requirements), the less loaded of the first two; the first on a
 /// tie, so that every node with the same view chooses the same.

@@ -12,7 +12,7 @@ use atoll_cluster::{Node, WeakNode};
 use atoll_core::{NodeId, Pid};
 use serde::{Deserialize, Serialize};
 
-use crate::core::{Activation, Answer, GrainId};
+use crate::core::{self, Activation, Answer, GrainId};
 use crate::placement::Placement;
 use crate::router::GrainRouter;
 use crate::{Durability, GrainStore};
@@ -61,16 +61,22 @@ impl Shared {
         if target == self.me {
             return self.router.get().cloned();
         }
+        let creation = node.peer_creation(target);
         let mut routers = self.routers.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(r) = routers.get(&target) {
+        let cached = routers.get(&target);
+        if let Some(r) = cached
+            && core::router_current(r.pid(), creation)
+        {
             return Some(r.clone());
         }
-        let pid = node
+        let advertised = node
             .find_by_type("GrainRouter")
             .into_iter()
-            .map(|ad| ad.pid)
-            .filter(|pid| pid.node == target)
-            .max_by_key(|pid| (pid.creation, pid.serial))?;
+            .map(|ad| ad.pid);
+        let Some(pid) = core::router_of(target, creation, advertised) else {
+            routers.remove(&target);
+            return None;
+        };
         let router = node.runtime().remote_ref::<GrainRouter>(pid);
         routers.insert(target, router.clone());
         Some(router)

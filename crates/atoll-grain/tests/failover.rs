@@ -255,6 +255,43 @@ fn replicated_writes_survive_a_join_then_the_hosts_loss() {
     assert_ne!(now.pid.node, host);
 }
 
+/// Calls `Drawer` `key` from node `at`, failing the test on an error.
+fn drawer(setup: &Setup, at: usize, key: &str, msg: DrawerMsg) -> u64 {
+    let key = key.to_string();
+    let what = format!("{msg:?} of {key} from node {at}");
+    setup.hosts[at]
+        .run(move |g| async move { g.get::<Drawer>(&key)?.call(msg).await })
+        .unwrap_or_else(|e| panic!("{what}: {e}"))
+        .unwrap()
+}
+
+#[test]
+fn a_call_reaches_the_new_run_of_a_restarted_node_whose_old_router_it_knew() {
+    let _serial = serial();
+    init_logs();
+    let mut setup = start_cluster(config);
+    setup.hosts.iter().for_each(register);
+    // A key that node 0 places on another node: node 0 learns that node's router.
+    let me = setup.hosts[0].id();
+    let key = (0..64)
+        .map(|k| format!("r{k}"))
+        .find(|key| {
+            assert_eq!(drawer(&setup, 0, key, DrawerMsg::Add(1)), 1);
+            host_of(&setup, &GrainId::new("drawer", key.as_str())) != me
+        })
+        .expect("a key placed on another node");
+    let host = host_of(&setup, &GrainId::new("drawer", key.as_str()));
+    let victim = setup.hosts.iter().position(|h| h.id() == host).unwrap();
+    setup.hosts.remove(victim).kill();
+    wait_lost(&setup, host);
+    setup.restart(victim, config);
+    register(&setup.hosts[victim]);
+    // The claim went with the lost run; the ring owner is back, so the next activation is
+    // placed on its new run (and restores its copy from the disk it kept). A router of the
+    // earlier run would take the call and never answer.
+    assert_eq!(drawer(&setup, 0, &key, DrawerMsg::Get), 1);
+}
+
 /// Two keys of `Drawer` whose ring owner is the same node, as node 0 places them.
 fn two_keys_on_one_node(setup: &Setup) -> (String, String, NodeId) {
     let mut seen: std::collections::HashMap<NodeId, String> = Default::default();
@@ -280,13 +317,7 @@ fn a_lost_hosts_local_state_returns_with_its_node_unless_a_newer_save_superseded
     let mut setup = start_cluster(config);
     setup.hosts.iter().for_each(register);
     let (a, b, host) = two_keys_on_one_node(&setup);
-    let call = |setup: &Setup, at: usize, key: &str, msg: DrawerMsg| {
-        let key = key.to_string();
-        setup.hosts[at]
-            .run(move |g| async move { g.get::<Drawer>(&key)?.call(msg).await })
-            .unwrap()
-            .unwrap()
-    };
+    let call = drawer;
     assert_eq!(call(&setup, 0, &a, DrawerMsg::Add(3)), 3);
     assert_eq!(call(&setup, 0, &b, DrawerMsg::Add(3)), 3);
     let victim = setup.hosts.iter().position(|h| h.id() == host).unwrap();
