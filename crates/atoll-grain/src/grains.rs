@@ -1,23 +1,27 @@
 //! The grain service of one node and the references callers use.
 
 use std::collections::HashMap;
-use std::marker::PhantomData;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use atoll_actor::{ActorRef, CallError};
+use atoll_actor::ActorRef;
 use atoll_cluster::Node;
 use atoll_core::NodeId;
 use tokio::time::Instant;
 
-use crate::core::{self, Activation, Failure, GrainId, MAX_KEY_LEN, Outcome, Refusal, Route, Step};
+use crate::core::{self, Activation, Failure, GrainId, MAX_KEY_LEN, Refusal};
 use crate::host::TypedActivator;
 use crate::placement::{Placement, PlacementView, TwoChoices};
 use crate::rebalance::Rebalance;
-use crate::router::{GrainRouter, RouterMsg};
-use crate::shared::{Cached, DirectCall, HostEndpoint, ROUTER, Request, Shared};
+use crate::router::GrainRouter;
+use crate::shared::{Cached, ROUTER, Request, Shared};
 use crate::{Durability, Grain, GrainStore};
+
+mod deliver;
+mod grain_ref;
+
+pub use grain_ref::GrainRef;
 
 /// How a node runs grains.
 #[derive(Clone)]
@@ -292,11 +296,7 @@ impl Grains {
                 max: MAX_KEY_LEN,
             });
         }
-        Ok(GrainRef {
-            grains: Ok(self.clone()),
-            id: GrainId::new(G::TYPE, key),
-            _grain: PhantomData,
-        })
+        Ok(GrainRef::new(Ok(self.clone()), GrainId::new(G::TYPE, key)))
     }
 
     /// Moves the activation of `id` to `target`, and returns the new activation.
@@ -414,342 +414,5 @@ impl Grains {
             load: &load,
             durability,
         })
-    }
-
-    /// Delivers `request` to grain `id`, retrying redirects and unreachable nodes (and, with
-    /// `resend`, requests whose host was lost) until the call timeout: the activation that
-    /// took it and the encoded reply of a call. A migration (`durability` none) goes only to
-    /// a known activation.
-    async fn deliver(
-        &self,
-        id: &GrainId,
-        requires: &[&str],
-        durability: Option<Durability>,
-        resend: bool,
-        request: Request,
-    ) -> Result<(Activation, Option<Vec<u8>>), GrainError> {
-        let node = self.shared.node.upgrade().ok_or(GrainError::NodeGone)?;
-        let deadline = Instant::now() + self.shared.call_timeout;
-        let mut last: Option<Failure> = None;
-        let mut attempt = 0;
-        // The process that answered a direct call of this one with `Gone`.
-        let mut gone: Option<atoll_core::Pid> = None;
-        let message = matches!(request, Request::Msg { .. });
-        loop {
-            let index = node.registry_index();
-            let entry = self.cache().get(id).copied();
-            let cached = entry.map(|e| e.at);
-            let registry = match entry {
-                Some(e) if index != 0 && e.checked == index => None,
-                _ => Shared::registry(&node, id),
-            };
-            let route = core::route(cached, registry, || match durability {
-                Some(d) => self.place(&node, id, requires, d),
-                None => Some(self.shared.me),
-            });
-            let outcome = match route {
-                Route::Nowhere => {
-                    return Err(GrainError::NoEligibleNode {
-                        grain_type: id.grain_type.clone(),
-                        requires: requires.iter().map(|r| r.to_string()).collect(),
-                    });
-                }
-                Route::Known(a) => {
-                    let to = Target {
-                        node: a.pid.node,
-                        activation: Some(a),
-                        resend,
-                        called: None,
-                    };
-                    let direct = core::direct(self.shared.me, a, gone, message);
-                    let outcome = self
-                        .attempt(&node, to, id, &request, direct, deadline)
-                        .await;
-                    if direct && outcome == Outcome::Answered(core::Answer::Gone) {
-                        gone = Some(a.pid);
-                    }
-                    outcome
-                }
-                Route::Place(n) => {
-                    let to = Target {
-                        node: n,
-                        activation: None,
-                        resend,
-                        called: None,
-                    };
-                    self.attempt(&node, to, id, &request, false, deadline).await
-                }
-            };
-            match core::after(outcome, attempt, resend) {
-                Step::Done { by, reply } => {
-                    // Written only when it changed: most calls find it as it was.
-                    let entry_now = Cached {
-                        at: by,
-                        checked: core::registry_checked(index, registry, by),
-                    };
-                    if entry != Some(entry_now) {
-                        self.cache().insert(id.clone(), entry_now);
-                    }
-                    return Ok((by, reply));
-                }
-                Step::Retry {
-                    forget,
-                    learn,
-                    backoff,
-                    last_error,
-                } => {
-                    {
-                        let mut cache = self.cache();
-                        if forget {
-                            cache.remove(id);
-                        }
-                        if let Some(a) = learn {
-                            cache.insert(id.clone(), Cached::new(a));
-                        }
-                    }
-                    last = last_error.or(last);
-                    if Instant::now() + backoff >= deadline {
-                        return Err(self.error(id, last.unwrap_or(Failure::NoAnswer)));
-                    }
-                    tokio::time::sleep(backoff).await;
-                }
-                Step::Fail(f) => return Err(self.error(id, f)),
-            }
-            attempt += 1;
-        }
-    }
-
-    fn error(&self, id: &GrainId, failure: Failure) -> GrainError {
-        match GrainError::from(failure) {
-            GrainError::UnknownType { .. } => GrainError::UnknownType {
-                grain_type: id.grain_type.clone(),
-            },
-            other => other,
-        }
-    }
-
-    /// One attempt: the delivery to `to`'s router, or (`direct`, [`core::direct`]) straight
-    /// to the known activation's process, and what came of it. With `to.resend`, a host
-    /// found lost ([`core::host_lost`]) while the call waits ends the wait at once.
-    async fn attempt(
-        &self,
-        node: &Node,
-        to: Target,
-        id: &GrainId,
-        request: &Request,
-        direct: bool,
-        deadline: Instant,
-    ) -> Outcome {
-        let host = match to.activation {
-            Some(a) if direct => Ok(node.runtime().remote_ref::<HostEndpoint>(a.pid)),
-            _ => match self.shared.router_of(node, to.node) {
-                Some(router) => Err(router),
-                None => return Outcome::Unreachable,
-            },
-        };
-        let left = deadline.saturating_duration_since(Instant::now());
-        let called = match &host {
-            Ok(host) => host.pid(),
-            Err(router) => router.pid(),
-        };
-        let call = async {
-            match &host {
-                Ok(host) => {
-                    host.call(|reply| DirectCall::new(request.clone(), reply), left)
-                        .await
-                }
-                Err(router) => {
-                    router
-                        .call(
-                            |reply| RouterMsg::Deliver {
-                                grain_type: id.grain_type.clone(),
-                                key: id.key.clone(),
-                                request: request.clone(),
-                                reply,
-                            },
-                            left,
-                        )
-                        .await
-                }
-            }
-        };
-        let to = Target {
-            called: Some(called),
-            ..to
-        };
-        let answered = if to.resend {
-            tokio::select! {
-                answered = call => answered,
-                () = self.host_lost(node, id, to, deadline) => return Outcome::HostLost,
-            }
-        } else {
-            call.await
-        };
-        match answered {
-            Ok(answer) => Outcome::Answered(answer),
-            Err(CallError::NoProc | CallError::NoConnection) => {
-                self.shared.forget_router(to.node);
-                Outcome::Unreachable
-            }
-            Err(CallError::Unencodable(e)) => {
-                Outcome::Answered(core::Answer::Failed(format!("cannot send: {e}")))
-            }
-            Err(CallError::Timeout | CallError::NoReply) => {
-                self.shared.forget_router(to.node);
-                // The connection dropped under the call: whether the host is lost decides.
-                let lost = to.resend
-                    && tokio::time::timeout_at(deadline, self.host_lost(node, id, to, deadline))
-                        .await
-                        .is_ok();
-                if lost {
-                    Outcome::HostLost
-                } else {
-                    Outcome::NoAnswer
-                }
-            }
-        }
-    }
-
-    /// Returns once the host `to` of a call is lost ([`core::host_lost`]), looking every
-    /// [`LOST_POLL`] until `deadline` (and waiting on after it: callers bound it).
-    async fn host_lost(&self, node: &Node, id: &GrainId, to: Target, deadline: Instant) {
-        loop {
-            tokio::time::sleep(LOST_POLL).await;
-            let live = to.node == self.shared.me
-                || node.membership().is_some_and(|swim| {
-                    swim.members()
-                        .iter()
-                        .any(|m| m.identity.node == to.node && m.state.is_live())
-                });
-            // A newer incarnation of the node's router: the node restarted under the call.
-            let restarted = to.called.is_some_and(|called| {
-                node.find_by_type("GrainRouter")
-                    .iter()
-                    .any(|ad| ad.pid.node == called.node && ad.pid.creation > called.creation)
-            });
-            if restarted {
-                self.shared.forget_router(to.node);
-            }
-            let holder = Shared::registry(node, id);
-            let applied = node.registry_index();
-            if core::host_lost(to.activation, restarted, live, applied, holder) {
-                return;
-            }
-            if Instant::now() >= deadline {
-                std::future::pending::<()>().await;
-            }
-        }
-    }
-}
-
-/// How often a call waiting for its answer looks whether its host was lost.
-const LOST_POLL: Duration = Duration::from_millis(50);
-
-/// Where one attempt of a call goes.
-#[derive(Debug, Clone, Copy)]
-struct Target {
-    node: NodeId,
-    /// The activation it goes to, if known (none: placement chose the node).
-    activation: Option<Activation>,
-    /// The grain type's [`Grain::RESEND_IN_DOUBT`].
-    resend: bool,
-    /// The process the attempt called: the router, or the activation's own for a direct call.
-    called: Option<atoll_core::Pid>,
-}
-
-/// A reference to one grain, addressed by its type and key; any node can make one with
-/// [`Grains::get`] without knowing where (or whether) the grain is active.
-pub struct GrainRef<G: Grain> {
-    /// The service calls go through, or why there is none (reported by the first call).
-    grains: Result<Grains, GrainError>,
-    id: GrainId,
-    _grain: PhantomData<fn() -> G>,
-}
-
-impl<G: Grain> Clone for GrainRef<G> {
-    fn clone(&self) -> Self {
-        GrainRef {
-            grains: self.grains.clone(),
-            id: self.id.clone(),
-            _grain: PhantomData,
-        }
-    }
-}
-
-impl<G: Grain> std::fmt::Debug for GrainRef<G> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "GrainRef({})", self.id)
-    }
-}
-
-impl<G: Grain> GrainRef<G> {
-    /// The grain's identity.
-    pub fn id(&self) -> &GrainId {
-        &self.id
-    }
-
-    /// Sends `msg` and waits for the grain's reply, activating the grain if it is not
-    /// active. A message the grain surely did not take (redirected, its activation
-    /// ending, its node unreachable, its state not restorable yet) is sent again until the
-    /// call timeout. So is one whose host was lost while the call waited (its node declared
-    /// dead and the claim released), when the type allows it ([`Grain::RESEND_IN_DOUBT`]):
-    /// the next activation answers it and the caller sees the failover only as a slower
-    /// call. Any other message that may have been taken is not sent again
-    /// ([`GrainError::Timeout`]).
-    pub async fn call(&self, msg: G::Msg) -> Result<G::Reply, GrainError> {
-        let grains = self.grains.as_ref().map_err(Clone::clone)?;
-        let payload = postcard::to_allocvec(&msg).map_err(|e| GrainError::Codec(e.to_string()))?;
-        let request = Request::Msg {
-            payload,
-            want_reply: true,
-        };
-        let (_, reply) = grains
-            .deliver(
-                &self.id,
-                G::REQUIRES,
-                Some(G::DURABILITY),
-                G::RESEND_IN_DOUBT,
-                request,
-            )
-            .await?;
-        let reply =
-            reply.ok_or_else(|| GrainError::Codec("a call answered without a reply".into()))?;
-        postcard::from_bytes(&reply).map_err(|e| GrainError::Codec(e.to_string()))
-    }
-
-    /// Sends `msg` without waiting for it to be handled: returns once the activation has
-    /// taken it (activating the grain if needed). Awaiting each send before the next keeps
-    /// one sender's messages in order.
-    pub async fn send(&self, msg: G::Msg) -> Result<(), GrainError> {
-        let grains = self.grains.as_ref().map_err(Clone::clone)?;
-        let payload = postcard::to_allocvec(&msg).map_err(|e| GrainError::Codec(e.to_string()))?;
-        let request = Request::Msg {
-            payload,
-            want_reply: false,
-        };
-        grains
-            .deliver(
-                &self.id,
-                G::REQUIRES,
-                Some(G::DURABILITY),
-                G::RESEND_IN_DOUBT,
-                request,
-            )
-            .await
-            .map(|_| ())
-    }
-
-    /// Moves this grain's activation to `target` ([`Grains::migrate`]).
-    pub async fn migrate(&self, target: NodeId) -> Result<Activation, GrainError> {
-        let grains = self.grains.as_ref().map_err(Clone::clone)?;
-        grains.migrate(&self.id, target).await
-    }
-
-    pub(crate) fn unavailable(id: GrainId, why: GrainError) -> Self {
-        GrainRef {
-            grains: Err(why),
-            id,
-            _grain: PhantomData,
-        }
     }
 }

@@ -1,0 +1,256 @@
+//! How a call reaches its grain: routing, attempts, retries and failover.
+
+use std::time::Duration;
+
+use atoll_actor::CallError;
+use atoll_cluster::Node;
+use atoll_core::NodeId;
+use tokio::time::Instant;
+
+use super::{GrainError, Grains};
+use crate::Durability;
+use crate::core::{self, Activation, Failure, GrainId, Outcome, Route, Step};
+use crate::router::RouterMsg;
+use crate::shared::{Cached, DirectCall, HostEndpoint, Request, Shared};
+
+impl Grains {
+    /// Delivers `request` to grain `id`, retrying redirects and unreachable nodes (and, with
+    /// `resend`, requests whose host was lost) until the call timeout: the activation that
+    /// took it and the encoded reply of a call. A migration (`durability` none) goes only to
+    /// a known activation.
+    pub(super) async fn deliver(
+        &self,
+        id: &GrainId,
+        requires: &[&str],
+        durability: Option<Durability>,
+        resend: bool,
+        request: Request,
+    ) -> Result<(Activation, Option<Vec<u8>>), GrainError> {
+        let node = self.shared.node.upgrade().ok_or(GrainError::NodeGone)?;
+        let deadline = Instant::now() + self.shared.call_timeout;
+        let mut last: Option<Failure> = None;
+        let mut attempt = 0;
+        // The process that answered a direct call of this one with `Gone`.
+        let mut gone: Option<atoll_core::Pid> = None;
+        let message = matches!(request, Request::Msg { .. });
+        loop {
+            let index = node.registry_index();
+            let entry = self.cache().get(id).copied();
+            let cached = entry.map(|e| e.at);
+            let registry = match entry {
+                Some(e) if index != 0 && e.checked == index => None,
+                _ => Shared::registry(&node, id),
+            };
+            let route = core::route(cached, registry, || match durability {
+                Some(d) => self.place(&node, id, requires, d),
+                None => Some(self.shared.me),
+            });
+            let outcome = match route {
+                Route::Nowhere => {
+                    return Err(GrainError::NoEligibleNode {
+                        grain_type: id.grain_type.clone(),
+                        requires: requires.iter().map(|r| r.to_string()).collect(),
+                    });
+                }
+                Route::Known(a) => {
+                    let to = Target {
+                        node: a.pid.node,
+                        activation: Some(a),
+                        resend,
+                        called: None,
+                    };
+                    let direct = core::direct(self.shared.me, a, gone, message);
+                    let outcome = self
+                        .attempt(&node, to, id, &request, direct, deadline)
+                        .await;
+                    if direct && outcome == Outcome::Answered(core::Answer::Gone) {
+                        gone = Some(a.pid);
+                    }
+                    outcome
+                }
+                Route::Place(n) => {
+                    let to = Target {
+                        node: n,
+                        activation: None,
+                        resend,
+                        called: None,
+                    };
+                    self.attempt(&node, to, id, &request, false, deadline).await
+                }
+            };
+            match core::after(outcome, attempt, resend) {
+                Step::Done { by, reply } => {
+                    // Written only when it changed: most calls find it as it was.
+                    let entry_now = Cached {
+                        at: by,
+                        checked: core::registry_checked(index, registry, by),
+                    };
+                    if entry != Some(entry_now) {
+                        self.cache().insert(id.clone(), entry_now);
+                    }
+                    return Ok((by, reply));
+                }
+                Step::Retry {
+                    forget,
+                    learn,
+                    backoff,
+                    last_error,
+                } => {
+                    {
+                        let mut cache = self.cache();
+                        if forget {
+                            cache.remove(id);
+                        }
+                        if let Some(a) = learn {
+                            cache.insert(id.clone(), Cached::new(a));
+                        }
+                    }
+                    last = last_error.or(last);
+                    if Instant::now() + backoff >= deadline {
+                        return Err(self.error(id, last.unwrap_or(Failure::NoAnswer)));
+                    }
+                    tokio::time::sleep(backoff).await;
+                }
+                Step::Fail(f) => return Err(self.error(id, f)),
+            }
+            attempt += 1;
+        }
+    }
+
+    fn error(&self, id: &GrainId, failure: Failure) -> GrainError {
+        match GrainError::from(failure) {
+            GrainError::UnknownType { .. } => GrainError::UnknownType {
+                grain_type: id.grain_type.clone(),
+            },
+            other => other,
+        }
+    }
+
+    /// One attempt: the delivery to `to`'s router, or (`direct`, [`core::direct`]) straight
+    /// to the known activation's process, and what came of it. With `to.resend`, a host
+    /// found lost ([`core::host_lost`]) while the call waits ends the wait at once.
+    async fn attempt(
+        &self,
+        node: &Node,
+        to: Target,
+        id: &GrainId,
+        request: &Request,
+        direct: bool,
+        deadline: Instant,
+    ) -> Outcome {
+        let host = match to.activation {
+            Some(a) if direct => Ok(node.runtime().remote_ref::<HostEndpoint>(a.pid)),
+            _ => match self.shared.router_of(node, to.node) {
+                Some(router) => Err(router),
+                None => return Outcome::Unreachable,
+            },
+        };
+        let left = deadline.saturating_duration_since(Instant::now());
+        let called = match &host {
+            Ok(host) => host.pid(),
+            Err(router) => router.pid(),
+        };
+        let call = async {
+            match &host {
+                Ok(host) => {
+                    host.call(|reply| DirectCall::new(request.clone(), reply), left)
+                        .await
+                }
+                Err(router) => {
+                    router
+                        .call(
+                            |reply| RouterMsg::Deliver {
+                                grain_type: id.grain_type.clone(),
+                                key: id.key.clone(),
+                                request: request.clone(),
+                                reply,
+                            },
+                            left,
+                        )
+                        .await
+                }
+            }
+        };
+        let to = Target {
+            called: Some(called),
+            ..to
+        };
+        let answered = if to.resend {
+            tokio::select! {
+                answered = call => answered,
+                () = self.host_lost(node, id, to, deadline) => return Outcome::HostLost,
+            }
+        } else {
+            call.await
+        };
+        match answered {
+            Ok(answer) => Outcome::Answered(answer),
+            Err(CallError::NoProc | CallError::NoConnection) => {
+                self.shared.forget_router(to.node);
+                Outcome::Unreachable
+            }
+            Err(CallError::Unencodable(e)) => {
+                Outcome::Answered(core::Answer::Failed(format!("cannot send: {e}")))
+            }
+            Err(CallError::Timeout | CallError::NoReply) => {
+                self.shared.forget_router(to.node);
+                // The connection dropped under the call: whether the host is lost decides.
+                let lost = to.resend
+                    && tokio::time::timeout_at(deadline, self.host_lost(node, id, to, deadline))
+                        .await
+                        .is_ok();
+                if lost {
+                    Outcome::HostLost
+                } else {
+                    Outcome::NoAnswer
+                }
+            }
+        }
+    }
+
+    /// Returns once the host `to` of a call is lost ([`core::host_lost`]), looking every
+    /// [`LOST_POLL`] until `deadline` (and waiting on after it: callers bound it).
+    async fn host_lost(&self, node: &Node, id: &GrainId, to: Target, deadline: Instant) {
+        loop {
+            tokio::time::sleep(LOST_POLL).await;
+            let live = to.node == self.shared.me
+                || node.membership().is_some_and(|swim| {
+                    swim.members()
+                        .iter()
+                        .any(|m| m.identity.node == to.node && m.state.is_live())
+                });
+            // A newer incarnation of the node's router: the node restarted under the call.
+            let restarted = to.called.is_some_and(|called| {
+                node.find_by_type("GrainRouter")
+                    .iter()
+                    .any(|ad| ad.pid.node == called.node && ad.pid.creation > called.creation)
+            });
+            if restarted {
+                self.shared.forget_router(to.node);
+            }
+            let holder = Shared::registry(node, id);
+            let applied = node.registry_index();
+            if core::host_lost(to.activation, restarted, live, applied, holder) {
+                return;
+            }
+            if Instant::now() >= deadline {
+                std::future::pending::<()>().await;
+            }
+        }
+    }
+}
+
+/// How often a call waiting for its answer looks whether its host was lost.
+const LOST_POLL: Duration = Duration::from_millis(50);
+
+/// Where one attempt of a call goes.
+#[derive(Debug, Clone, Copy)]
+struct Target {
+    node: NodeId,
+    /// The activation it goes to, if known (none: placement chose the node).
+    activation: Option<Activation>,
+    /// The grain type's [`crate::Grain::RESEND_IN_DOUBT`].
+    resend: bool,
+    /// The process the attempt called: the router, or the activation's own for a direct call.
+    called: Option<atoll_core::Pid>,
+}
