@@ -79,6 +79,7 @@ fn main() -> ExitCode {
             // The figures as the current rules count them (the run's end taken as its heal).
             let rows = atoll_chaos::summary::per_kind(&history, history.healed_ms);
             print!("{}", atoll_chaos::summary::render(&rows));
+            print_declarations(&history);
             println!("{} anomalies", report.anomalies.len());
             return if report.anomalies.is_empty() {
                 ExitCode::SUCCESS
@@ -138,10 +139,7 @@ fn main() -> ExitCode {
         "grain migrations: {} counted by the nodes since they last started; {asked} moves asked by the nemesis completed (the others: rebalancing)",
         result.grain_migrations
     );
-    let (declared, unexplained) = atoll_chaos::summary::declarations(&result.history);
-    println!(
-        "clients declared unreachable: {declared} times, {unexplained} of them while no fault touched that client"
-    );
+    print_declarations(&result.history);
     print_report(&result.history, &result.report);
     let clean = result.report.anomalies.is_empty();
     if clean && !keep {
@@ -168,4 +166,11 @@ fn print_report(history: &atoll_chaos::history::History, report: &atoll_chaos::c
             println!("  {line}");
         }
     }
+}
+
+fn print_declarations(history: &atoll_chaos::history::History) {
+    let (declared, unexplained) = atoll_chaos::summary::declarations(history);
+    println!(
+        "clients declared unreachable: {declared} times, {unexplained} of them while no fault touched that client or the node that declared it"
+    );
 }

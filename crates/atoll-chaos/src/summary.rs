@@ -183,21 +183,33 @@ pub fn render(rows: &BTreeMap<String, Row>) -> String {
 }
 
 /// How often nodes declared a client unreachable, and how many of those declarations came
-/// while no fault touched that client's node or process (the client was reachable from the
-/// majority the whole time).
+/// while no fault touched that client (its node or process) nor the node that declared it.
+/// Client `cK` sits beside node `nK`, on the same side of every partition, so a fault that
+/// cut off `nK`'s side (its `clients` hold K) explains what `nK` declared about the clients
+/// on the other side.
 pub fn declarations(history: &History) -> (usize, usize) {
     let unexplained = history
         .declarations
         .iter()
         .filter(|d| {
+            let declarer = side_of(&d.by);
             !history.faults.iter().any(|f| {
-                f.clients.contains(&d.client)
-                    && f.start_ms <= d.at_ms
-                    && d.at_ms <= f.end_ms + RECOVERY_MS
+                let touched = f.clients.contains(&d.client)
+                    || declarer.is_some_and(|k| f.clients.contains(&k));
+                touched && f.start_ms <= d.at_ms && d.at_ms <= f.end_ms + RECOVERY_MS
             })
         })
         .count();
     (history.declarations.len(), unexplained)
+}
+
+/// The index K of node `nK` or client `cK` (any incarnation): the side of partitions both
+/// are on.
+fn side_of(name: &str) -> Option<usize> {
+    match name.strip_prefix('n') {
+        Some(k) => k.parse().ok(),
+        None => crate::history::parse_client_name(name).map(|(k, _)| k),
+    }
 }
 
 #[cfg(test)]
@@ -278,6 +290,38 @@ mod tests {
         );
         assert_eq!(paused.failed["Unlock::Consensus::Timeout"], 1);
         assert_eq!(paused.failed["pending"], 1);
+    }
+
+    #[test]
+    fn a_declaration_by_a_cut_off_node_is_explained_by_its_partition() {
+        let declared = |by: &str, client, at_ms| crate::history::Declaration {
+            at_ms,
+            by: by.into(),
+            client,
+            incarnation: 0,
+        };
+        let history = History {
+            // n3 and n4 (with c3 and c4) cut off from the rest from 1 s to 5 s.
+            faults: vec![Fault {
+                clients: [3, 4].into(),
+                ..fault((1000, 5000))
+            }],
+            declarations: vec![
+                // The minority declares the majority's client: explained by the partition.
+                declared("n4", 2, 3000),
+                // The majority declares the minority's client: explained.
+                declared("n1", 3, 3000),
+                // The majority declares its own client during the partition: not explained.
+                declared("n1", 2, 3000),
+                // A minority node, long after the heal: not explained.
+                declared("n4", 2, 5000 + RECOVERY_MS + 1),
+            ],
+            ..History::default()
+        };
+        assert_eq!(declarations(&history), (4, 2));
+        assert_eq!(side_of("n4"), Some(4));
+        assert_eq!(side_of("c2-1"), Some(2));
+        assert_eq!(side_of("x"), None);
     }
 
     #[test]
