@@ -395,8 +395,8 @@ pub fn after(outcome: Outcome, attempt: u32, resend_in_doubt: bool) -> Step {
 }
 
 /// Whether the host of a call still waiting for its answer is lost: its node restarted
-/// since the call went out (`restarted`: the process table shows a newer incarnation of
-/// the node's grain router than the one called, so the host process is gone), or its node
+/// since the call went out (`restarted`: the node is connected as a newer incarnation than
+/// the process called, so that process is gone), or its node
 /// is no longer a live member (`node_live`: declared dead, or gone from this node's
 /// membership) and, for a call sent to a known activation `sent_to`, this node's registry
 /// replica has applied the release of that activation's claim ([`claim_lost`]). A host

@@ -219,11 +219,12 @@ impl Grains {
                         .iter()
                         .any(|m| m.identity.node == to.node && m.state.is_live())
                 });
-            // A newer incarnation of the node's router: the node restarted under the call.
+            // The node connected again as a newer incarnation: it restarted under the call.
+            // (Asked of the connection, not the process table: this runs for every waiting
+            // call 20 times a second, and the table holds every process of the cluster.)
             let restarted = to.called.is_some_and(|called| {
-                node.find_by_type("GrainRouter")
-                    .iter()
-                    .any(|ad| ad.pid.node == called.node && ad.pid.creation > called.creation)
+                node.peer_creation(called.node)
+                    .is_some_and(|c| c > called.creation)
             });
             if restarted {
                 self.shared.forget_router(to.node);
