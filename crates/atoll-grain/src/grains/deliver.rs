@@ -226,9 +226,6 @@ impl Grains {
                 node.peer_creation(called.node)
                     .is_some_and(|c| c > called.creation)
             });
-            if restarted {
-                self.shared.forget_router(to.node);
-            }
             let holder = Shared::registry(node, id);
             let applied = node.registry_index();
             if core::host_lost(to.activation, restarted, live, applied, holder) {

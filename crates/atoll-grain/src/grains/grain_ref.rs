@@ -49,11 +49,27 @@ impl<G: Grain> GrainRef<G> {
     /// call. Any other message that may have been taken is not sent again
     /// ([`GrainError::Timeout`]).
     pub async fn call(&self, msg: G::Msg) -> Result<G::Reply, GrainError> {
+        let reply = self
+            .deliver(msg, true)
+            .await?
+            .ok_or_else(|| GrainError::Codec("a call answered without a reply".into()))?;
+        postcard::from_bytes(&reply).map_err(|e| GrainError::Codec(e.to_string()))
+    }
+
+    /// Sends `msg` without waiting for it to be handled: returns once the activation has
+    /// taken it (activating the grain if needed). Awaiting each send before the next keeps
+    /// one sender's messages in order.
+    pub async fn send(&self, msg: G::Msg) -> Result<(), GrainError> {
+        self.deliver(msg, false).await.map(|_| ())
+    }
+
+    /// Encodes `msg` and delivers it (`Grains::deliver`): the encoded reply, if asked for.
+    async fn deliver(&self, msg: G::Msg, want_reply: bool) -> Result<Option<Vec<u8>>, GrainError> {
         let grains = self.grains.as_ref().map_err(Clone::clone)?;
         let payload = postcard::to_allocvec(&msg).map_err(|e| GrainError::Codec(e.to_string()))?;
         let request = Request::Msg {
             payload,
-            want_reply: true,
+            want_reply,
         };
         let (_, reply) = grains
             .deliver(
@@ -64,31 +80,7 @@ impl<G: Grain> GrainRef<G> {
                 request,
             )
             .await?;
-        let reply =
-            reply.ok_or_else(|| GrainError::Codec("a call answered without a reply".into()))?;
-        postcard::from_bytes(&reply).map_err(|e| GrainError::Codec(e.to_string()))
-    }
-
-    /// Sends `msg` without waiting for it to be handled: returns once the activation has
-    /// taken it (activating the grain if needed). Awaiting each send before the next keeps
-    /// one sender's messages in order.
-    pub async fn send(&self, msg: G::Msg) -> Result<(), GrainError> {
-        let grains = self.grains.as_ref().map_err(Clone::clone)?;
-        let payload = postcard::to_allocvec(&msg).map_err(|e| GrainError::Codec(e.to_string()))?;
-        let request = Request::Msg {
-            payload,
-            want_reply: false,
-        };
-        grains
-            .deliver(
-                &self.id,
-                G::REQUIRES,
-                Some(G::DURABILITY),
-                G::RESEND_IN_DOUBT,
-                request,
-            )
-            .await
-            .map(|_| ())
+        Ok(reply)
     }
 
     /// Moves this grain's activation to `target` ([`Grains::migrate`]).
