@@ -116,9 +116,11 @@ impl<A: Actor> ActorRef<A> {
         let exchange = async {
             match self.send(msg) {
                 Ok(()) => {}
-                Err(SendError::Full(msg)) => {
-                    self.send_wait(msg).await.map_err(|_| CallError::NoProc)?
-                }
+                // Boxed: rare (a full local mailbox), and inline it would add the message's
+                // size to every call's future.
+                Err(SendError::Full(msg)) => Box::pin(self.send_wait(msg))
+                    .await
+                    .map_err(|_| CallError::NoProc)?,
                 Err(SendError::NoProc(_)) => return Err(CallError::NoProc),
                 Err(SendError::NoConnection(_)) => return Err(CallError::NoConnection),
                 Err(SendError::Unencodable(_, e)) => return Err(CallError::Unencodable(e)),

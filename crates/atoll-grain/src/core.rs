@@ -259,6 +259,36 @@ pub enum Answer {
     /// A call sent straight to an activation's process ([`direct`]) found it gone (or
     /// going, the call still queued): the message was not handled; ask the node's router.
     Gone,
+    /// Handled by the activation a direct call addressed (which its caller knows, so the
+    /// answer leaves it out, [`answered`]): the encoded reply, or none for a one-way send.
+    Replied(Option<Vec<u8>>),
+}
+
+/// The outcome of an attempt that was answered; `addressed`: the activation a direct call
+/// went to, whose [`Answer::Replied`] is its [`Answer::Done`]. (A router always names the
+/// activation: a `Replied` from one is a failure.)
+///
+/// ```
+/// use atoll_core::{NodeId, Pid};
+/// use atoll_grain::{Activation, core::{Answer, Outcome, answered}};
+///
+/// let a = Activation { pid: Pid::new(NodeId::from_bytes([2; 16]), 1, 7), epoch: 3 };
+/// let reply = Some(vec![1]);
+/// assert_eq!(
+///     answered(Answer::Replied(reply.clone()), Some(a)),
+///     Outcome::Answered(Answer::Done { by: a, reply }),
+/// );
+/// assert!(matches!(answered(Answer::Replied(None), None), Outcome::Answered(Answer::Failed(_))));
+/// assert_eq!(answered(Answer::Retry, Some(a)), Outcome::Answered(Answer::Retry));
+/// ```
+pub fn answered(answer: Answer, addressed: Option<Activation>) -> Outcome {
+    Outcome::Answered(match (answer, addressed) {
+        (Answer::Replied(reply), Some(by)) => Answer::Done { by, reply },
+        (Answer::Replied(_), None) => {
+            Answer::Failed("a router's answer named no activation".into())
+        }
+        (other, _) => other,
+    })
 }
 
 /// Whether a call to the known activation `to` goes straight to its process rather than
@@ -386,6 +416,10 @@ pub fn after(outcome: Outcome, attempt: u32, resend_in_doubt: bool) -> Step {
             retry(false, None, Some(Failure::Unavailable(e)))
         }
         Outcome::Answered(Answer::Failed(e)) => Step::Fail(Failure::Failed(e)),
+        // Made a `Done` by `answered` when it came from the activation addressed.
+        Outcome::Answered(Answer::Replied(_)) => {
+            Step::Fail(Failure::Failed("a reply that names no activation".into()))
+        }
         Outcome::Answered(Answer::NotActive) => Step::Fail(Failure::NotActive),
         Outcome::Answered(Answer::Refused(r)) => Step::Fail(Failure::Refused(r)),
         Outcome::Unreachable => retry(true, None, Some(Failure::Unreachable)),

@@ -15,7 +15,7 @@ use crate::host::TypedActivator;
 use crate::placement::{Placement, PlacementView, TwoChoices};
 use crate::rebalance::Rebalance;
 use crate::router::GrainRouter;
-use crate::shared::{Cached, ROUTER, Request, Shared};
+use crate::shared::{ROUTER, Request, Shared};
 use crate::{Durability, Grain, GrainStore};
 
 mod deliver;
@@ -242,7 +242,7 @@ impl Grains {
             router: Default::default(),
             types: RwLock::new(HashMap::new()),
             active: Mutex::new(HashMap::new()),
-            cache: Mutex::new(HashMap::new()),
+            cache: RwLock::new(HashMap::new()),
             routers: Mutex::new(HashMap::new()),
             activations: Default::default(),
             deactivations: Default::default(),
@@ -370,8 +370,7 @@ impl Grains {
 
     /// Where this node last found `id` (its directory cache), if it knows.
     pub fn cached(&self, id: &GrainId) -> Option<Activation> {
-        let cache = self.shared.cache.lock().unwrap_or_else(|e| e.into_inner());
-        cache.get(id).map(|c| c.at)
+        self.shared.cached(id).map(|c| c.at)
     }
 
     /// The activation of `id` as this node's registry replica shows its claim.
@@ -383,10 +382,6 @@ impl Grains {
     /// This node's store for `LocalExclusive` state, if it has one.
     pub fn store(&self) -> Option<Arc<dyn GrainStore>> {
         self.shared.store.clone()
-    }
-
-    fn cache(&self) -> std::sync::MutexGuard<'_, HashMap<GrainId, Cached>> {
-        self.shared.cache.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn place(

@@ -228,7 +228,9 @@ impl<G: Grain> GrainHost<G> {
                 want_reply,
             } => (payload, want_reply),
             Request::Migrate { target } => {
-                self.migrate_out(target, d.reply, ctx).await;
+                // Boxed: a rare path, which would otherwise make every message's future as
+                // large as its own (and the runtime copies that future for each message).
+                Box::pin(self.migrate_out(target, d.reply, ctx)).await;
                 return;
             }
         };
@@ -236,6 +238,10 @@ impl<G: Grain> GrainHost<G> {
         let by = Activation {
             pid: live.ctx.pid(),
             epoch: live.ctx.epoch(),
+        };
+        let done = |reply| match d.direct {
+            true => Answer::Replied(reply),
+            false => Answer::Done { by, reply },
         };
         let msg: G::Msg = match postcard::from_bytes(&payload) {
             Ok(m) => m,
@@ -246,17 +252,14 @@ impl<G: Grain> GrainHost<G> {
             }
         };
         if !want_reply {
-            d.reply.reply(Answer::Done { by, reply: None });
+            d.reply.reply(done(None));
             live.grain.handle(msg, &mut live.ctx).await;
             watch(live, ctx);
         } else {
             let reply = live.grain.handle(msg, &mut live.ctx).await;
             watch(live, ctx);
             let answer = match postcard::to_allocvec(&reply) {
-                Ok(bytes) => Answer::Done {
-                    by,
-                    reply: Some(bytes),
-                },
+                Ok(bytes) => done(Some(bytes)),
                 Err(e) => Answer::Failed(format!("reply of {}: {e}", self.id)),
             };
             d.reply.reply(answer);
@@ -368,7 +371,12 @@ impl<G: Grain> Actor for GrainHost<G> {
             }) => {
                 // Taken out of its guard: from here on the call is answered as any other.
                 if let Some(reply) = reply.take() {
-                    self.deliver(Delivery { request, reply }, ctx).await;
+                    let delivery = Delivery {
+                        request,
+                        reply,
+                        direct: true,
+                    };
+                    self.deliver(delivery, ctx).await;
                 }
             }
             HostMsg::Deactivate => self.deactivate(ctx).await,

@@ -81,7 +81,11 @@ impl Actor for GrainRouter {
                 reply,
             } => self.deliver(
                 GrainId::new(grain_type, key),
-                Delivery { request, reply },
+                Delivery {
+                    request,
+                    reply,
+                    direct: false,
+                },
                 ctx,
             ),
             RouterMsg::Adopt {

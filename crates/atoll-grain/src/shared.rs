@@ -41,7 +41,9 @@ pub(crate) struct Shared {
     /// delivery can reach a host after it has decided to go.
     pub(crate) active: Mutex<HashMap<GrainId, Arc<dyn HostSender>>>,
     /// Where grains were last found (the directory cache).
-    pub(crate) cache: Mutex<HashMap<GrainId, Cached>>,
+    /// (Read by every call, written only when a call finds it changed: a read-write lock,
+    /// so that the callers on a runtime's threads do not queue for it.)
+    pub(crate) cache: RwLock<HashMap<GrainId, Cached>>,
     /// Routers of other nodes, as found in the process table.
     pub(crate) routers: Mutex<HashMap<NodeId, ActorRef<GrainRouter>>>,
     pub(crate) activations: AtomicU64,
@@ -89,13 +91,23 @@ impl Shared {
             .remove(&target);
     }
 
+    /// The directory cache's entry for `id`.
+    pub(crate) fn cached(&self, id: &GrainId) -> Option<Cached> {
+        let cache = self.cache.read().unwrap_or_else(|e| e.into_inner());
+        cache.get(id).copied()
+    }
+
+    pub(crate) fn cache_set(&self, id: &GrainId, entry: Cached) {
+        let mut cache = self.cache.write().unwrap_or_else(|e| e.into_inner());
+        cache.insert(id.clone(), entry);
+    }
+
     pub(crate) fn cache_insert(&self, id: &GrainId, a: Activation) {
-        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
-        cache.insert(id.clone(), Cached::new(a));
+        self.cache_set(id, Cached::new(a));
     }
 
     pub(crate) fn cache_remove(&self, id: &GrainId) {
-        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        let mut cache = self.cache.write().unwrap_or_else(|e| e.into_inner());
         cache.remove(id);
     }
 
@@ -144,6 +156,9 @@ pub(crate) struct Handed {
 pub(crate) struct Delivery {
     pub(crate) request: Request,
     pub(crate) reply: ReplyTo<Answer>,
+    /// Sent straight to the activation ([`core::direct`]): answered
+    /// [`Answer::Replied`], without the activation the caller already knows.
+    pub(crate) direct: bool,
 }
 
 /// A host process of some grain type, seen by the router.

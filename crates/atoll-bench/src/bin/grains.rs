@@ -29,7 +29,7 @@ use atoll_cli::kv::KvStore;
 use atoll_cluster::builtin::{Echo, EchoMsg};
 use atoll_cluster::{MemberEvent, Node};
 use atoll_core::{NodeId, Scope};
-use atoll_grain::Grains;
+use atoll_grain::{GrainRef, Grains};
 
 const NODES: [&str; 3] = ["g1", "g2", "g3"];
 const CALL: Duration = Duration::from_secs(10);
@@ -178,7 +178,7 @@ async fn side_by_side<A, FA, B, FB>(
     slice: Duration,
     a: A,
     b: B,
-) -> [(f64, [f64; 4]); 2]
+) -> [(f64, [f64; 6]); 2]
 where
     A: Fn(usize, u64) -> FA + Send + Sync + 'static,
     FA: std::future::Future<Output = ()> + Send,
@@ -218,11 +218,39 @@ struct Traffic {
     frames_in: u64,
     datagrams_out: u64,
     datagrams_in: u64,
+    /// CPU time of this process, and of the node processes, in clock ticks.
+    cpu_ticks: u64,
+    node_cpu_ticks: u64,
+}
+
+/// The node processes' ids, for their CPU time.
+static NODE_PIDS: std::sync::OnceLock<Vec<u32>> = std::sync::OnceLock::new();
+
+/// User and system CPU time of process `pid` so far, in clock ticks (0 if unreadable).
+fn cpu_ticks(pid: &str) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The fields after the command name (which may hold spaces) start after its ')'.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or(vec![], |(_, rest)| rest.split_whitespace().collect());
+    // utime and stime are fields 14 and 15 of stat(5), 12 and 13 after the name.
+    (11..13)
+        .filter_map(|i| fields.get(i)?.parse::<u64>().ok())
+        .sum()
 }
 
 impl Traffic {
     async fn now(node: &Node) -> Traffic {
-        let mut t = Traffic::default();
+        let mut t = Traffic {
+            cpu_ticks: cpu_ticks("self"),
+            node_cpu_ticks: NODE_PIDS
+                .get()
+                .into_iter()
+                .flatten()
+                .map(|p| cpu_ticks(&p.to_string()))
+                .sum::<u64>(),
+            ..Traffic::default()
+        };
         for p in node.status().await.peers {
             t.frames_out += p.frames_sent;
             t.frames_in += p.frames_received;
@@ -238,6 +266,8 @@ impl Traffic {
             frames_in: self.frames_in - o.frames_in,
             datagrams_out: self.datagrams_out - o.datagrams_out,
             datagrams_in: self.datagrams_in - o.datagrams_in,
+            cpu_ticks: self.cpu_ticks - o.cpu_ticks,
+            node_cpu_ticks: self.node_cpu_ticks - o.node_cpu_ticks,
         }
     }
 
@@ -247,30 +277,66 @@ impl Traffic {
             frames_in: self.frames_in + o.frames_in,
             datagrams_out: self.datagrams_out + o.datagrams_out,
             datagrams_in: self.datagrams_in + o.datagrams_in,
+            cpu_ticks: self.cpu_ticks + o.cpu_ticks,
+            node_cpu_ticks: self.node_cpu_ticks + o.node_cpu_ticks,
         }
     }
 
-    /// Per operation since `before`: frames out, frames in, datagrams out, datagrams in.
-    fn per_op(self, before: Traffic, ops: u64) -> [f64; 4] {
+    /// Per operation since `before`: frames out, frames in, datagrams out, datagrams in,
+    /// and CPU microseconds of this process and of the nodes (assuming the usual 100 ticks
+    /// a second).
+    fn per_op(self, before: Traffic, ops: u64) -> [f64; 6] {
         let ops = ops.max(1) as f64;
         [
             (self.frames_out - before.frames_out) as f64 / ops,
             (self.frames_in - before.frames_in) as f64 / ops,
             (self.datagrams_out - before.datagrams_out) as f64 / ops,
             (self.datagrams_in - before.datagrams_in) as f64 / ops,
+            (self.cpu_ticks - before.cpu_ticks) as f64 * 10_000.0 / ops,
+            (self.node_cpu_ticks - before.node_cpu_ticks) as f64 * 10_000.0 / ops,
         ]
     }
 }
 
-fn show_traffic(what: &str, t: [f64; 4]) -> String {
+fn show_traffic(what: &str, t: [f64; 6]) -> String {
     format!(
-        "{what}: frames out/in {:.2}/{:.2}, UDP datagrams out/in {:.2}/{:.2} per call",
-        t[0], t[1], t[2], t[3]
+        "{what}: frames out/in {:.2}/{:.2}, UDP datagrams out/in {:.2}/{:.2}, CPU us here/nodes {:.1}/{:.1} per call",
+        t[0], t[1], t[2], t[3], t[4], t[5]
     )
 }
 
 fn us(d: Duration) -> u64 {
     d.as_micros() as u64
+}
+
+/// An operation for [`side_by_side`]: task `t` calls grain `t` of `refs` (borrowed: a
+/// `GrainRef` clone copies its key; and unboxed: a call's future is large).
+macro_rules! grain_calls {
+    ($refs:expr) => {{
+        let refs = $refs;
+        move |t: usize, _| {
+            let refs = refs.clone();
+            async move {
+                refs[t].call(CounterMsg::Get).await.expect("grain call");
+            }
+        }
+    }};
+}
+
+/// An operation for [`side_by_side`]: task `t` calls echo `t` (modulo their number).
+macro_rules! echo_calls {
+    ($echoes:expr) => {{
+        let echoes = $echoes;
+        move |t: usize, _| {
+            let echoes = echoes.clone();
+            async move {
+                echoes[t % echoes.len()]
+                    .call(|r| EchoMsg::Ping(1, r), CALL)
+                    .await
+                    .expect("actor call");
+            }
+        }
+    }};
 }
 
 async fn run(quick: bool, node: Node, grains: Grains, children: &mut Children) {
@@ -375,25 +441,50 @@ async fn run(quick: bool, node: Node, grains: Grains, children: &mut Children) {
         64,
         slices,
         secs / slices,
-        move |t, _| {
-            let g = refs[t].clone();
-            async move {
-                g.call(CounterMsg::Get).await.expect("grain call");
-            }
-        },
-        move |t, _| {
-            let e = echoes[t % echoes.len()].clone();
-            async move {
-                e.call(|r| EchoMsg::Ping(1, r), CALL)
-                    .await
-                    .expect("actor call");
-            }
-        },
+        grain_calls!(refs),
+        echo_calls!(echoes.clone()),
     )
     .await;
     println!(
         "calls/s, 64 in flight             grains {calls_per_s:.0}   | actor calls {actor_calls_per_s:.0}  ({:.2}x)",
         calls_per_s / actor_calls_per_s.max(1.0)
+    );
+    // The same, with as many grains as echoes (one per node): what the grain layer costs
+    // per call, apart from waking 64 activation processes where the echoes are 3.
+    let mut per_node: Vec<Option<GrainRef<Counter>>> = vec![None; NODES.len()];
+    for k in 0.. {
+        if per_node.iter().all(Option::is_some) {
+            break;
+        }
+        let g = grains.get::<Counter>(&format!("one-{k}")).unwrap();
+        g.call(CounterMsg::Add(1)).await.expect("activation");
+        let at = grains.cached(g.id()).expect("cached").pid.node;
+        if let Some(slot) = (0..NODES.len()).find(|i| id(*i) == at) {
+            per_node[slot].get_or_insert(g);
+        }
+    }
+    let few: Arc<Vec<_>> = Arc::new(per_node.into_iter().flatten().collect());
+    let few: Arc<Vec<_>> = Arc::new((0..64).map(|t| few[t % few.len()].clone()).collect());
+    let [
+        (few_calls_per_s, few_traffic),
+        (few_actor_calls_per_s, few_actor_traffic),
+    ] = side_by_side(
+        &node,
+        64,
+        slices,
+        secs / slices,
+        grain_calls!(few),
+        echo_calls!(echoes),
+    )
+    .await;
+    println!(
+        "calls/s, 64 in flight, 3 grains   grains {few_calls_per_s:.0}   | actor calls {few_actor_calls_per_s:.0}  ({:.2}x)",
+        few_calls_per_s / few_actor_calls_per_s.max(1.0)
+    );
+    println!(
+        "  traffic of this member           {}   | {}",
+        show_traffic("grains", few_traffic),
+        show_traffic("actor calls", few_actor_traffic)
     );
     // A call costs one frame each way on both paths; the datagrams show how many calls
     // share a packet (the measuring member's cost is mostly per packet).
@@ -510,7 +601,7 @@ async fn run(quick: bool, node: Node, grains: Grains, children: &mut Children) {
         detection.as_secs_f64() * 1e3
     );
     println!(
-        "BENCH {{\"bench\":\"grains\",\"activation_p50_us\":{act_p50},\"activation_p99_us\":{act_p99},\"consistent_register_p50_us\":{reg_p50},\"call_p50_us\":{call_p50},\"call_p99_us\":{call_p99},\"actor_call_p50_us\":{actor_p50},\"actor_call_p99_us\":{actor_p99},\"calls_per_s\":{calls_per_s:.0},\"actor_calls_per_s\":{actor_calls_per_s:.0},\"local_writes_per_s\":{local_writes_per_s:.0},\"replicated_writes_per_s\":{replicated_writes_per_s:.0},\"migration_ms\":{:.1},\"failover_ms\":{:.0},\"detection_ms\":{:.0},\"failover_grains\":{},\"call_datagrams_in\":{:.2},\"actor_call_datagrams_in\":{:.2}}}",
+        "BENCH {{\"bench\":\"grains\",\"activation_p50_us\":{act_p50},\"activation_p99_us\":{act_p99},\"consistent_register_p50_us\":{reg_p50},\"call_p50_us\":{call_p50},\"call_p99_us\":{call_p99},\"actor_call_p50_us\":{actor_p50},\"actor_call_p99_us\":{actor_p99},\"calls_per_s\":{calls_per_s:.0},\"actor_calls_per_s\":{actor_calls_per_s:.0},\"few_calls_per_s\":{few_calls_per_s:.0},\"few_actor_calls_per_s\":{few_actor_calls_per_s:.0},\"local_writes_per_s\":{local_writes_per_s:.0},\"replicated_writes_per_s\":{replicated_writes_per_s:.0},\"migration_ms\":{:.1},\"failover_ms\":{:.0},\"detection_ms\":{:.0},\"failover_grains\":{},\"call_datagrams_in\":{:.2},\"actor_call_datagrams_in\":{:.2}}}",
         mig_p50 as f64 / 1e3,
         failover.as_secs_f64() * 1e3,
         detection.as_secs_f64() * 1e3,
@@ -545,6 +636,7 @@ fn main() -> ExitCode {
             .map(|c| start_node(c))
             .collect(),
     );
+    let _ = NODE_PIDS.set(children.0.iter().map(Child::id).collect());
     println!(
         "grains: {} atoll nodes as processes on loopback (Raft voters, redb grain stores), measured from a member hosting none{}",
         NODES.len(),

@@ -263,7 +263,11 @@ impl Naming {
     /// newest pushed view otherwise) and its log index (0: nothing applied), without copying
     /// it.
     fn read_indexed<R>(&self, f: impl FnOnce(u64, &Registry) -> R) -> R {
-        if let Some(c) = self.ready() {
+        // Read in place rather than through `ready`'s clone: this runs for every grain
+        // call on both ends, and the clone's reference counting was most of its cost.
+        if let Some(raft) = &self.raft
+            && let RaftState::Ready(c) = &*raft.borrow()
+        {
             return c.read_registry(|index, r| f(index.unwrap_or(0), r));
         }
         let view = self.view.read().unwrap_or_else(|e| e.into_inner());

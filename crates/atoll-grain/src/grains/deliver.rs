@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use atoll_actor::CallError;
+use atoll_actor::{ActorRef, CallError};
 use atoll_cluster::Node;
 use atoll_core::NodeId;
 use tokio::time::Instant;
@@ -10,7 +10,7 @@ use tokio::time::Instant;
 use super::{GrainError, Grains};
 use crate::Durability;
 use crate::core::{self, Activation, Failure, GrainId, Outcome, Route, Step};
-use crate::router::RouterMsg;
+use crate::router::{GrainRouter, RouterMsg};
 use crate::shared::{Cached, DirectCall, HostEndpoint, Request, Shared};
 
 impl Grains {
@@ -35,7 +35,7 @@ impl Grains {
         let message = matches!(request, Request::Msg { .. });
         loop {
             let index = node.registry_index();
-            let entry = self.cache().get(id).copied();
+            let entry = self.shared.cached(id);
             let cached = entry.map(|e| e.at);
             let registry = match entry {
                 Some(e) if index != 0 && e.checked == index => None,
@@ -86,7 +86,7 @@ impl Grains {
                         checked: core::registry_checked(index, registry, by),
                     };
                     if entry != Some(entry_now) {
-                        self.cache().insert(id.clone(), entry_now);
+                        self.shared.cache_set(id, entry_now);
                     }
                     return Ok((by, reply));
                 }
@@ -96,14 +96,10 @@ impl Grains {
                     backoff,
                     last_error,
                 } => {
-                    {
-                        let mut cache = self.cache();
-                        if forget {
-                            cache.remove(id);
-                        }
-                        if let Some(a) = learn {
-                            cache.insert(id.clone(), Cached::new(a));
-                        }
+                    match learn {
+                        Some(a) => self.shared.cache_insert(id, a),
+                        None if forget => self.shared.cache_remove(id),
+                        None => {}
                     }
                     last = last_error.or(last);
                     if Instant::now() + backoff >= deadline {
@@ -150,41 +146,23 @@ impl Grains {
             Ok(host) => host.pid(),
             Err(router) => router.pid(),
         };
-        let call = async {
-            match &host {
-                Ok(host) => {
-                    host.call(|reply| DirectCall::new(request.clone(), reply), left)
-                        .await
-                }
-                Err(router) => {
-                    router
-                        .call(
-                            |reply| RouterMsg::Deliver {
-                                grain_type: id.grain_type.clone(),
-                                key: id.key.clone(),
-                                request: request.clone(),
-                                reply,
-                            },
-                            left,
-                        )
-                        .await
-                }
-            }
-        };
         let to = Target {
             called: Some(called),
             ..to
         };
+        // The watch for a lost host is boxed: it is rare (only for types that resend), and
+        // inline it would add its size to every call's future. (Nor is the call bound to a
+        // local before it is awaited, which would reserve its space twice.)
         let answered = if to.resend {
             tokio::select! {
-                answered = call => answered,
-                () = self.host_lost(node, id, to, deadline) => return Outcome::HostLost,
+                answered = Self::call(&host, id, request, left) => answered,
+                () = Box::pin(self.host_lost(node, id, to, deadline)) => return Outcome::HostLost,
             }
         } else {
-            call.await
+            Self::call(&host, id, request, left).await
         };
         match answered {
-            Ok(answer) => Outcome::Answered(answer),
+            Ok(answer) => core::answered(answer, to.activation.filter(|_| direct)),
             Err(CallError::NoProc | CallError::NoConnection) => {
                 self.shared.forget_router(to.node);
                 Outcome::Unreachable
@@ -196,14 +174,42 @@ impl Grains {
                 self.shared.forget_router(to.node);
                 // The connection dropped under the call: whether the host is lost decides.
                 let lost = to.resend
-                    && tokio::time::timeout_at(deadline, self.host_lost(node, id, to, deadline))
-                        .await
-                        .is_ok();
+                    && Box::pin(tokio::time::timeout_at(
+                        deadline,
+                        self.host_lost(node, id, to, deadline),
+                    ))
+                    .await
+                    .is_ok();
                 if lost {
                     Outcome::HostLost
                 } else {
                     Outcome::NoAnswer
                 }
+            }
+        }
+    }
+
+    /// Sends `request` as a direct call to the activation's `host`, or through its node's
+    /// router, and waits up to `left` for the answer.
+    async fn call(
+        host: &Result<ActorRef<HostEndpoint>, ActorRef<GrainRouter>>,
+        id: &GrainId,
+        request: &Request,
+        left: Duration,
+    ) -> Result<core::Answer, CallError> {
+        match host {
+            Ok(host) => {
+                host.call(|reply| DirectCall::new(request.clone(), reply), left)
+                    .await
+            }
+            Err(router) => {
+                let deliver = |reply| RouterMsg::Deliver {
+                    grain_type: id.grain_type.clone(),
+                    key: id.key.clone(),
+                    request: request.clone(),
+                    reply,
+                };
+                router.call(deliver, left).await
             }
         }
     }
