@@ -151,8 +151,7 @@ impl Grains {
             ..to
         };
         // The watch for a lost host is boxed: it is rare (only for types that resend), and
-        // inline it would add its size to every call's future. (Nor is the call bound to a
-        // local before it is awaited, which would reserve its space twice.)
+        // inline it would add its size to every call's future.
         let answered = if to.resend {
             tokio::select! {
                 answered = Self::call(&host, id, request, left) => answered,
