@@ -452,7 +452,7 @@ async fn run(quick: bool, node: Node, grains: Grains, children: &mut Children) {
     // The same, with as many grains as echoes (one per node): what the grain layer costs
     // per call, apart from waking 64 activation processes where the echoes are 3.
     let mut per_node: Vec<Option<GrainRef<Counter>>> = vec![None; NODES.len()];
-    for k in 0.. {
+    for k in 0..1000 {
         if per_node.iter().all(Option::is_some) {
             break;
         }
@@ -463,7 +463,8 @@ async fn run(quick: bool, node: Node, grains: Grains, children: &mut Children) {
             per_node[slot].get_or_insert(g);
         }
     }
-    let few: Arc<Vec<_>> = Arc::new(per_node.into_iter().flatten().collect());
+    let few: Vec<_> = per_node.into_iter().flatten().collect();
+    assert_eq!(few.len(), NODES.len(), "no grain placed on some node");
     let few: Arc<Vec<_>> = Arc::new((0..64).map(|t| few[t % few.len()].clone()).collect());
     let [
         (few_calls_per_s, few_traffic),
