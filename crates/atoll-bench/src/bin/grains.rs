@@ -309,31 +309,17 @@ fn us(d: Duration) -> u64 {
     d.as_micros() as u64
 }
 
-/// An operation for [`side_by_side`]: task `t` calls grain `t` of `refs` (borrowed: a
-/// `GrainRef` clone copies its key; and unboxed: a call's future is large).
-macro_rules! grain_calls {
-    ($refs:expr) => {{
-        let refs = $refs;
+/// An operation for [`side_by_side`]: task `t` makes the call `$call` to item `t` (modulo
+/// their number) of the shared list `$items`, borrowed from it (a `GrainRef` clone copies
+/// its key) and unboxed (a call's future is large).
+macro_rules! call_each {
+    ($items:expr, |$item:ident| $call:expr) => {{
+        let items = $items;
         move |t: usize, _| {
-            let refs = refs.clone();
+            let items = items.clone();
             async move {
-                refs[t].call(CounterMsg::Get).await.expect("grain call");
-            }
-        }
-    }};
-}
-
-/// An operation for [`side_by_side`]: task `t` calls echo `t` (modulo their number).
-macro_rules! echo_calls {
-    ($echoes:expr) => {{
-        let echoes = $echoes;
-        move |t: usize, _| {
-            let echoes = echoes.clone();
-            async move {
-                echoes[t % echoes.len()]
-                    .call(|r| EchoMsg::Ping(1, r), CALL)
-                    .await
-                    .expect("actor call");
+                let $item = &items[t % items.len()];
+                $call.await.expect("call");
             }
         }
     }};
@@ -441,8 +427,8 @@ async fn run(quick: bool, node: Node, grains: Grains, children: &mut Children) {
         64,
         slices,
         secs / slices,
-        grain_calls!(refs),
-        echo_calls!(echoes.clone()),
+        call_each!(refs, |g| g.call(CounterMsg::Get)),
+        call_each!(echoes.clone(), |e| e.call(|r| EchoMsg::Ping(1, r), CALL)),
     )
     .await;
     println!(
@@ -465,7 +451,7 @@ async fn run(quick: bool, node: Node, grains: Grains, children: &mut Children) {
     }
     let few: Vec<_> = per_node.into_iter().flatten().collect();
     assert_eq!(few.len(), NODES.len(), "no grain placed on some node");
-    let few: Arc<Vec<_>> = Arc::new((0..64).map(|t| few[t % few.len()].clone()).collect());
+    let few = Arc::new(few);
     let [
         (few_calls_per_s, few_traffic),
         (few_actor_calls_per_s, few_actor_traffic),
@@ -474,8 +460,8 @@ async fn run(quick: bool, node: Node, grains: Grains, children: &mut Children) {
         64,
         slices,
         secs / slices,
-        grain_calls!(few),
-        echo_calls!(echoes),
+        call_each!(few, |g| g.call(CounterMsg::Get)),
+        call_each!(echoes, |e| e.call(|r| EchoMsg::Ping(1, r), CALL)),
     )
     .await;
     println!(
