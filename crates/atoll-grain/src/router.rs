@@ -150,21 +150,23 @@ impl GrainRouter {
             },
             None => delivery,
         };
-        let Some(activator) = self.activator(&id) else {
-            delivery.reply.reply(Answer::UnknownType);
-            return;
-        };
         let Some(node) = shared.node.upgrade() else {
             delivery.reply.reply(Answer::Retry);
             return;
         };
         let arrival = core::arrival(shared.me, Shared::registry(&node, &id));
+        // The type matters only to activate: a node without it still redirects to the
+        // grain's host, and tells a migration that nothing is active.
         match (arrival, &delivery.request) {
             // Only a message activates a grain; a migration needs a live activation.
             (Arrival::Activate, Request::Migrate { .. }) => {
                 delivery.reply.reply(Answer::NotActive);
             }
             (Arrival::Activate, Request::Msg { .. }) => {
+                let Some(activator) = self.activator(&id) else {
+                    delivery.reply.reply(Answer::UnknownType);
+                    return;
+                };
                 let host = activator.start(&shared, ctx.runtime(), id.clone(), None);
                 match host.deliver(delivery) {
                     Ok(()) => {

@@ -229,7 +229,7 @@ fn messages_from_several_senders_during_migrations_are_neither_lost_nor_reordere
 fn replicated_state_moves_and_the_old_epoch_is_refused_by_every_replica() {
     let _serial = serial();
     init_logs();
-    let setup = start_cluster(config(2));
+    let mut setup = start_cluster(config(2));
     register(&setup);
     let hosts = &setup.hosts;
     let id = GrainId::new("ledger", "acct");
@@ -281,6 +281,21 @@ fn replicated_state_moves_and_the_old_epoch_is_refused_by_every_replica() {
         .run(move |g| async move { g.migrate(&GrainId::new("journal", "idle"), target).await })
         .unwrap_err();
     assert_eq!(e, GrainError::NotActive);
+    // Asked on a node that hosts no grain types, moving an inactive grain is the same
+    // `NotActive`, not `UnknownType`, and moving the active one still works.
+    setup.add_member(config(2));
+    let bare = setup.hosts.last().unwrap();
+    let e = bare
+        .run(move |g| async move { g.migrate(&GrainId::new("journal", "idle"), target).await })
+        .unwrap_err();
+    assert_eq!(e, GrainError::NotActive);
+    let back = first.pid.node;
+    let id2 = id.clone();
+    let third = bare
+        .run(move |g| async move { g.migrate(&id2, back).await })
+        .unwrap();
+    assert_eq!(third.pid.node, back);
+    assert!(third.epoch > second.epoch);
 }
 
 #[test]
