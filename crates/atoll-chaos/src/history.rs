@@ -211,6 +211,10 @@ pub struct Fault {
     pub clients: BTreeSet<usize>,
     /// Whether it stopped client processes (their operations may take as long as it lasts).
     pub paused_clients: BTreeSet<usize>,
+    /// The nodes it stopped: what they report about others they may report late, after
+    /// the fault (histories written before this field read as none).
+    #[serde(default)]
+    pub paused_nodes: BTreeSet<usize>,
     /// When it began.
     pub start_ms: u64,
     /// When it was healed.

@@ -104,6 +104,8 @@ pub struct Injected {
     pub clients: BTreeSet<usize>,
     /// Clients stopped by it.
     pub paused_clients: BTreeSet<usize>,
+    /// Nodes stopped by it.
+    pub paused_nodes: BTreeSet<usize>,
     /// How to heal it.
     pub undo: Undo,
 }
@@ -141,6 +143,7 @@ pub fn inject(
             detail,
             clients,
             paused_clients: paused,
+            paused_nodes: BTreeSet::new(),
             undo,
         };
     Ok(match kind {
@@ -167,12 +170,15 @@ pub fn inject(
         Kind::PauseLeader => {
             let pid = cluster.node_pid(leader).unwrap_or(0);
             cluster.signal(pid, "-STOP");
-            injected(
-                format!("SIGSTOP leader n{leader}"),
-                BTreeSet::new(),
-                BTreeSet::new(),
-                Undo::Continue(pid),
-            )
+            Injected {
+                paused_nodes: [leader].into(),
+                ..injected(
+                    format!("SIGSTOP leader n{leader}"),
+                    BTreeSet::new(),
+                    BTreeSet::new(),
+                    Undo::Continue(pid),
+                )
+            }
         }
         Kind::PauseHolder => {
             let (c, holding) = match rec.a_holder() {

@@ -188,6 +188,7 @@ pub fn run(opts: &Options) -> Result<RunResult, SetupError> {
             detail: injected.detail,
             clients: injected.clients,
             paused_clients: injected.paused_clients,
+            paused_nodes: injected.paused_nodes,
             start_ms,
             end_ms,
         });

@@ -186,7 +186,8 @@ pub fn render(rows: &BTreeMap<String, Row>) -> String {
 /// while no fault touched that client (its node or process) nor the node that declared it.
 /// Client `cK` sits beside node `nK`, on the same side of every partition, so a fault that
 /// cut off `nK`'s side (its `clients` hold K) explains what `nK` declared about the clients
-/// on the other side.
+/// on the other side. A node stopped by a fault may print, once it runs again, what the
+/// others declared while it was stopped: the fault explains those lines too.
 pub fn declarations(history: &History) -> (usize, usize) {
     let unexplained = history
         .declarations
@@ -195,7 +196,8 @@ pub fn declarations(history: &History) -> (usize, usize) {
             let declarer = side_of(&d.by);
             !history.faults.iter().any(|f| {
                 let touched = f.clients.contains(&d.client)
-                    || declarer.is_some_and(|k| f.clients.contains(&k));
+                    || declarer
+                        .is_some_and(|k| f.clients.contains(&k) || f.paused_nodes.contains(&k));
                 touched && f.start_ms <= d.at_ms && d.at_ms <= f.end_ms + RECOVERY_MS
             })
         })
@@ -248,6 +250,7 @@ mod tests {
             detail: String::new(),
             clients: Default::default(),
             paused_clients: Default::default(),
+            paused_nodes: Default::default(),
             start_ms: span.0,
             end_ms: span.1,
         }
@@ -293,7 +296,7 @@ mod tests {
     }
 
     #[test]
-    fn a_declaration_by_a_cut_off_node_is_explained_by_its_partition() {
+    fn a_declaration_by_a_cut_off_or_stopped_node_is_explained_by_its_fault() {
         let declared = |by: &str, client, at_ms| crate::history::Declaration {
             at_ms,
             by: by.into(),
@@ -302,10 +305,17 @@ mod tests {
         };
         let history = History {
             // n3 and n4 (with c3 and c4) cut off from the rest from 1 s to 5 s.
-            faults: vec![Fault {
-                clients: [3, 4].into(),
-                ..fault((1000, 5000))
-            }],
+            faults: vec![
+                Fault {
+                    clients: [3, 4].into(),
+                    ..fault((1000, 5000))
+                },
+                // n1 stopped from 20 s to 26 s.
+                Fault {
+                    paused_nodes: [1].into(),
+                    ..fault((20_000, 26_000))
+                },
+            ],
             declarations: vec![
                 // The minority declares the majority's client: explained by the partition.
                 declared("n4", 2, 3000),
@@ -315,10 +325,14 @@ mod tests {
                 declared("n1", 2, 3000),
                 // A minority node, long after the heal: not explained.
                 declared("n4", 2, 5000 + RECOVERY_MS + 1),
+                // The stopped node, just after it runs again: explained by its pause.
+                declared("n1", 3, 26_008),
+                // Another node during that pause: not explained.
+                declared("n2", 3, 23_000),
             ],
             ..History::default()
         };
-        assert_eq!(declarations(&history), (4, 2));
+        assert_eq!(declarations(&history), (6, 3));
         assert_eq!(side_of("n4"), Some(4));
         assert_eq!(side_of("c2-1"), Some(2));
         assert_eq!(side_of("x"), None);

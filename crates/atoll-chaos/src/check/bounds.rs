@@ -123,6 +123,7 @@ mod tests {
             detail: String::new(),
             clients: [1].into(),
             paused_clients: [1].into(),
+            paused_nodes: Default::default(),
             start_ms: 100,
             end_ms: 50_000,
         });

@@ -81,6 +81,7 @@ impl H {
             detail: String::new(),
             clients: clients.iter().copied().collect(),
             paused_clients: BTreeSet::new(),
+            paused_nodes: BTreeSet::new(),
             start_ms: span.0,
             end_ms: span.1,
         });
