@@ -111,6 +111,37 @@ impl<A: Actor> ActorRef<A> {
         request: impl FnOnce(ReplyTo<R>) -> A::Msg,
         timeout: Duration,
     ) -> Result<R, CallError> {
+        self.call_until(request, tokio::time::Instant::now() + timeout)
+            .await
+    }
+
+    /// [`Self::call`] with a deadline instead of a timeout: for a caller that already has
+    /// one (several attempts under one deadline), which spares reading the clock again.
+    ///
+    /// ```
+    /// # use atoll_actor::{Actor, ActorResult, Ctx, ReplyTo, Runtime};
+    /// # use std::time::Duration;
+    /// # struct Echo;
+    /// # impl Actor for Echo {
+    /// #     type Msg = (u32, ReplyTo<u32>);
+    /// #     async fn handle(&mut self, (n, reply): (u32, ReplyTo<u32>), _: &mut Ctx<Self>) -> ActorResult {
+    /// #         reply.reply(n); Ok(())
+    /// #     }
+    /// # }
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let rt = Runtime::new();
+    /// let echo = rt.spawn(Echo);
+    /// let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
+    /// assert_eq!(echo.call_until(|reply| (7, reply), deadline).await.unwrap(), 7);
+    /// assert_eq!(echo.call_until(|reply| (8, reply), deadline).await.unwrap(), 8);
+    /// # }
+    /// ```
+    pub async fn call_until<R: Send + 'static>(
+        &self,
+        request: impl FnOnce(ReplyTo<R>) -> A::Msg,
+        deadline: tokio::time::Instant,
+    ) -> Result<R, CallError> {
         let (tx, rx) = oneshot::channel();
         let msg = request(ReplyTo::local(tx));
         let exchange = async {
@@ -127,7 +158,7 @@ impl<A: Actor> ActorRef<A> {
             }
             rx.await.map_err(|_| CallError::NoReply)
         };
-        tokio::time::timeout(timeout, exchange)
+        tokio::time::timeout_at(deadline, exchange)
             .await
             .unwrap_or(Err(CallError::Timeout))
     }

@@ -242,7 +242,7 @@ impl Grains {
             router: Default::default(),
             types: RwLock::new(HashMap::new()),
             active: Mutex::new(HashMap::new()),
-            cache: RwLock::new(HashMap::new()),
+            cache: RwLock::new(HashMap::default()),
             routers: Mutex::new(HashMap::new()),
             activations: Default::default(),
             deactivations: Default::default(),

@@ -43,7 +43,7 @@ pub(crate) struct Shared {
     /// Where grains were last found (the directory cache).
     /// (Read by every call, written only when a call finds it changed: a read-write lock,
     /// so that the callers on a runtime's threads do not queue for it.)
-    pub(crate) cache: RwLock<HashMap<GrainId, Cached>>,
+    pub(crate) cache: RwLock<HashMap<GrainId, Cached, CacheHash>>,
     /// Routers of other nodes, as found in the process table.
     pub(crate) routers: Mutex<HashMap<NodeId, ActorRef<GrainRouter>>>,
     pub(crate) activations: AtomicU64,
@@ -119,6 +119,10 @@ impl Shared {
         then();
     }
 }
+
+/// The directory cache's hasher: every call hashes its grain's id, and SipHash was a
+/// measurable part of a call's cost. Seeded per process, so keys cannot be chosen to collide.
+pub(crate) type CacheHash = foldhash::fast::RandomState;
 
 /// One entry of the directory cache.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

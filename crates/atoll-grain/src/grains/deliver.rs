@@ -141,7 +141,6 @@ impl Grains {
                 None => return Outcome::Unreachable,
             },
         };
-        let left = deadline.saturating_duration_since(Instant::now());
         let called = match &host {
             Ok(host) => host.pid(),
             Err(router) => router.pid(),
@@ -154,11 +153,11 @@ impl Grains {
         // inline it would add its size to every call's future.
         let answered = if to.resend {
             tokio::select! {
-                answered = Self::call(&host, id, request, left) => answered,
+                answered = Self::call(&host, id, request, deadline) => answered,
                 () = Box::pin(self.host_lost(node, id, to, deadline)) => return Outcome::HostLost,
             }
         } else {
-            Self::call(&host, id, request, left).await
+            Self::call(&host, id, request, deadline).await
         };
         match answered {
             Ok(answer) => core::answered(answer, to.activation.filter(|_| direct)),
@@ -189,16 +188,16 @@ impl Grains {
     }
 
     /// Sends `request` as a direct call to the activation's `host`, or through its node's
-    /// router, and waits up to `left` for the answer.
+    /// router, and waits until `deadline` for the answer.
     async fn call(
         host: &Result<ActorRef<HostEndpoint>, ActorRef<GrainRouter>>,
         id: &GrainId,
         request: &Request,
-        left: Duration,
+        deadline: Instant,
     ) -> Result<core::Answer, CallError> {
         match host {
             Ok(host) => {
-                host.call(|reply| DirectCall::new(request.clone(), reply), left)
+                host.call_until(|reply| DirectCall::new(request.clone(), reply), deadline)
                     .await
             }
             Err(router) => {
@@ -208,7 +207,7 @@ impl Grains {
                     request: request.clone(),
                     reply,
                 };
-                router.call(deliver, left).await
+                router.call_until(deliver, deadline).await
             }
         }
     }
