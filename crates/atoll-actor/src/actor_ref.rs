@@ -118,6 +118,10 @@ impl<A: Actor> ActorRef<A> {
     /// [`Self::call`] with a deadline instead of a timeout: for a caller that already has
     /// one (several attempts under one deadline), which spares reading the clock again.
     ///
+    /// For a process on another node, the runtime ends the wait through the reply handle
+    /// sent with the request (no timer per call), so `request` must put the handle in the
+    /// message it returns.
+    ///
     /// ```
     /// # use atoll_actor::{Actor, ActorResult, Ctx, ReplyTo, Runtime};
     /// # use std::time::Duration;
@@ -144,6 +148,21 @@ impl<A: Actor> ActorRef<A> {
     ) -> Result<R, CallError> {
         let (tx, rx) = oneshot::channel();
         let msg = request(ReplyTo::local(tx));
+        if let Target::Remote(r) = &self.target {
+            // No timer: the reply handle is parked in the runtime with the deadline, and the
+            // runtime's sweep drops it then (a timer per call was a measurable part of a
+            // remote call's cost). A handle dropped earlier went nowhere: no reply.
+            remote::with_call_deadline(deadline, || send_remote(r, msg)).map_err(|e| match e {
+                SendError::Unencodable(_, e) => CallError::Unencodable(e),
+                SendError::NoProc(_) => CallError::NoProc,
+                SendError::Full(_) | SendError::NoConnection(_) => CallError::NoConnection,
+            })?;
+            return match rx.await {
+                Ok(value) => Ok(value),
+                Err(_) if tokio::time::Instant::now() >= deadline => Err(CallError::Timeout),
+                Err(_) => Err(CallError::NoReply),
+            };
+        }
         let exchange = async {
             match self.send(msg) {
                 Ok(()) => {}
@@ -323,7 +342,11 @@ impl<R: DeserializeOwned + Send + 'static> Serialize for ReplyTo<R> {
                     .unwrap_or_else(|e| e.into_inner())
                     .take()
                     .ok_or_else(|| S::Error::custom("this reply handle was already sent"))?;
-                let call = rt.park_reply(Box::new(PendingOneshot { peer, tx }));
+                let call = rt.park_reply(Box::new(PendingOneshot {
+                    peer,
+                    tx,
+                    deadline: remote::call_deadline(),
+                }));
                 WireReply {
                     node: rt.node(),
                     call,

@@ -68,6 +68,28 @@ pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
 thread_local! {
     /// The runtime encoding or decoding on this thread, and the peer node on the other end.
     static CODEC: RefCell<Option<(Runtime, NodeId)>> = const { RefCell::new(None) };
+    /// The deadline of the call whose request is being encoded on this thread, if any.
+    static CALL_DEADLINE: std::cell::Cell<Option<tokio::time::Instant>> =
+        const { std::cell::Cell::new(None) };
+}
+
+/// Runs `f` (encoding a call's request) with `deadline` as the deadline of the reply handles
+/// parked meanwhile. (Carried aside rather than in each handle, which every message that
+/// holds one would pay for in size.)
+pub(crate) fn with_call_deadline<T>(deadline: tokio::time::Instant, f: impl FnOnce() -> T) -> T {
+    struct Restore(Option<tokio::time::Instant>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            CALL_DEADLINE.set(self.0);
+        }
+    }
+    let _restore = Restore(CALL_DEADLINE.replace(Some(deadline)));
+    f()
+}
+
+/// The deadline set by [`with_call_deadline`] around this encoding, if any.
+pub(crate) fn call_deadline() -> Option<tokio::time::Instant> {
+    CALL_DEADLINE.get()
 }
 
 /// Runs `f` with `rt` as the codec context for messages exchanged with `peer`.
@@ -95,11 +117,15 @@ pub(crate) trait PendingReply: Send {
     fn peer(&self) -> NodeId;
     fn deliver(self: Box<Self>, payload: &[u8], rt: &Runtime) -> bool;
     fn is_abandoned(&self) -> bool;
+    /// When the caller stops waiting, if the handle was sent with its call's request (a
+    /// handle sent on later is swept once its caller stops waiting).
+    fn deadline(&self) -> Option<tokio::time::Instant>;
 }
 
 pub(crate) struct PendingOneshot<R> {
     pub(crate) peer: NodeId,
     pub(crate) tx: oneshot::Sender<R>,
+    pub(crate) deadline: Option<tokio::time::Instant>,
 }
 
 impl<R: DeserializeOwned + Send + 'static> PendingReply for PendingOneshot<R> {
@@ -116,6 +142,10 @@ impl<R: DeserializeOwned + Send + 'static> PendingReply for PendingOneshot<R> {
 
     fn is_abandoned(&self) -> bool {
         self.tx.is_closed()
+    }
+
+    fn deadline(&self) -> Option<tokio::time::Instant> {
+        self.deadline
     }
 }
 

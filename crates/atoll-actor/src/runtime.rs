@@ -23,6 +23,8 @@ use crate::table::{SHARDS, Shard};
 use crate::timer::{self, TimerRef};
 use atoll_core::Signal;
 
+mod replies;
+use replies::Replies;
 mod undeliverable;
 pub use undeliverable::Undeliverable;
 
@@ -67,8 +69,7 @@ struct Inner {
     table: Vec<Shard>,
     names: RwLock<HashMap<Arc<str>, Pid>>,
     remote: RwLock<Option<Arc<dyn Remote>>>,
-    next_call: AtomicU64,
-    pending: Mutex<HashMap<u64, Box<dyn PendingReply>>>,
+    replies: Arc<Replies>,
     undeliverable: RwLock<Vec<(&'static str, Undeliverable)>>,
 }
 
@@ -123,29 +124,12 @@ impl Runtime {
                 table: (0..SHARDS).map(|_| Mutex::default()).collect(),
                 names: RwLock::default(),
                 remote: RwLock::default(),
-                next_call: AtomicU64::new(1),
-                pending: Mutex::default(),
+                replies: Arc::default(),
                 undeliverable: RwLock::default(),
             }),
         };
-        rt.keep_timer_wheel_armed();
+        rt.start_reply_sweep();
         rt
-    }
-
-    /// Keeps one short timer pending for as long as this runtime lives.
-    ///
-    /// tokio wakes its timer driver thread (a syscall) whenever a new deadline is earlier
-    /// than every pending one, which with an otherwise empty wheel is every `call` timeout.
-    /// A pending deadline at most `ANCHOR_PERIOD` away makes every longer timeout
-    /// registration a plain insert: this cut call latency by more than half.
-    fn keep_timer_wheel_armed(&self) {
-        const ANCHOR_PERIOD: Duration = Duration::from_millis(250);
-        let alive = Arc::downgrade(&self.inner);
-        self.inner.handle.spawn(async move {
-            while alive.strong_count() > 0 {
-                tokio::time::sleep(ANCHOR_PERIOD).await;
-            }
-        });
     }
 
     /// This node's id.
@@ -584,25 +568,18 @@ impl Runtime {
 
     /// Parks a reply handle that is about to travel to another node; returns its call id.
     pub(crate) fn park_reply(&self, pending: Box<dyn PendingReply>) -> u64 {
-        let call = self.inner.next_call.fetch_add(1, Ordering::Relaxed);
-        let mut table = self.inner.pending.lock().unwrap_or_else(|e| e.into_inner());
-        // Callers that gave up (timed out) leave entries behind; sweep them now and then.
-        if table.len() >= 1024 && table.len().is_power_of_two() {
-            table.retain(|_, p| !p.is_abandoned());
-        }
-        table.insert(call, pending);
-        call
+        self.inner.replies.park(pending)
+    }
+
+    /// How many calls on this node wait for an answer from another node.
+    pub fn waiting_replies(&self) -> usize {
+        self.inner.replies.len()
     }
 
     /// Hands an answer that came from another node to the caller waiting under `call`.
     /// Returns false if nobody waits for it any more.
     pub fn deliver_reply(&self, call: u64, payload: &[u8]) -> bool {
-        let pending = self
-            .inner
-            .pending
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&call);
+        let pending = self.inner.replies.take(call);
         pending.is_some_and(|p| p.deliver(payload, self))
     }
 
@@ -626,11 +603,7 @@ impl Runtime {
                 });
             }
         }
-        self.inner
-            .pending
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .retain(|_, p| p.peer() != node);
+        self.inner.replies.drop_peer(node);
     }
 
     /// Registers `pid` under `name` on this node. The name is released when the process

@@ -2,7 +2,11 @@
 
 mod common;
 
-use atoll_actor::{CallError, ExitReason, SendError};
+use std::time::Duration;
+
+use atoll_actor::{
+    Actor, ActorResult, CallError, Ctx, Decoder, ExitReason, ReplyTo, SendError, serde_decoder,
+};
 use atoll_cluster::{ClusterSendError, NameLost, RpcError};
 use atoll_core::Scope;
 use atoll_wire::RemoteError;
@@ -101,6 +105,60 @@ async fn remote_calls_reply_and_reply_handles_travel_on() {
         .await
         .unwrap();
     assert_eq!(n, 10);
+}
+
+/// Keeps every reply handle it is sent, and never answers.
+struct Hoarder(Vec<ReplyTo<u64>>);
+
+impl Actor for Hoarder {
+    type Msg = ReplyTo<u64>;
+
+    fn remote_decoder() -> Option<Decoder<ReplyTo<u64>>> {
+        serde_decoder()
+    }
+
+    async fn handle(&mut self, reply: ReplyTo<u64>, _: &mut Ctx<Self>) -> ActorResult {
+        self.0.push(reply);
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_remote_call_nobody_answers_ends_at_its_deadline_and_leaves_nothing_parked() {
+    init_logs();
+    let cluster = Cluster::new();
+    let (a, b) = (cluster.node("a"), cluster.node("b"));
+    a.connect(b.local_addr()).await.unwrap();
+    let hoarder = b.runtime().spawn(Hoarder(Vec::new()));
+    let to_b = a.actor_ref::<Hoarder>(hoarder.pid()).unwrap();
+    let calls: Vec<_> = (0..20u64)
+        .map(|i| {
+            let to_b = to_b.clone();
+            // Deadlines out of order: each call ends at its own.
+            let wait = Duration::from_millis(100 + (i * 7919) % 400);
+            tokio::spawn(async move {
+                let started = tokio::time::Instant::now();
+                let answer = to_b.call(|reply| reply, wait).await;
+                (answer, started.elapsed() >= wait)
+            })
+        })
+        .collect();
+    for call in calls {
+        let (answer, waited) = call.await.unwrap();
+        assert_eq!(answer, Err(CallError::Timeout));
+        assert!(waited, "a call ended before its deadline");
+    }
+    assert_eq!(a.runtime().waiting_replies(), 0);
+
+    // A call whose peer goes away ends at once with no reply, not at its deadline.
+    let call = tokio::spawn({
+        let to_b = to_b.clone();
+        async move { to_b.call(|reply| reply, DEADLINE).await }
+    });
+    eventually("the call is parked", || a.runtime().waiting_replies() == 1).await;
+    b.shutdown(Duration::from_millis(200)).await;
+    assert_eq!(call.await.unwrap(), Err(CallError::NoReply));
+    assert_eq!(a.runtime().waiting_replies(), 0);
 }
 
 /// An ActorRef to c's process as a sends it inside a message to b.
