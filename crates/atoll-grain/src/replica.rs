@@ -24,7 +24,7 @@ pub const MAX_STATE_BYTES: usize = 16 << 20;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ReplicaAnswer {
     /// Done: the copy held (for a read; none if never written), or nothing (a write).
-    Ok(Option<Vec<u8>>),
+    Ok(#[serde(with = "serde_bytes")] Option<Vec<u8>>),
     /// This node's copy has seen a newer activation.
     Stale(StaleEpoch),
     /// This node has no store, or it failed.

@@ -38,6 +38,7 @@ pub(crate) enum RouterMsg {
     Adopt {
         grain_type: String,
         key: String,
+        #[serde(with = "serde_bytes")]
         state: Vec<u8>,
         from_epoch: u64,
         reply: ReplyTo<AdoptAnswer>,
@@ -54,6 +55,7 @@ pub(crate) enum RouterMsg {
         grain_type: String,
         key: String,
         epoch: u64,
+        #[serde(with = "serde_bytes")]
         state: Vec<u8>,
         reply: ReplyTo<ReplicaAnswer>,
     },

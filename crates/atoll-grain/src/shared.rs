@@ -140,11 +140,16 @@ impl Cached {
     }
 }
 
-/// What a caller asks of a grain.
+/// What a caller asks of a grain. (Byte fields travel as byte strings: the same bytes on the
+/// wire as a sequence of numbers, without encoding and decoding each byte on its own.)
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) enum Request {
     /// Handle this encoded message (and answer with the reply, for a call).
-    Msg { payload: Vec<u8>, want_reply: bool },
+    Msg {
+        #[serde(with = "serde_bytes")]
+        payload: Vec<u8>,
+        want_reply: bool,
+    },
     /// Move to `target`: answered with the new activation once it holds the claim.
     Migrate { target: NodeId },
 }

@@ -59,6 +59,8 @@ pub trait GrainStore: Send + Sync + 'static {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 struct Record {
     epoch: u64,
+    /// (A byte string: the same bytes on disk as the sequence of numbers it once was.)
+    #[serde(with = "serde_bytes")]
     state: Option<Vec<u8>>,
 }
 
@@ -189,6 +191,25 @@ impl GrainStore for RedbStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn records_written_with_the_state_as_a_sequence_of_numbers_still_read() {
+        // How a record was encoded before its state became a byte string.
+        #[derive(Serialize)]
+        struct Before {
+            epoch: u64,
+            state: Option<Vec<u8>>,
+        }
+        let before = Before {
+            epoch: 7,
+            state: Some((0..=255).collect()),
+        };
+        let bytes = postcard::to_allocvec(&before).unwrap();
+        let record: Record = postcard::from_bytes(&bytes).unwrap();
+        assert_eq!(record.epoch, 7);
+        assert_eq!(record.state, before.state);
+        assert_eq!(postcard::to_allocvec(&record).unwrap(), bytes);
+    }
 
     /// What every store must do (a conformance check for implementations of the trait).
     fn conformance(store: &dyn GrainStore) {

@@ -7,7 +7,8 @@
 //!
 //! - first-call activation latency of new grains (a `counter` each, placed on the nodes,
 //!   never here: always a remote placement, a consensus claim and the call), against a
-//!   Consistent name registration from the same member;
+//!   Consistent name registration from the same member; and of new `durable-counter`s
+//!   (`LocalExclusive`: the activation also reads its state from the host's redb store);
 //! - call latency (one in flight) and throughput (64 in flight) to active grains, against a
 //!   plain remote actor `call` to the nodes' `echo` processes;
 //! - state writes per second, 32 writers: `LocalExclusive` (`durable-counter`, a redb
@@ -343,13 +344,22 @@ async fn run(quick: bool, node: Node, grains: Grains, children: &mut Children) {
         g.call(CounterMsg::Add(1)).await.expect("warm-up call");
     }
 
-    // First-call activation, against a Consistent registration.
+    // First-call activation, against a Consistent registration; in turn with it, a
+    // `LocalExclusive` grain's, which also reads its state from the host's redb store.
     let mut activation = Vec::new();
+    let mut local_activation = Vec::new();
     for i in 0..n {
         let g = grains.get::<Counter>(&format!("new-{i}")).unwrap();
         let t = Instant::now();
         g.call(CounterMsg::Add(1)).await.expect("activation");
         activation.push(us(t.elapsed()));
+        let g = grains.get::<DurableCounter>(&format!("new-{i}")).unwrap();
+        let t = Instant::now();
+        g.call(CounterMsg::Get)
+            .await
+            .expect("activation")
+            .expect("restored");
+        local_activation.push(us(t.elapsed()));
     }
     let holder = node.runtime().spawn(Echo).pid();
     let mut register = Vec::new();
@@ -361,10 +371,15 @@ async fn run(quick: bool, node: Node, grains: Grains, children: &mut Children) {
         register.push(us(t.elapsed()));
     }
     let (act_p50, act_p99) = p50_p99(activation);
+    let (local_act_p50, local_act_p99) = p50_p99(local_activation);
     let (reg_p50, reg_p99) = p50_p99(register);
     println!(
         "activation (first call, remote)   p50 {act_p50} us  p99 {act_p99} us   | Consistent registration p50 {reg_p50} us  p99 {reg_p99} us  ({:.2}x)",
         act_p50 as f64 / reg_p50.max(1) as f64
+    );
+    println!(
+        "  LocalExclusive (store read)     p50 {local_act_p50} us  p99 {local_act_p99} us  ({:.2}x the registration)",
+        local_act_p50 as f64 / reg_p50.max(1) as f64
     );
 
     // Calls to an active grain against a plain remote actor call, on the same node.
@@ -588,7 +603,7 @@ async fn run(quick: bool, node: Node, grains: Grains, children: &mut Children) {
         detection.as_secs_f64() * 1e3
     );
     println!(
-        "BENCH {{\"bench\":\"grains\",\"activation_p50_us\":{act_p50},\"activation_p99_us\":{act_p99},\"consistent_register_p50_us\":{reg_p50},\"call_p50_us\":{call_p50},\"call_p99_us\":{call_p99},\"actor_call_p50_us\":{actor_p50},\"actor_call_p99_us\":{actor_p99},\"calls_per_s\":{calls_per_s:.0},\"actor_calls_per_s\":{actor_calls_per_s:.0},\"few_calls_per_s\":{few_calls_per_s:.0},\"few_actor_calls_per_s\":{few_actor_calls_per_s:.0},\"local_writes_per_s\":{local_writes_per_s:.0},\"replicated_writes_per_s\":{replicated_writes_per_s:.0},\"migration_ms\":{:.1},\"failover_ms\":{:.0},\"detection_ms\":{:.0},\"failover_grains\":{},\"call_datagrams_in\":{:.2},\"actor_call_datagrams_in\":{:.2}}}",
+        "BENCH {{\"bench\":\"grains\",\"activation_p50_us\":{act_p50},\"activation_p99_us\":{act_p99},\"local_activation_p50_us\":{local_act_p50},\"local_activation_p99_us\":{local_act_p99},\"consistent_register_p50_us\":{reg_p50},\"call_p50_us\":{call_p50},\"call_p99_us\":{call_p99},\"actor_call_p50_us\":{actor_p50},\"actor_call_p99_us\":{actor_p99},\"calls_per_s\":{calls_per_s:.0},\"actor_calls_per_s\":{actor_calls_per_s:.0},\"few_calls_per_s\":{few_calls_per_s:.0},\"few_actor_calls_per_s\":{few_actor_calls_per_s:.0},\"local_writes_per_s\":{local_writes_per_s:.0},\"replicated_writes_per_s\":{replicated_writes_per_s:.0},\"migration_ms\":{:.1},\"failover_ms\":{:.0},\"detection_ms\":{:.0},\"failover_grains\":{},\"call_datagrams_in\":{:.2},\"actor_call_datagrams_in\":{:.2}}}",
         mig_p50 as f64 / 1e3,
         failover.as_secs_f64() * 1e3,
         detection.as_secs_f64() * 1e3,

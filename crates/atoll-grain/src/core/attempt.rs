@@ -17,6 +17,7 @@ pub enum Answer {
         /// The activation that took the message.
         by: Activation,
         /// The encoded reply of a call.
+        #[serde(with = "serde_bytes")]
         reply: Option<Vec<u8>>,
     },
     /// Another activation holds the grain: try it.
@@ -38,7 +39,7 @@ pub enum Answer {
     Gone,
     /// Handled by the activation a direct call addressed (which its caller knows, so the
     /// answer leaves it out, [`answered`]): the encoded reply, or none for a one-way send.
-    Replied(Option<Vec<u8>>),
+    Replied(#[serde(with = "serde_bytes")] Option<Vec<u8>>),
 }
 
 /// The outcome of an attempt that was answered; `addressed`: the activation a direct call

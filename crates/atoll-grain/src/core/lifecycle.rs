@@ -112,7 +112,8 @@ pub struct Versioned {
     pub epoch: u64,
     /// The write's number within that activation, from 1.
     pub seq: u64,
-    /// The encoded state.
+    /// The encoded state (a byte string: the same bytes as a sequence of numbers).
+    #[serde(with = "serde_bytes")]
     pub state: Vec<u8>,
 }
 
