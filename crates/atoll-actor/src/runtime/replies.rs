@@ -119,3 +119,60 @@ impl Runtime {
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::remote::PendingOneshot;
+    use tokio::sync::oneshot::{self, error::TryRecvError};
+
+    fn node(n: u8) -> NodeId {
+        NodeId::from_bytes([n; 16])
+    }
+
+    fn park(
+        replies: &Replies,
+        peer: u8,
+        deadline: Option<Instant>,
+    ) -> (u64, oneshot::Receiver<u64>) {
+        let (tx, rx) = oneshot::channel();
+        let call = replies.park(Box::new(PendingOneshot {
+            peer: node(peer),
+            tx,
+            deadline,
+        }));
+        (call, rx)
+    }
+
+    #[test]
+    fn the_sweep_ends_calls_past_their_deadline_and_those_nobody_waits_for() {
+        let replies = Replies::default();
+        let now = Instant::now();
+        let (due, mut due_rx) = park(&replies, 1, Some(now));
+        let (later, mut later_rx) = park(&replies, 1, Some(now + Duration::from_secs(60)));
+        // Handles sent on by another process carry no deadline of this node's.
+        let (open, mut open_rx) = park(&replies, 2, None);
+        let (abandoned, abandoned_rx) = park(&replies, 2, None);
+        drop(abandoned_rx);
+        assert_eq!(replies.len(), 4);
+
+        assert_eq!(
+            replies.sweep(now),
+            2,
+            "the later call and the open one wait on"
+        );
+        assert_eq!(due_rx.try_recv(), Err(TryRecvError::Closed));
+        assert_eq!(later_rx.try_recv(), Err(TryRecvError::Empty));
+        assert!(replies.take(due).is_none());
+        assert!(replies.take(abandoned).is_none());
+
+        // The connection to node 1 is lost: its calls end at once, whatever their deadline.
+        replies.drop_peer(node(1));
+        assert_eq!(later_rx.try_recv(), Err(TryRecvError::Closed));
+        assert!(replies.take(later).is_none());
+        assert_eq!(open_rx.try_recv(), Err(TryRecvError::Empty));
+        assert!(replies.take(open).is_some());
+        assert_eq!(replies.sweep(now), 0);
+        assert_eq!(replies.len(), 0);
+    }
+}
