@@ -152,11 +152,7 @@ impl<A: Actor> ActorRef<A> {
             // No timer: the reply handle is parked in the runtime with the deadline, and the
             // runtime's sweep drops it then (a timer per call was a measurable part of a
             // remote call's cost). A handle dropped earlier went nowhere: no reply.
-            remote::with_call_deadline(deadline, || send_remote(r, msg)).map_err(|e| match e {
-                SendError::Unencodable(_, e) => CallError::Unencodable(e),
-                SendError::NoProc(_) => CallError::NoProc,
-                SendError::Full(_) | SendError::NoConnection(_) => CallError::NoConnection,
-            })?;
+            remote::with_call_deadline(deadline, || send_remote(r, msg)).map_err(unsent)?;
             return match rx.await {
                 Ok(value) => Ok(value),
                 Err(_) if tokio::time::Instant::now() >= deadline => Err(CallError::Timeout),
@@ -171,15 +167,23 @@ impl<A: Actor> ActorRef<A> {
                 Err(SendError::Full(msg)) => Box::pin(self.send_wait(msg))
                     .await
                     .map_err(|_| CallError::NoProc)?,
-                Err(SendError::NoProc(_)) => return Err(CallError::NoProc),
-                Err(SendError::NoConnection(_)) => return Err(CallError::NoConnection),
-                Err(SendError::Unencodable(_, e)) => return Err(CallError::Unencodable(e)),
+                Err(e) => return Err(unsent(e)),
             }
             rx.await.map_err(|_| CallError::NoReply)
         };
         tokio::time::timeout_at(deadline, exchange)
             .await
             .unwrap_or(Err(CallError::Timeout))
+    }
+}
+
+/// What a call fails with when its request could not be sent. (A full local mailbox is
+/// waited out first; one still refusing means the process is gone.)
+fn unsent<M>(e: SendError<M>) -> CallError {
+    match e {
+        SendError::Unencodable(_, e) => CallError::Unencodable(e),
+        SendError::NoProc(_) | SendError::Full(_) => CallError::NoProc,
+        SendError::NoConnection(_) => CallError::NoConnection,
     }
 }
 

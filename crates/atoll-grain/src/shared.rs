@@ -121,7 +121,7 @@ impl Shared {
 }
 
 /// The directory cache's hasher: every call hashes its grain's id, and SipHash was a
-/// measurable part of a call's cost. Seeded per process, so keys cannot be chosen to collide.
+/// measurable part of a call's cost. Seeded per process, so colliding keys are hard to plan.
 pub(crate) type CacheHash = foldhash::fast::RandomState;
 
 /// One entry of the directory cache.
