@@ -12,7 +12,7 @@ use tokio::sync::oneshot;
 use crate::actor::Actor;
 use crate::cell::Cell;
 use crate::error::{CallError, SendError};
-use crate::remote::{self, PendingOneshot, RemoteRef, RemoteTarget};
+use crate::remote::{self, PendingOneshot, RemoteRef, RemoteSendError, RemoteTarget};
 use crate::runtime::Runtime;
 
 /// A typed reference to a process running actor `A`, on this node or another: the only way
@@ -193,12 +193,13 @@ fn send_remote<M>(r: &RemoteRef<M>, msg: M) -> Result<(), SendError<M>> {
     if !r.rt.remote_connected(r.pid.node) {
         return Err(SendError::NoConnection(msg));
     }
-    let payload = match remote::with_codec(&r.rt, r.pid.node, || (r.encode)(&msg)) {
-        Ok(p) => p,
-        Err(e) => return Err(SendError::Unencodable(msg, e)),
-    };
-    r.rt.remote_send(r.pid, payload)
-        .map_err(|_| SendError::NoConnection(msg))
+    let mut encode =
+        |buf: &mut Vec<u8>| remote::with_codec(&r.rt, r.pid.node, || (r.encode)(&msg, buf));
+    match r.rt.remote_send(r.pid, &mut encode) {
+        Ok(()) => Ok(()),
+        Err(RemoteSendError::NoConnection) => Err(SendError::NoConnection(msg)),
+        Err(RemoteSendError::Unencodable(e)) => Err(SendError::Unencodable(msg, e)),
+    }
 }
 
 impl<A: Actor> Clone for ActorRef<A> {
@@ -272,7 +273,7 @@ enum Reply<R> {
         node: NodeId,
         call: u64,
         rt: Runtime,
-        encode: fn(&R) -> Result<Vec<u8>, String>,
+        encode: remote::EncodeFn<R>,
     },
 }
 
@@ -296,10 +297,11 @@ impl<R> ReplyTo<R> {
                 call,
                 rt,
                 encode,
-            } => match remote::with_codec(&rt, node, || encode(&value)) {
-                Ok(payload) => rt.remote_reply(node, call, payload),
-                Err(_) => false,
-            },
+            } => {
+                let mut encode =
+                    |buf: &mut Vec<u8>| remote::with_codec(&rt, node, || encode(&value, buf));
+                rt.remote_reply(node, call, &mut encode)
+            }
         }
     }
 

@@ -54,7 +54,10 @@ pub use error::{ActorError, CallError, DeliverError, LookupError, RegisterError,
 pub use info::{ProcessInfo, ProcessStatus};
 pub use monitor::{Down, MonitorRef};
 pub use options::SpawnOptions;
-pub use remote::{Decoder, NoConnection, Remote, decode_from, encode_for, serde_decoder};
+pub use remote::{
+    Decoder, EncodeInto, NoConnection, Remote, RemoteSendError, decode_from, encode_for,
+    serde_decoder,
+};
 pub use runtime::{Runtime, Undeliverable};
 pub use supervisor::{
     Backoff, ChildInfo, ChildSpec, ChildStarter, Intensity, Restart, Shutdown, Strategy,

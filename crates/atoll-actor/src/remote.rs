@@ -21,12 +21,34 @@ use crate::runtime::Runtime;
 #[error("no connection to node")]
 pub struct NoConnection;
 
+/// Why a message for another node did not go out.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RemoteSendError {
+    /// The node is not connected; nothing was sent.
+    #[error("no connection to node")]
+    NoConnection,
+    /// The message did not encode; nothing was sent.
+    #[error("cannot encode: {0}")]
+    Unencodable(String),
+}
+
+impl From<NoConnection> for RemoteSendError {
+    fn from(_: NoConnection) -> Self {
+        RemoteSendError::NoConnection
+    }
+}
+
+/// Appends an encoded message to the buffer it is given: the node has it write the message
+/// straight into the frame that carries it.
+pub type EncodeInto<'a> = &'a mut dyn FnMut(&mut Vec<u8>) -> Result<(), String>;
+
 /// What a node provides to its runtime to reach processes on other nodes.
 pub trait Remote: Send + Sync + 'static {
-    /// Sends an encoded message to `to` on its node.
-    fn send(&self, to: Pid, payload: Vec<u8>) -> Result<(), NoConnection>;
-    /// Sends the encoded answer to call `call`, pending on `node`.
-    fn reply(&self, node: NodeId, call: u64, payload: Vec<u8>) -> Result<(), NoConnection>;
+    /// Sends the message `encode` writes to `to` on its node.
+    fn send(&self, to: Pid, encode: EncodeInto<'_>) -> Result<(), RemoteSendError>;
+    /// Sends the answer `encode` writes to call `call`, pending on `node`.
+    fn reply(&self, node: NodeId, call: u64, encode: EncodeInto<'_>)
+    -> Result<(), RemoteSendError>;
     /// Sends a signal to its target's node.
     fn signal(&self, signal: Signal) -> Result<(), NoConnection>;
     /// True while `node` is connected.
@@ -149,15 +171,24 @@ impl<R: DeserializeOwned + Send + 'static> PendingReply for PendingOneshot<R> {
     }
 }
 
+/// Appends `value`'s encoding to `buf`.
+pub(crate) fn encode_into<T: Serialize>(value: &T, buf: &mut Vec<u8>) -> Result<(), String> {
+    *buf = postcard::to_extend(value, std::mem::take(buf)).map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+/// How a remote reference or reply handle encodes its values, into the frame's buffer.
+pub(crate) type EncodeFn<M> = fn(&M, &mut Vec<u8>) -> Result<(), String>;
+
 /// The remote half of an [`ActorRef`](crate::ActorRef).
 pub(crate) struct RemoteRef<M> {
     pub(crate) pid: Pid,
     pub(crate) rt: Runtime,
-    pub(crate) encode: fn(&M) -> Result<Vec<u8>, String>,
+    pub(crate) encode: EncodeFn<M>,
 }
 
-pub(crate) fn encoder<M: Serialize>() -> fn(&M) -> Result<Vec<u8>, String> {
-    encode::<M>
+pub(crate) fn encoder<M: Serialize>() -> EncodeFn<M> {
+    encode_into::<M>
 }
 
 /// Shared with actor_ref.rs: a boxed remote reference.

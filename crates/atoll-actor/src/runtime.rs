@@ -18,7 +18,7 @@ use crate::info::ProcessInfo;
 use crate::monitor::{Down, MonitorRef};
 use crate::options::SpawnOptions;
 use crate::process::run_process;
-use crate::remote::{self, NoConnection, PendingReply, Remote, RemoteRef};
+use crate::remote::{self, PendingReply, Remote, RemoteRef, RemoteSendError};
 use crate::table::{SHARDS, Shard};
 use crate::timer::{self, TimerRef};
 use atoll_core::Signal;
@@ -539,16 +539,28 @@ impl Runtime {
         self.remote().is_some_and(|r| r.is_connected(node))
     }
 
-    pub(crate) fn remote_send(&self, to: Pid, payload: Vec<u8>) -> Result<(), NoConnection> {
-        self.remote().ok_or(NoConnection)?.send(to, payload)
+    pub(crate) fn remote_send(
+        &self,
+        to: Pid,
+        encode: remote::EncodeInto<'_>,
+    ) -> Result<(), RemoteSendError> {
+        self.remote()
+            .ok_or(RemoteSendError::NoConnection)?
+            .send(to, encode)
     }
 
-    pub(crate) fn remote_reply(&self, node: NodeId, call: u64, payload: Vec<u8>) -> bool {
+    pub(crate) fn remote_reply(
+        &self,
+        node: NodeId,
+        call: u64,
+        encode: remote::EncodeInto<'_>,
+    ) -> bool {
         if node == self.inner.node {
-            return self.deliver_reply(call, &payload);
+            let mut payload = Vec::new();
+            return encode(&mut payload).is_ok() && self.deliver_reply(call, &payload);
         }
         self.remote()
-            .is_some_and(|r| r.reply(node, call, payload).is_ok())
+            .is_some_and(|r| r.reply(node, call, encode).is_ok())
     }
 
     /// Queues a message that came from `from_node` for the local process `to`, decoding it

@@ -11,17 +11,35 @@ use crate::transport::{Connection, RecvStream, SendStream, StreamError};
 use atoll_core::{NodeId, Pid};
 use atoll_wire::{
     Control, Data, FrameDecoder, FrameError, Response, encode_frame, encode_frame_in,
-    encode_frame_sized,
 };
 use tokio::sync::oneshot;
 
 thread_local! {
-    /// This thread's buffer for encoding large frames, reused from one to the next.
-    static SPARE_FRAME: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    /// This thread's buffer for encoding frames, reused from one to the next: frames are
+    /// copied into their stream as they are queued, and fresh buffers would cost an
+    /// allocation per message (and, for large ones, a page fault per page).
+    static FRAME_BUFFER: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// The largest buffer kept for reuse per thread.
-const MAX_SPARE_FRAME: usize = 16 << 20;
+const MAX_KEPT_FRAME_BUFFER: usize = 16 << 20;
+
+/// Runs `f` with this thread's frame buffer, emptied (or with a fresh one while that is in
+/// use further up the stack).
+pub(crate) fn with_frame_buffer<T>(f: impl FnOnce(&mut Vec<u8>) -> T) -> T {
+    let mut buf = FRAME_BUFFER.with(|b| std::mem::take(&mut *b.borrow_mut()));
+    buf.clear();
+    let out = f(&mut buf);
+    if buf.capacity() <= MAX_KEPT_FRAME_BUFFER {
+        FRAME_BUFFER.with(|b| {
+            let mut kept = b.borrow_mut();
+            if kept.capacity() < buf.capacity() {
+                *kept = buf;
+            }
+        });
+    }
+    out
+}
 
 /// The most bytes read from a stream at once.
 const READ_CHUNK: usize = 64 * 1024;
@@ -140,30 +158,10 @@ impl Peer {
 
     /// Queues a data envelope on the stream `key` picks (a pid's serial or a call id).
     pub(crate) fn send_data(&self, key: u64, data: &Data) -> Result<(), SendFailed> {
-        let payload = match data {
-            Data::Send { payload, .. }
-            | Data::SendNamed { payload, .. }
-            | Data::Reply { payload, .. } => payload.len(),
-            _ => 0,
-        };
-        if lane(payload) == Lane::Message {
-            let frame = encode_frame_sized(data, payload + 128).map_err(|_| Gone)?;
-            return self.send_frame(key, &frame);
-        }
-        // A large frame is copied into the stream as it is queued, so its buffer can serve
-        // the next one: fresh megabytes would cost a page fault per page on every send.
-        let spare = SPARE_FRAME.with(|s| std::mem::take(&mut *s.borrow_mut()));
-        let mut spare = if spare.capacity() >= payload + 128 {
-            spare
-        } else {
-            Vec::with_capacity(payload + 128)
-        };
-        spare = encode_frame_in(data, spare).map_err(|_| Gone)?;
-        let sent = self.send_frame(key, &spare);
-        if spare.capacity() <= MAX_SPARE_FRAME {
-            SPARE_FRAME.with(|s| *s.borrow_mut() = spare);
-        }
-        sent
+        with_frame_buffer(|buf| {
+            *buf = encode_frame_in(data, std::mem::take(buf)).map_err(|_| Gone)?;
+            self.send_frame(key, buf)
+        })
     }
 
     /// Queues an encoded data frame on the stream `key` picks, or, if it is large, on the

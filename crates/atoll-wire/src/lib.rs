@@ -22,6 +22,7 @@
 
 mod envelope;
 mod frame;
+mod in_place;
 
 pub use atoll_core::{ExitKind, Signal};
 pub use envelope::{Control, Data, DataRef, GroupMessage, LockWait};
@@ -33,3 +34,4 @@ pub use frame::{
     DecodeError, EncodeError, FrameDecoder, FrameError, HEADER_LEN, WIRE_VERSION, decode,
     decode_ref, encode_frame, encode_frame_in, encode_frame_sized, parse_header,
 };
+pub use in_place::{DATA_HEAD_ROOM, DataHead, finish_data_frame};

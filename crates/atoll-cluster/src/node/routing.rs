@@ -5,16 +5,18 @@ use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 
-use atoll_actor::{NoConnection, Remote, SendError, Signal, encode_for};
+use atoll_actor::{
+    EncodeInto, NoConnection, Remote, RemoteSendError, SendError, Signal, encode_for,
+};
 use atoll_core::{NodeId, Pid};
-use atoll_wire::Data;
+use atoll_wire::{DATA_HEAD_ROOM, Data, DataHead, encode_frame_in, finish_data_frame};
 use serde::Serialize;
 use tracing::debug;
 
 use super::Inner;
 use super::connect::dial;
 use crate::error::ClusterSendError;
-use crate::peer::Peer;
+use crate::peer::{Peer, with_frame_buffer};
 use crate::protocol::bulk::name_key;
 use crate::protocol::routes::{Route, no_connection};
 
@@ -85,20 +87,51 @@ pub(super) fn route(
     data: &Data,
     signal: Option<Signal>,
 ) -> Result<(), NoConnection> {
+    with_frame_buffer(|buf| {
+        *buf = encode_frame_in(data, std::mem::take(buf)).map_err(|_| NoConnection)?;
+        route_frame(inner, node, key, buf, signal)
+    })
+}
+
+/// Sends the message `encode` writes as the payload of a data envelope (`head`) to `node`,
+/// as [`route`] does: the message is encoded straight into its frame.
+fn route_in_place(
+    inner: &Arc<Inner>,
+    node: NodeId,
+    key: u64,
+    head: DataHead,
+    encode: EncodeInto<'_>,
+) -> Result<(), RemoteSendError> {
+    with_frame_buffer(|buf| {
+        buf.resize(DATA_HEAD_ROOM, 0);
+        encode(buf).map_err(RemoteSendError::Unencodable)?;
+        let start = finish_data_frame(head, buf)
+            .map_err(|e| RemoteSendError::Unencodable(e.to_string()))?;
+        Ok(route_frame(inner, node, key, &buf[start..], None)?)
+    })
+}
+
+/// Sends an encoded data frame as [`route`] does.
+fn route_frame(
+    inner: &Arc<Inner>,
+    node: NodeId,
+    key: u64,
+    frame: &[u8],
+    signal: Option<Signal>,
+) -> Result<(), NoConnection> {
     // The common case, a connected node and no backlog anywhere, takes no lock here.
     if inner.backlog_count.load(Ordering::Acquire) == 0
         && let Some(peer) = inner.peer(node)
     {
-        return peer.send_data(key, data).map_err(|_| NoConnection);
+        return peer.send_frame(key, frame).map_err(|_| NoConnection);
     }
     let mut routes = inner.routes();
     let peer = inner.peer(node);
-    let frame = || atoll_wire::encode_frame(data).ok();
-    match routes.route(node, peer.is_some(), key, frame, signal) {
+    match routes.route(node, peer.is_some(), key, || Some(frame.to_vec()), signal) {
         Route::Direct => {
             drop(routes);
             let peer = peer.ok_or(NoConnection)?;
-            peer.send_data(key, data).map_err(|_| NoConnection)
+            peer.send_frame(key, frame).map_err(|_| NoConnection)
         }
         Route::Queued(dial) => {
             inner
@@ -149,17 +182,20 @@ async fn connect_lazily(weak: Weak<Inner>, node: NodeId, addr: SocketAddr) {
 }
 
 impl Remote for Link {
-    fn send(&self, to: Pid, payload: Vec<u8>) -> Result<(), NoConnection> {
-        self.route(
-            to.node,
-            Peer::stream_key(to),
-            &Data::Send { to, payload },
-            None,
-        )
+    fn send(&self, to: Pid, encode: EncodeInto<'_>) -> Result<(), RemoteSendError> {
+        let inner = self.0.upgrade().ok_or(RemoteSendError::NoConnection)?;
+        let key = Peer::stream_key(to);
+        route_in_place(&inner, to.node, key, DataHead::Send { to }, encode)
     }
 
-    fn reply(&self, node: NodeId, call: u64, payload: Vec<u8>) -> Result<(), NoConnection> {
-        self.route(node, call, &Data::Reply { call, payload }, None)
+    fn reply(
+        &self,
+        node: NodeId,
+        call: u64,
+        encode: EncodeInto<'_>,
+    ) -> Result<(), RemoteSendError> {
+        let inner = self.0.upgrade().ok_or(RemoteSendError::NoConnection)?;
+        route_in_place(&inner, node, call, DataHead::Reply { call }, encode)
     }
 
     fn is_connected(&self, node: NodeId) -> bool {
