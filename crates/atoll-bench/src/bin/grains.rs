@@ -10,7 +10,9 @@
 //!   Consistent name registration from the same member; and of new `durable-counter`s
 //!   (`LocalExclusive`: the activation also reads its state from the host's redb store);
 //! - call latency (one in flight) and throughput (64 in flight) to active grains, against a
-//!   plain remote actor `call` to the nodes' `echo` processes;
+//!   plain remote actor `call` to the nodes' `echo` processes (one per node), and again
+//!   against as many echo processes as grains, spread over the nodes as the grains are
+//!   (`many_*`);
 //! - state writes per second, 32 writers: `LocalExclusive` (`durable-counter`, a redb
 //!   commit per add) and `Replicated` (`kv` shards, saved on the host and one other node);
 //! - migration time of an active grain between two nodes;
@@ -442,13 +444,39 @@ async fn run(quick: bool, node: Node, grains: Grains, children: &mut Children) {
         64,
         slices,
         secs / slices,
-        call_each!(refs, |g| g.call(CounterMsg::Get)),
+        call_each!(refs.clone(), |g| g.call(CounterMsg::Get)),
         call_each!(echoes.clone(), |e| e.call(|r| EchoMsg::Ping(1, r), CALL)),
     )
     .await;
     println!(
         "calls/s, 64 in flight             grains {calls_per_s:.0}   | actor calls {actor_calls_per_s:.0}  ({:.2}x)",
         calls_per_s / actor_calls_per_s.max(1.0)
+    );
+    // Like for like the other way: as many echo processes as grains, spread over the nodes
+    // as the grains are, so both sides wake 64 processes.
+    let mut many = Vec::new();
+    for (i, count) in spread.iter().enumerate() {
+        for _ in 0..*count {
+            let pid = node
+                .spawn_remote(id(i), "echo", &())
+                .await
+                .expect("echo spawned");
+            many.push(node.actor_ref::<Echo>(pid).expect("echo"));
+        }
+    }
+    let many = Arc::new(many);
+    let [(many_calls_per_s, _), (many_actor_calls_per_s, _)] = side_by_side(
+        &node,
+        64,
+        slices,
+        secs / slices,
+        call_each!(refs, |g| g.call(CounterMsg::Get)),
+        call_each!(many, |e| e.call(|r| EchoMsg::Ping(1, r), CALL)),
+    )
+    .await;
+    println!(
+        "calls/s, 64 in flight, 64 echoes  grains {many_calls_per_s:.0}   | actor calls {many_actor_calls_per_s:.0}  ({:.2}x)",
+        many_calls_per_s / many_actor_calls_per_s.max(1.0)
     );
     // The same, with as many grains as echoes (one per node): what the grain layer costs
     // per call, apart from waking 64 activation processes where the echoes are 3.
@@ -603,7 +631,7 @@ async fn run(quick: bool, node: Node, grains: Grains, children: &mut Children) {
         detection.as_secs_f64() * 1e3
     );
     println!(
-        "BENCH {{\"bench\":\"grains\",\"activation_p50_us\":{act_p50},\"activation_p99_us\":{act_p99},\"local_activation_p50_us\":{local_act_p50},\"local_activation_p99_us\":{local_act_p99},\"consistent_register_p50_us\":{reg_p50},\"call_p50_us\":{call_p50},\"call_p99_us\":{call_p99},\"actor_call_p50_us\":{actor_p50},\"actor_call_p99_us\":{actor_p99},\"calls_per_s\":{calls_per_s:.0},\"actor_calls_per_s\":{actor_calls_per_s:.0},\"few_calls_per_s\":{few_calls_per_s:.0},\"few_actor_calls_per_s\":{few_actor_calls_per_s:.0},\"local_writes_per_s\":{local_writes_per_s:.0},\"replicated_writes_per_s\":{replicated_writes_per_s:.0},\"migration_ms\":{:.1},\"failover_ms\":{:.0},\"detection_ms\":{:.0},\"failover_grains\":{},\"call_datagrams_in\":{:.2},\"actor_call_datagrams_in\":{:.2}}}",
+        "BENCH {{\"bench\":\"grains\",\"activation_p50_us\":{act_p50},\"activation_p99_us\":{act_p99},\"local_activation_p50_us\":{local_act_p50},\"local_activation_p99_us\":{local_act_p99},\"consistent_register_p50_us\":{reg_p50},\"call_p50_us\":{call_p50},\"call_p99_us\":{call_p99},\"actor_call_p50_us\":{actor_p50},\"actor_call_p99_us\":{actor_p99},\"calls_per_s\":{calls_per_s:.0},\"actor_calls_per_s\":{actor_calls_per_s:.0},\"few_calls_per_s\":{few_calls_per_s:.0},\"few_actor_calls_per_s\":{few_actor_calls_per_s:.0},\"many_calls_per_s\":{many_calls_per_s:.0},\"many_actor_calls_per_s\":{many_actor_calls_per_s:.0},\"local_writes_per_s\":{local_writes_per_s:.0},\"replicated_writes_per_s\":{replicated_writes_per_s:.0},\"migration_ms\":{:.1},\"failover_ms\":{:.0},\"detection_ms\":{:.0},\"failover_grains\":{},\"call_datagrams_in\":{:.2},\"actor_call_datagrams_in\":{:.2}}}",
         mig_p50 as f64 / 1e3,
         failover.as_secs_f64() * 1e3,
         detection.as_secs_f64() * 1e3,
