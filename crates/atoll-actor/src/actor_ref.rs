@@ -188,11 +188,8 @@ fn unsent<M>(e: SendError<M>) -> CallError {
 }
 
 fn send_remote<M>(r: &RemoteRef<M>, msg: M) -> Result<(), SendError<M>> {
-    // Checked before encoding: encoding parks any reply handle inside the message, which
-    // must stay usable when the message is handed back.
-    if !r.rt.remote_connected(r.pid.node) {
-        return Err(SendError::NoConnection(msg));
-    }
+    // The node refuses an unreachable peer before encoding (`Remote::send`): encoding parks
+    // any reply handle inside the message, which must stay usable when it is handed back.
     let mut encode =
         |buf: &mut Vec<u8>| remote::with_codec(&r.rt, r.pid.node, || (r.encode)(&msg, buf));
     match r.rt.remote_send(r.pid, &mut encode) {

@@ -44,15 +44,15 @@ pub type EncodeInto<'a> = &'a mut dyn FnMut(&mut Vec<u8>) -> Result<(), String>;
 
 /// What a node provides to its runtime to reach processes on other nodes.
 pub trait Remote: Send + Sync + 'static {
-    /// Sends the message `encode` writes to `to` on its node.
+    /// Sends the message `encode` writes to `to` on its node. A node that cannot be reached
+    /// is refused before `encode` runs: encoding parks the reply handles inside a message,
+    /// and one handed back unsent must keep them usable.
     fn send(&self, to: Pid, encode: EncodeInto<'_>) -> Result<(), RemoteSendError>;
     /// Sends the answer `encode` writes to call `call`, pending on `node`.
     fn reply(&self, node: NodeId, call: u64, encode: EncodeInto<'_>)
     -> Result<(), RemoteSendError>;
     /// Sends a signal to its target's node.
     fn signal(&self, signal: Signal) -> Result<(), NoConnection>;
-    /// True while `node` is connected.
-    fn is_connected(&self, node: NodeId) -> bool;
 }
 
 /// Turns a message that came over the network back into a process's message type.

@@ -535,10 +535,6 @@ impl Runtime {
         })
     }
 
-    pub(crate) fn remote_connected(&self, node: NodeId) -> bool {
-        self.remote().is_some_and(|r| r.is_connected(node))
-    }
-
     pub(crate) fn remote_send(
         &self,
         to: Pid,

@@ -395,6 +395,8 @@ async fn links_and_monitors_cross_nodes_and_break_with_noconnection() {
         to_target.call(|r| ProbeMsg::Add(1, 2, r), DEADLINE).await,
         Err(CallError::NoConnection)
     );
+    // Refused before encoding: the call's reply handle was never parked.
+    assert_eq!(a.runtime().waiting_replies(), 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

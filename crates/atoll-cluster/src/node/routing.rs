@@ -102,13 +102,33 @@ fn route_in_place(
     head: DataHead,
     encode: EncodeInto<'_>,
 ) -> Result<(), RemoteSendError> {
+    // The peer is looked up once, here, for the common case (connected, no backlog
+    // anywhere). Nothing is encoded for a node that cannot be reached (`Remote::send`).
+    let direct = match inner.backlog_count.load(Ordering::Acquire) {
+        0 => inner.peer(node),
+        _ => None,
+    };
+    if direct.is_none() && !reachable(inner, node) {
+        return Err(RemoteSendError::NoConnection);
+    }
     with_frame_buffer(|buf| {
         buf.resize(DATA_HEAD_ROOM, 0);
         encode(buf).map_err(RemoteSendError::Unencodable)?;
         let start = finish_data_frame(head, buf)
             .map_err(|e| RemoteSendError::Unencodable(e.to_string()))?;
-        Ok(route_frame(inner, node, key, &buf[start..], None)?)
+        let frame = &buf[start..];
+        match &direct {
+            Some(peer) => peer.send_frame(key, frame).map_err(|_| NoConnection)?,
+            None => route_frame(inner, node, key, frame, None)?,
+        }
+        Ok(())
     })
+}
+
+/// Whether envelopes for `node` can go anywhere: over its connection, or into a backlog
+/// for one opened on demand.
+fn reachable(inner: &Inner, node: NodeId) -> bool {
+    inner.peer(node).is_some() || inner.known_address(node).is_some()
 }
 
 /// Sends an encoded data frame as [`route`] does.
@@ -196,12 +216,6 @@ impl Remote for Link {
     ) -> Result<(), RemoteSendError> {
         let inner = self.0.upgrade().ok_or(RemoteSendError::NoConnection)?;
         route_in_place(&inner, node, call, DataHead::Reply { call }, encode)
-    }
-
-    fn is_connected(&self, node: NodeId) -> bool {
-        self.0
-            .upgrade()
-            .is_some_and(|i| i.peer(node).is_some() || i.known_address(node).is_some())
     }
 
     fn signal(&self, signal: Signal) -> Result<(), NoConnection> {
