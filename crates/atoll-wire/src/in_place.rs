@@ -93,25 +93,22 @@ mod tests {
         ];
         for len in [0, 1, 127, 128, 16_383, 16_384, 70_000, 2_100_000] {
             let payload: Vec<u8> = (0..len).map(|i| (i * 31 % 251) as u8).collect();
-            for to in pids {
+            let sends = pids.map(|to| {
                 let whole = Data::Send {
                     to,
                     payload: payload.clone(),
                 };
-                assert_eq!(
-                    in_place(DataHead::Send { to }, &payload),
-                    encode_frame(&whole).unwrap()
-                );
-            }
-            for call in [0, 1, 300, u64::MAX] {
+                (DataHead::Send { to }, whole)
+            });
+            let replies = [0, 1, 300, u64::MAX].map(|call| {
                 let whole = Data::Reply {
                     call,
                     payload: payload.clone(),
                 };
-                assert_eq!(
-                    in_place(DataHead::Reply { call }, &payload),
-                    encode_frame(&whole).unwrap()
-                );
+                (DataHead::Reply { call }, whole)
+            });
+            for (head, whole) in sends.into_iter().chain(replies) {
+                assert_eq!(in_place(head, &payload), encode_frame(&whole).unwrap());
             }
         }
     }

@@ -87,9 +87,10 @@ pub(super) fn route(
     data: &Data,
     signal: Option<Signal>,
 ) -> Result<(), NoConnection> {
+    let direct = direct_peer(inner, node);
     with_frame_buffer(|buf| {
         *buf = encode_frame_in(data, std::mem::take(buf)).map_err(|_| NoConnection)?;
-        route_frame(inner, node, key, buf, signal)
+        route_frame(inner, direct, node, key, buf, signal)
     })
 }
 
@@ -102,12 +103,8 @@ fn route_in_place(
     head: DataHead,
     encode: EncodeInto<'_>,
 ) -> Result<(), RemoteSendError> {
-    // The peer is looked up once, here, for the common case (connected, no backlog
-    // anywhere). Nothing is encoded for a node that cannot be reached (`Remote::send`).
-    let direct = match inner.backlog_count.load(Ordering::Acquire) {
-        0 => inner.peer(node),
-        _ => None,
-    };
+    // Nothing is encoded for a node that cannot be reached (`Remote::send`).
+    let direct = direct_peer(inner, node);
     if direct.is_none() && !reachable(inner, node) {
         return Err(RemoteSendError::NoConnection);
     }
@@ -116,13 +113,17 @@ fn route_in_place(
         encode(buf).map_err(RemoteSendError::Unencodable)?;
         let start = finish_data_frame(head, buf)
             .map_err(|e| RemoteSendError::Unencodable(e.to_string()))?;
-        let frame = &buf[start..];
-        match &direct {
-            Some(peer) => peer.send_frame(key, frame).map_err(|_| NoConnection)?,
-            None => route_frame(inner, node, key, frame, None)?,
-        }
-        Ok(())
+        Ok(route_frame(inner, direct, node, key, &buf[start..], None)?)
     })
+}
+
+/// The peer to send to without going through the routes, in the common case: `node` is
+/// connected and no backlog exists anywhere (then no lock is taken but the peer table's).
+fn direct_peer(inner: &Inner, node: NodeId) -> Option<Arc<Peer>> {
+    match inner.backlog_count.load(Ordering::Acquire) {
+        0 => inner.peer(node),
+        _ => None,
+    }
 }
 
 /// Whether envelopes for `node` can go anywhere: over its connection, or into a backlog
@@ -131,18 +132,17 @@ fn reachable(inner: &Inner, node: NodeId) -> bool {
     inner.peer(node).is_some() || inner.known_address(node).is_some()
 }
 
-/// Sends an encoded data frame as [`route`] does.
+/// Sends an encoded data frame as [`route`] does: to `direct` ([`direct_peer`]) if there is
+/// one, else through the routes.
 fn route_frame(
     inner: &Arc<Inner>,
+    direct: Option<Arc<Peer>>,
     node: NodeId,
     key: u64,
     frame: &[u8],
     signal: Option<Signal>,
 ) -> Result<(), NoConnection> {
-    // The common case, a connected node and no backlog anywhere, takes no lock here.
-    if inner.backlog_count.load(Ordering::Acquire) == 0
-        && let Some(peer) = inner.peer(node)
-    {
+    if let Some(peer) = direct {
         return peer.send_frame(key, frame).map_err(|_| NoConnection);
     }
     let mut routes = inner.routes();
