@@ -12,7 +12,7 @@ use tokio::sync::oneshot;
 use crate::actor::Actor;
 use crate::cell::Cell;
 use crate::error::{CallError, SendError};
-use crate::remote::{self, PendingOneshot, RemoteRef, RemoteSendError, RemoteTarget};
+use crate::remote::{self, EncodeFn, PendingOneshot, RemoteRef, RemoteSendError, RemoteTarget};
 use crate::runtime::Runtime;
 
 /// A typed reference to a process running actor `A`, on this node or another: the only way
@@ -68,7 +68,7 @@ impl<A: Actor> ActorRef<A> {
     pub fn send(&self, msg: A::Msg) -> Result<(), SendError<A::Msg>> {
         match &self.target {
             Target::Local(cell) => cell.send(msg),
-            Target::Remote(r) => send_remote(r, msg),
+            Target::Remote(r) => send_remote(&r.rt, r.pid, r.encode, msg),
         }
     }
 
@@ -80,7 +80,7 @@ impl<A: Actor> ActorRef<A> {
                 let mut slot = Some(msg);
                 std::future::poll_fn(|cx| cell.poll_send(&mut slot, cx)).await
             }
-            Target::Remote(r) => send_remote(r, msg),
+            Target::Remote(r) => send_remote(&r.rt, r.pid, r.encode, msg),
         }
     }
 
@@ -146,19 +146,11 @@ impl<A: Actor> ActorRef<A> {
         request: impl FnOnce(ReplyTo<R>) -> A::Msg,
         deadline: tokio::time::Instant,
     ) -> Result<R, CallError> {
+        if let Target::Remote(r) = &self.target {
+            return call_remote(&r.rt, r.pid, r.encode, request, deadline).await;
+        }
         let (tx, rx) = oneshot::channel();
         let msg = request(ReplyTo::local(tx));
-        if let Target::Remote(r) = &self.target {
-            // No timer: the reply handle is parked in the runtime with the deadline, and the
-            // runtime's sweep drops it then (a timer per call was a measurable part of a
-            // remote call's cost). A handle dropped earlier went nowhere: no reply.
-            remote::with_call_deadline(deadline, || send_remote(r, msg)).map_err(unsent)?;
-            return match rx.await {
-                Ok(value) => Ok(value),
-                Err(_) if tokio::time::Instant::now() >= deadline => Err(CallError::Timeout),
-                Err(_) => Err(CallError::NoReply),
-            };
-        }
         let exchange = async {
             match self.send(msg) {
                 Ok(()) => {}
@@ -187,12 +179,73 @@ fn unsent<M>(e: SendError<M>) -> CallError {
     }
 }
 
-fn send_remote<M>(r: &RemoteRef<M>, msg: M) -> Result<(), SendError<M>> {
+/// A call to the process `pid` on another node (what [`ActorRef::call_until`] does for a
+/// remote reference).
+async fn call_remote<M, R: Send + 'static>(
+    rt: &Runtime,
+    pid: Pid,
+    encode: EncodeFn<M>,
+    request: impl FnOnce(ReplyTo<R>) -> M,
+    deadline: tokio::time::Instant,
+) -> Result<R, CallError> {
+    let (tx, rx) = oneshot::channel();
+    let msg = request(ReplyTo::local(tx));
+    // No timer: the reply handle is parked in the runtime with the deadline, and the
+    // runtime's sweep drops it then (a timer per call was a measurable part of a remote
+    // call's cost). A handle dropped earlier went nowhere: no reply.
+    remote::with_call_deadline(deadline, || send_remote(rt, pid, encode, msg)).map_err(unsent)?;
+    match rx.await {
+        Ok(value) => Ok(value),
+        Err(_) if tokio::time::Instant::now() >= deadline => Err(CallError::Timeout),
+        Err(_) => Err(CallError::NoReply),
+    }
+}
+
+impl Runtime {
+    /// Calls the process `pid` on another node as [`Runtime::remote_ref`] and then
+    /// [`ActorRef::call_until`] would, without making the reference: for callers that
+    /// reach many processes by pid, once each (a reference costs an allocation and a share
+    /// of the runtime).
+    ///
+    /// ```
+    /// # use atoll_actor::{Actor, ActorResult, CallError, Ctx, ReplyTo, Runtime};
+    /// # use atoll_core::{NodeId, Pid};
+    /// # struct Echo;
+    /// # impl Actor for Echo {
+    /// #     type Msg = (u32, ReplyTo<u32>);
+    /// #     async fn handle(&mut self, (n, reply): (u32, ReplyTo<u32>), _: &mut Ctx<Self>) -> ActorResult {
+    /// #         reply.reply(n); Ok(())
+    /// #     }
+    /// # }
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let rt = Runtime::new();
+    /// let elsewhere = Pid::new(NodeId::from_bytes([9; 16]), 1, 1);
+    /// let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(1);
+    /// // This runtime belongs to no node, so nothing elsewhere is reachable.
+    /// let answer = rt.call_remote_until::<Echo, _>(elsewhere, |reply| (7, reply), deadline).await;
+    /// assert_eq!(answer, Err(CallError::NoConnection));
+    /// # }
+    /// ```
+    pub async fn call_remote_until<A: Actor, R: Send + 'static>(
+        &self,
+        pid: Pid,
+        request: impl FnOnce(ReplyTo<R>) -> A::Msg,
+        deadline: tokio::time::Instant,
+    ) -> Result<R, CallError>
+    where
+        A::Msg: Serialize,
+    {
+        call_remote(self, pid, remote::encoder::<A::Msg>(), request, deadline).await
+    }
+}
+
+fn send_remote<M>(rt: &Runtime, pid: Pid, encode: EncodeFn<M>, msg: M) -> Result<(), SendError<M>> {
     // The node refuses an unreachable peer before encoding (`Remote::send`): encoding parks
     // any reply handle inside the message, which must stay usable when it is handed back.
-    let mut encode =
-        |buf: &mut Vec<u8>| remote::with_codec(&r.rt, r.pid.node, || (r.encode)(&msg, buf));
-    match r.rt.remote_send(r.pid, &mut encode) {
+    let mut encode_into =
+        |buf: &mut Vec<u8>| remote::with_codec(rt, pid.node, || encode(&msg, buf));
+    match rt.remote_send(pid, &mut encode_into) {
         Ok(()) => Ok(()),
         Err(RemoteSendError::NoConnection) => Err(SendError::NoConnection(msg)),
         Err(RemoteSendError::Unencodable(e)) => Err(SendError::Unencodable(msg, e)),

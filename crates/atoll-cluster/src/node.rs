@@ -19,7 +19,7 @@ mod status;
 pub use data::ServiceError;
 pub use eventual::NameLost;
 
-pub use naming::{LockGuard, MAX_NAME_LEN, RegistryFeedStats};
+pub use naming::{LockGuard, MAX_NAME_LEN, RegistryFeedStats, RegistryIndex};
 pub use status::{
     DataStatus, FencedStatus, FencingStatus, GroupStatus, LockStatus, MemberStatus, NameStatus,
     NodeStatus, PeerStatus, RTT_BUCKETS_US, RaftView, RttSnapshot, ServiceOffer, ServiceStatus,

@@ -233,6 +233,8 @@ impl Grains {
     pub fn start(node: &Node, config: GrainsConfig) -> Grains {
         let shared = Arc::new(Shared {
             node: node.downgrade(),
+            index: node.registry_index_handle(),
+            rt: node.runtime().clone(),
             me: node.id(),
             idle_timeout: config.idle_timeout,
             call_timeout: config.call_timeout,

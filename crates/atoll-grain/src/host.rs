@@ -178,16 +178,16 @@ impl<G: Grain> GrainHost<G> {
         let Phase::Active(live) = &self.phase else {
             return false;
         };
-        let Some(node) = self.shared.node.upgrade() else {
-            return true;
-        };
         // The verdict depends only on the registry, which changes only with its index: a
         // registry at the index last found to hold the claim still holds it (this check
         // runs before every message, and the lookup is most of its cost).
-        let index = node.registry_index();
+        let index = self.shared.index.get();
         if index != 0 && self.held_at.get() == index {
             return false;
         }
+        let Some(node) = self.shared.node.upgrade() else {
+            return true;
+        };
         let me = Activation {
             pid: live.ctx.pid(),
             epoch: live.ctx.epoch(),

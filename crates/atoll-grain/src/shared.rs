@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::Duration;
 
 use atoll_actor::{Actor, ActorRef, ActorResult, Ctx, ReplyTo, Runtime};
-use atoll_cluster::{Node, WeakNode};
+use atoll_cluster::{Node, RegistryIndex, WeakNode};
 use atoll_core::{NodeId, Pid};
 use serde::{Deserialize, Serialize};
 
@@ -26,6 +26,10 @@ pub(crate) type Factory<G> = Arc<dyn Fn(&str) -> G + Send + Sync>;
 /// What one node's grain service shares between its router, its hosts and its callers.
 pub(crate) struct Shared {
     pub(crate) node: WeakNode,
+    /// The node's registry index, read by every call and message without the node.
+    pub(crate) index: RegistryIndex,
+    /// The node's runtime, which sends calls straight to known activations.
+    pub(crate) rt: Runtime,
     pub(crate) me: NodeId,
     pub(crate) idle_timeout: Option<Duration>,
     pub(crate) call_timeout: Duration,

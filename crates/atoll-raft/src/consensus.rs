@@ -155,6 +155,7 @@ struct Inner<T> {
     transport: T,
     state: Arc<RwLock<AppliedState>>,
     applied: tokio::sync::watch::Receiver<u64>,
+    applied_index: Arc<std::sync::atomic::AtomicU64>,
     counters: Arc<Counters>,
     proposals: mpsc::UnboundedSender<Pending>,
     request_timeout: Duration,
@@ -313,6 +314,7 @@ impl<T: RaftTransport + std::fmt::Debug> Consensus<T> {
             .recent
             .set_capacity(settings.delta_window);
         let applied = sm.watch_applied();
+        let applied_index = sm.applied_index();
         let counters = log.counters();
         let network = NetworkFactory::new(settings.id, transport.clone());
         let raft = Raft::new(settings.id, Arc::new(config), network, log, sm)
@@ -340,6 +342,7 @@ impl<T: RaftTransport + std::fmt::Debug> Consensus<T> {
                 transport,
                 state,
                 applied,
+                applied_index,
                 counters,
                 proposals,
                 request_timeout: settings.request_timeout,
@@ -564,6 +567,15 @@ impl<T: RaftTransport + std::fmt::Debug> Consensus<T> {
     /// (`changed()`) instead of polling the local reads, e.g. for a busy lock to be released.
     pub fn watch_applied(&self) -> tokio::sync::watch::Receiver<u64> {
         self.inner.applied.clone()
+    }
+
+    /// The index of the last log entry applied to this node's replica (0 before any), as a
+    /// cell shared with the state machine and read without a lock: for readers on hot paths
+    /// that look up the registry only when it changed. It is stored after the registry it
+    /// describes, so a load (acquire) followed by [`Consensus::read_registry`] reads that
+    /// index or a later one.
+    pub fn applied_index(&self) -> Arc<std::sync::atomic::AtomicU64> {
+        self.inner.applied_index.clone()
     }
 
     /// What this node's durable log store did since it was opened (appends, entries per

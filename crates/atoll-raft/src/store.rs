@@ -503,6 +503,8 @@ pub struct StateMachineStore {
     db: Arc<Db>,
     state: Arc<RwLock<AppliedState>>,
     applied: Arc<watch::Sender<u64>>,
+    /// The same index as `applied`, for readers that must not take a lock.
+    applied_index: Arc<AtomicU64>,
 }
 
 impl Debug for StateMachineStore {
@@ -530,6 +532,7 @@ impl StateMachineStore {
             db,
             state: Arc::new(RwLock::new(state)),
             applied: Arc::new(watch::channel(applied).0),
+            applied_index: Arc::new(AtomicU64::new(applied)),
         })
     }
 
@@ -545,8 +548,16 @@ impl StateMachineStore {
         self.applied.subscribe()
     }
 
+    /// The index of the last log entry applied (0 before any), as a cell read without a
+    /// lock: stored after the registry it describes, so a reader that loads it (acquire)
+    /// and then reads the registry sees that index or a later one.
+    pub fn applied_index(&self) -> Arc<AtomicU64> {
+        self.applied_index.clone()
+    }
+
     fn publish_applied(&self, last_applied: Option<LogId<RaftId>>) {
         let index = last_applied.map_or(0, |l| l.index);
+        self.applied_index.store(index, Ordering::Release);
         self.applied.send_if_modified(|seen| {
             let changed = *seen != index;
             *seen = index;

@@ -437,7 +437,9 @@ async fn run(quick: bool, node: Node, grains: Grains, children: &mut Children) {
             .map(|a| node.actor_ref::<Echo>(a.pid).expect("echo"))
             .collect(),
     );
-    let slices = if quick { 4 } else { 5 };
+    // Many short turns: the rate of either side swings by a third from one half second to
+    // the next on a shared 2-core machine, and turns of 100 ms let both meet the same swings.
+    let slices = if quick { 20 } else { 50 };
     let [
         (calls_per_s, grain_traffic),
         (actor_calls_per_s, actor_traffic),

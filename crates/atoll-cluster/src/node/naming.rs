@@ -25,6 +25,7 @@ use tracing::{debug, info, warn};
 use super::Inner;
 
 mod api;
+mod index;
 mod release;
 mod view;
 mod voters;
@@ -36,6 +37,7 @@ use crate::error::{ClusterSendError, LockError, NameError};
 use crate::peer::Peer;
 use crate::protocol::release::{LostSince, Standing, orphans, releases};
 pub use api::LockGuard;
+pub use index::RegistryIndex;
 pub(in crate::node) use release::*;
 pub use view::RegistryFeedStats;
 pub(in crate::node) use view::*;
@@ -74,6 +76,8 @@ pub(super) struct Naming {
     feed: Feed,
     /// The index of `view`, announced whenever it changes.
     view_changed: watch::Sender<u64>,
+    /// The index of the registry this node resolves from, without a lock.
+    index: RegistryIndex,
     /// The voter believed to lead, as a Raft id (0: unknown).
     leader: AtomicU64,
     /// Consensus names of local processes whose exit is watched, with the watching task
@@ -138,6 +142,7 @@ impl Naming {
             view: RwLock::default(),
             feed: Feed::default(),
             view_changed: watch::channel(0).0,
+            index: RegistryIndex::default(),
             leader: AtomicU64::new(0),
             watched: Mutex::default(),
             lost: Mutex::default(),
@@ -302,7 +307,12 @@ impl Naming {
 
     /// The index of the registry this node resolves from.
     pub(super) fn applied(&self) -> u64 {
-        self.read_indexed(|index, _| index)
+        self.index.get()
+    }
+
+    /// The same index as a handle read without a lock.
+    pub(super) fn index_handle(&self) -> RegistryIndex {
+        self.index.clone()
     }
 
     pub(super) async fn status(&self) -> Option<RaftStatus> {
@@ -422,12 +432,15 @@ pub(super) fn start(inner: &Arc<Inner>) {
         directory: naming.directory.clone(),
     };
     let raft = raft.clone();
+    let index = naming.index.clone();
     let name = inner.name.clone();
     tokio::spawn(async move {
         match Consensus::start(settings, transport).await {
             Ok(c) => {
                 info!(node = %name, raft_id = c.id(), "raft voter started");
+                let applied = c.applied_index();
                 raft.send_replace(RaftState::Ready(c));
+                index.voter_started(applied);
             }
             Err(e) => {
                 warn!(node = %name, "raft voter did not start: {e}");
@@ -448,6 +461,7 @@ pub(super) async fn shutdown(inner: &Inner) {
         warn!(node = %inner.name, "raft voter did not shut down cleanly: {e}");
     }
     if let Some(raft) = &naming.raft {
+        naming.index.voter_stopped();
         raft.send_replace(RaftState::Failed("the node shut down".into()));
     }
 }

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use atoll_actor::{ActorRef, CallError};
 use atoll_cluster::Node;
-use atoll_core::NodeId;
+use atoll_core::{NodeId, Pid};
 use tokio::time::Instant;
 
 use super::{GrainError, Grains};
@@ -26,7 +26,6 @@ impl Grains {
         resend: bool,
         request: Request,
     ) -> Result<(Activation, Option<Vec<u8>>), GrainError> {
-        let node = self.shared.node.upgrade().ok_or(GrainError::NodeGone)?;
         let deadline = Instant::now() + self.shared.call_timeout;
         let mut last: Option<Failure> = None;
         let mut attempt = 0;
@@ -34,17 +33,23 @@ impl Grains {
         let mut gone: Option<atoll_core::Pid> = None;
         let message = matches!(request, Request::Msg { .. });
         loop {
-            let index = node.registry_index();
+            // A call to a grain whose activation this node knows, with the registry unchanged
+            // since it was checked, needs no node handle (each takes a shared reference
+            // count): the runtime sends the direct call.
+            let index = self.shared.index.get();
             let entry = self.shared.cached(id);
-            let cached = entry.map(|e| e.at);
-            let registry = match entry {
-                Some(e) if index != 0 && e.checked == index => None,
-                _ => Shared::registry(&node, id),
+            let (registry, route) = match entry {
+                Some(e) if index != 0 && e.checked == index => (None, Route::Known(e.at)),
+                _ => {
+                    let node = self.node()?;
+                    let registry = Shared::registry(&node, id);
+                    let route = core::route(entry.map(|e| e.at), registry, || match durability {
+                        Some(d) => self.place(&node, id, requires, d),
+                        None => Some(self.shared.me),
+                    });
+                    (registry, route)
+                }
             };
-            let route = core::route(cached, registry, || match durability {
-                Some(d) => self.place(&node, id, requires, d),
-                None => Some(self.shared.me),
-            });
             let outcome = match route {
                 Route::Nowhere => {
                     return Err(GrainError::NoEligibleNode {
@@ -53,16 +58,26 @@ impl Grains {
                     });
                 }
                 Route::Known(a) => {
-                    let to = Target {
-                        node: a.pid.node,
-                        activation: Some(a),
-                        resend,
-                        called: None,
-                    };
                     let direct = core::direct(self.shared.me, a, gone, message);
-                    let outcome = self
-                        .attempt(&node, to, id, &request, direct, deadline)
-                        .await;
+                    let outcome = if direct && !resend {
+                        // The common call, kept flat (no host watch to race): straight to the
+                        // activation's process.
+                        let call = |reply| DirectCall::new(request.clone(), reply);
+                        let answered = self
+                            .shared
+                            .rt
+                            .call_remote_until::<HostEndpoint, _>(a.pid, call, deadline)
+                            .await;
+                        self.outcome(a.pid.node, Some(a), answered)
+                    } else {
+                        let to = Target {
+                            node: a.pid.node,
+                            activation: Some(a),
+                            resend,
+                            called: None,
+                        };
+                        self.attempt(to, id, &request, direct, deadline).await
+                    };
                     if direct && outcome == Outcome::Answered(core::Answer::Gone) {
                         gone = Some(a.pid);
                     }
@@ -75,7 +90,7 @@ impl Grains {
                         resend,
                         called: None,
                     };
-                    self.attempt(&node, to, id, &request, false, deadline).await
+                    self.attempt(to, id, &request, false, deadline).await
                 }
             };
             match core::after(outcome, attempt, resend) {
@@ -105,12 +120,18 @@ impl Grains {
                     if Instant::now() + backoff >= deadline {
                         return Err(self.error(id, last.unwrap_or(Failure::NoAnswer)));
                     }
-                    tokio::time::sleep(backoff).await;
+                    // Boxed: rare, and a timer inline would add its size to every call.
+                    Box::pin(tokio::time::sleep(backoff)).await;
                 }
                 Step::Fail(f) => return Err(self.error(id, f)),
             }
             attempt += 1;
         }
+    }
+
+    /// The node, for the steps of a call that need more than the runtime.
+    fn node(&self) -> Result<Node, GrainError> {
+        self.shared.node.upgrade().ok_or(GrainError::NodeGone)
     }
 
     fn error(&self, id: &GrainId, failure: Failure) -> GrainError {
@@ -127,7 +148,6 @@ impl Grains {
     /// found lost ([`core::host_lost`]) while the call waits ends the wait at once.
     async fn attempt(
         &self,
-        node: &Node,
         to: Target,
         id: &GrainId,
         request: &Request,
@@ -135,54 +155,78 @@ impl Grains {
         deadline: Instant,
     ) -> Outcome {
         let host = match to.activation {
-            Some(a) if direct => Ok(node.runtime().remote_ref::<HostEndpoint>(a.pid)),
-            _ => match self.shared.router_of(node, to.node) {
-                Some(router) => Err(router),
-                None => return Outcome::Unreachable,
-            },
+            Some(a) if direct => Ok(a.pid),
+            _ => {
+                let router = self
+                    .shared
+                    .node
+                    .upgrade()
+                    .and_then(|node| self.shared.router_of(&node, to.node));
+                match router {
+                    Some(router) => Err(router),
+                    None => return Outcome::Unreachable,
+                }
+            }
         };
         let called = match &host {
-            Ok(host) => host.pid(),
+            Ok(pid) => *pid,
             Err(router) => router.pid(),
         };
         let to = Target {
             called: Some(called),
             ..to
         };
-        // The watch for a lost host is boxed: it is rare (only for types that resend), and
-        // inline it would add its size to every call's future.
+        // One call future for both branches (each would otherwise hold its own). The watch
+        // for a lost host is boxed: it is rare (only for types that resend), and inline it
+        // would add its size to every call's future.
+        let call = self.call(&host, id, request, deadline);
         let answered = if to.resend {
             tokio::select! {
-                answered = Self::call(&host, id, request, deadline) => answered,
-                () = Box::pin(self.host_lost(node, id, to, deadline)) => return Outcome::HostLost,
+                answered = call => answered,
+                () = Box::pin(self.host_lost(id, to, deadline)) => return Outcome::HostLost,
             }
         } else {
-            Self::call(&host, id, request, deadline).await
+            call.await
         };
+        match self.outcome(to.node, to.activation.filter(|_| direct), answered) {
+            // The connection dropped under the call: whether the host is lost decides.
+            Outcome::NoAnswer if to.resend => {
+                let lost = Box::pin(tokio::time::timeout_at(
+                    deadline,
+                    self.host_lost(id, to, deadline),
+                ))
+                .await
+                .is_ok();
+                if lost {
+                    Outcome::HostLost
+                } else {
+                    Outcome::NoAnswer
+                }
+            }
+            outcome => outcome,
+        }
+    }
+
+    /// What the answer to one attempt sent to node `to` comes to (`direct`: the activation
+    /// a direct call went to). A call that went out and got no answer is `NoAnswer`.
+    fn outcome(
+        &self,
+        to: NodeId,
+        direct: Option<Activation>,
+        answered: Result<core::Answer, CallError>,
+    ) -> Outcome {
         match answered {
-            Ok(answer) => core::answered(answer, to.activation.filter(|_| direct)),
+            Ok(answer) => core::answered(answer, direct),
             Err(CallError::NoProc | CallError::NoConnection) => {
-                self.shared.forget_router(to.node);
+                self.shared.forget_router(to);
                 Outcome::Unreachable
             }
             Err(CallError::Unencodable(e)) => {
                 Outcome::Answered(core::Answer::Failed(format!("cannot send: {e}")))
             }
             Err(CallError::Timeout | CallError::NoReply) => {
-                self.shared.forget_router(to.node);
-                // The connection dropped under the call: whether the host is lost decides.
-                let lost = to.resend
-                    && Box::pin(tokio::time::timeout_at(
-                        deadline,
-                        self.host_lost(node, id, to, deadline),
-                    ))
-                    .await
-                    .is_ok();
-                if lost {
-                    Outcome::HostLost
-                } else {
-                    Outcome::NoAnswer
-                }
+                self.shared.forget_router(to);
+                Outcome::NoAnswer
             }
         }
     }
@@ -190,14 +234,18 @@ impl Grains {
     /// Sends `request` as a direct call to the activation's `host`, or through its node's
     /// router, and waits until `deadline` for the answer.
     async fn call(
-        host: &Result<ActorRef<HostEndpoint>, ActorRef<GrainRouter>>,
+        &self,
+        host: &Result<Pid, ActorRef<GrainRouter>>,
         id: &GrainId,
         request: &Request,
         deadline: Instant,
     ) -> Result<core::Answer, CallError> {
         match host {
-            Ok(host) => {
-                host.call_until(|reply| DirectCall::new(request.clone(), reply), deadline)
+            Ok(pid) => {
+                let call = |reply| DirectCall::new(request.clone(), reply);
+                self.shared
+                    .rt
+                    .call_remote_until::<HostEndpoint, _>(*pid, call, deadline)
                     .await
             }
             Err(router) => {
@@ -207,16 +255,23 @@ impl Grains {
                     request: request.clone(),
                     reply,
                 };
-                router.call_until(deliver, deadline).await
+                // Boxed: calls to an active grain go direct, and this call's future beside
+                // the direct one would double the size of every call's future.
+                Box::pin(router.call_until(deliver, deadline)).await
             }
         }
     }
 
     /// Returns once the host `to` of a call is lost ([`core::host_lost`]), looking every
     /// [`LOST_POLL`] until `deadline` (and waiting on after it: callers bound it).
-    async fn host_lost(&self, node: &Node, id: &GrainId, to: Target, deadline: Instant) {
+    async fn host_lost(&self, id: &GrainId, to: Target, deadline: Instant) {
         loop {
             tokio::time::sleep(LOST_POLL).await;
+            // A node gone ends the wait: the next attempt reports it.
+            let Some(node) = self.shared.node.upgrade() else {
+                return;
+            };
+            let node = &node;
             let live = to.node == self.shared.me
                 || node.membership().is_some_and(|swim| {
                     swim.members()

@@ -318,6 +318,13 @@ impl crate::node::Node {
         self.naming().map_or(0, Naming::applied)
     }
 
+    /// [`Node::registry_index`] as a handle read without a lock or the node: for hot paths
+    /// that look up the registry only when it changed. Without consensus it stays 0.
+    pub fn registry_index_handle(&self) -> RegistryIndex {
+        self.naming()
+            .map_or_else(RegistryIndex::default, Naming::index_handle)
+    }
+
     /// The nodes that run the Raft voters: the consensus configuration, the same on every
     /// node of the cluster (empty when consensus is not configured).
     pub fn consensus_voters(&self) -> std::collections::BTreeSet<NodeId> {

@@ -108,6 +108,7 @@ pub(in crate::node) fn learn_view(inner: &Inner, from: NodeId, view: RegistryVie
     let mut held = naming.view.write().unwrap_or_else(|e| e.into_inner());
     if let Receipt::Advanced(index) = held.install(view.applied, registry) {
         drop(held);
+        naming.index.set_view(index);
         naming
             .feed
             .stats
@@ -134,6 +135,7 @@ pub(in crate::node) fn learn_delta(inner: &Inner, peer: &Peer, delta: RegistryDe
     match held.apply(&delta) {
         Receipt::Advanced(index) => {
             drop(held);
+            naming.index.set_view(index);
             naming
                 .feed
                 .stats
