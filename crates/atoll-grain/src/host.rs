@@ -379,12 +379,15 @@ impl<G: Grain> Actor for GrainHost<G> {
                     self.deliver(delivery, ctx).await;
                 }
             }
-            HostMsg::Deactivate => self.deactivate(ctx).await,
+            // Deactivating is boxed: it is rare, and inline its future (saving the state)
+            // would make every message's future as large as its own, which the runtime
+            // copies for each message.
+            HostMsg::Deactivate => Box::pin(self.deactivate(ctx)).await,
             HostMsg::Idle if self.claim_lost() => self.abandon(ctx),
             HostMsg::Idle => {
                 let idle_for = self.last.elapsed();
                 if core::idle_expired(idle_for, self.shared.idle_timeout) {
-                    self.deactivate(ctx).await;
+                    Box::pin(self.deactivate(ctx)).await;
                 } else if let Some(limit) = self.shared.idle_timeout {
                     self.schedule_idle(ctx, limit.saturating_sub(idle_for));
                 }

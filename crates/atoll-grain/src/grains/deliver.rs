@@ -76,7 +76,10 @@ impl Grains {
                             resend,
                             called: None,
                         };
-                        self.attempt(to, id, &request, direct, deadline).await
+                        // Boxed, as below: the calls that get here are the rarer ones (first
+                        // calls, redirects, types that resend, whose writes are replicated),
+                        // and inline the attempt would double the size of every call's future.
+                        Box::pin(self.attempt(to, id, &request, direct, deadline)).await
                     };
                     if direct && outcome == Outcome::Answered(core::Answer::Gone) {
                         gone = Some(a.pid);
@@ -90,7 +93,7 @@ impl Grains {
                         resend,
                         called: None,
                     };
-                    self.attempt(to, id, &request, false, deadline).await
+                    Box::pin(self.attempt(to, id, &request, false, deadline)).await
                 }
             };
             match core::after(outcome, attempt, resend) {
