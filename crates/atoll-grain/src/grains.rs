@@ -394,14 +394,16 @@ impl Grains {
         durability: Durability,
     ) -> Option<NodeId> {
         let ring = node.ring();
-        let mut load: HashMap<NodeId, u64> = HashMap::new();
-        let mut hosts: HashMap<NodeId, u64> = HashMap::new();
-        for ad in node.cluster_processes() {
+        // Summed in place: every activation places, and the table holds every process of
+        // the cluster (copying it made activations slower as grains accumulated).
+        let empty = (HashMap::<NodeId, u64>::new(), HashMap::<NodeId, u64>::new());
+        let (mut load, hosts) = node.fold_cluster_processes(empty, |(mut load, mut hosts), ad| {
             *load.entry(ad.pid.node).or_default() += u64::from(ad.resource_summary.load);
             if ad.agent_type == "GrainHost" {
                 *hosts.entry(ad.pid.node).or_default() += 1;
             }
-        }
+            (load, hosts)
+        });
         let claims = node.lock_counts_by_node(core::LOCK_PREFIX);
         crate::placement::with_claims(&mut load, &hosts, claims);
         self.shared.placement.place(&PlacementView {

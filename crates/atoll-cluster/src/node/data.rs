@@ -236,6 +236,32 @@ impl Node {
             .least_loaded_node(capability)
     }
 
+    /// Folds `f` over every process in the cluster as [`Node::cluster_processes`] lists
+    /// them, in place: for summaries such as the load per node, which would otherwise copy
+    /// the whole table first. `f` runs under the table's lock, so keep it short.
+    ///
+    /// ```
+    /// # fn demo(node: &atoll_cluster::Node) {
+    /// let load: u64 = node.fold_cluster_processes(0, |sum, ad| {
+    ///     sum + u64::from(ad.resource_summary.load)
+    /// });
+    /// # }
+    /// ```
+    pub fn fold_cluster_processes<R>(
+        &self,
+        init: R,
+        f: impl FnMut(R, &ProcessAdvertisement) -> R,
+    ) -> R {
+        let plane = self.inner.data.plane();
+        plane
+            .state()
+            .processes
+            .map()
+            .iter()
+            .map(|(_, ad)| ad)
+            .fold(init, f)
+    }
+
     /// Every process in the cluster, as last advertised (this node's own as of the last
     /// gossip period).
     pub fn cluster_processes(&self) -> Vec<ProcessAdvertisement> {
