@@ -2,7 +2,7 @@ use std::any::TypeId;
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use atoll_core::{ExitReason, NodeId, Pid};
@@ -68,7 +68,9 @@ struct Inner {
     handle: Handle,
     table: Vec<Shard>,
     names: RwLock<HashMap<Arc<str>, Pid>>,
-    remote: RwLock<Option<Arc<dyn Remote>>>,
+    /// The node's connections, set once when the runtime joins a node (read by every
+    /// remote send and reply: no lock, no shared count).
+    remote: OnceLock<Arc<dyn Remote>>,
     replies: Arc<Replies>,
     undeliverable: RwLock<Vec<(&'static str, Undeliverable)>>,
 }
@@ -123,7 +125,7 @@ impl Runtime {
                 handle: Handle::current(),
                 table: (0..SHARDS).map(|_| Mutex::default()).collect(),
                 names: RwLock::default(),
-                remote: RwLock::default(),
+                remote: OnceLock::new(),
                 replies: Arc::default(),
                 undeliverable: RwLock::default(),
             }),
@@ -508,17 +510,14 @@ impl Runtime {
     }
 
     /// Connects this runtime to a node's connections: from now on, what is addressed to
-    /// other nodes goes through `remote`.
-    pub fn set_remote(&self, remote: Arc<dyn Remote>) {
-        *self.inner.remote.write().unwrap_or_else(|e| e.into_inner()) = Some(remote);
+    /// other nodes goes through `remote`. A runtime belongs to one node: only the first
+    /// call connects it, and a later one returns false and changes nothing.
+    pub fn set_remote(&self, remote: Arc<dyn Remote>) -> bool {
+        self.inner.remote.set(remote).is_ok()
     }
 
-    fn remote(&self) -> Option<Arc<dyn Remote>> {
-        self.inner
-            .remote
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+    fn remote(&self) -> Option<&Arc<dyn Remote>> {
+        self.inner.remote.get()
     }
 
     /// A reference to a process on another node. Nothing checks here that it runs `A`:

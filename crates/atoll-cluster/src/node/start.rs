@@ -159,7 +159,8 @@ impl Node {
             request_rtt: status::RttHistogram::default(),
             data: data::DataShell::new(id, &config.data, seed),
         });
-        rt.set_remote(Arc::new(Link(Arc::downgrade(&inner))));
+        // A fresh runtime: nothing connected it before.
+        let _ = rt.set_remote(Arc::new(Link(Arc::downgrade(&inner))));
         tokio::spawn(accept_loop(Arc::downgrade(&inner), inner.endpoint.clone()));
         info!(node = %inner.name, id = %id, addr = %local_addr, creation, "node started");
         if let (Some(settings), Some(meta)) = (config.membership, member_meta) {
