@@ -265,14 +265,10 @@ impl Node {
     /// Every process in the cluster, as last advertised (this node's own as of the last
     /// gossip period).
     pub fn cluster_processes(&self) -> Vec<ProcessAdvertisement> {
-        let plane = self.inner.data.plane();
-        plane
-            .state()
-            .processes
-            .map()
-            .iter()
-            .map(|(_, ad)| ad.clone())
-            .collect()
+        self.fold_cluster_processes(Vec::new(), |mut all, ad| {
+            all.push(ad.clone());
+            all
+        })
     }
 
     /// Offers `service` from this node, served by the local process `pid`, with free-form
