@@ -90,6 +90,7 @@ async fn raw_client(cluster: &Cluster, target: &Node) -> (quinn::Connection, Nod
         "127.0.0.1:0".parse().unwrap(),
         atoll_net::server_config(&key, &cert, &trust, &settings).unwrap(),
         atoll_net::client_config(&key, &cert, &trust, &settings).unwrap(),
+        &settings,
     )
     .unwrap();
     let conn = atoll_net::connect(&endpoint, target.local_addr(), Some(&target.id()))

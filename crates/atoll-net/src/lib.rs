@@ -37,6 +37,7 @@
 //!             "127.0.0.1:0".parse()?,
 //!             server_config(&key, &cert, &trust, &settings)?,
 //!             client_config(&key, &cert, &trust, &settings)?,
+//!             &settings,
 //!         )?;
 //!         nodes.push((key.node_id(), endpoint));
 //!     }

@@ -82,16 +82,23 @@ pub struct TransportSettings {
     pub datagram_receive_buffer: Option<usize>,
     /// Buffer for datagrams waiting to be sent.
     pub datagram_send_buffer: usize,
+    /// The kernel receive and send buffer asked for the endpoint's UDP socket, in bytes
+    /// (the kernel caps it at `net.core.rmem_max` / `wmem_max`). A burst of datagrams larger
+    /// than the receive buffer is dropped while the endpoint's thread is busy, and QUIC then
+    /// retransmits and cuts its congestion window: large messages need room.
+    pub udp_buffer: usize,
 }
 
 impl Default for TransportSettings {
-    /// Keep-alive every 5 s, idle timeout 30 s, datagrams on with 1 MiB buffers.
+    /// Keep-alive every 5 s, idle timeout 30 s, datagrams on with 1 MiB buffers, 4 MiB
+    /// UDP socket buffers.
     fn default() -> Self {
         TransportSettings {
             keep_alive_interval: Some(Duration::from_secs(5)),
             max_idle_timeout: Duration::from_secs(30),
             datagram_receive_buffer: Some(1 << 20),
             datagram_send_buffer: 1 << 20,
+            udp_buffer: 4 << 20,
         }
     }
 }

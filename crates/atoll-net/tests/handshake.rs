@@ -33,6 +33,7 @@ fn node_with(key: &NodeIdentity, cert: &NodeCertificate, trust: &TrustConfig) ->
         "127.0.0.1:0".parse().unwrap(),
         server_config(key, cert, trust, &settings).unwrap(),
         client_config(key, cert, trust, &settings).unwrap(),
+        &settings,
     )
     .unwrap();
     Node {

@@ -49,9 +49,11 @@ impl Node {
         )
         .map_err(|e| StartError::Tls(e.to_string()))?;
         let endpoint =
-            atoll_net::bind(config.listen, server, client).map_err(|e| StartError::Bind {
-                addr: config.listen,
-                source: std::io::Error::other(e.to_string()),
+            atoll_net::bind(config.listen, server, client, &config.transport).map_err(|e| {
+                StartError::Bind {
+                    addr: config.listen,
+                    source: std::io::Error::other(e.to_string()),
+                }
             })?;
         let id = config.identity.node_id();
         // Only a voter owns its data directory; a member's stays uncreated.

@@ -172,6 +172,7 @@ fn raw_endpoint(
         "127.0.0.1:0".parse().unwrap(),
         atoll_net::server_config(key, cert, trust, &settings).expect("server config"),
         atoll_net::client_config(key, cert, trust, &settings).expect("client config"),
+        &settings,
     )
     .expect("endpoint")
 }
@@ -280,6 +281,8 @@ struct Result3 {
     p50_us: f64,
     p99_us: f64,
     msgs_per_s: f64,
+    /// UDP datagrams the hub sent and received per message while saturated.
+    datagrams_per_msg: f64,
 }
 
 impl Result3 {
@@ -404,12 +407,13 @@ fn hub(args: &Args) -> ExitCode {
             if let Some(r) = r {
                 report(system, r, threads, args.payload);
                 bench_lines.push(format!(
-                    "BENCH {{\"bench\":\"cluster_fanout\",\"system\":\"{system}\",\"rtt_p50_us\":{:.1},\"rtt_p99_us\":{:.1},\"msgs_per_s\":{:.0},\"runtime_threads\":{threads},\"mb_per_s\":{:.1},\"payload_bytes\":{}}}",
+                    "BENCH {{\"bench\":\"cluster_fanout\",\"system\":\"{system}\",\"rtt_p50_us\":{:.1},\"rtt_p99_us\":{:.1},\"msgs_per_s\":{:.0},\"runtime_threads\":{threads},\"mb_per_s\":{:.1},\"payload_bytes\":{},\"datagrams_per_msg\":{:.2}}}",
                     r.p50_us,
                     r.p99_us,
                     r.msgs_per_s,
                     r.mb_per_s(args.payload),
-                    args.payload
+                    args.payload,
+                    r.datagrams_per_msg
                 ));
             }
         }
@@ -452,16 +456,18 @@ fn median(rounds: &[Result3]) -> Result3 {
         p50_us: pick(|r| r.p50_us),
         p99_us: pick(|r| r.p99_us),
         msgs_per_s: pick(|r| r.msgs_per_s),
+        datagrams_per_msg: pick(|r| r.datagrams_per_msg),
     }
 }
 
 fn report(system: &str, r: Result3, threads: usize, payload: usize) {
     println!(
-        "{system:<13} unloaded rtt p50 {:>8.1} us  p99 {:>8.1} us   saturated {:>10.0} msgs/s {:>8.1} MB/s   ({threads} thread(s))",
+        "{system:<13} unloaded rtt p50 {:>8.1} us  p99 {:>8.1} us   saturated {:>10.0} msgs/s {:>8.1} MB/s {:>5.2} datagrams/msg   ({threads} thread(s))",
         r.p50_us,
         r.p99_us,
         r.msgs_per_s,
-        r.mb_per_s(payload)
+        r.mb_per_s(payload),
+        r.datagrams_per_msg
     );
     let _ = std::io::stdout().flush();
 }
@@ -504,10 +510,12 @@ async fn measure(
     }
     tokio::time::sleep(saturate / 5).await;
     let before = done.load(Ordering::Relaxed);
+    let datagrams_before = client.datagrams().await;
     let start = Instant::now();
     tokio::time::sleep(saturate).await;
     let trips = done.load(Ordering::Relaxed) - before;
     let elapsed = start.elapsed();
+    let datagrams = client.datagrams().await - datagrams_before;
     stop.store(true, Ordering::Relaxed);
     for t in tasks {
         let _ = t.await;
@@ -516,5 +524,6 @@ async fn measure(
         p50_us: p50 as f64 / 1000.0,
         p99_us: p99 as f64 / 1000.0,
         msgs_per_s: 2.0 * trips as f64 / elapsed.as_secs_f64(),
+        datagrams_per_msg: datagrams as f64 / (2 * trips).max(1) as f64,
     }
 }

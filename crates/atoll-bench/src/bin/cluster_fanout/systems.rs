@@ -126,6 +126,26 @@ impl Client {
         }
     }
 
+    /// UDP datagrams the hub sent and received on its connections to the workers.
+    pub async fn datagrams(&self) -> u64 {
+        match self {
+            Client::Atoll { node, .. } => node
+                .status()
+                .await
+                .peers
+                .iter()
+                .map(|p| p.datagrams_sent + p.datagrams_received)
+                .sum(),
+            Client::Raw { conns, .. } => conns
+                .iter()
+                .map(|c| {
+                    let s = c.stats();
+                    s.udp_tx.datagrams + s.udp_rx.datagrams
+                })
+                .sum(),
+        }
+    }
+
     pub async fn close(self) {
         match self {
             Client::Atoll { node, .. } => node.shutdown(Duration::from_secs(1)).await,
