@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use atoll_actor::{Actor, ActorResult, Ctx, Decoder, ReplyTo, serde_decoder};
 use atoll_core::Scope;
+use atoll_wire::Payload;
 use serde::{Deserialize, Serialize};
 
 use crate::chat;
@@ -18,17 +19,14 @@ pub const HOLDER_LOCK_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Debug, Default)]
 pub struct Echo;
 
-/// Bytes that travel as one block rather than number by number.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Bytes(#[serde(with = "serde_bytes")] pub Vec<u8>);
-
 /// What [`Echo`] understands.
 #[derive(Debug, Serialize, Deserialize)]
 pub enum EchoMsg {
     /// Answers with the same number.
     Ping(u64, ReplyTo<u64>),
-    /// Answers with the same bytes.
-    Bytes(#[serde(with = "serde_bytes")] Vec<u8>, ReplyTo<Bytes>),
+    /// Answers with the same bytes (a large payload from another node is passed back
+    /// without a copy: see [`Payload`]).
+    Bytes(Payload, ReplyTo<Payload>),
 }
 
 impl Actor for Echo {
@@ -41,7 +39,7 @@ impl Actor for Echo {
     async fn handle(&mut self, msg: EchoMsg, _ctx: &mut Ctx<Self>) -> ActorResult {
         match msg {
             EchoMsg::Ping(n, reply) => drop(reply.reply(n)),
-            EchoMsg::Bytes(b, reply) => drop(reply.reply(Bytes(b))),
+            EchoMsg::Bytes(b, reply) => drop(reply.reply(b)),
         }
         Ok(())
     }

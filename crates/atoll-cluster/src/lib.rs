@@ -48,7 +48,7 @@ pub use atoll_swim::{
     Identity as MemberIdentity, IdentityError, Load, MAX_LABEL_LEN, MAX_LABELS, Member,
     MemberEvent, MemberMeta, MemberState, Swim, SwimConfig, SwimStats,
 };
-pub use atoll_wire::{ProcessInfoWire, StatusWire};
+pub use atoll_wire::{Payload, ProcessInfoWire, StatusWire};
 pub use config::{
     ConsensusConfig, DEFAULT_MAX_FRAME_LEN, DEFAULT_MESSAGE_STREAMS, DataConfig, MembershipConfig,
     NodeConfig, RegistryPush, TlsIdentity,

@@ -80,3 +80,52 @@ async fn a_message_beyond_the_frame_limit_is_refused_and_the_stream_goes_on() {
     );
     assert_eq!(next(&mut seen, "after").await, Seen::Text("after".into()));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_payloads_come_back_from_a_remote_echo_intact() {
+    use atoll_cluster::Payload;
+    use atoll_cluster::builtin::{self, Echo, EchoMsg};
+    init_logs();
+    let cluster = Cluster::new();
+    let (a, b) = (cluster.node("alpha"), cluster.node("beta"));
+    builtin::install(&b);
+    let remote = a.connect(b.local_addr()).await.unwrap();
+    let echo = a
+        .actor_ref::<Echo>(remote.spawn("echo", &()).await.unwrap())
+        .unwrap();
+    // Sizes on both sides of the shared-frame threshold, each with its own contents; the
+    // calls overlap, so replies share streams with each other's frames.
+    let sizes = [10, 64 * 1024 - 40, 64 * 1024, 300_000, 1 << 20];
+    let calls = sizes.iter().enumerate().map(|(i, &len)| {
+        let sent: Vec<u8> = (0..len).map(|j| (i * 31 + j * 7) as u8).collect();
+        let echo = echo.clone();
+        async move {
+            let back = echo
+                .call(
+                    |r| EchoMsg::Bytes(Payload::from(sent.clone()), r),
+                    std::time::Duration::from_secs(20),
+                )
+                .await
+                .unwrap();
+            assert_eq!(&back[..], &sent[..], "payload {i} of {len} bytes");
+        }
+    });
+    futures_join_all(calls).await;
+}
+
+/// Runs the futures concurrently on this task and waits for all.
+async fn futures_join_all<F: std::future::Future<Output = ()>>(futures: impl Iterator<Item = F>) {
+    let mut set = Vec::new();
+    for f in futures {
+        set.push(Box::pin(f));
+    }
+    std::future::poll_fn(|cx| {
+        set.retain_mut(|f| f.as_mut().poll(cx).is_pending());
+        if set.is_empty() {
+            std::task::Poll::Ready(())
+        } else {
+            std::task::Poll::Pending
+        }
+    })
+    .await;
+}

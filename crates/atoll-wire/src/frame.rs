@@ -1,4 +1,7 @@
+use bytes::{Buf, BytesMut};
 use serde::Serialize;
+
+use crate::payload::with_received_frame;
 use serde::de::DeserializeOwned;
 
 /// The wire version this build speaks.
@@ -90,6 +93,11 @@ pub fn decode_ref<'a, T: serde::Deserialize<'a>>(body: &'a [u8]) -> Result<T, De
     postcard::from_bytes(body).map_err(|e| DecodeError(e.to_string()))
 }
 
+/// Frames at least this long (header included) are kept whole in a buffer of their own
+/// that payloads decoded from them share (see [`Payload`](crate::Payload)); smaller ones are
+/// decoded in place and copied where kept.
+pub const SHARED_FRAME_MIN: usize = 64 * 1024;
+
 /// Splits a byte stream into frame bodies.
 ///
 /// Feed it bytes as they arrive; it yields whole bodies and refuses a frame as soon as its
@@ -97,10 +105,9 @@ pub fn decode_ref<'a, T: serde::Deserialize<'a>>(body: &'a [u8]) -> Result<T, De
 #[derive(Debug)]
 pub struct FrameDecoder {
     max: usize,
-    buf: Vec<u8>,
-    /// Bytes of `buf` already returned; dropped from the front only when pushing, so taking
-    /// many small frames out of one large read does not move the rest each time.
-    start: usize,
+    /// Received bytes not yet returned as frames. A large frame is split off it and shared;
+    /// once every view of that frame is dropped, the next push takes the allocation back.
+    buf: BytesMut,
 }
 
 impl FrameDecoder {
@@ -108,49 +115,47 @@ impl FrameDecoder {
     pub fn new(max: usize) -> Self {
         FrameDecoder {
             max,
-            buf: Vec::new(),
-            start: 0,
+            buf: BytesMut::new(),
         }
     }
 
     /// Appends received bytes.
     pub fn push(&mut self, bytes: &[u8]) {
-        if self.start > 0 {
-            self.buf.drain(..self.start);
-            self.start = 0;
-        }
         self.buf.extend_from_slice(bytes);
     }
 
     /// Bytes buffered and not yet returned as frames.
     pub fn buffered(&self) -> usize {
-        self.buf.len() - self.start
+        self.buf.len()
     }
 
     /// Hands the next whole frame body to `f` without copying it; `None` if more bytes are
-    /// needed.
+    /// needed. While `f` runs on a frame of [`SHARED_FRAME_MIN`] bytes or more, payloads
+    /// decoded from it share its buffer.
     pub fn next_frame_with<T>(
         &mut self,
         f: impl FnOnce(&[u8]) -> T,
     ) -> Result<Option<T>, FrameError> {
-        let pending = &self.buf[self.start..];
-        let Some(header) = pending.first_chunk::<HEADER_LEN>() else {
+        let Some(header) = self.buf.first_chunk::<HEADER_LEN>() else {
             return Ok(None);
         };
         let body_len = parse_header(header, self.max)?;
-        if pending.len() < HEADER_LEN + body_len {
+        let frame_len = HEADER_LEN + body_len;
+        if self.buf.len() < frame_len {
             // The length was checked against the maximum: make room for the whole frame
             // once, rather than growing the buffer piece by piece as a large one arrives.
-            let missing = HEADER_LEN + body_len - pending.len();
-            self.buf.reserve(missing);
+            self.buf.reserve(frame_len - self.buf.len());
             return Ok(None);
         }
-        let out = f(&pending[HEADER_LEN..HEADER_LEN + body_len]);
-        self.start += HEADER_LEN + body_len;
-        if self.start == self.buf.len() {
-            self.buf.clear();
-            self.start = 0;
+        if frame_len >= SHARED_FRAME_MIN {
+            let frame = self.buf.split_to(frame_len).freeze();
+            return Ok(Some(with_received_frame(
+                &frame,
+                || f(&frame[HEADER_LEN..]),
+            )));
         }
+        let out = f(&self.buf[HEADER_LEN..frame_len]);
+        self.buf.advance(frame_len);
         Ok(Some(out))
     }
 
@@ -197,5 +202,43 @@ mod tests {
             (7, "hello".to_string())
         );
         assert_eq!(d.buffered(), 0);
+    }
+}
+
+#[cfg(test)]
+mod shared_tests {
+    use super::*;
+    use crate::Payload;
+
+    #[test]
+    fn a_large_frame_is_shared_by_its_payload_and_its_buffer_reused_after() {
+        let big = Payload::from(vec![9u8; SHARED_FRAME_MIN]);
+        let frame = encode_frame(&(1u8, big.clone())).unwrap();
+        let mut d = FrameDecoder::new(1 << 20);
+        let mut frames = frame.clone();
+        frames.extend_from_slice(&encode_frame(&(2u8, Payload::from(vec![1, 2]))).unwrap());
+        for chunk in frames.chunks(1200) {
+            d.push(chunk);
+        }
+        let mut base = std::ptr::null();
+        let (tag, p) = d
+            .next_frame_with(|body| {
+                base = body.as_ptr();
+                decode_ref::<(u8, Payload)>(body).unwrap()
+            })
+            .unwrap()
+            .unwrap();
+        assert_eq!((tag, &p), (1, &big));
+        assert!(base <= p.as_ptr() && p.as_ptr() < base.wrapping_add(frame.len()));
+        // The small frame behind it is decoded as usual, and its payload copied.
+        let (tag, small) = d
+            .next_frame_with(|body| decode_ref::<(u8, Payload)>(body).unwrap())
+            .unwrap()
+            .unwrap();
+        assert_eq!((tag, &small[..]), (2, &[1u8, 2][..]));
+        assert_eq!(d.buffered(), 0);
+        // The payload outlives the decoder's use of the frame.
+        drop(d);
+        assert_eq!(p, big);
     }
 }

@@ -23,6 +23,7 @@
 mod envelope;
 mod frame;
 mod in_place;
+mod payload;
 
 pub use atoll_core::{ExitKind, Signal};
 pub use envelope::{Control, Data, DataRef, GroupMessage, LockWait};
@@ -31,7 +32,8 @@ pub use envelope::{
     Response, StatusWire,
 };
 pub use frame::{
-    DecodeError, EncodeError, FrameDecoder, FrameError, HEADER_LEN, WIRE_VERSION, decode,
-    decode_ref, encode_frame, encode_frame_in, encode_frame_sized, parse_header,
+    DecodeError, EncodeError, FrameDecoder, FrameError, HEADER_LEN, SHARED_FRAME_MIN, WIRE_VERSION,
+    decode, decode_ref, encode_frame, encode_frame_in, encode_frame_sized, parse_header,
 };
 pub use in_place::{DATA_HEAD_ROOM, DataHead, finish_data_frame};
+pub use payload::Payload;

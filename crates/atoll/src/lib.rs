@@ -34,8 +34,8 @@ pub use atoll_cluster::{
     ClusterSendError, ConfigError, ConnectError, ConsensusConfig, ConsensusError, GlobalError,
     GroupJoinError, IdentityError, Load, LockError, LockGuard, MAX_NAME_LEN, METRICS_CONTENT_TYPE,
     Member, MemberEvent, MemberIdentity, MemberMeta, MemberState, MembershipConfig, NameError,
-    NameLost, Node, NodeConfig, NodeStatus, PeerAddress, PeerAddressError, PeerInfo, RaftRole,
-    RaftStatus, RegistryFeedStats, RegistryPush, RemoteNode, RpcError, StartError, Swim,
+    NameLost, Node, NodeConfig, NodeStatus, Payload, PeerAddress, PeerAddressError, PeerInfo,
+    RaftRole, RaftStatus, RegistryFeedStats, RegistryPush, RemoteNode, RpcError, StartError, Swim,
     SwimConfig, SwimStats, WeakNode, builtin, chat, render_metrics,
 };
 pub use atoll_cluster::{

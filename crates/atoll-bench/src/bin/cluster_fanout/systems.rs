@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use atoll::ActorRef;
 use atoll_cluster::builtin::{Echo, EchoMsg};
-use atoll_cluster::{Node, NodeConfig};
+use atoll_cluster::{Node, NodeConfig, Payload};
 use tokio::io::AsyncWriteExt;
 
 use crate::{CALL_TIMEOUT, material, raw_endpoint};
@@ -92,15 +92,17 @@ impl Client {
                 } else {
                     echoes[worker % echoes.len()].clone()
                 };
+                // Like the floor's reused buffer, one payload per sender, sent again and
+                // again (a clone is a reference count).
+                let bytes = Payload::from(vec![0u8; payload]);
                 Box::new(move || {
-                    let echo = echo.clone();
+                    let (echo, bytes) = (echo.clone(), bytes.clone());
                     Box::pin(async move {
-                        let bytes = vec![0u8; payload];
                         let back = echo
                             .call(|r| EchoMsg::Bytes(bytes, r), CALL_TIMEOUT)
                             .await
                             .expect("echo answers");
-                        debug_assert_eq!(back.0.len(), payload);
+                        debug_assert_eq!(back.len(), payload);
                     }) as RoundTrip
                 })
             }
