@@ -12,6 +12,7 @@ use atoll_core::{NodeId, Pid};
 use atoll_wire::{
     Control, Data, FrameDecoder, FrameError, Response, encode_frame, encode_frame_in,
 };
+use bytes::Bytes;
 use tokio::sync::oneshot;
 
 thread_local! {
@@ -167,18 +168,9 @@ impl Peer {
     /// Queues an encoded data frame on the stream `key` picks, or, if it is large, on the
     /// bulk stream with a mark in its place (see [`crate::protocol::bulk`]).
     pub(crate) fn send_frame(&self, key: u64, frame: &[u8]) -> Result<(), SendFailed> {
-        // The header's length counts the version byte and the body.
-        let len = frame.len().saturating_sub(4);
-        if len > self.max_frame_len {
-            tracing::warn!(peer = %self.name, len, max = self.max_frame_len, "a message too large to send was dropped");
-            return Err(SendFailed::TooLarge {
-                len,
-                max: self.max_frame_len,
-            });
-        }
-        let i = (key.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 32) as usize % self.streams.len();
+        let i = self.stream_for(key, frame.len())?;
         if lane(frame.len()) == Lane::Bulk
-            && let Some(sent) = self.send_bulk(i, key, frame)
+            && let Some(sent) = self.send_bulk(i, key, &Bytes::copy_from_slice(frame))
         {
             return Ok(sent?);
         }
@@ -187,9 +179,38 @@ impl Peer {
         Ok(())
     }
 
+    /// As [`send_frame`](Self::send_frame) for a frame the caller hands over: a large one
+    /// goes to its stream without being copied.
+    pub(crate) fn send_owned_frame(&self, key: u64, frame: Bytes) -> Result<(), SendFailed> {
+        let i = self.stream_for(key, frame.len())?;
+        if lane(frame.len()) == Lane::Bulk
+            && let Some(sent) = self.send_bulk(i, key, &frame)
+        {
+            return Ok(sent?);
+        }
+        self.streams[i].send(&frame)?;
+        self.frames_sent.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// The message stream for `key`'s frames, once a frame of `frame_len` bytes is known to
+    /// be within the limit.
+    fn stream_for(&self, key: u64, frame_len: usize) -> Result<usize, SendFailed> {
+        // The header's length counts the version byte and the body.
+        let len = frame_len.saturating_sub(4);
+        if len > self.max_frame_len {
+            tracing::warn!(peer = %self.name, len, max = self.max_frame_len, "a message too large to send was dropped");
+            return Err(SendFailed::TooLarge {
+                len,
+                max: self.max_frame_len,
+            });
+        }
+        Ok((key.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 32) as usize % self.streams.len())
+    }
+
     /// Sends a large frame on message stream `i`'s bulk stream and its mark on the message
     /// stream; `None` if there is no bulk stream to be had.
-    fn send_bulk(&self, i: usize, key: u64, frame: &[u8]) -> Option<Result<(), Gone>> {
+    fn send_bulk(&self, i: usize, key: u64, frame: &Bytes) -> Option<Result<(), Gone>> {
         let mut bulk = self.bulk.lock().unwrap_or_else(|e| e.into_inner());
         if bulk.lanes.len() < self.streams.len() {
             bulk.lanes.resize(self.streams.len(), None);
@@ -217,7 +238,7 @@ impl Peer {
         let mark = encode_frame(&Data::BulkMark { lane, seq, key }).expect("encodes");
         let sent = self.streams[i]
             .send(&mark)
-            .and_then(|()| outbox.send(frame));
+            .and_then(|()| outbox.send_owned(frame));
         drop(bulk);
         if sent.is_ok() {
             self.frames_sent.fetch_add(1, Ordering::Relaxed);
@@ -281,13 +302,28 @@ impl Outbox {
     }
 
     pub(crate) fn send(&self, frame: &[u8]) -> Result<(), Gone> {
+        self.send_with(frame, |stream, cx| stream.poll_write(cx, frame))
+    }
+
+    /// Queues an owned frame: what the stream takes at once it takes without a copy.
+    pub(crate) fn send_owned(&self, frame: &Bytes) -> Result<(), Gone> {
+        self.send_with(frame, |stream, cx| stream.poll_write_chunk(cx, frame))
+    }
+
+    /// Writes `frame` straight into the stream with `write` if nothing is queued ahead of
+    /// it, and queues what the stream did not take for the flusher.
+    fn send_with(
+        &self,
+        frame: &[u8],
+        write: impl FnOnce(&mut SendStream, &mut Context<'_>) -> Poll<Result<usize, StreamError>>,
+    ) -> Result<(), Gone> {
         let mut state = self.lock();
         if state.closed {
             return Err(Gone);
         }
         if state.pending.is_empty() {
             let mut cx = Context::from_waker(Waker::noop());
-            match state.stream.poll_write(&mut cx, frame) {
+            match write(&mut state.stream, &mut cx) {
                 Poll::Ready(Ok(n)) if n == frame.len() => return Ok(()),
                 Poll::Ready(Ok(n)) => state.pending.extend_from_slice(&frame[n..]),
                 Poll::Ready(Err(_)) => {

@@ -18,7 +18,9 @@ use super::connect::dial;
 use crate::error::ClusterSendError;
 use crate::peer::{Peer, with_frame_buffer};
 use crate::protocol::bulk::name_key;
+use crate::protocol::bulk::{Lane, lane};
 use crate::protocol::routes::{Route, no_connection};
+use bytes::Bytes;
 
 pub(super) fn send_named<M: Serialize>(
     inner: &Inner,
@@ -113,6 +115,16 @@ fn route_in_place(
         encode(buf).map_err(RemoteSendError::Unencodable)?;
         let start = finish_data_frame(head, buf)
             .map_err(|e| RemoteSendError::Unencodable(e.to_string()))?;
+        if let Some(peer) = &direct
+            && lane(buf.len() - start) == Lane::Bulk
+        {
+            // The stream takes the encoded buffer itself, not a copy of it; the thread
+            // gets a fresh one of the same size for the next large frame.
+            let frame = std::mem::replace(buf, Vec::with_capacity(buf.capacity()));
+            return peer
+                .send_owned_frame(key, Bytes::from(frame).slice(start..))
+                .map_err(|_| RemoteSendError::NoConnection);
+        }
         Ok(route_frame(inner, direct, node, key, &buf[start..], None)?)
     })
 }

@@ -342,6 +342,25 @@ impl SendStream {
         }
     }
 
+    /// As [`poll_write`](Self::poll_write), but QUIC takes the bytes it accepts by
+    /// reference count instead of copying them.
+    pub(crate) fn poll_write_chunk(
+        &mut self,
+        cx: &mut Context<'_>,
+        chunk: &Bytes,
+    ) -> Poll<Result<usize, StreamError>> {
+        match self {
+            SendStream::Quic(s) => {
+                let mut chunks = [chunk.clone()];
+                let write = std::pin::pin!(s.write_chunks(&mut chunks));
+                write
+                    .poll(cx)
+                    .map(|r| r.map(|w| w.bytes).map_err(stream_error))
+            }
+            SendStream::Mem(s) => Poll::Ready(s.write(chunk)),
+        }
+    }
+
     pub(crate) async fn write_all(&mut self, buf: &[u8]) -> Result<(), StreamError> {
         match self {
             SendStream::Quic(s) => s.write_all(buf).await.map_err(stream_error),
