@@ -119,8 +119,8 @@ fn route_in_place(
             && lane(buf.len() - start) == Lane::Bulk
         {
             // The stream takes the encoded buffer itself, not a copy of it; the thread
-            // gets a fresh one of the same size for the next large frame.
-            let frame = std::mem::replace(buf, Vec::with_capacity(buf.capacity()));
+            // gets a fresh one, room for a frame this size, for the next large frame.
+            let frame = std::mem::replace(buf, Vec::with_capacity(buf.len()));
             return peer
                 .send_owned_frame(key, Bytes::from(frame).slice(start..))
                 .map_err(|_| RemoteSendError::NoConnection);
