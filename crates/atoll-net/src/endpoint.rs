@@ -43,10 +43,9 @@ pub fn bind(
     Ok(endpoint)
 }
 
-/// Asks for `bytes` of kernel buffer each way. The kernel may grant less (it caps requests
-/// at `net.core.rmem_max` / `wmem_max`): the endpoint works either way, so that is logged,
-/// not refused.
-/// Returns the receive buffer granted.
+/// Asks for `bytes` of kernel buffer each way and returns the receive buffer granted. The
+/// kernel may grant less (it caps requests at `net.core.rmem_max` / `wmem_max`): the
+/// endpoint works either way, so that is logged, not refused.
 fn size_buffers(socket: &std::net::UdpSocket, bytes: usize) -> usize {
     let socket = socket2::SockRef::from(socket);
     let _ = socket.set_recv_buffer_size(bytes);

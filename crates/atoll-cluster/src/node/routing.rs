@@ -17,8 +17,7 @@ use super::Inner;
 use super::connect::dial;
 use crate::error::ClusterSendError;
 use crate::peer::{Peer, with_frame_buffer};
-use crate::protocol::bulk::name_key;
-use crate::protocol::bulk::{Lane, lane};
+use crate::protocol::bulk::{Lane, lane, name_key};
 use crate::protocol::routes::{Route, no_connection};
 use bytes::Bytes;
 
