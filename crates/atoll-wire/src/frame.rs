@@ -1,8 +1,8 @@
 use bytes::{Buf, BytesMut};
 use serde::Serialize;
+use serde::de::DeserializeOwned;
 
 use crate::payload::with_received_frame;
-use serde::de::DeserializeOwned;
 
 /// The wire version this build speaks.
 pub const WIRE_VERSION: u8 = 3;
@@ -211,7 +211,7 @@ mod shared_tests {
     use crate::Payload;
 
     #[test]
-    fn a_large_frame_is_shared_by_its_payload_and_its_buffer_reused_after() {
+    fn a_large_frame_is_shared_by_its_payload_which_outlives_the_decoder() {
         let big = Payload::from(vec![9u8; SHARED_FRAME_MIN]);
         let frame = encode_frame(&(1u8, big.clone())).unwrap();
         let mut d = FrameDecoder::new(1 << 20);
