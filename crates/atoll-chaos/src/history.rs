@@ -293,6 +293,10 @@ pub struct History {
     /// Every client process the nemesis killed, in order.
     #[serde(default)]
     pub kills: Vec<Kill>,
+    /// When the workload stopped starting operations, just after the last fault's end (0 in
+    /// histories saved before this was recorded).
+    #[serde(default)]
+    pub stopped_ms: u64,
     /// When the last fault was healed (and every node was running again).
     pub healed_ms: u64,
     /// Rounds of snapshots (one per client each) taken after the heal, in order.
@@ -300,6 +304,16 @@ pub struct History {
 }
 
 impl History {
+    /// Where the workload's figures end: when it stopped starting operations (or, for a
+    /// history without that time, the final heal). After it nothing is tried, so nothing
+    /// can show the cluster available.
+    pub fn workload_end_ms(&self) -> u64 {
+        match self.stopped_ms {
+            0 => self.healed_ms,
+            stopped => stopped,
+        }
+    }
+
     /// Whether some node declared incarnation `incarnation` of client `c` unreachable at a time that lets the cluster
     /// release what `c` held during `[from, to]`: from `grace_ms` before `from` (a
     /// declaration acted on late) to [`DECLARATION_LEAD_MS`] after `to` (a release applied

@@ -76,8 +76,8 @@ fn main() -> ExitCode {
             let report =
                 atoll_chaos::check::check_all(&history, &atoll_chaos::check::Limits::default());
             print_report(&history, &report);
-            // The figures as the current rules count them (the run's end taken as its heal).
-            let rows = atoll_chaos::summary::per_kind(&history, history.healed_ms);
+            // The figures as the current rules count them, up to the workload's end.
+            let rows = atoll_chaos::summary::per_kind(&history, history.workload_end_ms());
             print!("{}", atoll_chaos::summary::render(&rows));
             print_declarations(&history);
             println!("{} anomalies", report.anomalies.len());

@@ -197,6 +197,7 @@ pub fn run(opts: &Options) -> Result<RunResult, SetupError> {
 
     // Everything healed and running, then every operation in flight answered.
     stop.store(true, Ordering::SeqCst);
+    rec.history().stopped_ms = rec.now_ms();
     cluster.heal()?;
     for i in 1..=NODES {
         if let Some(pid) = cluster.node_pid(i) {
@@ -302,7 +303,7 @@ pub fn run(opts: &Options) -> Result<RunResult, SetupError> {
     let mut report = check::check_all(&history, &limits);
     report.anomalies.extend(crashed);
     let end_ms = rec.now_ms();
-    let rows = summary::per_kind(&history, healed_ms.min(end_ms));
+    let rows = summary::per_kind(&history, history.workload_end_ms().min(end_ms));
     let all_unavailable: Vec<u64> = rows
         .iter()
         .filter(|(k, _)| k.as_str() != "none")

@@ -47,7 +47,8 @@ pub fn longest_gap(successes: &[u64], from: u64, to: u64) -> u64 {
 }
 
 /// The stretch a fault's unavailability is measured over: the fault and its recovery,
-/// cut at the next fault's start.
+/// cut at the next fault's start or the end of the workload (`end_of_run`: after it no
+/// operation starts, so none could show the cluster available).
 pub fn window(faults: &[Fault], i: usize, end_of_run: u64) -> (u64, u64) {
     let f = &faults[i];
     let next = faults.get(i + 1).map_or(end_of_run, |n| n.start_ms);
@@ -254,6 +255,30 @@ mod tests {
             start_ms: span.0,
             end_ms: span.1,
         }
+    }
+
+    #[test]
+    fn the_last_faults_unavailability_ends_with_the_workload() {
+        // The cluster answered 300 ms into the fault; then the workload stopped at 5,000 ms
+        // and only the final heal's snapshots ran, at 14,000 ms.
+        let history = History {
+            ops: vec![op(1, (1000, Some(1300)), Outcome::Locked { token: 1 })],
+            faults: vec![fault((1000, 4900))],
+            stopped_ms: 5000,
+            healed_ms: 14_000,
+            ..History::default()
+        };
+        let rows = per_kind(&history, history.workload_end_ms());
+        assert_eq!(rows["pause-leader"].unavailable_ms, [3700]);
+        // Measured to the heal instead, the idle end would read as 12.7 s unavailable.
+        let rows = per_kind(&history, history.healed_ms);
+        assert_eq!(rows["pause-leader"].unavailable_ms, [12_700]);
+        // A history saved before the stop was recorded ends at its heal.
+        let old = History {
+            stopped_ms: 0,
+            ..history
+        };
+        assert_eq!(old.workload_end_ms(), 14_000);
     }
 
     #[test]
