@@ -168,36 +168,24 @@ impl Peer {
     /// Queues an encoded data frame on the stream `key` picks, or, if it is large, on the
     /// bulk stream with a mark in its place (see [`crate::protocol::bulk`]).
     pub(crate) fn send_frame(&self, key: u64, frame: &[u8]) -> Result<(), SendFailed> {
-        let i = self.stream_for(key, frame.len())?;
-        if lane(frame.len()) == Lane::Bulk
-            && let Some(sent) = self.send_bulk(i, key, &Bytes::copy_from_slice(frame))
-        {
-            return Ok(sent?);
-        }
-        self.streams[i].send(frame)?;
-        self.frames_sent.fetch_add(1, Ordering::Relaxed);
-        Ok(())
+        self.send_frame_with(key, frame, || Bytes::copy_from_slice(frame))
     }
 
     /// As [`send_frame`](Self::send_frame) for a frame the caller hands over: a large one
     /// goes to its stream without being copied.
     pub(crate) fn send_owned_frame(&self, key: u64, frame: Bytes) -> Result<(), SendFailed> {
-        let i = self.stream_for(key, frame.len())?;
-        if lane(frame.len()) == Lane::Bulk
-            && let Some(sent) = self.send_bulk(i, key, &frame)
-        {
-            return Ok(sent?);
-        }
-        self.streams[i].send(&frame)?;
-        self.frames_sent.fetch_add(1, Ordering::Relaxed);
-        Ok(())
+        self.send_frame_with(key, &frame, || frame.clone())
     }
 
-    /// The message stream for `key`'s frames, once a frame of `frame_len` bytes is known to
-    /// be within the limit.
-    fn stream_for(&self, key: u64, frame_len: usize) -> Result<usize, SendFailed> {
+    /// Sends `frame`; `owned` gives it as `Bytes` if it goes to a bulk stream.
+    fn send_frame_with(
+        &self,
+        key: u64,
+        frame: &[u8],
+        owned: impl FnOnce() -> Bytes,
+    ) -> Result<(), SendFailed> {
         // The header's length counts the version byte and the body.
-        let len = frame_len.saturating_sub(4);
+        let len = frame.len().saturating_sub(4);
         if len > self.max_frame_len {
             tracing::warn!(peer = %self.name, len, max = self.max_frame_len, "a message too large to send was dropped");
             return Err(SendFailed::TooLarge {
@@ -205,7 +193,15 @@ impl Peer {
                 max: self.max_frame_len,
             });
         }
-        Ok((key.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 32) as usize % self.streams.len())
+        let i = (key.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 32) as usize % self.streams.len();
+        if lane(frame.len()) == Lane::Bulk
+            && let Some(sent) = self.send_bulk(i, key, &owned())
+        {
+            return Ok(sent?);
+        }
+        self.streams[i].send(frame)?;
+        self.frames_sent.fetch_add(1, Ordering::Relaxed);
+        Ok(())
     }
 
     /// Sends a large frame on message stream `i`'s bulk stream and its mark on the message

@@ -39,7 +39,8 @@ pub fn frame_decoder(data: &[u8]) {
 /// bytes: payloads decoded from it are views of it and stay whole after the decoder goes.
 fn shared_frame(cut: usize, body: &[u8]) {
     use atoll_wire::{HEADER_LEN, Payload, SHARED_FRAME_MIN, WIRE_VERSION};
-    let len = SHARED_FRAME_MIN.max(body.len() + 1);
+    // At least one byte of padding, so the cut always leaves the frame incomplete.
+    let len = SHARED_FRAME_MIN.max(body.len() + 2);
     let mut frame = Vec::with_capacity(len + 4);
     frame.extend_from_slice(&u32::try_from(len).expect("small").to_be_bytes());
     frame.push(WIRE_VERSION);
