@@ -117,6 +117,12 @@ pub fn render(s: &NodeStatus) -> String {
         "node {} id={} creation={} addr={} processes={}\n",
         s.name, s.id, s.creation, s.addr, s.processes
     );
+    if let Some(b) = s.udp_buffer.filter(|b| b.capped) {
+        out.push_str(&format!(
+            "  warning: UDP receive buffer capped by the kernel at {} bytes (asked {}): large messages may see drops; raise net.core.rmem_max and net.core.wmem_max\n",
+            b.granted, b.asked
+        ));
+    }
     out.push_str("\nMEMBERS\n");
     if s.members.is_empty() {
         out.push_str("  (membership is not enabled on this node)\n");

@@ -50,6 +50,20 @@ fn status_api_and_metrics_show_members_raft_names_and_a_node_going_down() {
     });
     let text = ok(dir, &["status", "--http", &http[1]]);
     assert!(text.starts_with("node v2 id="), "{text}");
+    // The socket's buffer as granted; a cap below the ask is called out.
+    let buffer = &status_json(dir, &http[1])["udp_buffer"];
+    let (asked, granted) = (buffer["asked"].as_u64(), buffer["granted"].as_u64());
+    assert!(granted.is_some_and(|g| g > 0), "{buffer}");
+    assert_eq!(
+        buffer["capped"].as_bool(),
+        Some(granted < asked),
+        "{buffer}"
+    );
+    assert_eq!(
+        text.contains("UDP receive buffer capped"),
+        granted < asked,
+        "{text}"
+    );
     for needle in [
         "MEMBERS",
         "v1 ",
@@ -135,6 +149,8 @@ fn status_api_and_metrics_show_members_raft_names_and_a_node_going_down() {
         "atoll_names{scope=\"local\"} 2",
         "atoll_peer_frames_sent_total{peer=\"v2\"}",
         "atoll_peer_rtt_seconds{peer=\"v3\"}",
+        "atoll_udp_receive_buffer_bytes ",
+        "atoll_udp_receive_buffer_requested_bytes ",
         "atoll_processes ",
         "atoll_mailbox_longest ",
         "atoll_process_table_entries ",
@@ -375,6 +391,11 @@ fn the_status_page_shows_the_cluster_in_a_browser_and_a_node_going_down() {
             && p.contains("data-service=\"echo\" data-node=\"v3\"")
     });
     assert!(page.contains("data-ready=\"1\""), "{page}");
+    let capped = status_json(dir, &http[0])["udp_buffer"]["capped"] == true;
+    assert!(
+        page.contains(&format!("data-udp-capped=\"{capped}\"")),
+        "{page}"
+    );
     assert!(page.contains("v1 (this node)"), "{page}");
     assert!(page.contains("data-name=\"echo\""), "{page}");
     assert!(

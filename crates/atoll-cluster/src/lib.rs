@@ -62,7 +62,7 @@ pub use node::{
     DataStatus, FencedStatus, FencingStatus, GroupStatus, LockGuard, LockStatus, MAX_NAME_LEN,
     MemberStatus, NameLost, NameStatus, Node, NodeStatus, PeerInfo, PeerStatus, RTT_BUCKETS_US,
     RaftView, RegistryFeedStats, RegistryIndex, RemoteNode, RttSnapshot, ServiceError,
-    ServiceOffer, ServiceStatus, WeakNode, scope_name,
+    ServiceOffer, ServiceStatus, UdpBufferStatus, WeakNode, scope_name,
 };
 pub use protocol::data::{DataSettings, DataStats};
 /// What a process that asked ([`Node::notify_fenced`]) is told when its node was fenced.

@@ -7,6 +7,7 @@
 //! | `atoll_peer_bytes_sent_total`, `atoll_peer_bytes_received_total` | counter | UDP payload bytes per peer |
 //! | `atoll_peer_rtt_seconds` | gauge | smoothed QUIC round trip per peer |
 //! | `atoll_request_rtt_seconds` | histogram | round trips of requests to peers |
+//! | `atoll_udp_receive_buffer_bytes`, `atoll_udp_receive_buffer_requested_bytes` | gauge | the UDP socket's receive buffer as granted and as asked for (QUIC nodes) |
 //! | `atoll_processes` | gauge | live processes |
 //! | `atoll_mailbox_messages`, `atoll_mailbox_longest` | gauge | messages waiting, in all mailboxes and in the longest |
 //! | `atoll_members` | gauge | members by `state` |
@@ -107,6 +108,20 @@ pub fn render_metrics(s: &NodeStatus, processes: &[ProcessInfoWire]) -> String {
         &buckets,
     );
 
+    if let Some(buffer) = &s.udp_buffer {
+        family(
+            "atoll_udp_receive_buffer_bytes",
+            "gauge",
+            "The UDP socket's receive buffer as the kernel granted it (capped at net.core.rmem_max).",
+            &[(String::new(), buffer.granted as f64)],
+        );
+        family(
+            "atoll_udp_receive_buffer_requested_bytes",
+            "gauge",
+            "The UDP socket's receive buffer as configured; more than granted means the kernel capped it.",
+            &[(String::new(), buffer.asked as f64)],
+        );
+    }
     family(
         "atoll_processes",
         "gauge",
@@ -388,6 +403,11 @@ mod tests {
                 },
             },
             fencing: Default::default(),
+            udp_buffer: Some(crate::UdpBufferStatus {
+                asked: 4 << 20,
+                granted: 212_992,
+                capped: true,
+            }),
         }
     }
 
@@ -407,6 +427,8 @@ mod tests {
             "atoll_request_rtt_seconds_bucket{le=\"+Inf\"} 3",
             "atoll_request_rtt_seconds_sum 2.0003",
             "atoll_request_rtt_seconds_count 3",
+            "atoll_udp_receive_buffer_bytes 212992",
+            "atoll_udp_receive_buffer_requested_bytes 4194304",
             "atoll_processes 3",
             "atoll_mailbox_messages 6",
             "atoll_mailbox_longest 4",
@@ -451,8 +473,10 @@ mod tests {
     fn without_consensus_there_are_no_raft_families() {
         let mut s = status();
         s.raft = None;
+        s.udp_buffer = None;
         let text = render_metrics(&s, &[]);
         assert!(!text.contains("atoll_raft_"), "{text}");
+        assert!(!text.contains("atoll_udp_"), "{text}");
         assert!(!text.contains("atoll_registry_index"), "{text}");
         assert!(
             text.lines().any(|l| l == "atoll_mailbox_longest 0"),

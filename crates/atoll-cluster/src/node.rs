@@ -23,7 +23,7 @@ pub use naming::{LockGuard, MAX_NAME_LEN, RegistryFeedStats, RegistryIndex};
 pub use status::{
     DataStatus, FencedStatus, FencingStatus, GroupStatus, LockStatus, MemberStatus, NameStatus,
     NodeStatus, PeerStatus, RTT_BUCKETS_US, RaftView, RttSnapshot, ServiceOffer, ServiceStatus,
-    scope_name,
+    UdpBufferStatus, scope_name,
 };
 
 use std::collections::{BTreeMap, HashMap};
@@ -100,6 +100,8 @@ struct Inner {
     /// Wall time for the data tables' hybrid clocks.
     clock: clock::WallClock,
     local_addr: SocketAddr,
+    /// The UDP socket's receive buffer, for the status (none on a simulated network).
+    udp_buffer: Option<atoll_net::UdpBuffer>,
     max_frame_len: usize,
     message_streams: usize,
     reconnect: (Duration, Duration),

@@ -92,7 +92,8 @@ async fn raw_client(cluster: &Cluster, target: &Node) -> (quinn::Connection, Nod
         atoll_net::client_config(&key, &cert, &trust, &settings).unwrap(),
         &settings,
     )
-    .unwrap();
+    .unwrap()
+    .endpoint;
     let conn = atoll_net::connect(&endpoint, target.local_addr(), Some(&target.id()))
         .unwrap()
         .await

@@ -18,18 +18,61 @@ pub struct BindError {
     pub source: io::Error,
 }
 
+/// A bound QUIC endpoint and the UDP receive buffer its socket got.
+#[derive(Debug)]
+pub struct BoundEndpoint {
+    /// The endpoint.
+    pub endpoint: quinn::Endpoint,
+    /// The socket's receive buffer, as asked for and as granted.
+    pub udp_buffer: UdpBuffer,
+}
+
+/// A UDP socket's kernel receive buffer: what was asked for and what the kernel granted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UdpBuffer {
+    /// Bytes asked for ([`TransportSettings::udp_buffer`]).
+    pub asked: usize,
+    /// Bytes granted (Linux caps requests at `net.core.rmem_max`).
+    pub granted: usize,
+}
+
+impl UdpBuffer {
+    /// True when the kernel granted less than asked: a burst of datagrams larger than the
+    /// buffer (a large message arriving while the receiving thread is busy) is then dropped
+    /// and retransmitted, at a fraction of the throughput.
+    ///
+    /// ```
+    /// let buffer = atoll_net::UdpBuffer { asked: 4 << 20, granted: 212_992 };
+    /// assert!(buffer.capped());
+    /// ```
+    pub fn capped(&self) -> bool {
+        self.granted < self.asked
+    }
+}
+
 /// Binds a QUIC endpoint on `addr` that accepts connections with `server` and dials with
-/// `client` by default, its UDP socket's kernel buffers sized by `settings`. Must be called
-/// inside a tokio runtime.
+/// `client` by default, its UDP socket's kernel buffers sized by `settings`. A buffer the
+/// kernel caps below the request is logged as a warning, with the settings to raise. Must
+/// be called inside a tokio runtime.
 pub fn bind(
     addr: SocketAddr,
     server: quinn::ServerConfig,
     client: quinn::ClientConfig,
     settings: &TransportSettings,
-) -> Result<quinn::Endpoint, BindError> {
+) -> Result<BoundEndpoint, BindError> {
     let err = |source| BindError { addr, source };
     let socket = std::net::UdpSocket::bind(addr).map_err(err)?;
-    size_buffers(&socket, settings.udp_buffer);
+    let udp_buffer = size_buffers(&socket, settings.udp_buffer);
+    if udp_buffer.capped() {
+        tracing::warn!(
+            %addr,
+            asked = udp_buffer.asked,
+            granted = udp_buffer.granted,
+            "the kernel capped the UDP receive buffer: large messages may see drops and \
+             retransmissions; raise net.core.rmem_max and net.core.wmem_max (sysctl) to at \
+             least the asked size"
+        );
+    }
     let runtime = quinn::default_runtime()
         .ok_or_else(|| err(io::Error::other("not inside a tokio runtime")))?;
     let mut endpoint = quinn::Endpoint::new(
@@ -40,26 +83,25 @@ pub fn bind(
     )
     .map_err(err)?;
     endpoint.set_default_client_config(client);
-    Ok(endpoint)
+    Ok(BoundEndpoint {
+        endpoint,
+        udp_buffer,
+    })
 }
 
 /// Asks for `bytes` of kernel buffer each way and returns the receive buffer granted. The
 /// kernel may grant less (it caps requests at `net.core.rmem_max` / `wmem_max`): the
-/// endpoint works either way, so that is logged, not refused.
-fn size_buffers(socket: &std::net::UdpSocket, bytes: usize) -> usize {
+/// endpoint works either way, so that is reported, not refused.
+fn size_buffers(socket: &std::net::UdpSocket, bytes: usize) -> UdpBuffer {
     let socket = socket2::SockRef::from(socket);
     let _ = socket.set_recv_buffer_size(bytes);
     let _ = socket.set_send_buffer_size(bytes);
     // Linux reports twice what it grants (the doubling covers its own bookkeeping).
     let granted = socket.recv_buffer_size().unwrap_or(0) / 2;
-    if granted < bytes {
-        tracing::debug!(
-            asked = bytes,
-            granted,
-            "UDP receive buffer capped by the kernel (net.core.rmem_max)"
-        );
+    UdpBuffer {
+        asked: bytes,
+        granted,
     }
-    granted
 }
 
 /// Starts a connection to `addr`. With `expected = Some(id)` the handshake fails unless
@@ -87,7 +129,8 @@ mod tests {
             .unwrap();
         let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         let asked = 2 << 20;
-        let granted = size_buffers(&socket, asked);
-        assert_eq!(granted, asked.min(cap));
+        let buffer = size_buffers(&socket, asked);
+        assert_eq!(buffer.granted, asked.min(cap));
+        assert_eq!(buffer.capped(), cap < asked);
     }
 }

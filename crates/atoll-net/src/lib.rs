@@ -77,7 +77,7 @@ pub use directory::{
     CaDirectory, DirectoryError, IssuedFiles, IssuedNode, Listing, REVOKED_FILE, Revoked,
     SharedDirectory,
 };
-pub use endpoint::{BindError, bind, connect};
+pub use endpoint::{BindError, BoundEndpoint, UdpBuffer, bind, connect};
 pub use files::{LoadError, SaveError};
 pub use identity::{
     GenerateError, KeyError, NodeIdentity, PUBLIC_KEY_LEN, SIGNATURE_LEN, node_id_of, verify,

@@ -35,7 +35,8 @@ fn node_with(key: &NodeIdentity, cert: &NodeCertificate, trust: &TrustConfig) ->
         client_config(key, cert, trust, &settings).unwrap(),
         &settings,
     )
-    .unwrap();
+    .unwrap()
+    .endpoint;
     Node {
         id: key.node_id(),
         endpoint,

@@ -48,7 +48,7 @@ impl Node {
             &config.transport,
         )
         .map_err(|e| StartError::Tls(e.to_string()))?;
-        let endpoint =
+        let bound =
             atoll_net::bind(config.listen, server, client, &config.transport).map_err(|e| {
                 StartError::Bind {
                     addr: config.listen,
@@ -67,7 +67,8 @@ impl Node {
         let creation = incarnation::next(record_dir.as_deref()).map_err(StartError::Incarnation)?;
         let seed = std::hash::BuildHasher::hash_one(&std::hash::RandomState::new(), (id, creation));
         let started = Started {
-            endpoint: Endpoint::Quic(endpoint),
+            endpoint: Endpoint::Quic(bound.endpoint),
+            udp_buffer: Some(bound.udp_buffer),
             creation,
             seed,
             clock: WallClock::System,
@@ -99,6 +100,7 @@ impl Node {
             })?;
         let started = Started {
             endpoint: Endpoint::Mem(endpoint),
+            udp_buffer: None,
             creation: incarnation::next_simulated(network.wall_ms(config.listen), &disk),
             seed: network.next_seed(),
             clock: WallClock::Simulated {
@@ -114,6 +116,7 @@ impl Node {
     fn start_on(config: NodeConfig, started: Started) -> Result<Node, StartError> {
         let Started {
             endpoint,
+            udp_buffer,
             creation,
             seed,
             clock,
@@ -135,6 +138,7 @@ impl Node {
             certificate_proves_id: config.tls.proves_node_id,
             endpoint: Arc::new(endpoint),
             local_addr,
+            udp_buffer,
             seed,
             clock,
             max_frame_len: config.max_frame_len,
@@ -177,6 +181,8 @@ impl Node {
 /// What starting a node needs besides its configuration.
 struct Started {
     endpoint: Endpoint,
+    /// The UDP socket's receive buffer (none on a simulated network).
+    udp_buffer: Option<atoll_net::UdpBuffer>,
     creation: u32,
     seed: u64,
     clock: WallClock,

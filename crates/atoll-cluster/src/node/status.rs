@@ -95,6 +95,31 @@ pub struct NodeStatus {
     /// split-brain policy) and rejoined as a new generation.
     #[serde(default)]
     pub fencing: FencingStatus,
+    /// The UDP socket's receive buffer; `None` on a simulated network.
+    #[serde(default)]
+    pub udp_buffer: Option<UdpBufferStatus>,
+}
+
+/// A node's UDP receive buffer, as asked for and as the kernel granted it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UdpBufferStatus {
+    /// Bytes asked for (`TransportSettings::udp_buffer`).
+    pub asked: u64,
+    /// Bytes granted.
+    pub granted: u64,
+    /// True when the kernel granted less than asked (`net.core.rmem_max` is lower): large
+    /// messages may then see drops and retransmissions.
+    pub capped: bool,
+}
+
+impl From<atoll_net::UdpBuffer> for UdpBufferStatus {
+    fn from(b: atoll_net::UdpBuffer) -> Self {
+        UdpBufferStatus {
+            asked: b.asked as u64,
+            granted: b.granted as u64,
+            capped: b.capped(),
+        }
+    }
 }
 
 /// This node's fencings since it started.
@@ -445,6 +470,7 @@ impl Node {
                 }
             },
             fencing,
+            udp_buffer: inner.udp_buffer.map(UdpBufferStatus::from),
         }
     }
 }

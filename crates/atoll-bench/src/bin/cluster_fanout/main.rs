@@ -175,6 +175,7 @@ fn raw_endpoint(
         &settings,
     )
     .expect("endpoint")
+    .endpoint
 }
 
 fn make_material(dir: &Path, names: &[String]) {
