@@ -51,9 +51,10 @@ impl UdpBuffer {
 }
 
 /// Binds a QUIC endpoint on `addr` that accepts connections with `server` and dials with
-/// `client` by default, its UDP socket's kernel buffers sized by `settings`. A buffer the
-/// kernel caps below the request is logged as a warning, with the settings to raise. Must
-/// be called inside a tokio runtime.
+/// `client` by default, on a socket from [`udp_socket`]. On a tokio multi-thread runtime
+/// the endpoint's and connections' drivers, when woken, run after the tasks already queued
+/// (so frames written meanwhile share packets) rather than next. Must be called inside a
+/// tokio runtime.
 pub fn bind(
     addr: SocketAddr,
     server: quinn::ServerConfig,
@@ -61,7 +62,32 @@ pub fn bind(
     settings: &TransportSettings,
 ) -> Result<BoundEndpoint, BindError> {
     let err = |source| BindError { addr, source };
-    let socket = std::net::UdpSocket::bind(addr).map_err(err)?;
+    if tokio::runtime::Handle::try_current().is_err() {
+        return Err(err(io::Error::other("not inside a tokio runtime")));
+    }
+    let (socket, udp_buffer) = udp_socket(addr, settings)?;
+    let mut endpoint = quinn::Endpoint::new(
+        quinn::EndpointConfig::default(),
+        Some(server),
+        socket,
+        std::sync::Arc::new(crate::runtime::QueuedDrivers),
+    )
+    .map_err(err)?;
+    endpoint.set_default_client_config(client);
+    Ok(BoundEndpoint {
+        endpoint,
+        udp_buffer,
+    })
+}
+
+/// Binds the UDP socket for an endpoint on `addr`, its kernel buffers sized by `settings`.
+/// A buffer the kernel caps below the request is logged as a warning, with the settings to
+/// raise.
+pub fn udp_socket(
+    addr: SocketAddr,
+    settings: &TransportSettings,
+) -> Result<(std::net::UdpSocket, UdpBuffer), BindError> {
+    let socket = std::net::UdpSocket::bind(addr).map_err(|source| BindError { addr, source })?;
     let udp_buffer = size_buffers(&socket, settings.udp_buffer);
     if udp_buffer.capped() {
         tracing::warn!(
@@ -73,20 +99,7 @@ pub fn bind(
              least the asked size"
         );
     }
-    let runtime = quinn::default_runtime()
-        .ok_or_else(|| err(io::Error::other("not inside a tokio runtime")))?;
-    let mut endpoint = quinn::Endpoint::new(
-        quinn::EndpointConfig::default(),
-        Some(server),
-        socket,
-        runtime,
-    )
-    .map_err(err)?;
-    endpoint.set_default_client_config(client);
-    Ok(BoundEndpoint {
-        endpoint,
-        udp_buffer,
-    })
+    Ok((socket, udp_buffer))
 }
 
 /// Asks for `bytes` of kernel buffer each way and returns the receive buffer granted. The

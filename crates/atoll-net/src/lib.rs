@@ -67,6 +67,7 @@ mod files;
 mod identity;
 mod pem;
 mod revocation;
+mod runtime;
 mod shared;
 mod tls;
 
@@ -77,7 +78,7 @@ pub use directory::{
     CaDirectory, DirectoryError, IssuedFiles, IssuedNode, Listing, REVOKED_FILE, Revoked,
     SharedDirectory,
 };
-pub use endpoint::{BindError, BoundEndpoint, UdpBuffer, bind, connect};
+pub use endpoint::{BindError, BoundEndpoint, UdpBuffer, bind, connect, udp_socket};
 pub use files::{LoadError, SaveError};
 pub use identity::{
     GenerateError, KeyError, NodeIdentity, PUBLIC_KEY_LEN, SIGNATURE_LEN, node_id_of, verify,

@@ -161,21 +161,27 @@ fn material(dir: &Path, name: &str) -> (NodeIdentity, NodeCertificate, atoll_net
     (key, cert, ca.trust(RevocationList::new()))
 }
 
-/// A bare quinn endpoint on loopback with the same TLS configuration nodes use.
+/// A bare quinn endpoint on loopback with the same TLS configuration and socket buffers
+/// nodes use, on quinn's own tokio runtime.
 fn raw_endpoint(
     key: &NodeIdentity,
     cert: &NodeCertificate,
     trust: &atoll_net::TrustConfig,
 ) -> quinn::Endpoint {
     let settings = TransportSettings::default();
-    atoll_net::bind(
-        "127.0.0.1:0".parse().unwrap(),
-        atoll_net::server_config(key, cert, trust, &settings).expect("server config"),
-        atoll_net::client_config(key, cert, trust, &settings).expect("client config"),
-        &settings,
+    let (socket, _) =
+        atoll_net::udp_socket("127.0.0.1:0".parse().unwrap(), &settings).expect("socket");
+    let mut endpoint = quinn::Endpoint::new(
+        quinn::EndpointConfig::default(),
+        Some(atoll_net::server_config(key, cert, trust, &settings).expect("server config")),
+        socket,
+        quinn::default_runtime().expect("tokio runtime"),
     )
-    .expect("endpoint")
-    .endpoint
+    .expect("endpoint");
+    endpoint.set_default_client_config(
+        atoll_net::client_config(key, cert, trust, &settings).expect("client config"),
+    );
+    endpoint
 }
 
 fn make_material(dir: &Path, names: &[String]) {
