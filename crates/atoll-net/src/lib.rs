@@ -38,7 +38,8 @@
 //!             server_config(&key, &cert, &trust, &settings)?,
 //!             client_config(&key, &cert, &trust, &settings)?,
 //!             &settings,
-//!         )?;
+//!         )?
+//!         .endpoint;
 //!         nodes.push((key.node_id(), endpoint));
 //!     }
 //!     let (a_id, a) = &nodes[0];
