@@ -35,11 +35,11 @@ pub fn run(config_path: &Path) -> Result<(), Error> {
 /// The multi-threaded tokio runtime a node runs on, with `threads` workers.
 ///
 /// Without tokio's LIFO slot: with it, a task woken by the one running runs right after
-/// it, so when many processes each answer one message (grain activations, each its own
-/// process) the connection's driver, woken by the first answer, runs between every two
-/// answers and sends each in a packet of its own. Queued behind the processes already
-/// woken, it sends the answers of a burst together, as it does for one process answering
-/// many (BENCHMARKS.md, grains).
+/// it. The QUIC drivers already queue themselves behind the tasks woken before them on any
+/// multi-thread runtime (`atoll_net::bind`); without the slot the processes do too, so the
+/// replies to a burst are written before the processes woken by them send again, and more
+/// frames share a packet (0.17 datagrams per message against 0.31 with the slot, on two
+/// workers; BENCHMARKS.md, cluster_fanout and grains).
 pub(crate) fn runtime(threads: usize) -> Result<tokio::runtime::Runtime, Error> {
     tokio::runtime::Builder::new_multi_thread()
         .disable_lifo_slot()
